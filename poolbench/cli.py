@@ -1,0 +1,127 @@
+"""The `poolbench` command: run, bench, report, watch, lint.
+
+Every user-facing failure is a PoolbenchError, printed as one line with a non-zero exit;
+Ctrl-C and SIGTERM unwind through the same cleanup (exit 130), so no child is left.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import os
+import signal
+import sys
+from pathlib import Path
+
+from poolbench import __version__
+from poolbench.errors import PoolbenchError
+
+EXIT_INTERRUPTED = 130
+
+
+def _add_run_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--config", type=Path, default=Path("scenarios/bench.toml"),
+                        help="bench file (default: scenarios/bench.toml)")  # fmt: skip
+    parser.add_argument("--experiment", action="append", dest="experiments", metavar="NAME",
+                        help="experiment to run (repeatable; default: the file's defaults)")  # fmt: skip
+    parser.add_argument("--variants", type=lambda s: [v for v in s.split(",") if v],
+                        help="comma-separated variants, e.g. before,after")  # fmt: skip
+    parser.add_argument("--quick", action="store_true",
+                        help="a small, fast run (pool_size=4, ~30 s per variant)")  # fmt: skip
+    parser.add_argument("--repeats", type=int, help="runs per variant (alternating order)")
+    parser.add_argument("--database-url", default=os.environ.get("DATABASE_URL"),
+                        help="use this PostgreSQL instead of an embedded one (superuser or pg_monitor + CREATEROLE/CREATEDB)")  # fmt: skip
+    parser.add_argument("--load-processes", type=int,
+                        help="Locust processes (passed as --processes)")  # fmt: skip
+    parser.add_argument("--out", type=Path, default=Path("results"),
+                        help="results root (default: results/)")  # fmt: skip
+    parser.add_argument("--no-report", action="store_true", help="skip the report at the end")
+
+
+def _cmd_run(args: argparse.Namespace) -> int:
+    from poolbench.config import load_config, select
+    from poolbench.runner import Runner
+
+    config = load_config(args.config)
+    experiments = select(
+        config,
+        experiments=args.experiments,
+        variants=args.variants,
+        quick=args.quick,
+        repeats=args.repeats,
+        load_processes=args.load_processes,
+    )
+    runner = Runner(config, experiments, args.out, ["poolbench", *sys.argv[1:]], args.database_url)
+    record = runner.run()
+    print(f"results: {record.run_dir}")
+    return _finish(record.run_dir, args.no_report)
+
+
+def _finish(run_dir: Path, skip_report: bool) -> int:
+    """Report the run if the report stage exists; otherwise print the short text summary."""
+    from poolbench.summary_text import text_summary
+
+    print(text_summary(run_dir))
+    if skip_report:
+        return 0
+    try:
+        report = importlib.import_module("poolbench.report")
+    except ImportError:
+        return 0
+    path = report.build_report(run_dir)
+    print(f"report: {path}")
+    return 0
+
+
+def _plug(subparsers: argparse._SubParsersAction, name: str, module: str, help_text: str) -> None:
+    """Register a subcommand whose module offers add_arguments(parser) and run(args)."""
+    try:
+        mod = importlib.import_module(module)
+    except ImportError:
+        return
+    parser = subparsers.add_parser(name, help=help_text, description=help_text)
+    mod.add_arguments(parser)
+    parser.set_defaults(func=mod.run)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="poolbench",
+        description="Compare app architectures against a real PostgreSQL under Locust load.",
+    )
+    parser.add_argument("--version", action="version", version=f"poolbench {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    run = sub.add_parser("run", help="run experiments and record them under results/",
+                         description="Run experiments and record them under results/.")  # fmt: skip
+    _add_run_arguments(run)
+    run.set_defaults(func=_cmd_run)
+    _plug(
+        sub,
+        "report",
+        "poolbench.report",
+        "write summary.json, report.md/.html and charts for a run",
+    )
+    _plug(sub, "watch", "poolbench.watch", "sample a PostgreSQL (and app pids) live, without load")
+    _plug(sub, "lint", "poolbench.lint", "list every SQLAlchemy engine a codebase creates")
+    return parser
+
+
+def _interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
+
+
+def main(argv: list[str] | None = None) -> int:
+    signal.signal(signal.SIGTERM, _interrupt)
+    args = build_parser().parse_args(argv)
+    try:
+        return int(args.func(args) or 0)
+    except PoolbenchError as exc:
+        print(f"poolbench: error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        print("poolbench: interrupted; children stopped, run marked partial", file=sys.stderr)
+        return EXIT_INTERRUPTED
+
+
+if __name__ == "__main__":
+    sys.exit(main())

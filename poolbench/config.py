@@ -1,0 +1,285 @@
+"""Typed, validated bench configuration: scenarios/bench.toml plus command-line overrides.
+
+Every error names the bad key and, where there is a fixed set, the valid choices, in
+one line, because a user reads it in a terminal before anything has started.
+"""
+
+from __future__ import annotations
+
+import tomllib
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+from poolbench.errors import PoolbenchError
+
+PROVIDERS = ("embedded", "url", "compose")
+SHAPES = ("steady", "ramp", "spike")
+DEFAULT_CONFIG = Path("scenarios/bench.toml")
+
+
+@dataclass(frozen=True)
+class AppSettings:
+    """What the app's pools are given: the knobs the seed's change is about."""
+
+    workers: int = 1
+    pool_size: int = 5
+    max_overflow: int = 10
+    pool_timeout: float = 30.0
+
+
+@dataclass(frozen=True)
+class PostgresSettings:
+    provider: str = "embedded"
+    version: int = 16
+    max_connections: int = 100
+
+
+@dataclass(frozen=True)
+class LoadSettings:
+    locustfile: str = "scenarios/locustfile.py"
+    shape: str = "steady"
+    users: int = 50
+    spawn_rate: float = 50.0
+    hold_ms: int = 5
+    processes: int = 1
+
+
+@dataclass(frozen=True)
+class Phases:
+    """Seconds per phase: warm-up (light load), load, then idle to see what stays open."""
+
+    warmup_s: float = 5.0
+    load_s: float = 45.0
+    idle_s: float = 15.0
+
+
+@dataclass(frozen=True)
+class Variant:
+    """An app to measure: a directory with `app.main:app`, or any command plus a health path."""
+
+    name: str
+    app_dir: str | None = None
+    command: tuple[str, ...] | None = None
+    health_path: str = "/ping"
+    pools_path: str | None = "/debug/pools"
+    label: str | None = None
+
+
+@dataclass(frozen=True)
+class Experiment:
+    name: str
+    description: str
+    variants: tuple[str, ...]
+    app: AppSettings
+    postgres: PostgresSettings
+    load: LoadSettings
+    phases: Phases
+    repeats: int = 1
+
+
+@dataclass(frozen=True)
+class BenchConfig:
+    path: str
+    variants: dict[str, Variant]
+    experiments: dict[str, Experiment]
+    default_experiments: tuple[str, ...]
+    quick: dict[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+# --------------------------------------------------------------------------- parsing
+
+
+def _check_keys(table: dict[str, Any], allowed: set[str], where: str) -> None:
+    unknown = sorted(set(table) - allowed)
+    if unknown:
+        raise PoolbenchError(
+            f"unknown key {where}.{unknown[0]}: valid keys are {', '.join(sorted(allowed))}"
+        )
+
+
+def _typed(cls: type, table: dict[str, Any], where: str, base: Any = None) -> Any:
+    """Build a settings dataclass from a TOML table, checking names, types and ranges."""
+    defaults = base if base is not None else cls()
+    allowed = set(cls.__dataclass_fields__)
+    _check_keys(table, allowed, where)
+    values = {}
+    for key, value in table.items():
+        expected = type(getattr(defaults, key))
+        if expected is float and isinstance(value, int) and not isinstance(value, bool):
+            value = float(value)
+        if not isinstance(value, expected) or isinstance(value, bool) != (expected is bool):
+            raise PoolbenchError(
+                f"{where}.{key} must be {expected.__name__}, got {type(value).__name__} {value!r}"
+            )
+        if isinstance(value, int | float) and value < 0:
+            raise PoolbenchError(f"{where}.{key} must not be negative, got {value}")
+        values[key] = value
+    return replace(defaults, **values)
+
+
+def _validate_experiment(exp: Experiment, variants: dict[str, Variant]) -> None:
+    where = f"experiments.{exp.name}"
+    if exp.postgres.provider not in PROVIDERS:
+        raise PoolbenchError(
+            f"{where}.postgres.provider {exp.postgres.provider!r} is not one of {', '.join(PROVIDERS)}"
+        )
+    if exp.load.shape not in SHAPES:
+        raise PoolbenchError(
+            f"{where}.load.shape {exp.load.shape!r} is not one of {', '.join(SHAPES)}"
+        )
+    for key, value in (
+        ("app.workers", exp.app.workers),
+        ("app.pool_size", exp.app.pool_size),
+        ("load.users", exp.load.users),
+        ("load.processes", exp.load.processes),
+        ("repeats", exp.repeats),
+        ("postgres.max_connections", exp.postgres.max_connections),
+    ):
+        if value < 1:
+            raise PoolbenchError(f"{where}.{key} must be at least 1, got {value}")
+    if exp.phases.load_s <= 0:
+        raise PoolbenchError(f"{where}.phases.load_s must be positive, got {exp.phases.load_s}")
+    for name in exp.variants:
+        if name not in variants:
+            raise PoolbenchError(
+                f"{where}.variants names unknown variant {name!r}: valid variants are {', '.join(sorted(variants))}"
+            )
+
+
+def _parse_variant(name: str, table: dict[str, Any]) -> Variant:
+    where = f"variants.{name}"
+    _check_keys(table, {"app_dir", "command", "health_path", "pools_path", "label"}, where)
+    command = table.get("command")
+    if command is not None and (
+        not isinstance(command, list) or not all(isinstance(c, str) for c in command)
+    ):
+        raise PoolbenchError(f"{where}.command must be a list of strings")
+    if (table.get("app_dir") is None) == (command is None):
+        raise PoolbenchError(f"{where} needs exactly one of app_dir or command")
+    return Variant(
+        name=name,
+        app_dir=table.get("app_dir"),
+        command=tuple(command) if command else None,
+        health_path=table.get("health_path", "/ping"),
+        pools_path=table.get("pools_path", "/debug/pools" if command is None else None),
+        label=table.get("label"),
+    )
+
+
+SECTIONS = {
+    "app": AppSettings,
+    "postgres": PostgresSettings,
+    "load": LoadSettings,
+    "phases": Phases,
+}
+
+
+def _parse_experiment(name: str, table: dict[str, Any], defaults: dict[str, Any]) -> Experiment:
+    where = f"experiments.{name}"
+    _check_keys(table, {"description", "variants", "repeats", *SECTIONS}, where)
+    sections = {
+        key: _typed(cls, table.get(key, {}), f"{where}.{key}", defaults[key])
+        for key, cls in SECTIONS.items()
+    }
+    variants = table.get("variants", defaults["variants"])
+    if not isinstance(variants, list) or not variants:
+        raise PoolbenchError(f"{where}.variants must be a non-empty list of variant names")
+    return Experiment(
+        name=name,
+        description=str(table.get("description", "")),
+        variants=tuple(variants),
+        repeats=int(table.get("repeats", defaults["repeats"])),
+        **sections,
+    )
+
+
+def load_config(path: Path = DEFAULT_CONFIG) -> BenchConfig:
+    """Read and validate a bench file; every problem is a one-line PoolbenchError."""
+    try:
+        raw = tomllib.loads(path.read_text())
+    except FileNotFoundError:
+        raise PoolbenchError(f"configuration file {path} not found") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise PoolbenchError(f"{path} is not valid TOML: {exc}") from None
+    _check_keys(raw, {"defaults", "variants", "experiments", "quick"}, path.name)
+    variants = {name: _parse_variant(name, t) for name, t in raw.get("variants", {}).items()}
+    if not variants:
+        raise PoolbenchError(f"{path} defines no [variants.NAME]")
+    default_table = raw.get("defaults", {})
+    _check_keys(default_table, {"experiments", "variants", "repeats", *SECTIONS}, "defaults")
+    defaults: dict[str, Any] = {
+        key: _typed(cls, default_table.get(key, {}), f"defaults.{key}")
+        for key, cls in SECTIONS.items()
+    }
+    defaults["variants"] = default_table.get("variants", list(variants))
+    defaults["repeats"] = default_table.get("repeats", 1)
+    experiments = {
+        name: _parse_experiment(name, t, defaults) for name, t in raw.get("experiments", {}).items()
+    }
+    for experiment in experiments.values():
+        _validate_experiment(experiment, variants)
+    default_experiments = tuple(default_table.get("experiments", list(experiments)))
+    for name in default_experiments:
+        _require(name, experiments, "experiment")
+    return BenchConfig(str(path), variants, experiments, default_experiments, raw.get("quick", {}))
+
+
+def _require(name: str, known: dict[str, Any], what: str) -> None:
+    if name not in known:
+        raise PoolbenchError(
+            f"unknown {what} {name!r}: valid {what}s are {', '.join(sorted(known))}"
+        )
+
+
+# --------------------------------------------------------------------------- overrides
+
+
+def select(
+    config: BenchConfig,
+    *,
+    experiments: list[str] | None = None,
+    variants: list[str] | None = None,
+    quick: bool = False,
+    repeats: int | None = None,
+    load_processes: int | None = None,
+) -> list[Experiment]:
+    """The experiments to run, after --experiment, --variants, --quick and friends."""
+    names = experiments or (
+        list(config.default_experiments[:1]) if quick else config.default_experiments
+    )
+    chosen = []
+    for name in names:
+        _require(name, config.experiments, "experiment")
+        experiment = config.experiments[name]
+        if variants:
+            for variant in variants:
+                _require(variant, config.variants, "variant")
+            experiment = replace(experiment, variants=tuple(variants))
+        if quick:
+            experiment = apply_overrides(experiment, config.quick, "quick")
+        if repeats is not None:
+            experiment = replace(experiment, repeats=repeats)
+        if load_processes is not None:
+            experiment = replace(
+                experiment, load=replace(experiment.load, processes=load_processes)
+            )
+        _validate_experiment(experiment, config.variants)
+        chosen.append(experiment)
+    return chosen
+
+
+def apply_overrides(experiment: Experiment, table: dict[str, Any], where: str) -> Experiment:
+    """Overlay a table shaped like an experiment's sections (e.g. [quick]) onto it."""
+    _check_keys(table, {"repeats", *SECTIONS}, where)
+    sections = {
+        key: _typed(cls, table[key], f"{where}.{key}", getattr(experiment, key))
+        for key, cls in SECTIONS.items()
+        if key in table
+    }
+    if "repeats" in table:
+        sections["repeats"] = int(table["repeats"])
+    return replace(experiment, **sections)

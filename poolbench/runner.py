@@ -1,0 +1,287 @@
+"""`poolbench run`: every variant of every experiment under the same load, recorded to disk.
+
+Per variant: a fresh database (a new embedded server, or a new private database on a
+given server) so each variant starts equal; the app started and waited for; the
+collector started; warm-up, load and idle phases, each timestamped; everything stopped.
+The run folder is written as it goes, so an interrupted run is readable and says
+`partial`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+import shlex
+import time
+from collections.abc import Iterator
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+from poolbench import postgres
+from poolbench.collector import CollectorConfig, CollectorThread
+from poolbench.config import BenchConfig, Experiment, Variant
+from poolbench.environment import collect_environment
+from poolbench.errors import PoolbenchError
+from poolbench.load import locust_command, run_locust, start_locust
+from poolbench.progress import ProgressDisplay
+from poolbench.results import RunRecord, new_run_id, write_json
+from poolbench.variants import AppSpec, VariantStartError, start_app
+
+WARMUP_USERS = 4
+LOCUST_GRACE_S = 60.0
+
+
+def variant_order(variants: tuple[str, ...], repeat: int) -> list[str]:
+    """Alternate the order on each repeat, so drift over time does not favour one variant."""
+    return list(variants) if repeat % 2 == 1 else list(reversed(variants))
+
+
+def engines_from_census(app_dir: Path, label: str, experiment: Experiment) -> tuple[list, dict]:
+    """The app's long-lived engines as the collector will see them, from a static census."""
+    from poolbench import lint
+
+    census = lint.census(app_dir)
+    engines = []
+    for site in census.sites:
+        if site.scope not in ("import", "lazy"):
+            continue
+        name = f"{label}:{site.module}" + (":sync" if site.kind == "sync" else "")
+        engines.append(
+            {
+                "name": name,
+                "module": site.module,
+                "kind": site.kind,
+                "pool_size": experiment.app.pool_size,
+                "max_overflow": experiment.app.max_overflow,
+            }
+        )
+    return engines, json.loads(lint.format_json(census))
+
+
+class Runner:
+    """Runs the chosen experiments into one results folder."""
+
+    def __init__(
+        self,
+        config: BenchConfig,
+        experiments: list[Experiment],
+        out_root: Path,
+        command: list[str],
+        database_url: str | None = None,
+        display: ProgressDisplay | None = None,
+    ) -> None:
+        self.config = config
+        self.experiments = experiments
+        self.out_root = out_root
+        self.command = command
+        self.database_url = database_url
+        self.display = display or ProgressDisplay()
+        self.record: RunRecord | None = None
+
+    def run(self) -> RunRecord:
+        name = self.experiments[0].name if len(self.experiments) == 1 else "bench"
+        self.record = RunRecord.create(
+            self.out_root,
+            new_run_id(name),
+            shlex.join(self.command),
+            {
+                "config_file": self.config.path,
+                "database_url": self.database_url,
+                "variants": {k: asdict(v) for k, v in self.config.variants.items()},
+                "experiments": [asdict(e) for e in self.experiments],
+            },
+            collect_environment(),
+        )
+        try:
+            with self.display:
+                for experiment in self.experiments:
+                    self._run_experiment(experiment)
+        except KeyboardInterrupt:
+            self.record.finish("partial", "interrupted (Ctrl-C or SIGTERM)")
+            raise
+        except PoolbenchError as exc:
+            self.record.finish("failed", str(exc))
+            raise
+        except Exception as exc:
+            self.record.finish("failed", f"{type(exc).__name__}: {exc}")
+            raise
+        self.record.finish("complete")
+        return self.record
+
+    def _run_experiment(self, experiment: Experiment) -> None:
+        entries = self.record.experiment(experiment.name, experiment.description)
+        total = experiment.repeats * len(experiment.variants)
+        for repeat in range(1, experiment.repeats + 1):
+            for name in variant_order(experiment.variants, repeat):
+                position = f"{len(entries) + 1}/{total}"
+                entry = self._new_entry(experiment, self.config.variants[name], repeat)
+                entries.append(entry)
+                self._run_variant(experiment, self.config.variants[name], entry, position)
+
+    def _new_entry(self, experiment: Experiment, variant: Variant, repeat: int) -> dict[str, Any]:
+        return {
+            "experiment": experiment.name,
+            "variant": variant.name,
+            "repeat": repeat,
+            "dir": f"{experiment.name}/{variant.name}-{repeat}",
+            "status": "running",
+            "error": None,
+            "label": variant.label or variant.name,
+            "app_dir": variant.app_dir,
+            "command": list(variant.command) if variant.command else None,
+            "workers": experiment.app.workers,
+            "app": asdict(experiment.app),
+            "load": asdict(experiment.load),
+            "postgres_settings": asdict(experiment.postgres),
+            "engines": [],
+            "phases": [],
+            "pids": {},
+        }
+
+    def _run_variant(
+        self, experiment: Experiment, variant: Variant, entry: dict, position: str
+    ) -> None:
+        record = self.record
+        out = record.variant_dir(entry)
+        self.display.phase(experiment.name, variant.name, position, "starting", 0)
+        if variant.app_dir:
+            entry["engines"], census = engines_from_census(
+                Path(variant.app_dir), entry["label"], experiment
+            )
+            write_json(out / "census.json", census)
+        record.save_variant(entry)
+        try:
+            with self._database(experiment) as db:
+                entry["database"] = db.describe()
+                record.data["environment"].setdefault("postgres", db.describe())
+                with self._app(experiment, variant, entry, db, out) as app:
+                    entry["pids"] = {"app": app.pid, "postmaster": db.postmaster_pid}
+                    self._phases(experiment, variant, entry, db, app, out, position)
+        except KeyboardInterrupt:
+            entry["status"] = "partial"
+            record.save_variant(entry)
+            raise
+        except (PoolbenchError, VariantStartError) as exc:
+            entry["status"], entry["error"] = "failed", str(exc)
+            record.save_variant(entry)
+            raise PoolbenchError(f"{experiment.name}/{variant.name}: {exc}") from None
+        entry["status"] = "complete"
+        record.save_variant(entry)
+
+    def _database(self, experiment: Experiment) -> contextlib.AbstractContextManager:
+        return postgres.provide(
+            experiment.postgres.provider,
+            database_url=self.database_url,
+            settings={"max_connections": str(experiment.postgres.max_connections)},
+            version=experiment.postgres.version,
+        )
+
+    @contextlib.contextmanager
+    def _app(self, experiment, variant, entry, db, out) -> Iterator[Any]:
+        spec = AppSpec(
+            name=variant.name,
+            app_dir=Path(variant.app_dir) if variant.app_dir else None,
+            command=list(variant.command) if variant.command else None,
+            health_path=variant.health_path,
+        )
+        with start_app(
+            spec,
+            database_url=db.app_url,
+            label=entry["label"],
+            workers=experiment.app.workers,
+            pool_size=experiment.app.pool_size,
+            max_overflow=experiment.app.max_overflow,
+            pool_timeout=experiment.app.pool_timeout,
+            log_path=out / "app.log",
+        ) as app:
+            yield app
+
+    def _phases(self, experiment, variant, entry, db, app, out, position) -> None:
+        record, phases = self.record, experiment.phases
+        collector = CollectorThread(
+            CollectorConfig(
+                admin_url=db.admin_url,
+                dbname=db.dbname,
+                out_path=out / "samples.csv",
+                app_pids=app.pids,
+                postmaster_pid=db.postmaster_pid,
+                pools_url=f"{app.base_url}{variant.pools_path}" if variant.pools_path else None,
+            )
+        )
+        collector.start()
+        try:
+            self._phase(entry, "warmup", experiment, variant, position, phases.warmup_s,
+                        lambda: self._warmup(experiment, app, out, phases.warmup_s))  # fmt: skip
+            self._phase(entry, "load", experiment, variant, position, phases.load_s,
+                        lambda: self._load(experiment, app, out, collector, entry))  # fmt: skip
+            self._phase(entry, "idle", experiment, variant, position, phases.idle_s,
+                        lambda: self._idle(phases.idle_s, collector))  # fmt: skip
+        finally:
+            collector.stop()
+            record.save_variant(entry)
+
+    def _phase(self, entry, name, experiment, variant, position, length, body) -> None:
+        if length <= 0:
+            return
+        self.display.phase(experiment.name, variant.name, position, name, length)
+        phase = {"name": name, "start": time.time(), "end": None}
+        entry["phases"].append(phase)
+        self.record.save_variant(entry)
+        try:
+            body()
+        finally:
+            phase["end"] = time.time()
+            self.record.save_variant(entry)
+
+    def _warmup(self, experiment: Experiment, app, out: Path, seconds: float) -> None:
+        """A light load over every route, so pools, caches and JIT-like paths are warm."""
+        cmd = locust_command(
+            experiment.load, app.base_url, seconds, users=WARMUP_USERS, shape="steady"
+        )
+        run_locust(cmd, out / "locust.log", None, seconds + LOCUST_GRACE_S)
+
+    def _load(self, experiment: Experiment, app, out: Path, collector, entry: dict) -> None:
+        cmd = locust_command(
+            experiment.load,
+            app.base_url,
+            experiment.phases.load_s,
+            csv_prefix=out / "locust",
+            json_path=out / "locust.json",
+        )
+        locust = start_locust(cmd, out / "locust.log", out / "locust")
+        entry["pids"]["load"] = locust.pid
+        collector.set_load_pid(locust.pid)
+        deadline = time.monotonic() + experiment.phases.load_s + LOCUST_GRACE_S
+        try:
+            while locust.proc.poll() is None:
+                if time.monotonic() > deadline:
+                    raise PoolbenchError(
+                        f"Locust overran its {experiment.phases.load_s:.0f} s load phase; see {out / 'locust.log'}"
+                    )
+                self._show_live(collector, locust.progress())
+                time.sleep(0.5)
+        finally:
+            locust.stop()
+        if locust.proc.returncode not in (0, None):
+            raise PoolbenchError(
+                f"Locust exited with code {locust.proc.returncode}; see {out / 'locust.log'}"
+            )
+
+    def _idle(self, seconds: float, collector) -> None:
+        """No load: what the pools keep open is what stays visible here."""
+        end = time.monotonic() + seconds
+        while time.monotonic() < end:
+            self._show_live(collector, {"users": 0, "rps": 0})
+            time.sleep(min(0.5, max(0.0, end - time.monotonic())))
+
+    def _show_live(self, collector, load: dict[str, float]) -> None:
+        latest = collector.latest()
+        self.display.update(
+            users=load.get("users"),
+            rps=load.get("rps"),
+            failures=load.get("failures"),
+            connections=latest.get("total", math.nan),
+            peak=latest.get("peak", math.nan),
+        )
