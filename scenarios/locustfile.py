@@ -18,7 +18,7 @@ from pathlib import Path
 from locust import FastHttpUser, LoadTestShape, between, events, task
 
 sys.path.insert(0, str(Path(__file__).parent))
-import shapes  # noqa: E402
+import shapes
 
 USER_IDS = range(1, 1001)
 ITEM_IDS = range(1, 201)

@@ -1,0 +1,78 @@
+"""Bench configuration: the shipped file is valid, and bad input gets a one-line error."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from poolbench.config import load_config, select
+from poolbench.errors import PoolbenchError
+
+BENCH = Path(__file__).parents[1] / "scenarios" / "bench.toml"
+
+
+def test_shipped_bench_file_has_the_two_default_experiments() -> None:
+    config = load_config(BENCH)
+    assert config.default_experiments == ("seed-claim", "stock-postgres")
+    seed = config.experiments["seed-claim"]
+    assert (seed.app.pool_size, seed.app.max_overflow, seed.app.workers) == (20, 0, 1)
+    assert seed.postgres.max_connections == 200
+    assert seed.load.shape == "ramp" and seed.load.users == 150
+    stock = config.experiments["stock-postgres"]
+    assert (stock.app.pool_size, stock.app.max_overflow) == (20, 10)
+    assert stock.postgres.max_connections == 100
+
+
+def test_quick_runs_the_first_experiment_with_small_pools() -> None:
+    [quick] = select(load_config(BENCH), quick=True)
+    assert quick.name == "seed-claim"
+    assert (quick.app.pool_size, quick.app.max_overflow) == (4, 0)
+    assert quick.phases.warmup_s + quick.phases.load_s + quick.phases.idle_s <= 30
+
+
+def _write(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "bench.toml"
+    path.write_text(text)
+    return path
+
+
+MINIMAL = """
+[variants.a]
+app_dir = "apps_before"
+[experiments.e]
+variants = ["a"]
+"""
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        (MINIMAL + "[experiments.e.app]\npool_sise = 3\n", "unknown key experiments.e.app.pool_sise: valid keys are max_overflow, pool_size"),
+        (MINIMAL + "[experiments.e.app]\npool_size = 'big'\n", "experiments.e.app.pool_size must be int"),
+        (MINIMAL + "[experiments.e.load]\nshape = 'wave'\n", "is not one of steady, ramp, spike"),
+        (MINIMAL + "[experiments.e.postgres]\nprovider = 'cloud'\n", "is not one of embedded, url, compose"),
+        (MINIMAL.replace('["a"]', '["a", "zz"]'), "unknown variant 'zz': valid variants are a"),
+        (MINIMAL + "[experiments.e.app]\npool_size = 0\n", "pool_size must be at least 1"),
+        ("[variants.a]\n", "needs exactly one of app_dir or command"),
+        ("not = [toml", "is not valid TOML"),
+    ],
+)
+def test_bad_configuration_is_one_line_naming_the_key(tmp_path: Path, text: str, message: str) -> None:
+    with pytest.raises(PoolbenchError) as error:
+        load_config(_write(tmp_path, text))
+    assert message in str(error.value)
+    assert "\n" not in str(error.value)
+
+
+def test_unknown_experiment_and_variant_list_the_valid_names() -> None:
+    config = load_config(BENCH)
+    with pytest.raises(PoolbenchError, match="valid experiments are seed-claim, stock-postgres"):
+        select(config, experiments=["nope"])
+    with pytest.raises(PoolbenchError, match="valid variants are after, before"):
+        select(config, variants=["before", "middle"])
+
+
+def test_missing_file(tmp_path: Path) -> None:
+    with pytest.raises(PoolbenchError, match="not found"):
+        load_config(tmp_path / "absent.toml")
