@@ -50,7 +50,11 @@ class ApiUser(FastHttpUser):
 
     @task(4)
     def search_items(self) -> None:
-        self.client.get(f"/items?min_price=10&{self.hold}", name="/items")
+        self.client.get(f"/items?min_price=1000&limit=20&{self.hold}", name="/items")
+
+    @task(2)
+    def get_item(self) -> None:
+        self.client.get(f"/items/{random.choice(ITEM_IDS)}", name="/items/{id}")
 
     @task(5)
     def get_order(self) -> None:
