@@ -89,7 +89,7 @@ def locust_command(
     if csv_prefix is not None:
         cmd += ["--csv", str(csv_prefix), "--csv-full-history"]
     if json_path is not None:
-        cmd += ["--json-file", str(json_path)]
+        cmd += ["--json-file", str(json_path)]  # written as <json_path>.json
     return cmd
 
 

@@ -14,7 +14,6 @@ import json
 import math
 import shlex
 import time
-from collections.abc import Iterator
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -27,7 +26,7 @@ from poolbench.errors import PoolbenchError
 from poolbench.load import locust_command, run_locust, start_locust
 from poolbench.progress import ProgressDisplay
 from poolbench.results import RunRecord, new_run_id, write_json
-from poolbench.variants import AppSpec, VariantStartError, start_app
+from poolbench.variants import PoolSettings, VariantSpec, VariantStartError, start_variant
 
 WARMUP_USERS = 4
 LOCUST_GRACE_S = 60.0
@@ -178,25 +177,21 @@ class Runner:
             version=experiment.postgres.version,
         )
 
-    @contextlib.contextmanager
-    def _app(self, experiment, variant, entry, db, out) -> Iterator[Any]:
-        spec = AppSpec(
+    def _app(self, experiment, variant, entry, db, out) -> contextlib.AbstractContextManager:
+        spec = VariantSpec(
             name=variant.name,
             app_dir=Path(variant.app_dir) if variant.app_dir else None,
             command=list(variant.command) if variant.command else None,
             health_path=variant.health_path,
-        )
-        with start_app(
-            spec,
-            database_url=db.app_url,
-            label=entry["label"],
             workers=experiment.app.workers,
+            label=entry["label"],
+        )
+        pools = PoolSettings(
             pool_size=experiment.app.pool_size,
             max_overflow=experiment.app.max_overflow,
             pool_timeout=experiment.app.pool_timeout,
-            log_path=out / "app.log",
-        ) as app:
-            yield app
+        )
+        return start_variant(spec, database_url=db.app_url, log_path=out / "app.log", pools=pools)
 
     def _phases(self, experiment, variant, entry, db, app, out, position) -> None:
         record, phases = self.record, experiment.phases
@@ -248,10 +243,11 @@ class Runner:
             app.base_url,
             experiment.phases.load_s,
             csv_prefix=out / "locust",
-            json_path=out / "locust.json",
+            json_path=out / "locust",  # Locust appends .json
         )
         locust = start_locust(cmd, out / "locust.log", out / "locust")
         entry["pids"]["load"] = locust.pid
+        self.record.save_variant(entry)
         collector.set_load_pid(locust.pid)
         deadline = time.monotonic() + experiment.phases.load_s + LOCUST_GRACE_S
         try:

@@ -1,0 +1,210 @@
+"""`poolbench run` end to end: real PostgreSQL, real uvicorn, real Locust, read back from disk."""
+
+from __future__ import annotations
+
+import json
+import re
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pandas as pd
+import psutil
+import pytest
+from conftest import REPO, poolbench_cli
+
+from poolbench.results import VariantResult, load_run
+
+FIVE_MODULES = {
+    "app.db.session",
+    "app.core.database",
+    "app.api.dependencies",
+    "app.core.db",
+    "app.db",
+}
+UNMASKED_PASSWORD = re.compile(r"postgres(?:ql)?://[^:/@\s]+:(?!\*\*\*@)[^@\s]+@")
+
+
+def _window(variant: VariantResult, phase: str) -> tuple[float, float]:
+    [found] = [p for p in variant.meta["phases"] if p["name"] == phase]
+    return found["start"], found["end"]
+
+
+def _async_connections(variant: VariantResult, phase: str) -> pd.DataFrame:
+    """Connections per sample and application name, async engines only, within a phase."""
+    s = variant.samples
+    rows = s[(s.metric == "connections") & s.ts.between(*_window(variant, phase))]
+    rows = rows[~rows.application_name.str.endswith(":sync")]
+    return rows.groupby(["ts", "application_name"]).value.sum().unstack(fill_value=0)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return False
+
+
+def test_quick_run_before_holds_five_pools_after_holds_one(quick_run: Path) -> None:
+    run = load_run(quick_run)
+    assert run.meta["status"] == "complete"
+    by_name = {v.meta["variant"]: v for v in run.experiment("seed-claim")}
+    assert set(by_name) == {"before", "after"}
+
+    before = _async_connections(by_name["before"], "load")
+    assert set(before.columns) == {f"before:{m}" for m in FIVE_MODULES}
+    assert before.max().tolist() == [4] * 5  # pool_size=4, max_overflow=0, per engine
+    assert before.sum(axis=1).max() == 20  # 5 x 4
+
+    after = _async_connections(by_name["after"], "load")
+    assert list(after.columns) == ["after:app.db.session"]
+    assert after.sum(axis=1).max() == 4
+
+
+def test_quick_run_idle_phase_shows_the_pools_keep_their_connections(quick_run: Path) -> None:
+    run = load_run(quick_run)
+    by_name = {v.meta["variant"]: v for v in run.experiment("seed-claim")}
+    idle_before = _async_connections(by_name["before"], "idle").sum(axis=1)
+    idle_after = _async_connections(by_name["after"], "idle").sum(axis=1)
+    assert idle_before.min() == 20  # nothing reaps idle pool connections
+    assert idle_after.min() == 4
+
+
+def test_quick_run_records_phases_engines_and_locust_output(quick_run: Path) -> None:
+    run = load_run(quick_run)
+    for variant in run.variants:
+        names = [p["name"] for p in variant.meta["phases"]]
+        assert names == ["warmup", "load", "idle"]
+        starts = [p["start"] for p in variant.meta["phases"]]
+        assert starts == sorted(starts)
+        stats = variant.locust["stats"]
+        aggregated = stats[stats["Name"] == "Aggregated"].iloc[0]
+        assert aggregated["Request Count"] > 100
+        assert (variant.path / "locust.json").exists()
+        assert (variant.path / "app.log").stat().st_size > 0
+    before = next(v for v in run.variants if v.meta["variant"] == "before")
+    modules = {e["module"] for e in before.meta["engines"] if e["kind"] == "async"}
+    assert modules == FIVE_MODULES
+
+
+def test_quick_run_writes_no_password(quick_run: Path) -> None:
+    texts = [p.read_text() for p in [quick_run / "run.json", *quick_run.rglob("variant.json")]]
+    for text in texts:
+        assert not UNMASKED_PASSWORD.search(text)
+    meta = json.loads((quick_run / "run.json").read_text())
+    assert meta["environment"]["postgres"]["app_url"].count(":***@") == 1
+
+
+def _bench_file(tmp_path: Path, body: str) -> Path:
+    path = tmp_path / "bench.toml"
+    path.write_text(
+        '[variants.before]\napp_dir = "apps_before"\n[variants.after]\napp_dir = "apps_after"\n'
+        + body
+    )
+    return path
+
+
+def test_stock_postgres_refuses_the_five_pool_app_only(tmp_path: Path) -> None:
+    """The shipped stock-postgres settings, with shorter phases to keep the suite quick."""
+    config = _bench_file(
+        tmp_path,
+        """
+[experiments.stock]
+variants = ["before", "after"]
+app = {workers = 1, pool_size = 20, max_overflow = 10}
+postgres = {max_connections = 100}
+load = {users = 150, spawn_rate = 150, shape = "steady", hold_ms = 50}
+phases = {warmup_s = 2, load_s = 15, idle_s = 2}
+""",
+    )
+    proc = poolbench_cli(
+        "run", "--config", str(config), "--no-report", "--out", str(tmp_path / "r")
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    run = load_run(tmp_path / "r" / "latest")
+    refused = {}
+    for variant in run.variants:
+        failures = variant.locust["failures"]
+        log = (variant.path / "app.log").read_text()
+        text = " ".join(failures.get("Error", pd.Series(dtype=str)).astype(str)) + log
+        refused[variant.meta["variant"]] = "53300" in text or "remaining connection slots" in text
+    assert refused == {"before": True, "after": False}
+
+
+def test_unknown_experiment_lists_the_valid_names() -> None:
+    proc = poolbench_cli("run", "--experiment", "nope")
+    assert proc.returncode == 2
+    assert proc.stderr.strip() == (
+        "poolbench: error: unknown experiment 'nope': valid experiments are seed-claim, stock-postgres"
+    )
+
+
+def test_unknown_variant_lists_the_valid_names() -> None:
+    proc = poolbench_cli("run", "--variants", "before,sideways")
+    assert proc.returncode == 2
+    assert "unknown variant 'sideways': valid variants are after, before" in proc.stderr
+    assert "Traceback" not in proc.stderr
+
+
+def test_app_that_fails_to_start_marks_the_run_failed(tmp_path: Path) -> None:
+    config = tmp_path / "bench.toml"
+    config.write_text(
+        f"""
+[variants.broken]
+command = ["{sys.executable}", "-c", "print('cannot import app.settings: boom'); raise SystemExit(3)"]
+[experiments.e]
+variants = ["broken"]
+phases = {{warmup_s = 1, load_s = 1, idle_s = 1}}
+"""
+    )
+    proc = poolbench_cli("run", "--config", str(config), "--out", str(tmp_path / "r"))
+    assert proc.returncode != 0
+    assert "exited with code 3" in proc.stderr
+    assert "cannot import app.settings: boom" in proc.stderr  # the tail of its log
+    assert "Traceback" not in proc.stderr
+    meta = json.loads((tmp_path / "r" / "latest" / "run.json").read_text())
+    assert meta["status"] == "failed"
+    assert meta["experiments"][0]["variants"][0]["status"] == "failed"
+
+
+def test_ctrl_c_mid_run_stops_every_child_and_leaves_a_partial_readable_run(
+    tmp_path: Path,
+) -> None:
+    out = tmp_path / "r"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "poolbench", "run", "--quick", "--no-report", "--out", str(out)],
+        cwd=REPO,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    pids = _wait_for_load_phase(out, proc)
+    assert all(_alive(pid) for pid in pids.values())
+    proc.send_signal(signal.SIGINT)
+    _, stderr = proc.communicate(timeout=30)
+    assert proc.returncode == 130, stderr
+    deadline = time.monotonic() + 10
+    while any(_alive(pid) for pid in pids.values()) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert not [name for name, pid in pids.items() if _alive(pid)]
+    run = load_run(out / "latest")
+    assert run.meta["status"] == "partial"
+    assert run.variants[0].meta["status"] == "partial"
+
+
+def _wait_for_load_phase(out: Path, proc: subprocess.Popen, timeout: float = 90) -> dict:
+    """The pids of app, Locust and PostgreSQL, once the first variant's load is running."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        assert proc.poll() is None, proc.communicate()[1][-2000:]
+        for path in out.glob("*/*/*/variant.json"):
+            with_pids = json.loads(path.read_text())
+            pids = {k: v for k, v in with_pids.get("pids", {}).items() if v}
+            if {"app", "load", "postmaster"} <= set(pids):
+                time.sleep(2)
+                return pids
+        time.sleep(0.3)
+    proc.kill()
+    pytest.fail("the run never reached its load phase")
