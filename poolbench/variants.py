@@ -1,0 +1,335 @@
+"""Start and stop an app variant: one uvicorn process tree, owned from start to kill.
+
+A variant is started in its own session (`start_new_session=True`), so the master and
+every worker share one process group that `stop()` can signal at once: SIGTERM, a grace
+period, then SIGKILL, and finally any descendant psutil still finds (a worker that
+changed its group) is killed one by one. The app listens on 127.0.0.1 only, at a port
+the harness picks (or is given), and its stdout and stderr go to a log file the caller
+names. `start()` returns only when `health_path` answers 200; otherwise it raises
+`VariantStartError` with the tail of that log and leaves no process behind.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO
+
+import httpx
+import psutil
+
+from poolbench.errors import PoolbenchError
+from poolbench.postgres import free_port
+from poolbench.redact import mask_text
+
+HOST = "127.0.0.1"
+LOG_TAIL_LINES = 20
+
+
+class VariantStartError(PoolbenchError):
+    """The app did not come up: first line names the problem, then the tail of its log."""
+
+
+@dataclass(frozen=True)
+class VariantSpec:
+    """What to start: an app directory run by uvicorn, or a command of your own.
+
+    In `command`, `{port}`, `{host}` and `{workers}` are replaced by their values.
+    """
+
+    name: str
+    app_dir: Path | None = None
+    command: list[str] | None = None
+    health_path: str = "/ping"
+    env: Mapping[str, str] = field(default_factory=dict)
+    workers: int = 1
+    label: str | None = None  # APP_VARIANT, the application_name prefix; default: name
+
+    def argv(self, port: int) -> list[str]:
+        if self.command:
+            values = {"{port}": str(port), "{host}": HOST, "{workers}": str(self.workers)}
+            argv = []
+            for arg in self.command:
+                for placeholder, value in values.items():
+                    arg = arg.replace(placeholder, value)
+                argv.append(arg)
+            return argv
+        if self.app_dir is None:
+            raise VariantStartError(f"variant {self.name!r} needs an app_dir or a command")
+        return [
+            sys.executable, "-m", "uvicorn", "app.main:app",
+            "--host", HOST, "--port", str(port), "--workers", str(self.workers),
+        ]  # fmt: skip
+
+
+@dataclass(frozen=True)
+class PoolSettings:
+    """The app's pool configuration, passed as DB_POOL_SIZE, DB_MAX_OVERFLOW, DB_POOL_TIMEOUT."""
+
+    pool_size: int = 5
+    max_overflow: int = 10
+    pool_timeout: float = 30.0
+
+    def env(self) -> dict[str, str]:
+        return {
+            "DB_POOL_SIZE": str(self.pool_size),
+            "DB_MAX_OVERFLOW": str(self.max_overflow),
+            "DB_POOL_TIMEOUT": f"{self.pool_timeout:g}",
+        }
+
+
+class RunningVariant:
+    """One started variant. Use `start_variant(...)` as a context manager, or start()/stop()."""
+
+    def __init__(
+        self,
+        spec: VariantSpec,
+        *,
+        database_url: str,
+        log_path: Path,
+        pools: PoolSettings = PoolSettings(),
+        port: int | None = None,
+        health_timeout: float = 30.0,
+    ) -> None:
+        self.spec = spec
+        self.database_url = database_url
+        self.log_path = Path(log_path)
+        self.pools = pools
+        self.port = port
+        self.health_timeout = health_timeout
+        self.startup_seconds: float | None = None  # Popen to first healthy answer
+        self._proc: subprocess.Popen[bytes] | None = None
+        self._log: IO[bytes] | None = None
+
+    # ------------------------------------------------------------------ properties
+
+    @property
+    def pid(self) -> int:
+        if self._proc is None:
+            raise RuntimeError(f"variant {self.spec.name!r} is not running")
+        return self._proc.pid
+
+    @property
+    def base_url(self) -> str:
+        return f"http://{HOST}:{self.port}"
+
+    @property
+    def label(self) -> str:
+        return self.spec.label or self.spec.name
+
+    def pids(self) -> list[int]:
+        """The master and all its live descendants (uvicorn workers), master first."""
+        if self._proc is None:
+            return []
+        try:
+            master = psutil.Process(self._proc.pid)
+            tree = [master, *master.children(recursive=True)]
+        except psutil.NoSuchProcess:
+            return []
+        return [p.pid for p in tree if _alive(p)]
+
+    # ------------------------------------------------------------------ start
+
+    def env(self) -> dict[str, str]:
+        return {
+            **os.environ,
+            "PYTHONUNBUFFERED": "1",
+            "DATABASE_URL": self.database_url,
+            "APP_VARIANT": self.label,
+            **self.pools.env(),
+            **self.spec.env,
+        }
+
+    def start(self) -> RunningVariant:
+        if self._proc is not None:
+            raise RuntimeError(f"variant {self.spec.name!r} is already started")
+        if self.port is None:
+            self.port = free_port(HOST)
+        elif port_in_use(self.port):
+            raise VariantStartError(
+                f"cannot start variant {self.spec.name!r}: port {self.port} on {HOST} "
+                "is already in use (stop what holds it, or let poolbench choose a free port)"
+            )
+        argv = self.spec.argv(self.port)
+        cwd = self.spec.app_dir
+        if cwd is not None and not Path(cwd).is_dir():
+            raise VariantStartError(f"app directory {cwd} of variant {self.spec.name!r} not found")
+        self.log_path.parent.mkdir(parents=True, exist_ok=True)
+        self._log = self.log_path.open("wb")
+        started = time.monotonic()
+        try:
+            self._proc = subprocess.Popen(
+                argv,
+                cwd=cwd,
+                env=self.env(),
+                stdin=subprocess.DEVNULL,
+                stdout=self._log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+        except OSError as exc:
+            self._close_log()
+            raise VariantStartError(
+                f"cannot start variant {self.spec.name!r}: {argv[0]}: {exc.strerror or exc}"
+            ) from None
+        try:
+            self._wait_healthy()
+        except BaseException:  # also Ctrl-C while waiting: leave nothing behind
+            self.stop()
+            raise
+        self.startup_seconds = time.monotonic() - started
+        return self
+
+    def _wait_healthy(self) -> None:
+        assert self._proc is not None
+        url = self.base_url + self.spec.health_path
+        deadline = time.monotonic() + self.health_timeout
+        with httpx.Client(trust_env=False, timeout=2.0) as client:
+            while True:
+                code = self._proc.poll()
+                if code is not None:
+                    if "address already in use" in log_tail(self.log_path).lower():
+                        raise self._start_error(
+                            f"could not listen on {HOST}:{self.port}: address already in use"
+                        )
+                    raise self._start_error(f"exited with code {code} before {url} answered")
+                try:
+                    if client.get(url).status_code == 200:
+                        return
+                except httpx.HTTPError:
+                    pass
+                if time.monotonic() > deadline:
+                    raise self._start_error(
+                        f"did not answer {url} with 200 within {self.health_timeout:g} s"
+                    )
+                time.sleep(0.1)
+
+    def _start_error(self, problem: str) -> VariantStartError:
+        self.stop()  # stop first, so the log holds everything the app wrote
+        tail = log_tail(self.log_path)
+        message = f"variant {self.spec.name!r} {problem} (log: {self.log_path})"
+        return VariantStartError(message + ("\n" + tail if tail else ""))
+
+    # ------------------------------------------------------------------ stop
+
+    def stop(self, timeout: float = 5.0) -> None:
+        """SIGTERM to the process group, wait `timeout`, then SIGKILL; kill stragglers."""
+        proc = self._proc
+        if proc is None:
+            return
+        tree = _tree(proc.pid)
+        _signal_group(proc.pid, signal.SIGTERM)
+        deadline = time.monotonic() + timeout
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            proc.wait(timeout=timeout)
+        remaining = _wait_gone(tree, deadline)
+        if remaining or proc.poll() is None:
+            _signal_group(proc.pid, signal.SIGKILL)
+            for straggler in remaining:  # also those that left the process group
+                with contextlib.suppress(psutil.NoSuchProcess):
+                    straggler.kill()
+            _wait_gone(remaining, time.monotonic() + timeout)
+        proc.wait()
+        self._close_log()
+        self._proc = None
+
+    def _close_log(self) -> None:
+        if self._log is not None:
+            self._log.close()
+            self._log = None
+
+    def __enter__(self) -> RunningVariant:
+        return self.start() if self._proc is None else self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+@contextlib.contextmanager
+def start_variant(
+    spec: VariantSpec,
+    *,
+    database_url: str,
+    log_path: Path,
+    pools: PoolSettings | None = None,
+    port: int | None = None,
+    health_timeout: float = 30.0,
+) -> Iterator[RunningVariant]:
+    """Start `spec`, wait until healthy, yield it, and stop its whole process tree."""
+    variant = RunningVariant(
+        spec,
+        database_url=database_url,
+        log_path=log_path,
+        pools=pools or PoolSettings(),
+        port=port,
+        health_timeout=health_timeout,
+    )
+    variant.start()
+    try:
+        yield variant
+    finally:
+        variant.stop()
+
+
+def port_in_use(port: int) -> bool:
+    """Would a server (SO_REUSEADDR, as uvicorn binds) fail to listen on HOST:port?"""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind((HOST, port))
+            sock.listen()
+        except OSError:
+            return True
+    return False
+
+
+def log_tail(path: Path, lines: int = LOG_TAIL_LINES) -> str:
+    """The last `lines` lines of a log, secrets masked; "" when there is none."""
+    try:
+        text = path.read_text(errors="replace")
+    except OSError:
+        return ""
+    return mask_text("\n".join(text.rstrip().splitlines()[-lines:]))
+
+
+def _signal_group(pgid: int, sig: signal.Signals) -> None:
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(pgid, sig)
+
+
+def _tree(pid: int) -> list[psutil.Process]:
+    """The process, its descendants, and whatever else is in its process group (orphans)."""
+    found: dict[int, psutil.Process] = {}
+    with contextlib.suppress(psutil.NoSuchProcess):
+        master = psutil.Process(pid)
+        found = {p.pid: p for p in [master, *master.children(recursive=True)]}
+    for p in psutil.process_iter():
+        with contextlib.suppress(OSError):  # gone meanwhile, or not ours to inspect
+            if p.pid not in found and os.getpgid(p.pid) == pid:
+                found[p.pid] = p
+    return list(found.values())
+
+
+def _wait_gone(procs: list[psutil.Process], deadline: float) -> list[psutil.Process]:
+    """Poll until every process is gone or the deadline passes; return those still alive."""
+    while True:
+        alive = [p for p in procs if _alive(p)]
+        if not alive or time.monotonic() >= deadline:
+            return alive
+        time.sleep(0.05)
+
+
+def _alive(proc: psutil.Process) -> bool:
+    """A zombie (exited, waiting for a parent that may never reap it) counts as gone."""
+    try:
+        return proc.is_running() and proc.status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return False
