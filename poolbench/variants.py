@@ -127,10 +127,11 @@ class RunningVariant:
 
     def pids(self) -> list[int]:
         """The master and all its live descendants (uvicorn workers), master first."""
-        if self._proc is None:
+        proc = self._proc  # read once: a collector thread may call this while stop() runs
+        if proc is None:
             return []
         try:
-            master = psutil.Process(self._proc.pid)
+            master = psutil.Process(proc.pid)
             tree = [master, *master.children(recursive=True)]
         except psutil.NoSuchProcess:
             return []

@@ -53,7 +53,7 @@ AFTER_POOLS = {"app.db.session": "async", "app.db.session:sync": "sync"}
 
 
 def price_cents(item_id: int) -> int:
-    return 100 + (item_id * 37) % 900
+    return 100 + (item_id * 397) % 9900
 
 
 def seeded_orders() -> list[tuple[int, int, int, int]]:
@@ -154,7 +154,7 @@ def _call_every_route(run: Exercised) -> None:
         r["user"] = get("/users/42")
         r["user_missing"] = get("/users/99999")
         r["users"] = get("/users", params={"active": "false", "limit": 3, "offset": 1})
-        r["items"] = get("/items", params={"min_price": 900, "q": "item-1"})
+        r["items"] = get("/items", params={"min_price": 9000, "q": "item-1"})
         r["item"] = get("/items/50")
         r["order"] = get("/orders/17")
         r["top_items"] = get("/reports/top-items", params={"limit": 3})
@@ -210,9 +210,9 @@ def test_list_users_filters_and_pages(exercised: Exercised) -> None:
 
 def test_search_items_by_price_and_name(exercised: Exercised) -> None:
     items = exercised.responses["items"].json()
-    expected = [i for i in range(1, 201) if price_cents(i) >= 900 and "item-1" in f"item-{i:03d}"]
+    expected = [i for i in range(1, 201) if price_cents(i) >= 9000 and "item-1" in f"item-{i:03d}"]
     assert [item["id"] for item in items] == expected
-    assert items[0] == {"id": 119, "name": "item-119", "price_cents": 903, "stock": 1000}
+    assert items[0] == {"id": 123, "name": "item-123", "price_cents": 9331, "stock": 1000}
 
 
 def test_get_item_sync_endpoint(exercised: Exercised) -> None:
@@ -228,9 +228,9 @@ def test_get_order_joins_user_and_item(exercised: Exercised) -> None:
     assert exercised.responses["order"].json() == {
         "id": 17,
         "quantity": 3,
-        "total_cents": 2742,
+        "total_cents": 26502,
         "user": {"id": 120, "name": "user0120"},
-        "item": {"id": 22, "name": "item-022", "price_cents": 914},
+        "item": {"id": 22, "name": "item-022", "price_cents": 8834},
     }
 
 
@@ -290,6 +290,9 @@ def test_sleep_ms_holds_the_connection_and_is_bounded(exercised: Exercised) -> N
     response = httpx.get(f"{base}/users/1", params={"sleep_ms": 300}, trust_env=False)
     assert response.json()["id"] == 1
     assert time.monotonic() - started >= 0.3
+    started = time.monotonic()
+    assert httpx.get(f"{base}/items/9", params={"sleep_ms": 200}, trust_env=False).json()["id"] == 9
+    assert time.monotonic() - started >= 0.2
     too_long = httpx.get(f"{base}/items", params={"sleep_ms": 5000}, trust_env=False)
     assert too_long.status_code == 422
 

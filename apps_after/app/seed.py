@@ -12,7 +12,7 @@ SEED_LOCK = 7_300_001  # pg_advisory_xact_lock key: one worker seeds, the others
 
 
 def price_cents(item_id: int) -> int:
-    return 100 + (item_id * 37) % 900
+    return 100 + (item_id * 397) % 9900  # 1.00 to 99.99
 
 
 def user_row(i: int) -> dict[str, object]:

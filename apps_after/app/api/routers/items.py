@@ -7,7 +7,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, HTTPException, Query
 from sqlalchemy import select
 
-from app.api.params import SleepMs, hold
+from app.api.params import SleepMs, hold, hold_sync
 from app.core.db import AsyncSessionFactory
 from app.db import SessionFactory
 from app.models import Item
@@ -35,9 +35,10 @@ async def search_items(
 
 
 @router.get("/{item_id}")
-def get_item(item_id: int) -> dict[str, Any]:
+def get_item(item_id: int, sleep_ms: SleepMs = 0) -> dict[str, Any]:
     # A plain `def` endpoint: FastAPI runs it in its thread pool.
     with SessionFactory() as session:
+        hold_sync(session, sleep_ms)
         item = session.get(Item, item_id)
         if item is None:
             raise HTTPException(status_code=404, detail="item not found")
