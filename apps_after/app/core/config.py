@@ -40,11 +40,19 @@ def load_settings() -> Settings:
         raise RuntimeError("DATABASE_URL must be a postgresql:// URL")
     return Settings(
         database_url=url,
-        pool_size=int(os.environ.get("DB_POOL_SIZE", "5")),
-        max_overflow=int(os.environ.get("DB_MAX_OVERFLOW", "10")),
-        pool_timeout=float(os.environ.get("DB_POOL_TIMEOUT", "30")),
+        pool_size=_number("DB_POOL_SIZE", "5", int),
+        max_overflow=_number("DB_MAX_OVERFLOW", "10", int),
+        pool_timeout=_number("DB_POOL_TIMEOUT", "30", float),
         variant=os.environ.get("APP_VARIANT", "app"),
     )
+
+
+def _number(name: str, default: str, kind: type[int] | type[float]) -> Any:
+    value = os.environ.get(name, default)
+    try:
+        return kind(value)
+    except ValueError:
+        raise RuntimeError(f"{name} must be {kind.__name__}, got {value!r}") from None
 
 
 settings = load_settings()
