@@ -107,15 +107,17 @@ class RunningVariant:
         self.health_timeout = health_timeout
         self.startup_seconds: float | None = None  # Popen to first healthy answer
         self._proc: subprocess.Popen[bytes] | None = None
+        self._pid: int | None = None
         self._log: IO[bytes] | None = None
 
     # ------------------------------------------------------------------ properties
 
     @property
     def pid(self) -> int:
-        if self._proc is None:
-            raise RuntimeError(f"variant {self.spec.name!r} is not running")
-        return self._proc.pid
+        """The master's pid (kept after stop(), for the record)."""
+        if self._pid is None:
+            raise RuntimeError(f"variant {self.spec.name!r} was never started")
+        return self._pid
 
     @property
     def base_url(self) -> str:
@@ -176,6 +178,7 @@ class RunningVariant:
                 stderr=subprocess.STDOUT,
                 start_new_session=True,
             )
+            self._pid = self._proc.pid
         except OSError as exc:
             self._close_log()
             raise VariantStartError(

@@ -77,16 +77,17 @@ def test_command_exiting_at_once_raises_with_log_tail_and_leaves_nothing(tmp_pat
         """
     )
     spec = VariantSpec(name="broken", command=command)
+    variant = RunningVariant(spec, database_url=UNUSED_DB, log_path=tmp_path / "app.log")
     with pytest.raises(VariantStartError) as caught:
-        RunningVariant(spec, database_url=UNUSED_DB, log_path=tmp_path / "app.log").start()
+        variant.start()
     first, *tail = str(caught.value).splitlines()
     assert "'broken' exited with code 3" in first
     assert str(tmp_path / "app.log") in first
     assert tail[-1] == "fatal: no application here"
     assert "log line 29" in tail and "log line 5" not in tail  # only the tail, ~20 lines
     assert len(tail) == 20
-    child = int(pidfile.read_text())
-    assert not _alive(child)
+    assert not _alive(variant.pid) and variant.pids() == []
+    assert not _alive(int(pidfile.read_text()))
 
 
 def test_health_timeout_raises_and_kills_the_server(tmp_path: Path) -> None:
