@@ -1,0 +1,320 @@
+"""`poolbench watch`: the collector alone, against any PostgreSQL and any app, with a live view.
+
+    poolbench watch --database-url postgresql://postgres@127.0.0.1/app --pid 4242 --duration 60
+
+Samples connections (by application_name × state), churn, memory and CPU exactly as a run
+does, writes them to ``DIR/samples.csv`` (default ``results/watch-<timestamp>/``), and shows
+a table refreshed in place. Ctrl-C (or SIGTERM, or the end of ``--duration``) stops it
+cleanly: the file is flushed, closed and renamed into place, and the exit code is 0. The
+database to watch is the one named in the URL; the URL's role must be a superuser or a
+member of pg_monitor.
+
+Also runnable as ``python -m poolbench.watch ...``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import math
+import os
+import signal
+import sys
+import threading
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console, Group
+from rich.live import Live
+from rich.logging import RichHandler
+from rich.table import Table
+from rich.text import Text
+
+from poolbench.collector import (
+    MAX_CONNECTIONS_HZ,
+    CollectorConfig,
+    CollectorThread,
+    Latest,
+)
+from poolbench.errors import PoolbenchError
+from poolbench.postgres import validate_url
+from poolbench.redact import mask_url
+
+STATE_COLUMNS = (("active", "active"), ("idle", "idle"), ("idle in transaction", "idle in tx"))
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    env_url = os.environ.get("DATABASE_URL")
+    parser.add_argument(
+        "--database-url",
+        default=env_url,
+        required=env_url is None,
+        metavar="URL",
+        help="the PostgreSQL to watch, postgresql://USER[:PASSWORD]@HOST[:PORT]/DB; the role "
+        "must be a superuser or a member of pg_monitor (default: $DATABASE_URL)",
+    )
+    parser.add_argument(
+        "--pid",
+        type=int,
+        action="append",
+        default=[],
+        metavar="PID",
+        help="an app process to measure (with its children); repeat for several",
+    )
+    parser.add_argument("--load-pid", type=int, metavar="PID", help="a load generator's pid (CPU)")
+    parser.add_argument(
+        "--postmaster-pid",
+        type=int,
+        metavar="PID",
+        help="the server's main pid, when it cannot be found from the connection",
+    )
+    parser.add_argument(
+        "--pools-url", metavar="URL", help="the app's /debug/pools endpoint, sampled at 1 Hz"
+    )
+    parser.add_argument(
+        "--duration", type=float, metavar="S", help="stop after S seconds (default: Ctrl-C)"
+    )
+    parser.add_argument(
+        "--out",
+        type=Path,
+        metavar="DIR",
+        help="where samples.csv goes (default: results/watch-<timestamp>/)",
+    )
+    parser.add_argument(
+        "--hz",
+        type=float,
+        default=10.0,
+        metavar="N",
+        help=f"connection samples per second (default 10, at most {MAX_CONNECTIONS_HZ:.0f})",
+    )
+    parser.add_argument(
+        "--memory-hz",
+        type=float,
+        default=1.0,
+        metavar="N",
+        help="memory and CPU samples per second (default 1)",
+    )
+
+
+def _config(args: argparse.Namespace) -> CollectorConfig:
+    url = validate_url(args.database_url)
+    if args.duration is not None and args.duration <= 0:
+        raise PoolbenchError(f"--duration must be positive, not {args.duration}")
+    out = args.out or Path("results") / f"watch-{time.strftime('%Y%m%d-%H%M%S')}"
+    return CollectorConfig(
+        admin_url=url,
+        out_path=Path(out) / "samples.csv",
+        connections_hz=args.hz,
+        memory_hz=args.memory_hz,
+        app_pids=list(args.pid),
+        load_pid=args.load_pid,
+        postmaster_pid=args.postmaster_pid,
+        pools_url=args.pools_url,
+    )
+
+
+def run(args: argparse.Namespace) -> int:
+    """Watch until --duration elapses or Ctrl-C; PoolbenchError for anything the user can fix."""
+    config = _config(args)
+    console = Console()
+    stop = threading.Event()
+    previous_term = _on_sigterm(stop)
+    handler = RichHandler(console=Console(stderr=True), show_time=False, show_path=False)
+    logger = logging.getLogger("poolbench.collector")
+    logger.addHandler(handler)
+    collector = CollectorThread(config)
+    started = time.monotonic()
+    try:
+        try:
+            collector.start()
+            view = _View(config, started)
+            with Live(
+                get_renderable=lambda: view.render(collector.latest()),
+                console=console,
+                refresh_per_second=4,
+            ):
+                deadline = None if args.duration is None else started + args.duration
+                while not stop.is_set():
+                    left = 0.25 if deadline is None else min(0.25, deadline - time.monotonic())
+                    if left <= 0:
+                        break
+                    stop.wait(left)
+        except KeyboardInterrupt:
+            pass
+        finally:
+            latest = collector.stop()
+    finally:
+        logger.removeHandler(handler)
+        if previous_term is not None:
+            signal.signal(signal.SIGTERM, previous_term)
+    elapsed = time.monotonic() - started
+    console.print(
+        f"watched {elapsed:.1f} s: {latest.samples} connection samples, "
+        f"peak {_n(latest.peak)} connections; samples: {config.out_path}",
+        highlight=False,
+        soft_wrap=True,
+    )
+    return 0
+
+
+def _on_sigterm(stop: threading.Event) -> Any:
+    """SIGTERM ends the watch like Ctrl-C; returns the handler to restore (main thread only)."""
+    if threading.current_thread() is not threading.main_thread():
+        return None
+    return signal.signal(signal.SIGTERM, lambda signum, frame: stop.set())
+
+
+# --------------------------------------------------------------------------- the view
+
+
+def _n(value: float | int | None) -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "–"
+    return f"{value:.0f}"
+
+
+def _mib(value: float | int | None) -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "n/a"
+    return f"{value / 2**20:.1f} MiB"
+
+
+def _pct(value: float | None) -> str:
+    return "–" if value is None else f"{value:.1f} %"
+
+
+class _View:
+    def __init__(self, config: CollectorConfig, started: float) -> None:
+        self.config = config
+        self.started = started
+        self.title = f"poolbench watch · {mask_url(config.admin_url)}"
+
+    def render(self, latest: Latest) -> Group:
+        elapsed = time.monotonic() - self.started
+        status = "" if latest.connected else "  [bold red]reconnecting…[/]"
+        head = Text.from_markup(
+            f"[bold]{self.title}[/] · {elapsed:.0f} s · {self.config.connections_hz:g} Hz · "
+            f"{latest.samples} samples{status}"
+        )
+        limits = Text(
+            f"connections {_n(latest.total)} (peak {_n(latest.peak)})   "
+            f"max_connections {_n(latest.max_connections)}   "
+            f"slots left for non-superusers {_n(latest.slots_left)}"
+            + (f"   gaps {latest.gaps} ({latest.gap_seconds:.1f} s)" if latest.gaps else "")
+        )
+        return Group(head, limits, self._table(latest), *self._lines(latest))
+
+    def _table(self, latest: Latest) -> Table:
+        table = Table(show_header=True, header_style="bold", box=None, pad_edge=False)
+        table.add_column("application_name")
+        for header in ("total", "peak", *(label for _, label in STATE_COLUMNS), "other"):
+            table.add_column(header, justify="right")
+        table.add_column("backends PSS", justify="right")
+        table.add_column("USS", justify="right")
+        names = sorted(set(latest.by_name) | set(latest.peak_by_name))
+        known = {state for state, _ in STATE_COLUMNS}
+        for name in names:
+            states = [latest.by_name_state.get((name, s), 0) for s, _ in STATE_COLUMNS]
+            other = sum(
+                n for (nm, s), n in latest.by_name_state.items() if nm == name and s not in known
+            )
+            table.add_row(
+                name or "(empty)",
+                str(latest.by_name.get(name, 0)),
+                str(latest.peak_by_name.get(name, 0)),
+                *(str(n) for n in states),
+                str(other),
+                _mib(latest.memory.get(("mem_pss_bytes", "postgres_backends", name)))
+                if name in latest.by_name
+                else "",
+                _mib(latest.memory.get(("mem_uss_bytes", "postgres_backends", name)))
+                if name in latest.by_name
+                else "",
+            )
+        if not names:
+            table.add_row("(no client connections)", *[""] * 8)
+        return table
+
+    def _lines(self, latest: Latest) -> list[Text]:
+        lines = []
+        churn = latest.churn
+        if churn:
+            lines.append(
+                Text(
+                    "churn /s   new sessions {} · abandoned {} · fatal {} · commits {} · rollbacks {}".format(
+                        *(
+                            "–" if churn.get(m) is None else f"{churn[m]:.0f}"
+                            for m in (
+                                "sessions_new",
+                                "sessions_abandoned",
+                                "sessions_fatal",
+                                "xact_commit",
+                                "xact_rollback",
+                            )
+                        )
+                    )
+                )
+            )
+        mem = latest.memory
+        if latest.postgres_visible is False:
+            lines.append(Text("memory     postgres: not visible from this host (n/a)"))
+        elif ("mem_pss_bytes", "postgres", "") in mem:
+            pss = mem.get(("mem_pss_bytes", "postgres", ""))
+            rss = mem.get(("mem_rss_bytes", "postgres", ""))
+            ratio = f", {rss / pss:.1f}× PSS" if pss and rss else ""
+            n = latest.processes.get(("postgres", ""))
+            lines.append(
+                Text(
+                    f"memory     postgres ({_n(n)} processes) PSS {_mib(pss)} · "
+                    f"USS {_mib(mem.get(('mem_uss_bytes', 'postgres', '')))} · "
+                    f"summed RSS {_mib(rss)}{ratio}"
+                )
+            )
+        if ("mem_pss_bytes", "app", "") in mem:
+            lines.append(
+                Text(
+                    f"           app ({_n(latest.processes.get(('app', '')))} processes) "
+                    f"USS {_mib(mem.get(('mem_uss_bytes', 'app', '')))} · "
+                    f"PSS {_mib(mem.get(('mem_pss_bytes', 'app', '')))} · "
+                    f"RSS {_mib(mem.get(('mem_rss_bytes', 'app', '')))}"
+                )
+            )
+        if latest.cpu:
+            parts = [
+                f"{c} {_pct(latest.cpu.get(c))}"
+                for c in ("app", "postgres", "load", "collector")
+                if c in latest.cpu
+            ]
+            lines.append(Text("cpu        " + " · ".join(parts)))
+        for pool in latest.pools:
+            lines.append(
+                Text(
+                    f"pool       {pool.get('name')}: size {_n(pool.get('size'))} · "
+                    f"checked out {_n(pool.get('checked_out'))} · in {_n(pool.get('checked_in'))} · "
+                    f"overflow {_n(pool.get('overflow'))}"
+                )
+            )
+        return lines
+
+
+# --------------------------------------------------------------------------- python -m
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="poolbench watch",
+        description="Sample a PostgreSQL (and app pids) live, without load.",
+    )
+    add_arguments(parser)
+    args = parser.parse_args(argv)
+    try:
+        return run(args)
+    except PoolbenchError as exc:
+        print(f"poolbench watch: error: {exc}", file=sys.stderr)
+        return exc.exit_code
+
+
+if __name__ == "__main__":
+    sys.exit(main())

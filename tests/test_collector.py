@@ -1,0 +1,631 @@
+"""The collector against a real PostgreSQL: exact counts, honest memory, churn, resilience."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+import os
+import secrets
+import socket
+import subprocess
+import threading
+import time
+from collections.abc import Callable, Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import pandas as pd
+import psutil
+import psycopg
+import pytest
+from psycopg import sql
+
+from poolbench.collector import (
+    APPLICATION_NAME,
+    CollectorConfig,
+    CollectorThread,
+    run,
+)
+from poolbench.errors import PoolbenchError
+from poolbench.postgres import Database, embedded_server, free_port
+from poolbench.samples import SamplesWriter, connections_wide, read_samples, row
+
+# --------------------------------------------------------------------------- helpers
+
+
+def _with_db(url: str, dbname: str) -> str:
+    return url.rsplit("/", 1)[0] + "/" + dbname
+
+
+def _maintenance(pg: Database) -> psycopg.Connection:
+    """An admin connection outside the target database (it is a client backend, not counted)."""
+    return psycopg.connect(_with_db(pg.admin_url, "postgres"), autocommit=True)
+
+
+@contextlib.contextmanager
+def _fresh_database(pg: Database) -> Iterator[str]:
+    dbname = f"collector_{secrets.token_hex(4)}"
+    with _maintenance(pg) as admin:
+        admin.execute(
+            sql.SQL("CREATE DATABASE {} OWNER {}").format(
+                sql.Identifier(dbname), sql.Identifier(pg.app_user)
+            )
+        )
+    try:
+        yield dbname
+    finally:
+        with _maintenance(pg) as admin:
+            admin.execute(sql.SQL("DROP DATABASE {} WITH (FORCE)").format(sql.Identifier(dbname)))
+
+
+@pytest.fixture
+def target(pg: Database) -> Iterator[str]:
+    """A fresh database owned by the app role, so counts are exact whatever else ran before."""
+    with _fresh_database(pg) as dbname:
+        yield dbname
+
+
+@pytest.fixture(scope="module")
+def quiet_pg() -> Iterator[Database]:
+    """A server without autovacuum, whose workers would add transactions to any database."""
+    with embedded_server(settings={"autovacuum": "off"}) as database:
+        yield database
+
+
+def _wait_for(predicate: Callable[[], bool], timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
+        time.sleep(0.05)
+
+
+class Held:
+    """Connections held by the test: idle, idle in transaction, or active in pg_sleep."""
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+        self.conns: list[psycopg.Connection] = []
+        self.sleepers: list[tuple[psycopg.Connection, threading.Thread]] = []
+
+    def idle(self, name: str, n: int) -> None:
+        for _ in range(n):
+            conn = psycopg.connect(self.url, application_name=name, autocommit=True)
+            conn.execute("SELECT 1")
+            self.conns.append(conn)
+
+    def idle_in_transaction(self, name: str, n: int) -> None:
+        for _ in range(n):
+            conn = psycopg.connect(self.url, application_name=name)
+            conn.execute("BEGIN")  # psycopg opens it implicitly; explicit for the reader
+            conn.execute("SELECT 1")
+            self.conns.append(conn)
+
+    def active(self, name: str, n: int) -> None:
+        for _ in range(n):
+            conn = psycopg.connect(self.url, application_name=name, autocommit=True)
+
+            def sleep(c: psycopg.Connection = conn) -> None:
+                with contextlib.suppress(psycopg.Error):
+                    c.execute("SELECT pg_sleep(120)")
+
+            thread = threading.Thread(target=sleep, daemon=True)
+            thread.start()
+            self.sleepers.append((conn, thread))
+
+    def release(self) -> None:
+        for conn, _ in self.sleepers:
+            with contextlib.suppress(psycopg.Error):
+                conn.cancel_safe()
+        for conn, thread in self.sleepers:
+            thread.join(10)
+            conn.close()
+        for conn in self.conns:
+            conn.close()
+        self.conns, self.sleepers = [], []
+
+
+@contextlib.contextmanager
+def held(url: str) -> Iterator[Held]:
+    h = Held(url)
+    try:
+        yield h
+    finally:
+        h.release()
+
+
+def _activity(admin: psycopg.Connection, dbname: str) -> dict[tuple[str, str, str], int]:
+    """What pg_stat_activity says, the way the test expects it (collector left out)."""
+    rows = admin.execute(
+        """
+        SELECT application_name, state,
+               CASE WHEN state = 'active' THEN coalesce(wait_event_type, '') ELSE '' END,
+               count(*)
+        FROM pg_stat_activity
+        WHERE datname = %s AND backend_type = 'client backend' AND application_name <> %s
+        GROUP BY 1, 2, 3
+        """,
+        (dbname, APPLICATION_NAME),
+    ).fetchall()
+    return {(a, s, w): n for a, s, w, n in rows}
+
+
+def _client_backends(admin: psycopg.Connection) -> int:
+    return admin.execute(
+        "SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'client backend'"
+    ).fetchone()[0]
+
+
+def _samples_by_ts(frame: pd.DataFrame) -> dict[float, dict[tuple[str, str, str], float]]:
+    """Per connection sample (every connections_total ts): its connections rows."""
+    out: dict[float, dict[tuple[str, str, str], float]] = {
+        ts: {} for ts in frame.loc[frame.metric == "connections_total", "ts"]
+    }
+    for r in frame[frame.metric == "connections"].itertuples():
+        out[r.ts][(r.application_name, r.state, r.wait_event_type)] = r.value
+    return out
+
+
+def _pid_that_does_not_exist() -> int:
+    pid = 4_000_000  # above any default pid_max
+    while psutil.pid_exists(pid):
+        pid += 1
+    return pid
+
+
+# --------------------------------------------------------------------------- samples file
+
+
+def test_samples_writer_streams_and_renames_into_place(tmp_path: Path) -> None:
+    path = tmp_path / "v" / "samples.csv"
+    writer = SamplesWriter(path)
+    writer.write(
+        [
+            row(1.0, "connections", 3, application_name='a,b "q"', state="idle"),
+            row(1.0, "mem_pss_bytes", None, component="postgres"),
+            row(1.0, "mem_uss_bytes", math.nan, component="postgres"),
+            row(1.0, "cpu_percent", 12.345678, component="app"),
+            row(1.0, "connections", 0, application_name="NA", state="idle"),
+        ]
+    )
+    assert not path.exists() and writer.partial_path.exists()
+    time.sleep(1.05)
+    writer.write([row(2.0, "connections_total", 3)])  # a second later: flushed
+    assert "connections_total" in writer.partial_path.read_text()
+    partial = read_samples(tmp_path / "v", allow_partial=True)
+    assert len(partial) == 6
+    writer.close()
+    assert path.exists() and not writer.partial_path.exists()
+
+    frame = read_samples(path)
+    assert list(frame.columns) == [
+        "ts", "metric", "application_name", "state", "wait_event_type", "component", "value",
+    ]  # fmt: skip
+    assert frame.ts.dtype == "float64" and frame.value.dtype == "float64"
+    assert frame.application_name.tolist()[0] == 'a,b "q"'
+    assert frame.application_name.tolist()[4] == "NA"  # a label is never read as missing
+    assert frame.value.isna().tolist() == [False, True, True, False, False, False]
+    assert frame.value.tolist()[4] == 0.0  # zero stays zero
+    assert frame.value.tolist()[3] == pytest.approx(12.3457)
+
+
+def test_read_samples_rejects_a_foreign_file(tmp_path: Path) -> None:
+    (tmp_path / "samples.csv").write_text("a,b\n1,2\n")
+    with pytest.raises(PoolbenchError, match="not a poolbench samples file"):
+        read_samples(tmp_path / "samples.csv")
+
+
+# --------------------------------------------------------------------------- fidelity
+
+EXPECTED_HELD = {  # name: (idle, idle in transaction, active in pg_sleep) -> 7, 11, 13
+    "fid-seven": (3, 2, 2),
+    "fid-eleven": (5, 3, 3),
+    "fid-thirteen": (6, 4, 3),
+}
+
+
+@pytest.mark.parametrize(
+    "monitor_dbname", ["postgres", None], ids=["from-postgres-db", "from-target-db"]
+)
+def test_reports_exact_counts_per_name_and_state_in_every_sample(
+    pg: Database, target: str, tmp_path: Path, monitor_dbname: str | None
+) -> None:
+    expected: dict[tuple[str, str, str], int] = {}
+    for name, (idle, iit, active) in EXPECTED_HELD.items():
+        expected[(name, "idle", "")] = idle
+        expected[(name, "idle in transaction", "")] = iit
+        expected[(name, "active", "Timeout")] = active  # pg_sleep waits on Timeout/PgSleep
+    out = tmp_path / "samples.csv"
+    config = CollectorConfig(
+        _with_db(pg.admin_url, target), target, out, monitor_dbname=monitor_dbname
+    )
+    app_url = _with_db(pg.app_url, target)
+    with (
+        _maintenance(pg) as admin,  # held open: it takes a slot during the whole window
+        CollectorThread(config) as collector,
+        held(app_url) as h,
+    ):
+        for name, (idle, iit, active) in EXPECTED_HELD.items():
+            h.idle(name, idle)
+            h.idle_in_transaction(name, iit)
+            h.active(name, active)
+        _wait_for(
+            lambda: _activity(admin, target) == expected, 15, "the held connections to settle"
+        )
+        clients = _client_backends(admin)  # everyone, the collector and this check included
+        t0 = time.time()
+        time.sleep(1.5)
+        t1 = time.time()
+        latest = collector.latest()
+    frame = read_samples(out)
+
+    samples = {ts: rows for ts, rows in _samples_by_ts(frame).items() if t0 <= ts <= t1}
+    assert len(samples) >= 10  # ~15 at 10 Hz
+    for ts, rows in samples.items():
+        assert rows == expected, f"sample at {ts}"
+    window = frame[frame.ts.between(t0, t1)]
+    totals = window[window.metric == "connections_total"].value
+    assert totals.tolist() == [31.0] * len(samples)
+    assert set(window[window.metric == "max_connections"].value) == {300.0}
+    # 300 - 3 reserved for superusers - every client backend (the collector's and the check's too)
+    assert set(window[window.metric == "slots_left"].value) == {297.0 - clients}
+    assert APPLICATION_NAME not in set(frame.application_name)
+    assert latest.by_name == {"fid-seven": 7, "fid-eleven": 11, "fid-thirteen": 13}
+    assert latest.peak == 31 and latest.total == 31
+    wide = connections_wide(window)
+    assert wide.sum(axis=1).tolist() == [31] * len(samples)
+
+
+# --------------------------------------------------------------------------- churn
+
+
+def _churn_sum(path: Path, metric: str) -> float:
+    try:
+        frame = read_samples(path, allow_partial=True)
+    except PoolbenchError:
+        return 0.0
+    return float(frame.loc[frame.metric == metric, "value"].sum())
+
+
+@pytest.mark.parametrize(
+    "monitor_dbname", ["postgres", None], ids=["from-postgres-db", "from-target-db"]
+)
+def test_churn_counts_every_new_session_once(
+    quiet_pg: Database, tmp_path: Path, monitor_dbname: str | None
+) -> None:
+    with _fresh_database(quiet_pg) as target:
+        _churn(quiet_pg, target, tmp_path / "samples.csv", monitor_dbname)
+
+
+def _churn(pg: Database, target: str, out: Path, monitor_dbname: str | None) -> None:
+    config = CollectorConfig(
+        _with_db(pg.admin_url, target), target, out, monitor_dbname=monitor_dbname
+    )
+    app_url = _with_db(pg.app_url, target)
+    with CollectorThread(config) as collector:
+        _wait_for(lambda: bool(collector.latest().churn), 5, "the churn baseline")
+        idle_from = time.time()
+        time.sleep(2.5)  # nothing happens in the target database: no transactions either
+        idle_to = time.time()
+        for _ in range(50):
+            psycopg.connect(app_url, application_name="churn").close()
+        # Backends publish their counters when they end, a moment after the client closes:
+        # wait for all 50 (the file is flushed at least once a second) ...
+        _wait_for(lambda: _churn_sum(out, "sessions_new") >= 50, 10, "50 new sessions")
+        time.sleep(2.5)  # ... and two more reads, to see that nothing is counted twice
+    frame = read_samples(out)
+    churn = frame[frame.metric == "sessions_new"]
+    assert churn.value.sum() == 50
+    assert (churn.value >= 0).all()
+    for metric in ("sessions_abandoned", "sessions_fatal", "xact_rollback"):
+        assert frame.loc[frame.metric == metric, "value"].sum() == 0, metric
+    idle = frame[(frame.metric == "xact_commit") & frame.ts.between(idle_from + 1.0, idle_to)]
+    # the collector's own ~11 statements a second never count, even from the target database
+    assert len(idle) >= 1 and idle.value.tolist() == [0.0] * len(idle)
+
+
+# --------------------------------------------------------------------------- memory
+
+
+def test_memory_of_idle_backends_is_pss_and_uss_per_name_far_below_rss(
+    pg: Database, target: str, tmp_path: Path
+) -> None:
+    out = tmp_path / "samples.csv"
+    config = CollectorConfig(
+        _with_db(pg.admin_url, target),
+        target,
+        out,
+        postmaster_pid=pg.postmaster_pid,
+        app_pids=[os.getpid()],
+    )
+    key = ("mem_pss_bytes", "postgres_backends", "mem-idle")
+    with held(_with_db(pg.app_url, target)) as h, CollectorThread(config) as collector:
+        h.idle("mem-idle", 20)
+        _wait_for(
+            lambda: (
+                collector.latest().processes.get(("postgres_backends", "mem-idle")) == 20
+                and collector.latest().memory_ts is not None
+                and collector.latest().memory_ts > collector.latest().ts - 0.5
+                and collector.latest().memory.get(key) is not None
+            ),
+            10,
+            "a memory sweep with the 20 backends",
+        )
+        time.sleep(1.2)
+    frame = read_samples(out)
+    mine = frame[(frame.component == "postgres_backends") & (frame.application_name == "mem-idle")]
+    last = mine[mine.ts == mine[mine.metric == "mem_pss_bytes"].ts.max()]
+    value = dict(zip(last.metric, last.value, strict=True))
+    assert value["processes"] == 20
+    pss, uss, rss = value["mem_pss_bytes"], value["mem_uss_bytes"], value["mem_rss_bytes"]
+    assert 0 < uss <= pss
+    assert pss < 10 * 2**20 * 20  # well under 10 MiB per idle backend
+    assert rss > 3 * pss  # summed RSS counts shared memory in every backend
+    visible = frame[frame.component.isin(["postgres", "postgres_postmaster", "app", "collector"])]
+    assert not visible[visible.metric.str.startswith("mem_")].value.isna().any()
+    cpu = frame[frame.metric == "cpu_percent"]
+    assert set(cpu.component) >= {"postgres", "app", "collector"}
+    assert (cpu.value.dropna() >= 0).all()
+
+
+class _Proxy:
+    """A TCP relay: the server is then 'elsewhere' as far as the collector can prove."""
+
+    def __init__(self, port: int) -> None:
+        self.upstream = ("127.0.0.1", port)
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.port = self.listener.getsockname()[1]
+        self.sockets: list[socket.socket] = []
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                client, _ = self.listener.accept()
+            except OSError:
+                return
+            server = socket.create_connection(self.upstream)
+            self.sockets += [client, server]
+            for a, b in ((client, server), (server, client)):
+                threading.Thread(target=self._pump, args=(a, b), daemon=True).start()
+
+    @staticmethod
+    def _pump(src: socket.socket, dst: socket.socket) -> None:
+        with contextlib.suppress(OSError):
+            while data := src.recv(65536):
+                dst.sendall(data)
+        with contextlib.suppress(OSError):
+            dst.shutdown(socket.SHUT_WR)
+
+    def close(self) -> None:
+        self.listener.close()
+        for s in self.sockets:
+            with contextlib.suppress(OSError):
+                s.close()
+
+
+def _swept(collector: CollectorThread, name: str) -> bool:
+    return ("mem_pss_bytes", "postgres_backends", name) in collector.latest().memory
+
+
+def _assert_postgres_memory_unavailable(frame: pd.DataFrame, name: str) -> None:
+    pg_rows = frame[frame.component.str.startswith("postgres")]
+    assert not pg_rows.empty
+    assert pg_rows.value.isna().all(), pg_rows[pg_rows.value.notna()].head()
+    mem = pg_rows[pg_rows.metric == "mem_pss_bytes"]
+    assert {"postgres", "postgres_postmaster", "postgres_other"} <= set(mem.component)
+    assert name in set(mem[mem.component == "postgres_backends"].application_name)
+    # ... while what is visible is measured, and connections stay exact
+    app = frame[(frame.component == "app") & (frame.metric == "mem_uss_bytes")]
+    assert not app.empty and (app.value > 0).all()
+    assert set(frame.loc[frame.metric == "connections_total", "value"]) == {4.0}
+
+
+def test_memory_is_unavailable_not_zero_when_the_given_postmaster_is_not_the_server(
+    pg: Database, target: str, tmp_path: Path
+) -> None:
+    out = tmp_path / "samples.csv"
+    config = CollectorConfig(
+        _with_db(pg.admin_url, target),
+        target,
+        out,
+        postmaster_pid=_pid_that_does_not_exist(),
+        app_pids=[os.getpid()],
+    )
+    with held(_with_db(pg.app_url, target)) as h:
+        h.idle("remote-ish", 4)
+        with CollectorThread(config) as collector:
+            _wait_for(lambda: _swept(collector, "remote-ish"), 5, "a memory sweep")
+            assert collector.latest().postgres_visible is False
+    _assert_postgres_memory_unavailable(read_samples(out), "remote-ish")
+
+
+def test_memory_is_unavailable_when_the_server_is_behind_a_proxy(
+    pg: Database, target: str, tmp_path: Path
+) -> None:
+    """No pid given: the collector looks for the backend that owns its socket, and cannot."""
+    proxy = _Proxy(pg.port)
+    try:
+        proxied = _with_db(pg.admin_url, target).replace(f":{pg.port}/", f":{proxy.port}/")
+        out = tmp_path / "samples.csv"
+        config = CollectorConfig(proxied, target, out, app_pids=[os.getpid()])
+        with held(_with_db(pg.app_url, target)) as h:
+            h.idle("behind-proxy", 4)
+            with CollectorThread(config) as collector:
+                _wait_for(lambda: _swept(collector, "behind-proxy"), 5, "a memory sweep")
+                assert collector.latest().postgres_visible is False
+        _assert_postgres_memory_unavailable(read_samples(out), "behind-proxy")
+    finally:
+        proxy.close()
+
+
+# --------------------------------------------------------------------------- attribution
+
+
+def test_untagged_backends_are_attributed_to_the_process_owning_the_socket(
+    pg: Database, target: str, tmp_path: Path
+) -> None:
+    out = tmp_path / "samples.csv"
+    config = CollectorConfig(_with_db(pg.admin_url, target), target, out)
+    label = f"untagged:{psutil.Process().name()}:{os.getpid()}"
+    with held(_with_db(pg.app_url, target)) as h, CollectorThread(config) as collector:
+        h.idle("", 3)
+        h.idle("tagged", 2)
+        _wait_for(lambda: collector.latest().by_name.get(label) == 3, 5, label)
+        time.sleep(0.5)
+    frame = read_samples(out)
+    last = frame[frame.ts == frame.loc[frame.metric == "connections_total", "ts"].max()]
+    names = dict(zip(last.application_name, last.value, strict=False))
+    assert names[label] == 3 and names["tagged"] == 2
+    assert "" not in set(frame.loc[frame.metric == "connections", "application_name"])
+
+
+# --------------------------------------------------------------------------- app pools
+
+
+class _PoolsHandler(BaseHTTPRequestHandler):
+    body = json.dumps(
+        {
+            "engines": [
+                {"name": "before:app.db.session", "kind": "async", "pool_class": "AsyncAdaptedQueuePool",
+                 "size": 20, "checked_in": 3, "checked_out": 2, "overflow": -15, "max_overflow": 0},
+                {"name": "before:app.core.db", "kind": "sync", "pool_class": "NullPool",
+                 "size": None, "checked_in": None, "checked_out": None, "overflow": None,
+                 "max_overflow": None},
+            ]
+        }
+    ).encode()  # fmt: skip
+
+    def do_GET(self) -> None:
+        if self.path != "/debug/pools":
+            self.send_error(404)
+            return
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(self.body)))
+        self.end_headers()
+        self.wfile.write(self.body)
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+def test_app_pools_are_sampled_and_a_failing_endpoint_is_skipped(
+    pg: Database, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    http = ThreadingHTTPServer(("127.0.0.1", 0), _PoolsHandler)
+    threading.Thread(target=http.serve_forever, daemon=True).start()
+    base = f"http://127.0.0.1:{http.server_address[1]}"
+    try:
+        good, bad = tmp_path / "good.csv", tmp_path / "bad.csv"
+        for path, url in ((good, f"{base}/debug/pools"), (bad, f"{base}/missing")):
+            config = CollectorConfig(pg.admin_url, pg.dbname, path, pools_url=url)
+            with CollectorThread(config):
+                time.sleep(1.5)
+    finally:
+        http.shutdown()
+    frame = read_samples(good)
+    size = frame[(frame.metric == "app_pool_size")]
+    by_engine = size.groupby("application_name").value.last()
+    assert by_engine["before:app.db.session"] == 20
+    assert math.isnan(by_engine["before:app.core.db"])  # NullPool has no size: unavailable
+    out = frame[frame.metric == "app_pool_checked_out"].groupby("application_name").value.last()
+    assert out["before:app.db.session"] == 2
+    failing = read_samples(bad)
+    assert not failing.metric.str.startswith("app_pool").any()
+    assert (failing.metric == "connections_total").sum() >= 5  # it went on sampling
+    assert sum("missing" in r.getMessage() for r in caplog.records) == 1  # said once
+
+
+# --------------------------------------------------------------------------- resilience
+
+
+def _restart(db: Database) -> None:
+    """pg_ctl restart, as the system user that owns the embedded server."""
+    postmaster = psutil.Process(db.postmaster_pid)
+    data = Path(postmaster.cwd())
+    pg_ctl = Path(postmaster.exe()).with_name("pg_ctl")
+    user = psutil.Process(db.postmaster_pid).username() if os.geteuid() == 0 else None
+    subprocess.run(
+        [str(pg_ctl), "-D", str(data), "-l", str(data.parent / "server.log"),
+         "-m", "fast", "-w", "-t", "30", "restart"],
+        user=user, check=True, capture_output=True, timeout=60,
+    )  # fmt: skip
+
+
+def test_reconnects_after_a_restart_and_records_the_gap(tmp_path: Path) -> None:
+    out = tmp_path / "samples.csv"
+    with embedded_server() as db:
+        config = CollectorConfig(db.admin_url, db.dbname, out, postmaster_pid=db.postmaster_pid)
+        with CollectorThread(config) as collector:
+            _wait_for(lambda: collector.latest().samples >= 5, 5, "samples before the restart")
+            before = collector.latest().samples
+            down = time.time()
+            _restart(db)
+            _wait_for(lambda: collector.latest().gaps == 1, 20, "the reconnection")
+            _wait_for(
+                lambda: (
+                    collector.latest().samples >= before + 10
+                    and collector.latest().postgres_visible is True
+                    and (collector.latest().memory_ts or 0) > down + 0.5
+                ),
+                10,
+                "samples after the restart",
+            )
+            old_postmaster = psutil.Process(db.postmaster_pid)
+    frame = read_samples(out)
+    gaps = frame[frame.metric == "gap"]
+    assert len(gaps) == 1
+    gap = gaps.iloc[0]
+    assert gap.component == "postgres" and 0.1 < gap.value < 30
+    ticks = frame.loc[frame.metric == "connections_total", "ts"]
+    after = ticks[ticks >= gap.ts]
+    assert len(after) >= 10
+    before_gap = ticks[ticks < gap.ts].max()
+    assert gap.value == pytest.approx(gap.ts - before_gap, abs=0.002)
+    mem = frame[(frame.metric == "mem_pss_bytes") & (frame.component == "postgres")]
+    assert mem[mem.ts > gap.ts].value.notna().all() and (mem[mem.ts > gap.ts].value > 0).any()
+    assert not old_postmaster.is_running() or old_postmaster.status() == psutil.STATUS_ZOMBIE
+
+
+def test_an_unreachable_server_is_a_one_line_error(tmp_path: Path) -> None:
+    url = f"postgresql://postgres:hunter2@127.0.0.1:{free_port()}/poolbench"
+    out = tmp_path / "samples.csv"
+    with pytest.raises(PoolbenchError) as caught:
+        CollectorThread(CollectorConfig(url, None, out)).start()
+    message = str(caught.value)
+    assert "\n" not in message and "cannot connect" in message and "hunter2" not in message
+    assert not out.exists() and not out.with_name("samples.csv.part").exists()
+
+
+def test_a_role_that_cannot_read_other_sessions_names_the_grant(
+    pg: Database, tmp_path: Path
+) -> None:
+    with pytest.raises(PoolbenchError, match=rf"GRANT pg_monitor TO {pg.app_user}") as caught:
+        CollectorThread(CollectorConfig(pg.app_url, None, tmp_path / "samples.csv")).start()
+    assert "\n" not in str(caught.value)
+
+
+def test_async_run_raises_the_same_errors_and_samples_until_stopped(
+    pg: Database, tmp_path: Path
+) -> None:
+    import asyncio
+
+    async def main() -> None:
+        stop = asyncio.Event()
+        with pytest.raises(PoolbenchError, match="GRANT pg_monitor"):
+            await run(CollectorConfig(pg.app_url, None, tmp_path / "x.csv"), stop)
+        asyncio.get_running_loop().call_later(1.0, stop.set)
+        latest = await run(CollectorConfig(pg.admin_url, None, tmp_path / "samples.csv"), stop)
+        assert latest.samples >= 5
+
+    asyncio.run(main())
+    assert (read_samples(tmp_path).metric == "connections_total").sum() >= 5
+
+
+def test_bad_rates_are_rejected(pg: Database, tmp_path: Path) -> None:
+    with pytest.raises(PoolbenchError, match="out of range"):
+        CollectorConfig(pg.admin_url, None, tmp_path / "s.csv", connections_hz=1000)
+    with pytest.raises(PoolbenchError, match="names no database"):
+        CollectorConfig("postgresql://postgres@127.0.0.1:5432", None, tmp_path / "s.csv")
