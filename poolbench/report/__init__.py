@@ -1,0 +1,68 @@
+"""`poolbench report RUN_DIR`: summary.json, report.md, report.html and charts/*.png.
+
+Reads only the results directory (docs/results.md) and writes into it. Every file is written
+under a temporary name and renamed into place, so a file that exists is whole.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+from pathlib import Path
+
+from poolbench.analysis import analyse, to_jsonable
+from poolbench.errors import PoolbenchError
+
+
+def _write_text(path: Path, content: str) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(content, encoding="utf-8")
+    os.replace(tmp, path)
+
+
+def build_report(run_dir: str | os.PathLike[str]) -> Path:
+    """Analyse run_dir and write the report files into it; return the path of report.html."""
+    from poolbench.report.charts import render_charts
+    from poolbench.report.document import build_document
+    from poolbench.report.html import render_html
+    from poolbench.report.markdown import render_markdown
+
+    run_dir = Path(run_dir)
+    analysis = analyse(run_dir)
+    summary = to_jsonable(analysis.summary)
+    try:
+        _write_text(
+            run_dir / "summary.json", json.dumps(summary, indent=2, ensure_ascii=False) + "\n"
+        )
+        charts = render_charts(analysis, run_dir)
+        document = build_document(summary, charts, run_dir)
+        _write_text(run_dir / "report.md", render_markdown(document))
+        html_path = run_dir / "report.html"
+        _write_text(html_path, render_html(document))
+    except OSError as exc:
+        raise PoolbenchError(f"cannot write the report into {run_dir}: {exc.strerror}") from None
+    return html_path
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """The `report` options, for a standalone parser or a subcommand of `poolbench`."""
+    parser.add_argument(
+        "run_dir",
+        metavar="RUN_DIR",
+        type=Path,
+        nargs="?",
+        default=Path("results/latest"),
+        help="results directory of a run (default: results/latest)",
+    )
+
+
+def run(args: argparse.Namespace) -> int:
+    """Write the report; a malformed directory raises PoolbenchError (one line, for the CLI)."""
+    path = build_report(args.run_dir)
+    summary = json.loads((path.parent / "summary.json").read_text(encoding="utf-8"))
+    print(summary["headline"])
+    for item in summary["claims"]["items"]:
+        print(f"  {item['verdict']:<14} {item['claim']}")
+    print(f"report: {path}")
+    return 0

@@ -1,0 +1,451 @@
+"""Charts of a run, one PNG per question, one style for all (matplotlib, Agg, no pyplot state).
+
+Per experiment:
+1. connections over time per variant, stacked by engine, user count on a second axis;
+2. peak and idle connections per variant, with the model's prediction marked;
+3. PostgreSQL backend memory (PSS) and the app's memory over time;
+4. requests/s and latency percentiles over time;
+5. connection states (active / idle in transaction / idle) over time.
+
+Time series show the first repeat of each variant, as seconds (or minutes, for long runs)
+since the variant started; series longer than MAX_POINTS are averaged into bins first, so a
+one-hour run at 10 Hz draws as fast as a short one.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import matplotlib
+
+matplotlib.use("Agg")  # before anything imports pyplot; this module itself never does
+
+import numpy as np
+import pandas as pd
+from matplotlib import rc_context
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+from matplotlib.patches import Patch
+
+from poolbench.analysis import Analysis, VariantRun
+
+MAX_POINTS = 1200
+MiB = 1024 * 1024
+DPI = 110
+WIDTH = 11.0  # inches
+
+STYLE = {
+    "font.family": "DejaVu Sans",
+    "font.size": 10,
+    "axes.titlesize": 11,
+    "axes.titleweight": "bold",
+    "axes.titlelocation": "left",
+    "axes.labelsize": 10,
+    "axes.labelcolor": "#333333",
+    "axes.edgecolor": "#999999",
+    "axes.spines.top": False,
+    "axes.spines.right": False,
+    "axes.grid": True,
+    "grid.color": "#e5e5e5",
+    "grid.linewidth": 0.8,
+    "xtick.color": "#555555",
+    "ytick.color": "#555555",
+    "legend.frameon": False,
+    "legend.fontsize": 9,
+    "figure.facecolor": "white",
+    "figure.titlesize": 13,
+    "figure.titleweight": "bold",
+    "savefig.facecolor": "white",
+}
+VARIANT_COLORS = ["#c44e52", "#4c72b0", "#55a868", "#8172b2", "#ccb974", "#64b5cd", "#937860"]
+ENGINE_COLORS = [
+    "#4c72b0", "#dd8452", "#55a868", "#c44e52", "#8172b2", "#937860", "#da8bc3", "#8c8c8c",
+    "#ccb974", "#64b5cd", "#a1c9f4", "#ffb482", "#8de5a1", "#ff9f9b", "#d0bbff", "#debb9b",
+]  # fmt: skip
+STATE_COLORS = {
+    "active": "#dd8452",
+    "idle in transaction": "#c44e52",
+    "idle": "#4c72b0",
+    "other": "#8c8c8c",
+}
+PHASE_COLORS = {"warmup": "#f2f2f2", "load": "#fff4e0", "idle": "#e8f1fa"}
+MODEL_COLOR = "#d55e00"
+MAX_ENGINES = 12  # more engines than this: the smallest are drawn together as "other"
+
+
+@dataclass
+class Chart:
+    """A chart written to disk: what the report shows and says about it."""
+
+    key: str
+    title: str
+    path: Path
+    alt: str
+    experiment: str
+
+
+def slug(text: str) -> str:
+    """A file-name-safe form of an experiment name (data, so never trusted as a path)."""
+    cleaned = re.sub(r"[^A-Za-z0-9_.-]+", "-", text).strip(".-")
+    return cleaned[:60] or "experiment"
+
+
+def engine_key(name: str) -> str:
+    """`before:app.db:sync` → `app.db:sync`: the same module keeps its colour across variants."""
+    return name.split(":", 1)[1] if ":" in name else name
+
+
+def downsample(data: pd.Series | pd.DataFrame, max_points: int = MAX_POINTS):
+    """Average consecutive samples into at most max_points bins (index averaged too)."""
+    n = len(data)
+    if n <= max_points:
+        return data
+    step = math.ceil(n / max_points)
+    bins = np.arange(n) // step
+    out = data.groupby(bins).mean()
+    out.index = pd.Series(data.index.to_numpy(dtype=float)).groupby(bins).mean().to_numpy()
+    return out
+
+
+class _Clock:
+    """Seconds since a variant started, shown in s or min."""
+
+    def __init__(self, runs: list[VariantRun]):
+        spans = []
+        for run in runs:
+            phases = run.series.get("phases") or {}
+            if phases:
+                spans.append(max(end for _, end in phases.values()) - run.series["t0"])
+        self.minutes = bool(spans) and max(spans) > 600
+        self.unit = "min" if self.minutes else "s"
+        self.label = f"time since the variant started ({self.unit})"
+
+    def x(self, run: VariantRun, index) -> np.ndarray:
+        seconds = np.asarray(index, dtype=float) - run.series["t0"]
+        return seconds / 60 if self.minutes else seconds
+
+
+def _shade_phases(ax, run: VariantRun, clock: _Clock) -> None:
+    for name, (start, end) in (run.series.get("phases") or {}).items():
+        x0, x1 = clock.x(run, [start, end])
+        ax.axvspan(x0, x1, color=PHASE_COLORS.get(name, "#f7f7f7"), zorder=0, lw=0)
+
+
+def _phase_handles(runs: list[VariantRun]) -> list[Patch]:
+    names: list[str] = []
+    for run in runs:
+        for name in run.series.get("phases") or {}:
+            if name not in names:
+                names.append(name)
+    return [Patch(color=PHASE_COLORS.get(n, "#f7f7f7"), label=f"{n} phase") for n in names]
+
+
+def _legend(ax, extra: list | None = None, **kwargs) -> None:
+    """Legend right of the axes: the axes' own entries, then extra handles (e.g. phases)."""
+    handles, labels = ax.get_legend_handles_labels()
+    for handle in extra or []:
+        handles.append(handle)
+        labels.append(handle.get_label())
+    x = kwargs.pop("x", 1.01)
+    if handles:
+        ax.legend(handles, labels, loc="upper left", bbox_to_anchor=(x, 1.0), **kwargs)
+
+
+def _figure(rows: int, height_per_row: float, title: str) -> Figure:
+    fig = Figure(figsize=(WIDTH, 0.9 + rows * height_per_row), dpi=DPI)
+    FigureCanvasAgg(fig)
+    fig.suptitle(title, x=0.01, ha="left")
+    return fig
+
+
+def _save(fig: Figure, path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp.png")
+    fig.savefig(tmp, dpi=DPI)
+    tmp.replace(path)
+
+
+def _first_repeats(analysis: Analysis, experiment: str) -> list[tuple[str, VariantRun]]:
+    return [(name, runs[0]) for name, runs in analysis.experiment_runs(experiment).items()]
+
+
+def _variant_color(i: int) -> str:
+    return VARIANT_COLORS[i % len(VARIANT_COLORS)]
+
+
+def _fmt(value: float | None) -> str:
+    if value is None:
+        return "n/a"
+    return f"{value:.0f}" if float(value).is_integer() else f"{value:.1f}"
+
+
+def _engine_frame(run: VariantRun) -> pd.DataFrame:
+    frame: pd.DataFrame = run.series["by_engine"]
+    if frame.shape[1] > MAX_ENGINES:
+        order = frame.max().sort_values(ascending=False).index
+        keep, rest = list(order[: MAX_ENGINES - 1]), list(order[MAX_ENGINES - 1 :])
+        frame = frame[keep].assign(**{f"other ({len(rest)} names)": frame[rest].sum(axis=1)})
+    return frame
+
+
+def chart_connections(analysis: Analysis, experiment: str, path: Path, clock: _Clock) -> None:
+    pairs = _first_repeats(analysis, experiment)
+    keys = sorted({engine_key(str(c)) for _, r in pairs for c in _engine_frame(r).columns})
+    colors = {k: ENGINE_COLORS[i % len(ENGINE_COLORS)] for i, k in enumerate(keys)}
+    fig = _figure(len(pairs), 2.9, f"Connections per engine over time — {experiment}")
+    axes = fig.subplots(len(pairs), 1, sharex=True, sharey=True, squeeze=False)[:, 0]
+    twins = []
+    for ax, (name, run) in zip(axes, pairs, strict=True):
+        _shade_phases(ax, run, clock)
+        frame = downsample(_engine_frame(run))
+        m = run.metrics["connections"]
+        if not frame.empty and frame.shape[1]:
+            x = clock.x(run, frame.index)
+            columns = sorted(frame.columns, key=lambda c: engine_key(str(c)))
+            ax.stackplot(
+                x, *(frame[c].to_numpy() for c in columns),
+                labels=[str(c) or "(no name)" for c in columns],
+                colors=[colors[engine_key(str(c))] for c in columns],
+                linewidth=0, alpha=0.9, zorder=2,
+            )  # fmt: skip
+        ax.set_title(
+            f"{name}: peak {_fmt(m['load_peak'])}, held when idle {_fmt(m['idle'])}"
+            + (
+                f"  (repeat {run.repeat})"
+                if len(analysis.experiment_runs(experiment)[name]) > 1
+                else ""
+            )
+        )
+        ax.set_ylabel("connections")
+        users = run.series.get("users")
+        extra = []
+        if users is not None and not users.empty:
+            twin = ax.twinx()
+            (line,) = twin.step(clock.x(run, users.index), users.to_numpy(), where="post",
+                                color="#222222", lw=1.2, ls="--", label="Locust users (right axis)")  # fmt: skip
+            twin.set_ylabel("users")
+            twin.grid(False)
+            twin.spines["right"].set_visible(True)
+            twin.set_ylim(bottom=0)
+            twins.append(twin)
+            extra.append(line)
+        if ax is axes[0]:
+            extra += _phase_handles([r for _, r in pairs])
+        _legend(ax, extra, x=1.08, fontsize=8)
+    if twins:
+        top = max(t.get_ylim()[1] for t in twins)
+        for t in twins:
+            t.set_ylim(0, top)
+    axes[0].set_ylim(bottom=0)
+    axes[-1].set_xlabel(clock.label)
+    fig.subplots_adjust(left=0.07, right=0.72, top=1 - 0.55 / fig.get_figheight(), hspace=0.35,
+                        bottom=0.5 / fig.get_figheight())  # fmt: skip
+    _save(fig, path)
+
+
+def chart_peak_idle(analysis: Analysis, experiment: dict[str, Any], path: Path) -> None:
+    variants = experiment["variants"]
+    fig = _figure(1, 3.6, f"Peak and idle connections, measured vs model — {experiment['name']}")
+    ax = fig.subplots()
+    width = 0.36
+    x = np.arange(len(variants))
+    measured_labels = ("peak during load", "held when idle")
+    for j, (key, pred_key, label) in enumerate(
+        (("load_peak", "predicted_ceiling", measured_labels[0]),
+         ("idle", "predicted_idle", measured_labels[1]))
+    ):  # fmt: skip
+        values = [v["metrics"]["connections"][key] for v in variants]
+        heights = [0 if v is None else v for v in values]
+        xs = x + (j - 0.5) * width
+        bars = ax.bar(
+            xs, heights, width * 0.92, label=label, zorder=2,
+            color=["#4c72b0", "#a1c9f4"][j], edgecolor="white",
+        )  # fmt: skip
+        for bar, value in zip(bars, values, strict=True):
+            ax.annotate(_fmt(value), (bar.get_x() + bar.get_width() / 2, bar.get_height() / 2),
+                        ha="center", va="center", fontsize=10, fontweight="bold",
+                        color="white" if j == 0 else "#1f2328", zorder=5)  # fmt: skip
+        repeats = [[r[key] for r in (p["connections"] for p in v["per_repeat"])] for v in variants]
+        for xi, reps in zip(xs, repeats, strict=True):
+            reps = [r for r in reps if r is not None]
+            if len(reps) > 1:
+                ax.vlines(xi, min(reps), max(reps), color="#333333", lw=1.2, zorder=3)
+        predicted = [v["metrics"]["model"][pred_key] for v in variants]
+        for xi, p in zip(xs, predicted, strict=True):
+            if p is not None:
+                ax.hlines(p, xi - width * 0.56, xi + width * 0.56, color=MODEL_COLOR, lw=3,
+                          zorder=4)  # fmt: skip
+                ax.annotate(f"model {_fmt(p)}", (xi, p), xytext=(0, 4), textcoords="offset points",
+                            ha="center", va="bottom", fontsize=8.5, color=MODEL_COLOR)  # fmt: skip
+    ax.plot([], [], color=MODEL_COLOR, lw=3, label="model: ceiling (peak) / idle")
+    ax.set_xticks(x, [v["variant"] for v in variants])
+    ax.set_ylabel("connections")
+    ax.set_xlabel("variant (medians over repeats; whiskers: min–max)" if any(
+        len(v["per_repeat"]) > 1 for v in variants) else "variant")  # fmt: skip
+    ax.set_ylim(0, ax.get_ylim()[1] * 1.12)
+    ax.grid(axis="x", visible=False)
+    ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0))
+    fig.subplots_adjust(left=0.07, right=0.78, top=0.86, bottom=0.16)
+    _save(fig, path)
+
+
+def _lines(ax, pairs, key: str, clock: _Clock, scale: float = 1.0, style: str = "-",
+           label_suffix: str = "", shade: bool = False) -> bool:  # fmt: skip
+    drawn = False
+    for i, (name, run) in enumerate(pairs):
+        series = run.series.get(key)
+        if shade and i == 0:
+            _shade_phases(ax, run, clock)
+        if series is None or series.dropna().empty:
+            continue
+        series = downsample(series.dropna())
+        ax.plot(clock.x(run, series.index), series.to_numpy() / scale, style,
+                color=_variant_color(i), lw=1.6, label=f"{name}{label_suffix}")  # fmt: skip
+        drawn = True
+    return drawn
+
+
+def _no_data(ax, text: str = "not sampled") -> None:
+    ax.text(0.5, 0.5, text, transform=ax.transAxes, ha="center", va="center", color="#999999")
+
+
+def chart_memory(analysis: Analysis, experiment: str, path: Path, clock: _Clock) -> None:
+    pairs = _first_repeats(analysis, experiment)
+    fig = _figure(2, 2.8, f"Memory over time — {experiment}")
+    top, bottom = fig.subplots(2, 1, sharex=True)
+    if not _lines(top, pairs, "postgres_pss", clock, MiB, shade=True):
+        _no_data(top)
+    top.set_title("PostgreSQL backends + postmaster + other, PSS (shared pages counted once)")
+    top.set_ylabel("PSS (MiB)")
+    top.set_ylim(bottom=0)
+    _legend(top, _phase_handles([r for _, r in pairs]))
+    drawn = _lines(bottom, pairs, "app_uss", clock, MiB, label_suffix=" USS", shade=True)
+    drawn |= _lines(bottom, pairs, "app_rss", clock, MiB, style=":", label_suffix=" RSS")
+    if not drawn:
+        _no_data(bottom)
+    bottom.set_title("The app's processes: USS (solid) and RSS (dotted)")
+    bottom.set_ylabel("memory (MiB)")
+    bottom.set_ylim(bottom=0)
+    bottom.set_xlabel(clock.label)
+    _legend(bottom)
+    fig.subplots_adjust(left=0.07, right=0.83, top=0.9, bottom=0.09, hspace=0.3)
+    _save(fig, path)
+
+
+def chart_throughput(analysis: Analysis, experiment: str, path: Path, clock: _Clock) -> None:
+    pairs = _first_repeats(analysis, experiment)
+    fig = _figure(2, 2.8, f"Throughput and latency (Locust, per second) — {experiment}")
+    top, bottom = fig.subplots(2, 1, sharex=True)
+    if not _lines(top, pairs, "rps", clock, shade=True):
+        _no_data(top, "no Locust history")
+    top.set_title("Requests per second")
+    top.set_ylabel("requests/s")
+    top.set_ylim(bottom=0)
+    _legend(top, _phase_handles([r for _, r in pairs]))
+    drawn = False
+    for key, style, suffix in (("latency_p50", "-", " p50"), ("latency_p95", "--", " p95"),
+                               ("latency_p99", ":", " p99")):  # fmt: skip
+        drawn |= _lines(bottom, pairs, key, clock, style=style, label_suffix=suffix,
+                        shade=key == "latency_p50")  # fmt: skip
+    if not drawn:
+        _no_data(bottom, "no Locust history")
+    bottom.set_title("Response time percentiles (Locust's rolling window)")
+    bottom.set_ylabel("response time (ms)")
+    bottom.set_ylim(bottom=0)
+    bottom.set_xlabel(clock.label)
+    _legend(bottom)
+    fig.subplots_adjust(left=0.07, right=0.83, top=0.9, bottom=0.09, hspace=0.3)
+    _save(fig, path)
+
+
+def _state_frame(run: VariantRun) -> pd.DataFrame:
+    frame: pd.DataFrame = run.series["by_state"]
+    out = pd.DataFrame(index=frame.index)
+    known = ("active", "idle in transaction", "idle")
+    for state in known:
+        out[state] = frame[state] if state in frame.columns else 0.0
+    rest = [c for c in frame.columns if c not in known]
+    out["other"] = frame[rest].sum(axis=1) if rest else 0.0
+    return out
+
+
+def chart_states(analysis: Analysis, experiment: str, path: Path, clock: _Clock) -> None:
+    pairs = _first_repeats(analysis, experiment)
+    fig = _figure(len(pairs), 2.4, f"Connection states over time — {experiment}")
+    axes = fig.subplots(len(pairs), 1, sharex=True, sharey=True, squeeze=False)[:, 0]
+    for ax, (name, run) in zip(axes, pairs, strict=True):
+        _shade_phases(ax, run, clock)
+        frame = downsample(_state_frame(run))
+        if not frame.empty:
+            ax.stackplot(
+                clock.x(run, frame.index), *(frame[c].to_numpy() for c in frame.columns),
+                colors=[STATE_COLORS[c] for c in frame.columns],
+                linewidth=0, alpha=0.9, zorder=2,
+            )  # fmt: skip
+        active = run.metrics["active"]
+        ax.set_title(
+            f"{name}: active connections p50 {_fmt(active['p50'])}, p99 {_fmt(active['p99'])}, "
+            f"max {_fmt(active['max'])}"
+        )
+        ax.set_ylabel("connections")
+    axes[0].set_ylim(bottom=0)
+    handles = [Patch(color=STATE_COLORS[s], label=s) for s in STATE_COLORS]
+    _legend(axes[0], handles + _phase_handles([r for _, r in pairs]))
+    axes[-1].set_xlabel(clock.label)
+    fig.subplots_adjust(left=0.07, right=0.83, top=1 - 0.55 / fig.get_figheight(), hspace=0.35,
+                        bottom=0.5 / fig.get_figheight())  # fmt: skip
+    _save(fig, path)
+
+
+CHARTS = (
+    ("connections", "Connections over time, by engine"),
+    ("peak_idle", "Peak and idle connections against the model"),
+    ("memory", "Memory over time"),
+    ("throughput", "Throughput and latency over time"),
+    ("states", "Connection states over time"),
+)
+ALT = {
+    "connections": "Stacked area chart of connections per application_name over time for each "
+    "variant, with the Locust user count on a second axis and the phases shaded.",
+    "peak_idle": "Bar chart of peak and idle connections per variant with the model's "
+    "predicted ceiling and idle count marked.",
+    "memory": "Line charts of PostgreSQL PSS and the app's USS and RSS over time per variant.",
+    "throughput": "Line charts of requests per second and response-time percentiles per variant.",
+    "states": "Stacked area chart of connection states (active, idle in transaction, idle) "
+    "over time per variant.",
+}
+
+
+TIME_CHARTS = {
+    "connections": chart_connections,
+    "memory": chart_memory,
+    "throughput": chart_throughput,
+    "states": chart_states,
+}
+
+
+def render_charts(analysis: Analysis, out_dir: Path) -> list[Chart]:
+    """Draw every chart of every experiment into out_dir/charts; return them in report order."""
+    charts: list[Chart] = []
+    used: set[str] = set()
+    with rc_context(STYLE):
+        for experiment in analysis.summary["experiments"]:
+            name = experiment["name"]
+            base = slug(name)
+            while base in used:
+                base += "_"
+            used.add(base)
+            runs = [r for _, r in _first_repeats(analysis, name)]
+            clock = _Clock(runs)
+            for key, title in CHARTS:
+                path = out_dir / "charts" / f"{base}-{key}.png"
+                if key == "peak_idle":
+                    chart_peak_idle(analysis, experiment, path)
+                else:
+                    TIME_CHARTS[key](analysis, name, path, clock)
+                charts.append(Chart(key, title, path, ALT[key], name))
+    return charts

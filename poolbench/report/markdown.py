@@ -1,0 +1,82 @@
+"""report.md: the document as GitHub-flavoured Markdown (pastes into a pull request).
+
+Every string from the data is escaped: HTML special characters become entities (GitHub
+renders inline HTML), and Markdown's own table and emphasis characters are backslashed.
+"""
+
+from __future__ import annotations
+
+import html
+import re
+
+from poolbench.report.document import (
+    Badge,
+    Bullets,
+    Code,
+    Document,
+    Heading,
+    Image,
+    Notice,
+    Para,
+    Table,
+)
+
+BADGE_MARK = {"good": "✅", "mixed": "🟡", "bad": "❌", "neutral": "⚪"}
+_MD_SPECIAL = re.compile(r"([\\`*_\[\]|#])")
+
+
+def text(value: str) -> str:
+    """Plain text for a Markdown paragraph or table cell."""
+    value = " ".join(str(value).split())  # no newlines inside a block or a cell
+    return _MD_SPECIAL.sub(r"\\\1", html.escape(value, quote=False))
+
+
+def _cell(cell) -> str:
+    if isinstance(cell, Badge):
+        mark = BADGE_MARK.get(cell.kind, "")
+        return f"{mark} **{text(cell.text)}**" if cell.kind != "neutral" else f"{text(cell.text)}"
+    return text(cell) if cell != "" else " "
+
+
+def _table(table: Table) -> list[str]:
+    lines = []
+    if table.caption:
+        lines += [f"**{text(table.caption)}**", ""]
+    align = (table.align or "").ljust(len(table.headers), "l")
+    lines.append("| " + " | ".join(text(h) if h else " " for h in table.headers) + " |")
+    lines.append("|" + "|".join("---:" if a == "r" else "---" for a in align) + "|")
+    for row in table.rows:
+        lines.append("| " + " | ".join(_cell(c) for c in row) + " |")
+    return [*lines, ""]
+
+
+def _fence(body: str) -> str:
+    longest = max((len(m) for m in re.findall(r"`+", body)), default=0)
+    return "`" * max(3, longest + 1)
+
+
+def render_markdown(doc: Document) -> str:
+    out = [f"# {text(doc.title)}", "", f"_{text(doc.subtitle)}_", ""]
+    for block in doc.blocks:
+        if isinstance(block, Heading):
+            out += [f"{'#' * block.level} {text(block.text)}", ""]
+        elif isinstance(block, Para):
+            body = text(block.text)
+            out += [f"**{body}**" if block.strong else f"_{body}_" if block.muted else body, ""]
+        elif isinstance(block, Notice):
+            out += [
+                f"> [!{'WARNING' if block.kind == 'warning' else 'NOTE'}]",
+                f"> {text(block.text)}",
+                "",
+            ]
+        elif isinstance(block, Table):
+            out += _table(block)
+        elif isinstance(block, Bullets):
+            out += [f"- {text(item)}" for item in block.items] + [""]
+        elif isinstance(block, Image):
+            alt = text(block.alt).replace("]", "")
+            out += [f"![{alt}]({block.src})", "", f"_{text(block.caption)}_", ""]
+        elif isinstance(block, Code):
+            fence = _fence(block.text)
+            out += [f"{fence}sh", block.text, fence, ""]
+    return "\n".join(out).rstrip() + "\n"
