@@ -297,6 +297,22 @@ def _per_ts_sum(frame: pd.DataFrame) -> pd.Series:
     return total
 
 
+def _per_second(cumulative: pd.Series, rolling: pd.Series) -> pd.Series:
+    """Requests in each second, from Locust's running total.
+
+    Locust's own per-second "Requests/s" is an average over the last ~10 s, so consecutive
+    values are nearly the same number; differences of the running total are the real count.
+    Falls back to the rolling value when there is no total.
+    """
+    clean = cumulative.dropna()
+    if len(clean) < 2:
+        return rolling
+    seconds = np.diff(clean.index.to_numpy(dtype=float))
+    counts = np.diff(clean.to_numpy(dtype=float))
+    keep = (seconds > 0) & (counts >= 0)  # a reset of the totals is not negative traffic
+    return pd.Series(counts[keep] / seconds[keep], index=clean.index[1:][keep])
+
+
 def _slope_per_s(series: pd.Series) -> float | None:
     clean = series.dropna()
     if len(clean) < 3:
@@ -363,6 +379,8 @@ def _build_series(run: VariantRun, phases: dict[str, tuple[float, float]]) -> di
     if total is None:
         total = by_engine.sum(axis=1) if not by_engine.empty else pd.Series(dtype=float)
     active = by_state["active"] if "active" in by_state.columns else pd.Series(0.0, index=index)
+    active_by_engine = _wide(conn[conn["state"] == "active"], "application_name", index)
+    pool_rows = by_metric.get("app_pool_checked_out", empty)
 
     def component_memory(metric: str, components: tuple[str, ...]) -> pd.Series:
         rows = by_metric.get(metric, empty)
@@ -383,6 +401,10 @@ def _build_series(run: VariantRun, phases: dict[str, tuple[float, float]]) -> di
         "by_engine": by_engine,
         "by_state": by_state,
         "active": active,
+        "active_by_engine": active_by_engine,
+        # the app's own view (/debug/pools, one worker): connections checked out of each pool
+        "checked_out_by_engine": _wide(pool_rows, "application_name"),
+        "checked_out": _per_ts_sum(pool_rows),
         "max_connections": by_metric.get("max_connections", empty).groupby("ts")["value"].max(),
         "slots_left": by_metric.get("slots_left", empty).groupby("ts")["value"].min(),
     }
@@ -420,7 +442,7 @@ def _build_series(run: VariantRun, phases: dict[str, tuple[float, float]]) -> di
             return pd.to_numeric(agg[name], errors="coerce")
 
         series["users"] = column("User Count")
-        series["rps"] = column("Requests/s")
+        series["rps"] = _per_second(column("Total Request Count"), column("Requests/s"))
         series["fps"] = column("Failures/s")
         for pct in ("50", "95", "99"):
             series[f"latency_p{pct}"] = column(f"{pct}%")
@@ -470,10 +492,9 @@ def _locust_metrics(run: VariantRun, series: dict[str, Any], load) -> dict[str, 
 
 
 def steady_rps(series: dict[str, Any], load: tuple[float, float] | None) -> np.ndarray | None:
-    """Per-second requests/s while the user count is at its load-phase maximum.
-
-    Falls back to the whole load phase when fewer than 5 such seconds exist.
-    """
+    """Per-second requests/s at full load: the second half of the load phase, at the maximum
+    user count (falling back to all seconds at that count, then to the whole load phase, when
+    fewer than 5 seconds remain)."""
     return _steady(series, "rps", load)
 
 
@@ -484,14 +505,16 @@ def _steady(series: dict[str, Any], key: str, load) -> np.ndarray | None:
     # Locust stamps a row at the end of the second it describes: (start, end]
     start, end = load
     index = values.index.to_numpy(dtype=float)
-    in_load = (index > start) & (index <= end + 1)
+    window = values[(index > start) & (index <= end + 1)]
     users = series.get("users")
-    window = values[in_load]
     if users is not None and not users.empty:
         u = users.reindex(window.index)
         if u.notna().any():
             at_max = window[(u >= u.max()).to_numpy()]
-            if len(at_max) >= 5:
+            late = at_max[at_max.index.to_numpy(dtype=float) > start + (end - start) / 2]
+            if len(late) >= 5:
+                window = late
+            elif len(at_max) >= 5:
                 window = at_max
     array = window.to_numpy(dtype=float)
     array = array[np.isfinite(array)]
@@ -528,14 +551,24 @@ def analyse_variant(run: VariantRun) -> dict[str, Any]:
     by_engine: pd.DataFrame = series["by_engine"]
     before_idle = (min(s for s, _ in phases.values()), idle[0]) if idle else load
     per_engine: dict[str, dict[str, Any]] = {}
+    active_by_engine: pd.DataFrame = series["active_by_engine"]
+    checked_out: pd.DataFrame = series["checked_out_by_engine"]
     for name in by_engine.columns:
         col = by_engine[name]
+        active_col = active_by_engine[name] if name in active_by_engine.columns else None
+        out_col = checked_out[name] if name in checked_out.columns else None
         per_engine[str(name) or "(no name)"] = {
             "load_peak": _stat(_window(col, *load), "max") if load else None,
             "load_mean": _stat(_window(col, *load), "mean") if load else None,
             "peak_before_idle": _stat(_window(col, *before_idle), "max") if before_idle else None,
             "idle": _stat(_window(col, *idle_half), "median"),
             "run_peak": _stat(col, "max"),
+            "active_max": _stat(_window(active_col, *load), "max")
+            if load and active_col is not None
+            else 0.0,
+            "checked_out_max": _stat(_window(out_col, *load), "max")
+            if load and out_col is not None
+            else None,
         }
 
     states: dict[str, Any] = {"load_mean": {}, "idle": {}, "load_peak": {}}
@@ -552,6 +585,13 @@ def analyse_variant(run: VariantRun) -> dict[str, Any]:
         "p99": _stat(load_active, "p99"),
         "max": _stat(load_active, "max"),
         "mean": _stat(load_active, "mean"),
+    }
+    load_out = _window(series["checked_out"], *load) if load else series["checked_out"]
+    checked_out_stats = {
+        "p50": _stat(load_out, "p50"),
+        "p99": _stat(load_out, "p99"),
+        "max": _stat(load_out, "max"),
+        "mean": _stat(load_out, "mean"),
     }
 
     load_s = (load[1] - load[0]) if load else None
@@ -628,6 +668,7 @@ def analyse_variant(run: VariantRun) -> dict[str, Any]:
         "per_engine": per_engine,
         "states": states,
         "active": active,
+        "checked_out": checked_out_stats,
         "churn": churn,
         "memory": memory,
         "cpu_percent": cpu,
@@ -708,6 +749,12 @@ def pool_model(meta: dict[str, Any], metrics: dict[str, Any]) -> dict[str, Any]:
         peak_use = measured.get("peak_before_idle") or 0.0
         ceiling = workers * (pool_size + max_overflow) if pool_size is not None else None
         idle = min(workers * pool_size, peak_use) if pool_size is not None else None
+        per_worker = pool_size + max_overflow if pool_size is not None else None
+        active_max = measured.get("active_max") or 0.0
+        out_max = measured.get("checked_out_max")
+        saturated = per_worker is not None and (
+            active_max >= workers * per_worker or (out_max is not None and out_max >= per_worker)
+        )
         rows.append(
             {
                 "name": name,
@@ -717,6 +764,9 @@ def pool_model(meta: dict[str, Any], metrics: dict[str, Any]) -> dict[str, Any]:
                 "predicted_idle": idle,
                 "measured_peak": measured.get("load_peak") or 0.0,
                 "measured_idle": measured.get("idle") or 0.0,
+                "active_max": active_max,
+                "checked_out_max": out_max,
+                "saturated": bool(saturated and per_worker > 0),
             }
         )
     known = {row["name"] for row in rows}
@@ -783,6 +833,21 @@ def _model_flags(model: dict[str, Any], metrics: dict[str, Any]) -> list[dict[st
                 f"{workers} × ({_fmt(row['pool_size'])} + {_fmt(row['max_overflow'])}) = "
                 f"{_fmt(own_ceiling)}: more processes use this name than the model counts "
                 "(more workers, or several engines share the name).",
+            )
+        if row["saturated"]:
+            used = (
+                f"{_fmt(row['checked_out_max'])} checked out"
+                if row["checked_out_max"] is not None
+                and row["checked_out_max"] >= row["pool_size"] + row["max_overflow"]
+                else f"{_fmt(row['active_max'])} active"
+            )
+            flag(
+                "warning",
+                "engine_saturated",
+                f"{row['name']} used all its connections ({used}; pool_size "
+                f"{_fmt(row['pool_size'])} + max_overflow {_fmt(row['max_overflow'])} per worker): "
+                "requests waited for a connection, which adds latency, and the demand seen is "
+                "capped at the pool size.",
             )
         if row["measured_peak"] == 0 and row["measured_idle"] == 0:
             flag(
@@ -873,7 +938,7 @@ def bootstrap_difference(
 ) -> dict[str, Any] | None:
     """Relative difference of means (b − a) / a in %, with a 95 % bootstrap CI and p-value.
 
-    With block > 1 it is a moving-block bootstrap (for autocorrelated per-second series).
+    With block > 1 it is a circular block bootstrap (for autocorrelated per-second series).
     The two-sided p-value is 2 × the share of resampled differences on the far side of zero.
     Significant when the CI excludes zero. None when either side is empty or mean(a) is 0.
     """
@@ -885,12 +950,15 @@ def bootstrap_difference(
     rng = np.random.default_rng(seed)
 
     def resample(x: np.ndarray) -> np.ndarray:
-        # blocks no longer than the series' cube root, so a short series still has many blocks
-        size = max(1, min(block, round(x.size ** (1 / 3))))
+        # at least two blocks per resample: a short series gets an honest, wide interval
+        size = max(1, min(block, x.size // 2))
         if size == 1:
             idx = rng.integers(0, x.size, size=(resamples, x.size))
             return x[idx].mean(axis=1)
-        cumulative = np.concatenate([[0.0], np.cumsum(x)])
+        # circular blocks: every value is equally likely to be drawn, so the resampled means
+        # centre on the sample mean (plain moving blocks under-draw the ends)
+        wrapped = np.concatenate([x, x[: size - 1]])
+        cumulative = np.concatenate([[0.0], np.cumsum(wrapped)])
         block_means = (cumulative[size:] - cumulative[:-size]) / size
         count = math.ceil(x.size / size)
         idx = rng.integers(0, block_means.size, size=(resamples, count))
@@ -962,7 +1030,8 @@ COMPARED: tuple[tuple[str, tuple[str, ...], str], ...] = (
     ("postgres_uss_idle_bytes", ("memory", "postgres_uss_bytes", "idle"), "lower"),
     ("app_uss_peak_bytes", ("memory", "app_uss_bytes", "load_peak"), "lower"),
     ("app_rss_peak_bytes", ("memory", "app_rss_bytes", "load_peak"), "lower"),
-    ("requests_per_s", ("locust", "requests_per_s"), "higher"),
+    # mean per-second throughput at full load (the quantity tested); else Locust's total rate
+    ("requests_per_s", ("locust", "steady_requests_per_s"), "higher"),
     ("latency_p95_ms", ("locust", "latency_ms", "p95"), "lower"),
     ("latency_p99_ms", ("locust", "latency_ms", "p99"), "lower"),
     ("failures", ("locust", "failures"), "lower"),
@@ -1003,6 +1072,9 @@ def compare(
     out: dict[str, Any] = {"baseline": baseline["variant"], "variant": other["variant"]}
     for name, path, better in COMPARED:
         b, a = _num(dig(baseline["metrics"], path)), _num(dig(other["metrics"], path))
+        if name == "requests_per_s" and (a is None or b is None):
+            b = _num(dig(baseline["metrics"], ("locust", "requests_per_s")))
+            a = _num(dig(other["metrics"], ("locust", "requests_per_s")))
         out[name] = {
             "baseline": b,
             "variant": a,
@@ -1018,7 +1090,7 @@ def compare(
             test["method"] = (
                 "bootstrap over per-repeat means"
                 if min(block_a, block_b) == 1
-                else f"moving-block bootstrap ({BLOCK_SECONDS} s blocks) over per-second values "
+                else f"circular block bootstrap ({BLOCK_SECONDS} s blocks) over per-second values "
                 "at full load"
             )
         out[name]["test"] = test
@@ -1042,10 +1114,14 @@ def right_sizing(variants: list[dict[str, Any]], cpu_count: int | None) -> dict[
         rps_p95 = variant.get("rps_p95") or rps
         hold = active["mean"] / rps if active["mean"] is not None and rps else None
         little = rps_p95 * hold if hold is not None and rps_p95 else None
-        needed = max(v for v in (active["p99"], little, 0.0) if v is not None)
+        out = m.get("checked_out") or {}
+        # the app's view is one worker's; scale it to all of them
+        out_p99 = out["p99"] * m["workers"] if out.get("p99") is not None else None
+        needed = max(v for v in (active["p99"], little, out_p99, 0.0) if v is not None)
         ceiling = m["model"]["predicted_ceiling"]
         saturated = bool(
             (ceiling and active["max"] is not None and active["max"] >= 0.95 * ceiling)
+            or any(row.get("saturated") for row in m["model"]["engines"])
             or (m["locust"]["failures_by_kind"].get("pool_timeout") or 0) > 0
             or (m["locust"]["failures_by_kind"].get("too_many_connections") or 0) > 0
         )
@@ -1060,6 +1136,7 @@ def right_sizing(variants: list[dict[str, Any]], cpu_count: int | None) -> dict[
                 "requests_per_s_p95": rps_p95,
                 "hold_time_ms": hold * 1000 if hold is not None else None,
                 "littles_law_connections": little,
+                "checked_out_p99": out_p99,
                 "needed": needed,
                 "saturated": saturated,
             }
@@ -1068,7 +1145,13 @@ def right_sizing(variants: list[dict[str, Any]], cpu_count: int | None) -> dict[
         return {"measured": False, "per_variant": rows}
     needed = max(r["needed"] for r in rows)
     recommended = max(1, math.ceil(needed * HEADROOM - 1e-9))
-    max_active = max((r["active_max"] or 0) for r in rows)
+    max_active = max(
+        max(
+            r["active_max"] or 0,
+            ((v["metrics"].get("checked_out") or {}).get("max") or 0) * v["metrics"]["workers"],
+        )
+        for r, v in zip(rows, variants, strict=True)
+    )
     savings = []
     for variant in variants:
         m = variant["metrics"]
@@ -1097,8 +1180,9 @@ def right_sizing(variants: list[dict[str, Any]], cpu_count: int | None) -> dict[
     return {
         "measured": True,
         "headroom": HEADROOM,
-        "method": "max(p99 active connections, Little's law at p95 requests/s) × headroom; "
-        "hold time = mean active connections / mean requests/s",
+        "method": "max(p99 active connections, Little's law at p95 requests/s, p99 connections "
+        "checked out of the pools) × headroom; hold time = mean active connections / mean "
+        "requests/s",
         "needed": needed,
         "recommended_total": recommended,
         "recommended_pool_size_per_worker": pool_size,

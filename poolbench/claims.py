@@ -407,6 +407,13 @@ def _performance(claim, before, after, comparison) -> dict:
     if more_errors:
         moves.append(-1)
     measured = "; ".join([_test_text("requests/s", rps), _test_text("p95 latency", p95)])
+    words = {
+        "requests/s": _direction(rps, True),
+        "p95 latency": _direction(p95, False),
+        "failed requests": 1 if fewer_errors else -1 if more_errors else None,
+    }
+    gains = [name for name, d in words.items() if d == 1]
+    losses = [name for name, d in words.items() if d == -1]
     if failures_b is not None and failures_a is not None:
         measured += f"; failed requests {failures_b * 100:.1f} % → {failures_a * 100:.1f} %"
     if not moves:
@@ -414,16 +421,21 @@ def _performance(claim, before, after, comparison) -> dict:
     better, worse = 1 in moves, -1 in moves
     if better and not worse:
         return _item(
-            claim,
-            "better",
-            measured,
-            HOLDS,
-            "Significantly better on at least one measure and worse on none.",
-        )
+            claim, "better", measured, HOLDS,
+            f"Significantly better {' and '.join(gains)}, and worse on nothing measured.",
+        )  # fmt: skip
     if better and worse:
-        return _item(claim, "better", measured, PARTLY, "Better on one measure, worse on another.")
+        return _item(
+            claim, "better", measured, PARTLY,
+            f"Better {' and '.join(gains)}, but worse {' and '.join(losses)}.",
+        )  # fmt: skip
     if worse:
-        return _item(claim, "better", measured, FAILS, "Significantly worse.")
+        return _item(
+            claim, "better", measured, FAILS,
+            f"Significantly worse {' and '.join(losses)}, and better on nothing measured. With "
+            "fewer connections in total, requests wait for a connection when a pool is "
+            "saturated (see the model).",
+        )  # fmt: skip
     return _item(
         claim,
         "better",

@@ -115,7 +115,8 @@ class VariantSpec:
             "collector": 3.0,
         }
     )
-    census: list[dict] | None = None  # written as census.json when given
+    census: list[dict] | dict | None = None  # written as census.json when given
+    pool_metrics: bool = False  # write the app's /debug/pools view (app_pool_*, 1 Hz)
     app_log: str = "INFO started\n"
     write_locust: bool = True
     app_settings: dict = field(
@@ -218,6 +219,16 @@ def samples_frame(spec: VariantSpec) -> pd.DataFrame:
     for metric in ("sessions_abandoned", "sessions_fatal", "xact_rollback"):
         parts.append(_rows(mts, metric, np.zeros(len(mts))))
     parts.append(_rows(mts, "xact_commit", np.where(m_load, spec.rps / spec.mem_hz, 0.0)))
+
+    if spec.pool_metrics:
+        for engine in spec.engines:
+            level = engine_levels(spec, engine, mts)
+            out = np.where(m_load, np.minimum(level, engine.active + engine.idle_in_transaction), 0)
+            parts.append(_rows(mts, "app_pool_checked_out", out, engine.name))
+            parts.append(_rows(mts, "app_pool_checked_in", level - out, engine.name))
+            parts.append(
+                _rows(mts, "app_pool_size", np.full(len(mts), float(engine.pool_size)), engine.name)
+            )
 
     leak = spec.pg_leak_bytes_per_s * since_load
     per_conn = {
@@ -486,8 +497,9 @@ def seed_claim_specs(**overrides) -> list[VariantSpec]:
 def hour_specs(engines: int = 8) -> list[VariantSpec]:
     """A one-hour load phase at 10 Hz: 36,000 samples per 10 Hz series.
 
-    Per variant: `engines` × (active, idle) connection series + connections_total + max_connections
-    + slots_left = 2 × 8 + 3 = 19 series at 10 Hz, plus 1 Hz memory/CPU series.
+    Per variant: `engines` × (active, idle) connection series, one "idle in transaction" series,
+    connections_total, max_connections and slots_left = 2 × 8 + 1 + 3 = 20 series at 10 Hz,
+    plus the 1 Hz memory/CPU series.
     """
     specs = []
     for name, n in (("before", engines), ("after", 1)):
@@ -509,6 +521,8 @@ def hour_specs(engines: int = 8) -> list[VariantSpec]:
         EngineSpec(name=f"after:app.m{i}", load=[(0.05, 2), (0.95, 4)], active=2, pool_size=4)
         for i in range(engines)
     ]
+    for spec in specs:
+        spec.engines[0].idle_in_transaction = 1
     return specs
 
 

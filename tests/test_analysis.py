@@ -12,6 +12,7 @@ import math
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 from synthetic import EngineSpec, MiB, VariantSpec, seed_claim_specs, write_run
 
@@ -480,3 +481,40 @@ def test_synthetic_generator_writes_the_contract(tmp_path):
         == "seed-claim/before-1"
     )
     assert Path(run_dir / "seed-claim/before-1/locust_stats_history.csv").is_file()
+
+
+def test_a_saturated_pool_is_flagged_and_caps_the_right_sizing(tmp_path):
+    # one pool of 4 with every connection active: requests queue for a connection
+    engine = EngineSpec("s:a", pool_size=4, load=[(1.0, 4)], active=4)
+    spec = VariantSpec(name="s", engines=[engine], pool_metrics=True)
+    summary = analyse(write_run(tmp_path, [spec])).summary
+    m = variant(summary, "s")
+    row = m["model"]["engines"][0]
+    assert row["saturated"] is True and row["active_max"] == 4 and row["checked_out_max"] == 4
+    flags = {f["code"]: f["message"] for f in m["model"]["flags"]}
+    assert "engine_saturated" in flags and "s:a" in flags["engine_saturated"]
+    assert summary["experiments"][0]["right_sizing"]["saturated"] is True
+
+
+def test_checked_out_connections_count_in_the_right_sizing(tmp_path):
+    # 2 active, 6 more idle in transaction: checked out of the pool = 8 while only 2 run queries
+    engine = EngineSpec("c:a", pool_size=20, load=[(1.0, 20)], active=2, idle_in_transaction=6)
+    spec = VariantSpec(name="c", engines=[engine], pool_metrics=True)
+    summary = analyse(write_run(tmp_path, [spec])).summary
+    assert variant(summary, "c")["checked_out"]["p99"] == 8
+    rs = summary["experiments"][0]["right_sizing"]
+    assert rs["per_variant"][0]["checked_out_p99"] == 8
+    assert rs["needed"] == 8 and rs["recommended_total"] == 10
+    assert rs["saturated"] is False
+
+
+def test_throughput_comes_from_locust_running_totals(tmp_path):
+    run_dir = write_run(
+        tmp_path, [VariantSpec(name="t", engines=[EngineSpec("t:a")], rps=500.0, rps_sd=0.0)]
+    )
+    path = run_dir / "seed-claim/t-1/locust_stats_history.csv"
+    history = pd.read_csv(path, keep_default_na=False)
+    history["Requests/s"] = 1.0  # Locust's rolling average, deliberately wrong here
+    history.to_csv(path, index=False)
+    m = variant(analyse(run_dir).summary, "t")
+    assert m["locust"]["steady_requests_per_s"] == pytest.approx(500.0)

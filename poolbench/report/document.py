@@ -160,7 +160,7 @@ GLANCE = (
     ("PostgreSQL memory, USS, idle", "postgres_uss_idle_bytes", mib),
     ("App memory, USS, peak", "app_uss_peak_bytes", mib),
     ("App memory, RSS, peak", "app_rss_peak_bytes", mib),
-    ("Requests/s", "requests_per_s", lambda v: num(v)),
+    ("Requests/s (per second, full load)", "requests_per_s", lambda v: num(v)),
     ("Latency p95", "latency_p95_ms", lambda v: num(v, "ms")),
     ("Latency p99", "latency_p99_ms", lambda v: num(v, "ms")),
     ("Failed requests", "failures", count),
@@ -221,10 +221,14 @@ def _claims_section(summary: dict[str, Any]) -> list[Any]:
     claims = summary["claims"]
     blocks: list[Any] = [Heading(2, "The seed's claims, measured")]
     if claims["experiment"]:
+
+        def role(name: str, word: str) -> str:
+            return name if name == word else f"{name} ({word})"
+
         blocks.append(
             Para(
                 f"Each claim of the original fix, against experiment {claims['experiment']}: "
-                f"{claims['baseline']} (before) vs {claims['variant']} (after).",
+                f"{role(claims['baseline'], 'before')} vs {role(claims['variant'], 'after')}.",
                 muted=True,
             )
         )
@@ -297,6 +301,7 @@ def _right_sizing_section(experiment: dict[str, Any]) -> list[Any]:
             num(r["requests_per_s"]),
             num(r["hold_time_ms"], "ms", 1),
             num(r["littles_law_connections"], digits=1),
+            count(r["checked_out_p99"]),
             "yes" if r["saturated"] else "no",
         ]
         for r in rs["per_variant"]
@@ -311,10 +316,11 @@ def _right_sizing_section(experiment: dict[str, Any]) -> list[Any]:
                 "requests/s",
                 "hold time",
                 "Little's law L",
+                "checked out p99",
                 "pool saturated",
             ],
             rows,
-            "lrrrrrrl",
+            "lrrrrrrrl",
         )
     )
     text = (
@@ -322,7 +328,9 @@ def _right_sizing_section(experiment: dict[str, Any]) -> list[Any]:
         "request holds a connection is estimated as mean active connections ÷ requests/s "
         "(Little's law read backwards: an average over all requests, including those that do not "
         "touch the database). Demand at the busiest seconds is p95 requests/s × hold time; the "
-        "need is the larger of that and the p99 of active connections."
+        "need is the largest of that, the p99 of active connections and, when the app reports its "
+        "pools, the p99 of connections checked out of them (which also counts the time a request "
+        "keeps a connection between queries)."
     )
     if rs.get("cpu_count"):
         text += (
@@ -330,6 +338,24 @@ def _right_sizing_section(experiment: dict[str, Any]) -> list[Any]:
             "more active connections than cores."
         )
     blocks.append(Para(text, muted=True))
+    slow = [
+        r
+        for r in rs["per_variant"]
+        if r["checked_out_p99"]
+        and r["active_p99"] is not None
+        and r["checked_out_p99"] > 2 * max(r["active_p99"], 1)
+    ]
+    if slow:
+        r = slow[0]
+        blocks.append(
+            Para(
+                f"The app keeps connections checked out much longer than PostgreSQL works on them "
+                f"({r['variant']}: p99 {count(r['checked_out_p99'])} checked out, "
+                f"{count(r['active_p99'])} active): a request holds its connection between queries. "
+                "Releasing connections sooner (shorter sessions, no non-database work inside them) "
+                "would let a smaller pool serve the same load.",
+            )
+        )
     if rs["saturated"]:
         blocks.append(
             Notice(
