@@ -56,7 +56,9 @@ default 1 Hz; label component, + application_name for ``postgres_backends``)
     ``postgres_postmaster``, ``postgres_backends`` (client backends of the target
     database, per application_name, labelled as for ``connections``), ``postgres_other``
     (every other server process: checkpointer, walwriter, autovacuum, backends of other
-    databases, the collector's own backend), ``postgres`` (all server processes), and
+    databases, the collector's own backend), ``postgres`` (all server processes: the
+    postmaster and its children; a short-lived grandchild such as an archive_command
+    shell is not swept, its CPU counts once its parent reaps it), and
     ``collector`` (the process hosting the collector; no ``processes`` row). PSS and USS are
     the honest figures; RSS counts every shared page (shared_buffers, libraries) in every
     process and is kept only to show how much summing it overstates. When PostgreSQL's
@@ -67,7 +69,7 @@ default 1 Hz; label component, + application_name for ``postgres_backends``)
     collector's socket; a ``postmaster_pid`` given in the configuration must be that
     backend's parent. A memory sweep costs ~0.4 ms of CPU per process (the kernel walks
     each process's page tables), so it runs in a worker thread, and when a sweep would
-    cost more than ``memory_cpu_budget`` (default 1.5 % of one core) at ``memory_hz``, the
+    cost more than ``memory_cpu_budget`` (default 1 % of one core) at ``memory_hz``, the
     memory rows are written less often (every ``sweep cost / budget`` seconds);
     ``processes`` and ``cpu_percent`` keep ``memory_hz``. Set ``memory_cpu_budget=None``
     to hold ``memory_hz`` whatever it costs.
@@ -157,7 +159,7 @@ class CollectorConfig:
     load_pid: int | None = None  # the load generator (its descendants are added)
     postmaster_pid: int | None = None  # a hint, checked; discovered when None
     pools_url: str | None = None  # the app's /debug/pools
-    memory_cpu_budget: float | None = 0.015  # fraction of one core for memory sweeps
+    memory_cpu_budget: float | None = 0.01  # fraction of one core for memory sweeps
     monitor_dbname: str | None = "postgres"  # where the collector connects; None = admin_url's
     connect_timeout: float = 5.0
     reconnect_interval: float = 0.5
@@ -221,6 +223,8 @@ class Latest:
     gap_seconds: float = 0.0
     sample_ms: float | None = None  # wall time of the newest connection sample
     sweep_ms: float | None = None  # wall time of the newest process sweep
+    memory_sweep_ms: float | None = None  # wall time of the memory part of the newest sweep
+    memory_interval: float | None = None  # seconds between memory sweeps (after the budget)
     rows_written: int = 0
 
     def get(self, key: str, default: Any = None) -> Any:
@@ -306,16 +310,17 @@ def _children(pid: int) -> list[int]:
         return []
 
 
-def _tree(roots: Iterable[int]) -> list[int]:
-    """Roots and all their descendants, each once, roots first."""
+def _tree(roots: Iterable[int], depth: int | None = None) -> list[int]:
+    """Roots and their descendants (down to `depth` levels), each once, roots first."""
     seen: dict[int, None] = {}
-    queue = [pid for pid in roots if pid and pid > 0]
+    queue = [(pid, 0) for pid in roots if pid and pid > 0]
     while queue:
-        pid = queue.pop(0)
+        pid, level = queue.pop(0)
         if pid in seen:
             continue
         seen[pid] = None
-        queue.extend(_children(pid))
+        if depth is None or level < depth:
+            queue.extend((child, level + 1) for child in _children(pid))
     return list(seen)
 
 
@@ -398,6 +403,7 @@ class _SweepResult:
     cpu: dict[str, float | None]
     postgres_visible: bool | None
     memory_cpu_s: float
+    memory_wall_s: float
     wall_ms: float
 
 
@@ -620,7 +626,8 @@ class Collector:
         self._writer: SamplesWriter | None = None
         self._executor: ThreadPoolExecutor | None = None
         self._tids: set[int] = set()
-        self._latest = Latest()
+        self._latest = Latest()  # fields that change at most about once a second
+        self._sampled: dict[str, Any] = {}  # fields of the newest connection sample
         self._load_pid = config.load_pid
         self._warned: set[str] = set()
         self._resolver = _UntaggedResolver()
@@ -643,7 +650,8 @@ class Collector:
     # ------------------------------------------------------------------ public
 
     def latest(self) -> Latest:
-        return self._latest
+        """The newest figures (cheap; callable from any thread)."""
+        return dataclasses.replace(self._latest, **self._sampled)
 
     def set_load_pid(self, pid: int | None) -> None:
         """The load generator's pid, once it exists (thread-safe)."""
@@ -708,7 +716,7 @@ class Collector:
             self._publish(connected=False)
         if failure is not None:
             raise failure
-        return self._latest
+        return self.latest()
 
     # ------------------------------------------------------------------ connection
 
@@ -751,6 +759,7 @@ class Collector:
             await conn.close()
             raise
         self._conn, self._server = conn, server
+        self._publish(connected=True)
         self._churn_prev = None
         self._own_prev = None
         self._cpu.forget("postgres")
@@ -863,7 +872,8 @@ class Collector:
             results = []
             for sql, params in statements:
                 try:
-                    cur = await asyncio.wait_for(conn.execute(sql, params), QUERY_TIMEOUT_S)
+                    async with asyncio.timeout(QUERY_TIMEOUT_S):
+                        cur = await conn.execute(sql, params)
                     results.append(await cur.fetchall())
                     self._own_xacts += 1
                 except (psycopg.OperationalError, psycopg.InterfaceError, TimeoutError) as exc:
@@ -902,8 +912,6 @@ class Collector:
             await asyncio.sleep(max(0.0, next_t - now))
 
     def _publish(self, **changes: Any) -> None:
-        if self._writer is not None:
-            changes.setdefault("rows_written", self._writer.rows_written)
         self._latest = dataclasses.replace(self._latest, **changes)
 
     def _write(self, rows: list[Row]) -> None:
@@ -981,28 +989,30 @@ class Collector:
         for (name, state, _), n in counts.items():
             by_name[name] = by_name.get(name, 0) + n
             by_name_state[(name, state)] = by_name_state.get((name, state), 0) + n
-        changed_peaks = False
-        for name, n in by_name.items():
-            if n > self._peak_by_name.get(name, 0):
-                self._peak_by_name[name] = n
-                changed_peaks = True
-        latest = self._latest
-        peak_changes = {}
-        if latest.peak is None or total > latest.peak:
-            peak_changes = {"peak": total, "peak_ts": ts}
-        self._publish(
-            ts=ts,
-            connected=True,
-            total=total,
-            by_name=by_name,
-            by_name_state=by_name_state,
-            peak_by_name=dict(self._peak_by_name) if changed_peaks else latest.peak_by_name,
-            max_connections=server.max_connections,
-            slots_left=slots_left,
-            samples=latest.samples + 1,
-            sample_ms=(time.perf_counter() - t0) * 1000.0,
-            **peak_changes,
-        )
+        previous = self._sampled
+        peak_by_name = previous.get("peak_by_name", {})
+        if any(n > peak_by_name.get(name, 0) for name, n in by_name.items()):
+            peak_by_name = {**peak_by_name}
+            for name, n in by_name.items():
+                peak_by_name[name] = max(n, peak_by_name.get(name, 0))
+        peak, peak_ts = previous.get("peak"), previous.get("peak_ts")
+        if peak is None or total > peak:
+            peak, peak_ts = total, ts
+        # One new dict per sample, swapped in whole: `latest()` merges it from any thread.
+        self._sampled = {
+            "ts": ts,
+            "total": total,
+            "by_name": by_name,
+            "by_name_state": by_name_state,
+            "peak_by_name": peak_by_name,
+            "peak": peak,
+            "peak_ts": peak_ts,
+            "max_connections": server.max_connections,
+            "slots_left": slots_left,
+            "samples": previous.get("samples", 0) + 1,
+            "sample_ms": (time.perf_counter() - t0) * 1000.0,
+            "rows_written": self._writer.rows_written if self._writer else 0,
+        }
         return reconnected
 
     async def _resolve_untagged(self) -> None:
@@ -1098,7 +1108,7 @@ class Collector:
                 for pid, name, key in got:
                     backends[pid] = name or self._resolver.label(key)
         elif connected:
-            unavailable = sorted(self._latest.by_name)
+            unavailable = sorted(self._sampled.get("by_name", ()))
         plan = _Plan(
             ts=time.time(),
             app_pids=self.config.app_pids or None,
@@ -1129,7 +1139,12 @@ class Collector:
             "sweep_ms": result.wall_ms,
         }
         if memory_due:
-            changes.update(memory=result.memory, memory_ts=plan.ts)
+            changes.update(
+                memory=result.memory,
+                memory_ts=plan.ts,
+                memory_sweep_ms=result.memory_wall_s * 1000.0,
+                memory_interval=period,
+            )
         self._publish(**changes)
 
     def _sweep(self, plan: _Plan) -> _SweepResult:
@@ -1140,7 +1155,7 @@ class Collector:
         processes: dict[tuple[str, str], float | None] = {}
         cpu: dict[str, float | None] = {}
         mono = time.monotonic()
-        mem_cpu = 0.0
+        mem_cpu = mem_wall = 0.0
         ts = plan.ts
 
         def emit_memory(component: str, mem: _Mem | None, app: str = "") -> None:
@@ -1157,20 +1172,21 @@ class Collector:
             rows.append(row(ts, "cpu_percent", value, component=component))
             cpu[component] = value
 
-        def tree_stats(roots: Iterable[int]) -> tuple[list[_Stat], Any]:
-            stats = [s for s in map(_read_stat, _tree(roots)) if s is not None]
+        def tree_stats(roots: Iterable[int], depth: int | None = None) -> tuple[list[_Stat], Any]:
+            stats = [s for s in map(_read_stat, _tree(roots, depth)) if s is not None]
             members = {s.pid for s in stats}
             identity = frozenset((s.pid, s.start) for s in stats if s.ppid not in members)
             return stats, identity
 
         def measure(stats: Iterable[_Stat]) -> _Mem:
-            nonlocal mem_cpu
-            c0 = time.thread_time()
+            nonlocal mem_cpu, mem_wall
+            c0, w0 = time.thread_time(), time.perf_counter()
             mem = _Mem()
             for s in stats:
                 if not s.zombie:
                     mem.add(s.pid)
             mem_cpu += time.thread_time() - c0
+            mem_wall += time.perf_counter() - w0
             return mem
 
         # the app's process tree
@@ -1199,7 +1215,7 @@ class Collector:
         # PostgreSQL's processes
         visible: bool | None = None
         if plan.postmaster is not None:
-            stats, identity = tree_stats([plan.postmaster])
+            stats, identity = tree_stats([plan.postmaster], depth=1)
             visible = bool(stats) and stats[0].pid == plan.postmaster and not stats[0].zombie
             if visible:
                 groups: dict[tuple[str, str], list[_Stat]] = {}
@@ -1253,6 +1269,7 @@ class Collector:
             cpu=cpu,
             postgres_visible=visible,
             memory_cpu_s=mem_cpu,
+            memory_wall_s=mem_wall,
             wall_ms=(time.perf_counter() - t0) * 1000.0,
         )
 
