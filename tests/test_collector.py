@@ -9,6 +9,7 @@ import os
 import secrets
 import socket
 import subprocess
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -629,3 +630,29 @@ def test_bad_rates_are_rejected(pg: Database, tmp_path: Path) -> None:
         CollectorConfig(pg.admin_url, None, tmp_path / "s.csv", connections_hz=1000)
     with pytest.raises(PoolbenchError, match="names no database"):
         CollectorConfig("postgresql://postgres@127.0.0.1:5432", None, tmp_path / "s.csv")
+
+
+def test_memory_sweeps_back_off_to_their_cpu_budget_while_cpu_keeps_its_rate(
+    pg: Database, target: str, tmp_path: Path
+) -> None:
+    out = tmp_path / "samples.csv"
+    config = CollectorConfig(_with_db(pg.admin_url, target), target, out, memory_cpu_budget=0.0005)
+    spin = "import time\nend = time.monotonic() + 30\nwhile time.monotonic() < end: pass"
+    with held(_with_db(pg.app_url, target)) as h, CollectorThread(config) as collector:
+        h.idle("budget", 10)
+        load = subprocess.Popen([sys.executable, "-c", spin])
+        try:
+            collector.set_load_pid(load.pid)
+            time.sleep(3.2)
+            latest = collector.latest()
+        finally:
+            load.kill()
+            load.wait()
+    frame = read_samples(out)
+    mem = frame[(frame.metric == "mem_pss_bytes") & (frame.component == "postgres")]
+    cpu = frame[(frame.metric == "cpu_percent") & (frame.component == "postgres")]
+    assert len(mem) == 1  # the first sweep, then every (sweep CPU / 0.05 %) seconds: > 3 s
+    assert len(cpu) >= 3  # still 1 Hz
+    assert latest.memory_interval is not None and latest.memory_interval > 3
+    spun = frame[(frame.metric == "cpu_percent") & (frame.component == "load")].value.dropna()
+    assert len(spun) >= 1 and spun.max() > 10  # a busy loop, attributed to the load
