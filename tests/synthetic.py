@@ -105,15 +105,9 @@ class VariantSpec:
     app_pss: int = 65 * MiB
     app_rss: int = 80 * MiB
     app_leak_bytes_per_s: float = 0.0
+    # the collector's CPU components (PostgreSQL as one tree)
     cpu: dict[str, float] = field(
-        default_factory=lambda: {
-            "app": 80.0,
-            "postgres_backends": 50.0,
-            "postgres_postmaster": 1.0,
-            "postgres_other": 2.0,
-            "load": 30.0,
-            "collector": 3.0,
-        }
+        default_factory=lambda: {"app": 80.0, "postgres": 53.0, "load": 30.0, "collector": 3.0}
     )
     census: list[dict] | dict | None = None  # written as census.json when given
     pool_metrics: bool = False  # write the app's /debug/pools view (app_pool_*, 1 Hz)
@@ -257,6 +251,13 @@ def samples_frame(spec: VariantSpec) -> pd.DataFrame:
         for metric in ("mem_pss_bytes", "mem_uss_bytes", "mem_rss_bytes"):
             parts.append(_rows(mts, metric, np.full(len(mts), float(pss)), component=component))
         parts.append(_rows(mts, "processes", np.full(len(mts), 1.0), component=component))
+    # the collector also writes `postgres`: every server process (the sum of the parts above)
+    total_conn = sum(engine_levels(spec, e, mts) for e in spec.engines)
+    for metric, size in per_conn.items():
+        fixed = spec.postmaster_pss + spec.other_pss
+        value = total_conn * size + fixed + (leak if metric != "mem_rss_bytes" else 0)
+        parts.append(_rows(mts, metric, value, component="postgres"))
+    parts.append(_rows(mts, "processes", total_conn + 2, component="postgres"))
     app_growth = spec.app_leak_bytes_per_s * since_load
     for metric, base in (
         ("mem_uss_bytes", spec.app_uss),

@@ -157,15 +157,16 @@ def test_model_falls_back_to_observed_application_names(tmp_path):
 
 
 def test_right_sizing_uses_active_percentiles_and_littles_law(tmp_path):
-    # 500 req/s exactly; active 4 then 8 → mean 6, p99 8
-    engine = EngineSpec("r:a", load=[(0.5, 4), (0.5, 20)], active=8)
+    # 500 req/s exactly; active 4 for 60 samples then 8 for 40 → p50 4, mean 5.6, p99 8
+    engine = EngineSpec("r:a", load=[(0.6, 4), (0.4, 20)], active=8)
     spec = VariantSpec(name="r", engines=[engine], rps=500.0, rps_sd=0.0)
     rs = analyse(write_run(tmp_path, [spec])).summary["experiments"][0]["right_sizing"]
     row = rs["per_variant"][0]
     assert row["requests_per_s"] == pytest.approx(500.0)
-    assert row["hold_time_ms"] == pytest.approx(12.0)  # 6 / 500 s
-    assert row["littles_law_connections"] == pytest.approx(6.0)
-    assert row["needed"] == 8  # p99 active beats Little's 6
+    assert row["active_p50"] == 4 and row["active_p99"] == 8
+    assert row["hold_time_ms"] == pytest.approx(11.2)  # mean 5.6 / 500 s
+    assert row["littles_law_connections"] == pytest.approx(5.6)
+    assert row["needed"] == 8  # p99 active beats Little's 5.6
     assert rs["recommended_total"] == 10  # ceil(8 × 1.25)
     saving = rs["savings"][0]
     assert saving["connections_saved_at_peak"] == 10  # peak 20 → 10

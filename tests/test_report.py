@@ -194,3 +194,30 @@ def test_odd_runs_still_report(tmp_path):
     assert md.startswith("# Peak connections 20 (solo)")
     assert "partial" in md
     assert not (tmp_path / "charts").exists()
+
+
+def test_repeats_several_variants_and_experiments(tmp_path):
+    specs = []
+    for repeat in (1, 2):
+        for name, n in (("before", 3), ("after", 1), ("tuned", 1)):
+            engines = [EngineSpec(f"{name}:m{i}", load=[(1.0, 10 + repeat)]) for i in range(n)]
+            specs.append(
+                VariantSpec(name=name, engines=engines, repeat=repeat, seed=repeat * 7 + n)
+            )
+    specs.append(
+        VariantSpec(
+            name="solo", engines=[EngineSpec("solo:a")], experiment="workers", write_locust=False
+        )
+    )
+    run_dir = write_run(tmp_path, specs)
+    build_report(run_dir)
+    names = {p.name for p in (run_dir / "charts").iterdir()}
+    assert names == {f"{e}-{k}.png" for e in ("seed-claim", "workers") for k in CHARTS}
+    summary = json.loads((run_dir / "summary.json").read_text())
+    first = summary["experiments"][0]
+    assert [c["variant"] for c in first["comparisons"]] == ["after", "tuned"]
+    assert first["variants"][0]["metrics"]["connections"]["load_peak"] == 34.5  # median of 33, 36
+    assert summary["headline"].startswith("Peak connections 34.5 → 11.5")
+    md = (run_dir / "report.md").read_text()
+    assert "|   | before | after | change | tuned | change |" in md
+    assert "Medians over repeats" in md
