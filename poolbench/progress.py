@@ -69,6 +69,7 @@ class ProgressDisplay:
                 + (f" for {length:.0f} s" if length else "")
                 + (f" — peak connections so far {_fmt(s.peak)}" if not math.isnan(s.peak) else ""),
                 highlight=False,
+                markup=False,
             )
         self._refresh()
 
@@ -79,7 +80,7 @@ class ProgressDisplay:
         self._refresh()
 
     def message(self, text: str) -> None:
-        self.console.print(text, highlight=False)
+        self.console.print(text, highlight=False, markup=False)
 
     def _refresh(self) -> None:
         if self._live is not None:
