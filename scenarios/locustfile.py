@@ -62,7 +62,11 @@ class ApiUser(FastHttpUser):
 
     @task(2)
     def place_order(self) -> None:
-        order = {"user_id": random.choice(USER_IDS), "item_id": random.choice(ITEM_IDS), "quantity": 1}
+        order = {
+            "user_id": random.choice(USER_IDS),
+            "item_id": random.choice(ITEM_IDS),
+            "quantity": 1,
+        }
         with self.client.post("/orders", json=order, catch_response=True) as response:
             if response.status_code == 409:  # out of stock is an answer, not a failure
                 response.success()

@@ -48,17 +48,28 @@ variants = ["a"]
 @pytest.mark.parametrize(
     ("text", "message"),
     [
-        (MINIMAL + "[experiments.e.app]\npool_sise = 3\n", "unknown key experiments.e.app.pool_sise: valid keys are max_overflow, pool_size"),
-        (MINIMAL + "[experiments.e.app]\npool_size = 'big'\n", "experiments.e.app.pool_size must be int"),
+        (
+            MINIMAL + "[experiments.e.app]\npool_sise = 3\n",
+            "unknown key experiments.e.app.pool_sise: valid keys are max_overflow, pool_size",
+        ),
+        (
+            MINIMAL + "[experiments.e.app]\npool_size = 'big'\n",
+            "experiments.e.app.pool_size must be int",
+        ),
         (MINIMAL + "[experiments.e.load]\nshape = 'wave'\n", "is not one of steady, ramp, spike"),
-        (MINIMAL + "[experiments.e.postgres]\nprovider = 'cloud'\n", "is not one of embedded, url, compose"),
+        (
+            MINIMAL + "[experiments.e.postgres]\nprovider = 'cloud'\n",
+            "is not one of embedded, url, compose",
+        ),
         (MINIMAL.replace('["a"]', '["a", "zz"]'), "unknown variant 'zz': valid variants are a"),
         (MINIMAL + "[experiments.e.app]\npool_size = 0\n", "pool_size must be at least 1"),
         ("[variants.a]\n", "needs exactly one of app_dir or command"),
         ("not = [toml", "is not valid TOML"),
     ],
 )
-def test_bad_configuration_is_one_line_naming_the_key(tmp_path: Path, text: str, message: str) -> None:
+def test_bad_configuration_is_one_line_naming_the_key(
+    tmp_path: Path, text: str, message: str
+) -> None:
     with pytest.raises(PoolbenchError) as error:
         load_config(_write(tmp_path, text))
     assert message in str(error.value)
