@@ -69,7 +69,7 @@ default 1 Hz; label component, + application_name for ``postgres_backends``)
     collector's socket; a ``postmaster_pid`` given in the configuration must be that
     backend's parent. A memory sweep costs ~0.4 ms of CPU per process (the kernel walks
     each process's page tables), so it runs in a worker thread, and when a sweep would
-    cost more than ``memory_cpu_budget`` (default 1 % of one core) at ``memory_hz``, the
+    cost more than ``memory_cpu_budget`` (default 0.5 % of one core) at ``memory_hz``, the
     memory rows are written less often (every ``sweep cost / budget`` seconds);
     ``processes`` and ``cpu_percent`` keep ``memory_hz``. Set ``memory_cpu_budget=None``
     to hold ``memory_hz`` whatever it costs.
@@ -159,7 +159,7 @@ class CollectorConfig:
     load_pid: int | None = None  # the load generator (its descendants are added)
     postmaster_pid: int | None = None  # a hint, checked; discovered when None
     pools_url: str | None = None  # the app's /debug/pools
-    memory_cpu_budget: float | None = 0.01  # fraction of one core for memory sweeps
+    memory_cpu_budget: float | None = 0.005  # fraction of one core for memory sweeps
     monitor_dbname: str | None = "postgres"  # where the collector connects; None = admin_url's
     connect_timeout: float = 5.0
     reconnect_interval: float = 0.5
@@ -256,23 +256,28 @@ class _Stat:
     start: float  # an identity: pid + start time
 
 
+def _parse_stat(pid: int, data: bytes) -> _Stat | None:
+    if not data:
+        return None
+    fields = data[data.rindex(b")") + 2 :].split()
+    return _Stat(
+        pid=pid,
+        ppid=int(fields[1]),
+        zombie=fields[0] in (b"Z", b"X"),
+        cpu=(int(fields[11]) + int(fields[12])) / _CLK_TCK,
+        cpu_children=(int(fields[13]) + int(fields[14])) / _CLK_TCK,
+        start=float(fields[19]),
+    )
+
+
 def _read_stat(pid: int) -> _Stat | None:
     """One process's state and CPU times, or None when it is gone (or not visible)."""
     if _HAS_PROC:
         try:
             with open(f"/proc/{pid}/stat", "rb") as f:
-                data = f.read()
-        except (FileNotFoundError, ProcessLookupError, PermissionError):
+                return _parse_stat(pid, f.read())
+        except OSError:
             return None
-        fields = data[data.rindex(b")") + 2 :].split()
-        return _Stat(
-            pid=pid,
-            ppid=int(fields[1]),
-            zombie=fields[0] in (b"Z", b"X"),
-            cpu=(int(fields[11]) + int(fields[12])) / _CLK_TCK,
-            cpu_children=(int(fields[13]) + int(fields[14])) / _CLK_TCK,
-            start=float(fields[19]),
-        )
     try:  # portable fallback (no reaped-children time on every platform)
         proc = psutil.Process(pid)
         with proc.oneshot():
@@ -288,6 +293,60 @@ def _read_stat(pid: int) -> _Stat | None:
             )
     except (psutil.NoSuchProcess, psutil.AccessDenied):
         return None
+
+
+class _StatReader:
+    """/proc/<pid>/stat re-read through descriptors held between sweeps: ~5 µs instead of ~21.
+
+    A descriptor keeps pointing at the process it was opened for: once that process is gone
+    a read fails, and the pid (perhaps reused) is opened afresh. At most MAX_FDS are held.
+    """
+
+    MAX_FDS = 512
+
+    def __init__(self) -> None:
+        self._fds: dict[int, int] = {}
+        self._seen: set[int] = set()
+
+    def read(self, pid: int) -> _Stat | None:
+        if not _HAS_PROC:
+            return _read_stat(pid)
+        self._seen.add(pid)
+        fd = self._fds.get(pid)
+        if fd is not None:
+            try:
+                stat = _parse_stat(pid, os.pread(fd, 4096, 0))
+            except OSError:
+                stat = None
+            if stat is not None:
+                return stat
+            os.close(self._fds.pop(pid))
+        if len(self._fds) >= self.MAX_FDS:
+            return _read_stat(pid)
+        try:
+            fd = os.open(f"/proc/{pid}/stat", os.O_RDONLY | os.O_CLOEXEC)
+        except OSError:
+            return None
+        try:
+            stat = _parse_stat(pid, os.pread(fd, 4096, 0))
+        except OSError:
+            stat = None
+        if stat is None:
+            os.close(fd)
+        else:
+            self._fds[pid] = fd
+        return stat
+
+    def end_sweep(self) -> None:
+        """Close the descriptors of processes this sweep did not look at."""
+        for pid in [p for p in self._fds if p not in self._seen]:
+            os.close(self._fds.pop(pid))
+        self._seen = set()
+
+    def close(self) -> None:
+        for fd in self._fds.values():
+            os.close(fd)
+        self._fds.clear()
 
 
 def _children(pid: int) -> list[int]:
@@ -632,6 +691,7 @@ class Collector:
         self._warned: set[str] = set()
         self._resolver = _UntaggedResolver()
         self._cpu = _CpuMeter()
+        self._stats = _StatReader()  # used by sweeps only (one at a time, in a worker)
         # connection sampling state
         self._last_ok_ts: float | None = None
         self._gap_open = False
@@ -713,6 +773,7 @@ class Collector:
                 self._writer.close()
             if self._executor is not None:
                 self._executor.shutdown(wait=True)
+            self._stats.close()
             self._publish(connected=False)
         if failure is not None:
             raise failure
@@ -1173,7 +1234,7 @@ class Collector:
             cpu[component] = value
 
         def tree_stats(roots: Iterable[int], depth: int | None = None) -> tuple[list[_Stat], Any]:
-            stats = [s for s in map(_read_stat, _tree(roots, depth)) if s is not None]
+            stats = [s for s in map(self._stats.read, _tree(roots, depth)) if s is not None]
             members = {s.pid for s in stats}
             identity = frozenset((s.pid, s.start) for s in stats if s.ppid not in members)
             return stats, identity
@@ -1261,6 +1322,7 @@ class Collector:
         )
         if plan.memory:
             emit_memory("collector", measure([_Stat(os.getpid(), 0, False, 0, 0, 0)]))
+        self._stats.end_sweep()
 
         return _SweepResult(
             rows=rows,
