@@ -1,10 +1,10 @@
 """Analysis of a results directory: the numbers behind summary.json, the charts and the report.
 
-Reads only the files of a run (docs/results.md): run.json, each variant's variant.json,
-samples.csv and Locust CSVs, optionally census.json. Per experiment × variant × repeat it
-computes connection peaks and percentiles, what stays open when idle, per-engine figures,
-churn, memory (PSS/USS, never summed RSS as "the" figure), CPU, Locust throughput, latency
-and failures; then medians over repeats, the pool model against the measurement, before/after
+Reads a run only through poolbench.results.load_run, the one reader of a results directory
+(docs/results.md); variants without samples are left out (the reader warns). Per experiment ×
+variant × repeat it computes connection peaks and percentiles, what stays open when idle,
+per-engine figures, churn, memory (PSS/USS, never summed RSS as "the" figure) and whether it
+leaks, CPU, Locust throughput, latency and failures; then medians over repeats, the pool model against the measurement, before/after
 comparisons with a bootstrap confidence interval, and a right-sizing estimate.
 
 Conventions (documented for summary.json in docs/report.md):
@@ -19,7 +19,6 @@ Conventions (documented for summary.json in docs/report.md):
 
 from __future__ import annotations
 
-import json
 import math
 import re
 from dataclasses import dataclass, field
@@ -30,10 +29,9 @@ import numpy as np
 import pandas as pd
 
 from poolbench.errors import PoolbenchError
+from poolbench.results import RunResult, VariantResult, load_run
 
 SCHEMA = 1
-LABELS = ("application_name", "state", "wait_event_type", "component")
-SAMPLE_COLUMNS = ("ts", "metric", *LABELS, "value")
 POSTGRES_PARTS = ("postgres_backends", "postgres_postmaster", "postgres_other")
 MEMORY_METRICS = {"pss": "mem_pss_bytes", "uss": "mem_uss_bytes", "rss": "mem_rss_bytes"}
 # Memory that grows by more than this share of its level over the steady part of the load
@@ -66,169 +64,64 @@ FAILURE_KIND_NAMES = (*(name for name, _ in FAILURE_KINDS), "other")
 TOO_MANY_CLIENTS = FAILURE_KINDS[0][1]
 
 
-# --- reading -------------------------------------------------------------------------------
+# --- the runs to analyse ---------------------------------------------------------------------
 
 
 @dataclass
 class VariantRun:
-    """One variant × repeat as read from disk, plus the time series derived from it."""
+    """One variant × repeat as read by poolbench.results, plus what analysis derives from it."""
 
-    experiment: str
-    variant: str
-    repeat: int
-    dir: Path
-    meta: dict[str, Any]
-    samples: pd.DataFrame
-    stats: pd.DataFrame | None = None
-    history: pd.DataFrame | None = None
-    failures: pd.DataFrame | None = None
-    census: Any = None
-    app_log: Path | None = None
+    result: VariantResult
     series: dict[str, Any] = field(default_factory=dict)
     metrics: dict[str, Any] = field(default_factory=dict)
 
+    @property
+    def experiment(self) -> str:
+        return self.result.experiment
 
-def _load_json(path: Path) -> Any:
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise PoolbenchError(f"{path}: missing") from None
-    except json.JSONDecodeError as exc:
-        raise PoolbenchError(f"{path}: invalid JSON ({exc.msg} at line {exc.lineno})") from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise PoolbenchError(f"{path}: cannot read ({exc})") from None
+    @property
+    def variant(self) -> str:
+        return self.result.variant
 
+    @property
+    def repeat(self) -> int:
+        return self.result.repeat
 
-def _read_samples_csv(path: Path) -> pd.DataFrame:
-    """samples.csv as a frame: label columns are strings ("" when empty), value NaN when empty."""
-    try:
-        from poolbench.samples import read_samples  # the collector's reader, when it exists
-    except ImportError:
-        read_samples = None
-    try:
-        if read_samples is not None:
-            frame = read_samples(path)
-        else:
-            frame = pd.read_csv(
-                path,
-                dtype={"metric": str, **dict.fromkeys(LABELS, str)},
-                keep_default_na=False,
-                na_values={"value": ["", "nan", "NaN"], "ts": [""]},
-            )
-    except PoolbenchError:
-        raise
-    except (OSError, ValueError, pd.errors.ParserError) as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise PoolbenchError(f"{path}: unreadable samples ({first})") from None
-    missing = [c for c in ("ts", "metric", "value") if c not in frame.columns]
-    if missing:
-        raise PoolbenchError(f"{path}: missing column(s) {', '.join(missing)}")
-    frame = frame.copy()
-    for column in LABELS:
-        if column not in frame.columns:
-            frame[column] = ""
-        frame[column] = frame[column].fillna("").astype(str)
-    frame["metric"] = frame["metric"].fillna("").astype(str)
-    frame["ts"] = pd.to_numeric(frame["ts"], errors="coerce")
-    frame["value"] = pd.to_numeric(frame["value"], errors="coerce")
-    return frame.dropna(subset=["ts"])[list(SAMPLE_COLUMNS)]
+    @property
+    def dir(self) -> Path:
+        return self.result.path
+
+    @property
+    def meta(self) -> dict[str, Any]:
+        return self.result.meta
+
+    @property
+    def samples(self) -> pd.DataFrame:
+        return self.result.samples
+
+    def locust(self, key: str) -> pd.DataFrame | None:
+        """A Locust frame (stats, history, failures), or None when the file was absent/empty."""
+        frame = self.result.locust.get(key)
+        return None if frame is None or frame.empty else frame
 
 
-def _read_optional_csv(path: Path) -> pd.DataFrame | None:
-    if not path.is_file():
-        return None
-    try:
-        return pd.read_csv(path, na_values=["N/A", ""], keep_default_na=False)
-    except pd.errors.EmptyDataError:
-        return None
-    except (OSError, ValueError, pd.errors.ParserError) as exc:
-        raise PoolbenchError(f"{path}: unreadable CSV ({type(exc).__name__})") from None
-
-
-def _inside(run_dir: Path, relative: str) -> Path | None:
-    """run_dir / relative, or None when it would leave run_dir."""
-    candidate = (run_dir / relative).resolve()
-    root = run_dir.resolve()
-    return candidate if candidate == root or root in candidate.parents else None
-
-
-def read_run(run_dir: str | Path) -> tuple[dict[str, Any], list[VariantRun], list[str]]:
-    """run.json, the variant runs that have samples, and warnings about the ones that do not."""
-    run_dir = Path(run_dir)
-    if not run_dir.exists():
-        raise PoolbenchError(f"{run_dir}: no such results directory")
-    if not run_dir.is_dir():
-        raise PoolbenchError(f"{run_dir}: not a directory")
-    if not (run_dir / "run.json").is_file():
-        raise PoolbenchError(f"{run_dir}: not a results directory (no run.json)")
-    run = _load_json(run_dir / "run.json")
-    if not isinstance(run, dict):
-        raise PoolbenchError(f"{run_dir / 'run.json'}: expected a JSON object")
-    warnings: list[str] = []
-    entries: list[dict[str, Any]] = []
-    for experiment in run.get("experiments") or []:
-        if not isinstance(experiment, dict):
+def runs_to_analyse(run: RunResult) -> tuple[list[VariantRun], list[str]]:
+    """The variants that have samples (the others are left out), and the warnings to show."""
+    warnings = list(run.warnings)
+    runs = []
+    for result in run.variants:
+        status = result.meta.get("status")
+        if not result.has_samples:  # the reader has said so in a warning
             continue
-        for entry in experiment.get("variants") or []:
-            if isinstance(entry, dict):
-                entries.append({"experiment": experiment.get("name", ""), **entry})
-    if not entries:  # no list in run.json: discover variant directories
-        for path in sorted(run_dir.glob("*/*/variant.json")):
-            entry = _load_json(path)
-            if isinstance(entry, dict):
-                entries.append({**entry, "dir": str(path.parent.relative_to(run_dir))})
-    runs: list[VariantRun] = []
-    for entry in entries:
-        relative = str(entry.get("dir") or "")
-        vdir = _inside(run_dir, relative) if relative else None
-        name = f"{entry.get('experiment', '?')}/{entry.get('variant', '?')}"
-        if vdir is None:
-            warnings.append(f"{name}: variant directory {relative!r} is missing or outside the run")
-            continue
-        meta = dict(entry)
-        if (vdir / "variant.json").is_file():
-            on_disk = _load_json(vdir / "variant.json")
-            if isinstance(on_disk, dict):
-                meta = {**entry, **on_disk}
-        if not (vdir / "samples.csv").is_file():
-            status = meta.get("status") or "unknown"
-            warnings.append(f"{relative}: no samples.csv (variant status: {status}); left out")
-            continue
-        runs.append(_read_variant(run_dir, vdir, meta))
-        if runs[-1].meta.get("status") not in (None, "complete"):
+        if status not in (None, "complete"):
             warnings.append(
-                f"{relative}: variant status is {runs[-1].meta.get('status')!r}; "
-                "its numbers may cover only part of the run"
+                f"{result.key}: variant status is {status!r}; its numbers may cover only part of "
+                "the run"
             )
+        runs.append(VariantRun(result))
     if not runs:
-        raise PoolbenchError(f"{run_dir}: no variant with a samples.csv to analyse")
-    return run, runs, warnings
-
-
-def _read_variant(run_dir: Path, vdir: Path, meta: dict[str, Any]) -> VariantRun:
-    try:
-        repeat = int(meta.get("repeat") or 1)
-    except (TypeError, ValueError):
-        repeat = 1
-    census = None
-    if (vdir / "census.json").is_file():
-        census = _load_json(vdir / "census.json")
-    stats = _read_optional_csv(vdir / "locust_stats.csv")
-    history = _read_optional_csv(vdir / "locust_stats_history.csv")
-    failures = _read_optional_csv(vdir / "locust_failures.csv")
-    return VariantRun(
-        experiment=str(meta.get("experiment") or vdir.parent.name),
-        variant=str(meta.get("variant") or vdir.name),
-        repeat=repeat,
-        dir=vdir,
-        meta=meta,
-        samples=_read_samples_csv(vdir / "samples.csv"),
-        stats=stats,
-        history=history,
-        failures=failures,
-        census=census,
-        app_log=vdir / "app.log" if (vdir / "app.log").is_file() else None,
-    )
+        raise PoolbenchError(f"{run.path}: no variant with a samples.csv to analyse")
+    return runs, warnings
 
 
 # --- small numeric helpers -----------------------------------------------------------------
@@ -429,7 +322,7 @@ def _build_series(run: VariantRun, phases: dict[str, tuple[float, float]]) -> di
     gaps = by_metric.get("gap", empty)
     series["gap_seconds"] = float(gaps["value"].sum()) if not gaps.empty else 0.0
 
-    history = run.history
+    history = run.locust("history")
     if history is not None and "Name" in history.columns and "Timestamp" in history.columns:
         agg = history[history["Name"].astype(str) == "Aggregated"]
         agg = agg.assign(Timestamp=pd.to_numeric(agg["Timestamp"], errors="coerce"))
@@ -459,9 +352,9 @@ def _locust_metrics(run: VariantRun, series: dict[str, Any], load) -> dict[str, 
         "latency_ms": {"p50": None, "p95": None, "p99": None, "mean": None, "max": None},
         "failures_by_kind": dict.fromkeys(FAILURE_KIND_NAMES, 0),
         "steady_requests_per_s": None,
-        "too_many_clients_in_app_log": _count_too_many_clients(run.app_log),
+        "too_many_clients_in_app_log": _count_too_many_clients(run.result.app_log),
     }
-    stats = run.stats
+    stats = run.locust("stats")
     if stats is not None and "Name" in stats.columns:
         agg = stats[stats["Name"].astype(str) == "Aggregated"]
         if not agg.empty:
@@ -480,7 +373,7 @@ def _locust_metrics(run: VariantRun, series: dict[str, Any], load) -> dict[str, 
                 "mean": get("Average Response Time"),
                 "max": get("Max Response Time"),
             }
-    failures = run.failures
+    failures = run.locust("failures")
     if failures is not None and {"Error", "Occurrences"} <= set(failures.columns):
         for message, count in zip(
             failures["Error"].astype(str), failures["Occurrences"], strict=False
@@ -696,7 +589,7 @@ def _engine_counts(run: VariantRun, per_engine: dict[str, dict[str, Any]]) -> di
     listed = [e for e in run.meta.get("engines") or [] if isinstance(e, dict)]
     observed = sorted(name for name, e in per_engine.items() if (e["run_peak"] or 0) > 0)
     holding_idle = sorted(name for name, e in per_engine.items() if (e["idle"] or 0) >= 1)
-    sites = _census_sites(run.census)
+    sites = _census_sites(run.result.census)
     census = None
     if sites is not None:
         by_scope: dict[str, int] = {}
@@ -1213,12 +1106,13 @@ class Analysis:
         return out
 
 
-def analyse(run_dir: str | Path) -> Analysis:
-    """Read a results directory and compute every number of summary.json."""
+def analyse(source: str | Path | RunResult) -> Analysis:
+    """Compute every number of summary.json for a results directory (or one already loaded)."""
     from poolbench import __version__
 
-    run_dir = Path(run_dir)
-    run, runs, warnings = read_run(run_dir)
+    loaded = source if isinstance(source, RunResult) else load_run(source)
+    run_dir, run = loaded.path, loaded.meta
+    runs, warnings = runs_to_analyse(loaded)
     for vr in runs:
         analyse_variant(vr)
         if vr.metrics["collector_gap_s"]:

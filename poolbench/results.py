@@ -118,20 +118,55 @@ def point_latest(root: Path, run_dir: Path) -> None:
 
 
 # --------------------------------------------------------------------------- reading
+#
+# The one reader of a results directory: analysis, the report and the text summary all go
+# through load_run(). It validates run.json (a malformed one is a one-line PoolbenchError),
+# keeps going past a variant that has nothing to read (a warning, not an error: a failed start
+# leaves no samples), and never follows a variant `dir` out of the run directory.
+
+SAMPLES_FILE = "samples.csv"
 
 
 @dataclass
 class VariantResult:
-    """One variant run, loaded: its metadata and its frames."""
+    """One variant × repeat, loaded: its metadata and its frames.
+
+    `meta` is the variant's entry in run.json, updated by its variant.json on disk.
+    `samples` is empty (with the usual columns) when the variant left no samples file;
+    `samples_path` says which file was read, if any. `locust` maps stats, history, failures
+    and exceptions to frames (empty when absent; Locust's "N/A" reads as NaN).
+    """
 
     meta: dict[str, Any]
     path: Path
     samples: pd.DataFrame
     locust: dict[str, pd.DataFrame]
+    samples_path: Path | None = None
+    census: Any = None  # census.json (poolbench lint of the app), when present
+    app_log: Path | None = None
 
     @property
     def key(self) -> str:
         return self.meta["dir"]
+
+    @property
+    def experiment(self) -> str:
+        return str(self.meta.get("experiment") or self.path.parent.name)
+
+    @property
+    def variant(self) -> str:
+        return str(self.meta.get("variant") or self.path.name)
+
+    @property
+    def repeat(self) -> int:
+        try:
+            return int(self.meta.get("repeat") or 1)
+        except (TypeError, ValueError):
+            return 1
+
+    @property
+    def has_samples(self) -> bool:
+        return self.samples_path is not None
 
 
 @dataclass
@@ -139,23 +174,41 @@ class RunResult:
     path: Path
     meta: dict[str, Any]
     variants: list[VariantResult]
+    warnings: list[str] = field(default_factory=list)
 
     def experiment(self, name: str) -> list[VariantResult]:
-        return [v for v in self.variants if v.meta["experiment"] == name]
+        return [v for v in self.variants if v.experiment == name]
+
+    @property
+    def experiment_names(self) -> list[str]:
+        """Experiment names in run.json order."""
+        return [str(e.get("name", "")) for e in self.meta["experiments"]]
+
+
+def _json_file(path: Path) -> Any:
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as exc:
+        # poolbench writes JSON atomically, so a broken file was damaged or edited by hand
+        raise PoolbenchError(
+            f"{path} is not valid JSON ({exc.msg} at line {exc.lineno}): invalid JSON is never "
+            "written by poolbench, so the file was damaged or edited"
+        ) from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise PoolbenchError(f"{path} cannot be read ({exc})") from None
 
 
 def read_run_json(run_dir: Path) -> dict[str, Any]:
     path = run_dir / "run.json"
+    if not run_dir.exists():
+        raise PoolbenchError(f"{run_dir} is not a results directory: no such results directory")
     if not run_dir.is_dir():
-        raise PoolbenchError(f"{run_dir} is not a results directory")
-    try:
-        meta = json.loads(path.read_text())
-    except FileNotFoundError:
-        raise PoolbenchError(
-            f"{run_dir} has no run.json: not a poolbench results directory"
-        ) from None
-    except json.JSONDecodeError as exc:
-        raise PoolbenchError(f"{path} is not valid JSON ({exc.msg} at line {exc.lineno})") from None
+        raise PoolbenchError(f"{run_dir} is not a results directory (it is a file)")
+    if not path.is_file():
+        raise PoolbenchError(f"{run_dir} has no run.json: not a poolbench results directory")
+    meta = _json_file(path)
+    if not isinstance(meta, dict):
+        raise PoolbenchError(f"{path} holds a JSON {type(meta).__name__}, not an object")
     for key in ("schema", "run_id", "status", "experiments"):
         if key not in meta:
             raise PoolbenchError(f"{path} lacks the key {key!r}")
@@ -163,45 +216,115 @@ def read_run_json(run_dir: Path) -> dict[str, Any]:
         raise PoolbenchError(f"{path} has schema {meta['schema']}, this poolbench reads {SCHEMA}")
     if meta["status"] not in STATUSES:
         raise PoolbenchError(f"{path} has unknown status {meta['status']!r}")
+    if not isinstance(meta["experiments"], list) or not all(
+        isinstance(e, dict) and isinstance(e.get("variants", []), list)
+        for e in meta["experiments"]
+    ):
+        raise PoolbenchError(f"{path}: 'experiments' must be a list of objects with 'variants'")
     return meta
 
 
 def _read_csv(path: Path) -> pd.DataFrame:
-    if not path.exists() or path.stat().st_size == 0:
+    """A Locust CSV; absent or empty is an empty frame. Only "N/A" and "" are missing values,
+    so an endpoint or error message that reads "None" or "null" stays a string."""
+    if not path.is_file() or path.stat().st_size == 0:
         return pd.DataFrame()
     try:
-        return pd.read_csv(path)
-    except (pd.errors.ParserError, UnicodeDecodeError) as exc:
-        raise PoolbenchError(f"{path} is not a readable CSV: {str(exc).splitlines()[0]}") from None
+        return pd.read_csv(path, na_values=["N/A", ""], keep_default_na=False)
+    except pd.errors.EmptyDataError:
+        return pd.DataFrame()
+    except (OSError, ValueError, UnicodeDecodeError) as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise PoolbenchError(f"{path} is not a readable CSV: {first}") from None
 
 
-def read_samples_file(path: Path) -> pd.DataFrame:
-    """samples.csv as a typed frame; an absent file is an empty frame (a failed start)."""
-    from poolbench.samples import read_samples
+def _no_samples() -> pd.DataFrame:
+    from poolbench.samples import COLUMNS
 
-    if not path.exists():
-        return pd.DataFrame(columns=["ts", "metric", "application_name", "state",
-                                     "wait_event_type", "component", "value"])  # fmt: skip
+    frame = pd.DataFrame({c: pd.Series(dtype=str) for c in COLUMNS})
+    return frame.astype({"ts": "float64", "value": "float64"})
+
+
+def read_samples_file(path: Path) -> tuple[pd.DataFrame, Path | None]:
+    """samples.csv as a typed frame (poolbench.samples.read_samples) and the file read.
+
+    When only samples.csv.part exists (the collector never closed it: a crash), it is read up
+    to its last complete row. Neither file: an empty frame and None (a failed start).
+    """
+    from poolbench.samples import PARTIAL_SUFFIX, read_samples
+
+    partial = path.with_name(path.name + PARTIAL_SUFFIX)
+    source = path if path.is_file() else partial if partial.is_file() else None
+    if source is None:
+        return _no_samples(), None
     try:
-        return read_samples(path)
-    except (ValueError, KeyError, pd.errors.ParserError) as exc:
-        raise PoolbenchError(f"{path} is malformed: {str(exc).splitlines()[0]}") from None
+        return read_samples(path, allow_partial=True), source
+    except (OSError, ValueError, KeyError, UnicodeDecodeError, pd.errors.ParserError) as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise PoolbenchError(f"{source} is malformed: {first}") from None
 
 
-def load_run(run_dir: Path) -> RunResult:
-    """Everything a report needs, read from disk only."""
-    run_dir = Path(run_dir)
-    meta = read_run_json(run_dir)
-    variants = []
+def _inside(run_dir: Path, relative: str) -> Path | None:
+    """run_dir / relative, or None when it would lead out of run_dir (.., absolute, symlink)."""
+    root = run_dir.resolve()
+    candidate = (run_dir / relative).resolve()
+    return run_dir / relative if root in candidate.parents else None
+
+
+def _variant_entries(run_dir: Path, meta: dict[str, Any]) -> list[dict[str, Any]]:
+    entries = []
     for experiment in meta["experiments"]:
         for entry in experiment.get("variants", []):
-            if "dir" not in entry:
+            if not isinstance(entry, dict) or "dir" not in entry:
                 raise PoolbenchError(
                     f"{run_dir}/run.json: a variant of {experiment.get('name')!r} has no 'dir'"
                 )
-            path = run_dir / entry["dir"]
-            locust = {key: _read_csv(path / name) for key, name in LOCUST_FILES.items()}
-            variants.append(
-                VariantResult(entry, path, read_samples_file(path / "samples.csv"), locust)
+            entries.append({"experiment": experiment.get("name", ""), **entry})
+    return entries
+
+
+def load_variant(run_dir: Path, entry: dict[str, Any], path: Path) -> VariantResult:
+    """One variant directory: variant.json over its run.json entry, samples, Locust, census."""
+    meta = dict(entry)
+    if (path / "variant.json").is_file():
+        on_disk = _json_file(path / "variant.json")
+        if isinstance(on_disk, dict):
+            meta = {**entry, **on_disk, "dir": entry["dir"]}
+    samples, samples_path = read_samples_file(path / SAMPLES_FILE)
+    locust = {key: _read_csv(path / name) for key, name in LOCUST_FILES.items()}
+    census = _json_file(path / "census.json") if (path / "census.json").is_file() else None
+    app_log = path / "app.log" if (path / "app.log").is_file() else None
+    return VariantResult(meta, path, samples, locust, samples_path, census, app_log)
+
+
+def load_run(run_dir: str | os.PathLike[str]) -> RunResult:
+    """Everything a report needs, read from disk only, with warnings about what is missing.
+
+    Every variant listed in run.json is returned, in order, except one whose `dir` leads out
+    of the run directory (a warning). A variant without samples is returned with an empty
+    samples frame and a warning; the caller decides whether it can use it.
+    """
+    run_dir = Path(run_dir)
+    meta = read_run_json(run_dir)
+    variants: list[VariantResult] = []
+    warnings: list[str] = []
+    for entry in _variant_entries(run_dir, meta):
+        relative = str(entry["dir"] or "")
+        path = _inside(run_dir, relative) if relative else None
+        if path is None:
+            name = f"{entry.get('experiment') or '?'}/{entry.get('variant') or '?'}"
+            warnings.append(f"{name}: variant directory {relative!r} is missing or outside the run")
+            continue
+        variant = load_variant(run_dir, entry, path)
+        status = variant.meta.get("status") or "unknown"
+        if variant.samples_path is None:
+            warnings.append(
+                f"{relative}: no samples.csv (variant status: {status}): nothing to analyse"
             )
-    return RunResult(run_dir, meta, variants)
+        elif variant.samples_path.name != SAMPLES_FILE:
+            warnings.append(
+                f"{relative}: only {variant.samples_path.name} (the collector did not finish); "
+                "read up to its last complete row"
+            )
+        variants.append(variant)
+    return RunResult(run_dir, meta, variants, warnings)
