@@ -34,9 +34,17 @@ from poolbench.results import RunResult, VariantResult, load_run
 SCHEMA = 1
 POSTGRES_PARTS = ("postgres_backends", "postgres_postmaster", "postgres_other")
 MEMORY_METRICS = {"pss": "mem_pss_bytes", "uss": "mem_uss_bytes", "rss": "mem_rss_bytes"}
-# Memory that grows by more than this share of its level over the steady part of the load
-# phase counts as growing; below it the level is "flat" (a fixed cost, not a leak).
+# Memory that grows by more than this share of its level over the time observed counts as
+# growing; below it the level is "flat". The leak test applies it only to windows in which the
+# number of PostgreSQL backends and Locust's user count stay constant (see leak_test).
 GROWTH_THRESHOLD_PCT = 5.0
+MIN_LEAK_WINDOW_S = 4.0  # less time than this at a constant count: no verdict
+LEAK_METHOD = (
+    "memory growth inside windows where the number of PostgreSQL backends and Locust's user "
+    "count stay constant (a line fitted per window, one common slope), separately for the load "
+    f"and the idle phase; growing means more than {GROWTH_THRESHOLD_PCT:.0f} % of the level over "
+    f"the time observed, which must be at least {MIN_LEAK_WINDOW_S:.0f} s"
+)
 HEADROOM = 1.25  # right-sizing: recommended = needed × HEADROOM, rounded up
 BOOTSTRAP_RESAMPLES = 2000
 BLOCK_SECONDS = 10  # moving-block bootstrap over per-second series (they are autocorrelated)
@@ -206,6 +214,133 @@ def _per_second(cumulative: pd.Series, rolling: pd.Series) -> pd.Series:
     return pd.Series(counts[keep] / seconds[keep], index=clean.index[1:][keep])
 
 
+def _common_slope(values: pd.Series, window_id: np.ndarray) -> dict[str, Any]:
+    """One slope for several windows: a line per window, all with the same slope.
+
+    slope = Σ (t − t̄_w)(y − ȳ_w) / Σ (t − t̄_w)² over the samples of every window w with two
+    or more samples, so a step between windows (a new backend, more users) never counts as
+    growth: only change inside a window does.
+    """
+    clean = values.dropna()
+    keep = np.isfinite(values.to_numpy(dtype=float))
+    ids = window_id[keep]
+    t = clean.index.to_numpy(dtype=float)
+    y = clean.to_numpy(dtype=float)
+    sxy = sxx = seconds = 0.0
+    used = []
+    windows = 0
+    for w in np.unique(ids[ids >= 0]):
+        mask = ids == w
+        if mask.sum() < 2:
+            continue
+        tw, yw = t[mask], y[mask]
+        sxy += float(((tw - tw.mean()) * (yw - yw.mean())).sum())
+        sxx += float(((tw - tw.mean()) ** 2).sum())
+        seconds += float(tw.max() - tw.min())
+        used.append(yw)
+        windows += 1
+    if sxx <= 0:
+        return {"seconds": 0.0, "windows": 0, "bytes_per_min": None, "pct_over_window": None}
+    slope = sxy / sxx
+    level = float(np.concatenate(used).mean())
+    return {
+        "seconds": seconds,
+        "windows": windows,
+        "bytes_per_min": slope * 60,
+        "pct_over_window": slope * seconds / level * 100 if level else None,
+    }
+
+
+def _constant_windows(series: dict[str, Any], ts: np.ndarray, phase) -> np.ndarray:
+    """For each timestamp, the id of its window of constant backends and users (−1: none).
+
+    The counts come from the 1 Hz `processes` rows (PostgreSQL backends) and Locust's history
+    (users, stamped at the end of the second they describe; zero outside the load phase). A
+    window ends wherever either count changes, even if it changes back, and at the phase ends.
+    """
+    out = np.full(len(ts), -1)
+    counts: pd.Series = series["backends_count"]
+    if phase is None or counts.empty:
+        return out
+    start, end = phase
+    ticks = counts.index.to_numpy(dtype=float)
+    key = pd.DataFrame({"backends": counts.to_numpy(dtype=float)}, index=ticks)
+    users = series.get("users")
+    load = series["phases"].get("load")
+    if users is not None and not users.dropna().empty and load is not None:
+        u = users.dropna()
+        at = np.searchsorted(u.index.to_numpy(dtype=float), ticks, side="right") - 1
+        values = np.where(at >= 0, u.to_numpy(dtype=float)[np.clip(at, 0, None)], 0.0)
+        in_load = (ticks >= load[0]) & (ticks < load[1])
+        key["users"] = np.where(in_load, values, 0.0)
+    inside = (ticks >= start) & (ticks < end)
+    key = key[inside]
+    if key.empty:
+        return out
+    changed = key.ne(key.shift()).any(axis=1) | key.isna().any(axis=1)
+    ids = np.cumsum(changed.to_numpy())
+    ids[key.isna().any(axis=1).to_numpy()] = -1  # an unknown count belongs to no window
+    tick_times = key.index.to_numpy(dtype=float)
+    at = np.searchsorted(tick_times, ts, side="right") - 1
+    ok = (at >= 0) & (ts >= start) & (ts < end)
+    out[ok] = ids[at[ok]]
+    return out
+
+
+def leak_test(series: dict[str, Any]) -> dict[str, Any]:
+    """Does memory grow while the number of processes and the load stay the same?
+
+    Under a ramp PostgreSQL's memory rises with every backend it opens and the app's with every
+    user: a fixed cost per connection or per concurrent request, not a leak. A leak is growth at
+    a constant count, so memory is only compared with itself inside windows where neither the
+    number of backends nor the user count changed, in the load phase (a leak driven by work)
+    and in the idle phase (one driven by time). `load_change` records how memory and backends
+    moved over the whole load phase, to show what the ramp did.
+    """
+    phases = series["phases"]
+    out: dict[str, Any] = {"method": LEAK_METHOD}
+    for key in ("postgres_pss", "app_uss"):
+        values: pd.Series = series[key]
+        ts = values.index.to_numpy(dtype=float)
+        entry: dict[str, Any] = {}
+        for phase in ("load", "idle"):
+            result = _common_slope(values, _constant_windows(series, ts, phases.get(phase)))
+            pct = result["pct_over_window"]
+            result["grows"] = (
+                None
+                if pct is None or result["seconds"] < MIN_LEAK_WINDOW_S
+                else bool(pct > GROWTH_THRESHOLD_PCT)
+            )
+            entry[phase] = result
+        verdicts = [entry[p]["grows"] for p in ("load", "idle") if entry[p]["grows"] is not None]
+        entry["grows"] = any(verdicts) if verdicts else None
+        out[key] = entry
+    out["grows"] = (
+        None
+        if out["postgres_pss"]["grows"] is None and out["app_uss"]["grows"] is None
+        else bool(out["postgres_pss"]["grows"] or out["app_uss"]["grows"])
+    )
+
+    change: dict[str, Any] = {}
+    load = phases.get("load")
+    backends_pss = _window(series["backends_pss"], *load).dropna() if load else pd.Series()
+    counts = series["backends_count"]
+    if len(backends_pss) >= 2:
+        first, last = backends_pss.index[0], backends_pss.index[-1]
+        pg = series["postgres_pss"]
+        for name, at in (("start", first), ("end", last)):
+            n = _num(counts.asof(at)) if not counts.empty else None
+            change[f"backends_{name}"] = n
+            change[f"postgres_pss_{name}_bytes"] = _num(pg.get(at))
+            change[f"pss_per_backend_{name}_bytes"] = float(backends_pss[at]) / n if n else None
+    app = _window(series["app_uss"], *load).dropna() if load else pd.Series()
+    if len(app) >= 2:
+        change["app_uss_start_bytes"] = float(app.iloc[0])
+        change["app_uss_end_bytes"] = float(app.iloc[-1])
+    out["load_change"] = change
+    return out
+
+
 def _slope_per_s(series: pd.Series) -> float | None:
     clean = series.dropna()
     if len(clean) < 3:
@@ -309,6 +444,14 @@ def _build_series(run: VariantRun, phases: dict[str, tuple[float, float]]) -> di
         processes[processes["component"] == "postgres_backends"]
     )
     series["backends_pss"] = component_memory("mem_pss_bytes", ("postgres_backends",))
+    # backends at every `processes` tick, 0 when none (the collector writes no row for them)
+    ticks = np.sort(processes["ts"].unique())
+    series["backends_count"] = (
+        processes[processes["component"] == "postgres_backends"]
+        .groupby("ts")["value"]
+        .sum(min_count=1)
+        .reindex(ticks, fill_value=0.0)
+    )
     for name in (
         "sessions_new",
         "sessions_abandoned",
@@ -520,7 +663,8 @@ def analyse_variant(run: VariantRun) -> dict[str, Any]:
     memory["pss_per_backend_idle_bytes"] = (
         backends_pss_idle / processes_idle if processes_idle and backends_pss_idle else None
     )
-    growth: dict[str, Any] = {"window": "steady (second half of the load phase)"}
+    # how memory moved over the steady window, whatever the cause (new backends included)
+    growth: dict[str, Any] = {"window": "steady (second half of the load phase), all causes"}
     for key, name in (
         ("postgres_pss", "postgres_pss"),
         ("postgres_uss", "postgres_uss"),
@@ -538,6 +682,7 @@ def analyse_variant(run: VariantRun) -> dict[str, Any]:
             "grows": None if pct is None else bool(pct > GROWTH_THRESHOLD_PCT),
         }
     memory["growth"] = growth
+    memory["leak"] = leak_test(series)
 
     cpu: dict[str, Any] = {}
     cpu_frame: pd.DataFrame = series["cpu"]

@@ -235,38 +235,76 @@ def _listed_names(metrics: dict) -> set[str]:
     )
 
 
-def _growth_text(growth: dict) -> str:
+def _window_text(w: dict, where: str) -> str | None:
+    if not w or w.get("pct_over_window") is None:
+        return None
+    return f"{format_pct(w['pct_over_window'], 1)} in {w['seconds']:.0f} s {where}"
+
+
+def _leak_text(leak: dict) -> str:
+    """e.g. "PostgreSQL PSS +0.7 % in 7 s of load, ±0.0 % in 7 s idle; app USS …"."""
     parts = []
     for key, label in (("postgres_pss", "PostgreSQL PSS"), ("app_uss", "app USS")):
-        g = growth.get(key) or {}
-        if g.get("pct_over_window") is not None:
-            parts.append(
-                f"{label} {format_pct(g['pct_over_window'], 1)} ({_mib(g['bytes_per_min'])}/min)"
-            )
-    return ", ".join(parts)
+        entry = leak.get(key) or {}
+        windows = [
+            text
+            for phase, where in (("load", "of load"), ("idle", "idle"))
+            if (text := _window_text(entry.get(phase) or {}, where))
+        ]
+        if windows:
+            parts.append(f"{label} {', '.join(windows)}")
+    return "; ".join(parts)
 
 
-def _grows(growth: dict) -> bool | None:
-    flags = [(growth.get(k) or {}).get("grows") for k in ("postgres_pss", "app_uss")]
-    known = [f for f in flags if f is not None]
-    return any(known) if known else None
+def _ramp_text(leak: dict) -> str:
+    """What the load did to memory as a whole, when it opened backends: the fixed cost."""
+    change = leak.get("load_change") or {}
+    n0, n1 = change.get("backends_start"), change.get("backends_end")
+    m0, m1 = change.get("postgres_pss_start_bytes"), change.get("postgres_pss_end_bytes")
+    if None in (n0, n1, m0, m1) or n1 <= n0 or m1 <= m0:
+        return ""
+    text = (
+        f" Over the load phase PostgreSQL PSS rose {_mib(m0)} → {_mib(m1)} while its backends "
+        f"went {format_count(n0)} → {format_count(n1)}"
+    )
+    p0, p1 = change.get("pss_per_backend_start_bytes"), change.get("pss_per_backend_end_bytes")
+    if p0 is not None and p1 is not None:
+        text += f" (PSS per backend {_mib(p0)} → {_mib(p1)})"
+    return text + ": every new connection costs a fixed amount, which is not a leak."
+
+
+def _leak_slope(leak: dict) -> float:
+    """The steepest growth at constant counts, in % of the level per minute."""
+    rates = []
+    for key in ("postgres_pss", "app_uss"):
+        for phase in ("load", "idle"):
+            w = (leak.get(key) or {}).get(phase) or {}
+            if w.get("pct_over_window") is not None and w.get("seconds"):
+                rates.append(w["pct_over_window"] / w["seconds"] * 60)
+    return max(rates, default=0.0)
+
+
+LEAK_HOW = (
+    " How: a leak is memory that grows while the number of processes stays the same, so memory "
+    "is compared only with itself inside windows where the number of PostgreSQL backends and "
+    "Locust's user count did not change (load and idle phases separately); growing means more "
+    f"than {GROWTH_THRESHOLD_PCT:.0f} % of the level over the time observed."
+)
 
 
 def _memory_leak(claim, before, after, comparison) -> dict:
-    gb, ga = before["memory"]["growth"], after["memory"]["growth"]
-    leak_b, leak_a = _grows(gb), _grows(ga)
+    lb, la = before["memory"].get("leak") or {}, after["memory"].get("leak") or {}
+    leak_b, leak_a = lb.get("grows"), la.get("grows")
     if leak_b is None:
         return _item(
             claim,
             "no leak after",
-            "n/a",
+            _leak_text(lb) or "n/a",
             NOT_MEASURED,
-            "Memory was not sampled through a steady load phase.",
+            "Memory was not sampled long enough at a constant number of backends and users to "
+            "tell a leak from the cost of new connections." + LEAK_HOW,
         )
-    measured = f"before: {_growth_text(gb)}; after: {_growth_text(ga) or 'n/a'}"
-    window = (
-        f"over the second half of the load phase (growing means > {GROWTH_THRESHOLD_PCT:.0f} %)"
-    )
+    measured = f"before: {_leak_text(lb)}; after: {_leak_text(la) or 'n/a'}"
     if not leak_b:
         idle = comparison["postgres_pss_idle_bytes"]
         extra = ""
@@ -280,7 +318,17 @@ def _memory_leak(claim, before, after, comparison) -> dict:
             "no leak after",
             measured,
             FAILS,
-            f"There was no leak to eliminate: memory stayed flat {window} before the change.{extra}",
+            "There was no leak to eliminate: at a constant number of backends and users, memory "
+            f"stayed flat before the change.{_ramp_text(lb)}{extra}{LEAK_HOW}",
+        )
+    if leak_a is None:
+        return _item(
+            claim,
+            "no leak after",
+            measured,
+            NOT_MEASURED,
+            "Memory grew at a constant number of backends and users before the change, but the "
+            f"variant after it was not sampled long enough at constant counts to tell.{LEAK_HOW}",
         )
     if leak_a is False:
         return _item(
@@ -288,20 +336,24 @@ def _memory_leak(claim, before, after, comparison) -> dict:
             "no leak after",
             measured,
             HOLDS,
-            f"Memory grew before the change and stays flat after it, {window}.",
+            "Memory grew at a constant number of backends and users before the change and stays "
+            f"flat after it.{LEAK_HOW}",
         )
-    slope_b = (gb.get("postgres_pss") or {}).get("bytes_per_min") or 0
-    slope_a = (ga.get("postgres_pss") or {}).get("bytes_per_min") or 0
-    if leak_a and slope_a < slope_b / 2:
+    if leak_a and _leak_slope(la) < _leak_slope(lb) / 2:
         return _item(
             claim,
             "no leak after",
             measured,
             PARTLY,
-            f"Memory still grows after the change, but more slowly, {window}.",
+            "Memory still grows at a constant number of backends and users after the change, "
+            f"but less than half as fast.{LEAK_HOW}",
         )
     return _item(
-        claim, "no leak after", measured, FAILS, f"Memory grows after the change too, {window}."
+        claim,
+        "no leak after",
+        measured,
+        FAILS,
+        f"Memory grows at a constant number of backends and users after the change too.{LEAK_HOW}",
     )
 
 

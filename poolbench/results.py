@@ -217,8 +217,7 @@ def read_run_json(run_dir: Path) -> dict[str, Any]:
     if meta["status"] not in STATUSES:
         raise PoolbenchError(f"{path} has unknown status {meta['status']!r}")
     if not isinstance(meta["experiments"], list) or not all(
-        isinstance(e, dict) and isinstance(e.get("variants", []), list)
-        for e in meta["experiments"]
+        isinstance(e, dict) and isinstance(e.get("variants", []), list) for e in meta["experiments"]
     ):
         raise PoolbenchError(f"{path}: 'experiments' must be a list of objects with 'variants'")
     return meta

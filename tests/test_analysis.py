@@ -228,6 +228,83 @@ def test_flat_memory_means_no_leak_to_eliminate(seed_run):
     assert variant(seed_run, "before")["memory"]["growth"]["postgres_pss"]["grows"] is False
 
 
+RAMP = [(0.2, 4), (0.2, 8), (0.2, 12), (0.2, 16), (0.2, 20)]  # 6 s per step over 30 s of load
+
+
+def ramp_specs(engines_before: int = 5) -> list[VariantSpec]:
+    """Connections step up five times; memory is 1 MiB PSS per connection, so it steps too."""
+    return [
+        VariantSpec(
+            name=name,
+            engines=[EngineSpec(f"{name}:m{i}", load=RAMP) for i in range(n)],
+            load_s=30.0,
+            idle_s=10.0,
+            seed=n,
+        )
+        for name, n in (("before", engines_before), ("after", 1))
+    ]
+
+
+def test_memory_rising_in_steps_with_connections_is_not_a_leak(tmp_path):
+    summary = analyse(write_run(tmp_path, ramp_specs())).summary
+    before = variant(summary, "before")["memory"]
+    # the old test: the second half of the load (12 → 20 connections per engine) "grows"
+    assert before["growth"]["postgres_pss"]["grows"] is True
+    leak = before["leak"]
+    pg = leak["postgres_pss"]
+    assert pg["load"]["windows"] == 5  # one per step
+    assert pg["load"]["bytes_per_min"] == pytest.approx(0.0, abs=1)
+    assert pg["load"]["grows"] is False and pg["idle"]["grows"] is False
+    assert leak["app_uss"]["grows"] is False and leak["grows"] is False
+    change = leak["load_change"]
+    assert (change["backends_start"], change["backends_end"]) == (20, 100)
+    assert change["postgres_pss_start_bytes"] == (20 + 16) * MiB
+    assert change["pss_per_backend_end_bytes"] == MiB
+    item = claim(summary, "memory_leak")
+    assert item["verdict"] == "does not hold"
+    assert "no leak to eliminate" in item["reason"]
+    assert "backends went 20 → 100" in item["reason"]
+    assert "fixed multiplier" in item["reason"]
+
+
+def test_memory_rising_at_constant_connections_is_a_leak(tmp_path):
+    before, after = ramp_specs()
+    before.pg_leak_bytes_per_s = 1 * MiB  # grows inside every step, not only between them
+    summary = analyse(write_run(tmp_path, [before, after])).summary
+    pg = variant(summary, "before")["memory"]["leak"]["postgres_pss"]
+    assert pg["load"]["bytes_per_min"] == pytest.approx(60 * MiB, rel=1e-6)
+    assert pg["load"]["pct_over_window"] > 5
+    assert pg["load"]["grows"] is True
+    assert pg["idle"]["grows"] is False  # the leak grows with the work, not in the idle phase
+    assert variant(summary, "after")["memory"]["leak"]["grows"] is False
+    assert claim(summary, "memory_leak")["verdict"] == "holds"
+
+
+def test_app_memory_rising_at_constant_load_is_a_leak(tmp_path):
+    before, after = ramp_specs()
+    before.app_leak_bytes_per_s = after.app_leak_bytes_per_s = MiB // 2
+    summary = analyse(write_run(tmp_path, [before, after])).summary
+    for name in ("before", "after"):
+        leak = variant(summary, name)["memory"]["leak"]
+        assert leak["app_uss"]["load"]["bytes_per_min"] == pytest.approx(30 * MiB, rel=1e-6)
+        assert leak["app_uss"]["grows"] is True and leak["postgres_pss"]["grows"] is False
+    item = claim(summary, "memory_leak")
+    assert item["verdict"] == "does not hold"
+    assert "after the change too" in item["reason"]
+
+
+def test_too_little_time_at_constant_counts_is_not_measured(tmp_path):
+    # a new connection every second (one memory sample each), then 2 s idle: nothing to judge
+    steps = [(1.0, level) for level in range(1, 11)]
+    specs = [
+        VariantSpec(name=name, engines=[EngineSpec(f"{name}:a", load=steps)], idle_s=2.0)
+        for name in ("before", "after")
+    ]
+    summary = analyse(write_run(tmp_path, specs)).summary
+    assert variant(summary, "before")["memory"]["leak"]["grows"] is None
+    assert claim(summary, "memory_leak")["verdict"] == "not measured"
+
+
 def test_empty_value_is_unavailable_not_zero(tmp_path):
     run_dir = write_run(tmp_path, [VariantSpec(name="u", engines=[EngineSpec("u:a")])])
     path = run_dir / "seed-claim/u-1/samples.csv"

@@ -497,9 +497,14 @@ def _details_section(experiment: dict[str, Any]) -> list[Any]:
             lambda v: mib(m(v, "memory", "postgres_rss_bytes", "load_peak")),
         ),
         ("PSS per idle backend", lambda v: mib(m(v, "memory", "pss_per_backend_idle_bytes"))),
+        ("PostgreSQL backends, start → end of load", lambda v: _backends_change(v["metrics"])),
         (
-            "PostgreSQL PSS growth (steady load)",
+            "PostgreSQL PSS change over the steady load (all causes, new backends included)",
             lambda v: _growth(m(v, "memory", "growth", "postgres_pss")),
+        ),
+        (
+            "PostgreSQL PSS at constant backends and users: load; idle",
+            lambda v: _leak(m(v, "memory", "leak", "postgres_pss")),
         ),
         (
             "app USS / PSS / RSS peak",
@@ -507,7 +512,14 @@ def _details_section(experiment: dict[str, Any]) -> list[Any]:
                 f"{mib(m(v, 'memory', 'app_uss_bytes', 'load_peak'))} / {mib(m(v, 'memory', 'app_pss_bytes', 'load_peak'))} / {mib(m(v, 'memory', 'app_rss_bytes', 'load_peak'))}"
             ),
         ),
-        ("app USS growth (steady load)", lambda v: _growth(m(v, "memory", "growth", "app_uss"))),
+        (
+            "app USS change over the steady load (all causes)",
+            lambda v: _growth(m(v, "memory", "growth", "app_uss")),
+        ),
+        (
+            "app USS at constant backends and users: load; idle",
+            lambda v: _leak(m(v, "memory", "leak", "app_uss")),
+        ),
         ("requests", lambda v: count(m(v, "locust", "requests"))),
         ("requests/s", lambda v: num(m(v, "locust", "requests_per_s"))),
         ("failed requests", lambda v: _failures(v)),
@@ -537,10 +549,34 @@ def _details_section(experiment: dict[str, Any]) -> list[Any]:
 
 
 def _growth(g: dict[str, Any] | None) -> str:
+    """Change over a window whatever its cause: no "grows"/"flat" word, that is the leak test's."""
     if not g or g.get("pct_over_window") is None:
         return "n/a"
-    trend = "grows" if g["grows"] else "flat"
-    return f"{trend}: {format_pct(g['pct_over_window'], 1)} ({mib(g['bytes_per_min'])}/min)"
+    return f"{format_pct(g['pct_over_window'], 1)} ({mib(g['bytes_per_min'])}/min)"
+
+
+def _leak(entry: dict[str, Any] | None) -> str:
+    """The leak test of one memory series: load windows; idle windows."""
+    parts = []
+    for phase in ("load", "idle"):
+        w = (entry or {}).get(phase) or {}
+        if w.get("pct_over_window") is None:
+            parts.append("n/a")
+            continue
+        trend = {True: "grows", False: "flat", None: "too short"}[w.get("grows")]
+        parts.append(f"{trend}: {format_pct(w['pct_over_window'], 1)} in {w['seconds']:.0f} s")
+    return "; ".join(parts)
+
+
+def _backends_change(metrics: dict[str, Any]) -> str:
+    change = dig(metrics, ("memory", "leak", "load_change")) or {}
+    if change.get("backends_start") is None:
+        return "n/a"
+    text = f"{count(change['backends_start'])} → {count(change['backends_end'])}"
+    p0, p1 = change.get("pss_per_backend_start_bytes"), change.get("pss_per_backend_end_bytes")
+    if p0 is not None and p1 is not None:
+        text += f" ({mib(p0)} → {mib(p1)} PSS each)"
+    return text
 
 
 def _failures(v: dict[str, Any]) -> str:
