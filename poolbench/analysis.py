@@ -452,6 +452,13 @@ def _build_series(run: VariantRun, phases: dict[str, tuple[float, float]]) -> di
         .sum(min_count=1)
         .reindex(ticks, fill_value=0.0)
     )
+    # what one backend holds: flat under a ramp (a fixed cost per connection), rising on a leak
+    backends = series["postgres_backends_processes"]
+    if not backends.empty and not series["backends_pss"].empty:
+        n = backends.reindex(series["backends_pss"].index, method="nearest", tolerance=0.05)
+        series["pss_per_backend"] = (series["backends_pss"] / n.where(n > 0)).dropna()
+    else:
+        series["pss_per_backend"] = pd.Series(dtype=float)
     for name in (
         "sessions_new",
         "sessions_abandoned",

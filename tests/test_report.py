@@ -221,3 +221,67 @@ def test_repeats_several_variants_and_experiments(tmp_path):
     md = (run_dir / "report.md").read_text()
     assert "|   | before | after | change | tuned | change |" in md
     assert "Medians over repeats" in md
+
+
+def test_each_experiment_has_its_own_section(tmp_path):
+    specs = [*seed_claim_specs()]
+    for name, n in (("before", 3), ("after", 1)):
+        engines = [EngineSpec(f"{name}:m{i}", load=[(1.0, 8)]) for i in range(n)]
+        specs.append(VariantSpec(name=name, engines=engines, experiment="stock"))
+    run_dir = write_run(tmp_path, specs)
+    build_report(run_dir)
+    md = (run_dir / "report.md").read_text()
+    lines = md.splitlines()
+
+    def at(text: str) -> int:
+        return lines.index(text)
+
+    seed, stock = at("## Experiment: seed-claim"), at("## Experiment: stock")
+    assert at("## At a glance — seed-claim") < at("## The seed's claims, measured") < seed < stock
+    for name, start, end in (("seed-claim", seed, stock), ("stock", stock, len(lines))):
+        inside = lines[start:end]
+        for heading in (
+            f"### Right-sizing: the pool this load needs — {name}",
+            f"### Charts — {name}",
+            f"### Model vs measurement — {name}",
+            f"### Figures per variant — {name}",
+        ):
+            assert heading in inside, heading
+        links = [line for line in inside if line.startswith("![")]
+        assert [link.rsplit("(", 1)[1] for link in links] == [
+            f"charts/{name}-{k}.png)" for k in CHARTS
+        ]
+    assert "### At a glance — stock" in lines[stock:]
+    assert not any(line.startswith("## Right-sizing") for line in lines)
+    page = (run_dir / "report.html").read_text()
+    assert page.count('<h2 class="experiment">') == 2
+    assert page.count("data:image/png;base64,") == 2 * len(CHARTS)
+
+
+def test_text_summary_formats_the_analysis_figures(tmp_path):
+    from poolbench.summary_text import text_summary
+
+    before, after = seed_claim_specs()
+    failed = VariantSpec(name="broken", engines=[EngineSpec("b:a")], status="failed")
+    run_dir = write_run(tmp_path, [before, after, failed])
+    (run_dir / "seed-claim/broken-1/samples.csv").unlink()
+    (run_dir / "seed-claim/broken-1/locust_stats.csv").unlink()
+    text = text_summary(run_dir).splitlines()
+    assert text[0] == "run 20261129-051500-synthetic: complete"
+    assert text[1] == "seed-claim: connections (peak during load, held when idle)"
+    build_report(run_dir)
+    summary = json.loads((run_dir / "summary.json").read_text())
+    for line, v in zip(text[2:4], summary["experiments"][0]["variants"], strict=True):
+        m = v["metrics"]
+        expected = (
+            f"  {v['variant']:<12} complete  peak {m['connections']['load_peak']:>4.0f}  "
+            f"idle {m['connections']['idle']:>4.0f}  "
+            f"requests {m['locust']['requests']:>7.0f}  failures {m['locust']['failures']:>6.0f}  "
+            f"p95 {m['locust']['latency_ms']['p95']:>5.0f} ms"
+        )
+        assert line == expected
+    assert text[4].split() == [
+        "broken", "failed", "peak", "–", "idle", "–", "requests", "–", "failures", "–",
+        "p95", "–", "ms",
+    ]  # fmt: skip
+    assert any("broken-1: no samples.csv" in w for w in summary["warnings"])

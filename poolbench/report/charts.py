@@ -3,7 +3,7 @@
 Per experiment:
 1. connections over time per variant, stacked by engine, user count on a second axis;
 2. peak and idle connections per variant, with the model's prediction marked;
-3. PostgreSQL backend memory (PSS) and the app's memory over time;
+3. PostgreSQL memory (PSS), PSS per backend and the app's memory over time;
 4. requests/s and latency percentiles over time;
 5. connection states (active / idle in transaction / idle) over time.
 
@@ -315,14 +315,32 @@ def _no_data(ax, text: str = "not sampled") -> None:
 
 def chart_memory(analysis: Analysis, experiment: str, path: Path, clock: _Clock) -> None:
     pairs = _first_repeats(analysis, experiment)
-    fig = _figure(2, 2.8, f"Memory over time — {experiment}")
-    top, bottom = fig.subplots(2, 1, sharex=True)
+    fig = _figure(3, 2.5, f"Memory over time — {experiment}")
+    top, middle, bottom = fig.subplots(3, 1, sharex=True)
     if not _lines(top, pairs, "postgres_pss", clock, MiB, shade=True):
         _no_data(top)
     top.set_title("PostgreSQL backends + postmaster + other, PSS (shared pages counted once)")
     top.set_ylabel("PSS (MiB)")
     top.set_ylim(bottom=0)
     _legend(top, _phase_handles([r for _, r in pairs]))
+    if not _lines(middle, pairs, "pss_per_backend", clock, MiB, shade=True):
+        _no_data(middle)
+    middle.set_title("PSS per PostgreSQL backend: a leak would make it climb at a constant count")
+    middle.set_ylabel("PSS (MiB)")
+    # the first backend alone holds every shared page it touched: scale to the load and after
+    later = [
+        v
+        for _, run in pairs
+        if "load" in (run.series.get("phases") or {})
+        for v in run.series["pss_per_backend"][
+            run.series["pss_per_backend"].index >= run.series["phases"]["load"][0]
+        ].to_numpy()
+    ]
+    if later and np.isfinite(later).any():
+        middle.set_ylim(0, float(np.nanmax(later)) / MiB * 1.3)
+    else:
+        middle.set_ylim(bottom=0)
+    _legend(middle)
     drawn = _lines(bottom, pairs, "app_uss", clock, MiB, label_suffix=" USS", shade=True)
     drawn |= _lines(bottom, pairs, "app_rss", clock, MiB, style=":", label_suffix=" RSS")
     if not drawn:
@@ -332,7 +350,7 @@ def chart_memory(analysis: Analysis, experiment: str, path: Path, clock: _Clock)
     bottom.set_ylim(bottom=0)
     bottom.set_xlabel(clock.label)
     _legend(bottom)
-    fig.subplots_adjust(left=0.07, right=0.83, top=0.9, bottom=0.09, hspace=0.3)
+    fig.subplots_adjust(left=0.07, right=0.83, top=0.92, bottom=0.07, hspace=0.35)
     _save(fig, path)
 
 
@@ -413,7 +431,8 @@ ALT = {
     "variant, with the Locust user count on a second axis and the phases shaded.",
     "peak_idle": "Bar chart of peak and idle connections per variant with the model's "
     "predicted ceiling and idle count marked.",
-    "memory": "Line charts of PostgreSQL PSS and the app's USS and RSS over time per variant.",
+    "memory": "Line charts over time per variant: PostgreSQL PSS, PSS per PostgreSQL backend, "
+    "and the app's USS and RSS.",
     "throughput": "Line charts of requests per second and response-time percentiles per variant.",
     "states": "Stacked area chart of connection states (active, idle in transaction, idle) "
     "over time per variant.",

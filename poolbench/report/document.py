@@ -7,6 +7,7 @@ escapes it for its format.
 from __future__ import annotations
 
 import datetime as _dt
+import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -30,6 +31,7 @@ Cell = str | Badge
 class Heading:
     level: int
     text: str
+    opens_experiment: bool = False  # the heading of an experiment's own section
 
 
 @dataclass
@@ -246,9 +248,11 @@ def _claims_section(summary: dict[str, Any]) -> list[Any]:
     return blocks
 
 
-def _right_sizing_section(experiment: dict[str, Any]) -> list[Any]:
+def _right_sizing_section(experiment: dict[str, Any], explain: bool = True) -> list[Any]:
     rs = experiment["right_sizing"]
-    blocks: list[Any] = [Heading(2, "Right-sizing: the pool this load needs")]
+    blocks: list[Any] = [
+        Heading(3, f"Right-sizing: the pool this load needs — {experiment['name']}")
+    ]
     if not rs.get("measured"):
         blocks.append(
             Para("Active connections were not sampled, so no estimate is made.", muted=True)
@@ -324,15 +328,19 @@ def _right_sizing_section(experiment: dict[str, Any]) -> list[Any]:
         )
     )
     text = (
-        "How: active connections (state = active) are sampled during the load phase. The time a "
-        "request holds a connection is estimated as mean active connections ÷ requests/s "
-        "(Little's law read backwards: an average over all requests, including those that do not "
-        "touch the database). Demand at the busiest seconds is p95 requests/s × hold time; the "
-        "need is the largest of that, the p99 of active connections and, when the app reports its "
-        "pools, the p99 of connections checked out of them (which also counts the time a request "
-        "keeps a connection between queries)."
+        "How: as explained in the right-sizing of the experiment above."
+        if not explain
+        else (
+            "How: active connections (state = active) are sampled during the load phase. The time a "
+            "request holds a connection is estimated as mean active connections ÷ requests/s "
+            "(Little's law read backwards: an average over all requests, including those that do not "
+            "touch the database). Demand at the busiest seconds is p95 requests/s × hold time; the "
+            "need is the largest of that, the p99 of active connections and, when the app reports its "
+            "pools, the p99 of connections checked out of them (which also counts the time a request "
+            "keeps a connection between queries)."
+        )
     )
-    if rs.get("cpu_count"):
+    if rs.get("cpu_count") and explain:
         text += (
             f" This machine has {rs['cpu_count']} CPU cores: PostgreSQL gains nothing from many "
             "more active connections than cores."
@@ -443,8 +451,6 @@ def _details_section(experiment: dict[str, Any]) -> list[Any]:
     variants = experiment["variants"]
     names = [v["variant"] for v in variants]
     blocks: list[Any] = [Heading(3, f"Figures per variant — {experiment['name']}")]
-    if experiment.get("description"):
-        blocks.append(Para(experiment["description"], muted=True))
     if any(len(v["repeats"]) > 1 for v in variants):
         blocks.append(
             Para(
@@ -595,40 +601,45 @@ def _failures(v: dict[str, Any]) -> str:
 
 
 def _census_section(summary: dict[str, Any]) -> list[Any]:
-    blocks: list[Any] = []
+    """One table per distinct census: the same app in several experiments is listed once."""
+    tables: dict[str, tuple[list[str], dict[str, Any]]] = {}
     for experiment in summary["experiments"]:
         for variant in experiment["variants"]:
-            first = variant["per_repeat"][0]
-            census = dig(first, ("engine_counts", "census"))
+            census = dig(variant["per_repeat"][0], ("engine_counts", "census"))
             if not census:
                 continue
-            if not blocks:
-                blocks += [
-                    Heading(2, "Engine census"),
-                    Para(
-                        "Static census of the calls that create engines (poolbench lint), per variant.",
-                        muted=True,
-                    ),
-                ]
-            rows = [
-                [
-                    str(site.get("module", "")),
-                    str(site.get("line", "")),
-                    str(site.get("kind", "")),
-                    str(site.get("scope", "")),
-                    str(site.get("status", "")),
-                ]
-                for site in census["list"]
+            key = json.dumps(census["list"], sort_keys=True, default=str)
+            where = f"{experiment['name']} / {variant['variant']}"
+            tables.setdefault(key, ([], census))[0].append(where)
+    if not tables:
+        return []
+    blocks: list[Any] = [
+        Heading(2, "Engine census"),
+        Para(
+            "Static census of the calls that create engines (poolbench lint), per variant.",
+            muted=True,
+        ),
+    ]
+    for where, census in tables.values():
+        rows = [
+            [
+                str(site.get("module", "")),
+                str(site.get("line", "")),
+                str(site.get("kind", "")),
+                str(site.get("scope", "")),
+                str(site.get("status", "")),
             ]
-            scopes = ", ".join(f"{k} {n}" for k, n in sorted(census["by_scope"].items()))
-            blocks.append(
-                Table(
-                    ["module", "line", "kind", "scope", "status"],
-                    rows,
-                    "lrlll",
-                    caption=f"{experiment['name']} / {variant['variant']}: {census['sites']} sites ({scopes})",
-                )
+            for site in census["list"]
+        ]
+        scopes = ", ".join(f"{k} {n}" for k, n in sorted(census["by_scope"].items()))
+        blocks.append(
+            Table(
+                ["module", "line", "kind", "scope", "status"],
+                rows,
+                "lrlll",
+                caption=f"{', '.join(where)}: {census['sites']} sites ({scopes})",
             )
+        )
     return blocks
 
 
@@ -656,6 +667,37 @@ def _environment_section(summary: dict[str, Any]) -> list[Any]:
     return [Heading(2, "Environment"), Table(["", ""], rows, "ll")]
 
 
+def _experiment_section(
+    experiment: dict[str, Any],
+    charts: list[Chart],
+    run_dir: Path,
+    primary: dict | None,
+    explain: bool,
+) -> list[Any]:
+    """Everything about one experiment, under one heading that names it."""
+    name = experiment["name"]
+    blocks: list[Any] = [Heading(2, f"Experiment: {name}", opens_experiment=True)]
+    intro = f"{experiment['description'].rstrip()} " if experiment.get("description") else ""
+    variants = ", ".join(v["variant"] for v in experiment["variants"])
+    intro += f"Variants: {variants} (baseline: {experiment['baseline']})."
+    if experiment is primary:
+        intro += f" Its comparison is “At a glance — {name}” at the top of the report."
+    blocks.append(Para(intro, muted=True))
+    if experiment["comparisons"] and experiment is not primary:
+        blocks += [Heading(3, f"At a glance — {name}"), _glance_table(experiment)]
+    blocks += _right_sizing_section(experiment, explain=explain)
+    mine = [c for c in charts if c.experiment == name]
+    if mine:
+        blocks.append(Heading(3, f"Charts — {name}"))
+        blocks += [
+            Image(c.path, c.path.relative_to(run_dir).as_posix(), c.alt, f"{c.title} — {name}")
+            for c in mine
+        ]
+    blocks += _model_section(experiment)
+    blocks += _details_section(experiment)
+    return blocks
+
+
 def build_document(summary: dict[str, Any], charts: list[Chart], run_dir: Path) -> Document:
     run = summary["run"]
     primary = primary_comparison(summary)
@@ -669,8 +711,14 @@ def build_document(summary: dict[str, Any], charts: list[Chart], run_dir: Path) 
         doc.blocks.append(Para(_lead(experiment, comparison), strong=True))
     for warning in summary["warnings"]:
         doc.blocks.append(Notice("warning", warning))
+    names = [e["name"] for e in summary["experiments"]]
+    if len(names) > 1:
+        doc.blocks.append(
+            Para(f"Experiments in this run, each in its own section below: {', '.join(names)}.")
+        )
     if primary is not None:
-        add([Heading(2, "At a glance"), _glance_table(primary[0])])
+        experiment = primary[0]
+        add([Heading(2, f"At a glance — {experiment['name']}"), _glance_table(experiment)])
         doc.blocks.append(
             Para(
                 "Memory is PSS/USS: summing RSS over PostgreSQL's backends counts shared buffers "
@@ -680,24 +728,14 @@ def build_document(summary: dict[str, Any], charts: list[Chart], run_dir: Path) 
             )
         )
     add(_claims_section(summary))
+    explained = False  # the right-sizing method is explained once, in the first estimate
     for experiment in summary["experiments"]:
-        add(_right_sizing_section(experiment))
-        if (primary is None or experiment is not primary[0]) and experiment["comparisons"]:
-            add([Heading(3, f"At a glance — {experiment['name']}"), _glance_table(experiment)])
-    doc.blocks.append(Heading(2, "Charts"))
-    for chart in charts:
-        doc.blocks.append(
-            Image(
-                chart.path,
-                chart.path.relative_to(run_dir).as_posix(),
-                chart.alt,
-                f"{chart.title} — {chart.experiment}",
+        add(
+            _experiment_section(
+                experiment, charts, run_dir, primary[0] if primary else None, not explained
             )
         )
-    doc.blocks.append(Heading(2, "Model and figures"))
-    for experiment in summary["experiments"]:
-        add(_model_section(experiment))
-        add(_details_section(experiment))
+        explained |= bool(experiment["right_sizing"].get("measured"))
     add(_census_section(summary))
     add(_environment_section(summary))
     doc.blocks.append(Heading(2, "Reproduce"))

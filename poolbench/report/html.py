@@ -31,15 +31,18 @@ header.top { border-bottom: 1px solid var(--line); padding-bottom: 14px; margin-
 .kicker { color: var(--muted); font-size: 13px; letter-spacing: .02em; margin: 0 0 4px; }
 h1 { font-size: 34px; line-height: 1.2; margin: 0 0 6px; letter-spacing: -.01em; }
 h2 { font-size: 22px; margin: 38px 0 12px; padding-bottom: 6px; border-bottom: 1px solid var(--line); }
-h3 { font-size: 17px; margin: 26px 0 10px; }
+h2.experiment { margin-top: 56px; padding: 10px 14px; background: var(--soft);
+  border: 1px solid var(--line); border-left: 6px solid var(--accent); border-radius: 4px; }
+h3 { font-size: 19px; margin: 30px 0 10px; }
 p { margin: 8px 0 12px; }
-p.lead { font-size: 17px; font-weight: 600; }
+p.lead { font-size: 16px; font-weight: 600; }
 p.muted { color: var(--muted); font-size: 13.5px; }
 table { border-collapse: collapse; width: 100%; margin: 8px 0 18px; font-size: 13.5px; }
 caption { text-align: left; font-weight: 600; padding: 4px 0 6px; }
 th, td { border-bottom: 1px solid var(--line); padding: 6px 10px; vertical-align: top; text-align: left; }
 th { background: var(--soft); font-weight: 600; white-space: nowrap; }
 tbody tr:nth-child(even) td { background: #fafbfc; }
+table.kv td:first-child { white-space: nowrap; width: 1%; padding-right: 28px; }
 td.r, th.r { text-align: right; font-variant-numeric: tabular-nums; white-space: nowrap; }
 td:first-child { font-weight: 500; }
 .badge { display: inline-block; padding: 1px 9px; border-radius: 999px; font-size: 12.5px;
@@ -78,14 +81,16 @@ def _cell(cell, tag: str, align: str) -> str:
 
 def _table(table: Table) -> str:
     align = (table.align or "").ljust(len(table.headers), "l")
-    parts = ["<table>"]
+    parts = ["<table>" if any(table.headers) else '<table class="kv">']
     if table.caption:
         parts.append(f"<caption>{esc(table.caption)}</caption>")
-    parts.append(
-        "<thead><tr>"
-        + "".join(_cell(h, "th", a) for h, a in zip(table.headers, align, strict=False))
-        + "</tr></thead><tbody>"
-    )
+    if any(table.headers):  # a key/value table has no header row worth showing
+        parts.append(
+            "<thead><tr>"
+            + "".join(_cell(h, "th", a) for h, a in zip(table.headers, align, strict=False))
+            + "</tr></thead>"
+        )
+    parts.append("<tbody>")
     for row in table.rows:
         parts.append(
             "<tr>" + "".join(_cell(c, "td", a) for c, a in zip(row, align, strict=False)) + "</tr>"
@@ -112,7 +117,8 @@ def render_html(doc: Document) -> str:
     for block in doc.blocks:
         if isinstance(block, Heading):
             level = min(max(block.level, 2), 4)
-            body.append(f"<h{level}>{esc(block.text)}</h{level}>")
+            cls = ' class="experiment"' if block.opens_experiment else ""
+            body.append(f"<h{level}{cls}>{esc(block.text)}</h{level}>")
         elif isinstance(block, Para):
             cls = ' class="lead"' if block.strong else ' class="muted"' if block.muted else ""
             body.append(f"<p{cls}>{esc(block.text)}</p>")
