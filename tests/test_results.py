@@ -70,3 +70,54 @@ def test_malformed_results_folder_is_one_line_error(
 def test_missing_folder(tmp_path: Path) -> None:
     with pytest.raises(PoolbenchError, match="is not a results directory"):
         load_run(tmp_path / "absent")
+
+
+def test_load_run_reads_every_file_of_a_variant(tmp_path: Path) -> None:
+    import math
+
+    from synthetic import seed_claim_specs, write_run
+
+    before, after = seed_claim_specs()
+    before.census = {"sites": [{"module": "app.db", "line": 3}]}
+    run_dir = write_run(tmp_path, [before, after])
+    # Locust writes N/A where it has no figure; an endpoint called "None" stays a string
+    (run_dir / "seed-claim/before-1/locust_stats.csv").write_text(
+        "Type,Name,Request Count,95%\nGET,None,3,N/A\n,Aggregated,3,N/A\n"
+    )
+    run = load_run(run_dir)
+    assert run.warnings == []
+    before_run, after_run = run.experiment("seed-claim")
+    assert (before_run.experiment, before_run.variant, before_run.repeat) == (
+        "seed-claim", "before", 1,
+    )  # fmt: skip
+    stats = before_run.locust["stats"]
+    assert stats["Name"].tolist() == ["None", "Aggregated"]
+    assert math.isnan(stats["95%"].iloc[0])
+    assert before_run.census == before.census and after_run.census is None
+    assert before_run.app_log == run_dir / "seed-claim/before-1/app.log"
+    assert before_run.samples["value"].dtype == "float64" and before_run.has_samples
+
+
+def test_load_run_warns_instead_of_failing(tmp_path: Path) -> None:
+    from synthetic import seed_claim_specs, write_run
+
+    run_dir = write_run(tmp_path, seed_claim_specs())
+    # after a crash: only the collector's .part file, its last row cut mid-line
+    samples = run_dir / "seed-claim/before-1/samples.csv"
+    text = samples.read_text()
+    samples.unlink()
+    (run_dir / "seed-claim/before-1/samples.csv.part").write_text(text[: len(text) - 7])
+    (run_dir / "seed-claim/after-1/samples.csv").unlink()
+    meta = json.loads((run_dir / "run.json").read_text())
+    meta["experiments"][0]["variants"].append({"experiment": "seed-claim", "dir": "../outside"})
+    (run_dir / "run.json").write_text(json.dumps(meta))
+    run = load_run(run_dir)
+    assert [v.key for v in run.variants] == ["seed-claim/before-1", "seed-claim/after-1"]
+    before, after = run.variants
+    assert before.has_samples and len(before.samples) == text.count("\n") - 2
+    assert not after.has_samples and after.samples.empty
+    assert list(after.samples.columns) == list(before.samples.columns)
+    assert len(run.warnings) == 3
+    assert "only samples.csv.part" in run.warnings[0]
+    assert "no samples.csv (variant status: complete)" in run.warnings[1]
+    assert "outside the run" in run.warnings[2]
