@@ -58,8 +58,7 @@ default 1 Hz; label component, + application_name for ``postgres_backends``)
     (every other server process: checkpointer, walwriter, autovacuum, backends of other
     databases, the collector's own backend), ``postgres`` (all server processes: the
     postmaster and its children; a short-lived grandchild such as an archive_command
-    shell is not swept, its CPU counts once its parent reaps it), and
-    ``collector`` (the process hosting the collector; no ``processes`` row). PSS and USS are
+    shell is not swept, its CPU counts once its parent reaps it). PSS and USS are
     the honest figures; RSS counts every shared page (shared_buffers, libraries) in every
     process and is kept only to show how much summing it overstates. When PostgreSQL's
     processes are not visible from this host — the server is elsewhere, a proxy sits in
@@ -79,7 +78,10 @@ default 1 Hz; label component, + application_name for ``postgres_backends``)
     threads running the collector: its event loop and its worker threads). A tree's CPU is
     the sum of user+system time of its live processes plus the time of their reaped
     children, so processes that come and go between sweeps (short-lived backends) are
-    counted. Empty when the tree changed under it (a restart) or is not visible.
+    counted. Empty when the tree changed under it (a restart) or is not visible. The
+    kernel counts CPU time in clock ticks (10 ms), so one sweep's figure moves in steps of
+    ~1 % of a core per process at 1 Hz: average over a window. The collector's own memory
+    is not a metric: in a run it shares its process with the runner.
 ``app_pool_size``, ``app_pool_checked_in``, ``app_pool_checked_out``,
 ``app_pool_overflow``, ``app_pool_max_overflow`` (1 Hz, application_name = engine name)
     From the app's ``/debug/pools`` (``pools_url``), one worker's view. A failing endpoint
@@ -1320,8 +1322,6 @@ class Collector:
             "collector",
             self._cpu.percent("collector", "self", _thread_cpu(self._tids), mono),
         )
-        if plan.memory:
-            emit_memory("collector", measure([_Stat(os.getpid(), 0, False, 0, 0, 0)]))
         self._stats.end_sweep()
 
         return _SweepResult(

@@ -371,7 +371,7 @@ def test_memory_of_idle_backends_is_pss_and_uss_per_name_far_below_rss(
     assert 0 < uss <= pss
     assert pss < 10 * 2**20 * 20  # well under 10 MiB per idle backend
     assert rss > 3 * pss  # summed RSS counts shared memory in every backend
-    visible = frame[frame.component.isin(["postgres", "postgres_postmaster", "app", "collector"])]
+    visible = frame[frame.component.isin(["postgres", "postgres_postmaster", "app"])]
     assert not visible[visible.metric.str.startswith("mem_")].value.isna().any()
     cpu = frame[frame.metric == "cpu_percent"]
     assert set(cpu.component) >= {"postgres", "app", "collector"}
