@@ -29,10 +29,11 @@ wait_event_type)
     collector's own backend and any other ``poolbench-collector`` backend are excluded.
     Untagged backends (empty ``application_name``) are attributed to the local process
     owning the client socket: ``untagged:<process name>:<pid>``; ``untagged:<address>``
-    for a client on another host; ``untagged`` while (or when) the owner is unknown. The
-    owner lookup (a scan of the host's sockets, ~30 ms) runs off the sampling path at most
-    once a second and is cached, so a new untagged connection can show as ``untagged``
-    for up to about a second before it gets its owner's label.
+    for a client on another host; ``untagged`` when the owner cannot be found. The owner
+    lookup (a scan of the host's sockets, ~30 ms of CPU) runs in a worker thread, is cached
+    per client address and port, and runs at most once a second: a sample that meets a new
+    untagged connection waits for it when one is due (its ``ts`` is unchanged), otherwise
+    the connection shows as ``untagged`` until the next lookup (up to ~1 s).
 ``connections_total`` (same samples)
     The sum of the sample's ``connections`` rows.
 ``max_connections``, ``slots_left`` (same samples)
