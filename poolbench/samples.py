@@ -142,8 +142,9 @@ def read_samples(
     """samples.csv as a DataFrame: ``ts`` and ``value`` float64 (NaN = unavailable), labels str.
 
     `path` may be the file or the directory holding ``samples.csv``. With `allow_partial`,
-    a run still being written (or cut short by a crash) is read from ``samples.csv.part``,
-    ignoring a last row cut mid-line. `categorical` stores the label columns as pandas
+    a run still being written (or cut short by a crash) is read from ``samples.csv.part``
+    when ``samples.csv`` does not exist. A last row cut mid-line there comes back padded
+    with NaN (`poolbench.results.read_samples_file` drops it). `categorical` stores the label columns as pandas
     categories (much less memory for hour-long runs; group with ``observed=True``).
     """
     import pandas as pd
