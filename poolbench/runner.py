@@ -213,8 +213,13 @@ class Runner:
                         lambda: self._load(experiment, app, out, collector, entry))  # fmt: skip
             self._phase(entry, "idle", experiment, variant, position, phases.idle_s,
                         lambda: self._idle(phases.idle_s, collector))  # fmt: skip
+        except BaseException:
+            with contextlib.suppress(Exception):  # keep the error that got us here
+                collector.stop()
+            raise
+        else:
+            collector.stop()  # an error that ended the collector mid-run surfaces here
         finally:
-            collector.stop()
             record.save_variant(entry)
 
     def _phase(self, entry, name, experiment, variant, position, length, body) -> None:

@@ -87,3 +87,11 @@ def test_unknown_experiment_and_variant_list_the_valid_names() -> None:
 def test_missing_file(tmp_path: Path) -> None:
     with pytest.raises(PoolbenchError, match="not found"):
         load_config(tmp_path / "absent.toml")
+
+
+def test_repeats_alternate_the_variant_order() -> None:
+    from poolbench.runner import variant_order
+
+    assert variant_order(("before", "after"), 1) == ["before", "after"]
+    assert variant_order(("before", "after"), 2) == ["after", "before"]
+    assert variant_order(("before", "after"), 3) == ["before", "after"]
