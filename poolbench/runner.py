@@ -29,6 +29,10 @@ from poolbench.results import RunRecord, new_run_id, write_json
 from poolbench.variants import PoolSettings, VariantSpec, VariantStartError, start_variant
 
 WARMUP_USERS = 4
+# The collector slows its memory sweeps (~0.4 ms per process) to stay within a CPU budget.
+# Its default (0.5 % of a core) spaces sweeps ~8 s apart at 100+ backends, too sparse for a
+# 15 s idle phase; 2 % keeps them ~2.5 s apart while loading both variants equally little.
+MEMORY_CPU_BUDGET = 0.02
 LOCUST_GRACE_S = 60.0
 
 
@@ -195,16 +199,21 @@ class Runner:
 
     def _phases(self, experiment, variant, entry, db, app, out, position) -> None:
         record, phases = self.record, experiment.phases
-        collector = CollectorThread(
-            CollectorConfig(
-                admin_url=db.admin_url,
-                dbname=db.dbname,
-                out_path=out / "samples.csv",
-                app_pids=app.pids,
-                postmaster_pid=db.postmaster_pid,
-                pools_url=f"{app.base_url}{variant.pools_path}" if variant.pools_path else None,
-            )
+        collector_config = CollectorConfig(
+            admin_url=db.admin_url,
+            dbname=db.dbname,
+            out_path=out / "samples.csv",
+            app_pids=app.pids,
+            postmaster_pid=db.postmaster_pid,
+            pools_url=f"{app.base_url}{variant.pools_path}" if variant.pools_path else None,
+            memory_cpu_budget=MEMORY_CPU_BUDGET,
         )
+        collector = CollectorThread(collector_config)
+        entry["collector"] = {
+            "connections_hz": collector_config.connections_hz,
+            "memory_hz": collector_config.memory_hz,
+            "memory_cpu_budget": MEMORY_CPU_BUDGET,
+        }
         collector.start()
         try:
             self._phase(entry, "warmup", experiment, variant, position, phases.warmup_s,
