@@ -376,18 +376,30 @@ def classify_failure(message: str) -> str:
     return "other"
 
 
+LOG_RECORD_START = re.compile(r"^(?:CRITICAL|ERROR|WARNING|INFO|DEBUG)\b")
+
+
 def _count_too_many_clients(path: Path | None) -> int | None:
+    """Failed requests the app logged as "too many clients" (SQLSTATE 53300).
+
+    One refused request logs one record (uvicorn's "ERROR: Exception in ASGI application")
+    whose traceback names the error several times (driver, adapter, SQLAlchemy wrapper),
+    so records are counted, not lines. Lines without a level prefix belong to the record
+    above them; a log with no prefixes at all is counted line by line.
+    """
     if path is None:
         return None
-    count = 0
+    count, in_record, matched = 0, False, False
     try:
         with path.open(encoding="utf-8", errors="replace") as handle:
             for line in handle:
-                if TOO_MANY_CLIENTS.search(line):
-                    count += 1
+                if LOG_RECORD_START.match(line) or not in_record:
+                    count += matched
+                    in_record, matched = bool(LOG_RECORD_START.match(line)), False
+                matched = matched or bool(TOO_MANY_CLIENTS.search(line))
     except OSError:
         return None
-    return count
+    return count + matched
 
 
 def _build_series(run: VariantRun, phases: dict[str, tuple[float, float]]) -> dict[str, Any]:

@@ -596,3 +596,23 @@ def test_throughput_comes_from_locust_running_totals(tmp_path):
     history.to_csv(path, index=False)
     m = variant(analyse(run_dir).summary, "t")
     assert m["locust"]["steady_requests_per_s"] == pytest.approx(500.0)
+
+
+def test_refused_requests_are_counted_once_per_log_record(tmp_path: Path) -> None:
+    """A chained traceback names 'too many clients' several times for one request."""
+    from poolbench.analysis import _count_too_many_clients
+
+    record = (
+        "ERROR:    Exception in ASGI application\n"
+        "Traceback (most recent call last):\n"
+        '  File "app.py", line 1, in <module>\n'
+        "asyncpg.exceptions.TooManyConnectionsError: sorry, too many clients already\n"
+        "\n"
+        "The above exception was the direct cause of the following exception:\n"
+        "sqlalchemy.exc.DBAPIError: (asyncpg.Error) sorry, too many clients already\n"
+    )
+    log = tmp_path / "app.log"
+    log.write_text("INFO:     started\n" + record * 3 + "INFO:     GET /users 200\n")
+    assert _count_too_many_clients(log) == 3
+    log.write_text("no prefixes: too many clients\nagain: too many clients\nfine\n")
+    assert _count_too_many_clients(log) == 2
