@@ -7,6 +7,7 @@ import sys
 from collections.abc import Iterator
 from pathlib import Path
 
+import psutil
 import pytest
 
 from poolbench.postgres import Database, embedded_server
@@ -20,6 +21,14 @@ def pg() -> Iterator[Database]:
 
 
 REPO = Path(__file__).resolve().parents[1]
+
+
+def pid_alive(pid: int) -> bool:
+    """A zombie left for an init that does not reap (PID 1 here) is as dead as a missing process."""
+    try:
+        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return False
 
 
 def poolbench_cli(*args: str, timeout: float = 300, **kwargs) -> subprocess.CompletedProcess:

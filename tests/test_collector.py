@@ -20,6 +20,7 @@ import pandas as pd
 import psutil
 import psycopg
 import pytest
+from conftest import pid_alive
 from psycopg import sql
 
 from poolbench.collector import (
@@ -166,14 +167,6 @@ def _samples_by_ts(frame: pd.DataFrame) -> dict[float, dict[tuple[str, str, str]
     for r in frame[frame.metric == "connections"].itertuples():
         out[r.ts][(r.application_name, r.state, r.wait_event_type)] = r.value
     return out
-
-
-def _alive(pid: int) -> bool:
-    """A zombie (PID 1 here does not reap orphans) is as gone as a missing process."""
-    try:
-        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
-    except psutil.NoSuchProcess:
-        return False
 
 
 def _pid_that_does_not_exist() -> int:
@@ -595,7 +588,7 @@ def test_reconnects_after_a_restart_and_records_the_gap(tmp_path: Path) -> None:
     assert gap.value == pytest.approx(gap.ts - before_gap, abs=0.002)
     mem = frame[(frame.metric == "mem_pss_bytes") & (frame.component == "postgres")]
     assert mem[mem.ts > gap.ts].value.notna().all() and (mem[mem.ts > gap.ts].value > 0).any()
-    assert not _alive(old_postmaster)  # the restart really replaced the server
+    assert not pid_alive(old_postmaster)  # the restart really replaced the server
 
 
 def test_an_unreachable_server_is_a_one_line_error(tmp_path: Path) -> None:

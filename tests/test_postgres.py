@@ -11,6 +11,7 @@ from pathlib import Path
 import psutil
 import psycopg
 import pytest
+from conftest import pid_alive
 
 from poolbench.errors import PoolbenchError
 from poolbench.postgres import Database, embedded_server, existing_server
@@ -18,14 +19,6 @@ from poolbench.postgres import Database, embedded_server, existing_server
 LOCAL_URL = os.environ.get(
     "POOLBENCH_TEST_LOCAL_URL", "postgresql://postgres@127.0.0.1:5432/postgres"
 )
-
-
-def _alive(pid: int) -> bool:
-    """A zombie left for an init that does not reap is as dead as a missing process."""
-    try:
-        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
-    except psutil.NoSuchProcess:
-        return False
 
 
 def _local_server_available() -> bool:
@@ -70,9 +63,9 @@ def test_monitor_gets_in_when_app_role_has_used_every_ordinary_slot() -> None:
 def test_embedded_server_is_gone_after_the_block() -> None:
     with embedded_server() as db:
         pid = db.postmaster_pid
-        assert pid is not None and _alive(pid)
+        assert pid is not None and pid_alive(pid)
         data_root = Path(psutil.Process(pid).cwd()).parent
-    assert not _alive(pid)
+    assert not pid_alive(pid)
     assert not data_root.exists()
 
 
@@ -80,7 +73,7 @@ def test_embedded_server_is_gone_after_an_error() -> None:
     with pytest.raises(RuntimeError), embedded_server() as db:
         pid = db.postmaster_pid
         raise RuntimeError("boom")
-    assert not _alive(pid)
+    assert not pid_alive(pid)
 
 
 def test_port_already_taken_is_a_one_line_error() -> None:
@@ -108,7 +101,7 @@ def test_interrupted_process_leaves_no_server(tmp_path: Path) -> None:
     )
     assert proc.returncode != 0  # KeyboardInterrupt
     pid = int(proc.stdout.split()[0])
-    assert not _alive(pid)
+    assert not pid_alive(pid)
 
 
 @pytest.mark.skipif(not _local_server_available(), reason="no PostgreSQL at " + LOCAL_URL)

@@ -11,9 +11,8 @@ import time
 from pathlib import Path
 
 import pandas as pd
-import psutil
 import pytest
-from conftest import REPO, poolbench_cli
+from conftest import REPO, pid_alive, poolbench_cli
 
 from poolbench.results import VariantResult, load_run
 
@@ -38,13 +37,6 @@ def _async_connections(variant: VariantResult, phase: str) -> pd.DataFrame:
     rows = s[(s.metric == "connections") & s.ts.between(*_window(variant, phase))]
     rows = rows[~rows.application_name.str.endswith(":sync")]
     return rows.groupby(["ts", "application_name"]).value.sum().unstack(fill_value=0)
-
-
-def _alive(pid: int) -> bool:
-    try:
-        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
-    except psutil.NoSuchProcess:
-        return False
 
 
 def test_quick_run_before_holds_five_pools_after_holds_one(quick_run: Path) -> None:
@@ -181,14 +173,14 @@ def test_ctrl_c_mid_run_stops_every_child_and_leaves_a_partial_readable_run(
         text=True,
     )
     pids = _wait_for_load_phase(out, proc)
-    assert all(_alive(pid) for pid in pids.values())
+    assert all(pid_alive(pid) for pid in pids.values())
     proc.send_signal(signal.SIGINT)
     _, stderr = proc.communicate(timeout=30)
     assert proc.returncode == 130, stderr
     deadline = time.monotonic() + 10
-    while any(_alive(pid) for pid in pids.values()) and time.monotonic() < deadline:
+    while any(pid_alive(pid) for pid in pids.values()) and time.monotonic() < deadline:
         time.sleep(0.2)
-    assert not [name for name, pid in pids.items() if _alive(pid)]
+    assert not [name for name, pid in pids.items() if pid_alive(pid)]
     run = load_run(out / "latest")
     assert run.meta["status"] == "partial"
     assert run.variants[0].meta["status"] == "partial"

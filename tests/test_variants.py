@@ -11,6 +11,7 @@ from pathlib import Path
 import httpx
 import psutil
 import pytest
+from conftest import pid_alive
 
 from poolbench.variants import (
     RunningVariant,
@@ -38,14 +39,6 @@ def env():
              "EXTRA"]
     return {name: os.environ.get(name) for name in names}
 """
-
-
-def _alive(pid: int) -> bool:
-    """A zombie left for an init that does not reap is as dead as a missing process."""
-    try:
-        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
-    except psutil.NoSuchProcess:
-        return False
 
 
 @pytest.fixture(scope="module")
@@ -86,8 +79,8 @@ def test_command_exiting_at_once_raises_with_log_tail_and_leaves_nothing(tmp_pat
     assert tail[-1] == "fatal: no application here"
     assert "log line 29" in tail and "log line 5" not in tail  # only the tail, ~20 lines
     assert len(tail) == 20
-    assert not _alive(variant.pid) and variant.pids() == []
-    assert not _alive(int(pidfile.read_text()))
+    assert not pid_alive(variant.pid) and variant.pids() == []
+    assert not pid_alive(int(pidfile.read_text()))
 
 
 def test_health_timeout_raises_and_kills_the_server(tmp_path: Path) -> None:
@@ -148,7 +141,7 @@ def test_custom_command_placeholders_and_sigkill_for_a_process_ignoring_sigterm(
         started = time.monotonic()
         variant.stop(timeout=1.0)
     assert 1.0 <= time.monotonic() - started < 5
-    assert not _alive(pid)
+    assert not pid_alive(pid)
 
 
 def test_uvicorn_with_two_workers_env_and_stop_leaves_no_process(
@@ -188,6 +181,6 @@ def test_uvicorn_with_two_workers_env_and_stop_leaves_no_process(
             if c.status == psutil.CONN_LISTEN
         }
         assert listening == {"127.0.0.1"}
-    assert [pid for pid in pids if _alive(pid)] == []
+    assert [pid for pid in pids if pid_alive(pid)] == []
     assert app.pids() == []
     assert "Started parent process" in log.read_text()
