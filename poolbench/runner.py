@@ -14,7 +14,7 @@ import json
 import math
 import shlex
 import time
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any
 
@@ -76,6 +76,10 @@ class Runner:
         display: ProgressDisplay | None = None,
     ) -> None:
         self.config = config
+        if database_url:  # recorded as it is used: --database-url overrides every provider
+            experiments = [
+                replace(e, postgres=replace(e.postgres, provider="url")) for e in experiments
+            ]
         self.experiments = experiments
         self.out_root = out_root
         self.command = command
