@@ -19,12 +19,20 @@ from poolbench.errors import PoolbenchError
 EXIT_INTERRUPTED = 130
 
 
+def _names(text: str) -> list[str]:
+    """A comma-separated list of names, at least one."""
+    names = [name.strip() for name in text.split(",") if name.strip()]
+    if not names:
+        raise argparse.ArgumentTypeError("needs at least one variant name, e.g. before,after")
+    return names
+
+
 def _add_run_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--config", type=Path, default=Path("scenarios/bench.toml"),
                         help="bench file (default: scenarios/bench.toml)")  # fmt: skip
     parser.add_argument("--experiment", action="append", dest="experiments", metavar="NAME",
                         help="experiment to run (repeatable; default: the file's defaults)")  # fmt: skip
-    parser.add_argument("--variants", type=lambda s: [v for v in s.split(",") if v],
+    parser.add_argument("--variants", type=_names,
                         help="comma-separated variants, e.g. before,after")  # fmt: skip
     parser.add_argument("--quick", action="store_true",
                         help="a small, fast run (pool_size=4, ~30 s per variant)")  # fmt: skip

@@ -200,3 +200,9 @@ def _wait_for_load_phase(out: Path, proc: subprocess.Popen, timeout: float = 90)
         time.sleep(0.3)
     proc.kill()
     pytest.fail("the run never reached its load phase")
+
+
+def test_empty_variant_list_is_refused_before_anything_starts() -> None:
+    proc = poolbench_cli("run", "--variants", ",", timeout=30)
+    assert proc.returncode == 2
+    assert "needs at least one variant name" in proc.stderr
