@@ -1,0 +1,48 @@
+"""`Latest`: the newest figures, an immutable snapshot any thread may read without locking."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+
+@dataclass(frozen=True)
+class Latest:
+    """The newest figures, for a progress display. Also readable as a mapping (`get`)."""
+
+    ts: float | None = None  # the newest connection sample
+    connected: bool = False
+    total: int | None = None  # connections_total of the newest sample
+    peak: int | None = None  # the highest connections_total so far
+    peak_ts: float | None = None
+    by_name: Mapping[str, int] = field(default_factory=dict)
+    by_name_state: Mapping[tuple[str, str], int] = field(default_factory=dict)
+    peak_by_name: Mapping[str, int] = field(default_factory=dict)
+    max_connections: int | None = None
+    slots_left: int | None = None
+    churn: Mapping[str, float | None] = field(default_factory=dict)  # per second
+    memory: Mapping[tuple[str, str, str], float | None] = field(default_factory=dict)
+    memory_ts: float | None = None  # (metric, component, application_name) -> bytes
+    processes: Mapping[tuple[str, str], float | None] = field(default_factory=dict)
+    cpu: Mapping[str, float | None] = field(default_factory=dict)  # component -> % of a core
+    pools: tuple[Mapping[str, Any], ...] = ()
+    postgres_visible: bool | None = None
+    samples: int = 0
+    missed_samples: int = 0  # ticks skipped because a sample ran late
+    gaps: int = 0
+    gap_seconds: float = 0.0
+    sample_ms: float | None = None  # wall time of the newest connection sample
+    sweep_ms: float | None = None  # wall time of the newest process sweep
+    memory_sweep_ms: float | None = None  # wall time of the memory part of the newest sweep
+    memory_interval: float | None = None  # seconds between memory sweeps (after the budget)
+    rows_written: int = 0
+
+    def get(self, key: str, default: Any = None) -> Any:
+        value = getattr(self, key, None)
+        return default if value is None else value
+
+    def __getitem__(self, key: str) -> Any:
+        if not hasattr(self, key):
+            raise KeyError(key)
+        return getattr(self, key)

@@ -1,0 +1,120 @@
+"""What the collector asks PostgreSQL: its SQL, and the checks of the monitoring connection.
+
+The monitoring connection must see every session (superuser or ``pg_read_all_stats``) and
+the target database must exist: `check_server` says which is wrong before any sampling.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+from dataclasses import dataclass
+
+import psycopg
+from psycopg import conninfo
+
+from poolbench.collector.config import APPLICATION_NAME, CollectorConfig, masked
+from poolbench.errors import PoolbenchError
+
+_SETUP_SQL = """
+SELECT current_user, r.rolsuper, pg_has_role(current_user, 'pg_read_all_stats', 'USAGE'),
+       current_setting('server_version_num')::int,
+       current_setting('max_connections')::int,
+       current_setting('superuser_reserved_connections')::int,
+       coalesce(current_setting('reserved_connections', true), '0')::int,
+       pg_backend_pid(), current_database(),
+       EXISTS (SELECT 1 FROM pg_database WHERE datname = %(db)s)
+FROM pg_roles r WHERE r.rolname = current_user
+"""
+
+CONNECTIONS_SQL = """
+SELECT coalesce(application_name, ''), coalesce(state, ''),
+       CASE WHEN state = 'active' THEN coalesce(wait_event_type, '') ELSE '' END,
+       count(*) FILTER (WHERE counted)::int,
+       count(*)::int,
+       CASE WHEN coalesce(application_name, '') = '' THEN
+         array_agg(coalesce(host(client_addr), '') || ' ' || coalesce(client_port, -1))
+           FILTER (WHERE counted)
+       END
+FROM (SELECT application_name, state, wait_event_type, client_addr, client_port,
+             datname = %(db)s AND pid <> pg_backend_pid()
+             AND application_name IS DISTINCT FROM %(me)s AS counted
+      FROM pg_stat_activity WHERE backend_type = 'client backend') a
+GROUP BY 1, 2, 3
+"""
+
+BACKENDS_SQL = """
+SELECT pid, coalesce(application_name, ''),
+       coalesce(host(client_addr), '') || ' ' || coalesce(client_port, -1)
+FROM pg_stat_activity
+WHERE backend_type = 'client backend' AND datname = %(db)s AND pid <> pg_backend_pid()
+  AND application_name IS DISTINCT FROM %(me)s
+"""
+
+_CHURN_SQL = """
+SELECT {sessions}, xact_commit, xact_rollback, extract(epoch FROM stats_reset)
+FROM pg_stat_database WHERE datname = %(db)s
+"""
+_SESSIONS_14 = "sessions, sessions_abandoned, sessions_fatal"
+_SESSIONS_13 = "NULL::bigint, NULL::bigint, NULL::bigint"
+
+
+def churn_sql(version_num: int) -> str:
+    """The pg_stat_database read; ``sessions*`` exist from PostgreSQL 14 (empty before)."""
+    return _CHURN_SQL.format(sessions=_SESSIONS_14 if version_num >= 140000 else _SESSIONS_13)
+
+
+@dataclass
+class Server:
+    """What the collector learned about the server at (re)connection."""
+
+    version_num: int
+    max_connections: int
+    reserved: int  # superuser_reserved_connections + reserved_connections
+    backend_pid: int  # the backend serving the monitoring connection
+    in_target: bool  # the monitoring connection is to the target database itself
+
+
+def candidate_conninfos(config: CollectorConfig) -> list[str]:
+    """Where to connect, best first: the maintenance database keeps our traffic out of the
+    target's statistics; the admin URL's own database is the fallback."""
+    url = config.admin_url
+    out = []
+    if config.monitor_dbname:
+        with contextlib.suppress(psycopg.ProgrammingError):
+            out.append(conninfo.make_conninfo(url, dbname=config.monitor_dbname))
+    out.append(url)
+    return list(dict.fromkeys(out))
+
+
+async def connect(info: str, timeout: float) -> psycopg.AsyncConnection:
+    return await psycopg.AsyncConnection.connect(
+        info,
+        autocommit=True,
+        connect_timeout=max(1, math.ceil(timeout)),
+        application_name=APPLICATION_NAME,
+    )
+
+
+async def check_server(conn: psycopg.AsyncConnection, config: CollectorConfig) -> Server:
+    """The server's limits and our backend; PoolbenchError when the role or database won't do."""
+    where = masked(config.admin_url)
+    cur = await conn.execute(_SETUP_SQL, {"db": config.dbname})
+    got = await cur.fetchone()
+    if got is None:
+        raise PoolbenchError(f"cannot read the role of the connection to {where}")
+    user, is_super, read_stats, vnum, maxc, su_res, res, pid, current_db, db_ok = got
+    if not (is_super or read_stats):
+        raise PoolbenchError(
+            f"role {user!r} at {where} cannot read other sessions in pg_stat_activity: "
+            f"GRANT pg_monitor TO {user} (or use a superuser URL)"
+        )
+    if not db_ok:
+        raise PoolbenchError(f"database {config.dbname!r} does not exist at {where}")
+    return Server(
+        version_num=vnum,
+        max_connections=maxc,
+        reserved=su_res + res,
+        backend_pid=pid,
+        in_target=current_db == config.dbname,
+    )
