@@ -6,10 +6,7 @@ stop or Ctrl-C of the harness can take the whole tree down at once.
 
 from __future__ import annotations
 
-import contextlib
 import csv
-import os
-import signal
 import subprocess
 import sys
 import time
@@ -18,6 +15,7 @@ from pathlib import Path
 
 from poolbench.config import LoadSettings
 from poolbench.errors import PoolbenchError
+from poolbench.process_group import stop_group
 
 STOP_GRACE_S = 5.0
 
@@ -44,24 +42,12 @@ class LocustProcess:
             ) from None
 
     def stop(self) -> None:
-        """SIGTERM the whole group, SIGKILL what is left after a grace period."""
-        if self.proc.poll() is None:
-            _signal_group(self.proc.pid, signal.SIGTERM)
-            try:
-                self.proc.wait(timeout=STOP_GRACE_S)
-            except subprocess.TimeoutExpired:
-                _signal_group(self.proc.pid, signal.SIGKILL)
-                self.proc.wait(timeout=STOP_GRACE_S)
-        _signal_group(self.proc.pid, signal.SIGKILL)  # stray --processes children
+        """SIGTERM the whole group (--processes workers too), SIGKILL what is left."""
+        stop_group(self.proc, STOP_GRACE_S)
 
     def progress(self) -> dict[str, float]:
         """Users, requests/s and totals from the last line Locust wrote (empty before)."""
         return latest_history(self.csv_prefix) if self.csv_prefix else {}
-
-
-def _signal_group(pid: int, sig: signal.Signals) -> None:
-    with contextlib.suppress(ProcessLookupError, PermissionError):
-        os.killpg(pid, sig)
 
 
 def locust_command(

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import signal
 import socket
 import subprocess
 import sys
@@ -28,6 +27,7 @@ import psutil
 
 from poolbench.errors import PoolbenchError
 from poolbench.postgres import free_port
+from poolbench.process_group import alive, stop_group
 from poolbench.redact import mask_text
 
 HOST = "127.0.0.1"
@@ -137,7 +137,7 @@ class RunningVariant:
             tree = [master, *master.children(recursive=True)]
         except psutil.NoSuchProcess:
             return []
-        return [p.pid for p in tree if _alive(p)]
+        return [p.pid for p in tree if alive(p)]
 
     # ------------------------------------------------------------------ start
 
@@ -226,22 +226,9 @@ class RunningVariant:
 
     def stop(self, timeout: float = 5.0) -> None:
         """SIGTERM to the process group, wait `timeout`, then SIGKILL; kill stragglers."""
-        proc = self._proc
-        if proc is None:
+        if self._proc is None:
             return
-        tree = _tree(proc.pid)
-        _signal_group(proc.pid, signal.SIGTERM)
-        deadline = time.monotonic() + timeout
-        with contextlib.suppress(subprocess.TimeoutExpired):
-            proc.wait(timeout=timeout)
-        remaining = _wait_gone(tree, deadline)
-        if remaining or proc.poll() is None:
-            _signal_group(proc.pid, signal.SIGKILL)
-            for straggler in remaining:  # also those that left the process group
-                with contextlib.suppress(psutil.NoSuchProcess):
-                    straggler.kill()
-            _wait_gone(remaining, time.monotonic() + timeout)
-        proc.wait()
+        stop_group(self._proc, timeout)
         self._close_log()
         self._proc = None
 
@@ -302,38 +289,3 @@ def log_tail(path: Path, lines: int = LOG_TAIL_LINES) -> str:
     except OSError:
         return ""
     return mask_text("\n".join(text.rstrip().splitlines()[-lines:]))
-
-
-def _signal_group(pgid: int, sig: signal.Signals) -> None:
-    with contextlib.suppress(ProcessLookupError, PermissionError):
-        os.killpg(pgid, sig)
-
-
-def _tree(pid: int) -> list[psutil.Process]:
-    """The process, its descendants, and whatever else is in its process group (orphans)."""
-    found: dict[int, psutil.Process] = {}
-    with contextlib.suppress(psutil.NoSuchProcess):
-        master = psutil.Process(pid)
-        found = {p.pid: p for p in [master, *master.children(recursive=True)]}
-    for p in psutil.process_iter():
-        with contextlib.suppress(OSError):  # gone meanwhile, or not ours to inspect
-            if p.pid not in found and os.getpgid(p.pid) == pid:
-                found[p.pid] = p
-    return list(found.values())
-
-
-def _wait_gone(procs: list[psutil.Process], deadline: float) -> list[psutil.Process]:
-    """Poll until every process is gone or the deadline passes; return those still alive."""
-    while True:
-        alive = [p for p in procs if _alive(p)]
-        if not alive or time.monotonic() >= deadline:
-            return alive
-        time.sleep(0.05)
-
-
-def _alive(proc: psutil.Process) -> bool:
-    """A zombie (exited, waiting for a parent that may never reap it) counts as gone."""
-    try:
-        return proc.is_running() and proc.status() != psutil.STATUS_ZOMBIE
-    except psutil.NoSuchProcess:
-        return False
