@@ -123,8 +123,8 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return int(args.func(args) or 0)
-    except PoolbenchError as exc:
-        print(f"poolbench: error: {exc}", file=sys.stderr)
+    except PoolbenchError as exc:  # prefixed as argparse prefixes a subcommand's errors
+        print(f"poolbench {args.command}: error: {exc}", file=sys.stderr)
         return exc.exit_code
     except KeyboardInterrupt:
         print("poolbench: interrupted; children stopped, run marked partial", file=sys.stderr)

@@ -19,7 +19,6 @@ import argparse
 import ast
 import json
 import os
-import sys
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
@@ -661,24 +660,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Print the census of `args.path`; 0 when fine, 1 on a finding, 2 on a usage error."""
-    try:
-        result = census(args.path, args.allow or ())
-    except PoolbenchError as error:
-        print(f"poolbench lint: error: {error}", file=sys.stderr)
-        return error.exit_code
+    result = census(args.path, args.allow or ())
     print(format_json(result) if args.format == "json" else format_text(result))
     return result.exit_code
-
-
-def main(argv: list[str] | None = None) -> int:
-    """`poolbench lint PATH [--format text|json] [--allow MODULE ...]`."""
-    parser = argparse.ArgumentParser(
-        prog="poolbench lint",
-        description="Census of the calls that create SQLAlchemy engines (static, no import).",
-    )
-    add_arguments(parser)
-    return run(parser.parse_args(argv))
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -8,8 +8,6 @@ a table refreshed in place. Ctrl-C (or SIGTERM, or the end of ``--duration``) st
 cleanly: the file is flushed, closed and renamed into place, and the exit code is 0. The
 database to watch is the one named in the URL; the URL's role must be a superuser or a
 member of pg_monitor.
-
-Also runnable as ``python -m poolbench.watch ...``.
 """
 
 from __future__ import annotations
@@ -19,10 +17,8 @@ import logging
 import math
 import os
 import signal
-import sys
 import threading
 import time
-from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -303,24 +299,3 @@ class _View:
                 f"overflow {_n(pool.get('overflow'))}"
             )
         return lines
-
-
-# --------------------------------------------------------------------------- python -m
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        prog="poolbench watch",
-        description="Sample a PostgreSQL (and app pids) live, without load.",
-    )
-    add_arguments(parser)
-    args = parser.parse_args(argv)
-    try:
-        return run(args)
-    except PoolbenchError as exc:
-        print(f"poolbench watch: error: {exc}", file=sys.stderr)
-        return exc.exit_code
-
-
-if __name__ == "__main__":
-    sys.exit(main())

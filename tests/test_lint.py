@@ -16,7 +16,8 @@ from pathlib import Path
 
 import pytest
 
-from poolbench.lint import Census, add_arguments, census, format_json, format_text, main, run
+from poolbench.cli import main as poolbench_main
+from poolbench.lint import Census, add_arguments, census, format_json, format_text, run
 
 ROOT = Path(__file__).resolve().parent.parent
 FIXTURES = Path(__file__).resolve().parent / "fixtures" / "lint"
@@ -297,18 +298,26 @@ def test_json_output_parses_with_stable_keys() -> None:
 
 
 def test_main_exit_codes_and_formats(capsys: pytest.CaptureFixture[str]) -> None:
-    assert main([str(FIXTURES / "two_owners")]) == 1
+    assert poolbench_main(["lint", str(FIXTURES / "two_owners")]) == 1
     assert "FAIL: 2 modules" in capsys.readouterr().out
-    assert main([str(FIXTURES / "two_owners"), "--allow", "app.cache", "--format", "json"]) == 0
+    assert (
+        poolbench_main(
+            ["lint", str(FIXTURES / "two_owners"), "--allow", "app.cache", "--format", "json"]
+        )
+        == 0
+    )
     assert json.loads(capsys.readouterr().out)["exit_code"] == 0
-    assert main([str(FIXTURES / "two_owners"), "--allow", "app.cache", "app.db"]) == 0
-    assert main([str(FIXTURES / "one_owner"), "--format", "text"]) == 0
+    assert (
+        poolbench_main(["lint", str(FIXTURES / "two_owners"), "--allow", "app.cache", "app.db"])
+        == 0
+    )
+    assert poolbench_main(["lint", str(FIXTURES / "one_owner"), "--format", "text"]) == 0
 
 
 def test_main_missing_path_is_one_line_on_stderr(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    assert main([str(tmp_path / "missing")]) == 2
+    assert poolbench_main(["lint", str(tmp_path / "missing")]) == 2
     captured = capsys.readouterr()
     assert captured.out == ""
     assert captured.err == f"poolbench lint: error: no such file or directory: {tmp_path}/missing\n"
@@ -316,7 +325,7 @@ def test_main_missing_path_is_one_line_on_stderr(
 
 def test_module_entry_point_missing_path_has_no_traceback(tmp_path: Path) -> None:
     completed = subprocess.run(
-        [sys.executable, "-m", "poolbench.lint", str(tmp_path / "missing")],
+        [sys.executable, "-m", "poolbench", "lint", str(tmp_path / "missing")],
         capture_output=True,
         text=True,
         check=False,

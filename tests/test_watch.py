@@ -17,7 +17,7 @@ from poolbench.samples import read_samples
 
 def _watch(*args: str, timeout: float = 60) -> subprocess.CompletedProcess:
     return subprocess.run(
-        [sys.executable, "-m", "poolbench.watch", *args],
+        [sys.executable, "-m", "poolbench", "watch", *args],
         cwd=REPO,
         capture_output=True,
         text=True,
@@ -75,7 +75,8 @@ def test_watch_stops_cleanly_on_a_signal(pg: Database, tmp_path: Path, sig: sign
         [
             sys.executable,
             "-m",
-            "poolbench.watch",
+            "poolbench",
+            "watch",
             "--database-url",
             pg.admin_url,
             "--out",
