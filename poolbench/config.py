@@ -7,7 +7,7 @@ one line, because a user reads it in a terminal before anything has started.
 from __future__ import annotations
 
 import tomllib
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -85,9 +85,6 @@ class BenchConfig:
     experiments: dict[str, Experiment]
     default_experiments: tuple[str, ...]
     quick: dict[str, Any] = field(default_factory=dict)
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
 
 
 # --------------------------------------------------------------------------- parsing

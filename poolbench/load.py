@@ -9,7 +9,6 @@ from __future__ import annotations
 import csv
 import subprocess
 import sys
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -131,12 +130,3 @@ def _num(text: str | None) -> float:
         return float(text) if text not in (None, "", "N/A") else float("nan")
     except ValueError:
         return float("nan")
-
-
-def wait_for_exit(locust: LocustProcess, until: float, tick: callable) -> None:
-    """Wait for Locust while calling `tick()` (the progress display) about twice a second."""
-    while locust.proc.poll() is None:
-        if time.monotonic() > until:
-            locust.wait(0)
-        tick()
-        time.sleep(0.5)

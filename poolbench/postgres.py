@@ -24,7 +24,6 @@ import signal
 import socket
 import subprocess
 import tempfile
-import time
 import warnings
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
@@ -449,18 +448,3 @@ def provide(
     raise PoolbenchError(
         f"unknown PostgreSQL provider {provider!r}: choose embedded, url or compose"
     )
-
-
-def wait_until_ready(url: str, timeout: float = 30.0) -> None:
-    """Poll until the server accepts connections again (after a restart)."""
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            with psycopg.connect(url, connect_timeout=2):
-                return
-        except psycopg.Error:
-            if time.monotonic() > deadline:
-                raise PoolbenchError(
-                    f"PostgreSQL at {mask_url(url)} not ready after {timeout:.0f} s"
-                ) from None
-            time.sleep(0.2)
