@@ -66,27 +66,23 @@ def _cmd_run(args: argparse.Namespace) -> int:
 
 
 def _finish(run_dir: Path, skip_report: bool) -> int:
-    """Report the run if the report stage exists; otherwise print the short text summary."""
+    """The short text summary, then the report; both from one analysis of the run."""
+    from poolbench.analysis import analyse
+    from poolbench.report import build_report
+    from poolbench.results import load_run
     from poolbench.summary_text import text_summary
 
-    print(text_summary(run_dir))
-    if skip_report:
-        return 0
-    try:
-        report = importlib.import_module("poolbench.report")
-    except ImportError:
-        return 0
-    path = report.build_report(run_dir)
-    print(f"report: {path}")
+    run = load_run(run_dir)
+    analysis = analyse(run) if any(v.has_samples for v in run.variants) else None
+    print(text_summary(run, analysis))
+    if not skip_report and analysis is not None:
+        print(f"report: {build_report(run_dir, analysis)}")
     return 0
 
 
 def _plug(subparsers: argparse._SubParsersAction, name: str, module: str, help_text: str) -> None:
     """Register a subcommand whose module offers add_arguments(parser) and run(args)."""
-    try:
-        mod = importlib.import_module(module)
-    except ImportError:
-        return
+    mod = importlib.import_module(module)
     parser = subparsers.add_parser(name, help=help_text, description=help_text)
     mod.add_arguments(parser)
     parser.set_defaults(func=mod.run)

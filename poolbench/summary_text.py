@@ -10,8 +10,8 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
-from poolbench.analysis import VariantRun, analyse_variant
-from poolbench.results import VariantResult, load_run
+from poolbench.analysis import Analysis, VariantRun, analyse_variant
+from poolbench.results import RunResult, VariantResult, load_run
 
 
 def _fmt(value: float | None) -> str:
@@ -20,8 +20,10 @@ def _fmt(value: float | None) -> str:
     return f"{value:.0f}"
 
 
-def variant_line(result: VariantResult) -> str:
-    metrics = analyse_variant(VariantRun(result)) if result.has_samples else {}
+def variant_line(result: VariantResult, metrics: dict | None = None) -> str:
+    """One variant's line; `metrics` as analysis computed them, else computed here."""
+    if metrics is None:
+        metrics = analyse_variant(VariantRun(result)) if result.has_samples else {}
     connections = metrics.get("connections") or {}
     locust = metrics.get("locust") or {}
     return (
@@ -34,10 +36,12 @@ def variant_line(result: VariantResult) -> str:
     )
 
 
-def text_summary(run_dir: Path) -> str:
-    run = load_run(run_dir)
+def text_summary(source: Path | RunResult, analysis: Analysis | None = None) -> str:
+    """Pass the run's Analysis when there is one, so no figure is computed twice."""
+    run = source if isinstance(source, RunResult) else load_run(source)
+    computed = {vr.result.key: vr.metrics for vr in analysis.runs} if analysis else {}
     lines = [f"run {run.meta['run_id']}: {run.meta['status']}"]
     for name in run.experiment_names:
         lines.append(f"{name}: connections (peak during load, held when idle)")
-        lines.extend(variant_line(v) for v in run.experiment(name))
+        lines.extend(variant_line(v, computed.get(v.key)) for v in run.experiment(name))
     return "\n".join(lines)

@@ -11,7 +11,7 @@ import json
 import os
 from pathlib import Path
 
-from poolbench.analysis import analyse, to_jsonable
+from poolbench.analysis import Analysis, analyse, to_jsonable
 from poolbench.errors import PoolbenchError
 
 
@@ -21,15 +21,15 @@ def _write_text(path: Path, content: str) -> None:
     os.replace(tmp, path)
 
 
-def build_report(run_dir: str | os.PathLike[str]) -> Path:
-    """Analyse run_dir and write the report files into it; return the path of report.html."""
+def build_report(run_dir: str | os.PathLike[str], analysis: Analysis | None = None) -> Path:
+    """Write the report files into run_dir (analysing it unless given); return report.html."""
     from poolbench.report.charts import render_charts
     from poolbench.report.document import build_document
     from poolbench.report.html import render_html
     from poolbench.report.markdown import render_markdown
 
     run_dir = Path(run_dir)
-    analysis = analyse(run_dir)
+    analysis = analysis or analyse(run_dir)
     summary = to_jsonable(analysis.summary)
     try:
         _write_text(
