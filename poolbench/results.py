@@ -257,24 +257,10 @@ def read_samples_file(path: Path) -> tuple[pd.DataFrame, Path | None]:
     if source is None:
         return _no_samples(), None
     try:
-        frame = read_samples(path, allow_partial=True)
-        if source == partial and not _ends_with_newline(partial) and len(frame):
-            # a row cut mid-line has too few fields, which pandas pads with NaN: it would read
-            # as an "unavailable" sample, so it goes
-            frame = frame.iloc[:-1]
-        return frame, source
+        return read_samples(path, allow_partial=True), source
     except (OSError, ValueError, KeyError, UnicodeDecodeError, pd.errors.ParserError) as exc:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise PoolbenchError(f"{source} is malformed: {first}") from None
-
-
-def _ends_with_newline(path: Path) -> bool:
-    with open(path, "rb") as f:
-        f.seek(0, os.SEEK_END)
-        if f.tell() == 0:
-            return True
-        f.seek(-1, os.SEEK_END)
-        return f.read(1) == b"\n"
 
 
 def _inside(run_dir: Path, relative: str) -> Path | None:

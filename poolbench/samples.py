@@ -143,8 +143,9 @@ def read_samples(
 
     `path` may be the file or the directory holding ``samples.csv``. With `allow_partial`,
     a run still being written (or cut short by a crash) is read from ``samples.csv.part``
-    when ``samples.csv`` does not exist. A last row cut mid-line there comes back padded
-    with NaN (`poolbench.results.read_samples_file` drops it). `categorical` stores the label columns as pandas
+    when ``samples.csv`` does not exist; a last row cut mid-line there (the crash came while
+    it was written) is dropped, since pandas would pad it into a sample that never was.
+    `categorical` stores the label columns as pandas
     categories (much less memory for hour-long runs; group with ``observed=True``).
     """
     import pandas as pd
@@ -169,11 +170,22 @@ def read_samples(
         on_bad_lines="skip" if path.name.endswith(PARTIAL_SUFFIX) else "error",
     )
     if path.name.endswith(PARTIAL_SUFFIX):
+        if len(frame) and not _ends_with_newline(path):
+            frame = frame.iloc[:-1]
         frame = frame.dropna(subset=["ts"])
     if categorical:
         for column in ("metric", *LABELS):
             frame[column] = frame[column].astype("category")
     return frame
+
+
+def _ends_with_newline(path: Path) -> bool:
+    with open(path, "rb") as f:
+        f.seek(0, os.SEEK_END)
+        if f.tell() == 0:
+            return True
+        f.seek(-1, os.SEEK_END)
+        return f.read(1) == b"\n"
 
 
 def connections_wide(samples: pd.DataFrame, by: str = "application_name") -> pd.DataFrame:
