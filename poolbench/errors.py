@@ -5,3 +5,9 @@ class PoolbenchError(Exception):
     """A problem the user can fix; its message is one line that names the problem."""
 
     exit_code = 2
+
+
+def first_line(exc: BaseException) -> str:
+    """An error's first line (or its type): driver messages run to several lines of detail."""
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__

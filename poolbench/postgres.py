@@ -33,7 +33,7 @@ from urllib.parse import quote, urlsplit, urlunsplit
 import psycopg
 from psycopg import sql
 
-from poolbench.errors import PoolbenchError
+from poolbench.errors import PoolbenchError, first_line
 from poolbench.redact import mask_url
 
 MIN_SERVER_VERSION = 130000
@@ -113,8 +113,7 @@ def connect(url: str, *, timeout: float = 5.0, autocommit: bool = True) -> psyco
     try:
         return psycopg.connect(url, connect_timeout=max(1, int(timeout)), autocommit=autocommit)
     except psycopg.Error as exc:
-        first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise PoolbenchError(f"cannot connect to {mask_url(url)}: {first_line}") from None
+        raise PoolbenchError(f"cannot connect to {mask_url(url)}: {first_line(exc)}") from None
 
 
 def validate_url(url: str) -> str:

@@ -13,7 +13,9 @@ _DSN_PASSWORD = re.compile(r"(\bpassword\s*=\s*)('[^']*'|\S+)", re.IGNORECASE)
 
 
 def mask_url(url: str) -> str:
-    """Return `url` with its password replaced, keeping everything a reader needs."""
+    """Return `url` (or a key=value conninfo) with its password replaced, nothing else."""
+    if "://" not in url:
+        return mask_text(url)
     parts = urlsplit(url)
     if parts.password is None:
         return url

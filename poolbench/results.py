@@ -18,7 +18,7 @@ from typing import Any
 
 import pandas as pd
 
-from poolbench.errors import PoolbenchError
+from poolbench.errors import PoolbenchError, first_line
 from poolbench.redact import mask_tree
 
 SCHEMA = 1
@@ -233,8 +233,7 @@ def _read_csv(path: Path) -> pd.DataFrame:
     except pd.errors.EmptyDataError:
         return pd.DataFrame()
     except (OSError, ValueError, UnicodeDecodeError) as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise PoolbenchError(f"{path} is not a readable CSV: {first}") from None
+        raise PoolbenchError(f"{path} is not a readable CSV: {first_line(exc)}") from None
 
 
 def _no_samples() -> pd.DataFrame:
@@ -259,8 +258,7 @@ def read_samples_file(path: Path) -> tuple[pd.DataFrame, Path | None]:
     try:
         return read_samples(path, allow_partial=True), source
     except (OSError, ValueError, KeyError, UnicodeDecodeError, pd.errors.ParserError) as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise PoolbenchError(f"{source} is malformed: {first}") from None
+        raise PoolbenchError(f"{source} is malformed: {first_line(exc)}") from None
 
 
 def _inside(run_dir: Path, relative: str) -> Path | None:

@@ -9,8 +9,8 @@ from dataclasses import dataclass
 import psycopg
 from psycopg import conninfo
 
-from poolbench.errors import PoolbenchError
-from poolbench.redact import mask_text, mask_url
+from poolbench.errors import PoolbenchError, first_line
+from poolbench.redact import mask_url
 
 APPLICATION_NAME = "poolbench-collector"
 MAX_CONNECTIONS_HZ = 100.0
@@ -43,12 +43,12 @@ class CollectorConfig:
             parsed = conninfo.conninfo_to_dict(self.admin_url)
         except psycopg.ProgrammingError as exc:
             raise PoolbenchError(
-                f"malformed database URL {masked(self.admin_url)!r}: {first_line(exc)}"
+                f"malformed database URL {mask_url(self.admin_url)!r}: {first_line(exc)}"
             ) from None
         if not self.dbname:
             self.dbname = parsed.get("dbname") or None
         if not self.dbname:
-            raise PoolbenchError(f"{masked(self.admin_url)} names no database to monitor")
+            raise PoolbenchError(f"{mask_url(self.admin_url)} names no database to monitor")
         if not 0 < self.connections_hz <= MAX_CONNECTIONS_HZ:
             raise PoolbenchError(
                 f"connection sampling rate {self.connections_hz} Hz is out of range: "
@@ -61,14 +61,3 @@ class CollectorConfig:
             )
         if self.memory_cpu_budget is not None and not 0 < self.memory_cpu_budget <= 1:
             raise PoolbenchError("memory_cpu_budget is a fraction of one core: 0 < budget <= 1")
-
-
-def masked(url: str) -> str:
-    """The URL or key=value conninfo with its password hidden, for messages."""
-    return mask_url(url) if "://" in url else mask_text(url)
-
-
-def first_line(exc: BaseException) -> str:
-    """An error's first line (or its type): driver messages run to several lines of detail."""
-    text = str(exc).strip()
-    return text.splitlines()[0] if text else type(exc).__name__

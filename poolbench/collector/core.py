@@ -21,7 +21,7 @@ from typing import Any
 import psycopg
 
 from poolbench.collector.attribution import PostmasterFinder, UntaggedResolver, socket_ends
-from poolbench.collector.config import APPLICATION_NAME, CollectorConfig, first_line, masked
+from poolbench.collector.config import APPLICATION_NAME, CollectorConfig
 from poolbench.collector.latest import Latest
 from poolbench.collector.pools import read_pools
 from poolbench.collector.procfs import alive
@@ -35,7 +35,8 @@ from poolbench.collector.server import (
     connect,
 )
 from poolbench.collector.sweep import Plan, ProcessSweeper
-from poolbench.errors import PoolbenchError
+from poolbench.errors import PoolbenchError, first_line
+from poolbench.redact import mask_url
 from poolbench.samples import Row, SamplesWriter, row
 
 log = logging.getLogger(__package__)  # "poolbench.collector": `watch` shows its messages
@@ -178,7 +179,7 @@ class Collector:
                 error = exc
         if conn is None:
             raise PoolbenchError(
-                f"cannot connect to {masked(self.config.admin_url)}: {first_line(error)}"
+                f"cannot connect to {mask_url(self.config.admin_url)}: {first_line(error)}"
             )
         try:
             server = await check_server(conn, self.config)

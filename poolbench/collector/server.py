@@ -13,8 +13,9 @@ from dataclasses import dataclass
 import psycopg
 from psycopg import conninfo
 
-from poolbench.collector.config import APPLICATION_NAME, CollectorConfig, masked
+from poolbench.collector.config import APPLICATION_NAME, CollectorConfig
 from poolbench.errors import PoolbenchError
+from poolbench.redact import mask_url
 
 _SETUP_SQL = """
 SELECT current_user, r.rolsuper, pg_has_role(current_user, 'pg_read_all_stats', 'USAGE'),
@@ -98,7 +99,7 @@ async def connect(info: str, timeout: float) -> psycopg.AsyncConnection:
 
 async def check_server(conn: psycopg.AsyncConnection, config: CollectorConfig) -> Server:
     """The server's limits and our backend; PoolbenchError when the role or database won't do."""
-    where = masked(config.admin_url)
+    where = mask_url(config.admin_url)
     cur = await conn.execute(_SETUP_SQL, {"db": config.dbname})
     got = await cur.fetchone()
     if got is None:

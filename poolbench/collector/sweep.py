@@ -12,8 +12,9 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-from poolbench.collector.config import PidSource, first_line
+from poolbench.collector.config import PidSource
 from poolbench.collector.procfs import CpuMeter, MemorySum, Stat, StatReader, thread_cpu, tree
+from poolbench.errors import first_line
 from poolbench.samples import Row, row
 
 MEMORY_METRICS = ("mem_uss_bytes", "mem_pss_bytes", "mem_rss_bytes")
