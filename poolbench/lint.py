@@ -620,22 +620,24 @@ def _table(result: Census) -> list[str]:
     ]
 
 
+def census_data(result: Census) -> dict[str, object]:
+    """The census as plain data with stable keys (what census.json and --format json hold)."""
+    return {
+        "root": result.root,
+        "files_scanned": result.files_scanned,
+        "sites": [_site_json(site) for site in result.sites],
+        "long_lived_modules": result.long_lived_modules,
+        "allowed_modules": result.allowed_modules,
+        "leaks": [_site_json(site) for site in result.leaks],
+        "warnings": list(result.warnings),
+        "verdict": result.verdict,
+        "exit_code": result.exit_code,
+    }
+
+
 def format_json(result: Census) -> str:
     """The census for machines; the keys are stable."""
-    return json.dumps(
-        {
-            "root": result.root,
-            "files_scanned": result.files_scanned,
-            "sites": [_site_json(site) for site in result.sites],
-            "long_lived_modules": result.long_lived_modules,
-            "allowed_modules": result.allowed_modules,
-            "leaks": [_site_json(site) for site in result.leaks],
-            "warnings": list(result.warnings),
-            "verdict": result.verdict,
-            "exit_code": result.exit_code,
-        },
-        indent=2,
-    )
+    return json.dumps(census_data(result), indent=2)
 
 
 def _site_json(site: EngineSite) -> dict[str, object]:

@@ -10,7 +10,6 @@ The run folder is written as it goes, so an interrupted run is readable and says
 from __future__ import annotations
 
 import contextlib
-import json
 import math
 import shlex
 import time
@@ -60,7 +59,7 @@ def engines_from_census(app_dir: Path, label: str, experiment: Experiment) -> tu
                 "max_overflow": experiment.app.max_overflow,
             }
         )
-    return engines, json.loads(lint.format_json(census))
+    return engines, lint.census_data(census)
 
 
 class Runner:
