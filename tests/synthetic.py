@@ -330,36 +330,12 @@ def write_locust(spec: VariantSpec, vdir: Path) -> None:
         *PERCENTILE_COLUMNS,
     ]
     mean_rps = requests / spec.load_s
+    figures = [requests, failures, p50, p50 + 2, 1, p99 * 2, 120, mean_rps, failures / spec.load_s]
     stats = pd.DataFrame(
+        # one endpoint, so the "Aggregated" row repeats its figures
         [
-            [
-                "GET",
-                "/items",
-                requests,
-                failures,
-                p50,
-                p50 + 2,
-                1,
-                p99 * 2,
-                120,
-                mean_rps,
-                failures / spec.load_s,
-                *pct,
-            ],
-            [
-                "",
-                "Aggregated",
-                requests,
-                failures,
-                p50,
-                p50 + 2,
-                1,
-                p99 * 2,
-                120,
-                mean_rps,
-                failures / spec.load_s,
-                *pct,
-            ],
+            [method, name, *figures, *pct]
+            for method, name in (("GET", "/items"), ("", "Aggregated"))
         ],
         columns=columns,
     )
