@@ -15,6 +15,8 @@ from rich.console import Console
 from rich.live import Live
 from rich.table import Table
 
+from poolbench.events import RunEvents
+
 
 @dataclass
 class RunState:
@@ -54,6 +56,18 @@ class ProgressDisplay:
         if self._live is not None:
             self._live.__exit__(*exc)
             self._live = None
+
+    def subscribe(self, events: RunEvents) -> None:
+        """Follow a run: a line (or panel refresh) per phase, live figures as they come."""
+        events.variant_started.add_listener(
+            lambda ref: self.phase(ref.experiment, ref.variant, ref.position, "starting", 0)
+        )
+        events.phase_started.add_listener(
+            lambda ref, phase, length_s, ts: self.phase(
+                ref.experiment, ref.variant, ref.position, phase, length_s
+            )
+        )
+        events.live.add_listener(lambda ref, **values: self.update(**values))
 
     def phase(
         self, experiment: str, variant: str, position: str, phase: str, length: float

@@ -19,6 +19,7 @@ from typing import Any
 import pandas as pd
 
 from poolbench.errors import PoolbenchError, first_line
+from poolbench.events import EVENTS_FILE, RunEvents, VariantRef, read_events
 from poolbench.redact import mask_tree
 
 SCHEMA = 1
@@ -102,6 +103,43 @@ class RunRecord:
         write_json(self.variant_dir(entry) / "variant.json", entry)
         self.save()
 
+    def entry_for(self, variant_dir: Path) -> dict[str, Any]:
+        """The run.json entry of the variant whose folder is `variant_dir`."""
+        for experiment in self.data["experiments"]:
+            for entry in experiment["variants"]:
+                if self.run_dir / entry["dir"] == variant_dir:
+                    return entry
+        raise KeyError(variant_dir)
+
+    def subscribe(self, events: RunEvents) -> None:
+        """Keep run.json and variant.json current at every phase and variant boundary."""
+
+        def phase_started(ref: VariantRef, phase: str, length_s: float, ts: float) -> None:
+            entry = self.entry_for(ref.dir)
+            entry["phases"].append({"name": phase, "start": ts, "end": None})
+            self.save_variant(entry)
+
+        def phase_ended(ref: VariantRef, phase: str, ts: float) -> None:
+            entry = self.entry_for(ref.dir)
+            for item in reversed(entry["phases"]):
+                if item["name"] == phase and item["end"] is None:
+                    item["end"] = ts
+                    break
+            self.save_variant(entry)
+
+        def load_started(ref: VariantRef, pid: int) -> None:
+            entry = self.entry_for(ref.dir)
+            entry.setdefault("pids", {})["load"] = pid
+            self.save_variant(entry)
+
+        def variant_ended(ref: VariantRef, status: str, error: str | None) -> None:
+            self.save_variant(self.entry_for(ref.dir))
+
+        events.phase_started.add_listener(phase_started)
+        events.phase_ended.add_listener(phase_ended)
+        events.load_started.add_listener(load_started)
+        events.variant_ended.add_listener(variant_ended)
+
     def finish(self, status: str, error: str | None = None) -> None:
         self.data.update(status=status, error=error, finished_at=time.time())
         self.save()
@@ -144,6 +182,7 @@ class VariantResult:
     samples_path: Path | None = None
     census: Any = None  # census.json (poolbench lint of the app), when present
     app_log: Path | None = None
+    events: list[dict[str, Any]] = field(default_factory=list)  # events.jsonl, oldest first
 
     @property
     def key(self) -> str:
@@ -291,7 +330,8 @@ def load_variant(run_dir: Path, entry: dict[str, Any], path: Path) -> VariantRes
     locust = {key: _read_csv(path / name) for key, name in LOCUST_FILES.items()}
     census = _json_file(path / "census.json") if (path / "census.json").is_file() else None
     app_log = path / "app.log" if (path / "app.log").is_file() else None
-    return VariantResult(meta, path, samples, locust, samples_path, census, app_log)
+    events = read_events(path / EVENTS_FILE)
+    return VariantResult(meta, path, samples, locust, samples_path, census, app_log, events)
 
 
 def load_run(run_dir: str | os.PathLike[str]) -> RunResult:

@@ -22,6 +22,7 @@ from poolbench.collector import CollectorConfig, CollectorThread
 from poolbench.config import BenchConfig, Experiment, Variant
 from poolbench.environment import collect_environment
 from poolbench.errors import PoolbenchError
+from poolbench.events import EventLog, RunEvents, VariantRef
 from poolbench.load import locust_command, run_locust, start_locust
 from poolbench.progress import ProgressDisplay
 from poolbench.results import RunRecord, new_run_id, write_json
@@ -73,6 +74,7 @@ class Runner:
         command: list[str],
         database_url: str | None = None,
         display: ProgressDisplay | None = None,
+        events: RunEvents | None = None,
     ) -> None:
         self.config = config
         if database_url:  # recorded as it is used: --database-url overrides every provider
@@ -84,6 +86,8 @@ class Runner:
         self.command = command
         self.database_url = database_url
         self.display = display or ProgressDisplay()
+        self.events = events or RunEvents()
+        self.display.subscribe(self.events)
         self.record: RunRecord | None = None
 
     def run(self) -> RunRecord:
@@ -100,6 +104,8 @@ class Runner:
             },
             collect_environment(),
         )
+        self.record.subscribe(self.events)
+        event_log = EventLog(self.events)
         try:
             with self.display:
                 for experiment in self.experiments:
@@ -113,6 +119,8 @@ class Runner:
         except Exception as exc:
             self.record.finish("failed", f"{type(exc).__name__}: {exc}")
             raise
+        finally:
+            event_log.close()
         self.record.finish("complete")
         return self.record
 
@@ -124,7 +132,10 @@ class Runner:
                 position = f"{len(entries) + 1}/{total}"
                 entry = self._new_entry(experiment, self.config.variants[name], repeat)
                 entries.append(entry)
-                self._run_variant(experiment, self.config.variants[name], entry, position)
+                ref = VariantRef(
+                    experiment.name, name, repeat, position, self.record.variant_dir(entry)
+                )
+                self._run_variant(experiment, self.config.variants[name], entry, ref)
 
     def _new_entry(self, experiment: Experiment, variant: Variant, repeat: int) -> dict[str, Any]:
         return {
@@ -147,11 +158,10 @@ class Runner:
         }
 
     def _run_variant(
-        self, experiment: Experiment, variant: Variant, entry: dict, position: str
+        self, experiment: Experiment, variant: Variant, entry: dict, ref: VariantRef
     ) -> None:
-        record = self.record
-        out = record.variant_dir(entry)
-        self.display.phase(experiment.name, variant.name, position, "starting", 0)
+        record, out = self.record, ref.dir
+        self.events.variant_started.fire(ref=ref)
         if variant.app_dir:
             entry["engines"], census = engines_from_census(
                 Path(variant.app_dir), entry["label"], experiment
@@ -164,17 +174,18 @@ class Runner:
                 record.data["environment"].setdefault("postgres", db.describe())
                 with self._app(experiment, variant, entry, db, out) as app:
                     entry["pids"] = {"app": app.pid, "postmaster": db.postmaster_pid}
-                    self._phases(experiment, variant, entry, db, app, out, position)
+                    self._phases(experiment, variant, entry, db, app, ref)
         except KeyboardInterrupt:
-            entry["status"] = "partial"
-            record.save_variant(entry)
+            self._end_variant(ref, entry, "partial", None)
             raise
         except (PoolbenchError, VariantStartError) as exc:
-            entry["status"], entry["error"] = "failed", str(exc)
-            record.save_variant(entry)
+            self._end_variant(ref, entry, "failed", str(exc))
             raise PoolbenchError(f"{experiment.name}/{variant.name}: {exc}") from None
-        entry["status"] = "complete"
-        record.save_variant(entry)
+        self._end_variant(ref, entry, "complete", None)
+
+    def _end_variant(self, ref: VariantRef, entry: dict, status: str, error: str | None) -> None:
+        entry["status"], entry["error"] = status, error
+        self.events.variant_ended.fire(ref=ref, status=status, error=error)
 
     def _database(self, experiment: Experiment) -> contextlib.AbstractContextManager:
         return postgres.provide(
@@ -200,8 +211,8 @@ class Runner:
         )
         return start_variant(spec, database_url=db.app_url, log_path=out / "app.log", pools=pools)
 
-    def _phases(self, experiment, variant, entry, db, app, out, position) -> None:
-        record, phases = self.record, experiment.phases
+    def _phases(self, experiment, variant, entry, db, app, ref: VariantRef) -> None:
+        phases, out = experiment.phases, ref.dir
         collector_config = CollectorConfig(
             admin_url=db.admin_url,
             dbname=db.dbname,
@@ -218,13 +229,16 @@ class Runner:
             "memory_cpu_budget": MEMORY_CPU_BUDGET,
         }
         collector.start()
+        on_load = self.events.load_started.add_listener(
+            lambda ref, pid: collector.set_load_pid(pid)
+        )
         try:
-            self._phase(entry, "warmup", experiment, variant, position, phases.warmup_s,
+            self._phase(ref, "warmup", phases.warmup_s,
                         lambda: self._warmup(experiment, app, out, phases.warmup_s))  # fmt: skip
-            self._phase(entry, "load", experiment, variant, position, phases.load_s,
-                        lambda: self._load(experiment, app, out, collector, entry))  # fmt: skip
-            self._phase(entry, "idle", experiment, variant, position, phases.idle_s,
-                        lambda: self._idle(phases.idle_s, collector))  # fmt: skip
+            self._phase(ref, "load", phases.load_s,
+                        lambda: self._load(experiment, app, ref, collector))  # fmt: skip
+            self._phase(ref, "idle", phases.idle_s,
+                        lambda: self._idle(ref, phases.idle_s, collector))  # fmt: skip
         except BaseException:
             with contextlib.suppress(Exception):  # keep the error that got us here
                 collector.stop()
@@ -232,20 +246,17 @@ class Runner:
         else:
             collector.stop()  # an error that ended the collector mid-run surfaces here
         finally:
-            record.save_variant(entry)
+            self.events.load_started.remove_listener(on_load)
+            self.record.save_variant(entry)
 
-    def _phase(self, entry, name, experiment, variant, position, length, body) -> None:
+    def _phase(self, ref: VariantRef, name: str, length: float, body) -> None:
         if length <= 0:
             return
-        self.display.phase(experiment.name, variant.name, position, name, length)
-        phase = {"name": name, "start": time.time(), "end": None}
-        entry["phases"].append(phase)
-        self.record.save_variant(entry)
+        self.events.phase_started.fire(ref=ref, phase=name, length_s=length, ts=time.time())
         try:
             body()
         finally:
-            phase["end"] = time.time()
-            self.record.save_variant(entry)
+            self.events.phase_ended.fire(ref=ref, phase=name, ts=time.time())
 
     def _warmup(self, experiment: Experiment, app, out: Path, seconds: float) -> None:
         """A light load over every route, so pools, caches and JIT-like paths are warm."""
@@ -254,7 +265,8 @@ class Runner:
         )
         run_locust(cmd, out / "locust.log", None, seconds + LOCUST_GRACE_S)
 
-    def _load(self, experiment: Experiment, app, out: Path, collector, entry: dict) -> None:
+    def _load(self, experiment: Experiment, app, ref: VariantRef, collector) -> None:
+        out = ref.dir
         cmd = locust_command(
             experiment.load,
             app.base_url,
@@ -263,9 +275,7 @@ class Runner:
             json_path=out / "locust",  # Locust appends .json
         )
         locust = start_locust(cmd, out / "locust.log", out / "locust")
-        entry["pids"]["load"] = locust.pid
-        self.record.save_variant(entry)
-        collector.set_load_pid(locust.pid)
+        self.events.load_started.fire(ref=ref, pid=locust.pid)
         deadline = time.monotonic() + experiment.phases.load_s + LOCUST_GRACE_S
         try:
             while locust.proc.poll() is None:
@@ -273,7 +283,7 @@ class Runner:
                     raise PoolbenchError(
                         f"Locust overran its {experiment.phases.load_s:.0f} s load phase; see {out / 'locust.log'}"
                     )
-                self._show_live(collector, locust.progress())
+                self._show_live(ref, collector, locust.progress())
                 time.sleep(0.5)
         finally:
             locust.stop()
@@ -282,16 +292,17 @@ class Runner:
                 f"Locust exited with code {locust.proc.returncode}; see {out / 'locust.log'}"
             )
 
-    def _idle(self, seconds: float, collector) -> None:
+    def _idle(self, ref: VariantRef, seconds: float, collector) -> None:
         """No load: what the pools keep open is what stays visible here."""
         end = time.monotonic() + seconds
         while time.monotonic() < end:
-            self._show_live(collector, {"users": 0, "rps": 0})
+            self._show_live(ref, collector, {"users": 0, "rps": 0})
             time.sleep(min(0.5, max(0.0, end - time.monotonic())))
 
-    def _show_live(self, collector, load: dict[str, float]) -> None:
+    def _show_live(self, ref: VariantRef, collector, load: dict[str, float]) -> None:
         latest = collector.latest()
-        self.display.update(
+        self.events.live.fire(
+            ref=ref,
             users=load.get("users"),
             rps=load.get("rps"),
             failures=load.get("failures"),

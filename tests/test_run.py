@@ -76,6 +76,20 @@ def test_quick_run_records_phases_engines_and_locust_output(quick_run: Path) -> 
         assert aggregated["Request Count"] > 100
         assert (variant.path / "locust.json").exists()
         assert (variant.path / "app.log").stat().st_size > 0
+        # the event log holds the same phases, in order, and the variant's end
+        kinds = [(e["event"], e.get("phase")) for e in variant.events]
+        assert kinds[0] == ("variant_started", None)
+        assert [k for k in kinds if k[0].startswith("phase_")] == [
+            ("phase_started", "warmup"), ("phase_ended", "warmup"),
+            ("phase_started", "load"), ("phase_ended", "load"),
+            ("phase_started", "idle"), ("phase_ended", "idle"),
+        ]  # fmt: skip
+        assert kinds[-1] == ("variant_ended", None)
+        assert variant.events[-1]["status"] == "complete"
+        load = next(p for p in variant.meta["phases"] if p["name"] == "load")
+        started = next(e for e in variant.events if e.get("phase") == "load")
+        assert started["ts"] == load["start"]
+        assert variant.meta["pids"]["load"] > 0
     before = next(v for v in run.variants if v.meta["variant"] == "before")
     modules = {e["module"] for e in before.meta["engines"] if e["kind"] == "async"}
     assert modules == FIVE_MODULES
