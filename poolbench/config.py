@@ -76,6 +76,7 @@ class Experiment:
     load: LoadSettings
     phases: Phases
     repeats: int = 1
+    claims: dict[str, dict[str, Any]] = field(default_factory=dict)  # id → claim table
 
 
 @dataclass(frozen=True)
@@ -177,7 +178,7 @@ SECTIONS = {
 
 def _parse_experiment(name: str, table: dict[str, Any], defaults: dict[str, Any]) -> Experiment:
     where = f"experiments.{name}"
-    _check_keys(table, {"description", "variants", "repeats", *SECTIONS}, where)
+    _check_keys(table, {"description", "variants", "repeats", "claims", *SECTIONS}, where)
     sections = {
         key: _typed(cls, table.get(key, {}), f"{where}.{key}", defaults[key])
         for key, cls in SECTIONS.items()
@@ -190,8 +191,55 @@ def _parse_experiment(name: str, table: dict[str, Any], defaults: dict[str, Any]
         description=str(table.get("description", "")),
         variants=tuple(variants),
         repeats=int(table.get("repeats", defaults["repeats"])),
+        claims=_parse_claims(table.get("claims", {}), f"{where}.claims"),
         **sections,
     )
+
+
+CLAIM_KEYS = {"text", "metric", "metrics", "before", "after", "change_pct", "direction", "kind"}
+DIRECTIONS = ("better", "lower", "higher")
+
+
+def _parse_claims(table: Any, where: str) -> dict[str, dict[str, Any]]:
+    """Claims as data (poolbench.analysis.claims): checked here so a typo fails before a run."""
+    from poolbench.analysis.metrics import BY_NAME
+
+    if not isinstance(table, dict):
+        raise PoolbenchError(f"{where} must be a table of claims ([{where}.ID])")
+    for claim_id, claim in table.items():
+        at = f"{where}.{claim_id}"
+        if not isinstance(claim, dict):
+            raise PoolbenchError(f"{at} must be a table")
+        _check_keys(claim, CLAIM_KEYS, at)
+        if not isinstance(claim.get("text"), str):
+            raise PoolbenchError(f"{at}.text must be a string (the claim as stated)")
+        metrics = claim.get("metrics") or ([claim["metric"]] if "metric" in claim else [])
+        for name in metrics:
+            if name not in BY_NAME:
+                raise PoolbenchError(
+                    f"{at} names unknown metric {name!r}: valid metrics are {', '.join(BY_NAME)}"
+                )
+        if claim.get("kind") == "no_leak":
+            continue
+        if claim.get("kind") is not None:
+            raise PoolbenchError(f"{at}.kind must be 'no_leak' when given")
+        if not metrics:
+            raise PoolbenchError(f"{at} needs a metric (or metrics)")
+        if "direction" in claim and claim["direction"] not in DIRECTIONS:
+            raise PoolbenchError(f"{at}.direction must be one of {', '.join(DIRECTIONS)}")
+        forms = [
+            ("before" in claim and "after" in claim),
+            "change_pct" in claim,
+            "direction" in claim,
+        ]
+        if sum(forms) != 1:
+            raise PoolbenchError(
+                f"{at} needs exactly one of: before and after, change_pct, direction"
+            )
+        for key in ("before", "after", "change_pct"):
+            if key in claim and not isinstance(claim[key], int | float):
+                raise PoolbenchError(f"{at}.{key} must be a number")
+    return table
 
 
 def load_config(path: Path = DEFAULT_CONFIG) -> BenchConfig:
@@ -256,8 +304,8 @@ def select(
             for variant in variants:
                 _require(variant, config.variants, "variant")
             experiment = replace(experiment, variants=tuple(variants))
-        if quick:
-            experiment = apply_overrides(experiment, config.quick, "quick")
+        if quick:  # claims are about the experiment's own settings, which quick changes
+            experiment = replace(apply_overrides(experiment, config.quick, "quick"), claims={})
         if repeats is not None:
             experiment = replace(experiment, repeats=repeats)
         if load_processes is not None:

@@ -20,7 +20,9 @@ import pandas as pd
 
 from poolbench.errors import PoolbenchError, first_line
 from poolbench.events import EVENTS_FILE, RunEvents, VariantRef, read_events
+from poolbench.failures import count_refusals_in_log
 from poolbench.redact import mask_tree
+from poolbench.requests_log import RequestLog, read_requests, requests_file
 
 SCHEMA = 1
 STATUSES = ("running", "complete", "partial", "failed")
@@ -84,12 +86,14 @@ class RunRecord:
     def save(self) -> None:
         write_json(self.run_dir / "run.json", self.data)
 
-    def experiment(self, name: str, description: str) -> list[dict[str, Any]]:
+    def experiment(
+        self, name: str, description: str, claims: dict[str, Any] | None = None
+    ) -> list[dict[str, Any]]:
         """The (new) variant list of an experiment entry."""
         for entry in self.data["experiments"]:
             if entry["name"] == name:
                 return entry["variants"]
-        entry = {"name": name, "description": description, "variants": []}
+        entry = {"name": name, "description": description, "claims": claims or {}, "variants": []}
         self.data["experiments"].append(entry)
         return entry["variants"]
 
@@ -206,6 +210,16 @@ class VariantResult:
     @property
     def has_samples(self) -> bool:
         return self.samples_path is not None
+
+    def requests(self) -> RequestLog | None:
+        """Every request of the load phase (requests.bin, or the .part a crash left), read on
+        demand (a long run holds millions); None when the variant recorded none."""
+        path = requests_file(self.path)
+        return read_requests(path) if path is not None else None
+
+    def refusals_in_app_log(self) -> int | None:
+        """Requests the app logged as refused by PostgreSQL (SQLSTATE 53300)."""
+        return count_refusals_in_log(self.app_log)
 
 
 @dataclass

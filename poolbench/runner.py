@@ -125,7 +125,7 @@ class Runner:
         return self.record
 
     def _run_experiment(self, experiment: Experiment) -> None:
-        entries = self.record.experiment(experiment.name, experiment.description)
+        entries = self.record.experiment(experiment.name, experiment.description, experiment.claims)
         total = experiment.repeats * len(experiment.variants)
         for repeat in range(1, experiment.repeats + 1):
             for name in variant_order(experiment.variants, repeat):

@@ -1,47 +1,41 @@
 """The few lines a terminal shows after a run: per variant, what it held and what it served.
 
-Every figure is the one analysis computes for summary.json (peak = connections.load_peak,
-idle = connections.idle, then Locust's requests, failures and p95); this module only formats
-them. A variant that left no samples (a failed start) still gets its line, with dashes.
+Every figure is the one analysis computes for summary.json; this module only formats them. A
+variant that left no samples (a failed start) still gets its line, with dashes.
 """
 
 from __future__ import annotations
 
-import math
 from pathlib import Path
 
-from poolbench.analysis import Analysis, VariantRun, analyse_variant
+from poolbench import format as fmt
+from poolbench.analysis import Analysis, analyse_variant
+from poolbench.analysis.figures import VariantFigures
 from poolbench.results import RunResult, VariantResult, load_run
 
 
-def _fmt(value: float | None) -> str:
-    if value is None or (isinstance(value, float) and math.isnan(value)):
-        return "–"
-    return f"{value:.0f}"
-
-
-def variant_line(result: VariantResult, metrics: dict | None = None) -> str:
-    """One variant's line; `metrics` as analysis computed them, else computed here."""
-    if metrics is None:
-        metrics = analyse_variant(VariantRun(result)) if result.has_samples else {}
-    connections = metrics.get("connections") or {}
-    locust = metrics.get("locust") or {}
+def variant_line(result: VariantResult, figures: VariantFigures | None = None) -> str:
+    """One variant's line; `figures` as analysis computed them, else computed here."""
+    if figures is None and result.has_samples:
+        figures = analyse_variant(result).figures
+    status = result.meta.get("status") or "?"
+    if figures is None:
+        return f"  {result.variant:<12} {status:<9} (no samples)"
+    c, t = figures.connections, figures.traffic
     return (
-        f"  {result.variant:<12} {result.meta.get('status') or '?':<9} "
-        f"peak {_fmt(connections.get('load_peak')):>4}  "
-        f"idle {_fmt(connections.get('idle')):>4}  "
-        f"requests {_fmt(locust.get('requests')):>7}  "
-        f"failures {_fmt(locust.get('failures')):>6}  "
-        f"p95 {_fmt((locust.get('latency_ms') or {}).get('p95')):>5} ms"
+        f"  {result.variant:<12} {status:<9} "
+        f"peak {fmt.count(c.peak):>4}  idle {fmt.count(c.idle):>4}  "
+        f"goodput {fmt.rate(t.goodput):>9}  failed {fmt.count(t.failures):>6}  "
+        f"p95 {fmt.ms(t.latency.p95):>8}"
     )
 
 
 def text_summary(source: Path | RunResult, analysis: Analysis | None = None) -> str:
     """Pass the run's Analysis when there is one, so no figure is computed twice."""
     run = source if isinstance(source, RunResult) else load_run(source)
-    computed = {vr.result.key: vr.metrics for vr in analysis.runs} if analysis else {}
+    computed = {r.result.key: r.figures for r in analysis.runs} if analysis else {}
     lines = [f"run {run.meta['run_id']}: {run.meta['status']}"]
     for name in run.experiment_names:
-        lines.append(f"{name}: connections (peak during load, held when idle)")
+        lines.append(f"{name}: connections (peak during load, held when idle), full-load traffic")
         lines.extend(variant_line(v, computed.get(v.key)) for v in run.experiment(name))
     return "\n".join(lines)

@@ -113,6 +113,15 @@ class VariantSpec:
     pool_metrics: bool = False  # write the app's /debug/pools view (app_pool_*, 1 Hz)
     app_log: str = "INFO started\n"
     write_locust: bool = True
+    # every request (requests.bin): ~rps per second evenly spaced, response times cycling
+    # through `latency_cycle` (ms) when given, else log-normal around latency_ms[0]; every
+    # `fail_every`-th request fails (0: none)
+    write_requests: bool = True
+    latency_cycle: tuple[float, ...] = ()
+    fail_every: int = 0
+    failed_ms: float = 2.0
+    ramp_s: float = 2.0  # Locust's user count climbs to `users` over this, then holds
+    events: list[dict] = field(default_factory=list)  # written to events.jsonl
     app_settings: dict = field(
         default_factory=lambda: {"pool_size": 20, "max_overflow": 0, "pool_timeout": 30}
     )
@@ -279,8 +288,7 @@ def _history(spec: VariantSpec) -> tuple[pd.DataFrame, np.ndarray]:
     rps = np.maximum(rng.normal(spec.rps, spec.rps_sd, len(seconds)), 0.0)
     p50, p95, p99 = spec.latency_ms
     noise = rng.normal(0, spec.latency_sd, len(seconds))
-    ramp = max(1, min(len(seconds) // 5, 2))
-    users = np.minimum(spec.users, np.round(spec.users * (np.arange(len(seconds)) + 1) / ramp))
+    users = users_at(spec, seconds)
     total = np.cumsum(rps).round()
     rows = []
     for i, second in enumerate(seconds):
@@ -306,6 +314,45 @@ def _history(spec: VariantSpec) -> tuple[pd.DataFrame, np.ndarray]:
         "Total Average Content Size",
     ]
     return pd.DataFrame(rows, columns=columns), rps
+
+
+def users_at(spec: VariantSpec, seconds: np.ndarray) -> np.ndarray:
+    """Locust's user count at each history timestamp: a ramp of `ramp_s`, then `users`."""
+    elapsed = seconds - spec.phases()[1]["start"]
+    if spec.ramp_s <= 0:
+        return np.full(len(seconds), float(spec.users))
+    return np.minimum(spec.users, np.ceil(spec.users * elapsed / spec.ramp_s)).clip(min=1)
+
+
+def request_arrays(spec: VariantSpec) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(start epoch s, response ms, ok) of every request of the load phase: the known answer."""
+    load = spec.phases()[1]
+    rng = np.random.default_rng(spec.seed + 100)
+    starts = []
+    for second in range(int(spec.load_s)):
+        n = max(1, round(rng.normal(spec.rps, spec.rps_sd)))
+        starts.append(load["start"] + second + (np.arange(n) + 0.5) / n)
+    start = np.concatenate(starts)
+    if spec.latency_cycle:
+        response = np.resize(np.asarray(spec.latency_cycle, dtype=float), start.size)
+    else:
+        response = rng.lognormal(np.log(spec.latency_ms[0]), 0.5, start.size).round(3)
+    ok = np.ones(start.size, dtype=bool)
+    if spec.fail_every:
+        ok[:: spec.fail_every] = False
+        response[~ok] = spec.failed_ms
+    return start, response, ok
+
+
+def write_requests(spec: VariantSpec, vdir: Path) -> None:
+    from poolbench.requests_log import REQUESTS_FILE, TRANSFER, RequestWriter
+
+    start, response, ok = request_arrays(spec)
+    rows = np.empty(start.size, dtype=TRANSFER)
+    rows["start"], rows["response_ms"], rows["ok"], rows["name"] = start, response, ok, 0
+    writer = RequestWriter(vdir / REQUESTS_FILE, T0)
+    writer.write(rows, [("GET", "/items")])
+    writer.close()
 
 
 def write_locust(spec: VariantSpec, vdir: Path) -> None:
@@ -389,6 +436,7 @@ def write_run(
     run_id: str = "20261129-051500-synthetic",
     status: str = "complete",
     command: str = "poolbench run --quick",
+    claims: dict[str, dict] | None = None,
 ) -> Path:
     """Write a results directory for `specs` under `root/run_id` and return its path."""
     run_dir = Path(root) / run_id
@@ -403,6 +451,10 @@ def write_run(
         samples_frame(spec).to_csv(vdir / "samples.csv", index=False)
         if spec.write_locust:
             write_locust(spec, vdir)
+        if spec.write_requests:
+            write_requests(spec, vdir)
+        if spec.events:
+            (vdir / "events.jsonl").write_text("".join(json.dumps(e) + "\n" for e in spec.events))
         (vdir / "app.log").write_text(spec.app_log)
         if spec.census is not None:
             (vdir / "census.json").write_text(json.dumps(spec.census))
@@ -430,7 +482,12 @@ def write_run(
             },
         },
         "experiments": [
-            {"name": name, "description": f"synthetic {name}", "variants": entries}
+            {
+                "name": name,
+                "description": f"synthetic {name}",
+                "claims": (claims or {}).get(name, {}),
+                "variants": entries,
+            }
             for name, entries in experiments.items()
         ],
     }
@@ -491,6 +548,7 @@ def hour_specs(engines: int = 8) -> list[VariantSpec]:
                 load_s=3600.0,
                 idle_s=60.0,
                 seed=len(specs) + 1,
+                rps=100.0,
             )
         )
     # the "after" variant gets as many 10 Hz series as "before" (engines × 2 states)

@@ -7,11 +7,11 @@ under a temporary name and renamed into place, so a file that exists is whole.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 from pathlib import Path
 
-from poolbench.analysis import Analysis, analyse, to_jsonable
+from poolbench.analysis import Analysis, analyse
+from poolbench.analysis.summary import write_summary
 from poolbench.errors import PoolbenchError
 
 
@@ -30,13 +30,10 @@ def build_report(run_dir: str | os.PathLike[str], analysis: Analysis | None = No
 
     run_dir = Path(run_dir)
     analysis = analysis or analyse(run_dir)
-    summary = to_jsonable(analysis.summary)
     try:
-        _write_text(
-            run_dir / "summary.json", json.dumps(summary, indent=2, ensure_ascii=False) + "\n"
-        )
+        write_summary(analysis.summary, run_dir)
         charts = render_charts(analysis, run_dir)
-        document = build_document(summary, charts, run_dir)
+        document = build_document(analysis.summary, charts, run_dir)
         _write_text(run_dir / "report.md", render_markdown(document))
         html_path = run_dir / "report.html"
         _write_text(html_path, render_html(document))
@@ -59,10 +56,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Write the report; a malformed directory raises PoolbenchError (one line, for the CLI)."""
-    path = build_report(args.run_dir)
-    summary = json.loads((path.parent / "summary.json").read_text(encoding="utf-8"))
-    print(summary["headline"])
-    for item in summary["claims"]["items"]:
-        print(f"  {item['verdict']:<14} {item['claim']}")
+    analysis = analyse(args.run_dir)
+    path = build_report(args.run_dir, analysis)
+    print(analysis.summary.headline)
+    for experiment in analysis.summary.experiments:
+        for item in experiment.claims.items if experiment.claims else []:
+            print(f"  {item.verdict:<14} {item.claim.text}")
     print(f"report: {path}")
     return 0

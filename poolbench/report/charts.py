@@ -1,11 +1,15 @@
 """Charts of a run, one PNG per question, one style for all (matplotlib, Agg, no pyplot state).
 
 Per experiment:
-1. connections over time per variant, stacked by engine, user count on a second axis;
-2. peak and idle connections per variant, with the model's prediction marked;
-3. PostgreSQL memory (PSS), PSS per backend and the app's memory over time;
-4. requests/s and latency percentiles over time;
-5. connection states (active / idle in transaction / idle) over time.
+1. connections over time per variant, stacked by engine, user count on a second axis, and the
+   process events (an app worker that exited, a restart) as marked lines;
+2. peak and idle connections per variant, with the model's prediction (configuration only);
+3. PostgreSQL memory (PSS) and the app's memory over time;
+4. what one more connection costs: PostgreSQL PSS against its number of backends, with the
+   fitted slope (the marginal cost);
+5. goodput, failures and latency percentiles per second, from every request, with the
+   full-load window the comparison uses marked;
+6. connection states (active / idle in transaction / idle) over time.
 
 Time series show the first repeat of each variant, as seconds (or minutes, for long runs)
 since the variant started; series longer than MAX_POINTS are averaged into bins first, so a
@@ -18,7 +22,6 @@ import math
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import matplotlib
 
@@ -31,7 +34,10 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.patches import Patch
 
+from poolbench import format as fmt
 from poolbench.analysis import Analysis, VariantRun
+from poolbench.analysis.blocks import block_edges, per_block
+from poolbench.analysis.summary import ExperimentSummary
 
 MAX_POINTS = 1200
 MiB = 1024 * 1024
@@ -117,28 +123,28 @@ class _Clock:
     def __init__(self, runs: list[VariantRun]):
         spans = []
         for run in runs:
-            phases = run.series.get("phases") or {}
+            phases = run.figures.windows.phases
             if phases:
-                spans.append(max(end for _, end in phases.values()) - run.series["t0"])
+                spans.append(max(w.end for w in phases.values()) - run.figures.windows.t0)
         self.minutes = bool(spans) and max(spans) > 600
         self.unit = "min" if self.minutes else "s"
         self.label = f"time since the variant started ({self.unit})"
 
     def x(self, run: VariantRun, index) -> np.ndarray:
-        seconds = np.asarray(index, dtype=float) - run.series["t0"]
+        seconds = np.asarray(index, dtype=float) - run.figures.windows.t0
         return seconds / 60 if self.minutes else seconds
 
 
 def _shade_phases(ax, run: VariantRun, clock: _Clock) -> None:
-    for name, (start, end) in (run.series.get("phases") or {}).items():
-        x0, x1 = clock.x(run, [start, end])
+    for name, window in run.figures.windows.phases.items():
+        x0, x1 = clock.x(run, [window.start, window.end])
         ax.axvspan(x0, x1, color=PHASE_COLORS.get(name, "#f7f7f7"), zorder=0, lw=0)
 
 
 def _phase_handles(runs: list[VariantRun]) -> list[Patch]:
     names: list[str] = []
     for run in runs:
-        for name in run.series.get("phases") or {}:
+        for name in run.figures.windows.phases:
             if name not in names:
                 names.append(name)
     return [Patch(color=PHASE_COLORS.get(n, "#f7f7f7"), label=f"{n} phase") for n in names]
@@ -178,13 +184,24 @@ def _variant_color(i: int) -> str:
 
 
 def _fmt(value: float | None) -> str:
-    if value is None:
-        return "n/a"
-    return f"{value:.0f}" if float(value).is_integer() else f"{value:.1f}"
+    return fmt.count(value)
+
+
+def _mark_events(ax, run: VariantRun, clock: _Clock) -> list:
+    """Vertical lines at the process events of the run (worker exits, restarts)."""
+    handles = []
+    for event in run.figures.events:
+        ts = event.get("ts")
+        if ts is None:
+            continue
+        line = ax.axvline(clock.x(run, [float(ts)])[0], color="#222222", lw=1, ls=":", zorder=4,
+                          label=f"{event['event']}" + (f" (pid {event['pid']})" if event.get("pid") else ""))  # fmt: skip
+        handles.append(line)
+    return handles
 
 
 def _engine_frame(run: VariantRun) -> pd.DataFrame:
-    frame: pd.DataFrame = run.series["by_engine"]
+    frame: pd.DataFrame = run.series.by_engine
     if frame.shape[1] > MAX_ENGINES:
         order = frame.max().sort_values(ascending=False).index
         keep, rest = list(order[: MAX_ENGINES - 1]), list(order[MAX_ENGINES - 1 :])
@@ -202,7 +219,7 @@ def chart_connections(analysis: Analysis, experiment: str, path: Path, clock: _C
     for ax, (name, run) in zip(axes, pairs, strict=True):
         _shade_phases(ax, run, clock)
         frame = downsample(_engine_frame(run))
-        m = run.metrics["connections"]
+        m = run.figures.connections
         if not frame.empty and frame.shape[1]:
             x = clock.x(run, frame.index)
             columns = sorted(frame.columns, key=lambda c: engine_key(str(c)))
@@ -213,17 +230,17 @@ def chart_connections(analysis: Analysis, experiment: str, path: Path, clock: _C
                 linewidth=0, alpha=0.9, zorder=2,
             )  # fmt: skip
         ax.set_title(
-            f"{name}: peak {_fmt(m['load_peak'])}, held when idle {_fmt(m['idle'])}"
+            f"{name}: peak {_fmt(m.peak)}, held when idle {_fmt(m.idle)}"
             + (
-                f"  (repeat {run.repeat})"
+                f"  (repeat {run.figures.repeat})"
                 if len(analysis.experiment_runs(experiment)[name]) > 1
                 else ""
             )
         )
         ax.set_ylabel("connections")
-        users = run.series.get("users")
-        extra = []
-        if users is not None and not users.empty:
+        users = run.series.users
+        extra = _mark_events(ax, run, clock)
+        if not users.empty:
             twin = ax.twinx()
             (line,) = twin.step(clock.x(run, users.index), users.to_numpy(), where="post",
                                 color="#222222", lw=1.2, ls="--", label="Locust users (right axis)")  # fmt: skip
@@ -247,45 +264,43 @@ def chart_connections(analysis: Analysis, experiment: str, path: Path, clock: _C
     _save(fig, path)
 
 
-def chart_peak_idle(analysis: Analysis, experiment: dict[str, Any], path: Path) -> None:
-    variants = experiment["variants"]
-    fig = _figure(1, 3.6, f"Peak and idle connections, measured vs model — {experiment['name']}")
+def chart_peak_idle(analysis: Analysis, experiment: ExperimentSummary, path: Path) -> None:
+    variants = experiment.variants
+    fig = _figure(1, 3.6, f"Peak and idle connections, measured vs model — {experiment.name}")
     ax = fig.subplots()
     width = 0.36
     x = np.arange(len(variants))
-    measured_labels = ("peak during load", "held when idle")
-    for j, (key, pred_key, label) in enumerate(
-        (("load_peak", "predicted_ceiling", measured_labels[0]),
-         ("idle", "predicted_idle", measured_labels[1]))
-    ):  # fmt: skip
-        values = [v["metrics"]["connections"][key] for v in variants]
-        heights = [0 if v is None else v for v in values]
+    for j, (attr, model_attr, label) in enumerate(
+        (("peak", "ceiling", "peak during load"), ("idle", "idle", "held when idle"))
+    ):
+        repeats = [[getattr(f.connections, attr) for f in v.repeats] for v in variants]
+        values = [_median([r for r in reps if r is not None]) for reps in repeats]
         xs = x + (j - 0.5) * width
         bars = ax.bar(
-            xs, heights, width * 0.92, label=label, zorder=2,
+            xs, [0 if v is None else v for v in values], width * 0.92, label=label, zorder=2,
             color=["#4c72b0", "#a1c9f4"][j], edgecolor="white",
         )  # fmt: skip
         for bar, value in zip(bars, values, strict=True):
             ax.annotate(_fmt(value), (bar.get_x() + bar.get_width() / 2, bar.get_height() / 2),
                         ha="center", va="center", fontsize=10, fontweight="bold",
                         color="white" if j == 0 else "#1f2328", zorder=5)  # fmt: skip
-        repeats = [[r[key] for r in (p["connections"] for p in v["per_repeat"])] for v in variants]
         for xi, reps in zip(xs, repeats, strict=True):
             reps = [r for r in reps if r is not None]
             if len(reps) > 1:
                 ax.vlines(xi, min(reps), max(reps), color="#333333", lw=1.2, zorder=3)
-        predicted = [v["metrics"]["model"][pred_key] for v in variants]
-        for xi, p in zip(xs, predicted, strict=True):
+        for xi, v in zip(xs, variants, strict=True):
+            model = v.first.model
+            p = getattr(model, model_attr) if model else None
             if p is not None:
                 ax.hlines(p, xi - width * 0.56, xi + width * 0.56, color=MODEL_COLOR, lw=3,
                           zorder=4)  # fmt: skip
                 ax.annotate(f"model {_fmt(p)}", (xi, p), xytext=(0, 4), textcoords="offset points",
                             ha="center", va="bottom", fontsize=8.5, color=MODEL_COLOR)  # fmt: skip
-    ax.plot([], [], color=MODEL_COLOR, lw=3, label="model: ceiling (peak) / idle")
-    ax.set_xticks(x, [v["variant"] for v in variants])
+    ax.plot([], [], color=MODEL_COLOR, lw=3, label="configuration: ceiling / full pools idle")
+    ax.set_xticks(x, [v.name for v in variants])
     ax.set_ylabel("connections")
     ax.set_xlabel("variant (medians over repeats; whiskers: min–max)" if any(
-        len(v["per_repeat"]) > 1 for v in variants) else "variant")  # fmt: skip
+        len(v.repeats) > 1 for v in variants) else "variant")  # fmt: skip
     ax.set_ylim(0, ax.get_ylim()[1] * 1.12)
     ax.grid(axis="x", visible=False)
     ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0))
@@ -293,11 +308,15 @@ def chart_peak_idle(analysis: Analysis, experiment: dict[str, Any], path: Path) 
     _save(fig, path)
 
 
+def _median(values: list[float]) -> float | None:
+    return float(np.median(values)) if values else None
+
+
 def _lines(ax, pairs, key: str, clock: _Clock, scale: float = 1.0, style: str = "-",
            label_suffix: str = "", shade: bool = False) -> bool:  # fmt: skip
     drawn = False
     for i, (name, run) in enumerate(pairs):
-        series = run.series.get(key)
+        series = run.series.memory.get(key)
         if shade and i == 0:
             _shade_phases(ax, run, clock)
         if series is None or series.dropna().empty:
@@ -315,73 +334,114 @@ def _no_data(ax, text: str = "not sampled") -> None:
 
 def chart_memory(analysis: Analysis, experiment: str, path: Path, clock: _Clock) -> None:
     pairs = _first_repeats(analysis, experiment)
-    fig = _figure(3, 2.5, f"Memory over time — {experiment}")
-    top, middle, bottom = fig.subplots(3, 1, sharex=True)
+    fig = _figure(2, 2.6, f"Memory over time — {experiment}")
+    top, bottom = fig.subplots(2, 1, sharex=True)
     if not _lines(top, pairs, "postgres_pss", clock, MiB, shade=True):
         _no_data(top)
     top.set_title("PostgreSQL backends + postmaster + other, PSS (shared pages counted once)")
     top.set_ylabel("PSS (MiB)")
     top.set_ylim(bottom=0)
     _legend(top, _phase_handles([r for _, r in pairs]))
-    if not _lines(middle, pairs, "pss_per_backend", clock, MiB, shade=True):
-        _no_data(middle)
-    middle.set_title("PSS per PostgreSQL backend: a leak would make it climb at a constant count")
-    middle.set_ylabel("PSS (MiB)")
-    # the first backend alone holds every shared page it touched: scale to the load and after
-    later = [
-        v
-        for _, run in pairs
-        if "load" in (run.series.get("phases") or {})
-        for v in run.series["pss_per_backend"][
-            run.series["pss_per_backend"].index >= run.series["phases"]["load"][0]
-        ].to_numpy()
-    ]
-    if later and np.isfinite(later).any():
-        middle.set_ylim(0, float(np.nanmax(later)) / MiB * 1.3)
-    else:
-        middle.set_ylim(bottom=0)
-    _legend(middle)
     drawn = _lines(bottom, pairs, "app_uss", clock, MiB, label_suffix=" USS", shade=True)
     drawn |= _lines(bottom, pairs, "app_rss", clock, MiB, style=":", label_suffix=" RSS")
     if not drawn:
         _no_data(bottom)
-    bottom.set_title("The app's processes: USS (solid) and RSS (dotted)")
+    bottom.set_title("The app's processes (all alive at each sweep): USS (solid) and RSS (dotted)")
     bottom.set_ylabel("memory (MiB)")
     bottom.set_ylim(bottom=0)
     bottom.set_xlabel(clock.label)
     _legend(bottom)
-    fig.subplots_adjust(left=0.07, right=0.83, top=0.92, bottom=0.07, hspace=0.35)
+    fig.subplots_adjust(left=0.07, right=0.83, top=0.9, bottom=0.09, hspace=0.35)
     _save(fig, path)
+
+
+def chart_marginal(analysis: Analysis, experiment: str, path: Path, clock: _Clock) -> None:
+    """PostgreSQL PSS against its backend count: the slope is what one more connection costs."""
+    pairs = _first_repeats(analysis, experiment)
+    fig = _figure(1, 3.4, f"What one more connection costs PostgreSQL — {experiment}")
+    ax = fig.subplots()
+    drawn = False
+    for i, (name, run) in enumerate(pairs):
+        pss = run.series.memory["postgres_pss"].dropna()
+        if pss.empty or run.series.backends.empty:
+            continue
+        count = run.series.backends.reindex(pss.index, method="nearest", tolerance=0.05)
+        keep = count.notna().to_numpy()
+        ax.scatter(count.to_numpy()[keep], pss.to_numpy()[keep] / MiB, s=9, alpha=0.5,
+                   color=_variant_color(i), label=f"{name} (sweeps)")  # fmt: skip
+        slope = run.figures.memory.pss_per_backend
+        if slope is not None:
+            xs = np.array([count[keep].min(), count[keep].max()])
+            y0 = float(np.median(pss.to_numpy()[keep] - slope.value * count.to_numpy()[keep]))
+            ax.plot(xs, (y0 + slope.value * xs) / MiB, color=_variant_color(i), lw=2,
+                    label=f"{name}: {fmt.mib(slope.value)} per backend "
+                    f"(95 % CI {fmt.mib(slope.low)} … {fmt.mib(slope.high)})")  # fmt: skip
+        drawn = True
+    if not drawn:
+        _no_data(ax)
+    ax.set_xlabel("PostgreSQL client backends")
+    ax.set_ylabel("PostgreSQL PSS (MiB)")
+    ax.set_ylim(bottom=0)
+    _legend(ax)
+    fig.subplots_adjust(left=0.07, right=0.62, top=0.86, bottom=0.16)
+    _save(fig, path)
+
+
+def _per_second_latency(run: VariantRun) -> pd.DataFrame | None:
+    log, load = run.series.requests, run.figures.windows.load
+    if log is None or load is None:
+        return None
+    edges = block_edges(load.start, load.end, 1.0)
+    blocks = per_block(log.start, log.response_ms, log.ok, edges)
+    return pd.DataFrame(
+        {"goodput": blocks.goodput, "failures": blocks.failures, "p50": blocks.p50_ms,
+         "p95": blocks.p95_ms, "p99": blocks.p99_ms},
+        index=edges[:-1] + 0.5,
+    )  # fmt: skip
 
 
 def chart_throughput(analysis: Analysis, experiment: str, path: Path, clock: _Clock) -> None:
     pairs = _first_repeats(analysis, experiment)
-    fig = _figure(2, 2.8, f"Throughput and latency (Locust, per second) — {experiment}")
+    fig = _figure(2, 2.8, f"Goodput and latency per second, every request — {experiment}")
     top, bottom = fig.subplots(2, 1, sharex=True)
-    if not _lines(top, pairs, "rps", clock, shade=True):
-        _no_data(top, "no Locust history")
-    top.set_title("Requests per second")
+    drawn = False
+    for i, (name, run) in enumerate(pairs):
+        frame = _per_second_latency(run)
+        if i == 0:
+            _shade_phases(top, run, clock)
+            _shade_phases(bottom, run, clock)
+        if frame is None:
+            continue
+        x = clock.x(run, frame.index)
+        color = _variant_color(i)
+        top.plot(x, frame["goodput"], color=color, lw=1.6, label=f"{name} successful/s")
+        if frame["failures"].any():
+            top.plot(x, frame["failures"], color=color, lw=1.2, ls=":", label=f"{name} failed/s")
+        for key, style in (("p50", "-"), ("p95", "--"), ("p99", ":")):
+            bottom.plot(x, frame[key], style, color=color, lw=1.4, label=f"{name} {key}")
+        window = run.figures.traffic.window
+        if window is not None:
+            for edge in (window.start, window.end):
+                top.axvline(clock.x(run, [edge])[0], color=color, lw=1, ls="--", alpha=0.6)
+        drawn = True
+    if not drawn:
+        _no_data(top, "no per-request records")
+        _no_data(bottom, "no per-request records")
+    top.set_title("Requests served per second (dashed lines: the full-load window compared)")
     top.set_ylabel("requests/s")
     top.set_ylim(bottom=0)
     _legend(top, _phase_handles([r for _, r in pairs]))
-    drawn = False
-    for key, style, suffix in (("latency_p50", "-", " p50"), ("latency_p95", "--", " p95"),
-                               ("latency_p99", ":", " p99")):  # fmt: skip
-        drawn |= _lines(bottom, pairs, key, clock, style=style, label_suffix=suffix,
-                        shade=key == "latency_p50")  # fmt: skip
-    if not drawn:
-        _no_data(bottom, "no Locust history")
-    bottom.set_title("Response time percentiles (Locust's rolling window)")
+    bottom.set_title("Response time percentiles of the successful requests served each second")
     bottom.set_ylabel("response time (ms)")
     bottom.set_ylim(bottom=0)
     bottom.set_xlabel(clock.label)
     _legend(bottom)
-    fig.subplots_adjust(left=0.07, right=0.83, top=0.9, bottom=0.09, hspace=0.3)
+    fig.subplots_adjust(left=0.07, right=0.8, top=0.9, bottom=0.09, hspace=0.3)
     _save(fig, path)
 
 
 def _state_frame(run: VariantRun) -> pd.DataFrame:
-    frame: pd.DataFrame = run.series["by_state"]
+    frame: pd.DataFrame = run.series.by_state
     out = pd.DataFrame(index=frame.index)
     known = ("active", "idle in transaction", "idle")
     for state in known:
@@ -404,10 +464,10 @@ def chart_states(analysis: Analysis, experiment: str, path: Path, clock: _Clock)
                 colors=[STATE_COLORS[c] for c in frame.columns],
                 linewidth=0, alpha=0.9, zorder=2,
             )  # fmt: skip
-        active = run.metrics["active"]
+        active = run.figures.connections.active
         ax.set_title(
-            f"{name}: active connections p50 {_fmt(active['p50'])}, p99 {_fmt(active['p99'])}, "
-            f"max {_fmt(active['max'])}"
+            f"{name}: active connections at full load p50 {_fmt(active.p50)}, "
+            f"p99 {_fmt(active.p99)}, max {_fmt(active.max)}"
         )
         ax.set_ylabel("connections")
     axes[0].set_ylim(bottom=0)
@@ -423,7 +483,8 @@ CHARTS = (
     ("connections", "Connections over time, by engine"),
     ("peak_idle", "Peak and idle connections against the model"),
     ("memory", "Memory over time"),
-    ("throughput", "Throughput and latency over time"),
+    ("marginal", "What one more connection costs"),
+    ("throughput", "Goodput and latency over time"),
     ("states", "Connection states over time"),
 )
 ALT = {
@@ -431,9 +492,11 @@ ALT = {
     "variant, with the Locust user count on a second axis and the phases shaded.",
     "peak_idle": "Bar chart of peak and idle connections per variant with the model's "
     "predicted ceiling and idle count marked.",
-    "memory": "Line charts over time per variant: PostgreSQL PSS, PSS per PostgreSQL backend, "
-    "and the app's USS and RSS.",
-    "throughput": "Line charts of requests per second and response-time percentiles per variant.",
+    "memory": "Line charts over time per variant: PostgreSQL PSS, and the app's USS and RSS.",
+    "marginal": "Scatter plot of PostgreSQL PSS against its number of backends per variant, "
+    "with the fitted slope: the memory one more connection costs.",
+    "throughput": "Line charts of successful and failed requests per second and response-time "
+    "percentiles per variant, from every request, with the full-load window marked.",
     "states": "Stacked area chart of connection states (active, idle in transaction, idle) "
     "over time per variant.",
 }
@@ -442,6 +505,7 @@ ALT = {
 TIME_CHARTS = {
     "connections": chart_connections,
     "memory": chart_memory,
+    "marginal": chart_marginal,
     "throughput": chart_throughput,
     "states": chart_states,
 }
@@ -452,8 +516,8 @@ def render_charts(analysis: Analysis, out_dir: Path) -> list[Chart]:
     charts: list[Chart] = []
     used: set[str] = set()
     with rc_context(STYLE):
-        for experiment in analysis.summary["experiments"]:
-            name = experiment["name"]
+        for experiment in analysis.summary.experiments:
+            name = experiment.name
             base = slug(name)
             while base in used:
                 base += "_"

@@ -7,12 +7,18 @@ escapes it for its format.
 from __future__ import annotations
 
 import datetime as _dt
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from poolbench.analysis import FAILURE_KIND_NAMES, dig, format_count, format_pct, primary_comparison
+from poolbench import format as fmt
+from poolbench.analysis.claims import ClaimsTable
+from poolbench.analysis.compare import ComparisonTable, Row
+from poolbench.analysis.figures import VariantFigures
+from poolbench.analysis.leak import GROWING
+from poolbench.analysis.metrics import METRICS
+from poolbench.analysis.summary import ExperimentSummary, Summary
+from poolbench.failures import KIND_NAMES, LABELS
 from poolbench.report.charts import Chart
 
 
@@ -86,532 +92,380 @@ VERDICT_KIND = {
     "does not hold": "bad",
     "not measured": "neutral",
 }
-FAILURE_LABELS = {
-    "too_many_connections": "too many clients (SQLSTATE 53300)",
-    "pool_timeout": "pool timeout",
-    "timeout": "timeout",
-    "connection_error": "connection error",
-    "http_5xx": "HTTP 5xx",
-    "http_4xx": "HTTP 4xx",
-    "other": "other",
-}
-
-
-# --- formatting ------------------------------------------------------------------------------
-
-
-def mib(value: float | None) -> str:
-    if value is None:
-        return "n/a"
-    v = value / 1048576
-    text = f"{abs(v):.0f}" if abs(v) >= 100 else f"{abs(v):.1f}"
-    return f"{'−' if v < 0 and float(text) else ''}{text} MiB"
-
-
-def num(value: float | None, unit: str = "", digits: int | None = None) -> str:
-    if value is None:
-        return "n/a"
-    if digits is None:
-        digits = 0 if abs(value) >= 100 or float(value).is_integer() else 1
-    text = f"{abs(value):,.{digits}f}".replace(",", " ")
-    sign = "−" if value < 0 and float(text.replace(" ", "")) else ""
-    return f"{sign}{text}{(' ' + unit) if unit else ''}"
-
-
-def count(value: float | None) -> str:
-    return format_count(value)
 
 
 def when(epoch: float | None) -> str:
     if epoch is None:
-        return "n/a"
+        return fmt.NA
     return _dt.datetime.fromtimestamp(epoch, _dt.UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
 
 
-def change(entry: dict[str, Any]) -> Cell:
-    """The change column of a comparison: % with a significance mark for tested metrics."""
-    pct = entry.get("delta_pct")
-    test = entry.get("test")
-    if test is not None:
-        low, high = test["ci95_pct"]
-        ci = f"95 % CI {format_pct(low, 1)} … {format_pct(high, 1)}"
-        if not test["significant"]:
-            return Badge(
-                f"~ {format_pct(test['delta_pct'], 1)}, no significant difference ({ci})", "neutral"
-            )
-        better = (test["delta_pct"] > 0) == (entry["better"] == "higher")
-        return Badge(f"{format_pct(test['delta_pct'], 1)} ({ci})", "good" if better else "bad")
-    if pct is None:
-        if entry.get("baseline") is not None and entry.get("baseline") == entry.get("variant"):
-            return "±0"
-        return "n/a"
-    if abs(pct) < 0.5:
-        return format_pct(pct, 1)
-    better = (pct > 0) == (entry["better"] == "higher")
-    return Badge(format_pct(pct), "good" if better else "bad")
+class Footnotes:
+    """Numbered notes under a table: the same text gets the same number."""
+
+    def __init__(self) -> None:
+        self.notes: list[str] = []
+
+    def mark(self, texts: tuple[str, ...] | list[str]) -> str:
+        marks = []
+        for text in texts:
+            if text not in self.notes:
+                self.notes.append(text)
+            marks.append(str(self.notes.index(text) + 1))
+        return f" [{','.join(marks)}]" if marks else ""
+
+    def block(self) -> list[Any]:
+        return [Bullets([f"[{i}] {t}" for i, t in enumerate(self.notes, 1)])] if self.notes else []
 
 
-# --- sections --------------------------------------------------------------------------------
-
-GLANCE = (
-    ("Peak connections (load)", "peak_connections", count),
-    ("Connections held when idle", "idle_connections", count),
-    ("p95 connections (load)", "p95_connections", count),
-    ("PostgreSQL memory, PSS, idle", "postgres_pss_idle_bytes", mib),
-    ("PostgreSQL memory, PSS, peak", "postgres_pss_peak_bytes", mib),
-    ("PostgreSQL memory, USS, idle", "postgres_uss_idle_bytes", mib),
-    ("App memory, USS, peak", "app_uss_peak_bytes", mib),
-    ("App memory, RSS, peak", "app_rss_peak_bytes", mib),
-    ("Requests/s (per second, full load)", "requests_per_s", lambda v: num(v)),
-    ("Latency p95", "latency_p95_ms", lambda v: num(v, "ms")),
-    ("Latency p99", "latency_p99_ms", lambda v: num(v, "ms")),
-    ("Failed requests", "failures", count),
-    ("New sessions/s (load)", "sessions_new_per_s", lambda v: num(v, digits=1)),
-)
+def _p(row: Row) -> str:
+    p = row.result.p_value
+    return "" if p is None else f"p = {p:.2g}"
 
 
-def _glance_table(experiment: dict[str, Any]) -> Table:
-    comparisons = experiment["comparisons"]
-    baseline = experiment["baseline"]
-    headers = ["", baseline]
-    align = "lr"
-    for comparison in comparisons:
-        headers += [comparison["variant"], "change"]
-        align += "rl"
+def change_cell(row: Row, notes: Footnotes) -> Cell:
+    """The change from the two values shown, and how far it is established."""
+    mark = notes.mark((*row.result.footnotes, *row.result.warnings))
+    if row.change_pct is None:
+        same = row.baseline is not None and row.baseline == row.variant
+        return ("±0" if same else fmt.NA) + mark
+    change = fmt.pct(row.change_pct)
+    good = row.verdict == "better"
+    if row.result.status == "exact":
+        if row.verdict == "same":
+            return f"±0 (exact){mark}"
+        return Badge(f"{change} (exact){mark}", "good" if good else "bad")
+    if row.within_run and row.verdict != "untested":
+        tilde = "~ " if row.verdict == "no difference" else ""
+        return f"{tilde}{change} (within-run {_p(row)}){mark}"
+    if row.verdict in ("better", "worse"):
+        return Badge(f"{change} ({_p(row)}){mark}", "good" if good else "bad")
+    if row.verdict == "no difference":
+        return f"~ {change} ({_p(row)}){mark}"
+    return f"{change}, untested{mark}"
+
+
+def glance_table(table: ComparisonTable, notes: Footnotes) -> Table:
+    def head(name: str, n: int) -> str:
+        return name if n == 1 else f"{name} (median of {n})"
+
     rows = []
-    for label, key, fmt in GLANCE:
-        entries = [c[key] for c in comparisons]
-        if all(e["baseline"] is None and e["variant"] is None for e in entries):
+    for row in table.rows:
+        metric = next(m for m in METRICS if m.name == row.metric)
+        if not metric.glance or (row.baseline is None and row.variant is None):
             continue
-        row: list[Cell] = [label, fmt(entries[0]["baseline"])]
-        for entry in entries:
-            row += [fmt(entry["variant"]), change(entry)]
-        rows.append(row)
-    return Table(headers, rows, align)
+        rows.append([
+            row.label, row.window, fmt.value(row.baseline, row.unit),
+            fmt.value(row.variant, row.unit), change_cell(row, notes),
+        ])  # fmt: skip
+    headers = [
+        "",
+        "window",
+        head(table.baseline, table.n_baseline),
+        head(table.variant, table.n_variant),
+        "change",
+    ]
+    return Table(headers, rows, "llrrl")
 
 
-def _lead(experiment: dict[str, Any], comparison: dict[str, Any]) -> str:
-    """One sentence under the headline with the other numbers a reviewer asks for first."""
+def glance_note(table: ComparisonTable) -> Para:
+    text = (
+        "Each change is computed from the two values beside it. Exact rows are counts compared "
+        "without a test. Memory is PSS/USS (summed RSS would count shared buffers once per "
+        "process)."
+    )
+    if table.n_baseline == 1 or table.n_variant == 1:
+        text += (
+            " One repeat per variant: differences in goodput, latency and memory are untested "
+            "across runs, so none carries a verdict; where shown, the within-run test over "
+            "independent blocks of the full-load window only says the two windows differ beyond "
+            "their own noise (`~`: they do not). Run with --repeats 5 to test them."
+        )
+    else:
+        text += (
+            " Noisy rows are tested with Mann-Whitney U across repeats (α = 0.05); `~` marks no "
+            "significant difference."
+        )
+    return Para(text, muted=True)
+
+
+def _lead(experiment: ExperimentSummary, table: ComparisonTable) -> str:
     parts = []
-    idle = comparison["idle_connections"]
-    if idle["baseline"] is not None and idle["variant"] is not None:
-        parts.append(
-            f"connections held when idle {count(idle['baseline'])} → {count(idle['variant'])}"
-        )
-    pss = comparison["postgres_pss_idle_bytes"]
-    if pss["baseline"] is not None and pss["variant"] is not None:
-        parts.append(
-            f"PostgreSQL memory (PSS, idle) {mib(pss['baseline'])} → {mib(pss['variant'])}"
-            + (f" ({format_pct(pss['delta_pct'])})" if pss["delta_pct"] is not None else "")
-        )
-    app = comparison["app_uss_peak_bytes"]
-    if app["delta_pct"] is not None:
-        parts.append(f"app memory (USS) {format_pct(app['delta_pct'])}")
-    test = comparison["requests_per_s"].get("test")
-    if test is not None:
-        parts.append(
-            "throughput: no significant difference"
-            if not test["significant"]
-            else f"throughput {format_pct(test['delta_pct'], 1)}"
-        )
+    for metric, words in (
+        ("idle_connections", "connections held when idle"),
+        ("postgres_pss_idle", "PostgreSQL memory (PSS, idle)"),
+        ("goodput", "goodput"),
+        ("refusals", "requests refused by PostgreSQL"),
+    ):
+        row = table.row(metric)
+        if row is None or row.baseline is None or row.variant is None:
+            continue
+        if metric == "refusals" and not (row.baseline or row.variant):
+            continue
+        text = f"{words} {fmt.value(row.baseline, row.unit)} → {fmt.value(row.variant, row.unit)}"
+        if row.verdict == "untested" or row.within_run:
+            text += " (untested)"
+        elif row.verdict == "no difference":
+            text += " (no significant difference)"
+        parts.append(text)
+    who = f"{experiment.name}: {table.baseline} → {table.variant}"
     text = "; ".join(parts)
-    who = f"{experiment['name']}: {comparison['baseline']} → {comparison['variant']}"
     return f"{who}. {text[:1].upper()}{text[1:]}." if text else f"{who}."
 
 
-def _claims_section(summary: dict[str, Any]) -> list[Any]:
-    claims = summary["claims"]
-    blocks: list[Any] = [Heading(2, "The seed's claims, measured")]
-    if claims["experiment"]:
-
-        def role(name: str, word: str) -> str:
-            return name if name == word else f"{name} ({word})"
-
-        blocks.append(
-            Para(
-                f"Each claim of the original fix, against experiment {claims['experiment']}: "
-                f"{role(claims['baseline'], 'before')} vs {role(claims['variant'], 'after')}.",
-                muted=True,
-            )
-        )
+def claims_section(claims: ClaimsTable) -> list[Any]:
+    blocks: list[Any] = [
+        Heading(2, f"Claims, measured — {claims.experiment}"),
+        Para(
+            f"Each claim of the bench file against {claims.baseline} → {claims.variant}. One rule: "
+            "holds when the measurement meets or beats the claim, partly when it moves the claimed "
+            "way but falls short, does not hold when it does not move or moves the wrong way, not "
+            "measured when the data cannot decide.",
+            muted=True,
+        ),
+    ]
     rows = [
         [
-            item["claim"],
-            item["claimed"],
-            item["measured"],
-            Badge(item["verdict"], VERDICT_KIND[item["verdict"]]),
-            item["reason"],
+            j.claim.text,
+            j.claim.claimed(),
+            j.measured,
+            Badge(j.verdict, VERDICT_KIND[j.verdict]),
+            j.reason,
         ]
-        for item in claims["items"]
+        for j in claims.items
     ]
     blocks.append(Table(["claim", "claimed", "measured", "verdict", "why"], rows, "lllll"))
     return blocks
 
 
-def _right_sizing_section(experiment: dict[str, Any], explain: bool = True) -> list[Any]:
-    rs = experiment["right_sizing"]
-    blocks: list[Any] = [
-        Heading(3, f"Right-sizing: the pool this load needs — {experiment['name']}")
-    ]
-    if not rs.get("measured"):
-        blocks.append(
-            Para("Active connections were not sampled, so no estimate is made.", muted=True)
-        )
-        return blocks
-    workers = rs["workers"]
-    per_worker = (
-        f"pool_size={rs['recommended_pool_size_per_worker']}, "
-        f"max_overflow={rs['recommended_max_overflow_per_worker']}"
+def sizing_section(experiment: ExperimentSummary) -> list[Any]:
+    s = experiment.sizing
+    blocks: list[Any] = [Heading(3, f"Right-sizing from measured demand — {experiment.name}")]
+    if not s.measured:
+        return [*blocks, Para("Active connections were not sampled: no estimate.", muted=True)]
+    split = ", ".join(f"{name} {n}" for name, n in s.per_engine.items())
+    text = (
+        f"Recommended: {s.recommended_total} connections in total — pool_size "
+        f"{s.pool_size_per_worker} per worker × {s.workers} worker(s)"
+        + (f" ({split})" if len(s.per_engine) > 1 else "")
+        + f", max_overflow 0; from a demand of {fmt.count(s.needed)} active connections plus "
+        "25 % headroom"
     )
-    blocks.append(
-        Para(
-            f"Recommended: {rs['recommended_total']} connections in total"
-            + (
-                f" ({per_worker} per worker × {workers} workers)"
-                if workers > 1
-                else f" ({per_worker}, one engine)"
-            )
-            + f" — {count(rs['needed'])} needed, plus {round((rs['headroom'] - 1) * 100)} % headroom.",
-            strong=True,
-        )
-    )
-    saved = []
-    for s in rs["savings"]:
-        if s["connections_saved_at_peak"] is None:
-            continue
-        n = s["connections_saved_at_peak"]
-        idle = s["connections_saved_idle"]
-        if n > 0:
-            text = f"{n:.0f} fewer connections than {s['variant']}'s peak ({count(s['measured_peak'])} → {rs['recommended_total']})"
-        else:
-            text = (
-                f"{-n:.0f} more than {s['variant']}'s peak of {count(s['measured_peak'])}: its pools were too small for this load"
-                if n < 0
-                else f"the same as {s['variant']}'s peak"
-            )
-        if idle is not None and idle > 0:
-            text += f"; {idle:.0f} fewer held when idle"
-            if s["postgres_pss_saved_idle_bytes"]:
-                text += f" (≈ {mib(s['postgres_pss_saved_idle_bytes'])} of PostgreSQL PSS)"
-        saved.append(text)
-    if saved:
-        blocks.append(Bullets(saved))
+    if s.usable_slots is not None:
+        text += f", within the {fmt.count(s.usable_slots)} slots the server can give this app"
+    if s.hikari:
+        text += f". HikariCP's rule of thumb for {s.cores} cores: {s.hikari}"
+    blocks.append(Para(text + ".", strong=True))
     rows = [
-        [
-            r["variant"],
-            count(r["active_p50"]),
-            count(r["active_p99"]),
-            count(r["active_max"]),
-            num(r["requests_per_s"]),
-            num(r["hold_time_ms"], "ms", 1),
-            num(r["littles_law_connections"], digits=1),
-            count(r["checked_out_p99"]),
-            "yes" if r["saturated"] else "no",
-        ]
-        for r in rs["per_variant"]
-    ]
+        [d.variant, fmt.number(d.active_mean, 1), fmt.count(d.active_p99), fmt.count(d.active_max),
+         fmt.rate(d.requests_per_s), fmt.ms(d.db_time_ms), fmt.count(d.checked_out_p99),
+         fmt.percent_of_core(d.app_cpu)]
+        for d in s.demand
+    ]  # fmt: skip
     blocks.append(
         Table(
-            [
-                "variant",
-                "active p50",
-                "active p99",
-                "active max",
-                "requests/s",
-                "hold time",
-                "Little's law L",
-                "checked out p99",
-                "pool saturated",
-            ],
-            rows,
-            "lrrrrrrrl",
+            ["variant", "active, mean (Little's L)", "active p99", "active max", "requests/s",
+             "database time per request", "checked out p99 (app's view)", "app CPU"],
+            rows, "lrrrrrrr",
         )
-    )
-    text = (
-        "How: as explained in the right-sizing of the experiment above."
-        if not explain
-        else (
-            "How: active connections (state = active) are sampled during the load phase. The time a "
-            "request holds a connection is estimated as mean active connections ÷ requests/s "
-            "(Little's law read backwards: an average over all requests, including those that do not "
-            "touch the database). Demand at the busiest seconds is p95 requests/s × hold time; the "
-            "need is the largest of that, the p99 of active connections and, when the app reports its "
-            "pools, the p99 of connections checked out of them (which also counts the time a request "
-            "keeps a connection between queries)."
-        )
-    )
-    if rs.get("cpu_count") and explain:
-        text += (
-            f" This machine has {rs['cpu_count']} CPU cores: PostgreSQL gains nothing from many "
-            "more active connections than cores."
-        )
-    blocks.append(Para(text, muted=True))
-    slow = [
-        r
-        for r in rs["per_variant"]
-        if r["checked_out_p99"]
-        and r["active_p99"] is not None
-        and r["checked_out_p99"] > 2 * max(r["active_p99"], 1)
-    ]
-    if slow:
-        r = slow[0]
-        blocks.append(
-            Para(
-                f"The app keeps connections checked out much longer than PostgreSQL works on them "
-                f"({r['variant']}: p99 {count(r['checked_out_p99'])} checked out, "
-                f"{count(r['active_p99'])} active): a request holds its connection between queries. "
-                "Releasing connections sooner (shorter sessions, no non-database work inside them) "
-                "would let a smaller pool serve the same load.",
-            )
-        )
-    if rs["saturated"]:
-        blocks.append(
-            Notice(
-                "warning",
-                "A pool was saturated (active connections reached its ceiling, or requests failed "
-                "waiting for a connection): the demand seen is capped, so the need may be higher "
-                "than estimated. Re-run with larger pools to measure it.",
-            )
-        )
-    return blocks
-
-
-def _model_section(experiment: dict[str, Any]) -> list[Any]:
-    blocks: list[Any] = [Heading(3, f"Model vs measurement — {experiment['name']}")]
+    )  # fmt: skip
+    if s.findings:
+        blocks.append(Bullets(s.findings))
     blocks.append(
         Para(
-            "Ceiling = workers × Σ (pool_size + max_overflow); idle = Σ min(workers × pool_size, "
-            "connections the engine opened). Engines from variant.json, else the application names "
-            "seen.",
+            "How: demand is PostgreSQL's own view — connections in state active at full load. "
+            "L = requests/s × database time per request (Little's law) is the mean demand; the "
+            "advice covers its p99 with headroom. Connections checked out of the app's pools are "
+            "not demand: a request can hold one while it does other work. A sweep "
+            "(`poolbench size`) measures the knee instead of estimating it.",
             muted=True,
         )
     )
-    for variant in experiment["variants"]:
-        model = variant["metrics"]["model"]
-        rows: list[list[Cell]] = []
-        for e in model["engines"]:
-            rows.append(
-                [
-                    e["name"],
-                    count(e["pool_size"]),
-                    count(e["max_overflow"]),
-                    count(e["predicted_ceiling"]),
-                    count(e["measured_peak"]),
-                    count(e["predicted_idle"]),
-                    count(e["measured_idle"]),
-                ]
-            )
-        for name, e in model["unlisted"].items():
-            rows.append(
-                [
-                    f"{name} (not in the model)",
-                    "",
-                    "",
-                    "",
-                    count(e["run_peak"]),
-                    "",
-                    count(e["idle"]),
-                ]
-            )
-        rows.append(
-            [
-                f"total ({count(model['workers'])} worker{'s' if model['workers'] != 1 else ''})",
-                "",
-                "",
-                count(model["predicted_ceiling"]),
-                count(model["measured_peak"]),
-                count(model["predicted_idle"]),
-                count(model["measured_idle"]),
-            ]
-        )
-        blocks.append(
-            Table(
-                [
-                    "engine (application_name)",
-                    "pool_size",
-                    "max_overflow",
-                    "predicted ceiling",
-                    "measured peak",
-                    "predicted idle",
-                    "measured idle",
-                ],
-                rows,
-                "lrrrrrr",
-                caption=f"{variant['variant']}",
-            )
-        )
-        for flag in model["flags"]:
-            blocks.append(
-                Notice("warning" if flag["level"] == "warning" else "info", flag["message"])
-            )
     return blocks
 
 
-def _details_section(experiment: dict[str, Any]) -> list[Any]:
-    variants = experiment["variants"]
-    names = [v["variant"] for v in variants]
-    blocks: list[Any] = [Heading(3, f"Figures per variant — {experiment['name']}")]
-    if any(len(v["repeats"]) > 1 for v in variants):
+def _figure_rows(f: VariantFigures) -> list[tuple[str, str]]:
+    c, m, t, ch = f.connections, f.memory, f.traffic, f.churn
+    rows = [
+        ("status", str(f.status or fmt.NA)),
+        ("workers (declared)", fmt.count(f.workers)),
+        ("full-load window", f.windows.full_load.label() if f.windows.full_load else fmt.NA),
+        ("peak connections (load)", fmt.count(c.peak)),
+        ("p95 connections (load)", fmt.count(c.p95)),
+        ("connections held when idle (median, 2nd half)", fmt.count(c.idle)),
+        ("fewest free slots (load)", fmt.count(c.slots_left_min)),
+        ("application names holding connections when idle", fmt.count(c.pools_holding_idle)),
+        ("sessions opened while the pools filled", fmt.count(ch.opened_while_filling)),
+        ("new sessions/s after the pools filled", fmt.rate(ch.churn_per_s)),
+        ("PostgreSQL PSS idle / full load / peak", " / ".join(fmt.mib(v) for v in (m.postgres_pss.idle, m.postgres_pss.full_load, m.postgres_pss.peak))),
+        ("PostgreSQL USS idle", fmt.mib(m.postgres_uss.idle)),
+        ("summed RSS ÷ PSS of PostgreSQL (how much RSS would overstate)", f"{m.rss_overstatement:.1f} ×" if m.rss_overstatement else fmt.NA),
+        ("PSS per additional backend (marginal, 95 % CI)", f"{fmt.mib(m.pss_per_backend.value)} ({fmt.mib(m.pss_per_backend.low)} … {fmt.mib(m.pss_per_backend.high)})" if m.pss_per_backend else fmt.NA),
+        ("app USS / PSS / RSS, full load (mean)", " / ".join(fmt.mib(v) for v in (m.app_uss.full_load, m.app_pss.full_load, m.app_rss.full_load))),
+        ("requests served in the window (successful / failed)", f"{fmt.count(t.successes)} / {fmt.count(t.failures)}"),
+        ("goodput; failures/s", f"{fmt.rate(t.goodput)}; {fmt.rate(t.failures_per_s)}"),
+        ("latency p50 / p95 / p99 / mean (successful)", " / ".join(fmt.ms(v) for v in (t.latency.p50, t.latency.p95, t.latency.p99, t.latency.mean))),
+        ("failed requests by kind (whole load, Locust)", _kinds(t.failure_kinds)),
+        ("refusals in app.log (SQLSTATE 53300)", fmt.count(t.refusals_app_log)),
+    ]  # fmt: skip
+    for component, value in sorted(f.cpu.full_load.items()):
+        rows.append((f"CPU {component} (full load)", fmt.percent_of_core(value)))
+    return rows
+
+
+def _kinds(kinds: dict[str, int]) -> str:
+    parts = [f"{LABELS[k]} {fmt.count(kinds.get(k))}" for k in KIND_NAMES if kinds.get(k)]
+    return ", ".join(parts) or "none"
+
+
+def details_section(experiment: ExperimentSummary) -> list[Any]:
+    firsts = [v.first for v in experiment.variants]
+    rows_by_label: dict[str, list[str]] = {}
+    for f in firsts:
+        for label, text in _figure_rows(f):
+            rows_by_label.setdefault(label, []).append(text)
+    blocks: list[Any] = [Heading(3, f"Figures per variant — {experiment.name}")]
+    if any(len(v.repeats) > 1 for v in experiment.variants):
         blocks.append(
             Para(
-                "Medians over repeats: "
-                + ", ".join(f"{v['variant']} × {len(v['repeats'])}" for v in variants)
-                + ".",
-                muted=True,
+                "First repeat of each variant; the comparison above uses every repeat.", muted=True
             )
         )
-
-    def m(v, *path):
-        return dig(v["metrics"], path)
-
-    rows_spec = [
-        ("status", lambda v: str(m(v, "status") or "n/a")),
-        ("workers", lambda v: count(m(v, "workers"))),
-        ("load phase", lambda v: num(m(v, "phases_s", "load"), "s")),
-        ("peak connections (load)", lambda v: count(m(v, "connections", "load_peak"))),
-        ("p95 connections (load)", lambda v: count(m(v, "connections", "load_p95"))),
-        ("mean connections (load)", lambda v: num(m(v, "connections", "load_mean"), digits=1)),
-        (
-            "connections held when idle (median, 2nd half)",
-            lambda v: count(m(v, "connections", "idle")),
-        ),
-        ("fewest free slots (load)", lambda v: count(m(v, "connections", "slots_left_min"))),
-        (
-            "engines holding connections when idle",
-            lambda v: count(m(v, "engine_counts", "holding_idle")),
-        ),
-        ("application names seen", lambda v: count(m(v, "engine_counts", "observed"))),
-        ("new sessions, total", lambda v: count(m(v, "churn", "sessions_new_total"))),
-        (
-            "new sessions/s (load)",
-            lambda v: num(m(v, "churn", "sessions_new_per_s_load"), digits=1),
-        ),
-        (
-            "PostgreSQL PSS peak / idle",
-            lambda v: (
-                f"{mib(m(v, 'memory', 'postgres_pss_bytes', 'load_peak'))} / {mib(m(v, 'memory', 'postgres_pss_bytes', 'idle'))}"
-            ),
-        ),
-        (
-            "PostgreSQL USS peak / idle",
-            lambda v: (
-                f"{mib(m(v, 'memory', 'postgres_uss_bytes', 'load_peak'))} / {mib(m(v, 'memory', 'postgres_uss_bytes', 'idle'))}"
-            ),
-        ),
-        (
-            "PostgreSQL RSS summed (overstates: shared pages)",
-            lambda v: mib(m(v, "memory", "postgres_rss_bytes", "load_peak")),
-        ),
-        ("PSS per idle backend", lambda v: mib(m(v, "memory", "pss_per_backend_idle_bytes"))),
-        ("PostgreSQL backends, start → end of load", lambda v: _backends_change(v["metrics"])),
-        (
-            "PostgreSQL PSS change over the steady load (all causes, new backends included)",
-            lambda v: _growth(m(v, "memory", "growth", "postgres_pss")),
-        ),
-        (
-            "PostgreSQL PSS at constant backends and users: load; idle",
-            lambda v: _leak(m(v, "memory", "leak", "postgres_pss")),
-        ),
-        (
-            "app USS / PSS / RSS peak",
-            lambda v: (
-                f"{mib(m(v, 'memory', 'app_uss_bytes', 'load_peak'))} / {mib(m(v, 'memory', 'app_pss_bytes', 'load_peak'))} / {mib(m(v, 'memory', 'app_rss_bytes', 'load_peak'))}"
-            ),
-        ),
-        (
-            "app USS change over the steady load (all causes)",
-            lambda v: _growth(m(v, "memory", "growth", "app_uss")),
-        ),
-        (
-            "app USS at constant backends and users: load; idle",
-            lambda v: _leak(m(v, "memory", "leak", "app_uss")),
-        ),
-        ("requests", lambda v: count(m(v, "locust", "requests"))),
-        ("requests/s", lambda v: num(m(v, "locust", "requests_per_s"))),
-        ("failed requests", lambda v: _failures(v)),
-        (
-            "latency p50 / p95 / p99",
-            lambda v: " / ".join(
-                num(m(v, "locust", "latency_ms", p), "ms") for p in ("p50", "p95", "p99")
-            ),
-        ),
-        (
-            "'too many clients' lines in app.log",
-            lambda v: count(m(v, "locust", "too_many_clients_in_app_log")),
-        ),
-    ]
-    cpu_components: list[str] = []
-    for v in variants:
-        for c in m(v, "cpu_percent") or {}:
-            if c not in cpu_components:
-                cpu_components.append(c)
-    for c in cpu_components:
-        rows_spec.append(
-            (f"CPU {c} (% of a core, load)", lambda v, c=c: num(m(v, "cpu_percent", c), "%", 0))
-        )
-    rows = [[label, *(fn(v) for v in variants)] for label, fn in rows_spec]
-    blocks.append(Table(["", *names], rows, "l" + "r" * len(names)))
+    blocks.append(Table(["", *(v.name for v in experiment.variants)],
+                        [[label, *values] for label, values in rows_by_label.items()],
+                        "l" + "r" * len(firsts)))  # fmt: skip
     return blocks
 
 
-def _growth(g: dict[str, Any] | None) -> str:
-    """Change over a window whatever its cause: no "grows"/"flat" word, that is the leak test's."""
-    if not g or g.get("pct_over_window") is None:
-        return "n/a"
-    return f"{format_pct(g['pct_over_window'], 1)} ({mib(g['bytes_per_min'])}/min)"
-
-
-def _leak(entry: dict[str, Any] | None) -> str:
-    """The leak test of one memory series: load windows; idle windows."""
-    parts = []
-    for phase in ("load", "idle"):
-        w = (entry or {}).get(phase) or {}
-        if w.get("pct_over_window") is None:
-            parts.append("n/a")
+def little_section(experiment: ExperimentSummary) -> list[Any]:
+    rows = []
+    for v in experiment.variants:
+        check = v.first.traffic.littles_law
+        if check is None:
             continue
-        trend = {True: "grows", False: "flat", None: "too short"}[w.get("grows")]
-        parts.append(f"{trend}: {format_pct(w['pct_over_window'], 1)} in {w['seconds']:.0f} s")
-    return "; ".join(parts)
+        rows.append([
+            v.name, fmt.number(check.users, 0), fmt.rate(check.throughput),
+            fmt.ms(check.mean_think_s * 1000), fmt.ms(check.predicted_response_s * 1000),
+            fmt.ms(check.mean_response_s * 1000), fmt.pct(check.disagreement_pct),
+            Badge("agrees", "good") if check.agrees else Badge("disagrees", "bad"),
+        ])  # fmt: skip
+    if not rows:
+        return []
+    return [
+        Heading(3, f"Little's law, a self-check of the instrument — {experiment.name}"),
+        Para(
+            "In a closed loop each user waits for its answer, then thinks: response time ≈ users ÷ "
+            "throughput − think time. Think time is measured per user from the records; a "
+            "disagreement over 10 % means users were idle, the load generator stalled, or the "
+            "window is not steady.",
+            muted=True,
+        ),
+        Table(["variant", "users", "requests/s", "think time", "predicted response", "measured response", "difference", ""], rows, "lrrrrrrl"),
+    ]  # fmt: skip
 
 
-def _backends_change(metrics: dict[str, Any]) -> str:
-    change = dig(metrics, ("memory", "leak", "load_change")) or {}
-    if change.get("backends_start") is None:
-        return "n/a"
-    text = f"{count(change['backends_start'])} → {count(change['backends_end'])}"
-    p0, p1 = change.get("pss_per_backend_start_bytes"), change.get("pss_per_backend_end_bytes")
-    if p0 is not None and p1 is not None:
-        text += f" ({mib(p0)} → {mib(p1)} PSS each)"
-    return text
-
-
-def _failures(v: dict[str, Any]) -> str:
-    locust = v["metrics"]["locust"]
-    total = locust["failures"]
-    if total is None:
-        return "n/a"
-    kinds = [
-        f"{FAILURE_LABELS[k]} {count(locust['failures_by_kind'].get(k))}"
-        for k in FAILURE_KIND_NAMES
-        if (locust["failures_by_kind"].get(k) or 0) > 0
+def leak_section(experiment: ExperimentSummary) -> list[Any]:
+    rows = []
+    for v in experiment.variants:
+        for t in v.first.leak:
+            unit = fmt.mib if t.unit == "bytes" else fmt.count
+            slope = (f"{unit(t.slope_per_h)}/h (95 % CI {unit(t.low_per_h)} … {unit(t.high_per_h)})"
+                     if t.slope_per_h is not None else fmt.NA)  # fmt: skip
+            kind = (
+                "bad" if t.verdict == GROWING else "good" if t.verdict == "no growth" else "neutral"
+            )
+            rows.append([v.name, t.what, t.window.label() if t.window else fmt.NA, slope,
+                         Badge(t.verdict, kind), t.reason])  # fmt: skip
+    if not rows:
+        return []
+    return [
+        Heading(3, f"Growth at a constant load (leak test) — {experiment.name}"),
+        Para(
+            "A slope fitted over a window at a constant user count after the pools filled (a soak "
+            "phase when there is one), with a 95 % interval corrected for autocorrelation.",
+            muted=True,
+        ),
+        Table(["variant", "series", "window", "slope", "verdict", "why"], rows, "lllrll"),
     ]
-    ratio = locust.get("failure_ratio")
-    text = count(total) + (f" ({ratio * 100:.1f} %)" if ratio else "")
-    return text + (": " + ", ".join(kinds) if kinds else "")
 
 
-def _census_section(summary: dict[str, Any]) -> list[Any]:
+def model_section(experiment: ExperimentSummary) -> list[Any]:
+    blocks: list[Any] = [
+        Heading(3, f"Configuration vs measurement — {experiment.name}"),
+        Para(
+            "Predicted from the configuration alone: ceiling = workers × (pool_size + "
+            "max_overflow), idle = workers × pool_size (what full pools keep; checked only for "
+            "pools that filled).",
+            muted=True,
+        ),
+    ]
+    for v in experiment.variants:
+        model = v.first.model
+        if model is None:
+            blocks.append(
+                Notice(
+                    "info",
+                    f"{v.name}: no pool settings known (declare them in the bench file): no prediction.",
+                )
+            )
+            continue
+        rows: list[list[Cell]] = [
+            [e.name, fmt.count(e.pool_size), fmt.count(e.max_overflow), fmt.count(e.ceiling),
+             fmt.count(e.measured_peak), fmt.count(e.idle) if e.filled else f"{fmt.count(e.idle)} (never filled)",
+             fmt.count(e.measured_idle)]
+            for e in model.engines
+        ]  # fmt: skip
+        rows += [
+            [f"{n} (outside the model)", "", "", "", fmt.count(p), "", ""]
+            for n, p in model.unlisted.items()
+        ]
+        processes = f", {model.measured_processes} measured" if model.measured_processes else ""
+        rows.append([f"total ({model.workers} worker(s) declared{processes})", "", "",
+                     fmt.count(model.ceiling), fmt.count(model.measured_peak),
+                     fmt.count(model.idle), fmt.count(model.measured_idle)])  # fmt: skip
+        blocks.append(Table(["engine (application_name)", "pool_size", "max_overflow", "ceiling", "measured peak", "full pools idle", "measured idle"], rows, "lrrrrrr", caption=v.name))  # fmt: skip
+        blocks += [
+            Notice("warning" if f.level == "warning" else "info", f.message) for f in model.flags
+        ]
+    return blocks
+
+
+def events_section(experiment: ExperimentSummary) -> list[Any]:
+    rows = []
+    for v in experiment.variants:
+        for f in v.repeats:
+            t0 = f.windows.t0
+            for e in f.events:
+                details = ", ".join(
+                    f"{k} {val}" for k, val in e.items() if k not in ("ts", "event")
+                )
+                rows.append(
+                    [
+                        f"{f.variant}-{f.repeat}",
+                        f"t = {float(e['ts']) - t0:.1f} s",
+                        str(e["event"]),
+                        details,
+                    ]
+                )
+    if not rows:
+        return []
+    return [
+        Heading(3, f"Events — {experiment.name}"),
+        Table(["variant", "when", "event", "details"], rows, "llll"),
+    ]
+
+
+def census_section(summary: Summary) -> list[Any]:
     """One table per distinct census: the same app in several experiments is listed once."""
-    tables: dict[str, tuple[list[str], dict[str, Any]]] = {}
-    for experiment in summary["experiments"]:
-        for variant in experiment["variants"]:
-            census = dig(variant["per_repeat"][0], ("engine_counts", "census"))
-            if not census:
+    seen: dict[str, tuple[list[str], Any]] = {}
+    for experiment in summary.experiments:
+        for v in experiment.variants:
+            census = v.first.census
+            if census is None:
                 continue
-            key = json.dumps(census["list"], sort_keys=True, default=str)
-            where = f"{experiment['name']} / {variant['variant']}"
-            tables.setdefault(key, ([], census))[0].append(where)
-    if not tables:
+            key = repr(census.list)
+            seen.setdefault(key, ([], census))[0].append(f"{experiment.name} / {v.name}")
+    if not seen:
         return []
     blocks: list[Any] = [
         Heading(2, "Engine census"),
@@ -620,132 +474,119 @@ def _census_section(summary: dict[str, Any]) -> list[Any]:
             muted=True,
         ),
     ]
-    for where, census in tables.values():
+    for where, census in seen.values():
         rows = [
-            [
-                str(site.get("module", "")),
-                str(site.get("line", "")),
-                str(site.get("kind", "")),
-                str(site.get("scope", "")),
-                str(site.get("status", "")),
-            ]
-            for site in census["list"]
+            [str(s.get(k, "")) for k in ("module", "line", "kind", "scope", "status")]
+            for s in census.list
         ]
-        scopes = ", ".join(f"{k} {n}" for k, n in sorted(census["by_scope"].items()))
+        scopes = ", ".join(f"{k} {n}" for k, n in sorted(census.by_scope.items()))
         blocks.append(
             Table(
                 ["module", "line", "kind", "scope", "status"],
                 rows,
                 "lrlll",
-                caption=f"{', '.join(where)}: {census['sites']} sites ({scopes})",
+                caption=f"{', '.join(where)}: {census.sites} sites ({scopes})",
             )
         )
-    return blocks
+    return blocks  # fmt: skip
 
 
-def _environment_section(summary: dict[str, Any]) -> list[Any]:
-    run = summary["run"]
-    env = run.get("environment") or {}
+def environment_section(summary: Summary) -> list[Any]:
+    run, env = summary.run, summary.run.environment
     pg = env.get("postgres") if isinstance(env.get("postgres"), dict) else {}
     rows = [
-        ["run", str(run["run_id"])],
-        ["status", str(run.get("status"))],
-        ["started / finished", f"{when(run.get('started_at'))} / {when(run.get('finished_at'))}"],
+        ["run", run.run_id],
+        ["status", str(run.status)],
+        ["started / finished", f"{when(run.started_at)} / {when(run.finished_at)}"],
     ]
-    for key in ("python", "platform", "cpu_count", "hostname", "git_revision"):
-        if env.get(key) is not None:
-            rows.append([key.replace("_", " "), str(env[key])])
-    for key in ("provider", "server_version", "version"):
-        if pg.get(key) is not None:
-            rows.append([f"PostgreSQL {key.replace('_', ' ')}", str(pg[key])])
-    settings = pg.get("settings") if isinstance(pg.get("settings"), dict) else {}
-    if settings:
-        rows.append(["PostgreSQL settings", ", ".join(f"{k}={v}" for k, v in settings.items())])
-    packages = env.get("packages") if isinstance(env.get("packages"), dict) else {}
-    if packages:
-        rows.append(["packages", ", ".join(f"{k} {v}" for k, v in packages.items())])
-    return [Heading(2, "Environment"), Table(["", ""], rows, "ll")]
+    rows += [
+        [k.replace("_", " "), str(env[k])]
+        for k in ("python", "platform", "cpu_count", "hostname", "git_revision")
+        if env.get(k) is not None
+    ]
+    rows += [
+        [f"PostgreSQL {k.replace('_', ' ')}", str(pg[k])]
+        for k in ("provider", "server_version", "version")
+        if pg.get(k) is not None
+    ]
+    if isinstance(pg.get("settings"), dict) and pg["settings"]:
+        rows.append(
+            ["PostgreSQL settings", ", ".join(f"{k}={v}" for k, v in pg["settings"].items())]
+        )
+    if isinstance(env.get("packages"), dict) and env["packages"]:
+        rows.append(["packages", ", ".join(f"{k} {v}" for k, v in env["packages"].items())])
+    return [Heading(2, "Environment"), Table(["", ""], rows, "ll")]  # fmt: skip
 
 
-def _experiment_section(
-    experiment: dict[str, Any],
-    charts: list[Chart],
-    run_dir: Path,
-    primary: dict | None,
-    explain: bool,
+def experiment_section(
+    experiment: ExperimentSummary, charts: list[Chart], run_dir: Path, primary: bool
 ) -> list[Any]:
-    """Everything about one experiment, under one heading that names it."""
-    name = experiment["name"]
-    blocks: list[Any] = [Heading(2, f"Experiment: {name}", opens_experiment=True)]
-    intro = f"{experiment['description'].rstrip()} " if experiment.get("description") else ""
-    variants = ", ".join(v["variant"] for v in experiment["variants"])
-    intro += f"Variants: {variants} (baseline: {experiment['baseline']})."
-    if experiment is primary:
-        intro += f" Its comparison is “At a glance — {name}” at the top of the report."
+    blocks: list[Any] = [Heading(2, f"Experiment: {experiment.name}", opens_experiment=True)]
+    intro = f"{experiment.description.rstrip()} " if experiment.description else ""
+    intro += f"Variants: {', '.join(v.name for v in experiment.variants)} (baseline: {experiment.baseline})."
+    if primary:
+        intro += f" Its comparison is “At a glance — {experiment.name}” at the top of the report."
     blocks.append(Para(intro, muted=True))
-    if experiment["comparisons"] and experiment is not primary:
-        blocks += [Heading(3, f"At a glance — {name}"), _glance_table(experiment)]
-    blocks += _right_sizing_section(experiment, explain=explain)
-    mine = [c for c in charts if c.experiment == name]
+    if not primary:
+        for table in experiment.comparisons:
+            notes = Footnotes()
+            blocks += [Heading(3, f"At a glance — {experiment.name}: {table.baseline} → {table.variant}"),
+                       glance_table(table, notes), *notes.block(), glance_note(table)]  # fmt: skip
+    if experiment.claims is not None and not primary:
+        blocks += claims_section(experiment.claims)
+    blocks += events_section(experiment)
+    blocks += little_section(experiment)
+    blocks += sizing_section(experiment)
+    mine = [c for c in charts if c.experiment == experiment.name]
     if mine:
-        blocks.append(Heading(3, f"Charts — {name}"))
+        blocks.append(Heading(3, f"Charts — {experiment.name}"))
         blocks += [
-            Image(c.path, c.path.relative_to(run_dir).as_posix(), c.alt, f"{c.title} — {name}")
+            Image(
+                c.path,
+                c.path.relative_to(run_dir).as_posix(),
+                c.alt,
+                f"{c.title} — {experiment.name}",
+            )
             for c in mine
         ]
-    blocks += _model_section(experiment)
-    blocks += _details_section(experiment)
-    return blocks
+    blocks += model_section(experiment)
+    blocks += leak_section(experiment)
+    blocks += details_section(experiment)
+    return blocks  # fmt: skip
 
 
-def build_document(summary: dict[str, Any], charts: list[Chart], run_dir: Path) -> Document:
-    run = summary["run"]
-    primary = primary_comparison(summary)
-    subtitle = f"poolbench report · run {run['run_id']} · status {run.get('status') or 'unknown'}"
-    if run.get("started_at"):
-        subtitle += f" · {when(run['started_at'])}"
-    doc = Document(title=summary["headline"], subtitle=subtitle)
+def build_document(summary: Summary, charts: list[Chart], run_dir: Path) -> Document:
+    run = summary.run
+    subtitle = f"poolbench report · run {run.run_id} · status {run.status or 'unknown'}"
+    if run.started_at:
+        subtitle += f" · {when(run.started_at)}"
+    doc = Document(title=summary.headline, subtitle=subtitle)
     add = doc.blocks.extend
+    primary = summary.primary()
     if primary is not None:
-        experiment, comparison = primary
-        doc.blocks.append(Para(_lead(experiment, comparison), strong=True))
-    for warning in summary["warnings"]:
-        doc.blocks.append(Notice("warning", warning))
-    names = [e["name"] for e in summary["experiments"]]
+        doc.blocks.append(Para(_lead(*primary), strong=True))
+    add(Notice("warning", w) for w in summary.warnings)
+    names = [e.name for e in summary.experiments]
     if len(names) > 1:
         doc.blocks.append(
             Para(f"Experiments in this run, each in its own section below: {', '.join(names)}.")
         )
     if primary is not None:
-        experiment = primary[0]
-        add([Heading(2, f"At a glance — {experiment['name']}"), _glance_table(experiment)])
-        doc.blocks.append(
-            Para(
-                "Memory is PSS/USS: summing RSS over PostgreSQL's backends counts shared buffers "
-                "once per process and overstates it many times. Throughput and latency are tested "
-                "with a bootstrap; ~ marks no significant difference.",
-                muted=True,
-            )
-        )
-    add(_claims_section(summary))
-    explained = False  # the right-sizing method is explained once, in the first estimate
-    for experiment in summary["experiments"]:
+        experiment, table = primary
+        notes = Footnotes()
+        add([Heading(2, f"At a glance — {experiment.name}: {table.baseline} → {table.variant}"),
+             glance_table(table, notes), *notes.block(), glance_note(table)])  # fmt: skip
+        if experiment.claims is not None:
+            add(claims_section(experiment.claims))
+    for experiment in summary.experiments:
         add(
-            _experiment_section(
-                experiment, charts, run_dir, primary[0] if primary else None, not explained
+            experiment_section(
+                experiment, charts, run_dir, primary is not None and experiment is primary[0]
             )
         )
-        explained |= bool(experiment["right_sizing"].get("measured"))
-    add(_census_section(summary))
-    add(_environment_section(summary))
+    add(census_section(summary))
+    add(environment_section(summary))
     doc.blocks.append(Heading(2, "Reproduce"))
-    command = run.get("command")
-    if isinstance(command, list):
-        command = " ".join(str(c) for c in command)
-    doc.blocks.append(
-        Code(
-            (str(command) if command else "# run.json records no command")
-            + f"\npoolbench report results/{run['run_id']}   # re-analyse the recorded files"
-        )
-    )
+    doc.blocks.append(Code((run.command or "# run.json records no command")
+                           + f"\npoolbench report results/{run.run_id}   # re-analyse the recorded files"))  # fmt: skip
     return doc

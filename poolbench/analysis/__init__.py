@@ -1,0 +1,134 @@
+"""Analysis of a results directory: the typed figures behind summary.json, charts and reports.
+
+A package by question: `windows` (which time windows figures use), `series` (samples → time
+series), `connections`, `memory`, `traffic` (per-request throughput and latency), `model` (what
+the pool configuration predicts), `leak`, `sizing`, `metrics` (the named metrics), `stats` and
+`blocks` (tests across repeats and within a run), `compare`, `claims`, `summary`.
+
+It reads a run only through poolbench.results.load_run (docs/results.md), so any past run can be
+re-analysed. The baseline of an experiment is its first variant in run.json order; every other
+variant is compared to it. Nothing here knows what the answer "should" be.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from poolbench.analysis.claims import claim_from_config, judge
+from poolbench.analysis.compare import compare_variants
+from poolbench.analysis.figures import VariantRun, analyse_variant
+from poolbench.analysis.sizing import right_sizing
+from poolbench.analysis.summary import (
+    ExperimentSummary,
+    RunInfo,
+    Summary,
+    VariantSummary,
+    headline,
+)
+from poolbench.analysis.typed import num
+from poolbench.errors import PoolbenchError
+from poolbench.results import RunResult, load_run
+
+__all__ = ["Analysis", "VariantRun", "analyse", "analyse_variant"]
+
+
+@dataclass
+class Analysis:
+    summary: Summary
+    runs: list[VariantRun]
+    run_dir: Path
+
+    def experiment_runs(self, experiment: str) -> dict[str, list[VariantRun]]:
+        """Variant name → its repeats in order, for one experiment."""
+        out: dict[str, list[VariantRun]] = {}
+        for run in self.runs:
+            if run.figures.experiment == experiment:
+                out.setdefault(run.figures.variant, []).append(run)
+        for repeats in out.values():
+            repeats.sort(key=lambda r: r.figures.repeat)
+        return out
+
+
+def _warnings(loaded: RunResult, runs: list[VariantRun]) -> list[str]:
+    warnings = list(loaded.warnings)
+    status = loaded.meta.get("status")
+    if status not in (None, "complete"):
+        error = loaded.meta.get("error")
+        warnings.insert(0, f"run status is {status!r}" + (f" ({error})" if error else "")
+                        + ": the numbers cover only what was recorded")  # fmt: skip
+    for run in runs:
+        f = run.figures
+        if f.status not in (None, "complete"):
+            warnings.append(
+                f"{f.dir}: variant status is {f.status!r}; its numbers may cover only part of the run"
+            )
+        if f.collector_gap_s:
+            warnings.append(
+                f"{f.dir}: the collector lost contact for {f.collector_gap_s:.1f} s (gap samples)"
+            )
+        if f.connections.samples_in_load == 0:
+            warnings.append(f"{f.dir}: no connection samples in the load phase")
+        little = f.traffic.littles_law
+        if little is not None and not little.agrees:
+            warnings.append(
+                f"{f.dir}: Little's law disagrees by {little.disagreement_pct:+.0f} % "
+                f"({little.users:.0f} users ÷ {little.throughput:.1f} requests/s − "
+                f"{little.mean_think_s * 1000:.0f} ms think time = "
+                f"{little.predicted_response_s * 1000:.0f} ms, measured "
+                f"{little.mean_response_s * 1000:.0f} ms): the load generator or the window is off"
+            )
+    return warnings
+
+
+def _experiment(
+    name: str, loaded: RunResult, runs: list[VariantRun], cores: int | None
+) -> ExperimentSummary:
+    entry = next((e for e in loaded.meta["experiments"] if e.get("name") == name), {})
+    by_variant: dict[str, list[VariantRun]] = {}
+    for run in runs:
+        if run.figures.experiment == name:
+            by_variant.setdefault(run.figures.variant, []).append(run)
+    for repeats in by_variant.values():
+        repeats.sort(key=lambda r: r.figures.repeat)
+    names = list(by_variant)
+    variants = [
+        VariantSummary(n, by_variant[n][0].figures.label, [r.figures for r in by_variant[n]])
+        for n in names
+    ]
+    tables = [compare_variants(by_variant[names[0]], by_variant[n]) for n in names[1:]]
+    claims_spec = [claim_from_config(k, v) for k, v in (entry.get("claims") or {}).items()]
+    claims = None
+    if claims_spec and tables:
+        claims = judge(claims_spec, tables[0], name, variants[0].repeats, variants[1].repeats)
+    return ExperimentSummary(
+        name=name, description=entry.get("description") or None, baseline=names[0],
+        variants=variants, comparisons=tables,
+        sizing=right_sizing([v.repeats[0] for v in variants], cores), claims=claims,
+    )  # fmt: skip
+
+
+def analyse(source: str | Path | RunResult) -> Analysis:
+    """Every figure of summary.json for a results directory (or one already loaded)."""
+    from poolbench import __version__
+
+    loaded = source if isinstance(source, RunResult) else load_run(source)
+    runs = [analyse_variant(v) for v in loaded.variants if v.has_samples]
+    if not runs:
+        raise PoolbenchError(f"{loaded.path}: no variant with a samples.csv to analyse")
+    meta = loaded.meta
+    environment = meta.get("environment") if isinstance(meta.get("environment"), dict) else {}
+    cores = int(num(environment.get("cpu_count")) or 0) or None
+    order = list(dict.fromkeys(r.figures.experiment for r in runs))
+    experiments = [_experiment(name, loaded, runs, cores) for name in order]
+    run_id = str(meta.get("run_id") or loaded.path.name)
+    command = meta.get("command")
+    summary = Summary(
+        schema=2, generated_by=f"poolbench {__version__}",
+        run=RunInfo(run_id, meta.get("status"), meta.get("error"),
+                    " ".join(command) if isinstance(command, list) else command,
+                    num(meta.get("started_at")), num(meta.get("finished_at")), environment),
+        headline=headline(experiments, run_id, meta.get("status")),
+        warnings=_warnings(loaded, runs), experiments=experiments,
+    )  # fmt: skip
+    return Analysis(summary, runs, loaded.path)

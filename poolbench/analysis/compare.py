@@ -1,0 +1,140 @@
+"""One variant against another, metric by metric, in the manner of benchstat.
+
+The values shown are the medians over repeats and the change is computed from exactly those
+values. Whether a change is real is decided by
+- nothing, for an exact metric with identical values in every repeat (`exact`);
+- Mann-Whitney U across repeats (the repeat is the unit of inference: poolbench.analysis.stats);
+- with one repeat per side, for metrics with per-block values, the within-run test over
+  independent blocks (poolbench.analysis.blocks): it shows the two windows differ beyond their
+  own noise, not that another run would, so its verdict is marked `within_run` and never earns
+  a badge, the word "significant", or a claim;
+- else the difference is untested, and the row says so.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from poolbench.analysis import blocks as within
+from poolbench.analysis.figures import VariantRun
+from poolbench.analysis.metrics import METRICS, Metric
+from poolbench.analysis.stats import Comparison, compare, compare_exact
+from poolbench.analysis.typed import Json, pct_change
+
+BETTER, WORSE, SAME, NO_DIFFERENCE, UNTESTED = (
+    "better",
+    "worse",
+    "same",
+    "no difference",
+    "untested",
+)
+
+
+@dataclass(frozen=True)
+class Row(Json):
+    metric: str
+    label: str
+    window: str
+    unit: str
+    better: str  # "lower" or "higher"
+    exact: bool
+    baseline: float | None  # median over repeats: the value shown
+    variant: float | None
+    baseline_values: list[float | None]  # one per repeat
+    variant_values: list[float | None]
+    change_pct: float | None  # from the two values shown
+    result: Comparison
+    verdict: str  # better, worse, same, no difference, untested
+    within_run: bool  # decided by the within-run block test (one repeat per side)
+
+    @property
+    def established(self) -> bool:
+        """A difference a badge, a claim or a threshold may rest on."""
+        return self.verdict in (BETTER, WORSE) and not self.within_run
+
+
+@dataclass(frozen=True)
+class ComparisonTable(Json):
+    baseline: str
+    variant: str
+    n_baseline: int
+    n_variant: int
+    rows: list[Row]
+
+    def row(self, metric: str) -> Row | None:
+        return next((r for r in self.rows if r.metric == metric), None)
+
+
+def _median(values: list[float | None]) -> float | None:
+    finite = [v for v in values if v is not None]
+    return float(np.median(finite)) if finite else None
+
+
+def _verdict(metric: Metric, result: Comparison, change: float | None) -> str:
+    if result.status == "untested":
+        return UNTESTED
+    if result.status == "not significant":
+        return NO_DIFFERENCE
+    if change is None or change == 0:
+        return SAME
+    return BETTER if (change > 0) == (metric.better == "higher") else WORSE
+
+
+def _within_run(metric: Metric, a: VariantRun, b: VariantRun, names) -> Comparison | None:
+    """The block test over the full-load windows of one run per side, or None."""
+    logs = [r.series.requests for r in (a, b)]
+    windows = [r.figures.traffic.window for r in (a, b)]
+    if metric.block is None or None in logs or None in windows:
+        return None
+    if any(r.figures.traffic.source != "requests" for r in (a, b)):
+        return None
+    seconds = [within.per_block(log.start, log.response_ms, log.ok,
+                                within.block_edges(w.start, w.end, 1.0))
+               for log, w in zip(logs, windows, strict=True)]  # fmt: skip
+    length = within.choose_block_length(
+        *(s.goodput for s in seconds), *(s.mean_ms for s in seconds)
+    )
+    size = length.length or 1
+    values = [getattr(within.per_block(log.start, log.response_ms, log.ok,
+                                       within.block_edges(w.start, w.end, size)), metric.block)
+              for log, w in zip(logs, windows, strict=True)]  # fmt: skip
+    return within.compare_blocks(values[0], values[1], length, names=names)
+
+
+def compare_row(metric: Metric, base: list[VariantRun], other: list[VariantRun], names) -> Row:
+    a = [metric.get(r.figures) for r in base]
+    b = [metric.get(r.figures) for r in other]
+    shown_a, shown_b = _median(a), _median(b)
+    within_run = False
+    if metric.exact:
+        result = compare_exact(_floats(a), _floats(b), names=names)
+    else:
+        result = None
+        if len(base) == 1 and len(other) == 1:
+            result = _within_run(metric, base[0], other[0], names)
+            within_run = result is not None
+        if result is None:
+            result = compare(_floats(a), _floats(b), names=names)
+    change = pct_change(shown_a, shown_b, what=metric.name)
+    windows = list(dict.fromkeys(metric.window(r.figures) for r in (*base, *other)))
+    return Row(
+        metric=metric.name, label=metric.label, window="; ".join(windows), unit=metric.unit,
+        better=metric.better, exact=metric.exact, baseline=shown_a, variant=shown_b,
+        baseline_values=a, variant_values=b, change_pct=change, result=result,
+        verdict=_verdict(metric, result, change), within_run=within_run,
+    )  # fmt: skip
+
+
+def _floats(values: list[float | None]) -> list[float]:
+    return [np.nan if v is None else float(v) for v in values]
+
+
+def compare_variants(
+    base: list[VariantRun], other: list[VariantRun], names: tuple[str, str] | None = None
+) -> ComparisonTable:
+    """Every metric of `other` against `base` (each a list of repeats of one variant)."""
+    names = names or (base[0].figures.variant, other[0].figures.variant)
+    rows = [compare_row(m, base, other, names) for m in METRICS]
+    return ComparisonTable(names[0], names[1], len(base), len(other), rows)

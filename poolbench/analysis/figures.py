@@ -1,0 +1,129 @@
+"""Every figure of one variant × repeat, computed once from its files."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from poolbench.analysis.connections import (
+    ChurnFigures,
+    ConnectionFigures,
+    churn_figures,
+    connection_figures,
+)
+from poolbench.analysis.leak import Trend, trend
+from poolbench.analysis.memory import CpuFigures, MemoryFigures, cpu_figures, memory_figures
+from poolbench.analysis.model import PoolModel, pool_model
+from poolbench.analysis.series import VariantSeries, build_series
+from poolbench.analysis.traffic import TrafficFigures, traffic_figures
+from poolbench.analysis.typed import Json, Window, num
+from poolbench.analysis.windows import Windows, windows_for
+from poolbench.results import VariantResult
+
+
+@dataclass(frozen=True)
+class Census(Json):
+    """What `poolbench lint` found in the app: engine creation sites by scope."""
+
+    sites: int
+    by_scope: dict[str, int]
+    list: list[dict[str, Any]]
+
+
+@dataclass(frozen=True)
+class VariantFigures(Json):
+    experiment: str
+    variant: str
+    repeat: int
+    label: str
+    dir: str
+    status: str | None
+    workers: int
+    windows: Windows
+    connections: ConnectionFigures
+    churn: ChurnFigures
+    memory: MemoryFigures
+    cpu: CpuFigures
+    traffic: TrafficFigures
+    model: PoolModel | None
+    leak: list[Trend]
+    census: Census | None
+    collector_gap_s: float
+    events: list[dict[str, Any]] = field(default_factory=list)
+
+
+@dataclass
+class VariantRun:
+    """One variant × repeat: its files, its series (for the charts) and its figures."""
+
+    result: VariantResult
+    series: VariantSeries
+    figures: VariantFigures
+
+
+def _census(data: Any) -> Census | None:
+    if isinstance(data, dict):
+        data = next(
+            (data[k] for k in ("sites", "engines", "census") if isinstance(data.get(k), list)), None
+        )
+    if not isinstance(data, list):
+        return None
+    sites = [s for s in data if isinstance(s, dict)]
+    by_scope: dict[str, int] = {}
+    for site in sites:
+        scope = str(site.get("scope") or "unknown")
+        by_scope[scope] = by_scope.get(scope, 0) + 1
+    return Census(len(sites), by_scope, sites)
+
+
+def leak_window(w: Windows, churn: ChurnFigures) -> Window | None:
+    """A constant load after the pools filled: the soak phase, else full load after the fill."""
+    soak = w.phases.get("soak")
+    if soak is not None:
+        return Window("soak", soak.start, soak.end)
+    if w.full_load is None:
+        return None
+    start = max(w.full_load.start, churn.filled_at or w.full_load.start)
+    return (
+        Window("full load, pools filled", start, w.full_load.end)
+        if start < w.full_load.end
+        else None
+    )
+
+
+def analyse_variant(result: VariantResult) -> VariantRun:
+    series = build_series(result)
+    first = float(result.samples["ts"].min()) if not result.samples.empty else None
+    windows = windows_for(result.meta, series.users, first)
+    connections = connection_figures(series, windows)
+    churn = churn_figures(series, windows)
+    window = leak_window(windows, churn)
+    figures = VariantFigures(
+        experiment=result.experiment,
+        variant=result.variant,
+        repeat=result.repeat,
+        label=str(result.meta.get("label") or result.variant),
+        dir=str(result.meta.get("dir") or result.path.name),
+        status=result.meta.get("status"),
+        workers=int(num(result.meta.get("workers")) or 1),
+        windows=windows,
+        connections=connections,
+        churn=churn,
+        memory=memory_figures(series, windows),
+        cpu=cpu_figures(series, windows),
+        traffic=traffic_figures(result, series, windows),
+        model=pool_model(result.meta, connections),
+        leak=[
+            trend("app USS", "bytes", series.memory["app_uss"], window),
+            trend("PostgreSQL PSS", "bytes", series.memory["postgres_pss"], window),
+            trend("connections", "connections", series.total, window),
+        ],
+        census=_census(result.census),
+        collector_gap_s=series.gap_seconds,
+        events=[
+            e
+            for e in result.events
+            if not str(e.get("event", "")).startswith(("phase_", "variant_"))
+        ],
+    )
+    return VariantRun(result, series, figures)

@@ -1,0 +1,194 @@
+"""The pool model: what the configuration alone predicts, beside what was measured.
+
+Predictions come from configuration only — the engines and pool settings in variant.json (the
+census of the app, or the bench file's declaration for a command variant) and the declared
+number of worker processes — never from the measurement, so a match is evidence:
+
+    ceiling = workers × Σ (pool_size + max_overflow)        (connections the pools can open)
+    idle    = workers × Σ pool_size                          (what full pools keep when idle)
+
+A pool keeps min(pool_size, connections it opened) when idle, so the idle prediction can only be
+checked for an engine whose pools filled (opened at least workers × pool_size); for the others
+the report says so instead of calling a trivially equal number a match. An engine named
+`untagged` stands for the connections of an app that sets no application_name: the collector
+names them `untagged:<process>:<pid>`, one name per client process, which also measures how
+many processes held connections.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+
+from poolbench.analysis.connections import ConnectionFigures
+from poolbench.analysis.typed import Json, num
+from poolbench.format import count
+
+UNTAGGED = "untagged"
+_PID = re.compile(r":(\d+)$")
+
+
+@dataclass(frozen=True)
+class Flag(Json):
+    level: str  # "info" or "warning"
+    code: str
+    message: str
+
+
+@dataclass(frozen=True)
+class EngineModel(Json):
+    name: str
+    pool_size: float
+    max_overflow: float
+    ceiling: float  # workers × (pool_size + max_overflow)
+    idle: float  # workers × pool_size
+    members: list[str]  # application names measured as this engine
+    measured_peak: float
+    measured_idle: float | None
+    opened: float  # the most it held before the idle phase
+    filled: bool  # opened ≥ workers × pool_size: the idle prediction can be checked
+
+
+@dataclass(frozen=True)
+class PoolModel(Json):
+    workers: int  # declared
+    measured_processes: int | None  # client processes seen (untagged connections only)
+    engines: list[EngineModel]
+    unlisted: dict[str, float]  # application names outside the model → their peak
+    ceiling: float | None
+    idle: float | None
+    measured_peak: float | None
+    measured_idle: float | None
+    flags: list[Flag] = field(default_factory=list)
+
+    @property
+    def idle_checkable(self) -> bool:
+        return bool(self.engines) and all(e.filled for e in self.engines)
+
+
+def _members(name: str, conn: ConnectionFigures) -> list[str]:
+    if name == UNTAGGED:
+        return [
+            e.name for e in conn.engines if e.name == UNTAGGED or e.name.startswith(UNTAGGED + ":")
+        ]
+    return [name] if conn.engine(name) else []
+
+
+def _sum(conn: ConnectionFigures, names: list[str], attr: str) -> float:
+    return float(sum(getattr(conn.engine(n), attr) or 0.0 for n in names))
+
+
+def _processes(conn: ConnectionFigures) -> int | None:
+    pids = {m.group(1) for e in conn.engines if (m := _PID.search(e.name)) and (e.peak or 0) > 0}
+    return len(pids) or None
+
+
+def pool_model(meta: dict, conn: ConnectionFigures) -> PoolModel | None:
+    """The model of one variant × repeat, or None when no pool settings are known."""
+    listed = [e for e in meta.get("engines") or [] if isinstance(e, dict) and e.get("name")]
+    workers = int(num(meta.get("workers")) or 1)
+    engines = []
+    for e in listed:
+        pool_size, overflow = num(e.get("pool_size")), num(e.get("max_overflow")) or 0.0
+        if pool_size is None:
+            continue
+        names = _members(str(e["name"]), conn)
+        opened = _sum(conn, names, "peak_before_idle")
+        idle_values = [conn.engine(n).idle for n in names if conn.engine(n).idle is not None]
+        engines.append(
+            EngineModel(
+                name=str(e["name"]), pool_size=pool_size, max_overflow=overflow,
+                ceiling=workers * (pool_size + overflow), idle=workers * pool_size,
+                members=names, measured_peak=_sum(conn, names, "peak"),
+                measured_idle=float(sum(idle_values)) if idle_values else None,
+                opened=opened, filled=opened >= workers * pool_size,
+            )
+        )  # fmt: skip
+    if not engines:
+        return None
+    modelled = {n for e in engines for n in e.members}
+    unlisted = {
+        e.name: e.peak or 0.0 for e in conn.engines if e.name not in modelled and (e.peak or 0) > 0
+    }
+    model = PoolModel(
+        workers=workers, measured_processes=_processes(conn), engines=engines, unlisted=unlisted,
+        ceiling=sum(e.ceiling for e in engines), idle=sum(e.idle for e in engines),
+        measured_peak=conn.peak, measured_idle=conn.idle,
+    )  # fmt: skip
+    model.flags.extend(model_flags(model))
+    return model
+
+
+def model_flags(model: PoolModel) -> list[Flag]:
+    """What the comparison of model and measurement says, each in words."""
+    flags: list[Flag] = []
+
+    def flag(level: str, code: str, message: str) -> None:
+        flags.append(Flag(level, code, message))
+
+    if model.measured_processes is not None and model.measured_processes != model.workers:
+        flag(
+            "warning", "workers_mismatch",
+            f"{model.measured_processes} client processes held connections, but {model.workers} "
+            "worker(s) are declared: the model multiplies by the declared number, so fix the "
+            "declaration (workers) for its prediction to mean anything.",
+        )  # fmt: skip
+    for e in model.engines:
+        if e.measured_peak > e.ceiling:
+            flag(
+                "warning", "engine_above_ceiling",
+                f"{e.name} held {count(e.measured_peak)} connections, above its {model.workers} × "
+                f"({count(e.pool_size)} + {count(e.max_overflow)}) = {count(e.ceiling)}: more "
+                "processes use this name than declared, or several engines share it.",
+            )  # fmt: skip
+        if not e.filled:
+            flag(
+                "info", "engine_not_filled",
+                f"{e.name} never filled its pools (it opened {count(e.opened)} of "
+                f"{model.workers} × {count(e.pool_size)}): it keeps what it opened, so its idle "
+                "count cannot test the configuration.",
+            )  # fmt: skip
+        elif e.measured_idle is not None and e.measured_idle != e.idle:
+            flag(
+                "warning", "idle_mismatch",
+                f"{e.name} keeps {count(e.measured_idle)} connections when idle, not the "
+                f"{count(e.idle)} its full pools should keep (pool_recycle, a failed pre-ping, "
+                "a disposed engine, or sessions never returned).",
+            )  # fmt: skip
+    checked = [e for e in model.engines if e.filled and e.measured_idle is not None]
+    if checked and all(e.measured_idle == e.idle for e in checked):
+        flag(
+            "info", "idle_matches",
+            f"Every pool that filled keeps exactly workers × pool_size when idle "
+            f"({', '.join(f'{e.name} {count(e.idle)}' for e in checked)}): pools have no idle "
+            "reaper.",
+        )  # fmt: skip
+    peak, ceiling = model.measured_peak, model.ceiling
+    if peak is not None and ceiling is not None:
+        if peak > ceiling:
+            extra = ", ".join(f"{n} {count(v)}" for n, v in model.unlisted.items()) or "none seen"
+            flag(
+                "warning", "above_ceiling",
+                f"Measured peak {count(peak)} exceeds the ceiling {count(ceiling)}: connections "
+                f"came from outside the modelled pools (other application names: {extra}).",
+            )  # fmt: skip
+        elif peak < ceiling:
+            flag(
+                "info", "below_ceiling",
+                f"The load reached {count(peak)} of a possible {count(ceiling)}: a heavier burst "
+                "would open more.",
+            )  # fmt: skip
+        else:
+            flag(
+                "info", "at_ceiling",
+                f"Peak {count(peak)} is the ceiling: every pool was exhausted, so requests queued "
+                "for a connection.",
+            )  # fmt: skip
+    if model.unlisted and not (peak is not None and ceiling is not None and peak > ceiling):
+        flag(
+            "info", "unlisted",
+            "Connections from application names outside the model: "
+            + ", ".join(f"{n} (peak {count(v)})" for n, v in model.unlisted.items())
+            + " — short-lived engines (e.g. per-call health checks) open and close them.",
+        )  # fmt: skip
+    return flags

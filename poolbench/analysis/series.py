@@ -1,0 +1,155 @@
+"""From the files of one variant × repeat to time series: what the charts draw and figures use.
+
+samples.csv is tidy long form (docs/results.md); here it becomes one series per question:
+connections in total, per engine (application_name) and per state, active ones, the app's own
+pool view, memory per process group, backends, churn counters, CPU, and Locust's user count.
+A connection group absent at a sample's ts held zero connections (the collector writes only
+groups that exist; every sample has a connections_total row).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+import numpy as np
+import pandas as pd
+
+from poolbench.results import VariantResult
+
+if TYPE_CHECKING:
+    from poolbench.requests_log import RequestLog
+
+POSTGRES_PARTS = ("postgres_backends", "postgres_postmaster", "postgres_other")
+MEMORY_METRICS = {"pss": "mem_pss_bytes", "uss": "mem_uss_bytes", "rss": "mem_rss_bytes"}
+CHURN_METRICS = ("sessions_new", "sessions_abandoned", "sessions_fatal")
+
+
+def _empty() -> pd.Series:
+    return pd.Series(dtype=float)
+
+
+@dataclass
+class VariantSeries:
+    """Every time series of one variant × repeat (index: epoch seconds)."""
+
+    total: pd.Series = field(default_factory=_empty)
+    by_engine: pd.DataFrame = field(default_factory=pd.DataFrame)
+    by_state: pd.DataFrame = field(default_factory=pd.DataFrame)
+    active: pd.Series = field(default_factory=_empty)
+    active_by_engine: pd.DataFrame = field(default_factory=pd.DataFrame)
+    checked_out: pd.Series = field(default_factory=_empty)  # the app's /debug/pools view
+    checked_out_by_engine: pd.DataFrame = field(default_factory=pd.DataFrame)
+    max_connections: pd.Series = field(default_factory=_empty)
+    slots_left: pd.Series = field(default_factory=_empty)
+    memory: dict[str, pd.Series] = field(default_factory=dict)  # e.g. "postgres_pss", "app_uss"
+    backends: pd.Series = field(default_factory=_empty)  # PostgreSQL client backend processes
+    backends_pss: pd.Series = field(default_factory=_empty)
+    churn: dict[str, pd.Series] = field(default_factory=dict)  # pg_stat_database deltas
+    cpu: pd.DataFrame = field(default_factory=pd.DataFrame)  # % of a core per component
+    gap_seconds: float = 0.0
+    users: pd.Series = field(default_factory=_empty)  # Locust's user count per second
+    requests: RequestLog | None = None  # every request, when the run recorded them
+
+
+def _wide(frame: pd.DataFrame, column: str, index: pd.Index | None = None) -> pd.DataFrame:
+    """Sum of value per (ts, column), one column per label; missing combinations are 0."""
+    if frame.empty:
+        return pd.DataFrame(index=index if index is not None else pd.Index([], name="ts"))
+    wide = frame.groupby(["ts", column], sort=True)["value"].sum(min_count=1).unstack(column)
+    if index is not None:
+        if wide.index.isin(index).all():
+            wide = wide.reindex(index)
+        else:  # written at slightly different instants: match to the nearest snapshot
+            wide = wide.reindex(index, method="nearest", tolerance=0.05)
+    return wide.fillna(0.0)
+
+
+def per_ts_sum(frame: pd.DataFrame) -> pd.Series:
+    """Sum of value per ts; NaN at a ts where any contributing value is unavailable."""
+    if frame.empty:
+        return _empty()
+    total = frame.groupby("ts", sort=True)["value"].sum(min_count=1)
+    if frame["value"].isna().any():
+        incomplete = frame["value"].isna().groupby(frame["ts"], sort=True).any()
+        total[incomplete.reindex(total.index, fill_value=False).to_numpy()] = np.nan
+    return total
+
+
+def _users(result: VariantResult) -> pd.Series:
+    history = result.locust.get("history")
+    if history is None or history.empty or not {"Name", "Timestamp"} <= set(history.columns):
+        return _empty()
+    agg = history[history["Name"].astype(str) == "Aggregated"]
+    agg = agg.assign(Timestamp=pd.to_numeric(agg["Timestamp"], errors="coerce"))
+    agg = agg.dropna(subset=["Timestamp"]).drop_duplicates("Timestamp", keep="last")
+    if "User Count" not in agg.columns:
+        return _empty()
+    users = pd.to_numeric(agg["User Count"], errors="coerce")
+    return pd.Series(users.to_numpy(dtype=float), index=agg["Timestamp"].to_numpy()).sort_index()
+
+
+def build_series(result: VariantResult) -> VariantSeries:
+    samples = result.samples
+    by_metric = {name: frame for name, frame in samples.groupby("metric", sort=False)}
+    empty = samples.iloc[0:0]
+
+    def rows(metric: str) -> pd.DataFrame:
+        return by_metric.get(metric, empty)
+
+    conn = rows("connections")
+    total_rows = rows("connections_total")
+    if not total_rows.empty:
+        total = total_rows.groupby("ts", sort=True)["value"].sum(min_count=1)
+        index = total.index
+    else:
+        index = pd.Index(np.sort(conn["ts"].unique()), name="ts")
+        total = None
+    by_engine = _wide(conn, "application_name", index)
+    by_state = _wide(conn, "state", index)
+    if total is None:
+        total = by_engine.sum(axis=1) if not by_engine.empty else _empty()
+    active = by_state["active"] if "active" in by_state.columns else pd.Series(0.0, index=index)
+    pools = rows("app_pool_checked_out")
+    series = VariantSeries(
+        total=total,
+        by_engine=by_engine,
+        by_state=by_state,
+        active=active,
+        active_by_engine=_wide(conn[conn["state"] == "active"], "application_name", index),
+        checked_out=per_ts_sum(pools),
+        checked_out_by_engine=_wide(pools, "application_name"),
+        max_connections=rows("max_connections").groupby("ts")["value"].max(),
+        slots_left=rows("slots_left").groupby("ts")["value"].min(),
+        gap_seconds=float(rows("gap")["value"].sum()) if not rows("gap").empty else 0.0,
+        users=_users(result),
+        requests=result.requests(),
+    )
+    _add_memory(series, rows)
+    for name in (*CHURN_METRICS, "xact_commit", "xact_rollback"):
+        series.churn[name] = rows(name).groupby("ts", sort=True)["value"].sum(min_count=1)
+    cpu = rows("cpu_percent")
+    series.cpu = _wide(cpu, "component") if not cpu.empty else pd.DataFrame()
+    return series
+
+
+def _add_memory(series: VariantSeries, rows) -> None:
+    """Memory per process group, summed over the processes alive at each sweep."""
+    for key, metric in MEMORY_METRICS.items():
+        frame = rows(metric)
+        parts = frame[frame["component"].isin(POSTGRES_PARTS)]
+        if parts.empty:  # a collector that reports PostgreSQL as one component
+            parts = frame[frame["component"] == "postgres"]
+        series.memory[f"postgres_{key}"] = per_ts_sum(parts)
+        series.memory[f"app_{key}"] = per_ts_sum(frame[frame["component"] == "app"])
+    pss = rows("mem_pss_bytes")
+    series.backends_pss = per_ts_sum(pss[pss["component"] == "postgres_backends"])
+    processes = rows("processes")
+    ticks = np.sort(processes["ts"].unique())
+    # backends at every `processes` tick, 0 when none (the collector writes no row for them)
+    series.backends = (
+        processes[processes["component"] == "postgres_backends"]
+        .groupby("ts")["value"]
+        .sum(min_count=1)
+        .reindex(ticks, fill_value=0.0)
+    )

@@ -1,0 +1,187 @@
+"""What the load got: goodput, failures and latency over the full-load window, from every request.
+
+With the per-request records of poolbench's Locust plugin (requests.bin), every figure is exact
+over any window: a request belongs to the window in which it was served (completed), goodput is
+successful requests per second, and percentiles are over the successful requests' response
+times with numpy's "inverted_cdf" method (an observed value, never an interpolation) — the same
+definitions as the per-block figures of the within-run test (poolbench.analysis.blocks). Failed requests are counted, never as throughput (a refused request is
+fast and would flatter both). Without records (an older run), Locust's own totals over the whole
+load phase are used and the window says so; no test is possible on them.
+
+The per-second counts are kept (for the charts and for the within-run test, which cuts the
+window into independent blocks: poolbench.analysis.compare).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+import pandas as pd
+
+from poolbench.analysis.blocks import block_edges, per_block
+from poolbench.analysis.series import VariantSeries
+from poolbench.analysis.typed import Json, Window, num, stat
+from poolbench.analysis.windows import Windows, within
+from poolbench.failures import KIND_NAMES, classify
+from poolbench.requests_log import RequestLog
+from poolbench.results import VariantResult
+
+LITTLE_TOLERANCE_PCT = 10.0
+PERCENTILES = (50, 95, 99)
+
+
+@dataclass(frozen=True)
+class Latency(Json):
+    """Response times in ms of the successful requests served in a window."""
+
+    p50: float | None = None
+    p95: float | None = None
+    p99: float | None = None
+    mean: float | None = None
+    max: float | None = None
+
+
+@dataclass(frozen=True)
+class LittleCheck(Json):
+    """Closed-loop Little's law: users = throughput × (response time + think time).
+
+    Think time is measured per user (the gap between the end of one of its requests and the
+    start of its next), so the check tests the instrument — Locust's user count, the request
+    timestamps and the window — not the app: a disagreement means users were idle, the load
+    generator stalled or the window is not steady.
+    """
+
+    users: float
+    throughput: float  # all requests started in the window, per second
+    mean_response_s: float
+    mean_think_s: float
+    predicted_response_s: float  # users / throughput − think time
+    disagreement_pct: float
+    agrees: bool
+
+
+@dataclass(frozen=True)
+class TrafficFigures(Json):
+    source: str  # "requests" (every request recorded), "locust totals", or "none"
+    window: Window | None
+    requests: int | None = None
+    successes: int | None = None
+    failures: int | None = None
+    goodput: float | None = None  # successful requests per second
+    failures_per_s: float | None = None
+    latency: Latency = field(default_factory=Latency)
+    users_mean: float | None = None
+    failure_kinds: dict[str, int] = field(default_factory=dict)  # whole load phase, Locust
+    refusals_app_log: int | None = None  # records of SQLSTATE 53300 in app.log
+    per_second: list[list[float]] = field(default_factory=list)  # [second start, ok, failed]
+    littles_law: LittleCheck | None = None
+
+    @property
+    def refusals(self) -> int | None:
+        """Refused requests: the larger of what the app logged and what Locust saw."""
+        seen = [
+            v
+            for v in (self.refusals_app_log, self.failure_kinds.get("too_many_connections"))
+            if v is not None
+        ]
+        return max(seen) if seen else None
+
+
+def _failure_kinds(result: VariantResult) -> dict[str, int]:
+    kinds = dict.fromkeys(KIND_NAMES, 0)
+    failures = result.locust.get("failures")
+    if failures is None or failures.empty or not {"Error", "Occurrences"} <= set(failures.columns):
+        return kinds
+    for message, count in zip(failures["Error"].astype(str), failures["Occurrences"], strict=False):
+        kinds[classify(message)] += int(num(count) or 0)
+    return kinds
+
+
+def served_in(log: RequestLog, window: Window) -> np.ndarray:
+    """Requests served (completed) inside the window: when they count as served."""
+    return window.contains(log.start + log.response_ms / 1000)
+
+
+def per_second(log: RequestLog, window: Window) -> np.ndarray:
+    """Rows of (second start, successful, failed) for every whole second of the window."""
+    edges = block_edges(window.start, window.end, 1.0)
+    blocks = per_block(log.start, log.response_ms, log.ok, edges)
+    return np.column_stack([edges[:-1], blocks.goodput, blocks.failures])
+
+
+def _latency(log: RequestLog, window: Window) -> Latency:
+    whole = per_block(log.start, log.response_ms, log.ok, np.array([window.start, window.end]))
+    served = log.response_ms[served_in(log, window) & log.ok]
+    return Latency(
+        p50=num(whole.p50_ms[0]), p95=num(whole.p95_ms[0]), p99=num(whole.p99_ms[0]),
+        mean=num(whole.mean_ms[0]), max=float(served.max()) if served.size else None,
+    )  # fmt: skip
+
+
+def _users_mean(users: pd.Series, window: Window) -> float | None:
+    return stat(within(users, window), "mean")
+
+
+def _little(log, inside: np.ndarray, window: Window, users: float | None) -> LittleCheck | None:
+    user = getattr(log, "user", None)
+    if user is None or users is None or users <= 0 or not inside.any():
+        return None
+    start, response_s, who = log.start[inside], log.response_ms[inside] / 1000, user[inside]
+    order = np.lexsort((start, who))
+    start, response_s, who = start[order], response_s[order], who[order]
+    same = who[1:] == who[:-1]
+    gaps = start[1:][same] - (start[:-1][same] + response_s[:-1][same])
+    if gaps.size == 0:
+        return None
+    throughput = inside.sum() / window.seconds
+    think = float(np.mean(gaps))
+    mean_response = float(response_s.mean())
+    predicted = users / throughput - think
+    disagreement = (predicted - mean_response) / mean_response * 100 if mean_response else 0.0
+    return LittleCheck(
+        users=users, throughput=float(throughput), mean_response_s=mean_response,
+        mean_think_s=think, predicted_response_s=float(predicted),
+        disagreement_pct=float(disagreement), agrees=abs(disagreement) <= LITTLE_TOLERANCE_PCT,
+    )  # fmt: skip
+
+
+def traffic_figures(result: VariantResult, s: VariantSeries, w: Windows) -> TrafficFigures:
+    kinds = _failure_kinds(result)
+    refusals = result.refusals_in_app_log()
+    log, window = s.requests, w.full_load
+    if log is not None and window is not None:
+        inside = served_in(log, window)
+        good, bad = int((inside & log.ok).sum()), int((inside & ~log.ok).sum())
+        users = _users_mean(s.users, window)
+        return TrafficFigures(
+            source="requests", window=window, requests=good + bad, successes=good,
+            failures=bad, goodput=good / window.seconds, failures_per_s=bad / window.seconds,
+            latency=_latency(log, window), users_mean=users,
+            failure_kinds=kinds, refusals_app_log=refusals,
+            per_second=per_second(log, w.load or window).tolist(),
+            littles_law=_little(log, inside, window, users),
+        )  # fmt: skip
+    return _from_locust_totals(result, w, kinds, refusals)
+
+
+def _from_locust_totals(result: VariantResult, w: Windows, kinds, refusals) -> TrafficFigures:
+    stats = result.locust.get("stats")
+    if stats is None or stats.empty or "Name" not in stats.columns or w.load is None:
+        return TrafficFigures("none", None, failure_kinds=kinds, refusals_app_log=refusals)
+    agg = stats[stats["Name"].astype(str) == "Aggregated"]
+    if agg.empty:
+        return TrafficFigures("none", None, failure_kinds=kinds, refusals_app_log=refusals)
+    row = agg.iloc[-1]
+    requests, failures = num(row.get("Request Count")), num(row.get("Failure Count")) or 0.0
+    window = Window("load (Locust's totals, all requests)", w.load.start, w.load.end)
+    successes = (requests or 0.0) - failures
+    return TrafficFigures(
+        source="locust totals", window=window,
+        requests=int(requests) if requests is not None else None,
+        successes=int(successes), failures=int(failures),
+        goodput=successes / window.seconds, failures_per_s=failures / window.seconds,
+        latency=Latency(num(row.get("50%")), num(row.get("95%")), num(row.get("99%")),
+                        num(row.get("Average Response Time")), num(row.get("Max Response Time"))),
+        failure_kinds=kinds, refusals_app_log=refusals,
+    )  # fmt: skip

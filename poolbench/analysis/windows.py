@@ -1,0 +1,97 @@
+"""The windows every figure is computed over, and the names its label gives them.
+
+- `load`, `idle`: the phases as variant.json recorded them (half-open [start, end)).
+- `full load`: the longest stretch of the load phase at the largest user count Locust reached,
+  after `SETTLE_S` seconds for the pools and the queue to settle: where throughput and latency
+  are compared (under a ramp, the hold at the top).
+- `idle, 2nd half`: the second half of the idle phase, once the pools have settled: what they
+  keep open.
+
+Locust's stats history gives the user count once a second; without it the full-load window
+is the second half of the load phase and is named so.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+
+from poolbench.analysis.typed import Json, Window, num
+
+SETTLE_S = 2.0
+MIN_FULL_LOAD_S = 5.0  # shorter than this after settling: fall back to the 2nd half of load
+
+
+@dataclass(frozen=True)
+class Windows(Json):
+    phases: dict[str, Window]
+    load: Window | None
+    full_load: Window | None
+    idle_settled: Window | None
+    t0: float  # the first phase's start: time zero of the charts
+
+
+def recorded_phases(meta: dict) -> dict[str, Window]:
+    phases: dict[str, Window] = {}
+    for phase in meta.get("phases") or []:
+        if not isinstance(phase, dict):
+            continue
+        start, end = num(phase.get("start")), num(phase.get("end"))
+        name = phase.get("name")
+        if name and start is not None and end is not None and end > start:
+            phases[str(name)] = Window(str(name), start, end)
+    return phases
+
+
+def full_load_window(load: Window, users: pd.Series) -> Window:
+    """The longest run of seconds at the top user count inside the load phase, settled."""
+    inside = users[(users.index >= load.start) & (users.index <= load.end)].dropna()
+    if not inside.empty and inside.max() > 0:
+        at_top = (inside >= inside.max()).to_numpy()
+        times = inside.index.to_numpy(dtype=float)
+        best, run_start = (0.0, 0.0, 0.0), None
+        for i, top in enumerate(at_top):
+            if top and run_start is None:
+                run_start = times[i]
+            if run_start is not None and (not top or i == len(at_top) - 1):
+                run_end = load.end if top else times[i]
+                if run_end - run_start > best[0]:
+                    best = (run_end - run_start, run_start, run_end)
+                run_start = None
+        _, start, end = best
+        start = max(start, load.start) + SETTLE_S
+        if end - start >= MIN_FULL_LOAD_S:
+            return Window(f"full load ({inside.max():.0f} users)", start, min(end, load.end))
+    half = load.start + load.seconds / 2
+    return Window("load, 2nd half", half, load.end)
+
+
+def windows_for(meta: dict, users: pd.Series, first_sample: float | None) -> Windows:
+    phases = recorded_phases(meta)
+    load = phases.get("load")
+    idle = phases.get("idle")
+    starts = [w.start for w in phases.values()]
+    t0 = min(starts) if starts else (first_sample or 0.0)
+    return Windows(
+        phases=phases,
+        load=Window("load", load.start, load.end) if load else None,
+        full_load=full_load_window(load, users) if load else None,
+        idle_settled=Window("idle, 2nd half", idle.start + idle.seconds / 2, idle.end)
+        if idle
+        else None,
+        t0=t0,
+    )
+
+
+def within(series: pd.Series | pd.DataFrame, window: Window | None):
+    """The part of a time-indexed series inside a window (empty when there is no window)."""
+    if window is None:
+        return series.iloc[0:0]
+    index = series.index.to_numpy(dtype=float)
+    return series[window.contains(index)]
+
+
+def ticks_between(index: np.ndarray, window: Window) -> np.ndarray:
+    return index[window.contains(index)]
