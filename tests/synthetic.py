@@ -92,8 +92,10 @@ class VariantSpec:
     latency_sd: float = 1.0
     failures: list[tuple[str, str, str, int]] = field(default_factory=list)
     seed: int = 1
-    # churn: new sessions per second during the load phase
+    # churn: new sessions per second during the load phase, plus `sessions_fill` opened in its
+    # first second (the pools filling)
     sessions_new_per_s: float = 0.0
+    sessions_fill: int = 0
     # memory
     pss_per_connection: int = 1 * MiB
     uss_per_connection: int = MiB // 2
@@ -105,6 +107,11 @@ class VariantSpec:
     app_pss: int = 65 * MiB
     app_rss: int = 80 * MiB
     app_leak_bytes_per_s: float = 0.0
+    # (fraction of the load phase, USS from then on): e.g. one of four workers exits
+    app_uss_drop: tuple[float, int] | None = None
+    # PSS of pages shared by the backends (shared_buffers they touched), spread over them:
+    # PostgreSQL PSS = fixed + shared_pss + n × pss_per_connection while n > 0
+    shared_pss: int = 0
     # the collector's CPU components (PostgreSQL as one tree)
     cpu: dict[str, float] = field(
         default_factory=lambda: {"app": 80.0, "postgres": 53.0, "load": 30.0, "collector": 3.0}
@@ -218,6 +225,8 @@ def samples_frame(spec: VariantSpec) -> pd.DataFrame:
     m_load = (mts >= load["start"]) & (mts < load["end"])
     since_load = np.clip(mts - load["start"], 0, load["end"] - load["start"])
     churn = np.where(m_load, spec.sessions_new_per_s / spec.mem_hz, 0.0)
+    if spec.sessions_fill and m_load.any():
+        churn[np.argmax(m_load)] += spec.sessions_fill
     parts.append(_rows(mts, "sessions_new", churn))
     for metric in ("sessions_abandoned", "sessions_fatal", "xact_rollback"):
         parts.append(_rows(mts, metric, np.zeros(len(mts))))
@@ -239,6 +248,8 @@ def samples_frame(spec: VariantSpec) -> pd.DataFrame:
         "mem_uss_bytes": spec.uss_per_connection,
         "mem_rss_bytes": spec.rss_per_connection,
     }
+    total_conn = sum(engine_levels(spec, e, mts) for e in spec.engines)
+    spread = np.divide(spec.shared_pss, total_conn, out=np.zeros(len(mts)), where=total_conn > 0)
     for i, engine in enumerate(spec.engines):
         level = engine_levels(spec, engine, mts)
         keep = level > 0
@@ -247,6 +258,8 @@ def samples_frame(spec: VariantSpec) -> pd.DataFrame:
         share = leak / len(spec.engines) if i < len(spec.engines) else 0
         for metric, size in per_conn.items():
             value = level * size + (share if metric != "mem_rss_bytes" else 0)
+            if metric == "mem_pss_bytes":
+                value = value + level * spread
             parts.append(
                 _rows(mts[keep], metric, value[keep], engine.name, component="postgres_backends")
             )
@@ -258,13 +271,17 @@ def samples_frame(spec: VariantSpec) -> pd.DataFrame:
         ("postgres_other", spec.other_pss),
     ):
         for metric in ("mem_pss_bytes", "mem_uss_bytes", "mem_rss_bytes"):
-            parts.append(_rows(mts, metric, np.full(len(mts), float(pss)), component=component))
+            value = np.full(len(mts), float(pss))
+            if component == "postgres_postmaster" and metric == "mem_pss_bytes":
+                value += np.where(total_conn > 0, 0, spec.shared_pss)  # alone, it holds them all
+            parts.append(_rows(mts, metric, value, component=component))
         parts.append(_rows(mts, "processes", np.full(len(mts), 1.0), component=component))
     # the collector also writes `postgres`: every server process (the sum of the parts above)
-    total_conn = sum(engine_levels(spec, e, mts) for e in spec.engines)
     for metric, size in per_conn.items():
         fixed = spec.postmaster_pss + spec.other_pss
         value = total_conn * size + fixed + (leak if metric != "mem_rss_bytes" else 0)
+        if metric == "mem_pss_bytes":
+            value = value + spec.shared_pss
         parts.append(_rows(mts, metric, value, component="postgres"))
     parts.append(_rows(mts, "processes", total_conn + 2, component="postgres"))
     app_growth = spec.app_leak_bytes_per_s * since_load
@@ -273,7 +290,11 @@ def samples_frame(spec: VariantSpec) -> pd.DataFrame:
         ("mem_pss_bytes", spec.app_pss),
         ("mem_rss_bytes", spec.app_rss),
     ):
-        parts.append(_rows(mts, metric, base + app_growth, component="app"))
+        value = base + app_growth
+        if spec.app_uss_drop and metric == "mem_uss_bytes":
+            at = load["start"] + spec.app_uss_drop[0] * spec.load_s
+            value = np.where(mts >= at, spec.app_uss_drop[1], value)
+        parts.append(_rows(mts, metric, value, component="app"))
     for component, percent in spec.cpu.items():
         parts.append(_rows(mts, "cpu_percent", np.where(m_load, percent, 1.0), component=component))
     frame = pd.concat(parts, ignore_index=True)

@@ -148,7 +148,7 @@ def filled_at(total: pd.Series, load: Window) -> float | None:
     inside = within(total, load).dropna()
     if inside.empty:
         return None
-    smooth = inside.rolling(FILL_SMOOTHING, min_periods=1).median()
+    smooth = inside.rolling(FILL_SMOOTHING, min_periods=1, center=True).median()
     reached = smooth.index[smooth.to_numpy() >= smooth.max()]
     return float(reached[0]) if len(reached) else None
 
@@ -180,15 +180,23 @@ def churn_figures(s: VariantSeries, w: Windows) -> ChurnFigures:
         churn_window=churn,
         # the counters land up to ~1 s late: a fill's sessions are counted a second beyond it
         opened_while_filling=_sum(new, Window("fill", w.load.start, at + 1.0)) if at else None,
-        churn_per_s=_sum(new, Window("churn", churn.start + 1.0, churn.end)) / (churn.seconds - 1.0)
-        if churn
-        else None,
-        idle_per_s=_sum(new, idle) / idle.seconds if idle else None,
+        churn_per_s=_rate(new, Window("churn", churn.start + 1.0, churn.end)) if churn else None,
+        idle_per_s=_rate(new, idle) if idle else None,
         total_new=float(new.sum()),
         abandoned=_total(s.churn.get("sessions_abandoned")),
         fatal=_total(s.churn.get("sessions_fatal")),
         notes=notes,
     )
+
+
+def _rate(deltas: pd.Series, window: Window) -> float | None:
+    """Counter deltas per second over the ticks in a window: each delta covers the time since
+    the tick before it, so the rate divides by those intervals, not by the window's length."""
+    ts = deltas.index.to_numpy(dtype=float)
+    covered = np.diff(ts, prepend=np.nan)
+    inside = window.contains(ts) & np.isfinite(covered)
+    seconds = float(covered[inside].sum())
+    return float(deltas.to_numpy(dtype=float)[inside].sum()) / seconds if seconds > 0 else None
 
 
 def _total(series: pd.Series | None) -> float | None:

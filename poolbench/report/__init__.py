@@ -21,8 +21,14 @@ def _write_text(path: Path, content: str) -> None:
     os.replace(tmp, path)
 
 
-def build_report(run_dir: str | os.PathLike[str], analysis: Analysis | None = None) -> Path:
-    """Write the report files into run_dir (analysing it unless given); return report.html."""
+def build_report(
+    run_dir: str | os.PathLike[str], analysis: Analysis | None = None, *, charts: bool = True
+) -> Path:
+    """Write the report files into run_dir (analysing it unless given); return report.html.
+
+    Without charts (`poolbench report --no-charts`) the text is the same, minus the images:
+    drawing them is most of a report's time.
+    """
     from poolbench.report.charts import render_charts
     from poolbench.report.document import build_document
     from poolbench.report.html import render_html
@@ -32,8 +38,8 @@ def build_report(run_dir: str | os.PathLike[str], analysis: Analysis | None = No
     analysis = analysis or analyse(run_dir)
     try:
         write_summary(analysis.summary, run_dir)
-        charts = render_charts(analysis, run_dir)
-        document = build_document(analysis.summary, charts, run_dir)
+        drawn = render_charts(analysis, run_dir) if charts else []
+        document = build_document(analysis.summary, drawn, run_dir)
         _write_text(run_dir / "report.md", render_markdown(document))
         html_path = run_dir / "report.html"
         _write_text(html_path, render_html(document))
@@ -52,12 +58,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default=Path("results/latest"),
         help="results directory of a run (default: results/latest)",
     )
+    parser.add_argument(
+        "--no-charts", action="store_true", help="text only (report.md/.html without images)"
+    )
 
 
 def run(args: argparse.Namespace) -> int:
     """Write the report; a malformed directory raises PoolbenchError (one line, for the CLI)."""
     analysis = analyse(args.run_dir)
-    path = build_report(args.run_dir, analysis)
+    path = build_report(args.run_dir, analysis, charts=not args.no_charts)
     print(analysis.summary.headline)
     for experiment in analysis.summary.experiments:
         for item in experiment.claims.items if experiment.claims else []:
