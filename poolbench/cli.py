@@ -105,6 +105,12 @@ def build_parser() -> argparse.ArgumentParser:
         "poolbench.report",
         "write summary.json, report.md/.html and charts for a run",
     )
+    _plug(
+        sub,
+        "compare",
+        "poolbench.comparison",
+        "compare runs: the same table across results folders",
+    )
     _plug(sub, "watch", "poolbench.watch", "sample a PostgreSQL (and app pids) live, without load")
     _plug(sub, "lint", "poolbench.lint", "list every SQLAlchemy engine a codebase creates")
     return parser

@@ -125,7 +125,10 @@ def _p(row: Row) -> str:
 
 def change_cell(row: Row, notes: Footnotes) -> Cell:
     """The change from the two values shown, and how far it is established."""
-    mark = notes.mark((*row.result.footnotes, *row.result.warnings))
+    texts = [*row.result.footnotes, *row.result.warnings]
+    if row.result.status == "untested":  # an interval of one side says nothing then
+        texts = [t for t in texts if "too small for a 95 % interval" not in t]
+    mark = notes.mark(texts)
     if row.change_pct is None:
         same = row.baseline is not None and row.baseline == row.variant
         return ("±0" if same else fmt.NA) + mark
@@ -145,14 +148,14 @@ def change_cell(row: Row, notes: Footnotes) -> Cell:
     return f"{change}, untested{mark}"
 
 
-def glance_table(table: ComparisonTable, notes: Footnotes) -> Table:
+def glance_table(table: ComparisonTable, notes: Footnotes, every_metric: bool = False) -> Table:
     def head(name: str, n: int) -> str:
         return name if n == 1 else f"{name} (median of {n})"
 
     rows = []
     for row in table.rows:
         metric = next(m for m in METRICS if m.name == row.metric)
-        if not metric.glance or (row.baseline is None and row.variant is None):
+        if not (metric.glance or every_metric) or (row.baseline is None and row.variant is None):
             continue
         rows.append([
             row.label, row.window, fmt.value(row.baseline, row.unit),
