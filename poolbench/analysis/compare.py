@@ -82,28 +82,43 @@ def _verdict(metric: Metric, result: Comparison, change: float | None) -> str:
     return BETTER if (change > 0) == (metric.better == "higher") else WORSE
 
 
-def _within_run(metric: Metric, a: VariantRun, b: VariantRun, names) -> Comparison | None:
-    """The block test over the full-load windows of one run per side, or None."""
-    logs = [r.series.requests for r in (a, b)]
-    windows = [r.figures.traffic.window for r in (a, b)]
-    if metric.block is None or None in logs or None in windows:
+@dataclass
+class _WithinRun:
+    """One run per side: their block values, cut once for every metric of the pair."""
+
+    length: within.BlockLength
+    blocks: list[within.BlockMetrics]
+
+
+def _cut(a: VariantRun, b: VariantRun) -> _WithinRun | None:
+    """The full-load windows of one run per side in blocks of one common length, or None."""
+    runs = (a, b)
+    if any(r.series.requests is None or r.figures.traffic.source != "requests" for r in runs):
         return None
-    if any(r.figures.traffic.source != "requests" for r in (a, b)):
-        return None
-    seconds = [within.per_block(log.start, log.response_ms, log.ok,
-                                within.block_edges(w.start, w.end, 1.0))
-               for log, w in zip(logs, windows, strict=True)]  # fmt: skip
+    logs = [r.series.requests for r in runs]
+    windows = [r.figures.traffic.window for r in runs]
+    seconds = [
+        within.per_block(
+            log.start, log.response_ms, log.ok, within.block_edges(w.start, w.end, 1.0)
+        )
+        for log, w in zip(logs, windows, strict=True)
+    ]
     length = within.choose_block_length(
         *(s.goodput for s in seconds), *(s.mean_ms for s in seconds)
     )
     size = length.length or 1
-    values = [getattr(within.per_block(log.start, log.response_ms, log.ok,
-                                       within.block_edges(w.start, w.end, size)), metric.block)
-              for log, w in zip(logs, windows, strict=True)]  # fmt: skip
-    return within.compare_blocks(values[0], values[1], length, names=names)
+    blocks = [
+        within.per_block(
+            log.start, log.response_ms, log.ok, within.block_edges(w.start, w.end, size)
+        )
+        for log, w in zip(logs, windows, strict=True)
+    ]
+    return _WithinRun(length, blocks)
 
 
-def compare_row(metric: Metric, base: list[VariantRun], other: list[VariantRun], names) -> Row:
+def compare_row(
+    metric: Metric, base: list[VariantRun], other: list[VariantRun], names, cut: _WithinRun | None
+) -> Row:
     a = [metric.get(r.figures) for r in base]
     b = [metric.get(r.figures) for r in other]
     shown_a, shown_b = _median(a), _median(b)
@@ -112,9 +127,10 @@ def compare_row(metric: Metric, base: list[VariantRun], other: list[VariantRun],
         result = compare_exact(_floats(a), _floats(b), names=names)
     else:
         result = None
-        if len(base) == 1 and len(other) == 1:
-            result = _within_run(metric, base[0], other[0], names)
-            within_run = result is not None
+        if cut is not None and metric.block is not None:
+            values = [getattr(b, metric.block) for b in cut.blocks]
+            result = within.compare_blocks(values[0], values[1], cut.length, names=names)
+            within_run = True
         if result is None:
             result = compare(_floats(a), _floats(b), names=names)
     change = pct_change(shown_a, shown_b, what=metric.name)
@@ -136,5 +152,6 @@ def compare_variants(
 ) -> ComparisonTable:
     """Every metric of `other` against `base` (each a list of repeats of one variant)."""
     names = names or (base[0].figures.variant, other[0].figures.variant)
-    rows = [compare_row(m, base, other, names) for m in METRICS]
+    cut = _cut(base[0], other[0]) if len(base) == 1 and len(other) == 1 else None
+    rows = [compare_row(m, base, other, names, cut) for m in METRICS]
     return ComparisonTable(names[0], names[1], len(base), len(other), rows)
