@@ -1,4 +1,4 @@
-"""postgres.log read back: every session the server opened, and the exact connection count.
+"""postgres.log read back: every session the server opened, and every refusal.
 
 The collector samples ``pg_stat_activity`` (10 Hz by default), so a burst of connections
 that opens and closes between two samples is invisible to it. The embedded server writes
