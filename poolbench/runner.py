@@ -25,7 +25,7 @@ from poolbench.errors import PoolbenchError
 from poolbench.events import EventLog, RunEvents, VariantRef
 from poolbench.load import locust_command, run_locust, start_locust
 from poolbench.progress import ProgressDisplay
-from poolbench.results import RunRecord, new_run_id, write_json
+from poolbench.results import POSTGRES_LOG_FILE, RunRecord, new_run_id, write_json
 from poolbench.variants import PoolSettings, VariantSpec, VariantStartError, start_variant
 
 WARMUP_USERS = 4
@@ -169,8 +169,12 @@ class Runner:
             write_json(out / "census.json", census)
         record.save_variant(entry)
         try:
-            with self._database(experiment) as db:
+            with self._database(experiment, out / POSTGRES_LOG_FILE) as db:
                 entry["database"] = db.describe()
+                entry["postgres_log"] = {
+                    "file": POSTGRES_LOG_FILE if db.server_log else None,
+                    "reason": db.server_log_reason,
+                }
                 record.data["environment"].setdefault("postgres", db.describe())
                 with self._app(experiment, variant, entry, db, out) as app:
                     entry["pids"] = {"app": app.pid, "postmaster": db.postmaster_pid}
@@ -187,12 +191,16 @@ class Runner:
         entry["status"], entry["error"] = status, error
         self.events.variant_ended.fire(ref=ref, status=status, error=error)
 
-    def _database(self, experiment: Experiment) -> contextlib.AbstractContextManager:
+    def _database(
+        self, experiment: Experiment, keep_log: Path
+    ) -> contextlib.AbstractContextManager:
+        """A fresh server (or database); an embedded server's log is kept at `keep_log`."""
         return postgres.provide(
             experiment.postgres.provider,
             database_url=self.database_url,
             settings={"max_connections": str(experiment.postgres.max_connections)},
             version=experiment.postgres.version,
+            keep_log=keep_log,
         )
 
     def _app(self, experiment, variant, entry, db, out) -> contextlib.AbstractContextManager:

@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import contextlib
+import secrets
 import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
 
 import psutil
+import psycopg
 import pytest
+from psycopg import sql
 
 from poolbench.postgres import Database, embedded_server
 
@@ -21,6 +25,32 @@ def pg() -> Iterator[Database]:
 
 
 REPO = Path(__file__).resolve().parents[1]
+
+
+def with_db(url: str, dbname: str) -> str:
+    return url.rsplit("/", 1)[0] + "/" + dbname
+
+
+def maintenance(pg: Database) -> psycopg.Connection:
+    """An admin connection outside the target database (it is a client backend, not counted)."""
+    return psycopg.connect(with_db(pg.admin_url, "postgres"), autocommit=True)
+
+
+@contextlib.contextmanager
+def fresh_database(pg: Database, prefix: str = "collector") -> Iterator[str]:
+    """A new database owned by the app role, dropped afterwards: counts in it are exact."""
+    dbname = f"{prefix}_{secrets.token_hex(4)}"
+    with maintenance(pg) as admin:
+        admin.execute(
+            sql.SQL("CREATE DATABASE {} OWNER {}").format(
+                sql.Identifier(dbname), sql.Identifier(pg.app_user)
+            )
+        )
+    try:
+        yield dbname
+    finally:
+        with maintenance(pg) as admin:
+            admin.execute(sql.SQL("DROP DATABASE {} WITH (FORCE)").format(sql.Identifier(dbname)))
 
 
 def pid_alive(pid: int) -> bool:

@@ -6,7 +6,6 @@ import contextlib
 import json
 import math
 import os
-import secrets
 import socket
 import subprocess
 import sys
@@ -20,8 +19,10 @@ import pandas as pd
 import psutil
 import psycopg
 import pytest
+from conftest import fresh_database as _fresh_database
+from conftest import maintenance as _maintenance
 from conftest import pid_alive
-from psycopg import sql
+from conftest import with_db as _with_db
 
 from poolbench.collector import (
     APPLICATION_NAME,
@@ -34,31 +35,6 @@ from poolbench.postgres import Database, embedded_server, free_port
 from poolbench.samples import SamplesWriter, connections_wide, read_samples, row
 
 # --------------------------------------------------------------------------- helpers
-
-
-def _with_db(url: str, dbname: str) -> str:
-    return url.rsplit("/", 1)[0] + "/" + dbname
-
-
-def _maintenance(pg: Database) -> psycopg.Connection:
-    """An admin connection outside the target database (it is a client backend, not counted)."""
-    return psycopg.connect(_with_db(pg.admin_url, "postgres"), autocommit=True)
-
-
-@contextlib.contextmanager
-def _fresh_database(pg: Database) -> Iterator[str]:
-    dbname = f"collector_{secrets.token_hex(4)}"
-    with _maintenance(pg) as admin:
-        admin.execute(
-            sql.SQL("CREATE DATABASE {} OWNER {}").format(
-                sql.Identifier(dbname), sql.Identifier(pg.app_user)
-            )
-        )
-    try:
-        yield dbname
-    finally:
-        with _maintenance(pg) as admin:
-            admin.execute(sql.SQL("DROP DATABASE {} WITH (FORCE)").format(sql.Identifier(dbname)))
 
 
 @pytest.fixture

@@ -108,6 +108,7 @@ def test_interrupted_process_leaves_no_server(tmp_path: Path) -> None:
 def test_existing_server_creates_and_drops_a_private_database() -> None:
     with existing_server(LOCAL_URL) as db:
         assert db.provider == "url"
+        assert db.server_log is None and "sampled only" in db.server_log_reason
         with psycopg.connect(db.app_url) as conn:
             assert conn.execute("SELECT current_database()").fetchone()[0] == db.dbname
     with psycopg.connect(LOCAL_URL) as conn:

@@ -98,6 +98,21 @@ def test_load_run_reads_every_file_of_a_variant(tmp_path: Path) -> None:
     assert before_run.samples["value"].dtype == "float64" and before_run.has_samples
 
 
+def test_postgres_log_absence_is_explained(tmp_path: Path) -> None:
+    """A url-provider run records why it has no postgres.log; the report says sampled only."""
+    from synthetic import seed_claim_specs, write_run
+
+    run_dir = write_run(tmp_path, seed_claim_specs())
+    reason = "an existing server's log is not readable here: connections are sampled only"
+    path = run_dir / "seed-claim/after-1/variant.json"
+    entry = json.loads(path.read_text())
+    path.write_text(json.dumps({**entry, "postgres_log": {"file": None, "reason": reason}}))
+    before, after = load_run(run_dir).variants
+    assert after.postgres_log is None and after.server_log() is None
+    assert after.postgres_log_reason == reason
+    assert "no postgres.log" in before.postgres_log_reason  # nothing recorded, no file
+
+
 def test_load_run_warns_instead_of_failing(tmp_path: Path) -> None:
     from synthetic import seed_claim_specs, write_run
 

@@ -173,6 +173,8 @@ phases = {{warmup_s = 1, load_s = 1, idle_s = 1}}
     meta = json.loads((tmp_path / "r" / "latest" / "run.json").read_text())
     assert meta["status"] == "failed"
     assert meta["experiments"][0]["variants"][0]["status"] == "failed"
+    # the server's log is kept for a failed variant too
+    assert "connection authorized" in (tmp_path / "r/latest/e/broken-1/postgres.log").read_text()
 
 
 def test_ctrl_c_mid_run_stops_every_child_and_leaves_a_partial_readable_run(
@@ -198,6 +200,7 @@ def test_ctrl_c_mid_run_stops_every_child_and_leaves_a_partial_readable_run(
     run = load_run(out / "latest")
     assert run.meta["status"] == "partial"
     assert run.variants[0].meta["status"] == "partial"
+    assert run.variants[0].server_log().sessions  # the log up to the interruption is kept
 
 
 def _wait_for_load_phase(out: Path, proc: subprocess.Popen, timeout: float = 90) -> dict:
