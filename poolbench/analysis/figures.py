@@ -11,6 +11,7 @@ from poolbench.analysis.connections import (
     churn_figures,
     connection_figures,
 )
+from poolbench.analysis.exact import ExactFigures, exact_figures
 from poolbench.analysis.leak import Trend, trend
 from poolbench.analysis.memory import CpuFigures, MemoryFigures, cpu_figures, memory_figures
 from poolbench.analysis.model import PoolModel, pool_model
@@ -48,6 +49,7 @@ class VariantFigures(Json):
     model: PoolModel | None
     leak: list[Trend]
     census: Census | None
+    exact: ExactFigures
     collector_gap_s: float
     events: list[dict[str, Any]] = field(default_factory=list)
 
@@ -119,6 +121,7 @@ def analyse_variant(result: VariantResult) -> VariantRun:
             trend("connections", "connections", series.total, window),
         ],
         census=_census(result.census),
+        exact=exact_figures(result, series, windows, churn.churn_window),
         collector_gap_s=series.gap_seconds,
         events=[
             e

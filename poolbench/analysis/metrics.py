@@ -51,6 +51,9 @@ def _census(f: VariantFigures) -> float | None:
 METRICS: tuple[Metric, ...] = (
     Metric("peak_connections", "Peak connections", "connections", "lower", True,
            lambda f: f.connections.peak, _w("load")),
+    Metric("exact_peak_connections", "Peak connections, exact (server log)", "connections",
+           "lower", True, lambda f: float(f.exact.total.exact) if f.exact.total else None,
+           _w("load")),
     Metric("idle_connections", "Connections held when idle", "connections", "lower", True,
            lambda f: f.connections.idle, _w("idle_settled")),
     Metric("pools_holding_idle", "Application names holding connections when idle", "count",
