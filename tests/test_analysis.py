@@ -1,79 +1,112 @@
 """Analysis on synthetic results directories whose answers are known by construction.
 
-Each expected value is computed by hand from the spec (see tests/synthetic.py): load phase
-10 s at 10 Hz = 100 connection samples, idle phase 4 s = 40 samples (20 in its second half),
-memory at 1 Hz.
+Each expected value is computed by hand from the spec (see tests/synthetic.py): warm-up 2 s,
+load phase 10 s at 10 Hz = 100 connection samples, idle phase 4 s = 40 samples (20 in its
+second half), memory at 1 Hz. Locust's user count climbs to 150 in the first 2 s of the load
+and holds, so the full-load window is load + 4 s (2 s of ramp, 2 s to settle) to its end:
+6 s, 60 connection samples. The defects of issue 9 have their own tests (test_truth.py); this
+file is the regression suite of the analysis package's port.
 """
 
 from __future__ import annotations
 
 import json
-import math
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 import pytest
-from synthetic import EngineSpec, MiB, VariantSpec, seed_claim_specs, write_run
+from synthetic import T0, EngineSpec, MiB, VariantSpec, seed_claim_specs, write_run
 
-from poolbench.analysis import analyse, bootstrap_difference, classify_failure, median_tree
+from poolbench.analysis import Analysis, analyse
+from poolbench.analysis.figures import VariantFigures
+from poolbench.analysis.typed import Window
+from poolbench.config import load_config
 from poolbench.errors import PoolbenchError
+from poolbench.failures import classify, count_refusals_in_log
+
+BENCH_FILE = Path(__file__).resolve().parent.parent / "scenarios" / "bench.toml"
+# the seed's claims as the bench file states them (claims are data: run.json carries them)
+SEED_CLAIMS = {"seed-claim": load_config(BENCH_FILE).experiments["seed-claim"].claims}
+LOAD0 = T0 + 2.0  # the load phase's start in every spec below (2 s of warm-up)
+FULL_LOAD = Window("full load (150 users)", LOAD0 + 4.0, LOAD0 + 10.0)
 
 
-def variant(summary: dict, name: str, experiment: int = 0) -> dict:
-    for v in summary["experiments"][experiment]["variants"]:
-        if v["variant"] == name:
-            return v["metrics"]
-    raise KeyError(name)
+def figures(analysis: Analysis, variant: str, experiment: str = "seed-claim") -> VariantFigures:
+    """The first repeat's figures of one variant, as summary.json holds them."""
+    for e in analysis.summary.experiments:
+        if e.name == experiment and (v := e.variant(variant)) is not None:
+            return v.first
+    raise KeyError(variant)
 
 
-def claim(summary: dict, claim_id: str) -> dict:
-    return next(i for i in summary["claims"]["items"] if i["id"] == claim_id)
+def verdicts(analysis: Analysis, experiment: int = 0) -> dict[str, str]:
+    claims = analysis.summary.experiments[experiment].claims
+    assert claims is not None
+    return {j.claim.id: j.verdict for j in claims.items}
+
+
+def judgement(analysis: Analysis, claim_id: str, experiment: int = 0):
+    claims = analysis.summary.experiments[experiment].claims
+    assert claims is not None
+    return next(j for j in claims.items if j.claim.id == claim_id)
+
+
+def one(tmp_path: Path, spec: VariantSpec, **kwargs) -> tuple[Analysis, VariantFigures]:
+    analysis = analyse(write_run(tmp_path, [spec], **kwargs))
+    return analysis, figures(analysis, spec.name, spec.experiment)
 
 
 @pytest.fixture(scope="module")
-def seed_run(tmp_path_factory) -> dict:
-    return analyse(write_run(tmp_path_factory.mktemp("seed"), seed_claim_specs())).summary
+def seed_run(tmp_path_factory) -> Analysis:
+    return analyse(
+        write_run(tmp_path_factory.mktemp("seed"), seed_claim_specs(), claims=SEED_CLAIMS)
+    )
 
 
 # --- connections -------------------------------------------------------------------------
 
 
 def test_peaks_percentiles_and_idle_of_the_seed_scenario(seed_run):
-    before, after = variant(seed_run, "before"), variant(seed_run, "after")
+    before, after = figures(seed_run, "before"), figures(seed_run, "after")
     # before: 10 samples at 5 × 10 = 50, then 90 at 5 × 20 = 100
-    assert before["connections"]["load_peak"] == 100
-    assert before["connections"]["load_p95"] == 100
-    assert before["connections"]["load_mean"] == pytest.approx(95.0)
-    assert before["connections"]["idle"] == 100
-    assert before["connections"]["samples_in_load"] == 100
-    assert after["connections"]["load_peak"] == 20
-    assert after["connections"]["load_mean"] == pytest.approx(19.0)
-    assert after["connections"]["idle"] == 20
-    assert set(before["per_engine"]) == {f"before:{m}" for m in
-                                         ("app.db.session", "app.core.database",
-                                          "app.api.dependencies", "app.core.db", "app.db")}  # fmt: skip
-    assert all(e["load_peak"] == 20 for e in before["per_engine"].values())
-    assert seed_run["headline"] == "Peak connections 100 → 20 (−80 %)"
+    assert before.connections.peak == 100
+    assert before.connections.p95 == 100
+    assert before.connections.idle == 100
+    assert before.connections.samples_in_load == 100
+    assert before.connections.run_peak == 100
+    # the full-load window starts 3 s after the ramp of connections ended: all at 100
+    assert before.windows.full_load == FULL_LOAD
+    assert before.connections.mean_full_load == 100
+    assert after.connections.peak == 20
+    assert after.connections.mean_full_load == 20
+    assert after.connections.idle == 20
+    assert {e.name for e in before.connections.engines} == {f"before:{m}" for m in
+                                                            ("app.db.session", "app.core.database",
+                                                             "app.api.dependencies", "app.core.db",
+                                                             "app.db")}  # fmt: skip
+    assert all(e.peak == 20 and e.idle == 20 for e in before.connections.engines)
+    assert before.connections.pools_holding_idle == 5 and after.connections.pools_holding_idle == 1
+    assert seed_run.summary.headline == "Peak connections 100 → 20 (−80 %)"
 
 
-def test_p95_interpolates_and_mean_differs(tmp_path):
-    # 94 samples at 10, 6 at 60: sorted position 0.95 × 99 = 94.05 lies among the 60s
-    spec = VariantSpec(
-        name="only", engines=[EngineSpec("x:a", pool_size=60, load=[(0.94, 10), (0.06, 60)])]
-    )
-    m = variant(analyse(write_run(tmp_path, [spec])).summary, "only")
-    assert m["connections"]["load_peak"] == 60
-    assert m["connections"]["load_p95"] == 60
-    assert m["connections"]["load_mean"] == pytest.approx(13.0)
-
-    spec = VariantSpec(
-        name="only", engines=[EngineSpec("x:a", pool_size=60, load=[(0.96, 10), (0.04, 60)])]
-    )
-    m = variant(analyse(write_run(tmp_path / "b", [spec])).summary, "only")
-    # 96 at 10: positions 94 and 95 are both 10
-    assert m["connections"]["load_p95"] == 10
-    assert m["connections"]["load_mean"] == pytest.approx(12.0)
+@pytest.mark.parametrize(
+    ("load", "p95", "mean_full_load"),
+    [
+        # 94 samples at 10, 6 at 60: sorted position 0.95 × 99 = 94.05 lies among the 60s;
+        # the full-load window (60 samples) holds 54 at 10 and the 6 at 60
+        ([(0.94, 10), (0.06, 60)], 60, (54 * 10 + 6 * 60) / 60),
+        # 95 at 10, 5 at 60: numpy's linear interpolation, 10 + 0.05 × 50
+        ([(0.95, 10), (0.05, 60)], 12.5, (55 * 10 + 5 * 60) / 60),
+        # 96 at 10: positions 94 and 95 are both 10
+        ([(0.96, 10), (0.04, 60)], 10, (56 * 10 + 4 * 60) / 60),
+    ],
+)
+def test_p95_interpolates_and_mean_differs(tmp_path, load, p95, mean_full_load):
+    spec = VariantSpec(name="only", engines=[EngineSpec("x:a", pool_size=60, load=load)])
+    _, f = one(tmp_path, spec)
+    assert f.connections.peak == 60
+    assert f.connections.p95 == pytest.approx(p95)
+    assert f.connections.mean_full_load == pytest.approx(mean_full_load)
 
 
 def test_idle_is_the_median_of_the_second_half_of_the_idle_phase(tmp_path):
@@ -81,31 +114,37 @@ def test_idle_is_the_median_of_the_second_half_of_the_idle_phase(tmp_path):
     engine = EngineSpec(
         "v:a", pool_size=20, max_overflow=10, load=[(1.0, 30)], idle=[(0.5, 30), (0.5, 20)]
     )
-    summary = analyse(write_run(tmp_path, [VariantSpec(name="v", engines=[engine])])).summary
-    m = variant(summary, "v")
-    assert m["connections"]["idle"] == 20  # the whole idle phase's median would be 25
-    assert m["per_engine"]["v:a"]["idle"] == 20
-    assert m["model"]["predicted_idle"] == 20  # min(pool_size 20, opened 30)
-    assert m["model"]["predicted_ceiling"] == 30
-    assert {f["code"] for f in m["model"]["flags"]} >= {"idle_matches", "at_ceiling"}
+    _, f = one(tmp_path, VariantSpec(name="v", engines=[engine]))
+    assert f.connections.idle == 20  # the whole idle phase's median would be 25
+    assert f.connections.engine("v:a").idle == 20
+    assert f.windows.idle_settled == Window("idle, 2nd half", LOAD0 + 12, LOAD0 + 14)
+    model = f.model
+    assert model.idle == 20  # 1 worker × pool_size 20, from the configuration
+    assert model.ceiling == 30  # 1 × (20 + 10)
+    assert model.engines[0].filled  # it opened 30 ≥ 20
+    assert {flag.code for flag in model.flags} >= {"idle_matches", "at_ceiling"}
 
 
 def test_states_and_active_distribution(tmp_path):
-    # active = min(level, 8): 50 samples at level 4 (all active), 50 at 20 (8 active)
-    engine = EngineSpec("v:a", load=[(0.5, 4), (0.5, 20)], active=8, idle_in_transaction=2)
-    m = variant(
-        analyse(write_run(tmp_path, [VariantSpec(name="v", engines=[engine])])).summary, "v"
-    )
-    assert m["active"]["p50"] == pytest.approx(6.0)
-    assert m["active"]["p99"] == 8
-    assert m["active"]["max"] == 8
-    assert m["active"]["mean"] == pytest.approx(6.0)
-    assert m["states"]["load_mean"]["idle in transaction"] == pytest.approx(1.0)  # 0 then 2
-    assert m["states"]["load_mean"]["idle"] == pytest.approx(5.0)  # 0 then 10
-    assert m["states"]["idle"]["idle"] == 20
+    # active = min(level, 8); the full-load window (load + 4 … 10 s) holds 30 samples at level 4
+    # (all 4 active) and 30 at level 20 (8 active, 2 idle in transaction, 10 idle)
+    engine = EngineSpec("v:a", load=[(0.7, 4), (0.3, 20)], active=8, idle_in_transaction=2)
+    _, f = one(tmp_path, VariantSpec(name="v", engines=[engine]))
+    active = f.connections.active
+    assert active.p50 == pytest.approx(6.0)  # between the 30th (4) and 31st (8) value
+    assert active.p99 == 8
+    assert active.max == 8
+    assert active.mean == pytest.approx(6.0)
+    states = f.connections.states_full_load
+    assert states["active"] == pytest.approx(6.0)
+    assert states["idle in transaction"] == pytest.approx(1.0)  # 0 then 2
+    assert states["idle"] == pytest.approx(5.0)  # 0 then 10
+    assert f.connections.states_idle["idle"] == 20
+    assert f.connections.states_idle["active"] == 0
+    assert f.connections.engine("v:a").active_max == 8
 
 
-# --- the model ----------------------------------------------------------------------------
+# --- the model: configuration only ----------------------------------------------------------
 
 
 def test_model_counts_workers_and_overflow(tmp_path):
@@ -114,18 +153,19 @@ def test_model_counts_workers_and_overflow(tmp_path):
         EngineSpec(f"w:{m}", pool_size=5, max_overflow=10, load=[(1.0, 12)], idle=[(1.0, 10)])
         for m in "ab"
     ]
-    m = variant(
-        analyse(write_run(tmp_path, [VariantSpec(name="w", engines=engines, workers=2)])).summary,
-        "w",
-    )
-    model = m["model"]
-    assert model["source"] == "variant.json"
-    assert model["predicted_ceiling"] == 60
-    assert model["predicted_idle"] == 20  # Σ min(2 × 5, 12)
-    assert model["measured_peak"] == 24
-    codes = {f["code"] for f in model["flags"]}
+    _, f = one(tmp_path, VariantSpec(name="w", engines=engines, workers=2))
+    model = f.model
+    assert model.workers == 2
+    assert model.ceiling == 60  # 2 engines × 2 workers × (5 + 10)
+    assert model.idle == 20  # 2 engines × 2 workers × 5
+    assert model.measured_peak == 24
+    assert model.measured_idle == 20
+    assert [e.ceiling for e in model.engines] == [30, 30]
+    assert [e.idle for e in model.engines] == [10, 10]
+    assert all(e.filled for e in model.engines)  # each opened 12 ≥ 2 × 5
+    codes = {flag.code for flag in model.flags}
     assert "below_ceiling" in codes and "idle_matches" in codes
-    assert [e["predicted_ceiling"] for e in model["engines"]] == [30, 30]
+    assert "workers_mismatch" not in codes  # tagged engines: the processes are not counted
 
 
 def test_model_flags_mismatches_in_words(tmp_path):
@@ -134,175 +174,134 @@ def test_model_flags_mismatches_in_words(tmp_path):
         EngineSpec("m:a", load=[(1.0, 20)], idle=[(1.0, 25)], pool_size=20),
         EngineSpec("m:health", load=[(1.0, 2)], idle=[(1.0, 0)], listed=False),
     ]
-    m = variant(analyse(write_run(tmp_path, [VariantSpec(name="m", engines=engines)])).summary, "m")
-    flags = {f["code"]: f["message"] for f in m["model"]["flags"]}
-    assert m["model"]["predicted_ceiling"] == 20
-    assert m["connections"]["load_peak"] == 22
+    _, f = one(tmp_path, VariantSpec(name="m", engines=engines))
+    flags = {flag.code: flag.message for flag in f.model.flags}
+    assert f.model.ceiling == 20
+    assert f.connections.peak == 22
     assert "above_ceiling" in flags and "m:health 2" in flags["above_ceiling"]
-    assert "idle_mismatch" in flags and "25" in flags["idle_mismatch"]
-    assert m["model"]["unlisted"] == {"m:health": {"run_peak": 2.0, "idle": 0.0}}
+    assert "idle_mismatch" in flags and "keeps 25 connections" in flags["idle_mismatch"]
+    assert f.model.unlisted == {"m:health": 2.0}
 
 
-def test_model_falls_back_to_observed_application_names(tmp_path):
+def test_model_never_predicts_from_observed_application_names(tmp_path):
+    # no engine declared: the model used to take pool settings from the app's settings and the
+    # names it saw (a prediction built from the measurement); now there is no prediction
     engines = [EngineSpec(f"o:{m}", load=[(1.0, 7)], listed=False) for m in "abc"]
     spec = VariantSpec(name="o", engines=engines, app_settings={"pool_size": 10, "max_overflow": 5})
-    m = variant(analyse(write_run(tmp_path, [spec])).summary, "o")
-    assert m["model"]["source"] == "observed"
-    assert m["model"]["predicted_ceiling"] == 45
-    assert m["model"]["predicted_idle"] == 21  # Σ min(10, 7)
-    assert "engines_observed" in {f["code"] for f in m["model"]["flags"]}
+    _, f = one(tmp_path, spec)
+    assert f.model is None
+    assert f.connections.peak == 21  # still measured
 
 
-# --- right-sizing ---------------------------------------------------------------------------
+def test_model_of_untagged_connections_counts_client_processes(tmp_path):
+    # an app that sets no application_name: the collector names its connections
+    # untagged:<process>:<pid>; 4 workers declared, 3 processes held 15 connections each
+    engines = [
+        EngineSpec(f"untagged:python3:{pid}", load=[(1.0, 15)], idle=[(1.0, 5)], listed=False)
+        for pid in (11, 12, 13)
+    ]
+    engines.append(EngineSpec("untagged", pool_size=5, max_overflow=10, load=[(1.0, 0)]))
+    _, f = one(tmp_path, VariantSpec(name="u", engines=engines, workers=4))
+    model = f.model
+    assert model.measured_processes == 3
+    [engine] = model.engines
+    assert engine.members == [f"untagged:python3:{pid}" for pid in (11, 12, 13)]
+    assert engine.ceiling == 60 and engine.idle == 20  # 4 × (5 + 10), 4 × 5
+    assert engine.measured_peak == 45 and engine.measured_idle == 15
+    assert engine.opened == 45 and engine.filled
+    codes = {flag.code for flag in model.flags}
+    assert {"workers_mismatch", "idle_mismatch", "below_ceiling"} <= codes
+    assert model.unlisted == {}
 
 
-def test_right_sizing_uses_active_percentiles_and_littles_law(tmp_path):
-    # 500 req/s exactly; active 4 for 60 samples then 8 for 40 → p50 4, mean 5.6, p99 8
-    engine = EngineSpec("r:a", load=[(0.6, 4), (0.4, 20)], active=8)
-    spec = VariantSpec(name="r", engines=[engine], rps=500.0, rps_sd=0.0)
-    rs = analyse(write_run(tmp_path, [spec])).summary["experiments"][0]["right_sizing"]
-    row = rs["per_variant"][0]
-    assert row["requests_per_s"] == pytest.approx(500.0)
-    assert row["active_p50"] == 4 and row["active_p99"] == 8
-    assert row["hold_time_ms"] == pytest.approx(11.2)  # mean 5.6 / 500 s
-    assert row["littles_law_connections"] == pytest.approx(5.6)
-    assert row["needed"] == 8  # p99 active beats Little's 5.6
-    assert rs["recommended_total"] == 10  # ceil(8 × 1.25)
-    saving = rs["savings"][0]
-    assert saving["connections_saved_at_peak"] == 10  # peak 20 → 10
-    assert saving["connections_saved_idle"] == 10
-    assert saving["postgres_pss_saved_idle_bytes"] == pytest.approx(10 * MiB)
+# --- right-sizing: server-side demand ------------------------------------------------------
 
 
-def test_right_sizing_when_littles_law_dominates(tmp_path):
-    # active constant at 10 → hold 10/400 s; p95 of per-second rps above the mean → L > 10
-    engine = EngineSpec("r:a", load=[(1.0, 20)], active=10)
-    spec = VariantSpec(name="r", engines=[engine], rps=400.0, rps_sd=40.0, load_s=60.0)
-    summary = analyse(write_run(tmp_path, [spec])).summary
-    rs = summary["experiments"][0]["right_sizing"]
-    row = rs["per_variant"][0]
-    assert row["littles_law_connections"] > 10
-    assert row["needed"] == pytest.approx(row["littles_law_connections"])
-    assert rs["recommended_total"] == math.ceil(row["needed"] * 1.25)
+def test_right_sizing_uses_active_connections_and_littles_law(tmp_path):
+    # 500 requests/s of 10 ms each, every second alike: 3000 served in the 6 s window.
+    # Active connections in the window: level 4 (all active) for 36 samples, then level 20
+    # (8 active) for 24 → mean 5.6, p99 8
+    engine = EngineSpec("r:a", load=[(0.76, 4), (0.24, 20)], active=8)
+    spec = VariantSpec(name="r", engines=[engine], rps=500.0, rps_sd=0.0, latency_cycle=(10.0,))
+    analysis, _ = one(tmp_path, spec)
+    sizing = analysis.summary.experiments[0].sizing
+    [demand] = sizing.demand
+    assert demand.requests_per_s == pytest.approx(500.0)
+    assert demand.active_mean == pytest.approx(5.6)
+    assert demand.active_p99 == 8 and demand.active_max == 8
+    assert demand.db_time_ms == pytest.approx(11.2)  # L / λ = 5.6 / 500 s
+    assert sizing.measured
+    assert sizing.needed == 8  # p99 active beats Little's 5.6
+    assert sizing.recommended_total == 10  # ceil(8 × 1.25)
+    assert sizing.pool_size_per_worker == 10 and sizing.per_engine == {"r:a": 10}
+    assert sizing.usable_slots == 197  # max_connections 200 − 3 reserved
+    assert not sizing.capped
+    assert (sizing.cores, sizing.hikari) == (2, 5)
+
+
+def test_right_sizing_never_exceeds_the_slots_the_server_can_give(tmp_path):
+    # 170 active connections want ceil(170 × 1.25) = 213; the server has 197 for this app
+    engine = EngineSpec("c:a", pool_size=200, load=[(1.0, 170)], active=170)
+    analysis, _ = one(tmp_path, VariantSpec(name="c", engines=[engine]))
+    sizing = analysis.summary.experiments[0].sizing
+    assert sizing.needed == 170
+    assert sizing.usable_slots == 197
+    assert sizing.recommended_total == 197 and sizing.capped
+    assert any("want 213 connections" in f and "only 197" in f for f in sizing.findings)
+
+
+def test_checked_out_connections_are_not_demand(tmp_path):
+    # 2 active, 6 more idle in transaction: checked out of the pool = 8 while only 2 run queries
+    engine = EngineSpec("c:a", pool_size=20, load=[(1.0, 20)], active=2, idle_in_transaction=6)
+    spec = VariantSpec(name="c", engines=[engine], pool_metrics=True)
+    analysis, f = one(tmp_path, spec)
+    assert f.connections.checked_out.p99 == 8
+    sizing = analysis.summary.experiments[0].sizing
+    assert sizing.demand[0].checked_out_p99 == 8
+    assert sizing.needed == 2 and sizing.recommended_total == 3  # ceil(2 × 1.25)
+    assert any("p99 8 checked out, 2 active" in f for f in sizing.findings)
+
+
+def test_a_pool_at_its_ceiling_is_flagged(tmp_path):
+    # one pool of 4 with every connection active: requests queue for a connection
+    engine = EngineSpec("s:a", pool_size=4, load=[(1.0, 4)], active=4)
+    spec = VariantSpec(name="s", engines=[engine], pool_metrics=True)
+    analysis, f = one(tmp_path, spec)
+    row = f.connections.engine("s:a")
+    assert row.active_max == 4 and row.checked_out_max == 4
+    flags = {flag.code: flag.message for flag in f.model.flags}
+    assert "at_ceiling" in flags and "Peak 4 is the ceiling" in flags["at_ceiling"]
+    assert analysis.summary.experiments[0].sizing.recommended_total == 5  # ceil(4 × 1.25)
 
 
 # --- churn, memory, CPU ---------------------------------------------------------------------
 
 
-def test_churn_memory_and_cpu(seed_run):
-    before, after = variant(seed_run, "before"), variant(seed_run, "after")
+def test_memory_and_cpu(seed_run):
+    before, after = figures(seed_run, "before"), figures(seed_run, "after")
     # backends 100 × 1 MiB + postmaster 10 MiB + other 6 MiB
-    assert before["memory"]["postgres_pss_bytes"]["idle"] == 116 * MiB
-    assert after["memory"]["postgres_pss_bytes"]["idle"] == 36 * MiB
-    assert before["memory"]["postgres_uss_bytes"]["idle"] == (50 + 16) * MiB
-    assert before["memory"]["pss_per_backend_idle_bytes"] == MiB
-    assert before["memory"]["postgres_backends_idle"] == 100
-    assert before["memory"]["app_uss_bytes"]["load_peak"] == 60 * MiB
-    assert before["cpu_percent"]["app"] == pytest.approx(80.0)
-    assert before["cpu_percent"]["postgres"] == pytest.approx(53.0)
+    assert before.memory.postgres_pss.idle == 116 * MiB
+    assert after.memory.postgres_pss.idle == 36 * MiB
+    assert before.memory.postgres_uss.idle == (50 + 16) * MiB
+    assert before.memory.backends_idle == 100
+    # summed RSS (16 MiB per backend + 16 MiB) over PSS, idle
+    assert before.memory.rss_overstatement == pytest.approx(1616 / 116)
+    slope = before.memory.pss_per_backend  # PSS = 16 MiB + 1 MiB per backend, exactly
+    assert slope.value == pytest.approx(MiB) and slope.low == pytest.approx(MiB)
+    assert before.memory.app_uss.peak == 60 * MiB
+    assert before.memory.app_uss.full_load == 60 * MiB
+    assert before.cpu.full_load["app"] == pytest.approx(80.0)
+    assert before.cpu.full_load["postgres"] == pytest.approx(53.0)
+    assert before.cpu.full_load["collector"] == pytest.approx(3.0)
 
 
 def test_sessions_per_second(tmp_path):
     spec = VariantSpec(name="c", engines=[EngineSpec("c:a")], sessions_new_per_s=7.0)
-    m = variant(analyse(write_run(tmp_path, [spec])).summary, "c")
-    assert m["churn"]["sessions_new_total"] == pytest.approx(70.0)
-    assert m["churn"]["sessions_new_per_s_load"] == pytest.approx(7.0)
-    assert m["churn"]["sessions_new_per_s_idle"] == pytest.approx(0.0)
-
-
-def test_memory_growth_separates_a_leak_from_a_fixed_multiplier(tmp_path):
-    before, after = seed_claim_specs()
-    before.pg_leak_bytes_per_s = 5 * MiB  # grows 25 MiB over the 5 s steady window (> 5 %)
-    summary = analyse(write_run(tmp_path, [before, after])).summary
-    growth = variant(summary, "before")["memory"]["growth"]["postgres_pss"]
-    assert growth["bytes_per_min"] == pytest.approx(300 * MiB, rel=1e-6)
-    assert growth["grows"] is True
-    assert variant(summary, "after")["memory"]["growth"]["postgres_pss"]["grows"] is False
-    assert claim(summary, "memory_leak")["verdict"] == "holds"
-
-
-def test_flat_memory_means_no_leak_to_eliminate(seed_run):
-    item = claim(seed_run, "memory_leak")
-    assert item["verdict"] == "does not hold"
-    assert "fixed multiplier" in item["reason"]
-    assert variant(seed_run, "before")["memory"]["growth"]["postgres_pss"]["grows"] is False
-
-
-RAMP = [(0.2, 4), (0.2, 8), (0.2, 12), (0.2, 16), (0.2, 20)]  # 6 s per step over 30 s of load
-
-
-def ramp_specs(engines_before: int = 5) -> list[VariantSpec]:
-    """Connections step up five times; memory is 1 MiB PSS per connection, so it steps too."""
-    return [
-        VariantSpec(
-            name=name,
-            engines=[EngineSpec(f"{name}:m{i}", load=RAMP) for i in range(n)],
-            load_s=30.0,
-            idle_s=10.0,
-            seed=n,
-        )
-        for name, n in (("before", engines_before), ("after", 1))
-    ]
-
-
-def test_memory_rising_in_steps_with_connections_is_not_a_leak(tmp_path):
-    summary = analyse(write_run(tmp_path, ramp_specs())).summary
-    before = variant(summary, "before")["memory"]
-    # the old test: the second half of the load (12 → 20 connections per engine) "grows"
-    assert before["growth"]["postgres_pss"]["grows"] is True
-    leak = before["leak"]
-    pg = leak["postgres_pss"]
-    assert pg["load"]["windows"] == 5  # one per step
-    assert pg["load"]["bytes_per_min"] == pytest.approx(0.0, abs=1)
-    assert pg["load"]["grows"] is False and pg["idle"]["grows"] is False
-    assert leak["app_uss"]["grows"] is False and leak["grows"] is False
-    change = leak["load_change"]
-    assert (change["backends_start"], change["backends_end"]) == (20, 100)
-    assert change["postgres_pss_start_bytes"] == (20 + 16) * MiB
-    assert change["pss_per_backend_end_bytes"] == MiB
-    item = claim(summary, "memory_leak")
-    assert item["verdict"] == "does not hold"
-    assert "no leak to eliminate" in item["reason"]
-    assert "backends went 20 → 100" in item["reason"]
-    assert "fixed multiplier" in item["reason"]
-
-
-def test_memory_rising_at_constant_connections_is_a_leak(tmp_path):
-    before, after = ramp_specs()
-    before.pg_leak_bytes_per_s = 1 * MiB  # grows inside every step, not only between them
-    summary = analyse(write_run(tmp_path, [before, after])).summary
-    pg = variant(summary, "before")["memory"]["leak"]["postgres_pss"]
-    assert pg["load"]["bytes_per_min"] == pytest.approx(60 * MiB, rel=1e-6)
-    assert pg["load"]["pct_over_window"] > 5
-    assert pg["load"]["grows"] is True
-    assert pg["idle"]["grows"] is False  # the leak grows with the work, not in the idle phase
-    assert variant(summary, "after")["memory"]["leak"]["grows"] is False
-    assert claim(summary, "memory_leak")["verdict"] == "holds"
-
-
-def test_app_memory_rising_at_constant_load_is_a_leak(tmp_path):
-    before, after = ramp_specs()
-    before.app_leak_bytes_per_s = after.app_leak_bytes_per_s = MiB // 2
-    summary = analyse(write_run(tmp_path, [before, after])).summary
-    for name in ("before", "after"):
-        leak = variant(summary, name)["memory"]["leak"]
-        assert leak["app_uss"]["load"]["bytes_per_min"] == pytest.approx(30 * MiB, rel=1e-6)
-        assert leak["app_uss"]["grows"] is True and leak["postgres_pss"]["grows"] is False
-    item = claim(summary, "memory_leak")
-    assert item["verdict"] == "does not hold"
-    assert "after the change too" in item["reason"]
-
-
-def test_too_little_time_at_constant_counts_is_not_measured(tmp_path):
-    # a new connection every second (one memory sample each), then 2 s idle: nothing to judge
-    steps = [(1.0, level) for level in range(1, 11)]
-    specs = [
-        VariantSpec(name=name, engines=[EngineSpec(f"{name}:a", load=steps)], idle_s=2.0)
-        for name in ("before", "after")
-    ]
-    summary = analyse(write_run(tmp_path, specs)).summary
-    assert variant(summary, "before")["memory"]["leak"]["grows"] is None
-    assert claim(summary, "memory_leak")["verdict"] == "not measured"
+    _, f = one(tmp_path, spec)
+    assert f.churn.total_new == pytest.approx(70.0)
+    assert f.churn.churn_per_s == pytest.approx(7.0)
+    assert f.churn.idle_per_s == pytest.approx(0.0)
+    assert f.churn.abandoned == 0 and f.churn.fatal == 0
 
 
 def test_empty_value_is_unavailable_not_zero(tmp_path):
@@ -317,12 +316,88 @@ def test_empty_value_is_unavailable_not_zero(tmp_path):
             cells[6] = ""
         out.append(",".join(cells))
     path.write_text("\n".join(out) + "\n")
-    m = variant(analyse(run_dir).summary, "u")
-    assert m["memory"]["app_uss_bytes"]["load_peak"] is None
-    assert m["memory"]["postgres_pss_bytes"]["idle"] == (20 + 16) * MiB
+    f = figures(analyse(run_dir), "u")
+    assert f.memory.app_uss.peak is None and f.memory.app_uss.full_load is None
+    assert f.memory.postgres_pss.idle == (20 + 16) * MiB
 
 
-# --- Locust ---------------------------------------------------------------------------------
+# --- the leak test: a slope over ≥ 60 s at a constant load after the pools filled -------------
+
+STEPS = [(0.05, 4), (0.05, 8), (0.05, 12), (0.05, 16), (0.8, 20)]  # 5 s per step, then 80 s
+
+
+def ramp_specs() -> list[VariantSpec]:
+    """Connections climb for 20 s of a 100 s load (1 MiB PSS each, so PSS climbs too), then hold."""
+    return [
+        VariantSpec(
+            name=name,
+            engines=[EngineSpec(f"{name}:m{i}", load=STEPS) for i in range(n)],
+            load_s=100.0,
+            rps=50.0,
+            rps_sd=0.0,
+            latency_cycle=(10.0,),
+            seed=n,
+        )
+        for name, n in (("before", 5), ("after", 1))
+    ]
+
+
+def trend(f: VariantFigures, what: str):
+    return next(t for t in f.leak if t.what == what)
+
+
+def test_memory_rising_with_connections_is_not_a_leak(tmp_path):
+    analysis = analyse(write_run(tmp_path, ramp_specs(), claims=SEED_CLAIMS))
+    before = figures(analysis, "before")
+    pss = trend(before, "PostgreSQL PSS")
+    # the window starts once the pools stopped growing (20 s into the load), not with the ramp
+    assert LOAD0 + 20 <= pss.window.start <= LOAD0 + 21 and pss.window.end == LOAD0 + 100
+    assert pss.verdict == "no growth"
+    assert pss.slope_per_h == pytest.approx(0.0, abs=1)
+    assert trend(before, "connections").verdict == "no growth"
+    assert trend(before, "app USS").verdict == "no growth"
+    item = judgement(analysis, "memory_leak")
+    assert item.verdict == "does not hold"
+    assert "no leak to eliminate" in item.reason and "fixed multiplier" in item.reason
+
+
+def test_memory_rising_at_a_constant_load_is_a_leak(tmp_path):
+    before, after = ramp_specs()
+    before.pg_leak_bytes_per_s = MiB / 60  # 60 MiB/h, inside every step and after them
+    analysis = analyse(write_run(tmp_path, [before, after], claims=SEED_CLAIMS))
+    pss = trend(figures(analysis, "before"), "PostgreSQL PSS")
+    assert pss.verdict == "growing"
+    assert pss.slope_per_h == pytest.approx(60 * MiB, rel=1e-6)
+    assert pss.low_per_h > 0
+    assert trend(figures(analysis, "before"), "connections").verdict == "no growth"
+    assert trend(figures(analysis, "after"), "PostgreSQL PSS").verdict == "no growth"
+    assert judgement(analysis, "memory_leak").verdict == "holds"
+
+
+def test_app_memory_growing_in_both_variants_is_not_eliminated(tmp_path):
+    before, after = ramp_specs()
+    before.app_leak_bytes_per_s = after.app_leak_bytes_per_s = MiB / 120  # 30 MiB/h
+    analysis = analyse(write_run(tmp_path, [before, after], claims=SEED_CLAIMS))
+    for name in ("before", "after"):
+        f = figures(analysis, name)
+        assert trend(f, "app USS").verdict == "growing"
+        assert trend(f, "app USS").slope_per_h == pytest.approx(30 * MiB, rel=1e-6)
+        assert trend(f, "PostgreSQL PSS").verdict == "no growth"
+    item = judgement(analysis, "memory_leak")
+    assert item.verdict == "does not hold"
+    assert "after the change too" in item.reason
+
+
+def test_too_little_time_at_a_constant_load_is_not_measured(seed_run):
+    # 6 s of full load after the pools filled: nothing to fit a slope on
+    for name in ("before", "after"):
+        for t in figures(seed_run, name).leak:
+            assert t.verdict == "not measured" and "too short" in t.reason
+            assert t.slope_per_h is None
+    assert judgement(seed_run, "memory_leak").verdict == "not measured"
+
+
+# --- traffic: every request -------------------------------------------------------------------
 
 FAILURES = [
     ("GET", "/items", 'CatchResponseError("500: asyncpg.exceptions.TooManyConnectionsError: sorry, too many clients already")', 7),
@@ -341,9 +416,8 @@ def test_failures_grouped_by_kind_and_53300_detected(tmp_path):
         failures=FAILURES,
         app_log="ERROR sqlstate 53300\nINFO fine\nFATAL: sorry, too many clients already\n",
     )
-    m = variant(analyse(write_run(tmp_path, [spec])).summary, "f")
-    kinds = m["locust"]["failures_by_kind"]
-    assert kinds == {
+    _, f = one(tmp_path, spec)
+    assert f.traffic.failure_kinds == {
         "too_many_connections": 10,
         "pool_timeout": 4,
         "timeout": 0,
@@ -352,15 +426,62 @@ def test_failures_grouped_by_kind_and_53300_detected(tmp_path):
         "http_4xx": 0,
         "other": 1,
     }
-    assert m["locust"]["failures"] == 18
-    assert m["locust"]["too_many_clients_in_app_log"] == 2
+    assert sum(f.traffic.failure_kinds.values()) == 18
+    assert f.traffic.refusals_app_log == 2  # two log records name a refusal
+    assert f.traffic.refusals == 10  # Locust saw more than the app logged
 
 
-def test_locust_totals_and_latency(seed_run):
-    locust = variant(seed_run, "before")["locust"]
-    assert locust["latency_ms"] == {"p50": 20, "p95": 60, "p99": 90, "mean": 22, "max": 180}
-    assert locust["requests"] > 5000
-    assert locust["requests_per_s"] == pytest.approx(locust["requests"] / 10, rel=1e-3)
+def test_goodput_and_latency_from_every_request(tmp_path):
+    # 100 requests a second cycling through 10, 20, … 100 ms: every second of the window serves
+    # each value 10 times, so 600 requests, p50 50 ms, p95 and p99 100 ms (an observed value,
+    # not 95.5 interpolated), mean 55 ms
+    spec = VariantSpec(
+        name="t",
+        engines=[EngineSpec("t:a")],
+        rps=100.0,
+        rps_sd=0.0,
+        latency_cycle=tuple(float(v) for v in range(10, 101, 10)),
+    )
+    _, f = one(tmp_path, spec)
+    t = f.traffic
+    assert t.source == "requests"
+    assert t.window == FULL_LOAD
+    assert (t.requests, t.successes, t.failures) == (600, 600, 0)
+    assert t.goodput == pytest.approx(100.0) and t.failures_per_s == 0
+    assert (t.latency.p50, t.latency.p95, t.latency.p99) == (50, 100, 100)
+    assert t.latency.mean == pytest.approx(55.0) and t.latency.max == 100
+    assert t.users_mean == 150
+    # one row per second of the load phase: (second, successful, failed)
+    assert len(t.per_second) == 10
+    assert [row[1:] for row in t.per_second[1:9]] == [[100.0, 0.0]] * 8
+
+
+def test_goodput_ignores_locusts_rolling_history(tmp_path):
+    spec = VariantSpec(
+        name="t", engines=[EngineSpec("t:a")], rps=500.0, rps_sd=0.0, latency_cycle=(10.0,)
+    )
+    run_dir = write_run(tmp_path, [spec])
+    path = run_dir / "seed-claim/t-1/locust_stats_history.csv"
+    history = pd.read_csv(path, keep_default_na=False)
+    history["Requests/s"] = 1.0  # Locust's rolling average, deliberately wrong here
+    history.to_csv(path, index=False)
+    assert figures(analyse(run_dir), "t").traffic.goodput == pytest.approx(500.0)
+
+
+def test_without_request_records_figures_come_from_locusts_totals(tmp_path):
+    # an older run: no requests.bin. Locust's Aggregated row over the whole load phase (10 s):
+    # 600 requests/s every second, 18 of them failed
+    spec = VariantSpec(
+        name="o", engines=[EngineSpec("o:a")], rps_sd=0.0, failures=FAILURES, write_requests=False
+    )
+    _, f = one(tmp_path, spec)
+    t = f.traffic
+    assert t.source == "locust totals"
+    assert t.window == Window("load (Locust's totals, all requests)", LOAD0, LOAD0 + 10)
+    assert (t.requests, t.failures, t.successes) == (6000, 18, 5982)
+    assert t.goodput == pytest.approx(598.2) and t.failures_per_s == pytest.approx(1.8)
+    assert (t.latency.p50, t.latency.p95, t.latency.p99) == (20, 60, 90)
+    assert (t.latency.mean, t.latency.max) == (22, 180)
 
 
 @pytest.mark.parametrize(
@@ -375,233 +496,11 @@ def test_locust_totals_and_latency(seed_run):
     ],
 )  # fmt: skip
 def test_classify_failure(message, kind):
-    assert classify_failure(message) == kind
-
-
-# --- statistics and comparisons --------------------------------------------------------------
-
-
-def test_bootstrap_says_no_significant_difference_for_one_distribution():
-    rng = np.random.default_rng(7)
-    a, b = rng.normal(600, 20, 300), rng.normal(600, 20, 300)
-    test = bootstrap_difference(a, b, block=10)
-    assert not test["significant"]
-    assert test["ci95_pct"][0] < 0 < test["ci95_pct"][1]
-    assert bootstrap_difference(a, b, block=10) == test  # seeded: the same answer every time
-
-
-def test_bootstrap_detects_a_real_shift():
-    rng = np.random.default_rng(7)
-    a, b = rng.normal(600, 20, 300), rng.normal(720, 20, 300)
-    test = bootstrap_difference(a, b, block=10)
-    assert test["significant"]
-    assert test["delta_pct"] == pytest.approx(20, abs=1.5)
-    assert test["ci95_pct"][0] > 15
-    assert bootstrap_difference([], b) is None
-
-
-def test_throughput_comparison_and_performance_claim(tmp_path, seed_run):
-    same = seed_run["experiments"][0]["comparisons"][0]["requests_per_s"]
-    assert same["test"]["significant"] is False
-    assert claim(seed_run, "performance")["verdict"] == "does not hold"
-    assert "no significant difference" in claim(seed_run, "performance")["reason"].lower()
-
-    before, after = seed_claim_specs(load_s=40.0)
-    after.rps = 720.0
-    summary = analyse(write_run(tmp_path, [before, after])).summary
-    faster = summary["experiments"][0]["comparisons"][0]["requests_per_s"]
-    assert faster["test"]["significant"] is True and faster["test"]["delta_pct"] > 15
-    assert claim(summary, "performance")["verdict"] == "holds"
-
-
-def test_repeats_are_summarised_by_their_median(tmp_path):
-    specs = []
-    for repeat, level in ((1, 20), (2, 18), (3, 16)):
-        for name, n in (("before", 5), ("after", 1)):
-            engines = [EngineSpec(f"{name}:m{i}", load=[(1.0, level)]) for i in range(n)]
-            specs.append(
-                VariantSpec(name=name, engines=engines, repeat=repeat, seed=repeat * 10 + n)
-            )
-    summary = analyse(write_run(tmp_path, specs)).summary
-    experiment = summary["experiments"][0]
-    before = experiment["variants"][0]
-    assert before["repeats"] == [1, 2, 3]
-    assert [r["connections"]["load_peak"] for r in before["per_repeat"]] == [100, 90, 80]
-    assert before["metrics"]["connections"]["load_peak"] == 90
-    test = experiment["comparisons"][0]["requests_per_s"]["test"]
-    assert test["n"] == [3, 3] and "per-repeat" in test["method"]
-
-
-def test_median_tree():
-    assert median_tree(
-        [{"a": 1, "b": {"c": 2.0}}, {"a": 3, "b": {"c": 4.0}}, {"a": 8, "b": {"c": None}}]
-    ) == {
-        "a": 3,
-        "b": {"c": 3.0},
-    }
-    assert median_tree([{"s": "x", "g": False}, {"s": "y", "g": True}]) == {"s": None, "g": True}
-
-
-# --- claims and generic baselines -------------------------------------------------------------
-
-
-def test_seed_claims_judged(seed_run):
-    verdicts = {i["id"]: i["verdict"] for i in seed_run["claims"]["items"]}
-    assert verdicts == {
-        "connections": "holds",
-        "connections_pct": "holds",
-        "pools": "holds",
-        "engines": "partly",  # 5 → 1 long-lived engines, not 9 → 4
-        "memory_leak": "does not hold",
-        "memory_reduction": "partly",  # PostgreSQL −69 %, the app ±0 %
-        "performance": "does not hold",
-    }
-    assert claim(seed_run, "connections")["measured"] == "100 → 20"
-
-
-def test_engines_claim_uses_the_census_when_present(tmp_path):
-    def sites(n):
-        return {
-            "sites": [
-                {"module": f"app.m{i}", "line": i, "kind": "async", "scope": "import"}
-                for i in range(n)
-            ]
-        }
-
-    before, after = seed_claim_specs()
-    before.census, after.census = sites(9), sites(4)
-    summary = analyse(write_run(tmp_path, [before, after])).summary
-    item = claim(summary, "engines")
-    assert item["verdict"] == "holds" and item["measured"] == "9 → 4"
-    assert "census" in item["reason"]
-
-    before.census = sites(10)
-    summary = analyse(write_run(tmp_path / "b", [before, after])).summary
-    assert claim(summary, "engines")["verdict"] == "partly"
-
-
-def test_baseline_is_the_first_variant_whatever_its_name(tmp_path):
-    new = VariantSpec(
-        name="consolidated", engines=[EngineSpec("c:a", load=[(1.0, 10)], pool_size=10)]
-    )
-    old = VariantSpec(
-        name="sprawl",
-        engines=[EngineSpec(f"s:{i}", load=[(1.0, 10)], pool_size=10) for i in range(3)],
-    )
-    summary = analyse(write_run(tmp_path, [new, old])).summary
-    comparison = summary["experiments"][0]["comparisons"][0]
-    assert (comparison["baseline"], comparison["variant"]) == ("consolidated", "sprawl")
-    assert summary["headline"] == "Peak connections 10 → 30 (+200 %)"
-    assert claim(summary, "connections")["verdict"] == "does not hold"
-    assert claim(summary, "connections_pct")["verdict"] == "does not hold"
-
-
-def test_single_variant_has_a_headline_and_unmeasured_claims(tmp_path):
-    summary = analyse(write_run(tmp_path, seed_claim_specs()[:1])).summary
-    assert summary["headline"] == "Peak connections 100 (before)"
-    assert {i["verdict"] for i in summary["claims"]["items"]} == {"not measured"}
-
-
-# --- the directory ---------------------------------------------------------------------------
-
-
-def test_missing_or_malformed_directories_raise_one_line_errors(tmp_path):
-    with pytest.raises(PoolbenchError, match="no such results directory"):
-        analyse(tmp_path / "nope")
-    with pytest.raises(PoolbenchError, match=r"no run\.json"):
-        analyse(tmp_path)
-    (tmp_path / "run.json").write_text("{ not json")
-    with pytest.raises(PoolbenchError, match="invalid JSON") as info:
-        analyse(tmp_path)
-    assert "\n" not in str(info.value)
-
-
-def test_variants_without_samples_are_left_out_with_a_warning(tmp_path):
-    run_dir = write_run(tmp_path, seed_claim_specs())
-    (run_dir / "seed-claim/after-1/samples.csv").unlink()
-    summary = analyse(run_dir).summary
-    assert [v["variant"] for v in summary["experiments"][0]["variants"]] == ["before"]
-    assert any("after-1" in w and "no samples.csv" in w for w in summary["warnings"])
-    (run_dir / "seed-claim/before-1/samples.csv").unlink()
-    with pytest.raises(PoolbenchError, match=r"no variant with a samples\.csv"):
-        analyse(run_dir)
-
-
-def test_a_malformed_samples_file_is_an_error(tmp_path):
-    run_dir = write_run(tmp_path, seed_claim_specs()[:1])
-    (run_dir / "seed-claim/before-1/samples.csv").write_text("when,what\n1,2\n")
-    with pytest.raises(PoolbenchError):
-        analyse(run_dir)
-
-
-def test_variant_dirs_cannot_escape_the_run(tmp_path):
-    run_dir = write_run(tmp_path, seed_claim_specs())
-    run = json.loads((run_dir / "run.json").read_text())
-    run["experiments"][0]["variants"][1]["dir"] = "../../etc"
-    (run_dir / "run.json").write_text(json.dumps(run))
-    summary = analyse(run_dir).summary
-    assert len(summary["experiments"][0]["variants"]) == 1
-    assert any("outside the run" in w for w in summary["warnings"])
-
-
-def test_partial_run_is_flagged(tmp_path):
-    summary = analyse(write_run(tmp_path, seed_claim_specs(), status="partial")).summary
-    assert summary["run"]["status"] == "partial"
-    assert "partial" in summary["warnings"][0]
-
-
-def test_synthetic_generator_writes_the_contract(tmp_path):
-    run_dir = write_run(tmp_path, seed_claim_specs())
-    header = (run_dir / "seed-claim/before-1/samples.csv").read_text().splitlines()[0]
-    assert header == "ts,metric,application_name,state,wait_event_type,component,value"
-    assert (
-        json.loads((run_dir / "run.json").read_text())["experiments"][0]["variants"][0]["dir"]
-        == "seed-claim/before-1"
-    )
-    assert Path(run_dir / "seed-claim/before-1/locust_stats_history.csv").is_file()
-
-
-def test_a_saturated_pool_is_flagged_and_caps_the_right_sizing(tmp_path):
-    # one pool of 4 with every connection active: requests queue for a connection
-    engine = EngineSpec("s:a", pool_size=4, load=[(1.0, 4)], active=4)
-    spec = VariantSpec(name="s", engines=[engine], pool_metrics=True)
-    summary = analyse(write_run(tmp_path, [spec])).summary
-    m = variant(summary, "s")
-    row = m["model"]["engines"][0]
-    assert row["saturated"] is True and row["active_max"] == 4 and row["checked_out_max"] == 4
-    flags = {f["code"]: f["message"] for f in m["model"]["flags"]}
-    assert "engine_saturated" in flags and "s:a" in flags["engine_saturated"]
-    assert summary["experiments"][0]["right_sizing"]["saturated"] is True
-
-
-def test_checked_out_connections_count_in_the_right_sizing(tmp_path):
-    # 2 active, 6 more idle in transaction: checked out of the pool = 8 while only 2 run queries
-    engine = EngineSpec("c:a", pool_size=20, load=[(1.0, 20)], active=2, idle_in_transaction=6)
-    spec = VariantSpec(name="c", engines=[engine], pool_metrics=True)
-    summary = analyse(write_run(tmp_path, [spec])).summary
-    assert variant(summary, "c")["checked_out"]["p99"] == 8
-    rs = summary["experiments"][0]["right_sizing"]
-    assert rs["per_variant"][0]["checked_out_p99"] == 8
-    assert rs["needed"] == 8 and rs["recommended_total"] == 10
-    assert rs["saturated"] is False
-
-
-def test_throughput_comes_from_locust_running_totals(tmp_path):
-    run_dir = write_run(
-        tmp_path, [VariantSpec(name="t", engines=[EngineSpec("t:a")], rps=500.0, rps_sd=0.0)]
-    )
-    path = run_dir / "seed-claim/t-1/locust_stats_history.csv"
-    history = pd.read_csv(path, keep_default_na=False)
-    history["Requests/s"] = 1.0  # Locust's rolling average, deliberately wrong here
-    history.to_csv(path, index=False)
-    m = variant(analyse(run_dir).summary, "t")
-    assert m["locust"]["steady_requests_per_s"] == pytest.approx(500.0)
+    assert classify(message) == kind
 
 
 def test_refused_requests_are_counted_once_per_log_record(tmp_path: Path) -> None:
     """A chained traceback names 'too many clients' several times for one request."""
-    from poolbench.analysis import _count_too_many_clients
-
     record = (
         "ERROR:    Exception in ASGI application\n"
         "Traceback (most recent call last):\n"
@@ -613,6 +512,214 @@ def test_refused_requests_are_counted_once_per_log_record(tmp_path: Path) -> Non
     )
     log = tmp_path / "app.log"
     log.write_text("INFO:     started\n" + record * 3 + "INFO:     GET /users 200\n")
-    assert _count_too_many_clients(log) == 3
+    assert count_refusals_in_log(log) == 3
     log.write_text("no prefixes: too many clients\nagain: too many clients\nfine\n")
-    assert _count_too_many_clients(log) == 2
+    assert count_refusals_in_log(log) == 2
+    assert count_refusals_in_log(None) is None
+
+
+# --- comparisons across repeats ---------------------------------------------------------------
+
+
+def test_repeats_are_summarised_by_their_median(tmp_path):
+    specs = []
+    for repeat, level in ((1, 20), (2, 18), (3, 16)):
+        for name, n in (("before", 5), ("after", 1)):
+            engines = [EngineSpec(f"{name}:m{i}", load=[(1.0, level)]) for i in range(n)]
+            specs.append(
+                VariantSpec(name=name, engines=engines, repeat=repeat, seed=repeat * 10 + n)
+            )
+    summary = analyse(write_run(tmp_path, specs)).summary
+    experiment = summary.experiments[0]
+    before = experiment.variants[0]
+    assert [f.repeat for f in before.repeats] == [1, 2, 3]
+    assert [f.connections.peak for f in before.repeats] == [100, 90, 80]
+    row = experiment.comparisons[0].row("peak_connections")
+    assert (row.baseline, row.variant) == (90, 18)
+    assert row.baseline_values == [100, 90, 80] and row.variant_values == [20, 18, 16]
+    assert row.change_pct == pytest.approx(-80.0)
+    # a count that varies across repeats is not exact: tested, and 3 vs 3 cannot reach p < 0.05
+    assert row.result.status == "untested" and row.verdict == "untested"
+    assert (row.result.a.n, row.result.b.n) == (3, 3)
+    notes = " ".join(row.result.footnotes)
+    assert "before varies across repeats (100, 90, 80)" in notes
+    assert "smallest achievable p is 0.1" in notes  # 2 / C(6, 3)
+    assert summary.headline == "Peak connections 90 → 18 (−80 %)"
+    assert experiment.claims is None  # the experiment states no claims
+
+
+@pytest.fixture(scope="module")
+def five_repeats(tmp_path_factory) -> Analysis:
+    """Five repeats per variant, every one alike: 100 → 120 requests/s (seed-claim), and
+    100 → 100 (same); the same latencies (10, 20, 30, 40 ms) everywhere."""
+    specs = []
+    for experiment, rps_after in (("seed-claim", 120.0), ("same", 100.0)):
+        for repeat in range(1, 6):
+            before, after = seed_claim_specs(
+                experiment=experiment, repeat=repeat, rps=100.0, rps_sd=0.0,
+                latency_cycle=(10.0, 20.0, 30.0, 40.0),
+            )  # fmt: skip
+            after.rps = rps_after
+            specs += [before, after]
+    claims = {"seed-claim": SEED_CLAIMS["seed-claim"], "same": SEED_CLAIMS["seed-claim"]}
+    return analyse(write_run(tmp_path_factory.mktemp("repeats"), specs, claims=claims))
+
+
+def test_a_goodput_shift_across_repeats_is_significant(five_repeats):
+    table = five_repeats.summary.experiments[0].comparisons[0]
+    assert (table.n_baseline, table.n_variant) == (5, 5)
+    row = table.row("goodput")
+    assert (row.baseline, row.variant) == (100, 120)
+    assert row.change_pct == pytest.approx(20.0)
+    # every after above every before: p = 2 / C(10, 5)
+    assert row.result.p_value == pytest.approx(2 / 252)
+    assert row.verdict == "better" and row.established and not row.within_run
+    assert table.row("p95_ms").verdict == "no difference"  # 40 ms in every repeat
+    # goodput better, p95 and refusals unchanged: "better performance" only partly
+    item = judgement(five_repeats, "performance")
+    assert item.verdict == "partly"
+    assert "Goodput" in item.reason and "No difference" in item.reason
+
+
+def test_no_goodput_shift_across_repeats_is_no_difference(five_repeats):
+    experiment = five_repeats.summary.experiments[1]
+    assert experiment.name == "same"
+    row = experiment.comparisons[0].row("goodput")
+    assert (row.baseline, row.variant) == (100, 100)
+    assert row.verdict == "no difference" and not row.established
+    item = judgement(five_repeats, "performance", experiment=1)
+    assert item.verdict == "does not hold"
+    assert item.reason.startswith("No difference")
+
+
+# --- claims and generic baselines -------------------------------------------------------------
+
+
+def test_seed_claims_judged(seed_run):
+    assert verdicts(seed_run) == {
+        "connections": "holds",
+        "connections_pct": "holds",
+        "pools": "holds",
+        "engines": "not measured",  # no census.json: the engine sites were not counted
+        "memory_leak": "not measured",  # 6 s at a constant load
+        "memory_reduction": "not measured",  # one repeat: untested
+        "performance": "not measured",  # one repeat: a within-run test never decides a claim
+    }
+    assert judgement(seed_run, "connections").measured == "100 → 20"
+    assert judgement(seed_run, "pools").measured == "5 → 1"
+
+
+def _sites(n: int) -> dict:
+    return {
+        "sites": [
+            {"module": f"app.m{i}", "line": i, "kind": "async", "scope": "import"} for i in range(n)
+        ]
+    }
+
+
+@pytest.mark.parametrize(
+    ("before_sites", "after_sites", "verdict"),
+    [
+        (9, 4, "holds"),
+        (10, 4, "holds"),  # meets the claimed 4 from a higher start: beats the claim
+        (9, 5, "partly"),  # fewer, but not as few as claimed
+        (9, 9, "does not hold"),
+    ],
+)
+def test_engines_claim_uses_the_census(tmp_path, before_sites, after_sites, verdict):
+    before, after = seed_claim_specs()
+    before.census, after.census = _sites(before_sites), _sites(after_sites)
+    analysis = analyse(write_run(tmp_path, [before, after], claims=SEED_CLAIMS))
+    item = judgement(analysis, "engines")
+    assert item.verdict == verdict
+    assert item.measured == f"{before_sites} → {after_sites}"
+    assert figures(analysis, "before").census.sites == before_sites
+    assert figures(analysis, "before").census.by_scope == {"import": before_sites}
+
+
+def test_baseline_is_the_first_variant_whatever_its_name(tmp_path):
+    new = VariantSpec(
+        name="consolidated", engines=[EngineSpec("c:a", load=[(1.0, 10)], pool_size=10)]
+    )
+    old = VariantSpec(
+        name="sprawl",
+        engines=[EngineSpec(f"s:{i}", load=[(1.0, 10)], pool_size=10) for i in range(3)],
+    )
+    analysis = analyse(write_run(tmp_path, [new, old], claims=SEED_CLAIMS))
+    experiment = analysis.summary.experiments[0]
+    assert experiment.baseline == "consolidated"
+    table = experiment.comparisons[0]
+    assert (table.baseline, table.variant) == ("consolidated", "sprawl")
+    assert analysis.summary.headline == "Peak connections 10 → 30 (+200 %)"
+    assert judgement(analysis, "connections").verdict == "does not hold"
+    assert judgement(analysis, "connections_pct").verdict == "does not hold"
+
+
+def test_single_variant_has_a_headline_and_unmeasured_claims(tmp_path):
+    analysis = analyse(write_run(tmp_path, seed_claim_specs()[:1], claims=SEED_CLAIMS))
+    assert analysis.summary.headline == "Peak connections 100 (before)"
+    assert analysis.summary.experiments[0].comparisons == []
+    assert set(verdicts(analysis).values()) == {"not measured"}
+    assert list(verdicts(analysis)) == list(SEED_CLAIMS["seed-claim"])
+
+
+# --- the directory ---------------------------------------------------------------------------
+
+
+def test_missing_or_malformed_directories_raise_one_line_errors(tmp_path):
+    with pytest.raises(PoolbenchError, match="no such results directory"):
+        analyse(tmp_path / "nope")
+    with pytest.raises(PoolbenchError, match=r"no run\.json"):
+        analyse(tmp_path)
+    (tmp_path / "run.json").write_text("{ not json")
+    with pytest.raises(PoolbenchError, match="not valid JSON") as info:
+        analyse(tmp_path)
+    assert "\n" not in str(info.value)
+
+
+def test_variants_without_samples_are_left_out_with_a_warning(tmp_path):
+    run_dir = write_run(tmp_path, seed_claim_specs())
+    (run_dir / "seed-claim/after-1/samples.csv").unlink()
+    summary = analyse(run_dir).summary
+    assert [v.name for v in summary.experiments[0].variants] == ["before"]
+    assert summary.experiments[0].comparisons == []
+    assert any("after-1" in w and "no samples.csv" in w for w in summary.warnings)
+    (run_dir / "seed-claim/before-1/samples.csv").unlink()
+    with pytest.raises(PoolbenchError, match=r"no variant with a samples\.csv"):
+        analyse(run_dir)
+
+
+def test_a_malformed_samples_file_is_an_error(tmp_path):
+    run_dir = write_run(tmp_path, seed_claim_specs()[:1])
+    (run_dir / "seed-claim/before-1/samples.csv").write_text("when,what\n1,2\n")
+    with pytest.raises(PoolbenchError) as info:
+        analyse(run_dir)
+    assert "\n" not in str(info.value)
+
+
+def test_variant_dirs_cannot_escape_the_run(tmp_path):
+    run_dir = write_run(tmp_path, seed_claim_specs())
+    run = json.loads((run_dir / "run.json").read_text())
+    run["experiments"][0]["variants"][1]["dir"] = "../../etc"
+    (run_dir / "run.json").write_text(json.dumps(run))
+    summary = analyse(run_dir).summary
+    assert len(summary.experiments[0].variants) == 1
+    assert any("outside the run" in w for w in summary.warnings)
+
+
+def test_partial_run_is_flagged(tmp_path):
+    summary = analyse(write_run(tmp_path, seed_claim_specs(), status="partial")).summary
+    assert summary.run.status == "partial"
+    assert "partial" in summary.warnings[0]
+    assert summary.headline.endswith("— run partial")
+
+
+def test_synthetic_generator_writes_the_contract(tmp_path):
+    run_dir = write_run(tmp_path, seed_claim_specs(), claims=SEED_CLAIMS)
+    header = (run_dir / "seed-claim/before-1/samples.csv").read_text().splitlines()[0]
+    assert header == "ts,metric,application_name,state,wait_event_type,component,value"
+    run = json.loads((run_dir / "run.json").read_text())
+    assert run["experiments"][0]["variants"][0]["dir"] == "seed-claim/before-1"
+    assert run["experiments"][0]["claims"] == SEED_CLAIMS["seed-claim"]
+    for name in ("locust_stats_history.csv", "requests.bin", "requests.names.json"):
+        assert (run_dir / "seed-claim/before-1" / name).is_file(), name

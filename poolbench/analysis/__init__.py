@@ -15,7 +15,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from poolbench.analysis.claims import claim_from_config, judge
+from poolbench.analysis.claims import claim_from_config, judge, not_compared
 from poolbench.analysis.compare import compare_variants
 from poolbench.analysis.figures import VariantRun, analyse_variant
 from poolbench.analysis.sizing import right_sizing
@@ -101,6 +101,8 @@ def _experiment(
     claims = None
     if claims_spec and tables:
         claims = judge(claims_spec, tables[0], name, variants[0].repeats, variants[1].repeats)
+    elif claims_spec:  # declared, so said: nothing to judge them against
+        claims = not_compared(claims_spec, name, names[0])
     return ExperimentSummary(
         name=name, description=entry.get("description") or None, baseline=names[0],
         variants=variants, comparisons=tables,

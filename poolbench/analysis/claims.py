@@ -254,6 +254,13 @@ def judge(
     return ClaimsTable(experiment, table.baseline, table.variant, items)
 
 
+def not_compared(claims: list[Claim], experiment: str, baseline: str) -> ClaimsTable:
+    """An experiment with claims but one variant with data: every claim is not measured."""
+    reason = "Only one variant has data: there is nothing to compare it with."
+    items = [Judgement(c, fmt.NA, NOT_MEASURED, reason) for c in claims]
+    return ClaimsTable(experiment, baseline, fmt.NA, items)
+
+
 def claim_from_config(claim_id: str, table: dict) -> Claim:
     """A Claim from its bench-file table (already validated by poolbench.config)."""
     metrics = table.get("metrics") or ([table["metric"]] if table.get("metric") else [])

@@ -59,6 +59,8 @@ def fit_trend(values: pd.Series) -> tuple[float, float, float, int] | None:
     y = clean.to_numpy(dtype=float)
     if np.ptp(t) <= 0:
         return None
+    if np.ptp(y) == 0:  # constant (a pool held full): scipy's stderr is NaN, the slope exactly 0
+        return 0.0, 0.0, 0.0, len(y)
     fit = sps.linregress(t - t[0], y)
     residuals = y - (fit.intercept + fit.slope * (t - t[0]))
     rho = 0.0

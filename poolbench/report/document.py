@@ -586,11 +586,11 @@ def experiment_section(
     if primary:
         intro += f" Its comparison is “At a glance — {experiment.name}” at the top of the report."
     blocks.append(Para(intro, muted=True))
-    if not primary:
-        for table in experiment.comparisons:
-            notes = Footnotes()
-            blocks += [Heading(3, f"At a glance — {experiment.name}: {table.baseline} → {table.variant}"),
-                       glance_table(table, notes), *notes.block(), glance_note(table)]  # fmt: skip
+    # the primary experiment's first comparison opens the report; its others are shown here
+    for table in experiment.comparisons[1 if primary else 0 :]:
+        notes = Footnotes()
+        blocks += [Heading(3, f"At a glance — {experiment.name}: {table.baseline} → {table.variant}"),
+                   glance_table(table, notes), *notes.block(), glance_note(table)]  # fmt: skip
     if experiment.claims is not None and not primary:
         blocks += claims_section(experiment.claims)
     blocks += events_section(experiment)
