@@ -126,7 +126,7 @@ def recompute(vdir: Path) -> dict[str, float | None]:
     refusals = 0
     log = (vdir / "app.log").read_text(errors="replace")
     record = None
-    for line in log.splitlines() + ["INFO end"]:
+    for line in [*log.splitlines(), "INFO end"]:
         if re.match(r"^(CRITICAL|ERROR|WARNING|INFO|DEBUG)\b", line):
             refusals += bool(record)
             record = False
@@ -169,7 +169,9 @@ def compare(run_dir: Path) -> list[str]:
                         continue
                     theirs, ours = row[key], mine[row["metric"]]
                     if theirs is None or not np.isclose(theirs, ours, rtol=1e-9, atol=1e-9):
-                        problems.append(f"{experiment['name']}/{side} {row['metric']}: summary {theirs}, recomputed {ours}")
+                        problems.append(
+                            f"{experiment['name']}/{side} {row['metric']}: summary {theirs}, recomputed {ours}"
+                        )
     return problems  # fmt: skip
 
 
