@@ -39,6 +39,18 @@ class Demand(Json):
 
 
 @dataclass(frozen=True)
+class Saving(Json):
+    """What the advice would save against a variant's idle connections, at the marginal cost."""
+
+    variant: str
+    idle: float
+    fewer_connections: float
+    pss_bytes: float | None  # × the marginal PSS per backend
+    pss_low: float | None
+    pss_high: float | None
+
+
+@dataclass(frozen=True)
 class Sizing(Json):
     measured: bool
     demand: list[Demand]
@@ -52,6 +64,7 @@ class Sizing(Json):
     cores: int | None = None
     hikari: int | None = None
     findings: list[str] = field(default_factory=list)
+    savings: list[Saving] = field(default_factory=list)
 
 
 def _demand(f: VariantFigures) -> Demand:
@@ -94,12 +107,49 @@ def right_sizing(variants: list[VariantFigures], cores: int | None) -> Sizing:
     workers = max(f.workers for f in variants)
     per_worker = max(1, math.ceil(total / workers))
     findings = _findings(demand, cores, total, usable, want)
+    findings += _capped(variants)
     return Sizing(
         measured=True, demand=demand, needed=needed, recommended_total=total,
         usable_slots=usable, capped=total < want, workers=workers,
         pool_size_per_worker=per_worker, per_engine=_split(per_worker, last), cores=cores,
         hikari=2 * cores + 1 if cores else None, findings=findings,
+        savings=[x for f in variants if (x := _saving(f, total)) is not None],
     )  # fmt: skip
+
+
+def _saving(f: VariantFigures, total: int) -> Saving | None:
+    idle = f.connections.idle
+    if idle is None or idle <= total:
+        return None
+    fewer = idle - total
+    slope = f.memory.pss_per_backend
+    return Saving(
+        variant=f.variant, idle=idle, fewer_connections=fewer,
+        pss_bytes=fewer * slope.value if slope else None,
+        pss_low=fewer * slope.low if slope else None,
+        pss_high=fewer * slope.high if slope else None,
+    )  # fmt: skip
+
+
+def _capped(variants: list[VariantFigures]) -> list[str]:
+    """Demand measured through a full pool, or with refusals, is a lower bound."""
+    out = []
+    for f in variants:
+        full = [
+            e.name for e in (f.model.engines if f.model else []) if e.measured_peak >= e.ceiling
+        ]
+        refused = f.traffic.refusals or 0
+        if full or refused:
+            why = (f"{', '.join(full)} reached its ceiling" if full else "") + (
+                f"{'; ' if full else ''}{fmt.count(refused)} requests were refused"
+                if refused
+                else ""
+            )
+            out.append(
+                f"{f.variant}: {why}, so the active connections measured are capped by the pools "
+                "or the server: its demand may be higher, and the advice from it is a lower bound."
+            )
+    return out
 
 
 def _findings(demand: list[Demand], cores, total, usable, want) -> list[str]:

@@ -272,8 +272,15 @@ def sizing_section(experiment: ExperimentSummary) -> list[Any]:
             rows, "lrrrrrrr",
         )
     )  # fmt: skip
-    if s.findings:
-        blocks.append(Bullets(s.findings))
+    saved = [
+        f"Against {x.variant}'s {fmt.count(x.idle)} connections held when idle: "
+        f"{fmt.count(x.fewer_connections)} fewer"
+        + (f", ≈ {fmt.mib(x.pss_bytes)} of PostgreSQL PSS ({fmt.mib(x.pss_low)} … "
+           f"{fmt.mib(x.pss_high)}, at the marginal cost per backend)" if x.pss_bytes is not None else "")
+        for x in s.savings
+    ]  # fmt: skip
+    if saved or s.findings:
+        blocks.append(Bullets([*saved, *s.findings]))
     blocks.append(
         Para(
             "How: demand is PostgreSQL's own view — connections in state active at full load. "
