@@ -21,6 +21,7 @@ import pandas as pd
 from poolbench.errors import PoolbenchError, first_line
 from poolbench.events import EVENTS_FILE, RunEvents, VariantRef, read_events
 from poolbench.redact import mask_tree
+from poolbench.requests_log import RequestLog, read_requests, requests_file
 
 if TYPE_CHECKING:
     from poolbench.pglog import ServerLog
@@ -233,6 +234,12 @@ class VariantResult:
 
             self._server_log = read_log(self.postgres_log)
         return self._server_log
+
+    def requests(self) -> RequestLog | None:
+        """Every request of the load phase (requests.bin, or the .part a crash left), read on
+        demand (a long run holds millions); None when the variant recorded none."""
+        path = requests_file(self.path)
+        return read_requests(path) if path is not None else None
 
 
 @dataclass
