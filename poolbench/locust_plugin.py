@@ -129,10 +129,12 @@ def _shape_status(environment) -> dict[str, Any] | None:
 
 
 def _stop_at_run_time(environment) -> None:
-    """A user's shape may outlast -t (Locust then ignores -t): end the test there anyway."""
-    run_time = environment.parsed_options.run_time
-    shape = environment.shape_class
-    if run_time and shape is not None and not isinstance(shape, PoolbenchShape):
+    """Asked for a poolbench shape but the user's own drives the users: it may outlast -t
+    (Locust ignores -t under a shape), and poolbench's phase has a length, so end it there."""
+    options, shape = environment.parsed_options, environment.shape_class
+    if not options.poolbench_shape or isinstance(shape, PoolbenchShape | None):
+        return
+    if run_time := options.run_time:
         gevent.spawn_later(run_time, environment.runner.stop)
 
 

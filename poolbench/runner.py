@@ -294,7 +294,7 @@ class Runner:
         self.events.load_started.fire(ref=ref, pid=process.pid)
         wait_s = locust.START_TIMEOUT_S
         if settings.locust_workers:
-            self._await_workers(ref, settings, port)
+            self._await_workers(ref, settings, port, app.base_url)
             wait_s += settings.locust_workers_timeout_s
 
         def live() -> None:
@@ -314,15 +314,17 @@ class Runner:
         if process.proc.returncode != 0:
             raise PoolbenchError(process.ended(process.proc.returncode))
 
-    def _await_workers(self, ref: VariantRef, settings, port: int) -> None:
+    def _await_workers(self, ref: VariantRef, settings, port: int, target: str) -> None:
         """Say what each worker machine runs; the command is also kept in events.jsonl."""
         command = locust.shell(locust.worker_command(settings, locust.worker_host(settings), port))
         self.display.message(
             f"waiting up to {settings.locust_workers_timeout_s:.0f} s for "
-            f"{settings.locust_workers} Locust workers; on each worker machine run:\n  {command}"
+            f"{settings.locust_workers} Locust workers (they load {target}); "
+            f"on each worker machine run:\n  {command}"
         )
         self.events.lifecycle.fire(ref=ref, kind="locust_workers_awaited", ts=time.time(),
-                                   expected=settings.locust_workers, command=command)  # fmt: skip
+                                   expected=settings.locust_workers, command=command,
+                                   target=target)  # fmt: skip
 
     def _idle(self, ref: VariantRef, seconds: float, collector) -> None:
         """No load: what the pools keep open is what stays visible here."""
