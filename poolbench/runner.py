@@ -310,7 +310,10 @@ class Runner:
                 time.sleep(0.5)
         finally:
             process.stop()
-            self.record.entry_for(out)["locust"] = locust.load_record(process.status(), settings, load_s)  # fmt: skip
+            record = locust.load_record(process.status(), settings, load_s)
+            self.record.entry_for(out)["locust"] = record
+            if message := (record.get("shape") or {}).get("message"):
+                self.display.message(f"[{experiment.name}] {ref.variant}: {message}")
         if process.proc.returncode != 0:
             raise PoolbenchError(process.ended(process.proc.returncode))
 

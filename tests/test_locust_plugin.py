@@ -89,7 +89,7 @@ def _settings(tmp_path: Path, source: str = PLAIN, **changes) -> LoadSettings:
     )
 
 
-def _run(settings: LoadSettings, host: str, out: Path, seconds: float = 4, during=None):
+def _run(settings: LoadSettings, host: str, out: Path, seconds: float = 3, during=None):
     """Run one load phase like the runner does; `during(process)` is called once it began."""
     outputs = load.LoadOutputs(out)
     cmd = load.load_command(settings, host, seconds, outputs, free_port())

@@ -137,7 +137,7 @@ def test_locust_workers_started_separately_join_and_every_request_is_recorded(
 variants = ["after"]
 app = {workers = 1, pool_size = 4, max_overflow = 0}
 load = {users = 12, spawn_rate = 12, shape = "steady", locust_args = ["--hold-ms", "5"]}
-phases = {warmup_s = 1, load_s = 6, idle_s = 1}
+phases = {warmup_s = 0, load_s = 5, idle_s = 0}
 """,
     )
     out = tmp_path / "r"
@@ -157,7 +157,7 @@ phases = {warmup_s = 1, load_s = 6, idle_s = 1}
                                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))  # fmt: skip
         _, stderr = proc.communicate(timeout=120)
         assert proc.returncode == 0, stderr[-2000:]
-        assert "on each worker machine run:" in stderr
+        assert f"on each worker machine run:\n  {command}\n" in stderr  # whole, to copy
         for worker in workers:
             assert worker.wait(timeout=30) == 0  # the master sent them home
     finally:
