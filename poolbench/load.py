@@ -89,21 +89,25 @@ class LocustProcess:
             return {}
         return data if isinstance(data, dict) else {}
 
-    def wait_started(self, timeout: float, tick: Callable[[], None], expected_workers: int = 0):
+    def wait_started(self, load: LoadSettings, tick: Callable[[], None]) -> float:
         """When the test really began (the plugin's test_start), waiting for workers if any.
 
-        Locust exiting first, or `timeout` passing, is a one-line error that says why.
+        Locust exiting first (it gives up on workers after `locust_workers_timeout_s`), or not
+        starting in time, is a one-line error that says why.
         """
+        expected = load.locust_workers
+        timeout = START_TIMEOUT_S + (load.locust_workers_timeout_s if expected else 0.0)
         deadline = time.monotonic() + timeout
         while (started := self.status().get("test_start")) is None:
             code = self.proc.poll()
             if code is not None or time.monotonic() > deadline:
                 joined = self.status().get("workers", 0)
                 self.stop()
-                if expected_workers and joined < expected_workers:
+                if expected and joined < expected:
                     raise PoolbenchError(
-                        f"only {joined} of {expected_workers} Locust workers joined within "
-                        f"{timeout:.0f} s (see {self.log_path})"
+                        f"only {joined} of {expected} Locust workers joined within "
+                        f"{load.locust_workers_timeout_s:g} s; start each with the command "
+                        f"printed above (see {self.log_path})"
                     )
                 raise PoolbenchError(f"Locust {self.ended(code)} before the load began")
             tick()
@@ -117,13 +121,14 @@ class LocustProcess:
 
 
 def log_tail(path: Path) -> str:
-    """The last non-empty line of a log, masked: usually the reason Locust stopped."""
+    """Why Locust stopped, from its log: the last line that says error, else the last line."""
     try:
         lines = [line.strip() for line in path.read_text(errors="replace").splitlines()]
     except OSError:
         return "no log"
     lines = [line for line in lines if line]
-    return mask_text(lines[-1][:300]) if lines else "empty log"
+    errors = [line for line in lines if "error" in line.lower()]
+    return mask_text((errors or lines or ["empty log"])[-1][:300])
 
 
 # --------------------------------------------------------------------------- command lines

@@ -292,16 +292,14 @@ class Runner:
         cmd = locust.load_command(settings, app.base_url, load_s, outputs, port)
         process = locust.start_locust(cmd, out / "locust.log", outputs)
         self.events.load_started.fire(ref=ref, pid=process.pid)
-        wait_s = locust.START_TIMEOUT_S
         if settings.locust_workers:
             self._await_workers(ref, settings, port, app.base_url)
-            wait_s += settings.locust_workers_timeout_s
 
         def live() -> None:
             self._show_live(ref, collector, process.progress())
 
         try:
-            begin(process.wait_started(wait_s, live, settings.locust_workers))
+            begin(process.wait_started(settings, live))
             deadline = time.monotonic() + load_s + LOCUST_GRACE_S
             while process.proc.poll() is None:
                 if time.monotonic() > deadline:

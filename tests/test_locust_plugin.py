@@ -95,7 +95,7 @@ def _run(settings: LoadSettings, host: str, out: Path, seconds: float = 3, durin
     cmd = load.load_command(settings, host, seconds, outputs, free_port())
     process = load.start_locust(cmd, out / "locust.log", outputs)
     try:
-        process.wait_started(30, lambda: None, settings.locust_workers)
+        process.wait_started(settings, lambda: None)
         if during is not None:
             during(process)
         code = process.wait(seconds + 30)
@@ -221,6 +221,20 @@ def test_workers_that_never_join_are_a_one_line_error_and_leave_no_locust(
     cmd = load.load_command(settings, server, 5, outputs, free_port())
     process = load.start_locust(cmd, tmp_path / "locust.log", outputs)
     with pytest.raises(PoolbenchError) as error:
-        process.wait_started(30, lambda: None, expected_workers=1)
-    assert str(error.value).startswith("only 0 of 1 Locust workers joined within 30 s")
+        process.wait_started(settings, lambda: None)
+    assert str(error.value).startswith(
+        "only 0 of 1 Locust workers joined within 2 s; start each with the command printed above"
+    )
     assert not pid_alive(process.pid)
+
+
+def test_an_option_the_locustfile_does_not_know_is_a_one_line_error(
+    server: str, tmp_path: Path
+) -> None:
+    settings = _settings(tmp_path, locust_args=("--hold-ms", "5"))  # PLAIN has no --hold-ms
+    cmd = load.warmup_command(settings, server, 2, users=1)
+    with pytest.raises(PoolbenchError) as error:
+        load.run_locust(cmd, tmp_path / "locust.log", 30)
+    assert str(error.value).startswith(
+        "Locust exited with code 2: __main__.py: error: unrecognized arguments: --hold-ms (see "
+    )
