@@ -318,3 +318,16 @@ def test_empty_variant_list_is_refused_before_anything_starts() -> None:
     proc = poolbench_cli("run", "--variants", ",", timeout=30)
     assert proc.returncode == 2
     assert "needs at least one variant name" in proc.stderr
+
+
+def test_locust_worker_options_are_checked_before_anything_starts() -> None:
+    proc = poolbench_cli("run", "--locust-workers", "0", timeout=30)
+    assert proc.returncode == 2
+    assert "--locust-workers: must be a whole number of at least 1, got '0'" in proc.stderr
+    proc = poolbench_cli("run", "--locust-workers", "2", "--load-processes", "2", timeout=30)
+    assert proc.returncode == 2
+    assert proc.stderr.strip() == (
+        "poolbench run: error: experiments.seed-claim: load.locust_workers and load.processes "
+        "exclude each other (start more workers instead)"
+    )
+
