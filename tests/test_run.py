@@ -330,4 +330,3 @@ def test_locust_worker_options_are_checked_before_anything_starts() -> None:
         "poolbench run: error: experiments.seed-claim: load.locust_workers and load.processes "
         "exclude each other (start more workers instead)"
     )
-
