@@ -27,6 +27,27 @@ def _names(text: str) -> list[str]:
     return names
 
 
+def _count(text: str) -> int:
+    """A whole number of at least 1."""
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be a whole number of at least 1, got {text!r}")
+    return value
+
+
+def _load_overrides(args: argparse.Namespace) -> dict:
+    """The load settings given on the command line (poolbench.config.LoadSettings fields)."""
+    given = {
+        "locust_workers": args.locust_workers,
+        "locust_workers_timeout_s": args.locust_workers_timeout,
+        "locust_master_bind": args.locust_master_bind,
+    }
+    return {key: value for key, value in given.items() if value is not None}
+
+
 def _add_run_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--config", type=Path, default=Path("scenarios/bench.toml"),
                         help="bench file (default: scenarios/bench.toml)")  # fmt: skip
@@ -41,6 +62,12 @@ def _add_run_arguments(parser: argparse.ArgumentParser) -> None:
                         help="use this PostgreSQL instead of an embedded one (superuser or pg_monitor + CREATEROLE/CREATEDB)")  # fmt: skip
     parser.add_argument("--load-processes", type=int,
                         help="Locust processes (passed as --processes)")  # fmt: skip
+    parser.add_argument("--locust-workers", type=_count, metavar="N",
+                        help="a Locust master waits for N workers started separately (prints their command)")  # fmt: skip
+    parser.add_argument("--locust-workers-timeout", type=float, metavar="S",
+                        help="seconds to wait for the workers to join (default 120)")  # fmt: skip
+    parser.add_argument("--locust-master-bind", metavar="ADDRESS",
+                        help="where the Locust master listens (default 127.0.0.1; exposing it is deliberate)")  # fmt: skip
     parser.add_argument("--out", type=Path, default=Path("results"),
                         help="results root (default: results/)")  # fmt: skip
     parser.add_argument("--no-report", action="store_true", help="skip the report at the end")
@@ -58,6 +85,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
         quick=args.quick,
         repeats=args.repeats,
         load_processes=args.load_processes,
+        load=_load_overrides(args),
     )
     runner = Runner(config, experiments, args.out, ["poolbench", *sys.argv[1:]], args.database_url)
     record = runner.run()

@@ -37,12 +37,25 @@ class PostgresSettings:
 
 @dataclass(frozen=True)
 class LoadSettings:
+    """How Locust drives a variant (poolbench/load.py builds the command line from it).
+
+    `locust_args` go to the user's locustfile as they are (its own options, e.g. --hold-ms);
+    poolbench's own options reach only its plugin. `ramp_s`: the ramp shape reaches all users
+    in equal steps at `ramp_s`, then holds them for the rest of the load phase.
+    `locust_workers` > 0: a master waits (up to `locust_workers_timeout_s`) for that many
+    workers started separately, e.g. on other machines; it listens on `locust_master_bind`.
+    """
+
     locustfile: str = "scenarios/locustfile.py"
+    locust_args: tuple[str, ...] = ()
     shape: str = "steady"
     users: int = 50
     spawn_rate: float = 50.0
-    hold_ms: int = 5
+    ramp_s: float = 15.0
     processes: int = 1
+    locust_workers: int = 0
+    locust_workers_timeout_s: float = 120.0
+    locust_master_bind: str = "127.0.0.1"
 
 
 @dataclass(frozen=True)
@@ -109,6 +122,10 @@ def _typed(cls: type, table: dict[str, Any], where: str, base: Any = None) -> An
         expected = type(getattr(defaults, key))
         if expected is float and isinstance(value, int) and not isinstance(value, bool):
             value = float(value)
+        if expected is tuple:  # a list of strings in TOML
+            if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+                raise PoolbenchError(f"{where}.{key} must be a list of strings, got {value!r}")
+            value = tuple(value)
         if not isinstance(value, expected) or isinstance(value, bool) != (expected is bool):
             raise PoolbenchError(
                 f"{where}.{key} must be {expected.__name__}, got {type(value).__name__} {value!r}"
@@ -141,6 +158,18 @@ def _validate_experiment(exp: Experiment, variants: dict[str, Variant]) -> None:
             raise PoolbenchError(f"{where}.{key} must be at least 1, got {value}")
     if exp.phases.load_s <= 0:
         raise PoolbenchError(f"{where}.phases.load_s must be positive, got {exp.phases.load_s}")
+    if exp.load.shape == "ramp" and exp.load.ramp_s >= exp.phases.load_s:
+        raise PoolbenchError(
+            f"{where}.load.ramp_s ({exp.load.ramp_s:g} s) must be shorter than phases.load_s "
+            f"({exp.phases.load_s:g} s): the ramp holds all users for the rest of the phase"
+        )
+    if exp.load.locust_workers_timeout_s <= 0:
+        raise PoolbenchError(f"{where}.load.locust_workers_timeout_s must be positive")
+    if exp.load.locust_workers and exp.load.processes > 1:
+        raise PoolbenchError(
+            f"{where}: load.locust_workers and load.processes exclude each other "
+            "(start more workers instead)"
+        )
     for name in exp.variants:
         if name not in variants:
             raise PoolbenchError(
@@ -291,6 +320,7 @@ def select(
     quick: bool = False,
     repeats: int | None = None,
     load_processes: int | None = None,
+    load: dict[str, Any] | None = None,
 ) -> list[Experiment]:
     """The experiments to run, after --experiment, --variants, --quick and friends."""
     names = experiments or (
@@ -312,6 +342,8 @@ def select(
             experiment = replace(
                 experiment, load=replace(experiment.load, processes=load_processes)
             )
+        if load:  # command-line settings of the load, e.g. --locust-workers
+            experiment = replace(experiment, load=replace(experiment.load, **load))
         _validate_experiment(experiment, config.variants)
         chosen.append(experiment)
     return chosen

@@ -94,7 +94,8 @@ class ProgressDisplay:
         self._refresh()
 
     def message(self, text: str) -> None:
-        self.console.print(text, highlight=False, markup=False)
+        """A line as it is, never wrapped: it may be a command to copy (e.g. a worker's)."""
+        self.console.print(text, highlight=False, markup=False, soft_wrap=True)
 
     def _refresh(self) -> None:
         if self._live is not None:

@@ -17,13 +17,13 @@ from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any
 
+from poolbench import load as locust
 from poolbench import postgres
 from poolbench.collector import CollectorConfig, CollectorThread
 from poolbench.config import BenchConfig, Experiment, Variant
 from poolbench.environment import collect_environment
 from poolbench.errors import PoolbenchError
 from poolbench.events import EventLog, RunEvents, VariantRef
-from poolbench.load import locust_command, run_locust, start_locust
 from poolbench.progress import ProgressDisplay
 from poolbench.results import POSTGRES_LOG_FILE, RunRecord, new_run_id, write_json
 from poolbench.variants import PoolSettings, VariantSpec, VariantStartError, start_variant
@@ -126,6 +126,8 @@ class Runner:
 
     def _run_experiment(self, experiment: Experiment) -> None:
         entries = self.record.experiment(experiment.name, experiment.description, experiment.claims)
+        if warning := locust.hold_warning(experiment.load, experiment.phases.load_s):
+            self.display.message(f"[{experiment.name}] warning: {warning}")
         total = experiment.repeats * len(experiment.variants)
         for repeat in range(1, experiment.repeats + 1):
             for name in variant_order(experiment.variants, repeat):
@@ -243,8 +245,8 @@ class Runner:
         try:
             self._phase(ref, "warmup", phases.warmup_s,
                         lambda: self._warmup(experiment, app, out, phases.warmup_s))  # fmt: skip
-            self._phase(ref, "load", phases.load_s,
-                        lambda: self._load(experiment, app, ref, collector))  # fmt: skip
+            self._phase(ref, "load", phases.load_s, starts_itself=True,
+                        body=lambda begin: self._load(experiment, app, ref, collector, begin))  # fmt: skip
             self._phase(ref, "idle", phases.idle_s,
                         lambda: self._idle(ref, phases.idle_s, collector))  # fmt: skip
         except BaseException:
@@ -257,48 +259,73 @@ class Runner:
             self.events.load_started.remove_listener(on_load)
             self.record.save_variant(entry)
 
-    def _phase(self, ref: VariantRef, name: str, length: float, body) -> None:
+    def _phase(self, ref: VariantRef, name: str, length: float, body, starts_itself=False) -> None:
+        """A timestamped phase; with `starts_itself`, body(begin) calls begin(ts) when it began."""
         if length <= 0:
             return
-        self.events.phase_started.fire(ref=ref, phase=name, length_s=length, ts=time.time())
+        started = []
+
+        def begin(ts: float) -> None:
+            started.append(ts)
+            self.events.phase_started.fire(ref=ref, phase=name, length_s=length, ts=ts)
+
+        if not starts_itself:
+            begin(time.time())
         try:
-            body()
+            body(begin) if starts_itself else body()
         finally:
-            self.events.phase_ended.fire(ref=ref, phase=name, ts=time.time())
+            if started:
+                self.events.phase_ended.fire(ref=ref, phase=name, ts=time.time())
 
     def _warmup(self, experiment: Experiment, app, out: Path, seconds: float) -> None:
         """A light load over every route, so pools, caches and JIT-like paths are warm."""
-        cmd = locust_command(
-            experiment.load, app.base_url, seconds, users=WARMUP_USERS, shape="steady"
-        )
-        run_locust(cmd, out / "locust.log", None, seconds + LOCUST_GRACE_S)
+        cmd = locust.warmup_command(experiment.load, app.base_url, seconds, WARMUP_USERS)
+        locust.run_locust(cmd, out / "locust.log", seconds + LOCUST_GRACE_S)
 
-    def _load(self, experiment: Experiment, app, ref: VariantRef, collector) -> None:
-        out = ref.dir
-        cmd = locust_command(
-            experiment.load,
-            app.base_url,
-            experiment.phases.load_s,
-            csv_prefix=out / "locust",
-            json_path=out / "locust",  # Locust appends .json
+    def _load(self, experiment: Experiment, app, ref: VariantRef, collector, begin) -> None:
+        """The load phase begins when Locust's test does (after its workers joined)."""
+        settings, load_s, out = experiment.load, experiment.phases.load_s, ref.dir
+        port = postgres.free_port(
+            settings.locust_master_bind if settings.locust_workers else "127.0.0.1"
         )
-        locust = start_locust(cmd, out / "locust.log", out / "locust")
-        self.events.load_started.fire(ref=ref, pid=locust.pid)
-        deadline = time.monotonic() + experiment.phases.load_s + LOCUST_GRACE_S
+        outputs = locust.LoadOutputs(out)
+        cmd = locust.load_command(settings, app.base_url, load_s, outputs, port)
+        process = locust.start_locust(cmd, out / "locust.log", outputs)
+        self.events.load_started.fire(ref=ref, pid=process.pid)
+        if settings.locust_workers:
+            self._await_workers(ref, settings, port, app.base_url)
+
+        def live() -> None:
+            self._show_live(ref, collector, process.progress())
+
         try:
-            while locust.proc.poll() is None:
+            begin(process.wait_started(settings, live))
+            deadline = time.monotonic() + load_s + LOCUST_GRACE_S
+            while process.proc.poll() is None:
                 if time.monotonic() > deadline:
-                    raise PoolbenchError(
-                        f"Locust overran its {experiment.phases.load_s:.0f} s load phase; see {out / 'locust.log'}"
-                    )
-                self._show_live(ref, collector, locust.progress())
+                    raise PoolbenchError(f"Locust overran its {load_s:.0f} s load phase; see {out / 'locust.log'}")  # fmt: skip
+                live()
                 time.sleep(0.5)
         finally:
-            locust.stop()
-        if locust.proc.returncode not in (0, None):
-            raise PoolbenchError(
-                f"Locust exited with code {locust.proc.returncode}; see {out / 'locust.log'}"
-            )
+            process.stop()
+            record = locust.load_record(process.status(), settings, load_s)
+            self.record.entry_for(out)["locust"] = record
+            if message := (record.get("shape") or {}).get("message"):
+                self.display.message(f"[{experiment.name}] {ref.variant}: {message}")
+        if process.proc.returncode != 0:
+            raise PoolbenchError(process.ended(process.proc.returncode))
+
+    def _await_workers(self, ref: VariantRef, settings, port: int, target: str) -> None:
+        """Say what each worker machine runs; the command is also kept in events.jsonl."""
+        command = locust.shell(locust.worker_command(settings, locust.worker_host(settings), port))
+        self.display.message(
+            f"waiting up to {settings.locust_workers_timeout_s:.0f} s for "
+            f"{settings.locust_workers} Locust workers (they load {target}); "
+            f"on each worker machine run:\n  {command}"
+        )
+        self.events.lifecycle.fire(ref=ref, kind="locust_workers_awaited", ts=time.time(),
+                                   expected=settings.locust_workers, command=command,
+                                   target=target)  # fmt: skip
 
     def _idle(self, ref: VariantRef, seconds: float, collector) -> None:
         """No load: what the pools keep open is what stays visible here."""

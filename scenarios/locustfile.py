@@ -1,24 +1,20 @@
-"""The bench load: weighted tasks over every router of the sample apps.
+"""The bench load: weighted tasks over every router of the sample apps, plus a health probe.
 
-Run on its own against a variant started by hand:
+A plain locustfile: run it on its own against a variant started by hand,
 
-    locust -f scenarios/locustfile.py --host http://127.0.0.1:8000 \
-        --shape ramp -u 150 -r 50 -t 60s
+    locust -f scenarios/locustfile.py --host http://127.0.0.1:8000 -u 150 -r 50 -t 60s
 
-`--hold-ms` makes the read routes hold their connection in `pg_sleep` for that long,
-as a slower query would; `--shape` picks steady, ramp or spike (scenarios/shapes.py).
+or with poolbench's plugin beside it for its load shapes and per-request records
+(`-f scenarios/locustfile.py,poolbench/locust_plugin.py --poolbench-shape ramp`).
+`--hold-ms` is this file's own option (the bench file passes it in `load.locust_args`): the
+read routes hold their connection in `pg_sleep` for that long, as a slower query would.
 """
 
 from __future__ import annotations
 
 import random
-import sys
-from pathlib import Path
 
-from locust import FastHttpUser, LoadTestShape, between, events, task
-
-sys.path.insert(0, str(Path(__file__).parent))
-import shapes
+from locust import FastHttpUser, between, constant, events, task
 
 USER_IDS = range(1, 1001)
 ITEM_IDS = range(1, 201)
@@ -27,7 +23,6 @@ ORDER_IDS = range(1, 5001)
 
 @events.init_command_line_parser.add_listener
 def _add_options(parser) -> None:
-    parser.add_argument("--shape", choices=sorted(shapes.SHAPES), default="steady")
     parser.add_argument("--hold-ms", type=int, default=5, help="pg_sleep per read, in ms")
 
 
@@ -80,15 +75,16 @@ class ApiUser(FastHttpUser):
         self.client.get("/stats/summary")
 
 
-class BenchShape(LoadTestShape):
-    """Users over time from `--shape`, `-u` and `-t`; stops the test at the end of `-t`."""
+class HealthProbe(FastHttpUser):
+    """A load balancer's probe: one user calling GET /health about once a second.
 
-    use_common_options = True
+    The apps' health check creates and disposes two temporary engines per call (a new backend
+    each time), so the probe is what exercises that churn under load.
+    """
 
-    def tick(self) -> tuple[int, float] | None:
-        options = self.runner.environment.parsed_options
-        elapsed, duration = self.get_run_time(), float(options.run_time or 60)
-        if elapsed >= duration:
-            return None
-        users = shapes.SHAPES[options.shape](elapsed, options.num_users, duration)
-        return users, options.spawn_rate
+    fixed_count = 1
+    wait_time = constant(1.0)
+
+    @task
+    def health(self) -> None:
+        self.client.get("/health")

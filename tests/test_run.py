@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import json
 import re
+import shlex
 import signal
 import subprocess
 import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 from conftest import REPO, pid_alive, poolbench_cli
@@ -32,10 +34,15 @@ def _window(variant: VariantResult, phase: str) -> tuple[float, float]:
 
 
 def _async_connections(variant: VariantResult, phase: str) -> pd.DataFrame:
-    """Connections per sample and application name, async engines only, within a phase."""
+    """Connections per sample and application name, async pools only, within a phase.
+
+    The health probe's per-call engines (`:app.api.health`, no pool) are left out: a sample
+    catches one now and then, and they are churn, not pools.
+    """
     s = variant.samples
     rows = s[(s.metric == "connections") & s.ts.between(*_window(variant, phase))]
     rows = rows[~rows.application_name.str.endswith(":sync")]
+    rows = rows[~rows.application_name.str.contains(":app.api.health", regex=False)]
     return rows.groupby(["ts", "application_name"]).value.sum().unstack(fill_value=0)
 
 
@@ -95,6 +102,94 @@ def test_quick_run_records_phases_engines_and_locust_output(quick_run: Path) -> 
     assert modules == FIVE_MODULES
 
 
+def test_quick_run_load_starts_with_locusts_test_and_records_every_request(
+    quick_run: Path,
+) -> None:
+    run = load_run(quick_run)
+    for variant in run.variants:
+        load = next(p for p in variant.meta["phases"] if p["name"] == "load")
+        status = json.loads((variant.path / "load.json").read_text())
+        assert load["start"] == status["test_start"] == variant.meta["locust"]["test_start"]
+        assert status["launched"] < status["test_start"]  # Locust's start-up is not load
+        start, end = variant.meta["locust"]["full_load"]
+        assert load["start"] < start < end <= load["end"]
+        log = variant.requests()
+        totals = json.loads((variant.path / "locust.json").read_text())
+        assert len(log) == sum(e["num_requests"] for e in totals) == status["requests"]
+        assert log.start.min() >= load["start"] - 0.001  # no warm-up request among them
+        assert sorted(p.name for p in variant.path.glob("requests*")) == [
+            "requests.bin", "requests.names.json"
+        ]  # fmt: skip
+        # the health probe, like a load balancer's: about one call a second
+        health = int((np.array(log.names)[log.name] == "/health").sum())
+        seconds = load["end"] - load["start"]
+        assert 0.5 * seconds <= health <= 1.5 * seconds
+
+
+def test_locust_workers_started_separately_join_and_every_request_is_recorded(
+    tmp_path: Path,
+) -> None:
+    """`--locust-workers 2`: the master waits, two workers started as other machines would."""
+    config = _bench_file(
+        tmp_path,
+        """
+[experiments.spread]
+variants = ["after"]
+app = {workers = 1, pool_size = 4, max_overflow = 0}
+load = {users = 12, spawn_rate = 12, shape = "steady", locust_args = ["--hold-ms", "5"]}
+phases = {warmup_s = 0, load_s = 5, idle_s = 0}
+""",
+    )
+    out = tmp_path / "r"
+    run_args = ["run", "--config", str(config), "--no-report", "--out", str(out)]
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "poolbench", *run_args, "--locust-workers", "2"],
+        cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    workers: list[subprocess.Popen] = []
+    try:
+        command = _awaited_worker_command(out, proc)
+        assert "--worker" in command and "locust_plugin.py" in command
+        assert "scenarios/locustfile.py" in command
+        joined_after = time.time()
+        for _ in range(2):  # from another directory, as on another machine
+            workers.append(subprocess.Popen(shlex.split(command), cwd=tmp_path,
+                                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))  # fmt: skip
+        _, stderr = proc.communicate(timeout=120)
+        assert proc.returncode == 0, stderr[-2000:]
+        assert f"on each worker machine run:\n  {command}\n" in stderr  # whole, to copy
+        for worker in workers:
+            assert worker.wait(timeout=30) == 0  # the master sent them home
+    finally:
+        for child in [proc, *workers]:
+            if child.poll() is None:
+                child.kill()
+    [variant] = load_run(out / "latest").variants
+    load = next(p for p in variant.meta["phases"] if p["name"] == "load")
+    assert load["start"] >= joined_after  # the load began when the workers had joined
+    assert variant.meta["locust"]["workers"] == 2
+    log = variant.requests()
+    totals = json.loads((variant.path / "locust.json").read_text())
+    assert len(log) == sum(e["num_requests"] for e in totals) > 50
+    per_worker = {int(w): int((log.worker == w).sum()) for w in set(log.worker.tolist())}
+    assert set(per_worker) == {1, 2} and all(n > 0 for n in per_worker.values())
+
+
+def _awaited_worker_command(out: Path, proc: subprocess.Popen, timeout: float = 90) -> str:
+    """The worker command the run printed, from its events.jsonl."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        assert proc.poll() is None, proc.communicate()[1][-2000:]
+        for path in out.glob("*/*/*/events.jsonl"):
+            for line in path.read_text().splitlines():
+                event = json.loads(line)
+                if event["event"] == "locust_workers_awaited":
+                    return event["command"]
+        time.sleep(0.3)
+    proc.kill()
+    pytest.fail("the run never waited for its workers")
+
+
 def test_quick_run_writes_no_password(quick_run: Path) -> None:
     texts = [p.read_text() for p in [quick_run / "run.json", *quick_run.rglob("variant.json")]]
     for text in texts:
@@ -121,7 +216,7 @@ def test_stock_postgres_refuses_the_five_pool_app_only(tmp_path: Path) -> None:
 variants = ["before", "after"]
 app = {workers = 1, pool_size = 20, max_overflow = 10}
 postgres = {max_connections = 100}
-load = {users = 150, spawn_rate = 150, shape = "steady", hold_ms = 50}
+load = {users = 150, spawn_rate = 150, shape = "steady", locust_args = ["--hold-ms", "50"]}
 phases = {warmup_s = 2, load_s = 15, idle_s = 2}
 """,
     )
@@ -223,3 +318,15 @@ def test_empty_variant_list_is_refused_before_anything_starts() -> None:
     proc = poolbench_cli("run", "--variants", ",", timeout=30)
     assert proc.returncode == 2
     assert "needs at least one variant name" in proc.stderr
+
+
+def test_locust_worker_options_are_checked_before_anything_starts() -> None:
+    proc = poolbench_cli("run", "--locust-workers", "0", timeout=30)
+    assert proc.returncode == 2
+    assert "--locust-workers: must be a whole number of at least 1, got '0'" in proc.stderr
+    proc = poolbench_cli("run", "--locust-workers", "2", "--load-processes", "2", timeout=30)
+    assert proc.returncode == 2
+    assert proc.stderr.strip() == (
+        "poolbench run: error: experiments.seed-claim: load.locust_workers and load.processes "
+        "exclude each other (start more workers instead)"
+    )
