@@ -73,7 +73,8 @@ class Recorder:
     def __init__(self) -> None:
         self.keys: list[tuple[str, str]] = []
         self._codes: dict[tuple[str, str], int] = {}
-        self._rows: list[tuple[float, float, int, bool]] = []
+        self._rows: list[tuple[float, float, int, bool, int]] = []
+        self._users: dict[int, int] = {}  # greenlet → a small user number
 
     def on_request(self, request_type, name, response_time, exception, start_time=None, **_):
         key = (str(request_type), str(name))
@@ -84,7 +85,9 @@ class Recorder:
         response = math.nan if response_time is None else float(response_time)
         if start_time is None:  # a custom client that does not say when it started
             start_time = time.time() - (0.0 if math.isnan(response) else response / 1000.0)
-        self._rows.append((start_time, response, code, exception is None))
+        # the request event fires in the greenlet of the user that made the request
+        user = self._users.setdefault(id(gevent.getcurrent()), len(self._users))
+        self._rows.append((start_time, response, code, exception is None, user))
 
     def take(self) -> np.ndarray:
         rows, self._rows = self._rows, []

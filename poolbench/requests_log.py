@@ -5,8 +5,10 @@ record per request (start, response time, success, endpoint) p50/p95/p99 and goo
 over any window. The format is described in docs/results.md:
 
 - `requests.bin`: a 32-byte header (magic, base epoch, record size) and then records of
-  `RECORD` (response time in ms as float64, start in ms after the base as int32, endpoint code,
-  ok, worker index). Written under `requests.bin.part`, whole records flushed at least once a
+  `RECORD` (response time in ms as float32, start in ms after the base as int32, the virtual
+  user that made it, endpoint code, ok, worker index). The user lets the analysis measure each
+  user's think time (Little's law self-check). Version 1 files (float64 response time, no user)
+  are still read. Written under `requests.bin.part`, whole records flushed at least once a
   second, renamed into place when Locust quits: a crash leaves a readable `.part`.
 - `requests.names.json`: the endpoint table (the code is the index), rewritten atomically
   whenever a new endpoint appears and before any record that uses it is written; at the end it
@@ -32,14 +34,21 @@ from poolbench.errors import PoolbenchError
 REQUESTS_FILE = "requests.bin"
 NAMES_FILE = "requests.names.json"
 PARTIAL_SUFFIX = ".part"
-MAGIC = b"PBREQ\x00\x00\x01"  # format version 1 in the last byte
+MAGIC = b"PBREQ\x00\x00\x02"  # format version 2 in the last byte
+MAGIC_V1 = b"PBREQ\x00\x00\x01"
 HEADER = struct.Struct("<8sdII8x")  # magic, base epoch (s), record size, record count hint (0)
 RECORD = np.dtype(
+    [("response_ms", "<f4"), ("start_ms", "<i4"), ("user", "<u4"), ("name", "<u2"),
+     ("ok", "u1"), ("worker", "u1")]
+)  # fmt: skip
+RECORD_V1 = np.dtype(
     [("response_ms", "<f8"), ("start_ms", "<i4"), ("name", "<u2"), ("ok", "u1"), ("worker", "u1")]
 )
-TRANSFER = np.dtype([("start", "<f8"), ("response_ms", "<f8"), ("name", "<u2"), ("ok", "?")])
+TRANSFER = np.dtype(
+    [("start", "<f8"), ("response_ms", "<f8"), ("name", "<u2"), ("ok", "?"), ("user", "<u4")]
+)
 MAX_NAMES = 65535
-assert RECORD.itemsize == 16 and HEADER.size == 32
+assert RECORD.itemsize == RECORD_V1.itemsize == 16 and HEADER.size == 32
 
 
 @dataclass(frozen=True)
@@ -57,6 +66,13 @@ class RequestLog:
     names: tuple[str, ...]
     methods: tuple[str, ...]
     worker: np.ndarray  # uint8
+    user: np.ndarray | None = None  # uint32, per worker; None in a version 1 file
+
+    def user_keys(self) -> np.ndarray | None:
+        """One key per virtual user across workers (a user id is unique per worker only)."""
+        if self.user is None:
+            return None
+        return self.worker.astype(np.uint64) << np.uint64(32) | self.user.astype(np.uint64)
 
     def __len__(self) -> int:
         return len(self.start)
@@ -107,6 +123,7 @@ class RequestWriter:
         records["start_ms"] = np.round((rows["start"] - self.base) * 1000.0)
         records["name"] = mapping[rows["name"]]
         records["ok"] = rows["ok"]
+        records["user"] = rows["user"]
         records["worker"] = min(max(worker, 0), 255)
         self._handle.write(records.tobytes())
         self._handle.flush()
@@ -134,8 +151,8 @@ class RequestWriter:
     def _write_names(self, final: bool) -> None:
         data: dict[str, Any] = {
             "format": "poolbench.requests",
-            "version": 1,
-            "record": "response_ms <f8, start_ms <i4, name <u2, ok u1, worker u1",
+            "version": 2,
+            "record": "response_ms <f4, start_ms <i4, user <u4, name <u2, ok u1, worker u1",
             "base_epoch": self.base,
             "methods": [method for method, _ in self.keys],
             "names": [name for _, name in self.keys],
@@ -184,13 +201,14 @@ def read_requests(path: str | os.PathLike[str]) -> RequestLog:
     if len(raw) < HEADER.size:
         raise _damaged(path, f"{len(raw)} bytes, shorter than its {HEADER.size}-byte header")
     magic, base, size, _ = HEADER.unpack_from(raw)
-    if magic != MAGIC or size != RECORD.itemsize or not np.isfinite(base):
+    record = {MAGIC: RECORD, MAGIC_V1: RECORD_V1}.get(magic)
+    if record is None or size != record.itemsize or not np.isfinite(base):
         raise _damaged(path, "not a poolbench requests file (bad header)")
     body = len(raw) - HEADER.size
     whole = body // RECORD.itemsize
     if body % RECORD.itemsize and not partial:
         raise _damaged(path, f"its last record is cut ({body % RECORD.itemsize} stray bytes)")
-    records = np.frombuffer(raw, dtype=RECORD, count=whole, offset=HEADER.size)
+    records = np.frombuffer(raw, dtype=record, count=whole, offset=HEADER.size)
     table = _read_names(path)
     if not partial and table.get("count") is not None and table["count"] != whole:
         raise _damaged(path, f"{whole} records where {table['count']} were written")
@@ -206,4 +224,5 @@ def read_requests(path: str | os.PathLike[str]) -> RequestLog:
         names=tuple(str(n) for n in table["names"]),
         methods=tuple(str(m) for m in table["methods"]),
         worker=records["worker"].copy(),
+        user=records["user"].copy() if "user" in record.names else None,
     )

@@ -371,6 +371,7 @@ def write_requests(spec: VariantSpec, vdir: Path) -> None:
     start, response, ok = request_arrays(spec)
     rows = np.empty(start.size, dtype=TRANSFER)
     rows["start"], rows["response_ms"], rows["ok"], rows["name"] = start, response, ok, 0
+    rows["user"] = np.arange(start.size) % spec.users
     writer = RequestWriter(vdir / REQUESTS_FILE, T0)
     writer.write(rows, [("GET", "/items")])
     writer.close()

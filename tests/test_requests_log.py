@@ -27,6 +27,7 @@ KEYS_B = [("POST", "/orders"), ("GET", "/health")]  # another worker's own codes
 def _rows(starts, responses, codes, oks) -> np.ndarray:
     rows = np.empty(len(starts), dtype=TRANSFER)
     rows["start"], rows["response_ms"], rows["name"], rows["ok"] = starts, responses, codes, oks
+    rows["user"] = np.arange(len(starts)) + 7
     return rows
 
 
@@ -48,10 +49,13 @@ def test_records_read_back_exactly_with_one_endpoint_table(tmp_path: Path) -> No
     assert log.names == ("/users/{id}", "/orders", "/health")
     assert log.methods == ("GET", "POST", "GET")
     assert [log.names[c] for c in log.name] == ["/users/{id}", "/orders", "/orders", "/health"]
-    np.testing.assert_array_equal(log.response_ms[:3], [12.4996, 1234.5678, 7.0])  # float64, exact
+    # float32: exact to its 24-bit mantissa (0.1 µs at a second, 4 µs at a minute)
+    np.testing.assert_array_equal(log.response_ms[:3], np.float32([12.4996, 1234.5678, 7.0]))
     assert np.isnan(log.response_ms[3])  # Locust gave no response time
     assert log.ok.tolist() == [True, False, True, True]
     assert log.worker.tolist() == [0, 0, 2, 2]
+    assert log.user.tolist() == [7, 8, 7, 8]  # per worker: (worker, user) is the virtual user
+    assert len(set(log.user_keys().tolist())) == 4
     np.testing.assert_allclose(log.start - BASE, [0.0011, 1.5, 2.25, 3.0], atol=0.0006)  # ms
     assert {len(log.start), len(log.response_ms), len(log.ok), len(log.name)} == {4}
 

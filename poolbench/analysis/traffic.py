@@ -124,7 +124,7 @@ def _users_mean(users: pd.Series, window: Window) -> float | None:
 
 
 def _little(log, inside: np.ndarray, window: Window, users: float | None) -> LittleCheck | None:
-    user = getattr(log, "user", None)
+    user = log.user_keys()
     if user is None or users is None or users <= 0 or not inside.any():
         return None
     start, response_s, who = log.start[inside], log.response_ms[inside] / 1000, user[inside]
