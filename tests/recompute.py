@@ -23,9 +23,12 @@ import numpy as np
 
 SETTLE_S = 2.0
 HEADER = struct.Struct("<8sdII8x")
-RECORD = np.dtype(
-    [("response_ms", "<f8"), ("start_ms", "<i4"), ("name", "<u2"), ("ok", "u1"), ("worker", "u1")]
-)
+RECORDS = {  # by the format version in the magic's last byte
+    1: np.dtype([("response_ms", "<f8"), ("start_ms", "<i4"), ("name", "<u2"), ("ok", "u1"),
+                 ("worker", "u1")]),
+    2: np.dtype([("response_ms", "<f4"), ("start_ms", "<i4"), ("user", "<u4"), ("name", "<u2"),
+                 ("ok", "u1"), ("worker", "u1")]),
+}  # fmt: skip
 
 
 def _phases(variant: dict) -> dict[str, tuple[float, float]]:
@@ -72,11 +75,12 @@ def full_load(users: list[tuple[float, float]], load: tuple[float, float]) -> tu
 
 def _requests(vdir: Path) -> np.ndarray:
     raw = (vdir / "requests.bin").read_bytes()
-    _, base, _, _ = HEADER.unpack_from(raw)
-    records = np.frombuffer(raw, dtype=RECORD, offset=HEADER.size)
+    magic, base, _, _ = HEADER.unpack_from(raw)
+    records = np.frombuffer(raw, dtype=RECORDS[magic[-1]], offset=HEADER.size)
     start = base + records["start_ms"] / 1000.0
+    response = records["response_ms"].astype("f8")
     return np.rec.fromarrays(
-        [start + records["response_ms"] / 1000.0, records["response_ms"], records["ok"] == 1],
+        [start + response / 1000.0, response, records["ok"] == 1],
         names="end,ms,ok",
     )
 

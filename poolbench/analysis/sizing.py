@@ -140,7 +140,11 @@ def _capped(variants: list[VariantFigures]) -> list[str]:
         ]
         refused = f.traffic.refusals or 0
         if full or refused:
-            why = (f"{', '.join(full)} reached its ceiling" if full else "") + (
+            why = (
+                f"{', '.join(full)} reached {'its' if len(full) == 1 else 'their'} ceiling"
+                if full
+                else ""
+            ) + (
                 f"{'; ' if full else ''}{fmt.count(refused)} requests were refused"
                 if refused
                 else ""
