@@ -38,6 +38,21 @@ def _count(text: str) -> int:
     return value
 
 
+def _duration(text: str) -> float:
+    """Seconds, or a number with s, m or h: 300, 90s, 10m, 1h."""
+    units = {"s": 1, "m": 60, "h": 3600}
+    number, unit = (text[:-1], text[-1]) if text and text[-1] in units else (text, "s")
+    try:
+        value = float(number) * units[unit]
+    except ValueError:
+        value = -1.0
+    if value <= 0:
+        raise argparse.ArgumentTypeError(
+            f"a positive duration such as 300, 10m or 1h, got {text!r}"
+        )
+    return value
+
+
 def _load_overrides(args: argparse.Namespace) -> dict:
     """The load settings given on the command line (poolbench.config.LoadSettings fields)."""
     given = {
@@ -68,6 +83,8 @@ def _add_run_arguments(parser: argparse.ArgumentParser) -> None:
                         help="seconds to wait for the workers to join (default 120)")  # fmt: skip
     parser.add_argument("--locust-master-bind", metavar="ADDRESS",
                         help="where the Locust master listens (default 127.0.0.1; exposing it is deliberate)")  # fmt: skip
+    parser.add_argument("--soak", type=_duration, metavar="DURATION",
+                        help="continue the load at constant users this long (e.g. 10m): the leak test's window")  # fmt: skip
     parser.add_argument("--out", type=Path, default=Path("results"),
                         help="results root (default: results/)")  # fmt: skip
     parser.add_argument("--no-report", action="store_true", help="skip the report at the end")
@@ -86,14 +103,15 @@ def _cmd_run(args: argparse.Namespace) -> int:
         repeats=args.repeats,
         load_processes=args.load_processes,
         load=_load_overrides(args),
+        soak_s=args.soak,
     )
     runner = Runner(config, experiments, args.out, ["poolbench", *sys.argv[1:]], args.database_url)
     record = runner.run()
     print(f"results: {record.run_dir}")
-    return _finish(record.run_dir, args.no_report)
+    return report_run(record.run_dir, args.no_report)
 
 
-def _finish(run_dir: Path, skip_report: bool) -> int:
+def report_run(run_dir: Path, skip_report: bool) -> int:
     """The short text summary, then the report; both from one analysis of the run."""
     from poolbench.analysis import analyse
     from poolbench.report import build_report
@@ -139,6 +157,7 @@ def build_parser() -> argparse.ArgumentParser:
         "poolbench.comparison",
         "compare runs: the same table across results folders",
     )
+    _plug(sub, "size", "poolbench.size", "measure the pool size a variant needs: a sweep of sizes")
     _plug(sub, "watch", "poolbench.watch", "sample a PostgreSQL (and app pids) live, without load")
     _plug(sub, "lint", "poolbench.lint", "list every SQLAlchemy engine a codebase creates")
     return parser

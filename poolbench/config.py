@@ -60,10 +60,15 @@ class LoadSettings:
 
 @dataclass(frozen=True)
 class Phases:
-    """Seconds per phase: warm-up (light load), load, then idle to see what stays open."""
+    """Seconds per phase: warm-up (light load), load, soak, then idle to see what stays open.
+
+    The soak continues the load at the same, constant user count (one Locust run spans both):
+    the window the leak test fits its slopes over, after the pools have filled.
+    """
 
     warmup_s: float = 5.0
     load_s: float = 45.0
+    soak_s: float = 0.0
     idle_s: float = 15.0
 
 
@@ -90,6 +95,7 @@ class Experiment:
     phases: Phases
     repeats: int = 1
     claims: dict[str, dict[str, Any]] = field(default_factory=dict)  # id → claim table
+    sweep: dict[str, Any] = field(default_factory=dict)  # a point of a pool-size sweep
 
 
 @dataclass(frozen=True)
@@ -158,6 +164,11 @@ def _validate_experiment(exp: Experiment, variants: dict[str, Variant]) -> None:
             raise PoolbenchError(f"{where}.{key} must be at least 1, got {value}")
     if exp.phases.load_s <= 0:
         raise PoolbenchError(f"{where}.phases.load_s must be positive, got {exp.phases.load_s}")
+    if exp.phases.soak_s > 0 and exp.load.shape == "spike":
+        raise PoolbenchError(
+            f"{where}.phases.soak_s needs a constant load at its end: use shape steady or ramp, "
+            "not spike"
+        )
     if exp.load.shape == "ramp" and exp.load.ramp_s >= exp.phases.load_s:
         raise PoolbenchError(
             f"{where}.load.ramp_s ({exp.load.ramp_s:g} s) must be shorter than phases.load_s "
@@ -321,6 +332,7 @@ def select(
     repeats: int | None = None,
     load_processes: int | None = None,
     load: dict[str, Any] | None = None,
+    soak_s: float | None = None,
 ) -> list[Experiment]:
     """The experiments to run, after --experiment, --variants, --quick and friends."""
     names = experiments or (
@@ -344,6 +356,8 @@ def select(
             )
         if load:  # command-line settings of the load, e.g. --locust-workers
             experiment = replace(experiment, load=replace(experiment.load, **load))
+        if soak_s is not None:
+            experiment = replace(experiment, phases=replace(experiment.phases, soak_s=soak_s))
         _validate_experiment(experiment, config.variants)
         chosen.append(experiment)
     return chosen

@@ -90,13 +90,19 @@ class RunRecord:
         write_json(self.run_dir / "run.json", self.data)
 
     def experiment(
-        self, name: str, description: str, claims: dict[str, Any] | None = None
+        self,
+        name: str,
+        description: str,
+        claims: dict[str, Any] | None = None,
+        sweep: dict[str, Any] | None = None,
     ) -> list[dict[str, Any]]:
         """The (new) variant list of an experiment entry."""
         for entry in self.data["experiments"]:
             if entry["name"] == name:
                 return entry["variants"]
         entry = {"name": name, "description": description, "claims": claims or {}, "variants": []}
+        if sweep:
+            entry["sweep"] = sweep
         self.data["experiments"].append(entry)
         return entry["variants"]
 

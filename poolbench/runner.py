@@ -125,7 +125,9 @@ class Runner:
         return self.record
 
     def _run_experiment(self, experiment: Experiment) -> None:
-        entries = self.record.experiment(experiment.name, experiment.description, experiment.claims)
+        entries = self.record.experiment(
+            experiment.name, experiment.description, experiment.claims, experiment.sweep
+        )
         if warning := locust.hold_warning(experiment.load, experiment.phases.load_s):
             self.display.message(f"[{experiment.name}] warning: {warning}")
         total = experiment.repeats * len(experiment.variants)
@@ -245,7 +247,7 @@ class Runner:
         try:
             self._phase(ref, "warmup", phases.warmup_s,
                         lambda: self._warmup(experiment, app, out, phases.warmup_s))  # fmt: skip
-            self._phase(ref, "load", phases.load_s, starts_itself=True,
+            self._phase(ref, "load", phases.load_s + phases.soak_s, starts_itself=True,
                         body=lambda begin: self._load(experiment, app, ref, collector, begin))  # fmt: skip
             self._phase(ref, "idle", phases.idle_s,
                         lambda: self._idle(ref, phases.idle_s, collector))  # fmt: skip
@@ -260,22 +262,25 @@ class Runner:
             self.record.save_variant(entry)
 
     def _phase(self, ref: VariantRef, name: str, length: float, body, starts_itself=False) -> None:
-        """A timestamped phase; with `starts_itself`, body(begin) calls begin(ts) when it began."""
+        """A timestamped phase; with `starts_itself`, body(begin) calls begin(ts) when it began,
+        and may call begin(ts, next_name, next_length) to end it there and start the next."""
         if length <= 0:
             return
-        started = []
+        current: list[str] = []
 
-        def begin(ts: float) -> None:
-            started.append(ts)
-            self.events.phase_started.fire(ref=ref, phase=name, length_s=length, ts=ts)
+        def begin(ts: float, phase: str = name, phase_length: float = length) -> None:
+            if current:
+                self.events.phase_ended.fire(ref=ref, phase=current.pop(), ts=ts)
+            current.append(phase)
+            self.events.phase_started.fire(ref=ref, phase=phase, length_s=phase_length, ts=ts)
 
         if not starts_itself:
             begin(time.time())
         try:
             body(begin) if starts_itself else body()
         finally:
-            if started:
-                self.events.phase_ended.fire(ref=ref, phase=name, ts=time.time())
+            if current:
+                self.events.phase_ended.fire(ref=ref, phase=current.pop(), ts=time.time())
 
     def _warmup(self, experiment: Experiment, app, out: Path, seconds: float) -> None:
         """A light load over every route, so pools, caches and JIT-like paths are warm."""
@@ -284,12 +289,13 @@ class Runner:
 
     def _load(self, experiment: Experiment, app, ref: VariantRef, collector, begin) -> None:
         """The load phase begins when Locust's test does (after its workers joined)."""
-        settings, load_s, out = experiment.load, experiment.phases.load_s, ref.dir
+        settings, out = experiment.load, ref.dir
+        load_s, soak_s = experiment.phases.load_s, experiment.phases.soak_s
         port = postgres.free_port(
             settings.locust_master_bind if settings.locust_workers else "127.0.0.1"
         )
         outputs = locust.LoadOutputs(out)
-        cmd = locust.load_command(settings, app.base_url, load_s, outputs, port)
+        cmd = locust.load_command(settings, app.base_url, load_s + soak_s, outputs, port)
         process = locust.start_locust(cmd, out / "locust.log", outputs)
         self.events.load_started.fire(ref=ref, pid=process.pid)
         if settings.locust_workers:
@@ -299,16 +305,21 @@ class Runner:
             self._show_live(ref, collector, process.progress())
 
         try:
-            begin(process.wait_started(settings, live))
-            deadline = time.monotonic() + load_s + LOCUST_GRACE_S
+            started = process.wait_started(settings, live)
+            begin(started, "load", load_s)
+            soak_at = started + load_s if soak_s > 0 else None
+            deadline = time.monotonic() + load_s + soak_s + LOCUST_GRACE_S
             while process.proc.poll() is None:
                 if time.monotonic() > deadline:
-                    raise PoolbenchError(f"Locust overran its {load_s:.0f} s load phase; see {out / 'locust.log'}")  # fmt: skip
+                    raise PoolbenchError(f"Locust overran its {load_s + soak_s:.0f} s load phase; see {out / 'locust.log'}")  # fmt: skip
+                if soak_at is not None and time.time() >= soak_at:
+                    begin(soak_at, "soak", soak_s)  # the same Locust run, at the same users
+                    soak_at = None
                 live()
                 time.sleep(0.5)
         finally:
             process.stop()
-            record = locust.load_record(process.status(), settings, load_s)
+            record = locust.load_record(process.status(), settings, load_s + soak_s)
             self.record.entry_for(out)["locust"] = record
             if message := (record.get("shape") or {}).get("message"):
                 self.display.message(f"[{experiment.name}] {ref.variant}: {message}")

@@ -459,6 +459,7 @@ def write_run(
     status: str = "complete",
     command: str = "poolbench run --quick",
     claims: dict[str, dict] | None = None,
+    sweeps: dict[str, dict] | None = None,
 ) -> Path:
     """Write a results directory for `specs` under `root/run_id` and return its path."""
     run_dir = Path(root) / run_id
@@ -508,6 +509,7 @@ def write_run(
                 "name": name,
                 "description": f"synthetic {name}",
                 "claims": (claims or {}).get(name, {}),
+                **({"sweep": sweeps[name]} if sweeps and name in sweeps else {}),
                 "variants": entries,
             }
             for name, entries in experiments.items()

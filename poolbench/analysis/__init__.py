@@ -26,6 +26,7 @@ from poolbench.analysis.summary import (
     VariantSummary,
     headline,
 )
+from poolbench.analysis.sweep import sweeps
 from poolbench.analysis.typed import num
 from poolbench.errors import PoolbenchError
 from poolbench.results import RunResult, load_run
@@ -123,6 +124,7 @@ def analyse(source: str | Path | RunResult) -> Analysis:
     cores = int(num(environment.get("cpu_count")) or 0) or None
     order = list(dict.fromkeys(r.figures.experiment for r in runs))
     experiments = [_experiment(name, loaded, runs, cores) for name in order]
+    found_sweeps = sweeps(meta["experiments"], runs, cores)
     run_id = str(meta.get("run_id") or loaded.path.name)
     command = meta.get("command")
     summary = Summary(
@@ -130,7 +132,8 @@ def analyse(source: str | Path | RunResult) -> Analysis:
         run=RunInfo(run_id, meta.get("status"), meta.get("error"),
                     " ".join(command) if isinstance(command, list) else command,
                     num(meta.get("started_at")), num(meta.get("finished_at")), environment),
-        headline=headline(experiments, run_id, meta.get("status")),
+        headline=headline(experiments, run_id, meta.get("status"), found_sweeps),
         warnings=_warnings(loaded, runs), experiments=experiments,
+        sweeps=found_sweeps,
     )  # fmt: skip
     return Analysis(summary, runs, loaded.path)

@@ -12,6 +12,7 @@ from poolbench.analysis.claims import ClaimsTable
 from poolbench.analysis.compare import ComparisonTable
 from poolbench.analysis.figures import VariantFigures
 from poolbench.analysis.sizing import Sizing
+from poolbench.analysis.sweep import Sweep
 from poolbench.analysis.typed import Json
 from poolbench.errors import PoolbenchError
 
@@ -63,6 +64,7 @@ class Summary(Json):
     headline: str
     warnings: list[str] = field(default_factory=list)
     experiments: list[ExperimentSummary] = field(default_factory=list)
+    sweeps: list[Sweep] = field(default_factory=list)
 
     def primary(self) -> tuple[ExperimentSummary, ComparisonTable] | None:
         """The first experiment with a comparison, and its first comparison."""
@@ -94,8 +96,14 @@ def read_summary(run_dir: Path) -> Summary:
     return Summary.from_json(data)
 
 
-def headline(experiments: list[ExperimentSummary], run_id: str, status: str | None) -> str:
-    text = _connections_headline(experiments) or f"poolbench run {run_id}: no connection samples"
+def headline(
+    experiments: list[ExperimentSummary], run_id: str, status: str | None, sweeps: list[Sweep]
+) -> str:
+    text = (
+        _sweep_headline(sweeps)
+        or _connections_headline(experiments)
+        or f"poolbench run {run_id}: no connection samples"
+    )
     refused = [
         f"{v.name} {fmt.count(sum(f.traffic.refusals or 0 for f in v.repeats))}"
         for e in experiments for v in e.variants
@@ -113,6 +121,15 @@ def headline(experiments: list[ExperimentSummary], run_id: str, status: str | No
     elif status not in (None, "complete"):
         text += f" — run {status}"
     return text
+
+
+def _sweep_headline(sweeps: list[Sweep]) -> str | None:
+    for sweep in sweeps:
+        sizes = f"{sweep.points[0].pool_size}–{sweep.points[-1].pool_size}" if sweep.points else "?"
+        if sweep.recommended is not None:
+            return f"Pool-size sweep of {sweep.variant} ({sizes}): pool_size {sweep.recommended} per worker"
+        return f"Pool-size sweep of {sweep.variant} ({sizes}): no recommendation"
+    return None
 
 
 def _connections_headline(experiments: list[ExperimentSummary]) -> str | None:

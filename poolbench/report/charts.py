@@ -511,6 +511,37 @@ TIME_CHARTS = {
 }
 
 
+def chart_sweep(sweep, path: Path) -> None:
+    """Goodput and latency percentiles against pool size (log scale), the choice marked."""
+    points = sweep.points
+    fig = _figure(2, 2.6, f"Pool-size sweep — {sweep.variant}")
+    top, bottom = fig.subplots(2, 1, sharex=True)
+    sizes = [p.pool_size for p in points]
+    top.plot(sizes, [p.goodput for p in points], "o-", color=VARIANT_COLORS[1], lw=1.8,
+             label="goodput (successful/s)")  # fmt: skip
+    for key, style in (("p50", "o-"), ("p95", "s--"), ("p99", "^:")):
+        bottom.plot(sizes, [getattr(p, key) for p in points], style, color=VARIANT_COLORS[0],
+                    lw=1.4, label=key)  # fmt: skip
+    for ax in (top, bottom):
+        if sweep.recommended is not None:
+            ax.axvline(sweep.recommended, color=MODEL_COLOR, lw=2, alpha=0.7,
+                       label=f"recommended: {sweep.recommended}")  # fmt: skip
+        if sweep.hikari:
+            ax.axvline(sweep.hikari / max(sweep.workers, 1), color="#555555", lw=1, ls=":",
+                       label=f"HikariCP 2 × cores + 1 = {sweep.hikari}")  # fmt: skip
+        ax.set_xscale("log", base=2)
+        ax.set_ylim(bottom=0)
+        _legend(ax)
+    top.set_title("Goodput at full load")
+    top.set_ylabel("requests/s")
+    bottom.set_title("Latency of the successful requests at full load")
+    bottom.set_ylabel("ms")
+    bottom.set_xlabel("pool_size per worker (max_overflow 0)")
+    bottom.set_xticks(sizes, [str(s) for s in sizes])
+    fig.subplots_adjust(left=0.07, right=0.75, top=0.9, bottom=0.1, hspace=0.3)
+    _save(fig, path)
+
+
 def render_charts(analysis: Analysis, out_dir: Path) -> list[Chart]:
     """Draw every chart of every experiment into out_dir/charts; return them in report order."""
     charts: list[Chart] = []
@@ -531,4 +562,10 @@ def render_charts(analysis: Analysis, out_dir: Path) -> list[Chart]:
                 else:
                     TIME_CHARTS[key](analysis, name, path, clock)
                 charts.append(Chart(key, title, path, ALT[key], name))
+        for sweep in analysis.summary.sweeps:
+            path = out_dir / "charts" / f"sweep-{slug(sweep.group)}-{slug(sweep.variant)}.png"
+            chart_sweep(sweep, path)
+            charts.append(Chart("sweep", f"Pool-size sweep of {sweep.variant}", path,
+                                "Goodput and latency percentiles against pool size, with the "
+                                "recommended size marked.", f"sweep:{sweep.group}:{sweep.variant}"))  # fmt: skip
     return charts

@@ -18,6 +18,7 @@ from poolbench.analysis.figures import VariantFigures
 from poolbench.analysis.leak import GROWING
 from poolbench.analysis.metrics import METRICS
 from poolbench.analysis.summary import ExperimentSummary, Summary
+from poolbench.analysis.sweep import Sweep
 from poolbench.failures import KIND_NAMES, LABELS
 from poolbench.report.charts import Chart
 
@@ -435,7 +436,7 @@ def leak_section(experiment: ExperimentSummary) -> list[Any]:
     for v in experiment.variants:
         for t in v.first.leak:
             unit = fmt.mib if t.unit == "bytes" else fmt.count
-            slope = (f"{unit(t.slope_per_h)}/h (95 % CI {unit(t.low_per_h)} … {unit(t.high_per_h)})"
+            slope = (f"{unit(t.slope_per_h)}/h (95 % CI {unit(t.low_per_h)}/h … {unit(t.high_per_h)}/h)"
                      if t.slope_per_h is not None else fmt.NA)  # fmt: skip
             kind = (
                 "bad" if t.verdict == GROWING else "good" if t.verdict == "no growth" else "neutral"
@@ -519,6 +520,37 @@ def events_section(experiment: ExperimentSummary) -> list[Any]:
         Heading(3, f"Events — {experiment.name}"),
         Table(["variant", "when", "event", "details"], rows, "llll"),
     ]
+
+
+def sweep_section(sweep: Sweep, charts: list[Chart], run_dir: Path) -> list[Any]:
+    blocks: list[Any] = [Heading(2, f"Pool-size sweep — {sweep.variant} ({sweep.group})")]
+    if sweep.recommended is not None:
+        text = (
+            f"Recommended: pool_size {sweep.recommended} per worker × {sweep.workers} worker(s) "
+            f"(max_overflow 0) — {sweep.reason}."
+        )
+    else:
+        text = f"No size could be recommended: {sweep.reason}."
+    if sweep.hikari:
+        text += f" HikariCP's rule of thumb for {sweep.cores} cores: {sweep.hikari} connections."
+    blocks.append(Para(text, strong=True))
+    rows = [
+        [fmt.count(p.pool_size), fmt.count(p.n), fmt.rate(p.goodput), fmt.pct(p.goodput_change_pct),
+         fmt.ms(p.p50), fmt.ms(p.p95), fmt.pct(p.p95_change_pct), fmt.ms(p.p99),
+         fmt.rate(p.failures_per_s), Badge("as good", "good") if p.as_good else Badge("worse", "bad"), p.why]
+        for p in sweep.points
+    ]  # fmt: skip
+    blocks.append(Table(["pool_size per worker", "runs", "goodput", "vs best", "p50", "p95", "vs best",
+                         "p99", "failed/s", "", "how decided"], rows, "rrrrrrrrrll"))  # fmt: skip
+    blocks += [Notice("info", n) for n in sweep.notes]
+    for chart in charts:
+        if chart.experiment == f"sweep:{sweep.group}:{sweep.variant}":
+            blocks.append(
+                Image(
+                    chart.path, chart.path.relative_to(run_dir).as_posix(), chart.alt, chart.title
+                )
+            )
+    return blocks
 
 
 def census_section(summary: Summary) -> list[Any]:
@@ -645,12 +677,14 @@ def build_document(summary: Summary, charts: list[Chart], run_dir: Path) -> Docu
              glance_table(table, notes), *notes.block(), glance_note(table)])  # fmt: skip
         if experiment.claims is not None:
             add(claims_section(experiment.claims))
+    for sweep in summary.sweeps:
+        add(sweep_section(sweep, charts, run_dir))
+    swept = {p.experiment for sweep in summary.sweeps for p in sweep.points}
     for experiment in summary.experiments:
-        add(
-            experiment_section(
-                experiment, charts, run_dir, primary is not None and experiment is primary[0]
-            )
-        )
+        if experiment.name in swept:
+            continue  # a point of a sweep: its figures are in the sweep's table
+        is_primary = primary is not None and experiment is primary[0]
+        add(experiment_section(experiment, charts, run_dir, is_primary))
     add(census_section(summary))
     add(environment_section(summary))
     doc.blocks.append(Heading(2, "Reproduce"))
