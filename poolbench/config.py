@@ -345,7 +345,7 @@ def select(
         if variants:
             for variant in variants:
                 _require(variant, config.variants, "variant")
-            experiment = replace(experiment, variants=tuple(variants))
+            experiment = replace(experiment, variants=_distinct(config, variants))
         if quick:  # claims are about the experiment's own settings, which quick changes
             experiment = replace(apply_overrides(experiment, config.quick, "quick"), claims={})
         if repeats is not None:
@@ -361,6 +361,23 @@ def select(
         _validate_experiment(experiment, config.variants)
         chosen.append(experiment)
     return chosen
+
+
+def _distinct(config: BenchConfig, names: list[str]) -> tuple[str, ...]:
+    """`after,after` (an A/A comparison): the second is `after_2`, the same app and label."""
+    out: list[str] = []
+    for name in names:
+        alias, n = name, 1
+        while alias in out:
+            n += 1
+            alias = f"{name}_{n}"
+        if alias != name:
+            original = config.variants[name]
+            config.variants.setdefault(
+                alias, replace(original, name=alias, label=original.label or name)
+            )
+        out.append(alias)
+    return tuple(out)
 
 
 def apply_overrides(experiment: Experiment, table: dict[str, Any], where: str) -> Experiment:
