@@ -93,7 +93,7 @@ class Comparison:
 
     `status` is "exact" (compared without a test: identical values within each side),
     "significant" (p < alpha), "not significant" (shown as `~`), or "untested" (no valid test
-    possible; `footnotes` say why). `significant` is True only for a significant test.
+    possible; `footnotes[0]` says why). `significant` is True only for a significant test.
     """
 
     a: Side
@@ -231,14 +231,15 @@ def compare(
     change = change_pct(side_a.median, side_b.median)
     warnings = spread_warnings((side_a, side_b), names)
     if min(xa.size, xb.size) < 2:
-        notes.append(f"one value or fewer per side ({xa.size} vs {xb.size} {unit}): no test")
+        notes.insert(0, f"one value or fewer per side ({xa.size} vs {xb.size} {unit}): no test")
         return Comparison(side_a, side_b, change, None, "untested", "none", tuple(notes), warnings)
     p, test = mann_whitney(xa, xb)
     floor = smallest_p(xa.size, xb.size)
     if floor >= alpha:
-        notes.append(
+        notes.insert(
+            0,
             f"n too small for a test at α = {alpha:g}: with {xa.size} vs {xb.size} {unit} the "
-            f"smallest achievable p is {floor:.2g}"
+            f"smallest achievable p is {floor:.2g}",
         )
         status: Status = "untested"
     else:

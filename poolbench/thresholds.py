@@ -147,6 +147,8 @@ def parse(text: str) -> Threshold:
         tree = ast.parse(_REF.sub(substitute, text.strip()), mode="eval").body
     except SyntaxError:
         _fail(text, f"not a valid expression ({_GRAMMAR})")
+    if isinstance(tree, ast.BoolOp):
+        _fail(text, "one comparison per expression (no and/or: give each its own threshold)")
     if not isinstance(tree, ast.Compare):
         _fail(text, "needs one comparison (<, <=, >, >=, ==, !=)")
     if len(tree.ops) != 1:
@@ -212,21 +214,22 @@ def _significance(
 ) -> ThresholdResult:
     x, y = threshold.significance  # type: ignore[misc]
     result = source.comparison(y.variant, x.variant, x.metric)
-    wanted = {"<": "significantly lower than", ">": "significantly higher than"}
-    claim = f"{x} {wanted.get(threshold.op, 'significantly different from')} {y}"
+    relation = {"<": "lower than", ">": "higher than"}.get(threshold.op, "different from")
     if result is None or result.direction is None:
         why = result.footnotes[0] if result and result.footnotes else "no comparison available"
-        return _result(threshold, "inconclusive", f"{claim}? untested: {why}", values)
+        line = f"cannot tell whether {x} is significantly {relation} {y}: {why}"
+        return _result(threshold, "inconclusive", line, values)
     direction = result.direction
     held = direction != 0 if threshold.op == "!=" else direction == _SIGNIFICANCE_OPS[threshold.op]
-    evidence = _evidence(result)
+    how = "" if result.status == "exact" else "significantly "
     if held:
-        return _result(threshold, "breached", f"{claim} ({evidence})", values)
-    if direction == 0:
+        line = f"{x} is {how}{relation} {y} ({_evidence(result)})"
+    elif direction == 0:
         found = "equal" if result.status == "exact" else "no significant difference"
+        line = f"{found} ({_evidence(result)})"
     else:
-        found = f"{x} is significantly {'higher' if direction > 0 else 'lower'}"
-    return _result(threshold, "passed", f"{found} ({evidence})", values)
+        line = f"{x} is {how}{'higher' if direction > 0 else 'lower'} ({_evidence(result)})"
+    return _result(threshold, "breached" if held else "passed", line, values)
 
 
 def _evidence(result: Comparison) -> str:
