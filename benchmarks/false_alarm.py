@@ -25,6 +25,7 @@ from dataclasses import dataclass
 
 import numpy as np
 from scipy import signal
+from scipy.stats import binomtest
 
 from poolbench.blocks import block_edges, choose_block_length, compare_blocks, per_block
 from poolbench.stats import Comparison, compare
@@ -125,12 +126,16 @@ def within_run(
 
 
 def rates(results: list[dict[str, Comparison]]) -> dict[str, dict[str, float]]:
-    """Share significant and share untested, per metric."""
+    """Share significant (with its 95 % Clopper-Pearson interval) and share untested."""
     out = {}
     for metric in METRICS:
         status = [r[metric].status for r in results]
+        significant = status.count("significant")
+        interval = binomtest(significant, len(status)).proportion_ci(0.95)
         out[metric] = {
-            "significant": status.count("significant") / len(status),
+            "significant": significant / len(status),
+            "low": interval.low,
+            "high": interval.high,
             "untested": status.count("untested") / len(status),
         }
     return out
@@ -166,16 +171,25 @@ def main() -> None:
         default=0.0,
         help="run-to-run offset in the within-run runs too (shows what that test cannot see)",
     )
+    parser.add_argument(
+        "--slow-sd",
+        type=float,
+        default=Model().slow_sd,
+        help="sd of the slowly varying log latency level (0: stationary latency)",
+    )
     args = parser.parse_args()
     began = time.perf_counter()
-    result = measure(args.trials, args.seed, run_cv_within=args.run_cv_within)
-    print(f"{args.trials} comparisons per row, seed {args.seed}, {Model()}")
-    print(f"{'':12} {'metric':8} {'significant':>12} {'untested':>9}")
+    model = Model(slow_sd=args.slow_sd)
+    result = measure(args.trials, args.seed, model, run_cv_within=args.run_cv_within)
+    print(f"{args.trials} comparisons per row, seed {args.seed}, {model}")
+    print(f"run-to-run offset within-run: {args.run_cv_within:g}")
+    print(f"{'':15} {'metric':8} {'significant (95 % CI)':>23} {'untested':>9}")
     for name, per_metric in result.items():
         for metric, share in per_metric.items():
+            interval = f"({share['low'] * 100:.1f}-{share['high'] * 100:.1f})"
             print(
-                f"{name:12} {metric:8} {share['significant'] * 100:11.1f}% "
-                f"{share['untested'] * 100:8.1f}%"
+                f"{name:15} {metric:8} {share['significant'] * 100:9.1f} % {interval:>12} "
+                f"{share['untested'] * 100:7.1f} %"
             )
     print(f"{time.perf_counter() - began:.1f} s")
 

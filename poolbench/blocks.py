@@ -177,7 +177,7 @@ def compare_blocks(
     )
     problems = _invalid(blocks, length, names, alpha)
     notes = (*problems, *result.footnotes, WITHIN_RUN_NOTE)
-    test = f"{result.test} over {blocks.length}-s block values"
+    test = result.test if result.test == "none" else f"{result.test} over {blocks.length}-s blocks"
     if problems:
         return replace(result, status="untested", test=test, footnotes=notes, blocks=blocks)
     return replace(result, test=test, footnotes=notes, blocks=blocks)

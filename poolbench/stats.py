@@ -208,7 +208,8 @@ def mann_whitney(a: np.ndarray, b: np.ndarray) -> tuple[float, str]:
         p = sps.mannwhitneyu(a, b, alternative="two-sided", method=method).pvalue
         return float(min(1.0, p)), "Mann-Whitney U, exact permutation (ties)"
     p = sps.mannwhitneyu(a, b, alternative="two-sided", method="asymptotic").pvalue
-    return float(p), "Mann-Whitney U, normal approximation (tie-corrected)"
+    p = 1.0 if np.isnan(p) else float(p)  # every value tied: no evidence of a difference
+    return p, "Mann-Whitney U, normal approximation (tie-corrected)"
 
 
 def compare(
@@ -322,8 +323,10 @@ def _dropped(raw: Sequence[float] | np.ndarray, kept: np.ndarray, name: str) -> 
 
 
 def _with_notes(result: Comparison, notes: Sequence[str]) -> Comparison:
-
-    return replace(result, footnotes=(*notes, *result.footnotes))
+    """Add notes after the first footnote when untested (footnotes[0] says why), else first."""
+    keep = 1 if result.status == "untested" else 0
+    footnotes = (*result.footnotes[:keep], *notes, *result.footnotes[keep:])
+    return replace(result, footnotes=footnotes)
 
 
 def _finite(values: Sequence[float] | np.ndarray) -> np.ndarray:
