@@ -42,6 +42,7 @@ SPREAD_LIMIT = 0.10  # warn when the median is uncertain by more than this share
 # else the tie-corrected normal approximation, which is fair from about 7 values per side.
 MAX_EXACT_SPLITS = 1000
 
+Values = Sequence[float] | np.ndarray  # one number per repeat, block or second
 Status = Literal["exact", "significant", "not significant", "untested"]
 
 
@@ -145,7 +146,7 @@ class Comparison:
 
 
 def median_interval(
-    values: Sequence[float] | np.ndarray, confidence: float = CONFIDENCE
+    values: Values, confidence: float = CONFIDENCE
 ) -> tuple[float, float, float] | None:
     """(low, high, achieved level) of the distribution-free interval of the median, or None.
 
@@ -167,7 +168,7 @@ def median_interval(
     return float(x[m]), float(x[n - 1 - m]), level
 
 
-def summarize(values: Sequence[float] | np.ndarray) -> Side:
+def summarize(values: Values) -> Side:
     """Median, its interval and the range of the finite values."""
     x = _finite(values)
     if x.size == 0:
@@ -213,8 +214,8 @@ def mann_whitney(a: np.ndarray, b: np.ndarray) -> tuple[float, str]:
 
 
 def compare(
-    a: Sequence[float] | np.ndarray,
-    b: Sequence[float] | np.ndarray,
+    a: Values,
+    b: Values,
     *,
     names: tuple[str, str] = ("a", "b"),
     alpha: float = ALPHA,
@@ -249,8 +250,8 @@ def compare(
 
 
 def compare_exact(
-    a: Sequence[float] | np.ndarray,
-    b: Sequence[float] | np.ndarray,
+    a: Values,
+    b: Values,
     *,
     names: tuple[str, str] = ("a", "b"),
     alpha: float = ALPHA,
@@ -317,7 +318,7 @@ def _interval_notes(sides: Sequence[Side], names: Sequence[str]) -> list[str]:
     ]
 
 
-def _dropped(raw: Sequence[float] | np.ndarray, kept: np.ndarray, name: str) -> list[str]:
+def _dropped(raw: Values, kept: np.ndarray, name: str) -> list[str]:
     missing = len(raw) - kept.size
     return [f"{missing} of {len(raw)} values of {name} missing"] if missing else []
 
@@ -329,6 +330,6 @@ def _with_notes(result: Comparison, notes: Sequence[str]) -> Comparison:
     return replace(result, footnotes=footnotes)
 
 
-def _finite(values: Sequence[float] | np.ndarray) -> np.ndarray:
+def _finite(values: Values) -> np.ndarray:
     x = np.asarray([np.nan if v is None else v for v in values], dtype=float)
     return x[np.isfinite(x)]
