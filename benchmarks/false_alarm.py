@@ -27,8 +27,8 @@ import numpy as np
 from scipy import signal
 from scipy.stats import binomtest
 
-from poolbench.blocks import block_edges, choose_block_length, compare_blocks, per_block
-from poolbench.stats import Comparison, compare
+from poolbench.analysis.blocks import block_edges, choose_block_length, compare_blocks, per_block
+from poolbench.analysis.stats import Comparison, compare
 
 REPEATS = 5
 SHIFT = 0.10

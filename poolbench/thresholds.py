@@ -38,8 +38,8 @@ from collections.abc import Callable, Collection, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal, NoReturn, Protocol
 
+from poolbench.analysis.stats import Comparison
 from poolbench.errors import PoolbenchError
-from poolbench.stats import Comparison
 
 EXIT_THRESHOLD = 3  # a threshold breached; bad input is 2, a failed run 1, interrupted 130
 

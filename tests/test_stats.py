@@ -1,4 +1,4 @@
-"""poolbench.stats and poolbench.blocks on synthetic data with known properties."""
+"""poolbench.analysis.stats and poolbench.analysis.blocks on synthetic data with known properties."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from conftest import REPO
 from scipy import signal
 from scipy import stats as sps
 
-from poolbench.blocks import (
+from poolbench.analysis.blocks import (
     BLOCK_FACTOR,
     BlockLength,
     block_edges,
@@ -24,7 +24,7 @@ from poolbench.blocks import (
     integrated_time,
     per_block,
 )
-from poolbench.stats import Comparison, compare, compare_exact, median_interval
+from poolbench.analysis.stats import Comparison, compare, compare_exact, median_interval
 
 
 def ar1(seed: int, n: int, phi: float, mean: float = 100.0, sd: float = 10.0) -> np.ndarray:

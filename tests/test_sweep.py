@@ -75,7 +75,9 @@ def test_sweep_experiments_set_the_pool_and_mark_the_points() -> None:
 
 def test_bad_sizes_are_one_line_errors() -> None:
     proc = subprocess.run(
-        [sys.executable, "-m", "poolbench", "size", "--sizes", "0,x"], capture_output=True, text=True
+        [sys.executable, "-m", "poolbench", "size", "--sizes", "0,x"],
+        capture_output=True,
+        text=True,
     )
     assert proc.returncode == 2 and "pool sizes of at least 1" in proc.stderr
     assert "Traceback" not in proc.stderr

@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from poolbench.analysis.stats import Comparison, compare, compare_exact
 from poolbench.errors import PoolbenchError
-from poolbench.stats import Comparison, compare, compare_exact
 from poolbench.thresholds import (
     EXIT_THRESHOLD,
     ThresholdResult,

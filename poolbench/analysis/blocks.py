@@ -27,20 +27,19 @@ a positive one means the blocks are still too short or the level drifts).
 
 **What it cannot see**: a difference between the two runs' levels that is not due to the
 variant (the machine warmer, a neighbour busier). It tests "these two windows differ", and the
-result's footnote says so; only repeats (poolbench.stats.compare) include run-to-run variation.
+result's footnote says so; only repeats (poolbench.analysis.stats.compare) include run-to-run variation.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
 from dataclasses import dataclass, replace
 
 import numpy as np
 from scipy import signal
 from scipy import stats as sps
 
-from poolbench.analysis.stats import ALPHA, Blocks, Comparison, compare
+from poolbench.analysis.stats import ALPHA, Blocks, Comparison, Values, compare
 
 BLOCK_FACTOR = 5.0  # block length in units of the integrated autocorrelation time
 SOKAL_C = 5.0  # Sokal's window: sum the autocorrelation up to M ≥ SOKAL_C × τ(M)
@@ -76,7 +75,7 @@ class BlockMetrics:
     mean_ms: np.ndarray
 
 
-def integrated_time(series: Sequence[float] | np.ndarray) -> float | None:
+def integrated_time(series: Values) -> float | None:
     """Integrated autocorrelation time τ of a per-second series, in samples; None if too short.
 
     τ = 1 + 2 Σ_{h=1..M} ρ(h) with the sample autocorrelation ρ (FFT, biased estimator) and
@@ -101,9 +100,7 @@ def integrated_time(series: Sequence[float] | np.ndarray) -> float | None:
     return float(max(1.0, taus[window[0]]))
 
 
-def choose_block_length(
-    *series: Sequence[float] | np.ndarray, factor: float = BLOCK_FACTOR
-) -> BlockLength:
+def choose_block_length(*series: Values, factor: float = BLOCK_FACTOR) -> BlockLength:
     """One block length for every series given (the longest any of them needs)."""
     taus = tuple(integrated_time(s) for s in series)
     if not taus or any(t is None for t in taus):
@@ -122,7 +119,7 @@ def block_edges(start: float, end: float, length: float) -> np.ndarray:
     return start + length * np.arange(k + 1, dtype=float)
 
 
-def block_means(series: Sequence[float] | np.ndarray, length: int) -> np.ndarray:
+def block_means(series: Values, length: int) -> np.ndarray:
     """Means of consecutive whole blocks of `length` samples (a trailing remainder is dropped)."""
     x = np.asarray(series, dtype=float)
     k = x.size // length if length > 0 else 0
@@ -131,7 +128,7 @@ def block_means(series: Sequence[float] | np.ndarray, length: int) -> np.ndarray
     return np.nanmean(x[: k * length].reshape(k, length), axis=1)
 
 
-def lag1(values: Sequence[float] | np.ndarray) -> tuple[float | None, float | None]:
+def lag1(values: Values) -> tuple[float | None, float | None]:
     """Lag-1 autocorrelation of block values and its one-sided permutation p-value (> 0)."""
     x = np.asarray(values, dtype=float)
     if x.size < 3 or np.ptp(x) == 0:
@@ -149,8 +146,8 @@ def lag1(values: Sequence[float] | np.ndarray) -> tuple[float | None, float | No
 
 
 def compare_blocks(
-    values_a: Sequence[float] | np.ndarray,
-    values_b: Sequence[float] | np.ndarray,
+    values_a: Values,
+    values_b: Values,
     length: BlockLength,
     *,
     names: tuple[str, str] = ("a", "b"),
@@ -177,15 +174,15 @@ def compare_blocks(
     )
     problems = _invalid(blocks, length, names, alpha)
     notes = (*problems, *result.footnotes, WITHIN_RUN_NOTE)
-    test = f"{result.test} over {blocks.length}-s block values"
+    test = result.test if result.test == "none" else f"{result.test} over {blocks.length}-s blocks"
     if problems:
         return replace(result, status="untested", test=test, footnotes=notes, blocks=blocks)
     return replace(result, test=test, footnotes=notes, blocks=blocks)
 
 
 def compare_within_run(
-    series_a: Sequence[float] | np.ndarray,
-    series_b: Sequence[float] | np.ndarray,
+    series_a: Values,
+    series_b: Values,
     *,
     names: tuple[str, str] = ("a", "b"),
     alpha: float = ALPHA,

@@ -22,7 +22,7 @@ In the manner of benchstat (golang.org/x/perf/cmd/benchstat):
   so and falls back to the test.
 
 The unit of inference is the repeat. Within one run (one repeat per variant) only the block
-test of `poolbench.blocks` is valid, and it returns this same `Comparison`.
+test of `poolbench.analysis.blocks` is valid, and it returns this same `Comparison`.
 """
 
 from __future__ import annotations
@@ -42,6 +42,7 @@ SPREAD_LIMIT = 0.10  # warn when the median is uncertain by more than this share
 # else the tie-corrected normal approximation, which is fair from about 7 values per side.
 MAX_EXACT_SPLITS = 1000
 
+Values = Sequence[float] | np.ndarray  # one number per repeat, block or second
 Status = Literal["exact", "significant", "not significant", "untested"]
 
 
@@ -74,7 +75,7 @@ class Side:
 
 @dataclass(frozen=True)
 class Blocks:
-    """How a within-run test cut its per-second series (see poolbench.blocks)."""
+    """How a within-run test cut its per-second series (see poolbench.analysis.blocks)."""
 
     length: int  # samples (seconds) per block, the same on both sides
     k_a: int  # blocks on side a
@@ -93,7 +94,7 @@ class Comparison:
 
     `status` is "exact" (compared without a test: identical values within each side),
     "significant" (p < alpha), "not significant" (shown as `~`), or "untested" (no valid test
-    possible; `footnotes` say why). `significant` is True only for a significant test.
+    possible; `footnotes[0]` says why). `significant` is True only for a significant test.
     """
 
     a: Side
@@ -145,7 +146,7 @@ class Comparison:
 
 
 def median_interval(
-    values: Sequence[float] | np.ndarray, confidence: float = CONFIDENCE
+    values: Values, confidence: float = CONFIDENCE
 ) -> tuple[float, float, float] | None:
     """(low, high, achieved level) of the distribution-free interval of the median, or None.
 
@@ -167,7 +168,7 @@ def median_interval(
     return float(x[m]), float(x[n - 1 - m]), level
 
 
-def summarize(values: Sequence[float] | np.ndarray) -> Side:
+def summarize(values: Values) -> Side:
     """Median, its interval and the range of the finite values."""
     x = _finite(values)
     if x.size == 0:
@@ -208,12 +209,13 @@ def mann_whitney(a: np.ndarray, b: np.ndarray) -> tuple[float, str]:
         p = sps.mannwhitneyu(a, b, alternative="two-sided", method=method).pvalue
         return float(min(1.0, p)), "Mann-Whitney U, exact permutation (ties)"
     p = sps.mannwhitneyu(a, b, alternative="two-sided", method="asymptotic").pvalue
-    return float(p), "Mann-Whitney U, normal approximation (tie-corrected)"
+    p = 1.0 if np.isnan(p) else float(p)  # every value tied: no evidence of a difference
+    return p, "Mann-Whitney U, normal approximation (tie-corrected)"
 
 
 def compare(
-    a: Sequence[float] | np.ndarray,
-    b: Sequence[float] | np.ndarray,
+    a: Values,
+    b: Values,
     *,
     names: tuple[str, str] = ("a", "b"),
     alpha: float = ALPHA,
@@ -231,14 +233,15 @@ def compare(
     change = change_pct(side_a.median, side_b.median)
     warnings = spread_warnings((side_a, side_b), names)
     if min(xa.size, xb.size) < 2:
-        notes.append(f"one value or fewer per side ({xa.size} vs {xb.size} {unit}): no test")
+        notes.insert(0, f"one value or fewer per side ({xa.size} vs {xb.size} {unit}): no test")
         return Comparison(side_a, side_b, change, None, "untested", "none", tuple(notes), warnings)
     p, test = mann_whitney(xa, xb)
     floor = smallest_p(xa.size, xb.size)
     if floor >= alpha:
-        notes.append(
+        notes.insert(
+            0,
             f"n too small for a test at α = {alpha:g}: with {xa.size} vs {xb.size} {unit} the "
-            f"smallest achievable p is {floor:.2g}"
+            f"smallest achievable p is {floor:.2g}",
         )
         status: Status = "untested"
     else:
@@ -247,8 +250,8 @@ def compare(
 
 
 def compare_exact(
-    a: Sequence[float] | np.ndarray,
-    b: Sequence[float] | np.ndarray,
+    a: Values,
+    b: Values,
     *,
     names: tuple[str, str] = ("a", "b"),
     alpha: float = ALPHA,
@@ -315,16 +318,18 @@ def _interval_notes(sides: Sequence[Side], names: Sequence[str]) -> list[str]:
     ]
 
 
-def _dropped(raw: Sequence[float] | np.ndarray, kept: np.ndarray, name: str) -> list[str]:
+def _dropped(raw: Values, kept: np.ndarray, name: str) -> list[str]:
     missing = len(raw) - kept.size
     return [f"{missing} of {len(raw)} values of {name} missing"] if missing else []
 
 
 def _with_notes(result: Comparison, notes: Sequence[str]) -> Comparison:
+    """Add notes after the first footnote when untested (footnotes[0] says why), else first."""
+    keep = 1 if result.status == "untested" else 0
+    footnotes = (*result.footnotes[:keep], *notes, *result.footnotes[keep:])
+    return replace(result, footnotes=footnotes)
 
-    return replace(result, footnotes=(*notes, *result.footnotes))
 
-
-def _finite(values: Sequence[float] | np.ndarray) -> np.ndarray:
+def _finite(values: Values) -> np.ndarray:
     x = np.asarray([np.nan if v is None else v for v in values], dtype=float)
     return x[np.isfinite(x)]
