@@ -63,6 +63,14 @@ def _load_overrides(args: argparse.Namespace) -> dict:
     return {key: value for key, value in given.items() if value is not None}
 
 
+def add_fail_if(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--fail-if", action="append", metavar="EXPR", default=[],
+                        help="a threshold, e.g. 'after.p95_ms > 1.2 * before.p95_ms' (repeatable): "
+                        "a breach exits with code 3")  # fmt: skip
+    parser.add_argument("--strict-thresholds", action="store_true",
+                        help="an inconclusive threshold (untested difference) fails too")  # fmt: skip
+
+
 def _add_run_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--config", type=Path, default=Path("scenarios/bench.toml"),
                         help="bench file (default: scenarios/bench.toml)")  # fmt: skip
@@ -88,6 +96,7 @@ def _add_run_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", type=Path, default=Path("results"),
                         help="results root (default: results/)")  # fmt: skip
     parser.add_argument("--no-report", action="store_true", help="skip the report at the end")
+    add_fail_if(parser)
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
@@ -108,22 +117,31 @@ def _cmd_run(args: argparse.Namespace) -> int:
     runner = Runner(config, experiments, args.out, ["poolbench", *sys.argv[1:]], args.database_url)
     record = runner.run()
     print(f"results: {record.run_dir}")
-    return report_run(record.run_dir, args.no_report)
+    return report_run(record.run_dir, args.no_report, args.fail_if, args.strict_thresholds)
 
 
-def report_run(run_dir: Path, skip_report: bool) -> int:
-    """The short text summary, then the report; both from one analysis of the run."""
+def report_run(
+    run_dir: Path, skip_report: bool, fail_if: list[str] | None = None, strict: bool = False
+) -> int:
+    """The short text summary, then the report; both from one analysis of the run. Thresholds
+    are checked (and their breach is the exit code) even when the report is skipped."""
     from poolbench.analysis import analyse
-    from poolbench.report import build_report
+    from poolbench.gates import gate_exit, print_gates
+    from poolbench.report import apply_thresholds, build_report
     from poolbench.results import load_run
     from poolbench.summary_text import text_summary
 
     run = load_run(run_dir)
     analysis = analyse(run) if any(v.has_samples for v in run.variants) else None
     print(text_summary(run, analysis))
-    if not skip_report and analysis is not None:
-        print(f"report: {build_report(run_dir, analysis)}")
-    return 0
+    if analysis is None:
+        return 0
+    if skip_report:
+        apply_thresholds(analysis, fail_if)
+    else:
+        print(f"report: {build_report(run_dir, analysis, fail_if=fail_if)}")
+    print_gates(analysis.summary.thresholds)
+    return gate_exit(analysis.summary.thresholds, strict)
 
 
 def _plug(subparsers: argparse._SubParsersAction, name: str, module: str, help_text: str) -> None:

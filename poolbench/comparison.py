@@ -17,10 +17,14 @@ from pathlib import Path
 
 from poolbench.analysis import Analysis, analyse
 from poolbench.analysis.compare import ComparisonTable, compare_variants
+from poolbench.analysis.summary import Gate
+from poolbench.cli import add_fail_if
 from poolbench.errors import PoolbenchError
-from poolbench.report.document import Document, Footnotes, Heading, glance_note, glance_table
+from poolbench.gates import RunsSource, gate_exit
+from poolbench.report.document import Document, Footnotes, Heading, Table, glance_note, glance_table
 from poolbench.report.markdown import render_markdown
 from poolbench.report.terminal import print_document
+from poolbench.thresholds import check, parse
 
 
 @dataclass(frozen=True)
@@ -101,6 +105,36 @@ def document(runs: list[Path], found: list[Pairing]) -> Document:
     return doc
 
 
+def threshold_groups(analyses: list[Analysis], experiment: str) -> dict[str, list]:
+    """`A_before`, `B_before`, …: each run's variants, for --fail-if across runs."""
+    return {
+        f"{_letter(i)}_{variant}": runs
+        for i, analysis in enumerate(analyses)
+        for variant, runs in analysis.experiment_runs(experiment).items()
+    }
+
+
+def check_thresholds(analyses: list[Analysis], expressions: list[str]) -> list[Gate]:
+    gates = []
+    for text in expressions:
+        wanted = {ref.variant for ref in parse(text).refs}
+        names = dict.fromkeys(e.name for a in analyses for e in a.summary.experiments)
+        matched = False
+        for experiment in names:
+            groups = threshold_groups(analyses, experiment)
+            if wanted <= set(groups):
+                matched = True
+                gates += [Gate(experiment, r.expression, r.outcome, r.explanation)
+                          for r in check([text], RunsSource(groups))]  # fmt: skip
+        if not matched:
+            known = sorted({g for e in names for g in threshold_groups(analyses, e)})
+            raise PoolbenchError(
+                f"threshold {text!r}: variants across runs are named RUN_VARIANT, e.g. "
+                f"{', '.join(known[:6])}"
+            )
+    return gates
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "runs", metavar="RUN", type=Path, nargs="+", help="results folders (two or more)"
@@ -111,6 +145,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--markdown", type=Path, metavar="FILE", help="also write the table as Markdown"
     )
+    add_fail_if(parser)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -120,9 +155,14 @@ def run(args: argparse.Namespace) -> int:
         raise PoolbenchError(f"compare takes at most {len(string.ascii_uppercase)} results folders")
     analyses = [analyse(path) for path in args.runs]
     found = pairings(analyses, args.pair)
+    gates = check_thresholds(analyses, args.fail_if)
     doc = document(args.runs, found)
+    if gates:
+        doc.blocks.append(Heading(2, "Thresholds"))
+        doc.blocks.append(Table(["experiment", "fail if", "outcome", "why"],
+                                [[g.experiment, g.expression, g.outcome, g.explanation] for g in gates], "llll"))  # fmt: skip
     print_document(doc)
     if args.markdown:
         args.markdown.write_text(render_markdown(doc), encoding="utf-8")
         print(f"markdown: {args.markdown}")
-    return 0
+    return gate_exit(gates, args.strict_thresholds)

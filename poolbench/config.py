@@ -96,6 +96,7 @@ class Experiment:
     repeats: int = 1
     claims: dict[str, dict[str, Any]] = field(default_factory=dict)  # id → claim table
     sweep: dict[str, Any] = field(default_factory=dict)  # a point of a pool-size sweep
+    fail_if: tuple[str, ...] = ()  # thresholds that gate CI (poolbench.thresholds)
 
 
 @dataclass(frozen=True)
@@ -218,7 +219,9 @@ SECTIONS = {
 
 def _parse_experiment(name: str, table: dict[str, Any], defaults: dict[str, Any]) -> Experiment:
     where = f"experiments.{name}"
-    _check_keys(table, {"description", "variants", "repeats", "claims", *SECTIONS}, where)
+    _check_keys(
+        table, {"description", "variants", "repeats", "claims", "fail_if", *SECTIONS}, where
+    )
     sections = {
         key: _typed(cls, table.get(key, {}), f"{where}.{key}", defaults[key])
         for key, cls in SECTIONS.items()
@@ -232,12 +235,27 @@ def _parse_experiment(name: str, table: dict[str, Any], defaults: dict[str, Any]
         variants=tuple(variants),
         repeats=int(table.get("repeats", defaults["repeats"])),
         claims=_parse_claims(table.get("claims", {}), f"{where}.claims"),
+        fail_if=_parse_fail_if(table.get("fail_if", defaults["fail_if"]), f"{where}.fail_if"),
         **sections,
     )
 
 
 CLAIM_KEYS = {"text", "metric", "metrics", "before", "after", "change_pct", "direction", "kind"}
 DIRECTIONS = ("better", "lower", "higher")
+
+
+def _parse_fail_if(value: Any, where: str) -> tuple[str, ...]:
+    """Threshold expressions, their syntax checked now (names are checked against the run)."""
+    from poolbench.thresholds import parse
+
+    if not isinstance(value, list) or not all(isinstance(e, str) for e in value):
+        raise PoolbenchError(f'{where} must be a list of expressions, e.g. ["after.p95_ms < 500"]')
+    for expression in value:
+        try:
+            parse(expression)
+        except PoolbenchError as exc:
+            raise PoolbenchError(f"{where}: {exc}") from None
+    return tuple(value)
 
 
 def _parse_claims(table: Any, where: str) -> dict[str, dict[str, Any]]:
@@ -295,13 +313,16 @@ def load_config(path: Path = DEFAULT_CONFIG) -> BenchConfig:
     if not variants:
         raise PoolbenchError(f"{path} defines no [variants.NAME]")
     default_table = raw.get("defaults", {})
-    _check_keys(default_table, {"experiments", "variants", "repeats", *SECTIONS}, "defaults")
+    _check_keys(
+        default_table, {"experiments", "variants", "repeats", "fail_if", *SECTIONS}, "defaults"
+    )
     defaults: dict[str, Any] = {
         key: _typed(cls, default_table.get(key, {}), f"defaults.{key}")
         for key, cls in SECTIONS.items()
     }
     defaults["variants"] = default_table.get("variants", list(variants))
     defaults["repeats"] = default_table.get("repeats", 1)
+    defaults["fail_if"] = default_table.get("fail_if", [])
     experiments = {
         name: _parse_experiment(name, t, defaults) for name, t in raw.get("experiments", {}).items()
     }

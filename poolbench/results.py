@@ -89,20 +89,15 @@ class RunRecord:
     def save(self) -> None:
         write_json(self.run_dir / "run.json", self.data)
 
-    def experiment(
-        self,
-        name: str,
-        description: str,
-        claims: dict[str, Any] | None = None,
-        sweep: dict[str, Any] | None = None,
-    ) -> list[dict[str, Any]]:
-        """The (new) variant list of an experiment entry."""
+    def experiment(self, name: str, description: str, **fields: Any) -> list[dict[str, Any]]:
+        """The (new) variant list of an experiment entry; `fields` (claims, sweep, fail_if…)
+        are recorded with it when they hold something."""
         for entry in self.data["experiments"]:
             if entry["name"] == name:
                 return entry["variants"]
-        entry = {"name": name, "description": description, "claims": claims or {}, "variants": []}
-        if sweep:
-            entry["sweep"] = sweep
+        entry = {"name": name, "description": description}
+        entry.update({key: value for key, value in fields.items() if value})
+        entry["variants"] = []
         self.data["experiments"].append(entry)
         return entry["variants"]
 

@@ -126,7 +126,11 @@ class Runner:
 
     def _run_experiment(self, experiment: Experiment) -> None:
         entries = self.record.experiment(
-            experiment.name, experiment.description, experiment.claims, experiment.sweep
+            experiment.name,
+            experiment.description,
+            claims=experiment.claims,
+            sweep=experiment.sweep,
+            fail_if=list(experiment.fail_if),
         )
         if warning := locust.hold_warning(experiment.load, experiment.phases.load_s):
             self.display.message(f"[{experiment.name}] warning: {warning}")

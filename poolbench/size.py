@@ -13,6 +13,7 @@ import sys
 from dataclasses import replace
 from pathlib import Path
 
+from poolbench.cli import add_fail_if
 from poolbench.errors import PoolbenchError
 
 DEFAULT_SIZES = (1, 2, 4, 8, 16, 32)
@@ -56,6 +57,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--database-url", help="use this PostgreSQL instead of an embedded one")
     parser.add_argument("--out", type=Path, default=Path("results"), help="results root")
     parser.add_argument("--no-report", action="store_true", help="skip the report at the end")
+    add_fail_if(parser)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -83,4 +85,4 @@ def run(args: argparse.Namespace) -> int:
     runner = Runner(config, experiments, args.out, ["poolbench", *sys.argv[1:]], args.database_url)
     record = runner.run()
     print(f"results: {record.run_dir}")
-    return report_run(record.run_dir, args.no_report)
+    return report_run(record.run_dir, args.no_report, args.fail_if, args.strict_thresholds)

@@ -12,8 +12,9 @@ variant is compared to it. Nothing here knows what the answer "should" be.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from poolbench.analysis.claims import claim_from_config, judge, not_compared
 from poolbench.analysis.compare import compare_variants
@@ -39,6 +40,7 @@ class Analysis:
     summary: Summary
     runs: list[VariantRun]
     run_dir: Path
+    meta: dict[str, Any] = field(default_factory=dict)  # run.json
 
     def experiment_runs(self, experiment: str) -> dict[str, list[VariantRun]]:
         """Variant name → its repeats in order, for one experiment."""
@@ -136,4 +138,4 @@ def analyse(source: str | Path | RunResult) -> Analysis:
         warnings=_warnings(loaded, runs), experiments=experiments,
         sweeps=found_sweeps,
     )  # fmt: skip
-    return Analysis(summary, runs, loaded.path)
+    return Analysis(summary, runs, loaded.path, meta)

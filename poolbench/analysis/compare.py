@@ -134,13 +134,26 @@ def compare_row(
         if result is None:
             result = compare(_floats(a), _floats(b), names=names)
     change = pct_change(shown_a, shown_b, what=metric.name)
-    windows = list(dict.fromkeys(metric.window(r.figures) for r in (*base, *other)))
+    windows = _windows([metric.window(r.figures) for r in (*base, *other)])
     return Row(
-        metric=metric.name, label=metric.label, window="; ".join(windows), unit=metric.unit,
+        metric=metric.name, label=metric.label, window=windows, unit=metric.unit,
         better=metric.better, exact=metric.exact, baseline=shown_a, variant=shown_b,
         baseline_values=a, variant_values=b, change_pct=change, result=result,
         verdict=_verdict(metric, result, change), within_run=within_run,
     )  # fmt: skip
+
+
+def _windows(labels: list[str]) -> str:
+    """One label for the repeats' windows: `full load (40 users), 16–17 s` when only the
+    length differs, else every distinct label."""
+    distinct = list(dict.fromkeys(labels))
+    parts = [label.rsplit(", ", 1) for label in distinct]
+    if len(distinct) > 1 and all(len(p) == 2 and p[1].endswith(" s") for p in parts):
+        names = {p[0] for p in parts}
+        if len(names) == 1:
+            seconds = sorted(float(p[1][:-2]) for p in parts)
+            return f"{names.pop()}, {seconds[0]:.0f}–{seconds[-1]:.0f} s"
+    return "; ".join(distinct)
 
 
 def _floats(values: list[float | None]) -> list[float]:

@@ -77,7 +77,7 @@ METRICS: tuple[Metric, ...] = (
     Metric("app_uss", "App memory, USS (all its processes, mean)", "bytes", "lower", False,
            lambda f: f.memory.app_uss.full_load, _w("full_load")),
     Metric("sessions_opened_filling", "Sessions opened while the pools filled", "count", "lower",
-           True, lambda f: f.churn.opened_while_filling,
+           False, lambda f: f.churn.opened_while_filling,
            lambda f: f.churn.fill_window.label() if f.churn.fill_window else "n/a"),
     Metric("churn_per_s", "New sessions/s after the pools filled", "per_s", "lower", False,
            lambda f: f.churn.churn_per_s,

@@ -57,6 +57,16 @@ class ExperimentSummary(Json):
 
 
 @dataclass(frozen=True)
+class Gate(Json):
+    """A threshold checked against one experiment (poolbench.gates)."""
+
+    experiment: str
+    expression: str
+    outcome: str  # breached, passed, inconclusive
+    explanation: str
+
+
+@dataclass(frozen=True)
 class Summary(Json):
     schema: int
     generated_by: str
@@ -65,6 +75,7 @@ class Summary(Json):
     warnings: list[str] = field(default_factory=list)
     experiments: list[ExperimentSummary] = field(default_factory=list)
     sweeps: list[Sweep] = field(default_factory=list)
+    thresholds: list[Gate] = field(default_factory=list)
 
     def primary(self) -> tuple[ExperimentSummary, ComparisonTable] | None:
         """The first experiment with a comparison, and its first comparison."""

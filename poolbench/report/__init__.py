@@ -8,10 +8,12 @@ from __future__ import annotations
 
 import argparse
 import os
+from dataclasses import replace
 from pathlib import Path
 
 from poolbench.analysis import Analysis, analyse
 from poolbench.analysis.summary import write_summary
+from poolbench.cli import add_fail_if
 from poolbench.errors import PoolbenchError
 
 
@@ -22,7 +24,11 @@ def _write_text(path: Path, content: str) -> None:
 
 
 def build_report(
-    run_dir: str | os.PathLike[str], analysis: Analysis | None = None, *, charts: bool = True
+    run_dir: str | os.PathLike[str],
+    analysis: Analysis | None = None,
+    *,
+    charts: bool = True,
+    fail_if: list[str] | None = None,
 ) -> Path:
     """Write the report files into run_dir (analysing it unless given); return report.html.
 
@@ -36,6 +42,7 @@ def build_report(
 
     run_dir = Path(run_dir)
     analysis = analysis or analyse(run_dir)
+    apply_thresholds(analysis, fail_if)
     try:
         write_summary(analysis.summary, run_dir)
         drawn = render_charts(analysis, run_dir) if charts else []
@@ -46,6 +53,19 @@ def build_report(
     except OSError as exc:
         raise PoolbenchError(f"cannot write the report into {run_dir}: {exc.strerror}") from None
     return html_path
+
+
+def apply_thresholds(analysis: Analysis, fail_if: list[str] | None) -> None:
+    """The bench file's thresholds (run.json) and the command line's, into the summary."""
+    from poolbench.gates import check_analysis, recorded
+
+    expressions = recorded(analysis.meta)
+    if fail_if:
+        expressions[""] = list(fail_if)
+    if expressions:
+        analysis.summary = replace(
+            analysis.summary, thresholds=check_analysis(analysis, expressions)
+        )
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -61,15 +81,19 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--no-charts", action="store_true", help="text only (report.md/.html without images)"
     )
+    add_fail_if(parser)
 
 
 def run(args: argparse.Namespace) -> int:
     """Write the report; a malformed directory raises PoolbenchError (one line, for the CLI)."""
+    from poolbench.gates import gate_exit, print_gates
+
     analysis = analyse(args.run_dir)
-    path = build_report(args.run_dir, analysis, charts=not args.no_charts)
+    path = build_report(args.run_dir, analysis, charts=not args.no_charts, fail_if=args.fail_if)
     print(analysis.summary.headline)
     for experiment in analysis.summary.experiments:
         for item in experiment.claims.items if experiment.claims else []:
             print(f"  {item.verdict:<14} {item.claim.text}")
+    print_gates(analysis.summary.thresholds)
     print(f"report: {path}")
-    return 0
+    return gate_exit(analysis.summary.thresholds, args.strict_thresholds)

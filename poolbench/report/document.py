@@ -553,6 +553,24 @@ def sweep_section(sweep: Sweep, charts: list[Chart], run_dir: Path) -> list[Any]
     return blocks
 
 
+def thresholds_section(summary: Summary) -> list[Any]:
+    if not summary.thresholds:
+        return []
+    kinds = {"breached": "bad", "passed": "good", "inconclusive": "neutral"}
+    rows = [[g.experiment, g.expression, Badge(g.outcome, kinds.get(g.outcome, "neutral")), g.explanation]
+            for g in summary.thresholds]  # fmt: skip
+    return [
+        Heading(2, "Thresholds"),
+        Para(
+            "CI gates (fail_if in the bench file, --fail-if on the command line): breached exits "
+            "with code 3; inconclusive (an untested difference) is reported, not failed, unless "
+            "--strict-thresholds.",
+            muted=True,
+        ),
+        Table(["experiment", "fail if", "outcome", "why"], rows, "llll"),
+    ]
+
+
 def census_section(summary: Summary) -> list[Any]:
     """One table per distinct census: the same app in several experiments is listed once."""
     seen: dict[str, tuple[list[str], Any]] = {}
@@ -665,6 +683,14 @@ def build_document(summary: Summary, charts: list[Chart], run_dir: Path) -> Docu
     if primary is not None:
         doc.blocks.append(Para(_lead(*primary), strong=True))
     add(Notice("warning", w) for w in summary.warnings)
+    breached = [g for g in summary.thresholds if g.outcome == "breached"]
+    if breached:
+        add(
+            Notice(
+                "warning", f"Threshold breached ({g.experiment}): {g.expression} — {g.explanation}"
+            )
+            for g in breached
+        )
     names = [e.name for e in summary.experiments]
     if len(names) > 1:
         doc.blocks.append(
@@ -677,6 +703,7 @@ def build_document(summary: Summary, charts: list[Chart], run_dir: Path) -> Docu
              glance_table(table, notes), *notes.block(), glance_note(table)])  # fmt: skip
         if experiment.claims is not None:
             add(claims_section(experiment.claims))
+    add(thresholds_section(summary))
     for sweep in summary.sweeps:
         add(sweep_section(sweep, charts, run_dir))
     swept = {p.experiment for sweep in summary.sweeps for p in sweep.points}
