@@ -2,20 +2,24 @@
 
 from __future__ import annotations
 
+import contextlib
+import io
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 from synthetic import seed_claim_specs, write_run
 
+from poolbench.cli import main
 from poolbench.thresholds import EXIT_THRESHOLD
 
 
 def _poolbench(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, "-m", "poolbench", *args], capture_output=True, text=True
-    )
+    """The real command line, in this process (a subprocess would import pandas each time)."""
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        code = main(list(args))
+    return subprocess.CompletedProcess(args, code, out.getvalue(), err.getvalue())
 
 
 @pytest.fixture(scope="module")
