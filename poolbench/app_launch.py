@@ -150,7 +150,7 @@ def _prepare(
     try:
         entry["setup"]["seconds"] = run_setup(
             [[expand(a, app.spec.placeholder_values(app.port)) for a in c] for c in variant.setup],
-            cwd=app.spec.cwd,
+            cwd=app.spec.app_dir or app.spec.cwd,
             env=app.env(),
             log_path=log,
             timeout_s=variant.setup_timeout_s,
