@@ -120,13 +120,13 @@ def launch(
     entry["env"] = {k: mask_text(v) for k, v in app.env().items() if k in variant.env}
     where = (experiment.name, variant.name)
     _prepare(experiment, variant, entry, db, app, out)
+    watch = AppProcessWatch(app.pids, db.port).start()  # from the first pid: start-up deaths too
     try:
-        app.start()
-    except VariantStartError as exc:
-        problem = extension_problem(out / "app.log", db, *where)
-        raise PoolbenchError(problem) if problem else exc from None
-    watch = AppProcessWatch(app.pids, db.port).start()
-    try:
+        try:
+            app.start()
+        except VariantStartError as exc:
+            problem = extension_problem(out / "app.log", db, *where)
+            raise PoolbenchError(problem) if problem else exc from None
         yield app
     finally:
         entry["app_processes"] = watch.stop()

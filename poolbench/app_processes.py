@@ -2,8 +2,8 @@
 
 Pools are per process: `uvicorn --workers 4` holds four sets of pools. The bench file may
 declare `workers`, but a declaration can be wrong (a `--workers` the command ignores, a
-gunicorn config file, a worker that died and was replaced). So while the variant runs, its
-process tree is sampled about twice a second: which pids exist, and which of them hold TCP
+gunicorn config file, a worker that died and was replaced). So from the moment the app is
+started until it is stopped, its process tree is sampled about twice a second: which pids exist, and which of them hold TCP
 connections to the database server. The processes that held database connections at the
 same moment are the workers whose pools the model must count; variant.json records them as
 `app_processes` (docs/results.md).
@@ -56,7 +56,6 @@ class AppProcessWatch:
         self._thread = threading.Thread(target=self._loop, name="app-processes", daemon=True)
 
     def start(self) -> AppProcessWatch:
-        self.sample()  # the tree as it is once healthy, before any load
         self._thread.start()
         return self
 
@@ -67,8 +66,10 @@ class AppProcessWatch:
         return self.summary()
 
     def _loop(self) -> None:
-        while not self._stop.wait(self._interval):
+        while True:
             self.sample()
+            if self._stop.wait(self._interval):
+                return
 
     def sample(self) -> None:
         """One look at the tree: every live pid, and its connections to the database port."""
