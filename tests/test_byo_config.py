@@ -7,7 +7,8 @@ from pathlib import Path
 import pytest
 
 from poolbench import placeholders
-from poolbench.config import Engine, load_config, select
+from poolbench.config import load_config, select
+from poolbench.config_variants import Engine
 from poolbench.errors import PoolbenchError
 from poolbench.redact import MASK, add_secret, looks_secret, mask_text, mask_tree
 
