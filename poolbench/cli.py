@@ -15,6 +15,7 @@ from pathlib import Path
 
 from poolbench import __version__
 from poolbench.errors import PoolbenchError
+from poolbench.redact import mask_text
 
 EXIT_INTERRUPTED = 130
 
@@ -83,6 +84,8 @@ def _add_run_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--repeats", type=int, help="runs per variant (alternating order)")
     parser.add_argument("--database-url", default=os.environ.get("DATABASE_URL"),
                         help="use this PostgreSQL instead of an embedded one (superuser or pg_monitor + CREATEROLE/CREATEDB)")  # fmt: skip
+    parser.add_argument("--pg-bindir", metavar="DIR",
+                        help="run the throwaway PostgreSQL from these binaries (e.g. /usr/lib/postgresql/15/bin: every contrib extension)")  # fmt: skip
     parser.add_argument("--load-processes", type=int,
                         help="Locust processes (passed as --processes)")  # fmt: skip
     parser.add_argument("--locust-workers", type=_count, metavar="N",
@@ -113,6 +116,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
         load_processes=args.load_processes,
         load=_load_overrides(args),
         soak_s=args.soak,
+        pg_bindir=str(Path(args.pg_bindir).resolve()) if args.pg_bindir else None,
     )
     runner = Runner(config, experiments, args.out, ["poolbench", *sys.argv[1:]], args.database_url)
     record = runner.run()
@@ -191,7 +195,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return int(args.func(args) or 0)
     except PoolbenchError as exc:  # prefixed as argparse prefixes a subcommand's errors
-        print(f"poolbench {args.command}: error: {exc}", file=sys.stderr)
+        print(f"poolbench {args.command}: error: {mask_text(str(exc))}", file=sys.stderr)
         return exc.exit_code
     except KeyboardInterrupt:
         print("poolbench: interrupted; children stopped, run marked partial", file=sys.stderr)

@@ -1,7 +1,8 @@
 """Typed, validated bench configuration: scenarios/bench.toml plus command-line overrides.
 
 Every error names the bad key and, where there is a fixed set, the valid choices, in
-one line, because a user reads it in a terminal before anything has started.
+one line, because a user reads it in a terminal before anything has started. The
+`[variants.NAME]` tables are parsed in config_variants.py.
 """
 
 from __future__ import annotations
@@ -11,6 +12,8 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+from poolbench import placeholders
+from poolbench.config_variants import Variant, check_keys, extended, parse_variant
 from poolbench.errors import PoolbenchError
 
 PROVIDERS = ("embedded", "url", "compose")
@@ -30,9 +33,12 @@ class AppSettings:
 
 @dataclass(frozen=True)
 class PostgresSettings:
+    """Where the database comes from. `bindir`: run the embedded server from these binaries."""
+
     provider: str = "embedded"
-    version: int = 16
+    version: int = 18
     max_connections: int = 100
+    bindir: str = ""  # e.g. /usr/lib/postgresql/15/bin: every contrib extension
 
 
 @dataclass(frozen=True)
@@ -73,18 +79,6 @@ class Phases:
 
 
 @dataclass(frozen=True)
-class Variant:
-    """An app to measure: a directory with `app.main:app`, or any command plus a health path."""
-
-    name: str
-    app_dir: str | None = None
-    command: tuple[str, ...] | None = None
-    health_path: str = "/ping"
-    pools_path: str | None = "/debug/pools"
-    label: str | None = None
-
-
-@dataclass(frozen=True)
 class Experiment:
     name: str
     description: str
@@ -111,19 +105,11 @@ class BenchConfig:
 # --------------------------------------------------------------------------- parsing
 
 
-def _check_keys(table: dict[str, Any], allowed: set[str], where: str) -> None:
-    unknown = sorted(set(table) - allowed)
-    if unknown:
-        raise PoolbenchError(
-            f"unknown key {where}.{unknown[0]}: valid keys are {', '.join(sorted(allowed))}"
-        )
-
-
 def _typed(cls: type, table: dict[str, Any], where: str, base: Any = None) -> Any:
     """Build a settings dataclass from a TOML table, checking names, types and ranges."""
     defaults = base if base is not None else cls()
     allowed = set(cls.__dataclass_fields__)
-    _check_keys(table, allowed, where)
+    check_keys(table, allowed, where)
     values = {}
     for key, value in table.items():
         expected = type(getattr(defaults, key))
@@ -189,26 +175,6 @@ def _validate_experiment(exp: Experiment, variants: dict[str, Variant]) -> None:
             )
 
 
-def _parse_variant(name: str, table: dict[str, Any]) -> Variant:
-    where = f"variants.{name}"
-    _check_keys(table, {"app_dir", "command", "health_path", "pools_path", "label"}, where)
-    command = table.get("command")
-    if command is not None and (
-        not isinstance(command, list) or not all(isinstance(c, str) for c in command)
-    ):
-        raise PoolbenchError(f"{where}.command must be a list of strings")
-    if (table.get("app_dir") is None) == (command is None):
-        raise PoolbenchError(f"{where} needs exactly one of app_dir or command")
-    return Variant(
-        name=name,
-        app_dir=table.get("app_dir"),
-        command=tuple(command) if command else None,
-        health_path=table.get("health_path", "/ping"),
-        pools_path=table.get("pools_path", "/debug/pools" if command is None else None),
-        label=table.get("label"),
-    )
-
-
 SECTIONS = {
     "app": AppSettings,
     "postgres": PostgresSettings,
@@ -219,7 +185,7 @@ SECTIONS = {
 
 def _parse_experiment(name: str, table: dict[str, Any], defaults: dict[str, Any]) -> Experiment:
     where = f"experiments.{name}"
-    _check_keys(
+    check_keys(
         table, {"description", "variants", "repeats", "claims", "fail_if", *SECTIONS}, where
     )
     sections = {
@@ -268,7 +234,7 @@ def _parse_claims(table: Any, where: str) -> dict[str, dict[str, Any]]:
         at = f"{where}.{claim_id}"
         if not isinstance(claim, dict):
             raise PoolbenchError(f"{at} must be a table")
-        _check_keys(claim, CLAIM_KEYS, at)
+        check_keys(claim, CLAIM_KEYS, at)
         if not isinstance(claim.get("text"), str):
             raise PoolbenchError(f"{at}.text must be a string (the claim as stated)")
         metrics = claim.get("metrics") or ([claim["metric"]] if "metric" in claim else [])
@@ -308,12 +274,16 @@ def load_config(path: Path = DEFAULT_CONFIG) -> BenchConfig:
         raise PoolbenchError(f"configuration file {path} not found") from None
     except tomllib.TOMLDecodeError as exc:
         raise PoolbenchError(f"{path} is not valid TOML: {exc}") from None
-    _check_keys(raw, {"defaults", "variants", "experiments", "quick"}, path.name)
-    variants = {name: _parse_variant(name, t) for name, t in raw.get("variants", {}).items()}
+    check_keys(raw, {"defaults", "variants", "experiments", "quick"}, path.name)
+    tables = raw.get("variants", {})
+    variants = {
+        name: _variant_paths(parse_variant(name, extended(name, tables)), path.parent)
+        for name in tables
+    }
     if not variants:
         raise PoolbenchError(f"{path} defines no [variants.NAME]")
     default_table = raw.get("defaults", {})
-    _check_keys(
+    check_keys(
         default_table, {"experiments", "variants", "repeats", "fail_if", *SECTIONS}, "defaults"
     )
     defaults: dict[str, Any] = {
@@ -354,8 +324,13 @@ def select(
     load_processes: int | None = None,
     load: dict[str, Any] | None = None,
     soak_s: float | None = None,
+    pg_bindir: str | None = None,
 ) -> list[Experiment]:
-    """The experiments to run, after --experiment, --variants, --quick and friends."""
+    """The experiments to run, after --experiment, --variants, --quick and friends.
+
+    Also checks every placeholder of the chosen variants (an unset `${VAR}` is an error here,
+    before anything starts) and resolves relative paths against the bench file's directory.
+    """
     names = experiments or (
         list(config.default_experiments[:1]) if quick else config.default_experiments
     )
@@ -379,8 +354,14 @@ def select(
             experiment = replace(experiment, load=replace(experiment.load, **load))
         if soak_s is not None:
             experiment = replace(experiment, phases=replace(experiment.phases, soak_s=soak_s))
+        if pg_bindir is not None:
+            experiment = replace(
+                experiment, postgres=replace(experiment.postgres, bindir=pg_bindir)
+            )
         _validate_experiment(experiment, config.variants)
-        chosen.append(experiment)
+        chosen.append(_resolve_paths(experiment, Path(config.path).parent))
+    for name in dict.fromkeys(v for e in chosen for v in e.variants):
+        placeholders.check(config.variants[name].texts())
     return chosen
 
 
@@ -401,9 +382,39 @@ def _distinct(config: BenchConfig, names: list[str]) -> tuple[str, ...]:
     return tuple(out)
 
 
+def resolve_path(path: str, base: Path) -> str:
+    """A relative path is looked up beside the bench file first, then in the current directory.
+
+    So a bench file kept with its own service can say `locustfile = "locustfile.py"`, and the
+    repository's scenarios/bench.toml keeps its paths relative to the repository root.
+    """
+    if not path or Path(path).is_absolute():
+        return path
+    beside = base / path
+    return str(beside.resolve()) if beside.exists() else path
+
+
+def _variant_paths(variant: Variant, base: Path) -> Variant:
+    return replace(
+        variant,
+        app_dir=resolve_path(variant.app_dir, base) if variant.app_dir else None,
+        cwd=resolve_path(variant.cwd, base) if variant.cwd else None,
+    )
+
+
+def _resolve_paths(experiment: Experiment, base: Path) -> Experiment:
+    load = replace(experiment.load, locustfile=resolve_path(experiment.load.locustfile, base))
+    pg = replace(experiment.postgres, bindir=resolve_path(experiment.postgres.bindir, base))
+    if pg.bindir:  # a wrong bindir is a one-line error before anything starts
+        from poolbench.postgres import check_bindir
+
+        pg = replace(pg, bindir=str(check_bindir(Path(pg.bindir))))
+    return replace(experiment, load=load, postgres=pg)
+
+
 def apply_overrides(experiment: Experiment, table: dict[str, Any], where: str) -> Experiment:
     """Overlay a table shaped like an experiment's sections (e.g. [quick]) onto it."""
-    _check_keys(table, {"repeats", *SECTIONS}, where)
+    check_keys(table, {"repeats", *SECTIONS}, where)
     sections = {
         key: _typed(cls, table[key], f"{where}.{key}", getattr(experiment, key))
         for key, cls in SECTIONS.items()

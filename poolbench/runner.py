@@ -17,8 +17,8 @@ from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any
 
+from poolbench import app_launch, postgres
 from poolbench import load as locust
-from poolbench import postgres
 from poolbench.collector import CollectorConfig, CollectorThread
 from poolbench.config import BenchConfig, Experiment, Variant
 from poolbench.environment import collect_environment
@@ -26,7 +26,7 @@ from poolbench.errors import PoolbenchError
 from poolbench.events import EventLog, RunEvents, VariantRef
 from poolbench.progress import ProgressDisplay
 from poolbench.results import POSTGRES_LOG_FILE, RunRecord, new_run_id, write_json
-from poolbench.variants import PoolSettings, VariantSpec, VariantStartError, start_variant
+from poolbench.variants import VariantStartError
 
 WARMUP_USERS = 4
 # The collector slows its memory sweeps (~0.4 ms per process) to stay within a CPU budget.
@@ -58,6 +58,8 @@ def engines_from_census(app_dir: Path, label: str, experiment: Experiment) -> tu
                 "kind": site.kind,
                 "pool_size": experiment.app.pool_size,
                 "max_overflow": experiment.app.max_overflow,
+                "per_process": True,
+                "source": "census",
             }
         )
     return engines, lint.census_data(census)
@@ -156,11 +158,10 @@ class Runner:
             "label": variant.label or variant.name,
             "app_dir": variant.app_dir,
             "command": list(variant.command) if variant.command else None,
-            "workers": experiment.app.workers,
             "app": asdict(experiment.app),
             "load": asdict(experiment.load),
             "postgres_settings": asdict(experiment.postgres),
-            "engines": [],
+            **app_launch.declared(experiment, variant),  # workers, workers_source, engines
             "phases": [],
             "pids": {},
         }
@@ -209,23 +210,12 @@ class Runner:
             settings={"max_connections": str(experiment.postgres.max_connections)},
             version=experiment.postgres.version,
             keep_log=keep_log,
+            bindir=Path(experiment.postgres.bindir) if experiment.postgres.bindir else None,
         )
 
     def _app(self, experiment, variant, entry, db, out) -> contextlib.AbstractContextManager:
-        spec = VariantSpec(
-            name=variant.name,
-            app_dir=Path(variant.app_dir) if variant.app_dir else None,
-            command=list(variant.command) if variant.command else None,
-            health_path=variant.health_path,
-            workers=experiment.app.workers,
-            label=entry["label"],
-        )
-        pools = PoolSettings(
-            pool_size=experiment.app.pool_size,
-            max_overflow=experiment.app.max_overflow,
-            pool_timeout=experiment.app.pool_timeout,
-        )
-        return start_variant(spec, database_url=db.app_url, log_path=out / "app.log", pools=pools)
+        """Extensions, setup commands, the app itself, and its process tree watched."""
+        return app_launch.launch(experiment, variant, entry, db, out)
 
     def _phases(self, experiment, variant, entry, db, app, ref: VariantRef) -> None:
         phases, out = experiment.phases, ref.dir

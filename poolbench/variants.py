@@ -20,12 +20,13 @@ import time
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO
 
 import httpx
 import psutil
 
 from poolbench.errors import PoolbenchError
+from poolbench.masked_log import MaskedLog
+from poolbench.placeholders import expand
 from poolbench.postgres import free_port
 from poolbench.process_group import alive, stop_group
 from poolbench.redact import mask_text
@@ -42,7 +43,9 @@ class VariantStartError(PoolbenchError):
 class VariantSpec:
     """What to start: an app directory run by uvicorn, or a command of your own.
 
-    In `command`, `{port}`, `{host}` and `{workers}` are replaced by their values.
+    In `command` and the values of `env`, `{port}`, `{host}`, `{workers}`, the names in
+    `values` (e.g. `{database_url}`) and `${VAR}` from the environment are replaced
+    (poolbench/placeholders.py). `cwd` is the command's directory (an app_dir's is itself).
     """
 
     name: str
@@ -52,16 +55,16 @@ class VariantSpec:
     env: Mapping[str, str] = field(default_factory=dict)
     workers: int = 1
     label: str | None = None  # APP_VARIANT, the application_name prefix; default: name
+    cwd: Path | None = None
+    values: Mapping[str, str] = field(default_factory=dict)
+
+    def placeholder_values(self, port: int) -> dict[str, str]:
+        return {**self.values, "port": str(port), "host": HOST, "workers": str(self.workers)}
 
     def argv(self, port: int) -> list[str]:
         if self.command:
-            values = {"{port}": str(port), "{host}": HOST, "{workers}": str(self.workers)}
-            argv = []
-            for arg in self.command:
-                for placeholder, value in values.items():
-                    arg = arg.replace(placeholder, value)
-                argv.append(arg)
-            return argv
+            values = self.placeholder_values(port)
+            return [expand(arg, values) for arg in self.command]
         if self.app_dir is None:
             raise VariantStartError(f"variant {self.name!r} needs an app_dir or a command")
         return [
@@ -108,7 +111,7 @@ class RunningVariant:
         self.startup_seconds: float | None = None  # Popen to first healthy answer
         self._proc: subprocess.Popen[bytes] | None = None
         self._pid: int | None = None
-        self._log: IO[bytes] | None = None
+        self._log: MaskedLog | None = None
 
     # ------------------------------------------------------------------ properties
 
@@ -142,13 +145,14 @@ class RunningVariant:
     # ------------------------------------------------------------------ start
 
     def env(self) -> dict[str, str]:
+        values = self.spec.placeholder_values(self.port or 0)
         return {
             **os.environ,
             "PYTHONUNBUFFERED": "1",
             "DATABASE_URL": self.database_url,
             "APP_VARIANT": self.label,
             **self.pools.env(),
-            **self.spec.env,
+            **{key: expand(value, values) for key, value in self.spec.env.items()},
         }
 
     def start(self) -> RunningVariant:
@@ -162,11 +166,12 @@ class RunningVariant:
                 "is already in use (stop what holds it, or let poolbench choose a free port)"
             )
         argv = self.spec.argv(self.port)
-        cwd = self.spec.app_dir
+        cwd = self.spec.app_dir or self.spec.cwd
         if cwd is not None and not Path(cwd).is_dir():
-            raise VariantStartError(f"app directory {cwd} of variant {self.spec.name!r} not found")
+            what = "app directory" if self.spec.app_dir else "working directory (cwd)"
+            raise VariantStartError(f"{what} {cwd} of variant {self.spec.name!r} not found")
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
-        self._log = self.log_path.open("wb")
+        self._log = MaskedLog(self.log_path)
         started = time.monotonic()
         try:
             self._proc = subprocess.Popen(
@@ -179,6 +184,7 @@ class RunningVariant:
                 start_new_session=True,
             )
             self._pid = self._proc.pid
+            self._log.started()
         except OSError as exc:
             self._close_log()
             raise VariantStartError(
@@ -200,6 +206,7 @@ class RunningVariant:
             while True:
                 code = self._proc.poll()
                 if code is not None:
+                    self.stop()  # its workers too, and the log drained before it is read
                     if "address already in use" in log_tail(self.log_path).lower():
                         raise self._start_error(
                             f"could not listen on {HOST}:{self.port}: address already in use"
