@@ -78,7 +78,7 @@ def test_bad_configuration_is_one_line_naming_the_key(
 
 def test_unknown_experiment_and_variant_list_the_valid_names() -> None:
     config = load_config(BENCH)
-    with pytest.raises(PoolbenchError, match="valid experiments are seed-claim, stock-postgres"):
+    with pytest.raises(PoolbenchError, match="valid experiments are seed-claim, soak, stock-postgres"):
         select(config, experiments=["nope"])
     with pytest.raises(PoolbenchError, match="valid variants are after, before"):
         select(config, variants=["before", "middle"])

@@ -78,7 +78,12 @@ def _sum(conn: ConnectionFigures, names: list[str], attr: str) -> float:
     return float(sum(getattr(conn.engine(n), attr) or 0.0 for n in names))
 
 
-def _processes(conn: ConnectionFigures) -> int | None:
+def _processes(meta: dict, conn: ConnectionFigures) -> int | None:
+    """Processes of the app that held connections at once: measured from its process tree
+    (variant.json `app_processes`), else the client pids of its untagged connections."""
+    measured = (meta.get("app_processes") or {}).get("max_with_db_connections")
+    if isinstance(measured, int) and measured > 0:
+        return measured
     pids = {m.group(1) for e in conn.engines if (m := _PID.search(e.name)) and (e.peak or 0) > 0}
     return len(pids) or None
 
@@ -111,7 +116,7 @@ def pool_model(meta: dict, conn: ConnectionFigures) -> PoolModel | None:
         e.name: e.peak or 0.0 for e in conn.engines if e.name not in modelled and (e.peak or 0) > 0
     }
     model = PoolModel(
-        workers=workers, measured_processes=_processes(conn), engines=engines, unlisted=unlisted,
+        workers=workers, measured_processes=_processes(meta, conn), engines=engines, unlisted=unlisted,
         ceiling=sum(e.ceiling for e in engines), idle=sum(e.idle for e in engines),
         measured_peak=conn.peak, measured_idle=conn.idle,
     )  # fmt: skip
