@@ -139,9 +139,14 @@ def _files(load: LoadSettings) -> str:
     return f"{Path(load.locustfile).resolve()},{PLUGIN}"
 
 
-def _base(load: LoadSettings, host: str, seconds: float, users: int) -> list[str]:
+def require_loopback(host: str) -> None:
+    """poolbench sends load to this machine only."""
     if not host.startswith(LOOPBACK):
         raise PoolbenchError(f"refusing to load {host}: poolbench targets loopback only")
+
+
+def _base(load: LoadSettings, host: str, seconds: float, users: int) -> list[str]:
+    require_loopback(host)
     return [
         sys.executable, "-m", "locust", "-f", _files(load), "--headless", "--host", host,
         "-u", str(users), "-r", str(load.spawn_rate), "-t", f"{max(1, round(seconds))}s",

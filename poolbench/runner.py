@@ -13,7 +13,6 @@ import contextlib
 import math
 import shlex
 import time
-from dataclasses import replace
 from pathlib import Path
 
 from poolbench import load as locust
@@ -49,11 +48,7 @@ class Runner:
         events: RunEvents | None = None,
     ) -> None:
         self.config = config
-        if database_url:  # recorded as it is used: --database-url overrides every provider
-            experiments = [
-                replace(e, postgres=replace(e.postgres, provider="url")) for e in experiments
-            ]
-        self.experiments = experiments
+        self.experiments = stack.as_recorded(experiments, database_url)
         self.out_root = out_root
         self.command = command
         self.database_url = database_url

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Iterator
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any
 
@@ -69,6 +69,13 @@ def connection_ceiling(entry: dict[str, Any]) -> int | None:
         return None
     per_worker = sum(int(e["pool_size"]) + int(e["max_overflow"]) for e in engines)
     return int(entry.get("workers") or 1) * per_worker
+
+
+def as_recorded(experiments: list[Experiment], database_url: str | None) -> list[Experiment]:
+    """The experiments as they will run: --database-url overrides every provider."""
+    if not database_url:
+        return experiments
+    return [replace(e, postgres=replace(e.postgres, provider="url")) for e in experiments]
 
 
 def create_record(
