@@ -13,7 +13,8 @@ Lines (one JSON object each, ``type`` first):
 - ``header``: what does not change: variant, experiment, engines, the model's ceiling
 - ``point``: one sample: ``seq``, ``ts``, users, requests/s, connections per engine × state,
   total, peak, ``max_connections``, ``slots_left``, PostgreSQL's PSS and the app's USS (bytes;
-  null until the first memory sweep or when not visible)
+  null until the first memory sweep or when not visible), the collector's newest sample and
+  sweep times (ms)
 - ``marker``: a phase boundary (a test started or stopped), drawn on the chart
 """
 
@@ -51,6 +52,8 @@ def point(latest: Latest, users: float | None, rps: float | None) -> dict[str, A
         "slots_left": latest.slots_left,
         "pg_pss": memory.get(("mem_pss_bytes", "postgres", "")),
         "app_uss": memory.get(("mem_uss_bytes", "app", "")),
+        "sample_ms": latest.sample_ms,  # what the measuring costs, shown under the chart
+        "sweep_ms": latest.sweep_ms,
     }
 
 

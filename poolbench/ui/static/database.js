@@ -125,7 +125,7 @@
     }
     for (const m of feed.markers.filter((m) => m.ts >= t0 && m.what === "started")) {
       svg.append(svgEl("line", { x1: x(m.ts), x2: x(m.ts), y1: T, y2: H - B, stroke: "currentColor", "stroke-opacity": 0.4, "stroke-dasharray": "2 3" }));
-      const text = svgEl("text", { x: x(m.ts) + 3, y: T + 10, "font-size": 10, "fill-opacity": 0.7 });
+      const text = svgEl("text", { x: x(m.ts) + 3, y: H - B - 4, "font-size": 10, "fill-opacity": 0.7 });
       text.textContent = m.phase === "load" ? "test started" : "test stopped";
       svg.append(text);
     }
@@ -228,6 +228,9 @@
     body.append(el("div", { class: "pb-cost", id: "poolbench-db-cost" }, c
       ? `refreshed every ${REFRESH_MS / 1000} s; last refresh: ${num(c.serverMs, 2)} ms in Locust's process, ${c.bytes} B, ${num(c.roundTripMs, 1)} ms round trip`
       : ""));
+    if (last) {
+      body.append(el("div", { class: "pb-cost" }, `collector (in poolbench's process): ${num(last.sample_ms, 1)} ms per connection sample, ${num(last.sweep_ms, 1)} ms per process sweep`));
+    }
     panel.replaceChildren(body);
   }
 
