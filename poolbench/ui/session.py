@@ -226,6 +226,8 @@ class UiSession:
             except KeyboardInterrupt:
                 _ignore_signals()  # the person quit: stop everything, uninterrupted
                 self.display.message("stopping: Locust, the collector, the app, PostgreSQL …")
+                # a test started or stopped since the last tick still counts
+                self._follow_tests(self._status(client).get("tests") or [], ref)
 
     def _status(self, client: httpx.Client) -> dict[str, Any]:
         try:
