@@ -18,6 +18,7 @@ from __future__ import annotations
 import contextlib
 import math
 import shlex
+import shutil
 import signal
 import sys
 import tempfile
@@ -151,13 +152,15 @@ class UiSession:
             finally:
                 locust.stop()  # SIGTERM: Locust writes its final CSV and JSON statistics
             self._close_phase(ref, time.time())
-        finally:
+        except BaseException:
             with contextlib.suppress(Exception):  # keep the error that got us here
                 collector.stop()
+            raise
+        else:
+            collector.stop()  # an error that ended the collector mid-session surfaces here
+        finally:
             feed.close()
-            with contextlib.suppress(OSError):
-                (feed_dir / "feed.jsonl").unlink()
-                feed_dir.rmdir()
+            shutil.rmtree(feed_dir, ignore_errors=True)
 
     def _feed_header(self, entry: dict[str, Any]) -> dict[str, Any]:
         engines = entry.get("engines") or []
