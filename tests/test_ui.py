@@ -69,9 +69,8 @@ def _read_output(session: Session) -> None:
         session.lines.append(line.rstrip("\n"))
 
 
-@pytest.fixture(scope="module")
-def ui(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Session]:
-    out = tmp_path_factory.mktemp("ui")
+def start_session(out: Path) -> Session:
+    """`poolbench ui` in a session of its own, returned once its web UI's address is out."""
     proc = subprocess.Popen(
         [sys.executable, "-m", "poolbench", "ui", "--variant", "before",
          "--experiment", "stock-postgres", "--out", str(out), "--no-report"],
@@ -89,10 +88,16 @@ def ui(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Session]:
             proc.kill()
             pytest.fail("poolbench ui did not serve its web UI:\n" + "\n".join(session.lines))
         time.sleep(0.2)
+    return session
+
+
+@pytest.fixture(scope="module")
+def ui(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Session]:
+    session = start_session(tmp_path_factory.mktemp("ui"))
     try:
         yield session
     finally:
-        if proc.poll() is None:
+        if session.proc.poll() is None:
             session.ctrl_c()
 
 
@@ -255,6 +260,29 @@ def _status(session: Session) -> dict:
     import httpx
 
     return httpx.get(f"{session.url}/poolbench/status", trust_env=False, timeout=5).json()
+
+
+def test_ctrl_c_as_soon_as_the_address_is_out_quits_cleanly(tmp_path: Path) -> None:
+    """Ctrl-C the moment the address is printed, no test started: still a clean quit (exit 0)
+    and a complete, readable run, not an interrupted start-up."""
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "poolbench", "ui", "--experiment", "stock-postgres",
+         "--out", str(tmp_path), "--no-report"],
+        cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        start_new_session=True,
+    )  # fmt: skip
+    output = []
+    for line in proc.stdout:
+        output.append(line)
+        if line.startswith("Locust web UI: "):
+            os.killpg(proc.pid, signal.SIGINT)
+            break
+    output.extend(proc.stdout)
+    assert proc.wait(120) == 0, "".join(output)
+    session = Session(proc, tmp_path)
+    assert load_run(session.run_dir).meta["status"] == "complete"
+    pids = session.variant_meta()["pids"]
+    assert not any(pid_alive(pids[role]) for role in ("app", "postmaster", "load")), pids
 
 
 def test_an_unknown_variant_is_one_line_and_exit_2() -> None:

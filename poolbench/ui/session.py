@@ -143,11 +143,6 @@ class UiSession:
                 self.events.load_started.fire(ref=ref, pid=locust.pid)
                 self.url = f"http://{HOST}:{port}"
                 self._wait_for_web_ui(locust)
-                print(f"Locust web UI: {self.url}", flush=True)  # one line, for people and scripts
-                self.display.message(
-                    f"variant {self.variant.name}, experiment {self.experiment.name}: open the "
-                    f"Database tab. Ctrl-C stops everything and saves {self.record.run_dir}"
-                )
                 self._follow(locust, collector, ref)
             finally:
                 locust.stop()  # SIGTERM: Locust writes its final CSV and JSON statistics
@@ -207,7 +202,12 @@ class UiSession:
     def _follow(self, locust: LocustProcess, collector: CollectorThread, ref: VariantRef) -> None:
         """Until the person quits: phases from Locust's tests, live figures twice a second."""
         with httpx.Client(trust_env=False, timeout=2.0) as client:
-            try:
+            try:  # from the moment the address is out, Ctrl-C means "quit and save"
+                print(f"Locust web UI: {self.url}", flush=True)  # one line, for people and scripts
+                self.display.message(
+                    f"variant {self.variant.name}, experiment {self.experiment.name}: open the "
+                    f"Database tab. Ctrl-C stops everything and saves {self.record.run_dir}"
+                )
                 while True:
                     code = locust.proc.poll()
                     if code is not None:
