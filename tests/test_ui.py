@@ -26,6 +26,7 @@ import psutil
 import pytest
 from conftest import REPO, pid_alive, poolbench_cli
 
+from poolbench.requests_log import read_requests
 from poolbench.results import load_run
 from poolbench.stack import connection_ceiling
 
@@ -234,6 +235,7 @@ def test_database_tab_shows_connections_then_the_session_saves_a_run(ui: Session
     )
     stop[0].click()
     _wait(lambda: _status(ui)["state"] == "stopped", 15, "Locust to stop the test")
+    _second_test(ui)  # the first becomes `load 1`, `idle 1` and requests-1.bin
 
     pids = ui.variant_meta()["pids"]
     assert ui.ctrl_c() == 0, "\n".join(ui.lines[-30:])
@@ -246,14 +248,43 @@ def test_database_tab_shows_connections_then_the_session_saves_a_run(ui: Session
     assert variant.samples_path is not None and variant.samples_path.name == "samples.csv"
     conns = variant.samples[variant.samples.metric == "connections"]
     assert conns[conns.application_name.str.startswith("before:")].value.max() > 0
-    stats = variant.locust["stats"]
-    assert stats[stats.Name == "Aggregated"]["Request Count"].iloc[0] > 0
+    assert "Aggregated" in variant.locust["stats"].Name.values  # its counts: locust.json below
     phases = {p["name"]: p for p in variant.meta["phases"]}
+    assert list(phases) == ["load 1", "idle 1", "load", "idle"]
+    assert phases["load 1"]["end"] <= phases["idle 1"]["start"] < phases["load"]["start"]
     assert phases["load"]["start"] < phases["load"]["end"] <= phases["idle"]["start"]
+    # Every request, as in a run, each test's in its own file: requests.bin is the `load`
+    # phase's and holds exactly Locust's final totals (Locust clears them when a test starts).
+    recorded = variant.meta["locust"]
+    assert recorded["shape"] is None and recorded["tests"] == 2  # the person set the users
+    assert abs(recorded["test_start"] - phases["load"]["start"]) < 0.1
+    locust_totals = json.loads((variant.path / "locust.json").read_text())
+    last, first = variant.requests(), read_requests(variant.path / "requests-1.bin")
+    assert len(last) == recorded["requests"] == sum(e["num_requests"] for e in locust_totals)
+    for log, phase in ((first, phases["load 1"]), (last, phases["load"])):
+        assert len(log) > 0
+        assert phase["start"] - 0.001 <= log.start.min() and log.start.max() <= phase["end"]
+    assert {"/health", "/users/{id}"} <= set(first.names)
     assert [e["event"] for e in variant.events][:1] == ["variant_started"]
     report = poolbench_cli("report", str(ui.run_dir), timeout=120)
     assert report.returncode == 0, report.stderr
     assert (ui.run_dir / "report.html").is_file()
+
+
+def _second_test(session: Session) -> None:
+    """A short test, started and stopped as the page's buttons do; another host is refused."""
+    import httpx
+
+    with httpx.Client(base_url=session.url, trust_env=False, timeout=10) as client:
+        form = {"user_count": USERS, "spawn_rate": USERS}
+        elsewhere = client.post("/swarm", data={**form, "host": "http://192.0.2.1"}).json()
+        assert elsewhere["success"] is False and "loopback only" in elsewhere["message"]
+        assert _status(session)["state"] == "stopped"
+        client.post("/swarm", data=form).raise_for_status()
+        _wait(lambda: _status(session)["state"] == "running", 15, "the second test to run")
+        time.sleep(2.5)
+        client.post("/stop").raise_for_status()
+    _wait(lambda: _status(session)["state"] == "stopped", 15, "Locust to stop the second test")
 
 
 def _status(session: Session) -> dict:

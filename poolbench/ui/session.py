@@ -1,14 +1,17 @@
 """A `poolbench ui` session: one variant, driven by a person from Locust's web UI.
 
 The stack is a run's (poolbench/stack.py): a fresh database, the app, the collector in this
-process writing samples.csv. Locust runs with its web UI on 127.0.0.1 and the Database tab
-(poolbench/ui/locust_db_tab.py); this process follows it through the tab's /poolbench/status
-route and turns what the person does into the run's events: each test started is a `load`
-phase, each stop starts an `idle` phase, at Locust's own timestamps. The run record, the event
-log, the terminal display and the tab's feed listen to those events as they do in a run.
+process writing samples.csv. Locust runs with its web UI on 127.0.0.1, poolbench's plugin
+(every request, the status file; no load shape: the person sets the users) and the Database
+tab (poolbench/ui/locust_db_tab.py), its command from poolbench/load.py. This process follows
+it through the tab's /poolbench/status route and turns what the person does into the run's
+events: each test started is a `load` phase, each stop starts an `idle` phase, at Locust's
+own timestamps. The run record, the event log, the terminal display and the tab's feed
+listen to those events as they do in a run.
 
 The results folder is a run's (docs/results.md) and readable at any moment; quitting (Ctrl-C
-or SIGTERM) stops Locust first, so it writes its final statistics, then the collector, the
+or SIGTERM) stops Locust first, so it writes its final statistics and requests (the last
+test's, like the `load` phase; earlier tests' as `requests-N.bin`), then the collector, the
 app and the database, and marks the run `complete`. A second Ctrl-C during that is ignored:
 stopping must finish, or processes would be left behind.
 """
@@ -20,7 +23,6 @@ import math
 import shlex
 import shutil
 import signal
-import sys
 import tempfile
 import time
 from collections.abc import Iterator
@@ -29,37 +31,21 @@ from typing import Any
 
 import httpx
 
+from poolbench import load as locust
 from poolbench import stack
 from poolbench.collector import CollectorThread
-from poolbench.config import BenchConfig, Experiment, LoadSettings, Variant
+from poolbench.config import BenchConfig, Experiment, Variant
 from poolbench.errors import PoolbenchError
 from poolbench.events import EventLog, RunEvents, VariantRef
-from poolbench.load import LocustProcess, require_loopback, start_locust
 from poolbench.postgres import Database, free_port
 from poolbench.progress import ProgressDisplay
 from poolbench.results import RunRecord
 from poolbench.ui.feed import FeedWriter
-from poolbench.variants import HOST, RunningVariant, VariantStartError, log_tail
+from poolbench.variants import HOST, RunningVariant, VariantStartError
 
-PLUGIN = Path(__file__).with_name("locust_db_tab.py")
+DB_TAB = Path(__file__).resolve().with_name("locust_db_tab.py")
 TICK_S = 0.5
 UI_START_TIMEOUT_S = 60.0
-
-
-def ui_locust_command(load: LoadSettings, host: str, port: int, feed: Path, out: Path) -> list[str]:
-    """Locust with its web UI on 127.0.0.1:port and the Database tab, writing a run's files."""
-    require_loopback(host)
-    cmd = [
-        "-f", f"{load.locustfile},{PLUGIN}", "--host", host,
-        "--web-host", HOST, "--web-port", str(port),
-        "-u", str(load.users), "-r", str(load.spawn_rate),
-        "--shape", load.shape, "--hold-ms", str(load.hold_ms),
-        "--csv", str(out / "locust"), "--csv-full-history", "--json-file", str(out / "locust"),
-        "--exit-code-on-error", "0", "--stop-timeout", "2", "--poolbench-feed", str(feed),
-    ]  # fmt: skip
-    if load.processes > 1:  # the master's port for its workers stays on loopback too
-        cmd += ["--processes", str(load.processes), "--master-bind-host", HOST]
-    return [sys.executable, "-m", "locust", *cmd]
 
 
 class UiSession:
@@ -135,17 +121,16 @@ class UiSession:
         feed = FeedWriter(feed_dir / "feed.jsonl", self._feed_header(entry), collector.latest)
         feed.subscribe(self.events)
         try:
-            port = self.port or free_port(HOST)
-            cmd = ui_locust_command(self.experiment.load, app.base_url, port, feed.path, ref.dir)
-            locust = start_locust(cmd, ref.dir / "locust.log", ref.dir / "locust")
+            process = self._start_locust(app, ref, feed.path)
             try:
-                collector.set_load_pid(locust.pid)
-                self.events.load_started.fire(ref=ref, pid=locust.pid)
-                self.url = f"http://{HOST}:{port}"
-                self._wait_for_web_ui(locust)
-                self._follow(locust, collector, ref)
+                collector.set_load_pid(process.pid)
+                self.events.load_started.fire(ref=ref, pid=process.pid)
+                self._wait_for_web_ui(process)
+                self._follow(process, collector, ref)
             finally:
-                locust.stop()  # SIGTERM: Locust writes its final CSV and JSON statistics
+                process.stop()  # SIGTERM: Locust writes its final statistics and requests
+                # no poolbench shape: the window in which all users ran is the person's to say
+                entry["locust"] = locust.load_record(process.status(), self.experiment.load, 0.0)
             self._close_phase(ref, time.time())
         except BaseException:
             with contextlib.suppress(Exception):  # keep the error that got us here
@@ -156,6 +141,27 @@ class UiSession:
         finally:
             feed.close()
             shutil.rmtree(feed_dir, ignore_errors=True)
+
+    def _start_locust(
+        self, app: RunningVariant, ref: VariantRef, feed: Path
+    ) -> locust.LocustProcess:
+        """Locust's web UI with poolbench's plugin (every request, status file) and the tab."""
+        settings, outputs = self.experiment.load, locust.LoadOutputs(ref.dir)
+        port = self.port or free_port(HOST)
+        master_port = free_port(settings.locust_master_bind if settings.locust_workers else HOST)
+        cmd = locust.web_ui_command(
+            settings, app.base_url, outputs, port, master_port,
+            plugins=(DB_TAB,), plugin_args=("--poolbench-feed", str(feed)),
+        )  # fmt: skip
+        process = locust.start_locust(cmd, ref.dir / "locust.log", outputs)
+        self.url = f"http://{HOST}:{port}"
+        if settings.locust_workers:
+            worker = locust.worker_command(settings, locust.worker_host(settings), master_port)
+            self.display.message(
+                f"Locust waits for {settings.locust_workers} workers (they load "
+                f"{app.base_url}); on each worker machine run:\n  {locust.shell(worker)}"
+            )
+        return process
 
     def _feed_header(self, entry: dict[str, Any]) -> dict[str, Any]:
         engines = entry.get("engines") or []
@@ -179,27 +185,26 @@ class UiSession:
 
     # ------------------------------------------------------------------ following Locust
 
-    def _wait_for_web_ui(self, locust: LocustProcess) -> None:
+    def _wait_for_web_ui(self, process: locust.LocustProcess) -> None:
         deadline = time.monotonic() + UI_START_TIMEOUT_S
         with httpx.Client(trust_env=False, timeout=2.0) as client:
             while True:
-                code = locust.proc.poll()
+                code = process.proc.poll()
                 if code is not None:
-                    raise PoolbenchError(
-                        f"Locust exited with code {code} before its web UI answered "
-                        f"(log: {locust.log_path})\n{log_tail(locust.log_path)}"
-                    )
+                    raise PoolbenchError(f"Locust {process.ended(code)} before its web UI answered")
                 with contextlib.suppress(httpx.HTTPError):
                     if client.get(f"{self.url}/poolbench/status").status_code == 200:
                         return
                 if time.monotonic() > deadline:
                     raise PoolbenchError(
                         f"Locust's web UI did not answer within {UI_START_TIMEOUT_S:.0f} s "
-                        f"(log: {locust.log_path})"
+                        f"(log: {process.log_path})"
                     )
                 time.sleep(0.2)
 
-    def _follow(self, locust: LocustProcess, collector: CollectorThread, ref: VariantRef) -> None:
+    def _follow(
+        self, process: locust.LocustProcess, collector: CollectorThread, ref: VariantRef
+    ) -> None:
         """Until the person quits: phases from Locust's tests, live figures twice a second."""
         with httpx.Client(trust_env=False, timeout=2.0) as client:
             try:  # from the moment the address is out, Ctrl-C means "quit and save"
@@ -209,11 +214,9 @@ class UiSession:
                     f"Database tab. Ctrl-C stops everything and saves {self.record.run_dir}"
                 )
                 while True:
-                    code = locust.proc.poll()
+                    code = process.proc.poll()
                     if code is not None:
-                        raise PoolbenchError(
-                            f"Locust exited unexpectedly with code {code}; see {locust.log_path}"
-                        )
+                        raise PoolbenchError(f"Locust {process.ended(code)} unexpectedly")
                     status = self._status(client)
                     self._follow_tests(status.get("tests") or [], ref)
                     latest = collector.latest()

@@ -10,6 +10,8 @@
   every test's start and stop as Locust's own `test_start` / `test_stop` events stamped them,
   so `poolbench ui` records phases at the right second (Locust's /stats/requests is cached
   for 2 s and serialises every endpoint's statistics);
+- the target: Locust's start form lets a person type another host; a start aimed anywhere but
+  this machine is refused (poolbench loads loopback only), as Locust refuses a bad form;
 - the drawing: ``/poolbench/database.js`` (plain JavaScript, SVG chart, no build step, nothing
   fetched from the internet), added to Locust's index page by an ``after_request`` hook.
 """
@@ -20,8 +22,9 @@ import json
 import time
 from pathlib import Path
 
-from flask import Blueprint, Response, request, send_from_directory
+from flask import Blueprint, Response, jsonify, request, send_from_directory
 
+from poolbench.load import LOOPBACK
 from poolbench.ui.feed import FeedReader
 
 STATIC = Path(__file__).parent / "static"
@@ -80,6 +83,14 @@ def install(environment, web_ui, feed_path: Path) -> FeedReader:
     web_ui.app.register_blueprint(blueprint)
     tabs = [t for t in web_ui.template_args.get("extended_tabs", []) if t["key"] != TAB["key"]]
     web_ui.template_args["extended_tabs"] = [*tabs, TAB]
+
+    @web_ui.app.before_request
+    def loopback_only() -> Response | None:
+        host = request.form.get("host") if request.endpoint == "locust.swarm" else None
+        if host and not host.startswith(LOOPBACK):
+            message = f"refusing to load {host}: poolbench targets loopback only"
+            return jsonify({"success": False, "message": message, "host": environment.host})
+        return None
 
     @web_ui.app.after_request
     def add_script(response: Response) -> Response:
