@@ -1,4 +1,4 @@
-"""The `poolbench` command: run, bench, report, watch, lint.
+"""The `poolbench` command: run, report, watch, lint, ui.
 
 Every user-facing failure is a PoolbenchError, printed as one line with a non-zero exit;
 Ctrl-C and SIGTERM unwind through the same cleanup (exit 130), so no child is left.
@@ -94,10 +94,10 @@ def _cmd_run(args: argparse.Namespace) -> int:
     runner = Runner(config, experiments, args.out, ["poolbench", *sys.argv[1:]], args.database_url)
     record = runner.run()
     print(f"results: {record.run_dir}")
-    return _finish(record.run_dir, args.no_report)
+    return report_run(record.run_dir, args.no_report)
 
 
-def _finish(run_dir: Path, skip_report: bool) -> int:
+def report_run(run_dir: Path, skip_report: bool) -> int:
     """The short text summary, then the report; both from one analysis of the run."""
     from poolbench.analysis import analyse
     from poolbench.report import build_report
@@ -139,6 +139,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _plug(sub, "watch", "poolbench.watch", "sample a PostgreSQL (and app pids) live, without load")
     _plug(sub, "lint", "poolbench.lint", "list every SQLAlchemy engine a codebase creates")
+    _plug(
+        sub,
+        "ui",
+        "poolbench.ui",
+        "serve one variant under Locust's web UI, with a live Database tab",
+    )
     return parser
 
 
