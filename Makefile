@@ -1,4 +1,4 @@
-# The two commands users rely on: `make bench` and `make test`.
+# The commands users rely on: `make bench`, `make test` and `make ui` (VARIANT=before|after).
 # Each one builds .venv when it is missing or older than pyproject.toml.
 
 PYTHON ?= python3
@@ -6,7 +6,9 @@ VENV := .venv
 STAMP := $(VENV)/.installed
 BIN := $(VENV)/bin
 
-.PHONY: bench test lint format clean-venv
+VARIANT ?= before
+
+.PHONY: bench test ui lint format clean-venv
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -16,6 +18,9 @@ $(STAMP): pyproject.toml
 
 bench: $(STAMP)
 	$(BIN)/poolbench run $(BENCH_ARGS)
+
+ui: $(STAMP)
+	$(BIN)/poolbench ui --variant $(VARIANT) $(UI_ARGS)
 
 test: $(STAMP)
 	$(BIN)/python -m pytest $(PYTEST_ARGS)

@@ -1,4 +1,4 @@
-"""The `poolbench` command: run, bench, report, watch, lint.
+"""The `poolbench` command: run, report, watch, lint, ui.
 
 Every user-facing failure is a PoolbenchError, printed as one line with a non-zero exit;
 Ctrl-C and SIGTERM unwind through the same cleanup (exit 130), so no child is left.
@@ -182,6 +182,12 @@ def build_parser() -> argparse.ArgumentParser:
     _plug(sub, "size", "poolbench.size", "measure the pool size a variant needs: a sweep of sizes")
     _plug(sub, "watch", "poolbench.watch", "sample a PostgreSQL (and app pids) live, without load")
     _plug(sub, "lint", "poolbench.lint", "list every SQLAlchemy engine a codebase creates")
+    _plug(
+        sub,
+        "ui",
+        "poolbench.ui",
+        "serve one variant under Locust's web UI, with a live Database tab",
+    )
     return parser
 
 

@@ -2,9 +2,10 @@
 
 Every command loads the user's locustfile with poolbench's plugin beside it
 (`-f USER_FILE,poolbench/locust_plugin.py`): the user's file gets only `load.locust_args`, the
-plugin gets the `--poolbench-*` options (shape, request records, status file). Locust runs in
-its own process group (its `--processes` workers included) so that a stop or Ctrl-C of the
-harness takes the whole tree down at once. A master (for `--processes` or workers started on
+plugin gets the `--poolbench-*` options (shape, request records, status file). Headless for
+`poolbench run` (warm-up, load phase, workers), with its web UI for `poolbench ui`. Locust
+runs in its own process group (its `--processes` workers included) so that a stop or Ctrl-C
+of the harness takes the whole tree down at once. A master (for `--processes` or workers started on
 other machines) listens on 127.0.0.1 at a free port unless told otherwise.
 """
 
@@ -134,19 +135,36 @@ def log_tail(path: Path) -> str:
 # --------------------------------------------------------------------------- command lines
 
 
-def _files(load: LoadSettings) -> str:
-    """The -f value: the user's locustfile first (its shape, if any, wins), then the plugin."""
-    return f"{Path(load.locustfile).resolve()},{PLUGIN}"
+def _files(load: LoadSettings, *plugins: Path) -> str:
+    """The -f value: the user's locustfile first (its shape, if any, wins), then the plugins."""
+    return ",".join(str(f) for f in (Path(load.locustfile).resolve(), PLUGIN, *plugins))
 
 
-def _base(load: LoadSettings, host: str, seconds: float, users: int) -> list[str]:
+def _locust(load: LoadSettings, host: str, files: str, users: int) -> list[str]:
+    """What every command shares: loopback target, users and rate, the locustfile's own args."""
     if not host.startswith(LOOPBACK):
         raise PoolbenchError(f"refusing to load {host}: poolbench targets loopback only")
     return [
-        sys.executable, "-m", "locust", "-f", _files(load), "--headless", "--host", host,
-        "-u", str(users), "-r", str(load.spawn_rate), "-t", f"{max(1, round(seconds))}s",
-        "--only-summary", "--exit-code-on-error", "0", "--stop-timeout", "2",
-        *load.locust_args,
+        sys.executable, "-m", "locust", "-f", files, "--host", host,
+        "-u", str(users), "-r", str(load.spawn_rate),
+        "--exit-code-on-error", "0", "--stop-timeout", "2", *load.locust_args,
+    ]  # fmt: skip
+
+
+def _base(load: LoadSettings, host: str, seconds: float, users: int) -> list[str]:
+    return [
+        *_locust(load, host, _files(load), users),
+        "--headless", "-t", f"{max(1, round(seconds))}s", "--only-summary",
+    ]  # fmt: skip
+
+
+def _recorded(outputs: LoadOutputs) -> list[str]:
+    """Every request, the status file, and Locust's statistics as CSV and JSON."""
+    return [
+        "--poolbench-requests-out", str(outputs.dir / REQUESTS_FILE),
+        "--poolbench-status-out", str(outputs.status),
+        "--csv", str(outputs.csv_prefix), "--csv-full-history",
+        "--json-file", str(outputs.csv_prefix),  # Locust appends .json
     ]  # fmt: skip
 
 
@@ -173,11 +191,29 @@ def load_command(
     return [
         *_base(load, host, seconds, load.users),
         "--poolbench-shape", load.shape, "--poolbench-ramp-s", f"{load.ramp_s:g}",
-        "--poolbench-requests-out", str(outputs.dir / REQUESTS_FILE),
-        "--poolbench-status-out", str(outputs.status),
-        "--csv", str(outputs.csv_prefix), "--csv-full-history",
-        "--json-file", str(outputs.csv_prefix),  # Locust appends .json
-        *_master(load, master_port),
+        *_recorded(outputs), *_master(load, master_port),
+    ]  # fmt: skip
+
+
+def web_ui_command(
+    load: LoadSettings,
+    host: str,
+    outputs: LoadOutputs,
+    web_port: int,
+    master_port: int,
+    plugins: tuple[Path, ...] = (),
+    plugin_args: tuple[str, ...] = (),
+) -> list[str]:
+    """Locust's web UI on 127.0.0.1:`web_port`, every request recorded, for `poolbench ui`.
+
+    A person starts, changes and stops the users from the page, so poolbench's shape is not
+    applied and there is no run time; `load.users` only fills in the form. `plugins` are more
+    Locust files loaded after poolbench's plugin (the Database tab), `plugin_args` their options.
+    """
+    return [
+        *_locust(load, host, _files(load, *plugins), load.users),
+        "--web-host", "127.0.0.1", "--web-port", str(web_port),
+        *_recorded(outputs), *_master(load, master_port), *plugin_args,
     ]  # fmt: skip
 
 
@@ -216,8 +252,8 @@ def hold_warning(load: LoadSettings, load_s: float) -> str | None:
 
 def load_record(status: dict[str, Any], load: LoadSettings, load_s: float) -> dict[str, Any]:
     """What variant.json keeps of the load: real start/stop, workers, shape, full-load window."""
-    record = {key: status.get(key) for key in ("launched", "test_start", "test_stop", "workers",
-                                                "shape", "requests")}  # fmt: skip
+    record = {key: status.get(key) for key in ("launched", "test_start", "test_stop", "tests",
+                                                "workers", "shape", "requests")}  # fmt: skip
     shape = status.get("shape") or {}
     start = status.get("test_start")
     if start is not None and shape.get("applied"):

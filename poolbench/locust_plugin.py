@@ -14,6 +14,10 @@ so the user's file never sees an option it does not know. The plugin brings:
 - a status file (`--poolbench-status-out`, JSON): when the test really started and stopped
   (after the workers joined, not when Locust was launched), the workers seen, the shape applied
   and the number of requests recorded. The runner reads it for the load phase's timestamps.
+
+In Locust's web UI (`poolbench ui`) a person may run several tests in one Locust: the status
+file then describes the last one (and counts them), and so does `requests.bin`, the earlier
+tests' requests being kept numbered beside it (see `RequestFiles`).
 """
 
 from __future__ import annotations
@@ -32,7 +36,7 @@ from locust import LoadTestShape, events
 from locust.runners import MasterRunner, WorkerRunner
 
 from poolbench import shapes
-from poolbench.requests_log import TRANSFER, RequestWriter
+from poolbench.requests_log import TRANSFER, RequestWriter, move_requests, numbered
 
 logger = logging.getLogger("poolbench")
 FLUSH_INTERVAL_S = 1.0
@@ -100,8 +104,8 @@ class Status:
     def __init__(self, path: str | None) -> None:
         self.path = Path(path) if path else None
         self.data: dict[str, Any] = {"launched": time.time(), "test_start": None,
-                                     "test_stop": None, "workers": 0, "shape": None,
-                                     "requests": None}  # fmt: skip
+                                     "test_stop": None, "tests": 0, "workers": 0,
+                                     "shape": None, "requests": None}  # fmt: skip
 
     def update(self, **values: Any) -> None:
         self.data.update(values)
@@ -151,10 +155,32 @@ def _init(environment, runner, **_) -> None:
         return
     status = Status(options.poolbench_status_out)
     status.update(shape=_shape_status(environment))
-    writer = None
+    files = None
     if options.poolbench_requests_out:
-        writer = RequestWriter(Path(options.poolbench_requests_out), time.time())
-    _init_owner(environment, runner, status, writer)
+        files = RequestFiles(Path(options.poolbench_requests_out))
+    _init_owner(environment, runner, status, files)
+
+
+class RequestFiles:
+    """The requests file of the current test: `requests.bin` is always the last test's.
+
+    Headless Locust runs one test. In its web UI a person may run several, and Locust clears
+    its statistics when each starts; so does this: when a test starts after another, the
+    previous test's file is kept numbered (`requests-1.bin`, `requests-2.bin`, …), and
+    `requests.bin` holds the same requests as Locust's final statistics.
+    """
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.tests = 0
+        self.writer = RequestWriter(path, time.time())
+
+    def test_started(self) -> None:
+        self.tests += 1
+        if self.tests > 1:
+            self.writer.close()
+            move_requests(self.path, numbered(self.path, self.tests - 1))
+            self.writer = RequestWriter(self.path, time.time())
 
 
 def _init_worker(environment) -> None:
@@ -169,10 +195,12 @@ def _init_worker(environment) -> None:
     environment.events.report_to_master.add_listener(report)
 
 
-def _init_owner(environment, runner, status: Status, writer: RequestWriter | None) -> None:
+def _init_owner(environment, runner, status: Status, files: RequestFiles | None) -> None:
     """The process that owns the test: status file, and the requests file if asked for."""
     events_ = environment.events
-    events_.test_start.add_listener(lambda **_: status.update(test_start=time.time()))
+    events_.test_start.add_listener(
+        lambda **_: status.update(test_start=time.time(), tests=status.data["tests"] + 1)
+    )
     events_.test_start.add_listener(lambda **_: _stop_at_run_time(environment))
     events_.test_stop.add_listener(lambda **_: status.update(test_stop=time.time()))
     if isinstance(runner, MasterRunner):
@@ -183,11 +211,11 @@ def _init_owner(environment, runner, status: Status, writer: RequestWriter | Non
             status.update(workers=len(joined))
 
         events_.worker_connect.add_listener(worker_joined)
-    if writer is None:
+    if files is None:
         return
     if isinstance(runner, MasterRunner):
         events_.worker_report.add_listener(
-            lambda client_id, data: _from_worker(writer, runner, client_id, data)
+            lambda client_id, data: _from_worker(files.writer, runner, client_id, data)
         )
         flush = None
     else:
@@ -195,15 +223,22 @@ def _init_owner(environment, runner, status: Status, writer: RequestWriter | Non
         events_.request.add_listener(recorder.on_request)
 
         def flush() -> None:
-            writer.write(recorder.take(), recorder.keys)
+            files.writer.write(recorder.take(), recorder.keys)
 
         gevent.spawn(_every, FLUSH_INTERVAL_S, flush)
+
+    def test_started(**_) -> None:
+        if flush is not None:  # what came before belongs to the previous file
+            flush()
+        files.test_started()
+
+    events_.test_start.add_listener(test_started)
 
     def close(**_) -> None:
         if flush is not None:
             flush()
-        writer.close()
-        status.update(requests=writer.count)
+        files.writer.close()
+        status.update(requests=files.writer.count)
 
     events_.quit.add_listener(close)
 

@@ -14,6 +14,9 @@ over any window. The format is described in docs/results.md:
   whenever a new endpoint appears and before any record that uses it is written; at the end it
   also holds the record count, so a closed file cut short is detected.
 
+In a web UI session with several tests, `requests.bin` is the last test's and the earlier
+tests' files are kept as `requests-1.bin`, `requests-2.bin`, … (each with its names table).
+
 Load generators hand batches of `TRANSFER` rows (start as float64 epoch seconds) to
 `RequestWriter.write`; in distributed mode they travel from Locust workers to the master.
 """
@@ -89,6 +92,17 @@ def names_path(path: Path) -> Path:
     """The endpoint table beside a requests file (or its .part)."""
     stem = path.name.removesuffix(PARTIAL_SUFFIX).removesuffix(".bin")
     return path.with_name(f"{stem}.names.json")
+
+
+def numbered(path: Path, number: int) -> Path:
+    """`requests.bin` → `requests-<number>.bin`: an earlier test's file in a web UI session."""
+    return path.with_name(f"{path.name.removesuffix('.bin')}-{number}.bin")
+
+
+def move_requests(source: Path, target: Path) -> None:
+    """Rename a closed requests file and its endpoint table together."""
+    os.replace(names_path(source), names_path(target))
+    os.replace(source, target)
 
 
 # --------------------------------------------------------------------------- writing

@@ -13,56 +13,25 @@ import contextlib
 import math
 import shlex
 import time
-from dataclasses import asdict, replace
 from pathlib import Path
-from typing import Any
 
-from poolbench import app_launch, postgres
 from poolbench import load as locust
-from poolbench.collector import CollectorConfig, CollectorThread
+from poolbench import postgres, stack
+from poolbench.collector import CollectorThread
 from poolbench.config import BenchConfig, Experiment, Variant
-from poolbench.environment import collect_environment
 from poolbench.errors import PoolbenchError
 from poolbench.events import EventLog, RunEvents, VariantRef
 from poolbench.progress import ProgressDisplay
-from poolbench.results import POSTGRES_LOG_FILE, RunRecord, new_run_id, write_json
+from poolbench.results import RunRecord
 from poolbench.variants import VariantStartError
 
 WARMUP_USERS = 4
-# The collector slows its memory sweeps (~0.4 ms per process) to stay within a CPU budget.
-# Its default (0.5 % of a core) spaces sweeps ~8 s apart at 100+ backends, too sparse for a
-# 15 s idle phase; 2 % keeps them ~2.5 s apart while loading both variants equally little.
-MEMORY_CPU_BUDGET = 0.02
 LOCUST_GRACE_S = 60.0
 
 
 def variant_order(variants: tuple[str, ...], repeat: int) -> list[str]:
     """Alternate the order on each repeat, so drift over time does not favour one variant."""
     return list(variants) if repeat % 2 == 1 else list(reversed(variants))
-
-
-def engines_from_census(app_dir: Path, label: str, experiment: Experiment) -> tuple[list, dict]:
-    """The app's long-lived engines as the collector will see them, from a static census."""
-    from poolbench import lint
-
-    census = lint.census(app_dir)
-    engines = []
-    for site in census.sites:
-        if site.scope not in ("import", "lazy"):
-            continue
-        name = f"{label}:{site.module}" + (":sync" if site.kind == "sync" else "")
-        engines.append(
-            {
-                "name": name,
-                "module": site.module,
-                "kind": site.kind,
-                "pool_size": experiment.app.pool_size,
-                "max_overflow": experiment.app.max_overflow,
-                "per_process": True,
-                "source": "census",
-            }
-        )
-    return engines, lint.census_data(census)
 
 
 class Runner:
@@ -79,11 +48,7 @@ class Runner:
         events: RunEvents | None = None,
     ) -> None:
         self.config = config
-        if database_url:  # recorded as it is used: --database-url overrides every provider
-            experiments = [
-                replace(e, postgres=replace(e.postgres, provider="url")) for e in experiments
-            ]
-        self.experiments = experiments
+        self.experiments = stack.as_recorded(experiments, database_url)
         self.out_root = out_root
         self.command = command
         self.database_url = database_url
@@ -94,17 +59,13 @@ class Runner:
 
     def run(self) -> RunRecord:
         name = self.experiments[0].name if len(self.experiments) == 1 else "bench"
-        self.record = RunRecord.create(
+        self.record = stack.create_record(
+            self.config,
+            self.experiments,
             self.out_root,
-            new_run_id(name),
+            name,
             shlex.join(self.command),
-            {
-                "config_file": self.config.path,
-                "database_url": self.database_url,
-                "variants": {k: asdict(v) for k, v in self.config.variants.items()},
-                "experiments": [asdict(e) for e in self.experiments],
-            },
-            collect_environment(),
+            self.database_url,
         )
         self.record.subscribe(self.events)
         event_log = EventLog(self.events)
@@ -140,54 +101,25 @@ class Runner:
         for repeat in range(1, experiment.repeats + 1):
             for name in variant_order(experiment.variants, repeat):
                 position = f"{len(entries) + 1}/{total}"
-                entry = self._new_entry(experiment, self.config.variants[name], repeat)
+                entry = stack.new_entry(experiment, self.config.variants[name], repeat)
                 entries.append(entry)
                 ref = VariantRef(
                     experiment.name, name, repeat, position, self.record.variant_dir(entry)
                 )
                 self._run_variant(experiment, self.config.variants[name], entry, ref)
 
-    def _new_entry(self, experiment: Experiment, variant: Variant, repeat: int) -> dict[str, Any]:
-        return {
-            "experiment": experiment.name,
-            "variant": variant.name,
-            "repeat": repeat,
-            "dir": f"{experiment.name}/{variant.name}-{repeat}",
-            "status": "running",
-            "error": None,
-            "label": variant.label or variant.name,
-            "app_dir": variant.app_dir,
-            "command": list(variant.command) if variant.command else None,
-            "app": asdict(experiment.app),
-            "load": asdict(experiment.load),
-            "postgres_settings": asdict(experiment.postgres),
-            **app_launch.declared(experiment, variant),  # workers, workers_source, engines
-            "phases": [],
-            "pids": {},
-        }
-
     def _run_variant(
         self, experiment: Experiment, variant: Variant, entry: dict, ref: VariantRef
     ) -> None:
         record, out = self.record, ref.dir
         self.events.variant_started.fire(ref=ref)
-        if variant.app_dir:
-            entry["engines"], census = engines_from_census(
-                Path(variant.app_dir), entry["label"], experiment
-            )
-            write_json(out / "census.json", census)
+        stack.add_census(entry, experiment, variant, out)
         record.save_variant(entry)
         try:
-            with self._database(experiment, out / POSTGRES_LOG_FILE) as db:
-                entry["database"] = db.describe()
-                entry["postgres_log"] = {
-                    "file": POSTGRES_LOG_FILE if db.server_log else None,
-                    "reason": db.server_log_reason,
-                }
-                record.data["environment"].setdefault("postgres", db.describe())
-                with self._app(experiment, variant, entry, db, out) as app:
-                    entry["pids"] = {"app": app.pid, "postmaster": db.postmaster_pid}
-                    self._phases(experiment, variant, entry, db, app, ref)
+            with stack.database_and_app(
+                record, experiment, variant, entry, out, self.database_url
+            ) as (db, app):
+                self._phases(experiment, variant, entry, db, app, ref)
         except KeyboardInterrupt:
             self._end_variant(ref, entry, "partial", None)
             raise
@@ -200,40 +132,11 @@ class Runner:
         entry["status"], entry["error"] = status, error
         self.events.variant_ended.fire(ref=ref, status=status, error=error)
 
-    def _database(
-        self, experiment: Experiment, keep_log: Path
-    ) -> contextlib.AbstractContextManager:
-        """A fresh server (or database); an embedded server's log is kept at `keep_log`."""
-        return postgres.provide(
-            experiment.postgres.provider,
-            database_url=self.database_url,
-            settings={"max_connections": str(experiment.postgres.max_connections)},
-            version=experiment.postgres.version,
-            keep_log=keep_log,
-            bindir=Path(experiment.postgres.bindir) if experiment.postgres.bindir else None,
-        )
-
-    def _app(self, experiment, variant, entry, db, out) -> contextlib.AbstractContextManager:
-        """Extensions, setup commands, the app itself, and its process tree watched."""
-        return app_launch.launch(experiment, variant, entry, db, out)
-
     def _phases(self, experiment, variant, entry, db, app, ref: VariantRef) -> None:
         phases, out = experiment.phases, ref.dir
-        collector_config = CollectorConfig(
-            admin_url=db.admin_url,
-            dbname=db.dbname,
-            out_path=out / "samples.csv",
-            app_pids=app.pids,
-            postmaster_pid=db.postmaster_pid,
-            pools_url=f"{app.base_url}{variant.pools_path}" if variant.pools_path else None,
-            memory_cpu_budget=MEMORY_CPU_BUDGET,
-        )
+        collector_config = stack.collector_config(db, app, variant, out)
         collector = CollectorThread(collector_config)
-        entry["collector"] = {
-            "connections_hz": collector_config.connections_hz,
-            "memory_hz": collector_config.memory_hz,
-            "memory_cpu_budget": MEMORY_CPU_BUDGET,
-        }
+        entry["collector"] = stack.collector_entry(collector_config)
         collector.start()
         on_load = self.events.load_started.add_listener(
             lambda ref, pid: collector.set_load_pid(pid)

@@ -238,3 +238,62 @@ def test_an_option_the_locustfile_does_not_know_is_a_one_line_error(
     assert str(error.value).startswith(
         "Locust exited with code 2: __main__.py: error: unrecognized arguments: --hold-ms (see "
     )
+
+
+def _wait_for_web_ui(client, process) -> None:
+    import httpx
+
+    deadline = time.monotonic() + 30
+    while True:
+        assert process.proc.poll() is None, load.log_tail(process.log_path)
+        assert time.monotonic() < deadline, "Locust's web UI did not answer"
+        try:
+            if client.get("/").status_code == 200:
+                return
+        except httpx.TransportError:
+            pass
+        time.sleep(0.1)
+
+
+def _web_test(client, host: str, process, seconds: float) -> None:
+    """One test from the web UI, as its Start and Stop buttons send it."""
+    client.post("/swarm", data={"user_count": 8, "spawn_rate": 8, "host": host}).raise_for_status()
+    time.sleep(seconds)
+    client.post("/stop").raise_for_status()
+    deadline = time.monotonic() + 10
+    while (process.status().get("test_stop") or 0) < (process.status().get("test_start") or 1):
+        assert time.monotonic() < deadline, "Locust did not stop the test"
+        time.sleep(0.1)
+
+
+def test_web_ui_runs_several_tests_and_requests_bin_is_the_last_ones(
+    server: str, tmp_path: Path
+) -> None:
+    """`poolbench ui`'s Locust: no shape, every request recorded; with two tests the last one's
+    requests are requests.bin, exactly Locust's final statistics, the first's requests-1.bin."""
+    import httpx
+
+    settings = _settings(tmp_path, shape="ramp")
+    outputs, web_port = load.LoadOutputs(tmp_path), free_port()
+    cmd = load.web_ui_command(settings, server, outputs, web_port, free_port())
+    assert not {"--poolbench-shape", "--headless", "-t"} & set(cmd)
+    process = load.start_locust(cmd, tmp_path / "locust.log", outputs)
+    try:
+        with httpx.Client(base_url=f"http://127.0.0.1:{web_port}", trust_env=False) as client:
+            _wait_for_web_ui(client, process)
+            _web_test(client, server, process, 2)
+            first = process.status()
+            _web_test(client, server, process, 2)
+    finally:
+        process.stop()  # SIGTERM, as poolbench ui quits
+    status = process.status()
+    assert status["shape"] is None and status["tests"] == 2
+    assert first["test_stop"] < status["test_start"]
+    last = _assert_records_match_locust(tmp_path)
+    assert status["requests"] == len(last)
+    assert last.start.min() >= status["test_start"] - 0.001
+    earlier = read_requests(tmp_path / "requests-1.bin")
+    assert len(earlier) > 0
+    assert first["test_start"] - 0.001 <= earlier.start.min()
+    assert earlier.start.max() <= first["test_stop"]
+    assert not list(tmp_path.glob("*.part"))

@@ -1,0 +1,75 @@
+"""The Database tab's feed: what poolbench's process appends is what Locust's process serves."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from poolbench.collector import Latest
+from poolbench.events import RunEvents, VariantRef
+from poolbench.ui.feed import FeedReader, FeedWriter
+
+
+def _latest(ts: float, active: int, idle: int) -> Latest:
+    return Latest(
+        ts=ts,
+        total=active + idle,
+        peak=active + idle,
+        by_name_state={("before:app.db", "active"): active, ("before:app.db", "idle"): idle},
+        max_connections=100,
+        slots_left=97 - active - idle,
+        memory={("mem_pss_bytes", "postgres", ""): 5e7, ("mem_uss_bytes", "app", ""): 8e7},
+    )
+
+
+def test_points_and_markers_reach_the_reader_in_order(tmp_path: Path) -> None:
+    events, now = RunEvents(), [_latest(1.0, 1, 2)]
+    writer = FeedWriter(
+        tmp_path / "feed.jsonl", {"variant": "before", "ceiling": 20}, lambda: now[0]
+    )
+    writer.subscribe(events)
+    ref = VariantRef("e", "before", 1, "1/1", tmp_path)
+    reader = FeedReader(tmp_path / "feed.jsonl")
+
+    events.live.fire(ref=ref, users=3, rps=10.0, failures=0, connections=3, peak=3)
+    events.phase_started.fire(ref=ref, phase="load", length_s=0.0, ts=1.5)
+    now[0] = _latest(2.0, 4, 1)
+    events.live.fire(ref=ref, users=5, rps=20.0, failures=0, connections=5, peak=5)
+    reader.poll()
+    first = reader.since(-1)
+    assert first["header"]["ceiling"] == 20
+    assert [p["engines"]["before:app.db"] for p in first["points"]] == [
+        {"active": 1, "idle": 2},
+        {"active": 4, "idle": 1},
+    ]
+    assert first["points"][0]["pg_pss"] == 5e7 and first["points"][1]["users"] == 5
+    assert [(m["phase"], m["what"]) for m in first["markers"]] == [("load", "started")]
+
+    # A browser that has everything up to the first point gets only what came after it.
+    later = reader.since(first["points"][0]["seq"])
+    assert later["header"] is None
+    assert [p["ts"] for p in later["points"]] == [2.0] and len(later["markers"]) == 1
+    assert reader.since(first["points"][-1]["seq"])["points"] == []
+    writer.close()
+
+
+def test_a_line_still_being_written_waits_for_its_end(tmp_path: Path) -> None:
+    path = tmp_path / "feed.jsonl"
+    path.write_text('{"type": "header", "variant": "x", "seq": 1}\n{"type": "point", "ts": 1')
+    reader = FeedReader(path)
+    reader.poll()
+    assert reader.header == {"variant": "x", "seq": 1} and not reader.points
+    with path.open("a") as handle:
+        handle.write('.0, "seq": 2}\n')
+    reader.poll()
+    assert [p["ts"] for p in reader.points] == [1.0]
+
+
+def test_no_point_before_the_collector_has_sampled(tmp_path: Path) -> None:
+    events = RunEvents()
+    writer = FeedWriter(tmp_path / "feed.jsonl", {}, Latest)
+    writer.subscribe(events)
+    events.live.fire(ref=None, users=0, rps=0, failures=0, connections=0, peak=0)
+    reader = FeedReader(tmp_path / "feed.jsonl")
+    reader.poll()
+    assert reader.header == {"seq": 1} and not reader.points
+    writer.close()
