@@ -238,7 +238,7 @@ def test_unknown_experiment_lists_the_valid_names() -> None:
     proc = poolbench_cli("run", "--experiment", "nope")
     assert proc.returncode == 2
     assert proc.stderr.strip() == (
-        "poolbench run: error: unknown experiment 'nope': valid experiments are seed-claim, stock-postgres"
+        "poolbench run: error: unknown experiment 'nope': valid experiments are seed-claim, soak, stock-postgres"
     )
 
 
