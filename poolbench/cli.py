@@ -1,7 +1,13 @@
-"""The `poolbench` command: run, report, watch, lint, ui.
+"""The `poolbench` command: run, report, watch, lint, ui, clean.
 
 Every user-facing failure is a PoolbenchError, printed as one line with a non-zero exit;
 Ctrl-C and SIGTERM unwind through the same cleanup (exit 130), so no child is left.
+Everything printed goes through poolbench.redact first: the URL given with --database-url
+(or DATABASE_URL) is registered as a secret before anything else happens.
+
+Exit codes: 0 success; 1 a run with a failed variant (`run`), a finding (`lint`), something
+left behind (`clean`); 2 bad input (PoolbenchError); 3 damaged data (`report`, see
+docs/results.md); 130 interrupted.
 """
 
 from __future__ import annotations
@@ -11,12 +17,13 @@ import importlib
 import os
 import signal
 import sys
+import traceback
 from pathlib import Path
 
-from poolbench import __version__
+from poolbench import __version__, redact
 from poolbench.errors import PoolbenchError
-from poolbench.redact import mask_text
 
+EXIT_VARIANT_FAILED = 1
 EXIT_INTERRUPTED = 130
 
 
@@ -103,6 +110,7 @@ def _add_run_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
+    from poolbench.clean import clean_before_run
     from poolbench.config import load_config, select
     from poolbench.runner import Runner
 
@@ -118,10 +126,14 @@ def _cmd_run(args: argparse.Namespace) -> int:
         soak_s=args.soak,
         pg_bindir=str(Path(args.pg_bindir).resolve()) if args.pg_bindir else None,
     )
+    clean_before_run(args.out, args.database_url)
     runner = Runner(config, experiments, args.out, ["poolbench", *sys.argv[1:]], args.database_url)
     record = runner.run()
     print(f"results: {record.run_dir}")
-    return report_run(record.run_dir, args.no_report, args.fail_if, args.strict_thresholds)
+    gated = report_run(record.run_dir, args.no_report, args.fail_if, args.strict_thresholds)
+    if record.data["status"] != "complete":
+        print(f"poolbench run: {record.data['status']}: {record.data['error']}", file=sys.stderr)
+    return EXIT_VARIANT_FAILED if record.data["status"] == "failed" else gated
 
 
 def report_run(
@@ -181,6 +193,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _plug(sub, "size", "poolbench.size", "measure the pool size a variant needs: a sweep of sizes")
     _plug(sub, "watch", "poolbench.watch", "sample a PostgreSQL (and app pids) live, without load")
+    sub.choices["report"].set_defaults(func=_cmd_report)
     _plug(sub, "lint", "poolbench.lint", "list every SQLAlchemy engine a codebase creates")
     _plug(
         sub,
@@ -188,7 +201,20 @@ def build_parser() -> argparse.ArgumentParser:
         "poolbench.ui",
         "serve one variant under Locust's web UI, with a live Database tab",
     )
+    _plug(sub, "clean", "poolbench.clean", "stop and remove what runs killed hard left behind")
     return parser
+
+
+def _cmd_report(args: argparse.Namespace) -> int:
+    """The report, then EXIT_DAMAGED if some samples file is damaged (it is also said)."""
+    from poolbench.report import run as report
+    from poolbench.results import EXIT_DAMAGED, load_run
+
+    code = report(args)
+    damage = [f"{v.key}: {d}" for v in load_run(args.run_dir).variants for d in v.damage]
+    for line in damage:
+        print(f"poolbench report: warning: damaged data: {line}", file=sys.stderr)
+    return EXIT_DAMAGED if damage else code
 
 
 def _interrupt(signum: int, frame: object) -> None:
@@ -197,15 +223,21 @@ def _interrupt(signum: int, frame: object) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGTERM, _interrupt)
+    redact.install()
+    redact.register_url(os.environ.get("DATABASE_URL"))
     args = build_parser().parse_args(argv)
+    redact.register_url(getattr(args, "database_url", None))
     try:
         return int(args.func(args) or 0)
     except PoolbenchError as exc:  # prefixed as argparse prefixes a subcommand's errors
-        print(f"poolbench {args.command}: error: {mask_text(str(exc))}", file=sys.stderr)
+        print(redact.mask_text(f"poolbench {args.command}: error: {exc}"), file=sys.stderr)
         return exc.exit_code
     except KeyboardInterrupt:
         print("poolbench: interrupted; children stopped, run marked partial", file=sys.stderr)
         return EXIT_INTERRUPTED
+    except Exception:  # a bug: its traceback helps, its secrets must not show
+        print(redact.mask_text(traceback.format_exc()), file=sys.stderr, end="")
+        return 1
 
 
 if __name__ == "__main__":

@@ -8,6 +8,7 @@ one line, because a user reads it in a terminal before anything has started. The
 from __future__ import annotations
 
 import tomllib
+from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -107,6 +108,8 @@ class BenchConfig:
 
 def _typed(cls: type, table: dict[str, Any], where: str, base: Any = None) -> Any:
     """Build a settings dataclass from a TOML table, checking names, types and ranges."""
+    if not isinstance(table, dict):
+        raise PoolbenchError(f"{where} must be a table, got {type(table).__name__} {table!r}")
     defaults = base if base is not None else cls()
     allowed = set(cls.__dataclass_fields__)
     check_keys(table, allowed, where)
@@ -129,15 +132,38 @@ def _typed(cls: type, table: dict[str, Any], where: str, base: Any = None) -> An
     return replace(defaults, **values)
 
 
-def _validate_experiment(exp: Experiment, variants: dict[str, Variant]) -> None:
+def _count(value: Any, where: str) -> int:
+    """A whole number from the file (repeats): a one-line error for "abc", 2.5 or true."""
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise PoolbenchError(f"{where} must be int, got {type(value).__name__} {value!r}")
+    return value
+
+
+def _names_list(value: Any, where: str) -> tuple[str, ...]:
+    """A non-empty list of names: a lone string is refused, not read letter by letter."""
+    if isinstance(value, str):
+        raise PoolbenchError(f"{where} must be a list of names, e.g. [{value!r}], not a string")
+    if not isinstance(value, list) or not value or not all(isinstance(v, str) for v in value):
+        raise PoolbenchError(f"{where} must be a non-empty list of names")
+    return tuple(value)
+
+
+def _validate_experiment(
+    exp: Experiment, variants: dict[str, Variant], overridden: Mapping[str, str] | None = None
+) -> None:
+    """Check an experiment; a key set by an override (e.g. [quick]) is blamed where it was set."""
     where = f"experiments.{exp.name}"
+
+    def located(key: str) -> str:
+        return (overridden or {}).get(key) or f"{where}.{key}"
+
     if exp.postgres.provider not in PROVIDERS:
         raise PoolbenchError(
-            f"{where}.postgres.provider {exp.postgres.provider!r} is not one of {', '.join(PROVIDERS)}"
+            f"{located('postgres.provider')} {exp.postgres.provider!r} is not one of {', '.join(PROVIDERS)}"
         )
     if exp.load.shape not in SHAPES:
         raise PoolbenchError(
-            f"{where}.load.shape {exp.load.shape!r} is not one of {', '.join(SHAPES)}"
+            f"{located('load.shape')} {exp.load.shape!r} is not one of {', '.join(SHAPES)}"
         )
     for key, value in (
         ("app.workers", exp.app.workers),
@@ -148,21 +174,23 @@ def _validate_experiment(exp: Experiment, variants: dict[str, Variant]) -> None:
         ("postgres.max_connections", exp.postgres.max_connections),
     ):
         if value < 1:
-            raise PoolbenchError(f"{where}.{key} must be at least 1, got {value}")
+            raise PoolbenchError(f"{located(key)} must be at least 1, got {value}")
     if exp.phases.load_s <= 0:
-        raise PoolbenchError(f"{where}.phases.load_s must be positive, got {exp.phases.load_s}")
+        raise PoolbenchError(
+            f"{located('phases.load_s')} must be positive, got {exp.phases.load_s}"
+        )
     if exp.phases.soak_s > 0 and exp.load.shape == "spike":
         raise PoolbenchError(
-            f"{where}.phases.soak_s needs a constant load at its end: use shape steady or ramp, "
-            "not spike"
+            f"{located('phases.soak_s')} needs a constant load at its end: use shape steady or "
+            "ramp, not spike"
         )
     if exp.load.shape == "ramp" and exp.load.ramp_s >= exp.phases.load_s:
         raise PoolbenchError(
-            f"{where}.load.ramp_s ({exp.load.ramp_s:g} s) must be shorter than phases.load_s "
+            f"{located('load.ramp_s')} ({exp.load.ramp_s:g} s) must be shorter than phases.load_s "
             f"({exp.phases.load_s:g} s): the ramp holds all users for the rest of the phase"
         )
     if exp.load.locust_workers_timeout_s <= 0:
-        raise PoolbenchError(f"{where}.load.locust_workers_timeout_s must be positive")
+        raise PoolbenchError(f"{located('load.locust_workers_timeout_s')} must be positive")
     if exp.load.locust_workers and exp.load.processes > 1:
         raise PoolbenchError(
             f"{where}: load.locust_workers and load.processes exclude each other "
@@ -185,21 +213,22 @@ SECTIONS = {
 
 def _parse_experiment(name: str, table: dict[str, Any], defaults: dict[str, Any]) -> Experiment:
     where = f"experiments.{name}"
-    check_keys(
-        table, {"description", "variants", "repeats", "claims", "fail_if", *SECTIONS}, where
-    )
+    check_keys(table, {"description", "variants", "repeats", "claims", "fail_if", *SECTIONS}, where)
     sections = {
         key: _typed(cls, table.get(key, {}), f"{where}.{key}", defaults[key])
         for key, cls in SECTIONS.items()
     }
-    variants = table.get("variants", defaults["variants"])
-    if not isinstance(variants, list) or not variants:
-        raise PoolbenchError(f"{where}.variants must be a non-empty list of variant names")
+    variants = (
+        _names_list(table["variants"], f"{where}.variants")
+        if "variants" in table
+        else defaults["variants"]
+    )
+    repeats = _count(table["repeats"], f"{where}.repeats") if "repeats" in table else None
     return Experiment(
         name=name,
         description=str(table.get("description", "")),
-        variants=tuple(variants),
-        repeats=int(table.get("repeats", defaults["repeats"])),
+        variants=variants,
+        repeats=defaults["repeats"] if repeats is None else repeats,
         claims=_parse_claims(table.get("claims", {}), f"{where}.claims"),
         fail_if=_parse_fail_if(table.get("fail_if", defaults["fail_if"]), f"{where}.fail_if"),
         **sections,
@@ -290,15 +319,19 @@ def load_config(path: Path = DEFAULT_CONFIG) -> BenchConfig:
         key: _typed(cls, default_table.get(key, {}), f"defaults.{key}")
         for key, cls in SECTIONS.items()
     }
-    defaults["variants"] = default_table.get("variants", list(variants))
-    defaults["repeats"] = default_table.get("repeats", 1)
+    defaults["variants"] = _names_list(
+        default_table.get("variants", list(variants)), "defaults.variants"
+    )
+    defaults["repeats"] = _count(default_table.get("repeats", 1), "defaults.repeats")
     defaults["fail_if"] = default_table.get("fail_if", [])
     experiments = {
         name: _parse_experiment(name, t, defaults) for name, t in raw.get("experiments", {}).items()
     }
     for experiment in experiments.values():
         _validate_experiment(experiment, variants)
-    default_experiments = tuple(default_table.get("experiments", list(experiments)))
+    default_experiments = _names_list(
+        default_table.get("experiments", list(experiments)), "defaults.experiments"
+    )
     for name in default_experiments:
         _require(name, experiments, "experiment")
     return BenchConfig(str(path), variants, experiments, default_experiments, raw.get("quick", {}))
@@ -342,23 +375,31 @@ def select(
             for variant in variants:
                 _require(variant, config.variants, "variant")
             experiment = replace(experiment, variants=_distinct(config, variants))
+        overridden: dict[str, str] = {}
         if quick:  # claims are about the experiment's own settings, which quick changes
             experiment = replace(apply_overrides(experiment, config.quick, "quick"), claims={})
+            overridden = _override_keys(config.quick, "quick")
         if repeats is not None:
             experiment = replace(experiment, repeats=repeats)
+            overridden["repeats"] = "--repeats"
         if load_processes is not None:
             experiment = replace(
                 experiment, load=replace(experiment.load, processes=load_processes)
             )
+            overridden["load.processes"] = "--load-processes"
         if load:  # command-line settings of the load, e.g. --locust-workers
             experiment = replace(experiment, load=replace(experiment.load, **load))
+            overridden.update(
+                {f"load.{k}": f"--{k.removesuffix('_s').replace('_', '-')}" for k in load}
+            )
         if soak_s is not None:
             experiment = replace(experiment, phases=replace(experiment.phases, soak_s=soak_s))
+            overridden["phases.soak_s"] = "--soak"
         if pg_bindir is not None:
             experiment = replace(
                 experiment, postgres=replace(experiment.postgres, bindir=pg_bindir)
             )
-        _validate_experiment(experiment, config.variants)
+        _validate_experiment(experiment, config.variants, overridden)
         chosen.append(_resolve_paths(experiment, Path(config.path).parent))
     for name in dict.fromkeys(v for e in chosen for v in e.variants):
         placeholders.check(config.variants[name].texts())
@@ -421,5 +462,18 @@ def apply_overrides(experiment: Experiment, table: dict[str, Any], where: str) -
         if key in table
     }
     if "repeats" in table:
-        sections["repeats"] = int(table["repeats"])
+        sections["repeats"] = _count(table["repeats"], f"{where}.repeats")
     return replace(experiment, **sections)
+
+
+def _override_keys(table: dict[str, Any], where: str) -> dict[str, str]:
+    """ "section.key" -> where it was set, for the keys an override table sets."""
+    found = {
+        f"{section}.{key}": f"{where}.{section}.{key}"
+        for section in SECTIONS
+        if isinstance(table.get(section), dict)
+        for key in table[section]
+    }
+    if "repeats" in table:
+        found["repeats"] = f"{where}.repeats"
+    return found

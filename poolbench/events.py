@@ -22,6 +22,15 @@ from pathlib import Path
 from typing import Any, TextIO
 
 EVENTS_FILE = "events.jsonl"
+# The kinds of `lifecycle` events the watchdog fires (poolbench/watchdog.py, docs/results.md).
+LIFECYCLE_KINDS = (
+    "app_process_started",
+    "app_process_exited",
+    "postgres_exited",
+    "postgres_restarted",
+    "locust_exited",
+    "users_dropped",
+)
 
 
 @dataclass(frozen=True)
@@ -63,9 +72,8 @@ class RunEvents:
     - `variant_started()` / `variant_ended(status, error)`
     - `phase_started(phase, length_s, ts)` / `phase_ended(phase, ts)`
     - `load_started(pid)`: Locust runs (its pid, for CPU accounting)
-    - `lifecycle(kind, ts, **details)`: something happened to a process the run depends on,
-      e.g. kind ``app_process_started`` / ``app_process_exited`` (pid, exit status),
-      ``postgres_restarted``, ``users_dropped``
+    - `lifecycle(kind, ts, **details)`: something happened to a process the run depends on;
+      `kind` is one of LIFECYCLE_KINDS (the watchdog's, poolbench/watchdog.py)
     - `live(users, rps, failures, connections, peak)`: current figures, about twice a second
     """
 

@@ -1,17 +1,17 @@
-"""What a failed request was: Locust's error messages classified, refusals counted in app logs.
+"""What a failed request was: Locust's error messages classified by kind.
 
 A refusal is PostgreSQL saying no to a new connection (SQLSTATE 53300, "too many clients" or
 "remaining connection slots are reserved"): the failure a connection-pool change is about, so
-it is counted on its own, from the app's log and from Locust's failures, never folded into
-"HTTP 5xx".
+it is its own kind, never folded into "HTTP 5xx" (poolbench.applog counts refusals in the app's
+log and Locust's failures together).
 """
 
 from __future__ import annotations
 
 import re
-from pathlib import Path
 
-REFUSAL = re.compile(r"53300|too many clients|remaining connection slots|TooManyConnections", re.I)
+from poolbench.applog import REFUSAL
+
 # Failure kinds, first match wins (case-insensitive, searched in Locust's error message).
 KINDS: tuple[tuple[str, re.Pattern[str]], ...] = (
     ("too_many_connections", REFUSAL),
@@ -38,7 +38,6 @@ LABELS = {
     "http_4xx": "HTTP 4xx",
     "other": "other",
 }
-LOG_RECORD_START = re.compile(r"^(?:CRITICAL|ERROR|WARNING|INFO|DEBUG)\b")
 
 
 def classify(message: str) -> str:
@@ -47,26 +46,3 @@ def classify(message: str) -> str:
         if pattern.search(message or ""):
             return name
     return "other"
-
-
-def count_refusals_in_log(path: Path | None) -> int | None:
-    """Log records of the app that name a refusal (SQLSTATE 53300); None without a log.
-
-    One refused request logs one record (uvicorn's "ERROR: Exception in ASGI application")
-    whose traceback names the error several times (driver, adapter, SQLAlchemy wrapper),
-    so records are counted, not lines. Lines without a level prefix belong to the record
-    above them; a log with no prefixes at all is counted line by line.
-    """
-    if path is None:
-        return None
-    count, in_record, matched = 0, False, False
-    try:
-        with path.open(encoding="utf-8", errors="replace") as handle:
-            for line in handle:
-                if LOG_RECORD_START.match(line) or not in_record:
-                    count += matched
-                    in_record, matched = bool(LOG_RECORD_START.match(line)), False
-                matched = matched or bool(REFUSAL.search(line))
-    except OSError:
-        return None
-    return count + matched

@@ -105,8 +105,8 @@ class Census:
 
     @property
     def exit_code(self) -> int:
-        """1 when more than one module owns engines or any call leaks one, else 0."""
-        return 1 if len(self.long_lived_modules) > 1 or self.leaks else 0
+        """1 when more than one module owns engines, a call leaks one, or a file was skipped."""
+        return 1 if len(self.long_lived_modules) > 1 or self.leaks or self.warnings else 0
 
     @property
     def verdict(self) -> str:
@@ -123,6 +123,14 @@ class Census:
             problems.append(
                 f"{len(self.leaks)} {noun}, an engine created on every call and never disposed: "
                 f"{where}"
+            )
+        if self.warnings:  # a census with files it could not read vouches for nothing
+            skipped = ", ".join(warning.split(":", 1)[0] for warning in self.warnings)
+            noun = "file" if len(self.warnings) == 1 else "files"
+            problems.append(
+                f"{summary}, but {len(self.warnings)} {noun} could not be analysed: {skipped}"
+                if not problems
+                else f"{len(self.warnings)} {noun} could not be analysed: {skipped}"
             )
         return "FAIL: " + "; ".join(problems) if problems else f"OK: {summary}"
 

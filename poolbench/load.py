@@ -25,7 +25,7 @@ from typing import Any
 from poolbench import shapes
 from poolbench.config import LoadSettings
 from poolbench.errors import PoolbenchError
-from poolbench.process_group import stop_group
+from poolbench.process_group import spawn, stop_group
 from poolbench.redact import mask_text
 from poolbench.requests_log import REQUESTS_FILE
 
@@ -273,10 +273,9 @@ def load_record(status: dict[str, Any], load: LoadSettings, load_s: float) -> di
 def start_locust(cmd: list[str], log_path: Path, outputs: LoadOutputs | None) -> LocustProcess:
     log = log_path.open("ab")
     try:
-        proc = subprocess.Popen(
-            cmd, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-            start_new_session=True,
-        )  # fmt: skip
+        proc = spawn(
+            cmd, what="locust", stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL
+        )
     except OSError as exc:
         raise PoolbenchError(f"cannot start Locust: {exc}") from None
     finally:

@@ -22,7 +22,6 @@ from __future__ import annotations
 import contextlib
 import os
 import secrets
-import shlex
 import shutil
 import signal
 import socket
@@ -32,19 +31,24 @@ import warnings
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from urllib.parse import quote, urlsplit, urlunsplit
+from urllib.parse import quote
 
 import psycopg
 from psycopg import sql
+from psycopg.conninfo import conninfo_to_dict
 
+from poolbench import ledger
 from poolbench.errors import PoolbenchError, first_line
 from poolbench.pglog import SERVER_LOG_SETTINGS
-from poolbench.redact import mask_text, mask_url
+from poolbench.postmaster import start_postmaster, stop_postmaster, stop_stray_postmaster
+from poolbench.process_group import die_with_parent
+from poolbench.redact import add_secret, mask_text, mask_url, register_url, split_userinfo
 
 MIN_SERVER_VERSION = 130000
 APP_ROLE = "poolbench_app"
 APP_DATABASE = "poolbench"
 EMBEDDED_SYSTEM_USER = "pgserver"
+EMBEDDED_DIR_PREFIX = "poolbench-pg-"  # in the temporary directory; `clean` removes no other
 DEFAULT_SETTINGS: Mapping[str, str] = {
     "max_connections": "100",
     "track_io_timing": "on",
@@ -142,19 +146,54 @@ def connect(url: str, *, timeout: float = 5.0, autocommit: bool = True) -> psyco
         raise PoolbenchError(f"cannot connect to {mask_url(url)}: {first_line(exc)}") from None
 
 
+# Characters libpq misreads in a URL's password (it cuts the userinfo there, or refuses).
+UNENCODED_IN_PASSWORD = {" ": "%20", "/": "%2F", "@": "%40"}
+
+
 def validate_url(url: str) -> str:
-    """Reject what cannot be a PostgreSQL URL before trying to connect to it."""
-    parts = urlsplit(url)
-    scheme = parts.scheme.split("+", 1)[0]
-    if scheme not in {"postgresql", "postgres"} or not parts.netloc:
+    """Reject what cannot be a PostgreSQL URL before trying to connect to it.
+
+    libpq's own reading decides (it is the one that connects), except where it would quietly
+    read something else: an unencoded space, `/` or `@` in the password. Every message shows
+    the URL masked, however malformed it is.
+    """
+    register_url(url)
+    masked = mask_url(url)
+    scheme, sep, rest = url.partition("://")
+    if not sep or scheme.split("+", 1)[0].lower() not in {"postgresql", "postgres"} or not rest:
         raise PoolbenchError(
-            f"malformed database URL {mask_url(url)!r}: expected postgresql://USER[:PASSWORD]@HOST[:PORT]/DB"
+            f"malformed database URL {masked!r}: expected postgresql://USER[:PASSWORD]@HOST[:PORT]/DB"
         )
+    userinfo = split_userinfo(url)
+    password = userinfo[2] if userinfo is not None else None
+    for char, code in UNENCODED_IN_PASSWORD.items():
+        if password and char in password:
+            raise PoolbenchError(
+                f"malformed database URL {masked!r}: the password holds an unencoded {char!r}; "
+                f"percent-encode it ({code})"
+            )
+    url = f"postgresql://{rest}"
     try:
-        parts.port  # noqa: B018 -- raises ValueError for a non-numeric port
-    except ValueError:
-        raise PoolbenchError(f"malformed database URL {mask_url(url)!r}: bad port") from None
-    return urlunsplit(parts._replace(scheme="postgresql"))
+        port = url_params(url).get("port") or "5432"
+    except psycopg.Error as exc:
+        raise PoolbenchError(
+            f"malformed database URL {masked!r}: {mask_text(first_line(exc))}"
+        ) from None
+    if not port.isdigit() or not 0 < int(port) < 65536:
+        raise PoolbenchError(f"malformed database URL {masked!r}: bad port")
+    return url
+
+
+def url_params(url: str) -> dict[str, str]:
+    """libpq's reading of a URL or conninfo: host, port, user, password, dbname, options."""
+    return {k: str(v) for k, v in conninfo_to_dict(url).items() if v is not None}
+
+
+def check_server(url: str) -> None:
+    """Can poolbench run against this server? Checked before a run writes anything."""
+    url = validate_url(url)
+    with connect(url) as admin:
+        _check_monitoring(admin, url)
 
 
 def _check_monitoring(conn: psycopg.Connection, url: str) -> tuple[str, bool]:
@@ -196,7 +235,7 @@ def _create_app_database(admin: psycopg.Connection, dbname: str, role: str, pass
     )
 
 
-def _drop_app_database(admin: psycopg.Connection, dbname: str, role: str) -> None:
+def drop_app_database(admin: psycopg.Connection, dbname: str, role: str) -> None:
     admin.execute(
         "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = %s", (dbname,)
     )
@@ -239,35 +278,43 @@ REPORTED_SETTINGS = [
 def existing_server(url: str, provider: str = "url") -> Iterator[Database]:
     """Use a server someone else runs: a private database and role, dropped afterwards."""
     url = validate_url(url)
+    params = url_params(url)
     suffix = secrets.token_hex(4)
     dbname, role, password = (
         f"{APP_DATABASE}_{suffix}",
         f"{APP_ROLE}_{suffix}",
         secrets.token_hex(12),
     )
+    add_secret(password)
+    host, port = params.get("host") or "127.0.0.1", int(params.get("port") or 5432)
+    user = params.get("user") or "postgres"
     with connect(url) as admin:
         version, _ = _check_monitoring(admin, url)
+        noted = ledger.started(
+            "database", f"{host}:{port}/{dbname}",
+            host=host, port=port, user=user, dbname=dbname, role=role,
+        )  # fmt: skip
         _create_app_database(admin, dbname, role, password)
         settings = _settings(admin, REPORTED_SETTINGS)
         pid = _postmaster_pid(admin)
-    parts = urlsplit(url)
     try:
         yield Database(
             provider=provider,
-            host=parts.hostname or "127.0.0.1",
-            port=parts.port or 5432,
+            host=host,
+            port=port,
             dbname=dbname,
             app_user=role,
             app_password=password,
-            admin_user=parts.username or "postgres",
-            admin_password=parts.password or "",
+            admin_user=user,
+            admin_password=params.get("password") or "",
             server_version=version,
             postmaster_pid=pid,
             settings=settings,
         )
     finally:
         with contextlib.suppress(PoolbenchError, psycopg.Error), connect(url) as admin:
-            _drop_app_database(admin, dbname, role)
+            drop_app_database(admin, dbname, role)
+            ledger.released(noted)
 
 
 # --------------------------------------------------------------------------- embedded
@@ -335,34 +382,15 @@ def _prepare_for_root(bin_dir: Path, data_root: Path, own_install: bool) -> str 
 
 def _run(args: list[str], user: str | None, what: str, timeout: float = 60) -> None:
     try:
-        subprocess.run(args, user=user, check=True, capture_output=True, text=True, timeout=timeout)
+        subprocess.run(
+            args, user=user, check=True, capture_output=True, text=True, timeout=timeout,
+            preexec_fn=die_with_parent(signal.SIGKILL),
+        )  # fmt: skip
     except subprocess.CalledProcessError as exc:
         detail = (exc.stderr or exc.stdout or "").strip().splitlines()
         raise PoolbenchError(f"{what} failed: {detail[-1] if detail else exc}") from None
     except subprocess.TimeoutExpired:
         raise PoolbenchError(f"{what} did not finish within {timeout:.0f} s") from None
-
-
-def _server_log_tail(log: Path, lines: int = 3) -> str:
-    try:
-        text = log.read_text(errors="replace").strip().splitlines()
-    except OSError:
-        return ""
-    return " | ".join(text[-lines:])
-
-
-def _stop_server(bin_dir: Path, data: Path, user: str | None, pid: int | None) -> None:
-    """Fast shutdown; if pg_ctl cannot, kill the postmaster so nothing is left behind."""
-    with contextlib.suppress(subprocess.SubprocessError, OSError):
-        subprocess.run(
-            [str(bin_dir / "pg_ctl"), "-D", str(data), "-m", "fast", "-w", "-t", "10", "stop"],
-            user=user,
-            capture_output=True,
-            timeout=15,
-        )
-    if pid is not None:
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(pid, signal.SIGKILL)
 
 
 def _keep_log(log: Path, dest: Path) -> None:
@@ -379,13 +407,6 @@ def _keep_log(log: Path, dest: Path) -> None:
     except OSError:
         with contextlib.suppress(OSError):
             tmp.unlink()
-
-
-def _read_postmaster_pid(data: Path) -> int | None:
-    try:
-        return int((data / "postmaster.pid").read_text().split("\n", 1)[0])
-    except (OSError, ValueError):
-        return None
 
 
 @contextlib.contextmanager
@@ -412,11 +433,13 @@ def embedded_server(
         )
     port = port or free_port()
     merged = {**DEFAULT_SETTINGS, **(settings or {}), **SERVER_LOG_SETTINGS}
-    root = Path(tempfile.mkdtemp(prefix="poolbench-pg-"))
+    root = Path(tempfile.mkdtemp(prefix=EMBEDDED_DIR_PREFIX))
+    noted = ledger.started("data_dir", str(root), path=str(root))
     data, log = root / "data", root / "server.log"
-    admin_password = secrets.token_hex(12)
-    pid: int | None = None
-    user: str | None = None
+    admin_password, app_password = secrets.token_hex(12), secrets.token_hex(12)
+    add_secret(admin_password)
+    add_secret(app_password)
+    postmaster: subprocess.Popen | None = None
     try:
         user = _prepare_for_root(bin_dir, root, own_install=bindir is None)
         pwfile = root / "pwfile"
@@ -432,24 +455,11 @@ def embedded_server(
             "initdb",
         )  # fmt: skip
         pwfile.unlink()
-        options = [f"-h 127.0.0.1 -p {port} -k {shlex.quote(str(root))}"] + [
-            f"-c {shlex.quote(f'{k}={v}')}" for k, v in merged.items()
-        ]  # pg_ctl hands these to /bin/sh: a value with a space or a bracket must be quoted
-        try:
-            _run(
-                [
-                    str(bin_dir / "pg_ctl"), "-D", str(data), "-l", str(log),
-                    "-o", " ".join(options), "-w", "-t", "30", "start",
-                ],
-                user,
-                "starting the embedded PostgreSQL",
-            )  # fmt: skip
-        except PoolbenchError as exc:
-            tail = _server_log_tail(log)
-            raise PoolbenchError(f"{exc}{': ' + tail if tail else ''}") from None
-        pid = _read_postmaster_pid(data)
+        options = ["-h", "127.0.0.1", "-p", str(port), "-k", str(root)]
+        for key, value in merged.items():  # argv, not a shell: no quoting needed
+            options += ["-c", f"{key}={value}"]
+        postmaster = start_postmaster(bin_dir, data, log, options, user)
         admin_url = _url("postgres", admin_password, "127.0.0.1", port, "postgres")
-        app_password = secrets.token_hex(12)
         with connect(admin_url) as admin:
             _create_app_database(admin, APP_DATABASE, APP_ROLE, app_password)
             server_version = admin.execute("SHOW server_version").fetchone()[0]
@@ -465,16 +475,18 @@ def embedded_server(
             admin_user="postgres",
             admin_password=admin_password,
             server_version=server_version,
-            postmaster_pid=pid,
+            postmaster_pid=postmaster.pid,
             settings=reported,
             server_log=log,
         )
     finally:
-        if data.exists():
-            _stop_server(bin_dir, data, user, pid or _read_postmaster_pid(data))
+        if postmaster is not None:
+            stop_postmaster(postmaster)
+        stop_stray_postmaster(data)
         if keep_log is not None:
             _keep_log(log, keep_log)
         shutil.rmtree(root, ignore_errors=True)
+        ledger.released(noted)
 
 
 # --------------------------------------------------------------------------- compose

@@ -1,21 +1,92 @@
-"""Stopping a child and everything it spawned, so no run leaves a process behind.
+"""Starting a child and stopping it with everything it spawned, so no run leaves a process.
 
-The harness starts each child (an app's uvicorn, Locust) in a session of its own, so its
-workers share its process group. Stopping is SIGTERM to the group, a grace period, then
-SIGKILL — and any process psutil still finds in the tree or the group (a worker that
-outlived its master) is killed one by one. A zombie counts as gone: PID 1 does not reap
-orphans on every machine.
+`spawn` starts each child (an app's uvicorn, Locust, the postmaster) in a session of its own,
+so its workers share its process group; on Linux it also asks the kernel to signal the child
+when poolbench dies, even by SIGKILL (`PR_SET_PDEATHSIG`), and notes the child in the run's
+ledger (poolbench/ledger.py) so `poolbench clean` can find what a hard kill left.
+
+Stopping is SIGTERM to the group, a grace period, then SIGKILL — and any process psutil
+still finds in the tree or the group (a worker that outlived its master) is killed one by
+one. A zombie counts as gone: PID 1 does not reap orphans on every machine.
 """
 
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import os
 import signal
 import subprocess
+import sys
 import time
+from collections.abc import Callable
+from typing import Any
 
 import psutil
+
+from poolbench import ledger
+
+PR_SET_PDEATHSIG = 1
+
+
+def _libc_prctl() -> Callable[..., int] | None:
+    if not sys.platform.startswith("linux"):
+        return None
+    try:
+        return ctypes.CDLL(None, use_errno=True).prctl
+    except (OSError, AttributeError):
+        return None
+
+
+_PRCTL = _libc_prctl()  # resolved once, here: the hook below runs between fork and exec
+
+
+def die_with_parent(sig: signal.Signals) -> Callable[[], None] | None:
+    """A pre-exec hook: the child gets `sig` when the thread that started it ends.
+
+    The kernel sends it when the parent *thread* exits, so start children from a thread that
+    outlives them (the runner's main thread does). If the parent died between fork and the
+    hook, the child exits at once. None where the OS has no such facility.
+    """
+    if _PRCTL is None:
+        return None
+    parent, prctl, number = os.getpid(), _PRCTL, int(sig)
+
+    def hook() -> None:
+        prctl(PR_SET_PDEATHSIG, number, 0, 0, 0)
+        if os.getppid() != parent:
+            os._exit(1)
+
+    return hook
+
+
+def spawn(
+    argv: list[str], *, what: str, death_signal: signal.Signals = signal.SIGTERM, **popen: Any
+) -> subprocess.Popen:
+    """Popen in a new session that dies with poolbench, noted in the run's ledger.
+
+    `death_signal` is what the child receives when poolbench dies: SIGTERM lets uvicorn and
+    Locust stop their own workers; the throwaway postmaster takes SIGQUIT (immediate shutdown).
+    """
+    proc = subprocess.Popen(
+        argv, start_new_session=True, preexec_fn=die_with_parent(death_signal), **popen
+    )
+    note_process(proc.pid, what, death_signal)
+    return proc
+
+
+def note_process(pid: int, what: str, stop_signal: signal.Signals = signal.SIGTERM) -> None:
+    """Record a child in the run's ledger: pid, group and start time (pid reuse is told apart)."""
+    with contextlib.suppress(psutil.Error, OSError):
+        ledger.started(
+            "process",
+            str(pid),
+            pid=pid,
+            pgid=os.getpgid(pid),
+            create_time=psutil.Process(pid).create_time(),
+            what=what,
+            stop_signal=int(stop_signal),
+        )
 
 
 def alive(proc: psutil.Process) -> bool:
@@ -67,3 +138,4 @@ def stop_group(proc: subprocess.Popen, timeout: float = 5.0) -> None:
                 straggler.kill()
         wait_gone(remaining, time.monotonic() + timeout)
     proc.wait()
+    ledger.released(f"process/{proc.pid}")

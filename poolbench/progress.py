@@ -68,6 +68,14 @@ class ProgressDisplay:
             )
         )
         events.live.add_listener(lambda ref, **values: self.update(**values))
+        events.lifecycle.add_listener(self._lifecycle)
+
+    def _lifecycle(self, ref, kind: str, ts: float, **details: object) -> None:
+        """A process exit, a restart, lost users: one line, above the live panel."""
+        from poolbench.watchdog import describe_event
+
+        if kind != "app_process_started" or details.get("phase") != "starting":
+            self.message(f"! {ref.experiment}/{ref.variant}: {describe_event(kind, ts, details)}")
 
     def phase(
         self, experiment: str, variant: str, position: str, phase: str, length: float

@@ -9,18 +9,21 @@ well. Readers reject a malformed directory with a one-line message.
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import os
+import socket
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import pandas as pd
+import psutil
 
+from poolbench import applog
 from poolbench.errors import PoolbenchError, first_line
-from poolbench.events import EVENTS_FILE, RunEvents, VariantRef, read_events
-from poolbench.failures import count_refusals_in_log
+from poolbench.events import EVENTS_FILE, LIFECYCLE_KINDS, RunEvents, VariantRef, read_events
 from poolbench.redact import mask_tree
 from poolbench.requests_log import RequestLog, read_requests, requests_file
 
@@ -28,7 +31,14 @@ if TYPE_CHECKING:
     from poolbench.pglog import ServerLog
 
 SCHEMA = 1
-STATUSES = ("running", "complete", "partial", "failed")
+# A variant's status, and a run's (docs/results.md): `running` while it runs; `complete`;
+# `degraded` (it ran to its end, but something happened that spoils some figures: a worker
+# died, PostgreSQL restarted, Locust lost users); `failed` (it could not go on, or did not
+# start); `partial` (interrupted); `abandoned` (its owner process died without a word; set
+# by `poolbench clean`). A run is `failed` if any variant failed, else `degraded` if any
+# was, else `complete` — never `complete` when a variant is not.
+STATUSES = ("running", "complete", "degraded", "partial", "failed", "abandoned")
+EXIT_DAMAGED = 4  # `poolbench report` when a samples file is damaged (docs/results.md)
 LOCUST_FILES = {
     "stats": "locust_stats.csv",
     "history": "locust_stats_history.csv",
@@ -49,6 +59,22 @@ def new_run_id(name: str = "") -> str:
     return f"{stamp}-{name}" if name else stamp
 
 
+def claim_run_dir(root: Path, run_id: str, attempts: int = 1000) -> Path:
+    """Create root/run_id, or run_id-2, -3, … when another run took it (same second).
+
+    mkdir is atomic: of two runs racing for a name exactly one gets it.
+    """
+    root.mkdir(parents=True, exist_ok=True)
+    for n in range(1, attempts + 1):
+        run_dir = root / (run_id if n == 1 else f"{run_id}-{n}")
+        try:
+            run_dir.mkdir()
+        except FileExistsError:
+            continue
+        return run_dir
+    raise PoolbenchError(f"no free results directory name for {root / run_id}")
+
+
 # --------------------------------------------------------------------------- writing
 
 
@@ -63,10 +89,8 @@ class RunRecord:
     def create(
         cls, root: Path, run_id: str, command: str, config: dict[str, Any], environment: dict
     ) -> RunRecord:
-        run_dir = root / run_id
-        if run_dir.exists():
-            raise PoolbenchError(f"results directory {run_dir} already exists")
-        run_dir.mkdir(parents=True)
+        run_dir = claim_run_dir(root, run_id)
+        run_id = run_dir.name
         record = cls(
             run_dir,
             {
@@ -77,6 +101,7 @@ class RunRecord:
                 "command": command,
                 "started_at": time.time(),
                 "finished_at": None,
+                "owner": owner(),
                 "config": config,
                 "environment": environment,
                 "experiments": [],
@@ -153,6 +178,15 @@ class RunRecord:
         self.save()
 
 
+def owner() -> dict[str, Any]:
+    """Who runs this: pid, its start time (so a reused pid is not taken for it), host."""
+    return {
+        "pid": os.getpid(),
+        "create_time": psutil.Process().create_time(),
+        "hostname": socket.gethostname(),
+    }
+
+
 def point_latest(root: Path, run_dir: Path) -> None:
     """Make root/latest a symlink to run_dir, replacing the old one atomically."""
     link = root / "latest"
@@ -195,7 +229,18 @@ class VariantResult:
     app_log: Path | None = None
     events: list[dict[str, Any]] = field(default_factory=list)  # events.jsonl, oldest first
     postgres_log: Path | None = None  # the embedded server's log (poolbench.pglog reads it)
+    damage: list[str] = field(default_factory=list)  # why samples.csv is not whole, if so
     _server_log: ServerLog | None = field(default=None, init=False, repr=False, compare=False)
+
+    @functools.cached_property
+    def refusals(self) -> dict[str, int | None]:
+        """Requests refused with SQLSTATE 53300: {"app_log", "locust", "count"} (applog)."""
+        return applog.refusals(self.app_log, self.locust.get("failures"))
+
+    @property
+    def lifecycle(self) -> list[dict[str, Any]]:
+        """The watchdog's events (process exits and starts, restarts, user drops)."""
+        return [e for e in self.events if e["event"] in LIFECYCLE_KINDS]
 
     @property
     def key(self) -> str:
@@ -226,10 +271,6 @@ class VariantResult:
         path = requests_file(self.path)
         return read_requests(path) if path is not None else None
 
-    def refusals_in_app_log(self) -> int | None:
-        """Requests the app logged as refused by PostgreSQL (SQLSTATE 53300)."""
-        return count_refusals_in_log(self.app_log)
-
     @property
     def postgres_log_reason(self) -> str | None:
         """Why there is no postgres.log (None when there is one): connections sampled only."""
@@ -259,6 +300,11 @@ class RunResult:
 
     def experiment(self, name: str) -> list[VariantResult]:
         return [v for v in self.variants if v.experiment == name]
+
+    @property
+    def damaged(self) -> bool:
+        """Some samples file is cut or incomplete (`poolbench report` exits EXIT_DAMAGED)."""
+        return any(v.damage for v in self.variants)
 
     @property
     def experiment_names(self) -> list[str]:
@@ -324,22 +370,31 @@ def _no_samples() -> pd.DataFrame:
     return frame.astype({"ts": "float64", "value": "float64"})
 
 
-def read_samples_file(path: Path) -> tuple[pd.DataFrame, Path | None]:
-    """samples.csv as a typed frame (poolbench.samples.read_samples) and the file read.
+def read_samples_file(
+    path: Path, rows_written: int | None = None
+) -> tuple[pd.DataFrame, Path | None, list[str]]:
+    """samples.csv as a typed frame (poolbench.samples.read_samples), the file read, damage.
 
     When only samples.csv.part exists (the collector never closed it: a crash), it is read up
-    to its last complete row. Neither file: an empty frame and None (a failed start).
+    to its last complete row. Neither file: an empty frame and None (a failed start). A closed
+    file whose last line is cut, or whose row count differs from `rows_written` (what the
+    collector recorded in variant.json), is damaged: its complete rows are read, and the
+    damage is described, never hidden.
     """
-    from poolbench.samples import PARTIAL_SUFFIX, read_samples
+    from poolbench.samples import PARTIAL_SUFFIX, ends_with_newline, read_samples, samples_damage
 
     partial = path.with_name(path.name + PARTIAL_SUFFIX)
     source = path if path.is_file() else partial if partial.is_file() else None
     if source is None:
-        return _no_samples(), None
+        return _no_samples(), None, []
+    damage = samples_damage(source, rows_written) if source == path else []
     try:
-        return read_samples(path, allow_partial=True), source
+        frame = read_samples(path, allow_partial=True)
     except (OSError, ValueError, KeyError, UnicodeDecodeError, pd.errors.ParserError) as exc:
         raise PoolbenchError(f"{source} is malformed: {first_line(exc)}") from None
+    if damage and not ends_with_newline(source) and len(frame):
+        frame = frame.iloc[:-1]  # the cut row would read as a sample that never was
+    return frame, source, damage
 
 
 def _inside(run_dir: Path, relative: str) -> Path | None:
@@ -368,13 +423,18 @@ def load_variant(run_dir: Path, entry: dict[str, Any], path: Path) -> VariantRes
         on_disk = _json_file(path / "variant.json")
         if isinstance(on_disk, dict):
             meta = {**entry, **on_disk, "dir": entry["dir"]}
-    samples, samples_path = read_samples_file(path / SAMPLES_FILE)
+    rows_written = (meta.get("collector") or {}).get("rows_written")
+    samples, samples_path, damage = read_samples_file(
+        path / SAMPLES_FILE, rows_written if isinstance(rows_written, int) else None
+    )
     locust = {key: _read_csv(path / name) for key, name in LOCUST_FILES.items()}
     census = _json_file(path / "census.json") if (path / "census.json").is_file() else None
     app_log = path / "app.log" if (path / "app.log").is_file() else None
     events = read_events(path / EVENTS_FILE)
     pg_log = path / POSTGRES_LOG_FILE if (path / POSTGRES_LOG_FILE).is_file() else None
-    return VariantResult(meta, path, samples, locust, samples_path, census, app_log, events, pg_log)
+    return VariantResult(
+        meta, path, samples, locust, samples_path, census, app_log, events, pg_log, damage
+    )
 
 
 def load_run(run_dir: str | os.PathLike[str]) -> RunResult:
@@ -400,6 +460,11 @@ def load_run(run_dir: str | os.PathLike[str]) -> RunResult:
         if variant.samples_path is None:
             warnings.append(
                 f"{relative}: no samples.csv (variant status: {status}): nothing to analyse"
+            )
+        elif variant.damage:
+            warnings.extend(
+                f"{relative}: damaged data, read up to its last complete row: {item}"
+                for item in variant.damage
             )
         elif variant.samples_path.name != SAMPLES_FILE:
             warnings.append(

@@ -2,9 +2,15 @@
 
 Per variant: a fresh database (a new embedded server, or a new private database on a
 given server) so each variant starts equal; the app started and waited for; the
-collector started; warm-up, load and idle phases, each timestamped; everything stopped.
-The run folder is written as it goes, so an interrupted run is readable and says
-`partial`.
+collector started; the server's free slots checked against the pool model; warm-up, load
+and idle phases, each timestamped; everything stopped. The run folder is written as it
+goes, so an interrupted run is readable and says `partial`, and everything the run starts
+is noted in its ledger (started.jsonl) for `poolbench clean`.
+
+A watchdog (poolbench/watchdog.py) watches each variant: a fault that ends it (the app's
+master or the server gone) fails that variant alone, and the run goes on with the next one,
+which has its own database and app; a lesser one marks it `degraded`. The run's status is
+the worst of its variants' (`run_outcome`).
 """
 
 from __future__ import annotations
@@ -14,16 +20,20 @@ import math
 import shlex
 import time
 from pathlib import Path
+from typing import Any
 
+from poolbench import ledger, postgres, stack
 from poolbench import load as locust
-from poolbench import postgres, stack
 from poolbench.collector import CollectorThread
 from poolbench.config import BenchConfig, Experiment, Variant
-from poolbench.errors import PoolbenchError
+from poolbench.errors import PoolbenchError, first_line
 from poolbench.events import EventLog, RunEvents, VariantRef
+from poolbench.preflight import check_slots
 from poolbench.progress import ProgressDisplay
+from poolbench.redact import mask_file
 from poolbench.results import RunRecord
 from poolbench.variants import VariantStartError
+from poolbench.watchdog import Watchdog, shape_target
 
 WARMUP_USERS = 4
 LOCUST_GRACE_S = 60.0
@@ -58,6 +68,8 @@ class Runner:
         self.record: RunRecord | None = None
 
     def run(self) -> RunRecord:
+        if self.database_url:  # a URL that cannot work is refused before anything is written
+            postgres.check_server(self.database_url)
         name = self.experiments[0].name if len(self.experiments) == 1 else "bench"
         self.record = stack.create_record(
             self.config,
@@ -70,21 +82,21 @@ class Runner:
         self.record.subscribe(self.events)
         event_log = EventLog(self.events)
         try:
-            with self.display:
+            with ledger.recording(self.record.run_dir), self.display:
                 for experiment in self.experiments:
                     self._run_experiment(experiment)
         except KeyboardInterrupt:
             self.record.finish("partial", "interrupted (Ctrl-C or SIGTERM)")
             raise
         except PoolbenchError as exc:
-            self.record.finish("failed", str(exc))
+            self.record.finish("failed", first_line(exc))
             raise
         except Exception as exc:
             self.record.finish("failed", f"{type(exc).__name__}: {exc}")
             raise
         finally:
             event_log.close()
-        self.record.finish("complete")
+        self.record.finish(*run_outcome(self.record.data["experiments"]))
         return self.record
 
     def _run_experiment(self, experiment: Experiment) -> None:
@@ -111,43 +123,55 @@ class Runner:
     def _run_variant(
         self, experiment: Experiment, variant: Variant, entry: dict, ref: VariantRef
     ) -> None:
+        """One variant from a fresh database to its end; a fault it suffers ends it alone."""
         record, out = self.record, ref.dir
         self.events.variant_started.fire(ref=ref)
         stack.add_census(entry, experiment, variant, out)
         record.save_variant(entry)
+        dog = None
         try:
             with stack.database_and_app(
                 record, experiment, variant, entry, out, self.database_url
             ) as (db, app):
-                self._phases(experiment, variant, entry, db, app, ref)
+                with Watchdog(self.events, ref) as dog:
+                    dog.watch_app(app.pid)
+                    dog.watch_postgres(db.postmaster_pid, db.port)
+                    self._phases(experiment, variant, entry, db, app, ref, dog)
+                status, error = dog.outcome()
         except KeyboardInterrupt:
             self._end_variant(ref, entry, "partial", None)
             raise
         except (PoolbenchError, VariantStartError) as exc:
-            self._end_variant(ref, entry, "failed", str(exc))
+            if dog is not None and dog.fault is not None:  # the cause, not what followed it
+                self._end_variant(ref, entry, "failed", dog.fault)
+                return  # the next variant has its own database and app: the run goes on
+            self._end_variant(ref, entry, "failed", first_line(exc))
             raise PoolbenchError(f"{experiment.name}/{variant.name}: {exc}") from None
-        self._end_variant(ref, entry, "complete", None)
+        self._end_variant(ref, entry, status, error)
 
     def _end_variant(self, ref: VariantRef, entry: dict, status: str, error: str | None) -> None:
         entry["status"], entry["error"] = status, error
+        for log in ("app.log", "locust.log"):  # a child wrote them, not our masked logging
+            mask_file(ref.dir / log)
         self.events.variant_ended.fire(ref=ref, status=status, error=error)
 
-    def _phases(self, experiment, variant, entry, db, app, ref: VariantRef) -> None:
+    def _phases(self, experiment, variant, entry, db, app, ref: VariantRef, dog) -> None:
         phases, out = experiment.phases, ref.dir
         collector_config = stack.collector_config(db, app, variant, out)
         collector = CollectorThread(collector_config)
         entry["collector"] = stack.collector_entry(collector_config)
         collector.start()
+        self._preflight(db, entry)
         on_load = self.events.load_started.add_listener(
             lambda ref, pid: collector.set_load_pid(pid)
         )
         try:
             self._phase(ref, "warmup", phases.warmup_s,
-                        lambda: self._warmup(experiment, app, out, phases.warmup_s))  # fmt: skip
+                        lambda: self._warmup(experiment, app, ref, dog))  # fmt: skip
             self._phase(ref, "load", phases.load_s + phases.soak_s, starts_itself=True,
-                        body=lambda begin: self._load(experiment, app, ref, collector, begin))  # fmt: skip
+                        body=lambda begin: self._load(experiment, app, ref, collector, begin, dog))  # fmt: skip
             self._phase(ref, "idle", phases.idle_s,
-                        lambda: self._idle(ref, phases.idle_s, collector))  # fmt: skip
+                        lambda: self._idle(ref, phases.idle_s, collector, dog))  # fmt: skip
         except BaseException:
             with contextlib.suppress(Exception):  # keep the error that got us here
                 collector.stop()
@@ -155,8 +179,17 @@ class Runner:
         else:
             collector.stop()  # an error that ended the collector mid-run surfaces here
         finally:
+            entry["collector"]["rows_written"] = collector.rows_written
+            entry["watchdog"] = dog.describe()
             self.events.load_started.remove_listener(on_load)
             self.record.save_variant(entry)
+
+    def _preflight(self, db, entry: dict) -> None:
+        """Free slots against the model's ceiling, before any load (docs/results.md)."""
+        entry["preflight"] = check_slots(db.admin_url, db.dbname, entry)
+        if warning := entry["preflight"].get("warning"):
+            self.display.message(f"warning: {entry['experiment']}/{entry['variant']}: {warning}")
+        self.record.save_variant(entry)
 
     def _phase(self, ref: VariantRef, name: str, length: float, body, starts_itself=False) -> None:
         """A timestamped phase; with `starts_itself`, body(begin) calls begin(ts) when it began,
@@ -179,12 +212,27 @@ class Runner:
             if current:
                 self.events.phase_ended.fire(ref=ref, phase=current.pop(), ts=time.time())
 
-    def _warmup(self, experiment: Experiment, app, out: Path, seconds: float) -> None:
+    def _warmup(self, experiment: Experiment, app, ref: VariantRef, dog) -> None:
         """A light load over every route, so pools, caches and JIT-like paths are warm."""
+        seconds = experiment.phases.warmup_s
         cmd = locust.warmup_command(experiment.load, app.base_url, seconds, WARMUP_USERS)
-        locust.run_locust(cmd, out / "locust.log", seconds + LOCUST_GRACE_S)
+        process = locust.start_locust(cmd, ref.dir / "locust.log", None)
+        dog.watch_locust(process.pid, time.time() + seconds, process.proc.poll)
+        deadline = time.monotonic() + seconds + LOCUST_GRACE_S
+        try:
+            while process.proc.poll() is None:
+                if time.monotonic() > deadline:
+                    raise PoolbenchError(f"Locust's warm-up overran; see {process.log_path}")
+                dog.check()
+                time.sleep(0.5)
+            dog.check()  # a fault that ended Locust is the error, not Locust's exit code
+        finally:
+            dog.stop_watching_locust()
+            process.stop()
+        if process.proc.returncode != 0:
+            raise PoolbenchError(f"Locust {process.ended(process.proc.returncode)}")
 
-    def _load(self, experiment: Experiment, app, ref: VariantRef, collector, begin) -> None:
+    def _load(self, experiment: Experiment, app, ref: VariantRef, collector, begin, dog) -> None:
         """The load phase begins when Locust's test does (after its workers joined)."""
         settings, out = experiment.load, ref.dir
         load_s, soak_s = experiment.phases.load_s, experiment.phases.soak_s
@@ -199,10 +247,15 @@ class Runner:
             self._await_workers(ref, settings, port, app.base_url)
 
         def live() -> None:
-            self._show_live(ref, collector, process.progress())
+            self._show_live(ref, collector, process.progress(), dog)
 
         try:
             started = process.wait_started(settings, live)
+            applied = (process.status().get("shape") or {}).get("applied")
+            dog.watch_locust(
+                process.pid, started + load_s + soak_s, process.proc.poll,
+                shape_target(settings, load_s + soak_s) if applied else None,
+            )  # fmt: skip
             begin(started, "load", load_s)
             soak_at = started + load_s if soak_s > 0 else None
             deadline = time.monotonic() + load_s + soak_s + LOCUST_GRACE_S
@@ -214,7 +267,9 @@ class Runner:
                     soak_at = None
                 live()
                 time.sleep(0.5)
+            dog.check()  # a fault that ended Locust is the error, not Locust's exit code
         finally:
+            dog.stop_watching_locust()
             process.stop()
             record = locust.load_record(process.status(), settings, load_s + soak_s)
             self.record.entry_for(out)["locust"] = record
@@ -235,14 +290,14 @@ class Runner:
                                    expected=settings.locust_workers, command=command,
                                    target=target)  # fmt: skip
 
-    def _idle(self, ref: VariantRef, seconds: float, collector) -> None:
+    def _idle(self, ref: VariantRef, seconds: float, collector, dog) -> None:
         """No load: what the pools keep open is what stays visible here."""
         end = time.monotonic() + seconds
         while time.monotonic() < end:
-            self._show_live(ref, collector, {"users": 0, "rps": 0})
+            self._show_live(ref, collector, {"users": 0, "rps": 0}, dog)
             time.sleep(min(0.5, max(0.0, end - time.monotonic())))
 
-    def _show_live(self, ref: VariantRef, collector, load: dict[str, float]) -> None:
+    def _show_live(self, ref: VariantRef, collector, load: dict[str, float], dog) -> None:
         latest = collector.latest()
         self.events.live.fire(
             ref=ref,
@@ -252,3 +307,16 @@ class Runner:
             connections=latest.get("total", math.nan),
             peak=latest.get("peak", math.nan),
         )
+        dog.check()
+
+
+def run_outcome(experiments: list[dict[str, Any]]) -> tuple[str, str | None]:
+    """The run's status from its variants' (docs/results.md): `failed` if any failed, else
+    `degraded` if any was, else `complete`; the error names the variants concerned."""
+    entries = [v for e in experiments for v in e.get("variants", [])]
+    for status in ("failed", "degraded"):
+        hit = [v for v in entries if v.get("status") == status]
+        if hit:
+            names = "; ".join(f"{v['dir']}: {v.get('error')}" for v in hit)
+            return status, f"{len(hit)} of {len(entries)} variants {status}: {names}"
+    return "complete", None

@@ -170,7 +170,7 @@ def read_samples(
         on_bad_lines="skip" if path.name.endswith(PARTIAL_SUFFIX) else "error",
     )
     if path.name.endswith(PARTIAL_SUFFIX):
-        if len(frame) and not _ends_with_newline(path):
+        if len(frame) and not ends_with_newline(path):
             frame = frame.iloc[:-1]
         frame = frame.dropna(subset=["ts"])
     if categorical:
@@ -179,13 +179,38 @@ def read_samples(
     return frame
 
 
-def _ends_with_newline(path: Path) -> bool:
+def ends_with_newline(path: Path) -> bool:
     with open(path, "rb") as f:
         f.seek(0, os.SEEK_END)
         if f.tell() == 0:
             return True
         f.seek(-1, os.SEEK_END)
         return f.read(1) == b"\n"
+
+
+def samples_damage(path: Path, rows_written: int | None) -> list[str]:
+    """Why a closed samples.csv is not whole: a cut last line, or fewer (or more) complete
+    rows than `rows_written`, the count the collector recorded (variant.json)."""
+    damage = []
+    if not ends_with_newline(path):
+        damage.append(f"{path.name}: its last line is cut (the file was truncated)")
+    if rows_written is not None:
+        rows = _count_lines(path) - 1  # complete rows, without the header
+        if rows != rows_written:
+            damage.append(
+                f"{path.name}: holds {max(rows, 0)} complete rows, the collector wrote "
+                f"{rows_written}"
+            )
+    return damage
+
+
+def _count_lines(path: Path) -> int:
+    """Newlines in a file, read in 1 MiB blocks (a label never holds one: no quoted newlines)."""
+    count = 0
+    with open(path, "rb") as handle:
+        while block := handle.read(1 << 20):
+            count += block.count(b"\n")
+    return count
 
 
 def connections_wide(samples: pd.DataFrame, by: str = "application_name") -> pd.DataFrame:

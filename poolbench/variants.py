@@ -6,7 +6,8 @@ period, then SIGKILL, and finally any descendant psutil still finds (a worker th
 changed its group) is killed one by one. The app listens on 127.0.0.1 only, at a port
 the harness picks (or is given), and its stdout and stderr go to a log file the caller
 names. `start()` returns only when `health_path` answers 200; otherwise it raises
-`VariantStartError` with the tail of that log and leaves no process behind.
+`VariantStartError` — a first line that names the problem and the log, then the log's
+last lines, quoted — and leaves no process behind.
 """
 
 from __future__ import annotations
@@ -28,15 +29,15 @@ from poolbench.errors import PoolbenchError
 from poolbench.masked_log import MaskedLog
 from poolbench.placeholders import expand
 from poolbench.postgres import free_port
-from poolbench.process_group import alive, stop_group
+from poolbench.process_group import alive, spawn, stop_group
 from poolbench.redact import mask_text
 
 HOST = "127.0.0.1"
-LOG_TAIL_LINES = 20
+LOG_TAIL_LINES = 5  # the error's first line says it all; these lines show the cause
 
 
 class VariantStartError(PoolbenchError):
-    """The app did not come up: first line names the problem, then the tail of its log."""
+    """The app did not come up: first line names the problem and the log, then its tail."""
 
 
 @dataclass(frozen=True)
@@ -174,14 +175,14 @@ class RunningVariant:
         self._log = MaskedLog(self.log_path)
         started = time.monotonic()
         try:
-            self._proc = subprocess.Popen(
+            self._proc = spawn(
                 argv,
+                what=f"app {self.spec.name}",
                 cwd=cwd,
                 env=self.env(),
                 stdin=subprocess.DEVNULL,
                 stdout=self._log,
                 stderr=subprocess.STDOUT,
-                start_new_session=True,
             )
             self._pid = self._proc.pid
             self._log.started()
@@ -227,7 +228,8 @@ class RunningVariant:
         self.stop()  # stop first, so the log holds everything the app wrote
         tail = log_tail(self.log_path)
         message = f"variant {self.spec.name!r} {problem} (log: {self.log_path})"
-        return VariantStartError(message + ("\n" + tail if tail else ""))
+        quoted = "".join(f"\n  | {line}" for line in tail.splitlines())
+        return VariantStartError(message + quoted)
 
     # ------------------------------------------------------------------ stop
 

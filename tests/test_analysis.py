@@ -20,9 +20,10 @@ from synthetic import T0, EngineSpec, MiB, VariantSpec, seed_claim_specs, write_
 from poolbench.analysis import Analysis, analyse
 from poolbench.analysis.figures import VariantFigures
 from poolbench.analysis.typed import Window
+from poolbench.applog import count_log_refusals
 from poolbench.config import load_config
 from poolbench.errors import PoolbenchError
-from poolbench.failures import classify, count_refusals_in_log
+from poolbench.failures import classify
 
 BENCH_FILE = Path(__file__).resolve().parent.parent / "scenarios" / "bench.toml"
 # the seed's claims as the bench file states them (claims are data: run.json carries them)
@@ -512,10 +513,10 @@ def test_refused_requests_are_counted_once_per_log_record(tmp_path: Path) -> Non
     )
     log = tmp_path / "app.log"
     log.write_text("INFO:     started\n" + record * 3 + "INFO:     GET /users 200\n")
-    assert count_refusals_in_log(log) == 3
+    assert count_log_refusals(log) == 3
     log.write_text("no prefixes: too many clients\nagain: too many clients\nfine\n")
-    assert count_refusals_in_log(log) == 2
-    assert count_refusals_in_log(None) is None
+    assert count_log_refusals(log) == 2
+    assert count_log_refusals(None) is None
 
 
 # --- comparisons across repeats ---------------------------------------------------------------

@@ -179,14 +179,17 @@ def test_byo_results_hold_no_secret(byo_run: ByoRun) -> None:
             assert secret not in text, f"{name} holds a secret"
 
 
-@pytest.mark.xfail(
-    strict=True, reason="app_process_exited comes from the watchdog of issue 15 (branch faults)"
-)
 def test_byo_killed_worker_is_an_event(byo_run: ByoRun) -> None:
+    """The watchdog (issue 15) records the worker's exit; the variant is then `degraded`."""
     assert byo_run.killed_pid is not None
     events = read_events(byo_run.run_dir / "thirdparty" / "service-1" / "events.jsonl")
     exits = [e for e in events if e["event"] == "app_process_exited"]
     assert byo_run.killed_pid in {e.get("pid") for e in exits}
+    variant = json.loads(
+        (byo_run.run_dir / "thirdparty" / "service-1" / "variant.json").read_text()
+    )
+    assert variant["status"] == "degraded"
+    assert f"(pid {byo_run.killed_pid}) exited" in variant["error"]
 
 
 # --------------------------------------------------------------------------- failures

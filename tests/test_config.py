@@ -78,7 +78,9 @@ def test_bad_configuration_is_one_line_naming_the_key(
 
 def test_unknown_experiment_and_variant_list_the_valid_names() -> None:
     config = load_config(BENCH)
-    with pytest.raises(PoolbenchError, match="valid experiments are seed-claim, soak, stock-postgres"):
+    with pytest.raises(
+        PoolbenchError, match="valid experiments are seed-claim, soak, stock-postgres"
+    ):
         select(config, experiments=["nope"])
     with pytest.raises(PoolbenchError, match="valid variants are after, before"):
         select(config, variants=["before", "middle"])
@@ -95,3 +97,50 @@ def test_repeats_alternate_the_variant_order() -> None:
     assert variant_order(("before", "after"), 1) == ["before", "after"]
     assert variant_order(("before", "after"), 2) == ["after", "before"]
     assert variant_order(("before", "after"), 3) == ["before", "after"]
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        (MINIMAL + "repeats = 'abc'\n", "experiments.e.repeats must be int, got str 'abc'"),
+        ("[defaults]\nrepeats = 'abc'\n" + MINIMAL, "defaults.repeats must be int, got str 'abc'"),
+        (
+            "[defaults]\nexperiments = 'e'\n" + MINIMAL,
+            "defaults.experiments must be a list of names, e.g. ['e'], not a string",
+        ),
+        (
+            "[defaults]\nvariants = 'a'\n" + MINIMAL,
+            "defaults.variants must be a list of names, e.g. ['a'], not a string",
+        ),
+        (
+            MINIMAL.replace('["a"]', '"a"'),
+            "experiments.e.variants must be a list of names, e.g. ['a'], not a string",
+        ),
+        (MINIMAL + "app = 3\n", "experiments.e.app must be a table, got int 3"),
+    ],
+)
+def test_wrong_types_are_one_line_errors_not_tracebacks(
+    tmp_path: Path, text: str, message: str
+) -> None:
+    with pytest.raises(PoolbenchError) as error:
+        load_config(_write(tmp_path, text))
+    assert str(error.value) == message
+
+
+def test_quick_override_is_blamed_where_it_was_set(tmp_path: Path) -> None:
+    config = load_config(_write(tmp_path, MINIMAL + "[quick.app]\npool_size = 0\n"))
+    with pytest.raises(PoolbenchError) as error:
+        select(config, quick=True)
+    assert str(error.value) == "quick.app.pool_size must be at least 1, got 0"
+    with pytest.raises(PoolbenchError, match=r"^quick\.repeats must be int"):
+        select(load_config(_write(tmp_path, MINIMAL + "[quick]\nrepeats = 'abc'\n")), quick=True)
+    with pytest.raises(PoolbenchError, match=r"^--repeats must be at least 1, got 0$"):
+        select(load_config(_write(tmp_path, MINIMAL)), repeats=0)
+
+
+def test_cli_reports_a_string_repeats_in_one_line(tmp_path: Path) -> None:
+    from conftest import poolbench_cli
+
+    proc = poolbench_cli("run", "--config", str(_write(tmp_path, MINIMAL + "repeats = 'abc'\n")))
+    assert proc.returncode == 2
+    assert proc.stderr == "poolbench run: error: experiments.e.repeats must be int, got str 'abc'\n"

@@ -182,6 +182,26 @@ def test_syntax_error_is_a_warning_not_a_crash(tmp_path: Path) -> None:
     assert len(result.warnings) == 1
     assert result.warnings[0].startswith("app/broken.py:1: syntax error")
     assert "Warnings:\n  app/broken.py:1: syntax error" in format_text(result)
+    # a census that skipped a file never says OK, and fails the command
+    assert result.exit_code == 1
+    assert result.verdict == (
+        "FAIL: 1 module creates long-lived engines: app.db, "
+        "but 1 file could not be analysed: app/broken.py"
+    )
+    assert "OK" not in format_text(result)
+
+
+def test_lint_command_exits_non_zero_when_a_file_cannot_be_parsed(tmp_path: Path) -> None:
+    from conftest import poolbench_cli
+
+    _write(tmp_path, {"app/broken.py": "def f(:\n", "app/ok.py": "x = 1\n"})
+    proc = poolbench_cli("lint", str(tmp_path))
+    assert proc.returncode == 1
+    assert "OK" not in proc.stdout
+    assert proc.stdout.rstrip().endswith(
+        "FAIL: no module creates long-lived engines, but 1 file could not be analysed: "
+        "app/broken.py"
+    )
 
 
 def test_hidden_dirs_caches_and_virtualenvs_are_skipped(tmp_path: Path) -> None:

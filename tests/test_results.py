@@ -136,3 +136,100 @@ def test_load_run_warns_instead_of_failing(tmp_path: Path) -> None:
     assert "only samples.csv.part" in run.warnings[0]
     assert "no samples.csv (variant status: complete)" in run.warnings[1]
     assert "outside the run" in run.warnings[2]
+
+
+def test_two_runs_started_in_the_same_second_get_distinct_ids(tmp_path: Path) -> None:
+    first = RunRecord.create(tmp_path, "20261129-051500-e", "poolbench run", {}, {})
+    second = RunRecord.create(tmp_path, "20261129-051500-e", "poolbench run", {}, {})
+    assert (first.run_dir.name, second.run_dir.name) == (
+        "20261129-051500-e", "20261129-051500-e-2",
+    )  # fmt: skip
+    assert json.loads((second.run_dir / "run.json").read_text())["run_id"] == second.run_dir.name
+    assert second.data["owner"]["pid"] > 0  # who runs it, for `poolbench clean`
+
+
+def _with_rows_written(run_dir: Path, variant_dir: str) -> Path:
+    """Record the collector's row count in variant.json, as the runner does."""
+    samples = run_dir / variant_dir / "samples.csv"
+    meta_path = run_dir / variant_dir / "variant.json"
+    meta = json.loads(meta_path.read_text())
+    meta["collector"] = {"rows_written": samples.read_text().count("\n") - 1}
+    meta_path.write_text(json.dumps(meta))
+    return samples
+
+
+def test_a_cut_or_short_samples_file_is_damaged_never_read_as_whole(tmp_path: Path) -> None:
+    from synthetic import seed_claim_specs, write_run
+
+    run_dir = write_run(tmp_path, seed_claim_specs())
+    whole = load_run(run_dir)
+    assert not whole.damaged and whole.warnings == []
+    cut = _with_rows_written(run_dir, "seed-claim/before-1")
+    text = cut.read_text()
+    cut.write_text(text[: len(text) // 2])  # cut in the middle of a line
+    short = _with_rows_written(run_dir, "seed-claim/after-1")
+    lines = short.read_text().splitlines(keepends=True)
+    written = len(lines) - 1
+    short.write_text("".join(lines[: len(lines) // 2]))  # whole lines, but too few
+    run = load_run(run_dir)
+    assert run.damaged
+    before, after = run.variants
+    assert before.damage[0] == "samples.csv: its last line is cut (the file was truncated)"
+    assert len(before.samples) == text[: len(text) // 2].count("\n") - 1  # the cut row dropped
+    assert after.damage == [
+        f"samples.csv: holds {len(lines) // 2 - 1} complete rows, the collector wrote {written}"
+    ]
+    assert [w.split(":", 1)[0] for w in run.warnings] == [
+        "seed-claim/before-1", "seed-claim/before-1", "seed-claim/after-1",
+    ]  # fmt: skip
+    assert all("damaged data" in w for w in run.warnings)
+
+
+def test_refusals_count_app_log_records_and_locust_messages(tmp_path: Path) -> None:
+    from synthetic import seed_claim_specs, write_run
+
+    refused = (
+        "ERROR:    Exception in ASGI application\n"
+        "Traceback (most recent call last):\n"
+        "asyncpg.exceptions.TooManyConnectionsError: sorry, too many clients already\n"
+        "sqlalchemy.exc.DBAPIError: (TooManyConnectionsError) sorry, too many clients already\n"
+    )
+    before, after = seed_claim_specs()
+    before.app_log = "INFO:     started\n" + refused * 3 + "INFO:     GET /users 200\n"
+    run_dir = write_run(tmp_path, [before, after])
+    (run_dir / "seed-claim/after-1/locust_failures.csv").write_text(
+        "Method,Name,Error,Occurrences\n"
+        "GET,/users,HTTPError('500 Server Error'),7\n"
+        'GET,/items,"remaining connection slots are reserved (SQLSTATE 53300)",5\n'
+    )
+    before_run, after_run = load_run(run_dir).variants
+    assert before_run.refusals["app_log"] == 3  # records, not the 6 lines that name it
+    assert after_run.refusals == {"app_log": 0, "locust": 5, "count": 5}
+
+
+def test_report_on_damaged_data_says_so_and_exits_4(tmp_path: Path) -> None:
+    from conftest import poolbench_cli
+    from synthetic import seed_claim_specs, write_run
+
+    run_dir = write_run(tmp_path, seed_claim_specs())
+    cut = _with_rows_written(run_dir, "seed-claim/before-1")
+    cut.write_text(cut.read_text()[:-5])
+    proc = poolbench_cli("report", str(run_dir), timeout=120)
+    assert proc.returncode == 4, proc.stderr
+    assert (
+        "poolbench report: warning: damaged data: seed-claim/before-1: samples.csv: its last "
+        "line is cut (the file was truncated)"
+    ) in proc.stderr
+    assert (run_dir / "report.html").is_file()  # the report is still written
+
+
+def test_the_preflight_warning_says_who_takes_the_slots() -> None:
+    from poolbench.preflight import slots_warning
+
+    assert slots_warning(20, 6, 90, 100).startswith(
+        "other clients hold 90 of the server's 100 connection slots: 6 are free for the app"
+    )
+    assert slots_warning(150, 96, 0, 100).startswith(
+        "only 96 of the server's 100 connection slots are free for the app, whose pools may "
+        "open 150"
+    )

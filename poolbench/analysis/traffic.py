@@ -148,7 +148,7 @@ def _little(log, inside: np.ndarray, window: Window, users: float | None) -> Lit
 
 def traffic_figures(result: VariantResult, s: VariantSeries, w: Windows) -> TrafficFigures:
     kinds = _failure_kinds(result)
-    refusals = result.refusals_in_app_log()
+    refusals = result.refusals["app_log"]
     log, window = s.requests, w.full_load
     if log is not None and window is not None:
         inside = served_in(log, window)

@@ -93,6 +93,11 @@ class Collector:
         """The newest figures (cheap; callable from any thread)."""
         return dataclasses.replace(self._latest, **self._sampled)
 
+    @property
+    def rows_written(self) -> int:
+        """Rows written to samples.csv so far (variant.json records the final count)."""
+        return self._writer.rows_written if self._writer is not None else 0
+
     def set_load_pid(self, pid: int | None) -> None:
         """The load generator's pid, once it exists (thread-safe)."""
         self._load_pid = pid

@@ -219,6 +219,36 @@ def alive(pid: int) -> bool:
     return stat is not None and not stat.zombie
 
 
+def read_stat(pid: int) -> Stat | None:
+    """One process's state, CPU times and start time (its identity), or None when gone."""
+    return _read_stat(pid)
+
+
+def exit_status(pid: int) -> int | None:
+    """A zombie's exit status, as Popen gives it (-N: killed by signal N); else None.
+
+    Readable only until the parent reaps it (/proc/<pid>/stat field 52, Linux 3.5+).
+    """
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            fields = f.read().rsplit(b")", 1)[1].split()
+    except (OSError, IndexError):
+        return None
+    if fields[0] not in (b"Z", b"X") or len(fields) < 50:
+        return None
+    status = int(fields[49])
+    return -(status & 0x7F) if status & 0x7F else (status >> 8) & 0xFF
+
+
+def cmdline(pid: int) -> str:
+    """A process's command line, arguments joined by spaces; "" when gone or unreadable."""
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as f:
+            return f.read().replace(b"\0", b" ").decode(errors="replace").strip()
+    except OSError:
+        return ""
+
+
 class MemorySum:
     """Sums of (rss, pss, uss) over a component; `None` once any process was unreadable."""
 

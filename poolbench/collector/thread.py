@@ -38,6 +38,11 @@ class CollectorThread:
     def latest(self) -> Latest:
         return self.collector.latest()
 
+    @property
+    def rows_written(self) -> int:
+        """Rows the samples file holds (final once stop() returned): a check for readers."""
+        return self.collector.rows_written
+
     def set_load_pid(self, pid: int | None) -> None:
         self.collector.set_load_pid(pid)
 

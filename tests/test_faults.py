@@ -1,0 +1,253 @@
+"""Faults mid-run, end to end: real poolbench, real PostgreSQL, real uvicorn, real Locust.
+
+- a worker killed, the app's master killed, the postmaster killed: each in one variant of
+  one run, which goes on to the next variant; the first is `degraded`, the others `failed`,
+  the run `failed` (exit 1), and events.jsonl says what happened when;
+- poolbench itself killed with SIGKILL: its children die with it; the next `poolbench run`
+  and `poolbench clean` remove the data directory, the private role and database;
+- a hostile password on a server whose slots are mostly taken: the password appears in no
+  output, the run warns before the load, and the refusals are counted.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import psutil
+import psycopg
+import pytest
+from conftest import REPO, pid_alive, poolbench_cli
+
+from poolbench.postgres import embedded_server
+from poolbench.results import load_run
+
+SYSTEM_PG = "postgresql://postgres@127.0.0.1:5432/postgres"
+BENCH = """
+[variants.after]
+app_dir = "{repo}/apps_after"
+[experiments.e]
+variants = ["after"]
+repeats = {repeats}
+app = {{workers = {workers}, pool_size = {pool_size}, max_overflow = {max_overflow}}}
+load = {{users = {users}, spawn_rate = {users}, shape = "steady", locust_args = ["--hold-ms", "{hold_ms}"]}}
+phases = {{warmup_s = 0, load_s = {load_s}, idle_s = 0}}
+"""
+
+
+def _bench(tmp_path: Path, **settings) -> Path:
+    values = {"repeats": 1, "workers": 1, "pool_size": 2, "max_overflow": 0, "users": 8,
+              "hold_ms": 5, "load_s": 5, **settings}  # fmt: skip
+    path = tmp_path / "bench.toml"
+    path.write_text(BENCH.format(repo=REPO, **values))
+    return path
+
+
+def _start(config: Path, out: Path, *extra: str, report: bool = False) -> subprocess.Popen:
+    args = ["run", "--config", str(config), "--out", str(out), *extra]
+    return subprocess.Popen(
+        [sys.executable, "-m", "poolbench", *args, *([] if report else ["--no-report"])],
+        cwd=REPO,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
+def _in_load(out: Path, proc: subprocess.Popen, variant_dir: str, timeout: float = 120) -> dict:
+    """variant.json of `variant_dir` once its load phase (Locust's test) has run 1.5 s."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        assert proc.poll() is None, proc.communicate()[1][-3000:]
+        for path in out.glob(f"*/{variant_dir}/variant.json"):
+            entry = json.loads(path.read_text())
+            if any(p["name"] == "load" for p in entry.get("phases", [])):
+                time.sleep(1.5)
+                return entry
+        time.sleep(0.2)
+    proc.kill()
+    pytest.fail(f"{variant_dir} never reached its load phase")
+
+
+def _gone(pids, timeout: float = 10) -> list[int]:
+    deadline = time.monotonic() + timeout
+    while any(pid_alive(p) for p in pids) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    return [p for p in pids if pid_alive(p)]
+
+
+def _events(run_dir: Path, variant_dir: str, kind: str) -> list[dict]:
+    lines = (run_dir / variant_dir / "events.jsonl").read_text().splitlines()
+    return [e for e in map(json.loads, lines) if e["event"] == kind]
+
+
+def test_a_worker_the_master_and_the_postmaster_killed_mid_load(tmp_path: Path) -> None:
+    """One run, three repeats of a two-worker app: kill a worker, the master, the postmaster."""
+    out = tmp_path / "r"
+    proc = _start(_bench(tmp_path, repeats=3, workers=2, load_s=8), out)
+    killed = {}
+    entry = _in_load(out, proc, "e/after-1")
+    workers = psutil.Process(entry["pids"]["app"]).children()
+    worker = next(p for p in workers if "resource_tracker" not in " ".join(p.cmdline()))
+    killed["worker"] = worker.pid
+    os.kill(worker.pid, signal.SIGKILL)
+    entry = _in_load(out, proc, "e/after-2")
+    killed["master"] = entry["pids"]["app"]
+    app_group = [p.pid for p in psutil.Process(killed["master"]).children(recursive=True)]
+    os.kill(killed["master"], signal.SIGKILL)
+    entry = _in_load(out, proc, "e/after-3")
+    killed["postmaster"] = entry["pids"]["postmaster"]
+    os.kill(killed["postmaster"], signal.SIGKILL)
+    stdout, stderr = proc.communicate(timeout=180)
+
+    assert proc.returncode == 1, stderr[-3000:]
+    run = load_run(out / "latest")
+    statuses = {v.key: v.meta["status"] for v in run.variants}
+    assert statuses == {"e/after-1": "degraded", "e/after-2": "failed", "e/after-3": "failed"}
+    assert run.meta["status"] == "failed"
+    assert run.meta["error"].startswith("2 of 3 variants failed: e/after-2: the app's master")
+
+    [exited] = _events(run.path, "e/after-1", "app_process_exited")
+    assert (exited["pid"], exited["role"]) == (killed["worker"], "worker")
+    assert exited["exit_status"] in (-9, None)  # known if read before uvicorn reaped it
+    assert exited["phase"] == "load" and 1.5 <= exited["t"] < 4
+    replaced = [
+        e for e in _events(run.path, "e/after-1", "app_process_started") if e["phase"] != "starting"
+    ]
+    assert [e["role"] for e in replaced] == ["worker"]  # uvicorn started a new one
+    assert (
+        run.variants[0].meta["error"].startswith(f"an app worker (pid {killed['worker']}) exited")
+    )
+
+    [master] = _events(run.path, "e/after-2", "app_process_exited")
+    assert (master["role"], master["exit_status"], master["phase"]) == ("master", -9, "load")
+    assert (
+        run.variants[1]
+        .meta["error"]
+        .startswith(f"the app's master process (pid {killed['master']}) exited (signal 9) at ")
+    )
+    assert f"(load phase, t = {master['t']:.1f} s)" in run.variants[1].meta["error"]
+
+    [postgres] = _events(run.path, "e/after-3", "postgres_exited")
+    assert (postgres["pid"], postgres["exit_status"]) == (killed["postmaster"], -9)
+    assert run.variants[2].meta["error"].startswith("the PostgreSQL server (postmaster pid")
+    assert "! e/after: the app's master process" in stderr  # said in the terminal too
+    assert "run " + run.meta["run_id"] + ": failed" in stdout
+    assert not _gone(app_group)  # the orphaned workers of the killed master are gone too
+
+
+def _hard_kill(config: Path, out: Path, *extra: str) -> tuple[dict, list[dict]]:
+    """Start a run, SIGKILL it mid-load; its entry and its ledger."""
+    proc = _start(config, out, *extra)
+    entry = _in_load(out, proc, "e/after-1")
+    proc.send_signal(signal.SIGKILL)
+    proc.communicate(timeout=30)
+    [run_dir] = [p for p in out.iterdir() if not p.is_symlink()]
+    ledger = [json.loads(line) for line in (run_dir / "started.jsonl").read_text().splitlines()]
+    return entry, ledger
+
+
+def test_sigkill_of_poolbench_leaves_nothing_after_the_next_run_or_clean(tmp_path: Path) -> None:
+    config = _bench(tmp_path)
+    # embedded server: the children die with poolbench, the data directory stays
+    entry, ledger = _hard_kill(config, tmp_path / "embedded")
+    children = [entry["pids"][k] for k in ("app", "load", "postmaster")]
+    assert not _gone(children, timeout=10)  # PR_SET_PDEATHSIG
+    [data_dir] = [Path(i["path"]) for i in ledger if i.get("kind") == "data_dir"]
+    assert data_dir.is_dir()
+    # the next run cleans it up first (then stops at its own bad URL, writing nothing)
+    proc = poolbench_cli("run", "--config", str(config), "--out", str(tmp_path / "embedded"),
+                         "--database-url", "postgresql://postgres@127.0.0.1:1/x")  # fmt: skip
+    assert proc.returncode == 2
+    assert f"poolbench: cleaned {tmp_path / 'embedded'}" in proc.stderr
+    assert f"abandoned: removed {data_dir}" in proc.stderr
+    assert not data_dir.exists()
+    runs = [p for p in (tmp_path / "embedded").iterdir() if not p.is_symlink()]
+    assert len(runs) == 1  # the bad URL made no folder
+    assert load_run(runs[0]).meta["status"] == "abandoned"
+    assert load_run(runs[0]).variants[0].meta["status"] == "abandoned"
+
+    # a server of the user's: the private role and database stay until clean has its URL
+    entry, ledger = _hard_kill(config, tmp_path / "url", "--database-url", SYSTEM_PG)
+    assert not _gone([entry["pids"]["app"], entry["pids"]["load"]], timeout=10)
+    [db] = [i for i in ledger if i.get("kind") == "database"]
+    with psycopg.connect(SYSTEM_PG, autocommit=True) as conn:
+        assert conn.execute("SELECT 1 FROM pg_roles WHERE rolname = %s", (db["role"],)).fetchone()
+    proc = poolbench_cli("clean", str(tmp_path / "url"), env={**os.environ, "DATABASE_URL": ""})
+    assert proc.returncode == 1
+    assert f"left: database {db['dbname']} and role {db['role']} on 127.0.0.1:5432" in proc.stdout
+    proc = poolbench_cli("clean", str(tmp_path / "url"), "--database-url", SYSTEM_PG)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert f"dropped database {db['dbname']} and role {db['role']}" in proc.stdout
+    with psycopg.connect(SYSTEM_PG, autocommit=True) as conn:
+        assert not conn.execute(
+            "SELECT 1 FROM pg_roles WHERE rolname = %s UNION ALL "
+            "SELECT 1 FROM pg_database WHERE datname = %s",
+            (db["role"], db["dbname"]),
+        ).fetchall()
+    run_dir = next(p for p in (tmp_path / "url").iterdir() if not p.is_symlink())
+    assert load_run(run_dir).meta["status"] == "abandoned"
+    assert poolbench_cli("clean", str(tmp_path / "url")).stdout.startswith("nothing to clean")
+
+
+HOSTILE = "Ha#sh?PW"  # libpq takes it unencoded; urllib would cut it at '#'
+SQUATTERS = 20
+
+
+@pytest.fixture(scope="module")
+def crowded_run(tmp_path_factory: pytest.TempPathFactory):
+    """A --database-url run on a 30-slot server, 20 slots held by another client, with the
+    superuser's password set to HOSTILE; the report is written too."""
+    tmp = tmp_path_factory.mktemp("crowded")
+    with embedded_server(settings={"max_connections": "30"}) as server:
+        with psycopg.connect(server.admin_url, autocommit=True) as admin:
+            admin.execute(f"ALTER ROLE postgres PASSWORD '{HOSTILE}'")
+            admin.execute("CREATE ROLE squatter LOGIN PASSWORD 'squat'")
+        squat = f"postgresql://squatter:squat@127.0.0.1:{server.port}/postgres"
+        held = [psycopg.connect(squat) for _ in range(SQUATTERS)]
+        try:
+            url = f"postgresql://postgres:{HOSTILE}@127.0.0.1:{server.port}/postgres"
+            config = _bench(tmp, pool_size=5, max_overflow=5, users=20, hold_ms=50)
+            proc = _start(config, tmp / "r", "--database-url", url, report=True)
+            stdout, stderr = proc.communicate(timeout=300)
+        finally:
+            for conn in held:
+                conn.close()
+    return proc.returncode, stdout, stderr, tmp / "r"
+
+
+def test_a_hostile_password_appears_in_no_output(crowded_run) -> None:
+    returncode, stdout, stderr, out = crowded_run
+    assert returncode == 0, stderr[-3000:]
+    written = {p: p.read_text(errors="replace") for p in out.rglob("*") if p.is_file()}
+    assert {"run.json", "variant.json", "app.log", "report.md", "report.html"} <= {
+        p.name for p in written
+    }
+    forms = [HOSTILE, "Ha%23sh%3FPW", "Ha#sh", "sh?PW"]
+    leaks = [(str(p), f) for p, text in written.items() for f in forms if f in text]
+    leaks += [(stream, f) for stream, text in (("stdout", stdout), ("stderr", stderr))
+              for f in forms if f in text]  # fmt: skip
+    assert leaks == []
+    meta = json.loads((out / "latest" / "run.json").read_text())
+    assert (
+        ":***@127.0.0.1" in meta["command"] and ":***@127.0.0.1" in meta["config"]["database_url"]
+    )
+
+
+def test_a_crowded_server_is_warned_about_and_its_refusals_counted(crowded_run) -> None:
+    _, _, stderr, out = crowded_run
+    [variant] = load_run(out / "latest").variants
+    preflight = variant.meta["preflight"]
+    ceiling = sum(e["pool_size"] + e["max_overflow"] for e in variant.meta["engines"])
+    assert preflight["other_clients"] == SQUATTERS
+    assert preflight["free_slots"] == 30 - 3 - SQUATTERS - preflight["poolbench_clients"]
+    assert preflight["ceiling"] == ceiling > preflight["free_slots"]
+    assert preflight["warning"].startswith(f"other clients hold {SQUATTERS} of the server's 30")
+    assert f"warning: e/after: {preflight['warning']}" in stderr.replace("\n", " ")
+    refusals = variant.refusals
+    assert refusals["app_log"] > 0 and refusals["count"] >= refusals["app_log"]

@@ -1,0 +1,184 @@
+"""The watchdog on real processes: exits with their status, replacements, a crash-restart of
+PostgreSQL, and users lost that the load shape did not ask for."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import psutil
+import psycopg
+import pytest
+
+from poolbench.collector.procfs import exit_status, read_stat
+from poolbench.config import LoadSettings
+from poolbench.events import RunEvents, VariantRef
+from poolbench.postgres import embedded_server
+from poolbench.watchdog import VariantFault, Watchdog, shape_target
+
+# a master that keeps one worker alive, as uvicorn --workers does
+SUPERVISOR = """
+import subprocess, sys, time
+def worker():
+    return subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+child = worker()
+print(child.pid, flush=True)
+while True:
+    time.sleep(1.0)  # uvicorn looks every 0.5 s: a dead worker is a zombie until then
+    if child.poll() is not None:
+        child = worker()
+"""
+
+
+def _ref(tmp_path: Path) -> VariantRef:
+    return VariantRef("e", "v", 1, "1/1", tmp_path)
+
+
+def _collect(events: RunEvents) -> list[dict]:
+    seen: list[dict] = []
+    events.lifecycle.add_listener(lambda ref, kind, ts, **d: seen.append({"kind": kind, **d}))
+    return seen
+
+
+def _until(dog: Watchdog, seen: list[dict], kind: str, timeout: float = 10) -> dict:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        with contextlib.suppress(VariantFault):
+            dog.check()
+        for event in seen:
+            if event["kind"] == kind:
+                return event
+        time.sleep(0.1)
+    pytest.fail(f"no {kind} event; saw {seen}")
+
+
+def test_zombie_exit_status_is_read_in_popens_convention() -> None:
+    killed = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    exited = subprocess.Popen([sys.executable, "-c", "raise SystemExit(3)"])
+    os.kill(killed.pid, signal.SIGKILL)
+    time.sleep(0.5)  # both are zombies now: not reaped yet
+    assert exit_status(killed.pid) == -9
+    assert exit_status(exited.pid) == 3
+    assert (killed.wait(), exited.wait()) == (-9, 3)
+    assert read_stat(killed.pid) is None
+
+
+def test_a_worker_exit_degrades_and_a_master_exit_is_a_fault(tmp_path: Path) -> None:
+    master = subprocess.Popen(
+        [sys.executable, "-c", SUPERVISOR], stdout=subprocess.PIPE, text=True,
+        start_new_session=True,
+    )  # fmt: skip
+    worker = int(master.stdout.readline())
+    time.sleep(1.2)  # a worker is announced once it has lived a second
+    events = RunEvents()
+    seen = _collect(events)
+    try:
+        with Watchdog(events, _ref(tmp_path)) as dog:
+            dog.watch_app(master.pid)
+            _until(dog, seen, "app_process_started")
+            os.kill(worker, signal.SIGKILL)
+            exited = _until(dog, seen, "app_process_exited")
+            assert (exited["pid"], exited["role"], exited["exit_status"]) == (worker, "worker", -9)
+            replaced = [e for e in seen if e["kind"] == "app_process_started"]
+            deadline = time.monotonic() + 5
+            while len(replaced) < 3 and time.monotonic() < deadline:  # master, worker, new one
+                dog.check()
+                replaced = [e for e in seen if e["kind"] == "app_process_started"]
+                time.sleep(0.1)
+            assert [e["role"] for e in replaced] == ["master", "worker", "worker"]
+            assert dog.outcome()[0] == "degraded"
+            os.kill(master.pid, signal.SIGKILL)
+            with pytest.raises(
+                VariantFault, match=rf"master process \(pid {master.pid}\) exited \(signal 9\)"
+            ):
+                deadline = time.monotonic() + 5
+                while time.monotonic() < deadline:
+                    dog.check()
+                    time.sleep(0.1)
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(master.pid, signal.SIGKILL)  # the worker the dead master left too
+        master.wait()
+
+
+def test_a_postgres_crash_restart_is_seen_and_degrades(tmp_path: Path) -> None:
+    """A backend killed with SIGKILL makes the postmaster restart every server process."""
+    with embedded_server() as server:
+        events = RunEvents()
+        seen = _collect(events)
+        with Watchdog(events, _ref(tmp_path)) as dog:
+            dog.watch_postgres(server.postmaster_pid)
+            with psycopg.connect(server.admin_url, autocommit=True) as conn:
+                backend = conn.execute("SELECT pg_backend_pid()").fetchone()[0]
+                os.kill(backend, signal.SIGKILL)
+                restarted = _until(dog, seen, "postgres_restarted", timeout=20)
+        assert restarted["pid"] == server.postmaster_pid
+        status, reason = dog.outcome()
+        assert status == "degraded" and "restarted after a crash" in reason
+        assert not [e for e in seen if e["kind"] == "postgres_exited"]
+
+
+def test_a_server_restarted_by_pg_ctl_is_a_restart_not_a_fault(tmp_path: Path) -> None:
+    """The postmaster exits and a new one listens on the same port: `degraded`, not `failed`."""
+    with embedded_server() as server:
+        events = RunEvents()
+        seen = _collect(events)
+        postmaster = psutil.Process(server.postmaster_pid)
+        data = Path(postmaster.cwd())
+        with Watchdog(events, _ref(tmp_path)) as dog:
+            dog.watch_postgres(server.postmaster_pid, server.port)
+            subprocess.run(
+                [str(Path(postmaster.exe()).with_name("pg_ctl")), "-D", str(data), "-l",
+                 str(data.parent / "server.log"), "-m", "fast", "-w", "restart"],
+                user=postmaster.username() if os.geteuid() == 0 else None,
+                check=True, capture_output=True, timeout=60,
+            )  # fmt: skip
+            restarted = _until(dog, seen, "postgres_restarted")
+        assert [e["kind"] for e in seen] == ["postgres_exited", "postgres_restarted"]
+        assert restarted["pid"] != server.postmaster_pid
+        assert dog.outcome()[0] == "degraded" and dog.fault is None
+
+
+def _users_seen(tmp_path: Path, load: LoadSettings, t: float, counts: list[int]) -> list[dict]:
+    """Feed Locust's user counts into a load phase of 60 s begun `t` s ago (its Locust: this
+    process); the users_dropped events the watchdog fired."""
+    events = RunEvents()
+    seen = _collect(events)
+    ref = _ref(tmp_path)
+    with Watchdog(events, ref) as dog:
+        events.phase_started.fire(ref=ref, phase="load", length_s=60, ts=time.time() - t)
+        dog.watch_locust(os.getpid(), time.time() + 60 - t, None, shape_target(load, 60))
+        for users in counts:
+            events.live.fire(ref=ref, users=users)
+    assert dog.outcome()[0] == ("degraded" if seen else "complete")
+    return [e for e in seen if e["kind"] == "users_dropped"]
+
+
+def test_users_lost_mid_load_are_a_drop_the_steady_shape_did_not_ask_for(tmp_path: Path) -> None:
+    steady = LoadSettings(shape="steady", users=10)
+    assert _users_seen(tmp_path, steady, 10, [2, 6, 10, 10, 10]) == []  # spawning, then all
+    drops = _users_seen(tmp_path, steady, 10, [2, 6, 10, 10, 10, 7, 7, 4])
+    assert [(e["users"], e["expected"]) for e in drops] == [(7, 10), (4, 10)]  # new lows once
+
+
+def test_the_spike_shape_lowering_its_users_is_no_drop(tmp_path: Path) -> None:
+    # 50 s into a 60 s spike: the burst (middle third) is over, 10 users are asked for
+    spike = LoadSettings(shape="spike", users=100)
+    assert _users_seen(tmp_path, spike, 50, [100, 10, 10]) == []
+    assert [e["users"] for e in _users_seen(tmp_path, spike, 50, [100, 10, 6])] == [6]
+
+
+def test_locust_ending_before_its_time_degrades(tmp_path: Path) -> None:
+    events = RunEvents()
+    seen = _collect(events)
+    early = subprocess.Popen([sys.executable, "-c", "pass"])
+    with Watchdog(events, _ref(tmp_path)) as dog:
+        dog.watch_locust(early.pid, time.time() + 30, early.poll)
+        event = _until(dog, seen, "locust_exited")
+    assert (event["exit_status"], event["early"]) == (0, True)
+    assert dog.outcome()[0] == "degraded"
