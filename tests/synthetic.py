@@ -79,6 +79,7 @@ class VariantSpec:
     repeat: int = 1
     workers: int = 1
     status: str = "complete"
+    error: str | None = None
     warmup_s: float = 2.0
     load_s: float = 10.0
     idle_s: float = 4.0
@@ -429,7 +430,7 @@ def variant_json(spec: VariantSpec) -> dict:
         "repeat": spec.repeat,
         "dir": spec.dir,
         "status": spec.status,
-        "error": None,
+        "error": spec.error,
         "label": spec.name,
         "app_dir": f"apps_{spec.name}",
         "workers": spec.workers,

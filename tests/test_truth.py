@@ -273,3 +273,36 @@ def test_synthetic_requests_are_evenly_spread_and_cycle_their_latency() -> None:
     start, response, ok = request_arrays(spec)
     assert start.size == 100 * int(spec.load_s) and ok.all()
     assert np.all(np.diff(start) > 0) and set(response) == {1.0, 2.0}
+
+
+# --- a fault is not a finding (issue 15) --------------------------------------------------------
+
+
+def test_a_variant_that_failed_spoils_every_claim_and_the_headline_says_what(
+    tmp_path: Path,
+) -> None:
+    before, after = seed_claim_specs()
+    after.status = "failed"
+    after.error = "the app's master process (pid 4242) exited (signal 9) at t = 1.5 s (load phase)"
+    md = report_md(tmp_path, [before, after], claims=CLAIMS, status="failed")
+    first = md.splitlines()[0]
+    assert "not complete: after-1 failed" in first and "signal 9" in first
+    for claim in ("80 % fewer connections", "100 → 20"):
+        assert "not measured" in table_row(md, claim)[3]
+
+
+def test_refused_requests_keep_a_performance_claim_from_holding(tmp_path: Path) -> None:
+    specs = []
+    for repeat in range(1, 6):
+        before, after = seed_claim_specs(repeat=repeat)
+        after.rps = before.rps * 1.3  # clearly more goodput …
+        after.app_log = (
+            "ERROR Exception in ASGI application\n  asyncpg: sorry, too many clients already\n"
+        )
+        specs += [before, after]  # … but one request refused per repeat
+    claims = {
+        "seed-claim": {"perf": {"text": "Faster", "metrics": ["goodput"], "direction": "better"}}
+    }
+    md = report_md(tmp_path, specs, claims=claims)
+    verdict = table_row(md, "Faster")
+    assert "partly" in verdict[3] and "refused" in plain(verdict[4])

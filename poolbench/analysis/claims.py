@@ -238,10 +238,17 @@ def judge(
     claims: list[Claim], table: ComparisonTable, experiment: str,
     before: list[VariantFigures], after: list[VariantFigures],
 ) -> ClaimsTable:  # fmt: skip
+    spoiled = _faults(before + after)
     items = []
     for claim in claims:
         rows = [r for m in claim.metrics if (r := table.row(m)) is not None]
-        if claim.kind == "no_leak":
+        if spoiled:
+            items.append(
+                Judgement(
+                    claim, fmt.NA, NOT_MEASURED, f"A fault spoiled the measurement: {spoiled}."
+                )
+            )
+        elif claim.kind == "no_leak":
             items.append(_judge_no_leak(claim, before, after))
         elif not rows:
             items.append(Judgement(claim, fmt.NA, NOT_MEASURED, "Its metric was not measured."))
@@ -251,7 +258,31 @@ def judge(
             items.append(_judge_change(claim, rows[0]))
         else:
             items.append(_judge_direction(claim, rows))
+    refused = sum(f.traffic.refusals or 0 for f in after)
+    items = [_no_hold_with_refusals(j, refused) for j in items]
     return ClaimsTable(experiment, table.baseline, table.variant, items)
+
+
+PERFORMANCE = {"goodput", "failures_per_s", "p50_ms", "p95_ms", "p99_ms"}
+
+
+def _no_hold_with_refusals(j: Judgement, refused: float) -> Judgement:
+    """A variant whose requests PostgreSQL refused cannot hold a performance claim."""
+    if j.verdict != HOLDS or not refused or not PERFORMANCE & set(j.claim.metrics):
+        return j
+    return Judgement(
+        j.claim, j.measured, PARTLY,
+        f"{j.reason} But PostgreSQL refused {fmt.count(refused)} of its requests "
+        "(SQLSTATE 53300): not better performance while requests are refused.",
+    )  # fmt: skip
+
+
+def _faults(figures: list[VariantFigures]) -> str:
+    """What went wrong in the compared variants (a status other than complete), in words."""
+    return "; ".join(
+        f"{f.variant}-{f.repeat} is {f.status}" + (f" ({f.fault})" if f.fault else "")
+        for f in figures if f.status not in (None, "complete")
+    )  # fmt: skip
 
 
 def not_compared(claims: list[Claim], experiment: str, baseline: str) -> ClaimsTable:

@@ -39,6 +39,7 @@ class VariantFigures(Json):
     label: str
     dir: str
     status: str | None
+    fault: str | None  # what ended or spoiled it (variant.json `error`), when not complete
     workers: int
     windows: Windows
     connections: ConnectionFigures
@@ -107,6 +108,7 @@ def analyse_variant(result: VariantResult) -> VariantRun:
         label=str(result.meta.get("label") or result.variant),
         dir=str(result.meta.get("dir") or result.path.name),
         status=result.meta.get("status"),
+        fault=result.meta.get("error") or None,
         workers=int(num(result.meta.get("workers")) or 1),
         windows=windows,
         connections=connections,

@@ -123,12 +123,12 @@ def headline(
     if refused:
         text += f"; requests refused by PostgreSQL: {', '.join(refused)}"
     broken = [
-        f"{f.variant}-{f.repeat} {f.status}"
+        f"{f.variant}-{f.repeat} {f.status}" + (f" ({f.fault})" if f.fault else "")
         for e in experiments for v in e.variants for f in v.repeats
         if f.status not in (None, "complete")
     ]  # fmt: skip
     if broken:
-        text += f" — incomplete: {', '.join(broken)}"
+        text += f" — not complete: {'; '.join(broken)}"
     elif status not in (None, "complete"):
         text += f" — run {status}"
     return text
