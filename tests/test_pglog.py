@@ -296,6 +296,11 @@ def test_quick_run_keeps_a_log_whose_exact_peaks_bound_the_sampled_ones(quick_ru
         wide = connections_wide(variant.samples)
         found = timeline.compare_by_application(exact, list(wide.index), wide)
         assert found.sampled_only == [] and set(found.by_application) >= set(wide.columns)
+        pools = {e["name"] for e in variant.meta["engines"]}  # long-lived: always sampled
         for name, check in [("total", found.total), *found.by_application.items()]:
-            # the sampler can never see more connections than exist
-            assert check.exact.count >= check.sampled.count > 0, (variant.key, name)
+            # the sampler can never see more connections than exist; a per-call engine's
+            # connections (the health check's, ~10 ms) may all fall between two samples
+            assert check.exact.count >= check.sampled.count, (variant.key, name)
+            assert check.exact.count > 0, (variant.key, name)
+            if name == "total" or name in pools:
+                assert check.sampled.count > 0, (variant.key, name)
