@@ -21,7 +21,8 @@ from poolbench.analysis.summary import Gate
 from poolbench.cli import add_fail_if
 from poolbench.errors import PoolbenchError
 from poolbench.gates import RunsSource, gate_exit
-from poolbench.report.document import Document, Footnotes, Heading, Table, glance_note, glance_table
+from poolbench.report.blocks import Document, Heading, Table
+from poolbench.report.document import Footnotes, glance_note, glance_table
 from poolbench.report.markdown import render_markdown
 from poolbench.report.terminal import print_document
 from poolbench.thresholds import check, parse

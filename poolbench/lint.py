@@ -11,6 +11,10 @@ created on every call and disposed (temporary), or created on every call and kep
 Limits, by design of a per-file static analysis: a factory re-exported by another module of
 the project (`from app.db import create_engine`) and dynamic access (`getattr(sa, name)`)
 are not followed.
+
+Why one module of ~670 lines: resolving a call through the file's imports, following the
+name it is bound to and deciding its scope are one walk over one syntax tree; split, each part
+would need the walker's whole state.
 """
 
 from __future__ import annotations

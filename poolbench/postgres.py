@@ -15,6 +15,9 @@ the application has exhausted every ordinary slot.
   log (every connection, in the format `poolbench.pglog` reads) can be kept first.
 - `url`: an existing server (`--database-url` / `DATABASE_URL`), checked first.
 - `compose`: the `docker-compose.yml` service, started and waited for.
+
+Why one module of ~550 lines: the three providers share the role and database set-up, the
+URL checks and the Database they yield (the postmaster's process handling is in postmaster.py).
 """
 
 from __future__ import annotations

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from poolbench.analysis import blocks as within
+import poolbench.analysis.blocks as within
 from poolbench.analysis.figures import VariantRun
 from poolbench.analysis.metrics import METRICS, Metric
 from poolbench.analysis.stats import Comparison, compare, compare_exact

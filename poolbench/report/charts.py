@@ -14,6 +14,9 @@ Per experiment:
 Time series show the first repeat of each variant, as seconds (or minutes, for long runs)
 since the variant started; series longer than MAX_POINTS are averaged into bins first, so a
 one-hour run at 10 Hz draws as fast as a short one.
+
+Why one module of ~570 lines: the six charts share one style (rc params, colours, clock,
+legends, downsampling); split per chart they would each import the same dozen helpers.
 """
 
 from __future__ import annotations

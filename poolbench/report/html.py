@@ -8,7 +8,7 @@ from __future__ import annotations
 import base64
 import html
 
-from poolbench.report.document import (
+from poolbench.report.blocks import (
     Badge,
     Bullets,
     Code,

@@ -9,7 +9,7 @@ from __future__ import annotations
 import html
 import re
 
-from poolbench.report.document import (
+from poolbench.report.blocks import (
     Badge,
     Bullets,
     Code,

@@ -6,7 +6,7 @@ from rich.console import Console
 from rich.table import Table as RichTable
 from rich.text import Text
 
-from poolbench.report.document import Badge, Bullets, Document, Heading, Notice, Para, Table
+from poolbench.report.blocks import Badge, Bullets, Document, Heading, Notice, Para, Table
 
 STYLE = {"good": "bold green", "bad": "bold red", "mixed": "bold yellow", "neutral": ""}
 

@@ -1,0 +1,75 @@
+"""The blocks a report is made of: plain data that markdown.py, html.py and terminal.py render.
+
+Text in a block is plain (never markup): every string from the data stays a string until a
+renderer escapes it for its format.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+
+@dataclass
+class Badge:
+    """A short verdict shown as a coloured label; kind is one of good, mixed, bad, neutral."""
+
+    text: str
+    kind: str
+
+
+Cell = str | Badge
+
+
+@dataclass
+class Heading:
+    level: int
+    text: str
+    opens_experiment: bool = False  # the heading of an experiment's own section
+
+
+@dataclass
+class Para:
+    text: str
+    strong: bool = False
+    muted: bool = False
+
+
+@dataclass
+class Notice:
+    kind: str  # "warning" or "info"
+    text: str
+
+
+@dataclass
+class Table:
+    headers: list[str]
+    rows: list[list[Cell]]
+    align: str = ""  # one letter per column: l or r (default l)
+    caption: str | None = None
+
+
+@dataclass
+class Bullets:
+    items: list[str]
+
+
+@dataclass
+class Image:
+    path: Path  # absolute, under the run directory
+    src: str  # relative to the report, e.g. charts/x.png
+    alt: str
+    caption: str
+
+
+@dataclass
+class Code:
+    text: str
+
+
+@dataclass
+class Document:
+    title: str
+    subtitle: str
+    blocks: list[Any] = field(default_factory=list)

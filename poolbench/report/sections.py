@@ -1,0 +1,456 @@
+"""The report's sections, one function per question, each rendering typed figures as blocks."""
+
+from __future__ import annotations
+
+import datetime as _dt
+from pathlib import Path
+from typing import Any
+
+from poolbench import format as fmt
+from poolbench.analysis.claims import ClaimsTable
+from poolbench.analysis.figures import VariantFigures
+from poolbench.analysis.leak import GROWING
+from poolbench.analysis.summary import ExperimentSummary, Summary
+from poolbench.analysis.sweep import Sweep
+from poolbench.failures import KIND_NAMES, LABELS
+from poolbench.report.blocks import (
+    Badge,
+    Bullets,
+    Cell,
+    Heading,
+    Image,
+    Notice,
+    Para,
+    Table,
+)
+from poolbench.report.charts import Chart
+
+VERDICT_KIND = {
+    "holds": "good",
+    "partly": "mixed",
+    "does not hold": "bad",
+    "not measured": "neutral",
+}
+
+
+def when(epoch: float | None) -> str:
+    if epoch is None:
+        return fmt.NA
+    return _dt.datetime.fromtimestamp(epoch, _dt.UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
+
+
+def claims_section(claims: ClaimsTable) -> list[Any]:
+    blocks: list[Any] = [
+        Heading(2, f"Claims, measured — {claims.experiment}"),
+        Para(
+            f"Each claim of the bench file against {claims.baseline} → {claims.variant}. One rule: "
+            "holds when the measurement meets or beats the claim, partly when it moves the claimed "
+            "way but falls short, does not hold when it does not move or moves the wrong way, not "
+            "measured when the data cannot decide.",
+            muted=True,
+        ),
+    ]
+    rows = [
+        [
+            j.claim.text,
+            j.claim.claimed(),
+            j.measured,
+            Badge(j.verdict, VERDICT_KIND[j.verdict]),
+            j.reason,
+        ]
+        for j in claims.items
+    ]
+    blocks.append(Table(["claim", "claimed", "measured", "verdict", "why"], rows, "lllll"))
+    return blocks
+
+
+def sizing_section(experiment: ExperimentSummary) -> list[Any]:
+    s = experiment.sizing
+    blocks: list[Any] = [Heading(3, f"Right-sizing from measured demand — {experiment.name}")]
+    if not s.measured:
+        return [*blocks, Para("Active connections were not sampled: no estimate.", muted=True)]
+    split = ", ".join(f"{name} {n}" for name, n in s.per_engine.items())
+    text = (
+        f"Recommended: {s.recommended_total} connections in total — pool_size "
+        f"{s.pool_size_per_worker} per worker × {s.workers} worker(s)"
+        + (f" ({split})" if len(s.per_engine) > 1 else "")
+        + f", max_overflow 0; from a demand of {fmt.count(s.needed)} active connections plus "
+        "25 % headroom"
+    )
+    if s.usable_slots is not None:
+        text += f", within the {fmt.count(s.usable_slots)} slots the server can give this app"
+    if s.hikari:
+        text += f". HikariCP's rule of thumb for {s.cores} cores: {s.hikari}"
+    blocks.append(Para(text + ".", strong=True))
+    rows = [
+        [d.variant, fmt.number(d.active_mean, 1), fmt.count(d.active_p99), fmt.count(d.active_max),
+         fmt.rate(d.requests_per_s), fmt.ms(d.db_time_ms), fmt.count(d.checked_out_p99),
+         fmt.percent_of_core(d.app_cpu)]
+        for d in s.demand
+    ]  # fmt: skip
+    blocks.append(
+        Table(
+            ["variant", "active, mean (Little's L)", "active p99", "active max", "requests/s",
+             "database time per request", "checked out p99 (app's view)", "app CPU"],
+            rows, "lrrrrrrr",
+        )
+    )  # fmt: skip
+    saved = [
+        f"Against {x.variant}'s {fmt.count(x.idle)} connections held when idle: "
+        f"{fmt.count(x.fewer_connections)} fewer"
+        + (f", ≈ {fmt.mib(x.pss_bytes)} of PostgreSQL PSS ({fmt.mib(x.pss_low)} … "
+           f"{fmt.mib(x.pss_high)}, at the marginal cost per backend)" if x.pss_bytes is not None else "")
+        for x in s.savings
+    ]  # fmt: skip
+    if saved or s.findings:
+        blocks.append(Bullets([*saved, *s.findings]))
+    blocks.append(
+        Para(
+            "How: demand is PostgreSQL's own view — connections in state active at full load. "
+            "L = requests/s × database time per request (Little's law) is the mean demand; the "
+            "advice covers its p99 with headroom. Connections checked out of the app's pools are "
+            "not demand: a request can hold one while it does other work. A sweep "
+            "(`poolbench size`) measures the knee instead of estimating it.",
+            muted=True,
+        )
+    )
+    return blocks
+
+
+def _figure_rows(f: VariantFigures) -> list[tuple[str, str]]:
+    c, m, t, ch = f.connections, f.memory, f.traffic, f.churn
+    rows = [
+        ("status", str(f.status or fmt.NA)),
+        ("workers (declared)", fmt.count(f.workers)),
+        ("full-load window", f.windows.full_load.label() if f.windows.full_load else fmt.NA),
+        ("peak connections (load)", fmt.count(c.peak)),
+        ("p95 connections (load)", fmt.count(c.p95)),
+        ("connections held when idle (median, 2nd half)", fmt.count(c.idle)),
+        ("fewest free slots (load)", fmt.count(c.slots_left_min)),
+        ("application names holding connections when idle", fmt.count(c.pools_holding_idle)),
+        ("sessions opened while the pools filled", fmt.count(ch.opened_while_filling)),
+        ("new sessions/s after the pools filled", fmt.rate(ch.churn_per_s)),
+        ("PostgreSQL PSS idle / full load / peak", " / ".join(fmt.mib(v) for v in (m.postgres_pss.idle, m.postgres_pss.full_load, m.postgres_pss.peak))),
+        ("PostgreSQL USS idle", fmt.mib(m.postgres_uss.idle)),
+        ("summed RSS ÷ PSS of PostgreSQL (how much RSS would overstate)", f"{m.rss_overstatement:.1f} ×" if m.rss_overstatement else fmt.NA),
+        ("PSS per additional backend (marginal, 95 % CI)", f"{fmt.mib(m.pss_per_backend.value)} ({fmt.mib(m.pss_per_backend.low)} … {fmt.mib(m.pss_per_backend.high)})" if m.pss_per_backend else fmt.NA),
+        ("app USS / PSS / RSS, full load (mean)", " / ".join(fmt.mib(v) for v in (m.app_uss.full_load, m.app_pss.full_load, m.app_rss.full_load))),
+        ("requests served in the window (successful / failed)", f"{fmt.count(t.successes)} / {fmt.count(t.failures)}"),
+        ("goodput; failures/s", f"{fmt.rate(t.goodput)}; {fmt.rate(t.failures_per_s)}"),
+        ("latency p50 / p95 / p99 / mean (successful)", " / ".join(fmt.ms(v) for v in (t.latency.p50, t.latency.p95, t.latency.p99, t.latency.mean))),
+        ("failed requests by kind (whole load, Locust)", _kinds(t.failure_kinds)),
+        ("refusals in app.log (SQLSTATE 53300)", fmt.count(t.refusals_app_log)),
+    ]  # fmt: skip
+    for component, value in sorted(f.cpu.full_load.items()):
+        rows.append((f"CPU {component} (full load)", fmt.percent_of_core(value)))
+    return rows
+
+
+def _kinds(kinds: dict[str, int]) -> str:
+    parts = [f"{LABELS[k]} {fmt.count(kinds.get(k))}" for k in KIND_NAMES if kinds.get(k)]
+    return ", ".join(parts) or "none"
+
+
+def details_section(experiment: ExperimentSummary) -> list[Any]:
+    firsts = [v.first for v in experiment.variants]
+    rows_by_label: dict[str, list[str]] = {}
+    for f in firsts:
+        for label, text in _figure_rows(f):
+            rows_by_label.setdefault(label, []).append(text)
+    blocks: list[Any] = [Heading(3, f"Figures per variant — {experiment.name}")]
+    if any(len(v.repeats) > 1 for v in experiment.variants):
+        blocks.append(
+            Para(
+                "First repeat of each variant; the comparison above uses every repeat.", muted=True
+            )
+        )
+    blocks.append(Table(["", *(v.name for v in experiment.variants)],
+                        [[label, *values] for label, values in rows_by_label.items()],
+                        "l" + "r" * len(firsts)))  # fmt: skip
+    return blocks
+
+
+def little_section(experiment: ExperimentSummary) -> list[Any]:
+    rows = []
+    for v in experiment.variants:
+        check = v.first.traffic.littles_law
+        if check is None:
+            continue
+        rows.append([
+            v.name, fmt.number(check.users, 0), fmt.rate(check.throughput),
+            fmt.ms(check.mean_think_s * 1000), fmt.ms(check.predicted_response_s * 1000),
+            fmt.ms(check.mean_response_s * 1000), fmt.pct(check.disagreement_pct),
+            Badge("agrees", "good") if check.agrees else Badge("disagrees", "bad"),
+        ])  # fmt: skip
+    if not rows:
+        return []
+    return [
+        Heading(3, f"Little's law, a self-check of the instrument — {experiment.name}"),
+        Para(
+            "In a closed loop each user waits for its answer, then thinks: response time ≈ users ÷ "
+            "throughput − think time. Think time is measured per user from the records; a "
+            "disagreement over 10 % means users were idle, the load generator stalled, or the "
+            "window is not steady.",
+            muted=True,
+        ),
+        Table(["variant", "users", "requests/s", "think time", "predicted response", "measured response", "difference", ""], rows, "lrrrrrrl"),
+    ]  # fmt: skip
+
+
+def exact_section(experiment: ExperimentSummary) -> list[Any]:
+    """The server log's exact counts beside the samples, and churn per application_name."""
+    blocks: list[Any] = [
+        Heading(3, f"Exact connection counts from the server's log — {experiment.name}")
+    ]
+    peaks, churn, missing = [], [], []
+    for v in experiment.variants:
+        x = v.first.exact
+        if not x.available:
+            missing.append(f"{v.name}: sampled only — {x.reason}")
+            continue
+        for p in [x.total, *x.by_application]:
+            if p is None:
+                continue
+            spikes = (
+                f"{p.spikes} (longest {p.longest_spike_s * 1000:.0f} ms)" if p.spikes else "none"
+            )
+            peaks.append([v.name, p.name, fmt.count(p.exact), fmt.count(p.sampled), spikes])
+        for c in x.churn:
+            churn.append([v.name, c.name, fmt.count(c.opened), fmt.count(c.closed), fmt.rate(c.opened_per_s),
+                          fmt.ms(c.median_session_s * 1000) if c.median_session_s is not None else fmt.NA])  # fmt: skip
+    if peaks:
+        blocks.append(Para(
+            "Rebuilt at every connect and disconnect the server logged (load phase): the exact "
+            "peak beside the peak the 10 Hz samples saw, and the gaps between two samples in "
+            "which the count rose above both (connections the sampler missed).", muted=True))  # fmt: skip
+        blocks.append(
+            Table(
+                ["variant", "application_name", "exact peak", "sampled peak", "spikes missed"],
+                peaks,
+                "llrrl",
+            )
+        )
+    if churn:
+        blocks.append(Para(
+            "Sessions opened and closed after the pools stopped growing, per application_name: "
+            "each new session costs PostgreSQL a backend fork and its authentication. Per-call "
+            "engines (created and disposed per request) show here.", muted=True))  # fmt: skip
+        blocks.append(
+            Table(
+                [
+                    "variant",
+                    "application_name",
+                    "opened",
+                    "closed",
+                    "opened per second",
+                    "median session",
+                ],
+                churn,
+                "llrrrr",
+            )
+        )
+    blocks += [Notice("info", m) for m in missing]
+    return blocks if len(blocks) > 1 else []
+
+
+def leak_section(experiment: ExperimentSummary) -> list[Any]:
+    rows = []
+    for v in experiment.variants:
+        for t in v.first.leak:
+            unit = fmt.mib if t.unit == "bytes" else fmt.count
+            slope = (f"{unit(t.slope_per_h)}/h (95 % CI {unit(t.low_per_h)}/h … {unit(t.high_per_h)}/h)"
+                     if t.slope_per_h is not None else fmt.NA)  # fmt: skip
+            kind = (
+                "bad" if t.verdict == GROWING else "good" if t.verdict == "no growth" else "neutral"
+            )
+            rows.append([v.name, t.what, t.window.label() if t.window else fmt.NA, slope,
+                         Badge(t.verdict, kind), t.reason])  # fmt: skip
+    if not rows:
+        return []
+    return [
+        Heading(3, f"Growth at a constant load (leak test) — {experiment.name}"),
+        Para(
+            "A slope fitted over a window at a constant user count after the pools filled (a soak "
+            "phase when there is one), with a 95 % interval corrected for autocorrelation.",
+            muted=True,
+        ),
+        Table(["variant", "series", "window", "slope", "verdict", "why"], rows, "lllrll"),
+    ]
+
+
+def model_section(experiment: ExperimentSummary) -> list[Any]:
+    blocks: list[Any] = [
+        Heading(3, f"Configuration vs measurement — {experiment.name}"),
+        Para(
+            "Predicted from the configuration alone: ceiling = workers × (pool_size + "
+            "max_overflow), idle = workers × pool_size (what full pools keep; checked only for "
+            "pools that filled).",
+            muted=True,
+        ),
+    ]
+    for v in experiment.variants:
+        model = v.first.model
+        if model is None:
+            blocks.append(
+                Notice(
+                    "info",
+                    f"{v.name}: no pool settings known (declare them in the bench file): no prediction.",
+                )
+            )
+            continue
+        rows: list[list[Cell]] = [
+            [e.name, fmt.count(e.pool_size), fmt.count(e.max_overflow), fmt.count(e.ceiling),
+             fmt.count(e.measured_peak), fmt.count(e.idle) if e.filled else f"{fmt.count(e.idle)} (never filled)",
+             fmt.count(e.measured_idle)]
+            for e in model.engines
+        ]  # fmt: skip
+        rows += [
+            [f"{n} (outside the model)", "", "", "", fmt.count(p), "", ""]
+            for n, p in model.unlisted.items()
+        ]
+        processes = f", {model.measured_processes} measured" if model.measured_processes else ""
+        rows.append([f"total ({model.workers} worker(s) declared{processes})", "", "",
+                     fmt.count(model.ceiling), fmt.count(model.measured_peak),
+                     fmt.count(model.idle), fmt.count(model.measured_idle)])  # fmt: skip
+        blocks.append(Table(["engine (application_name)", "pool_size", "max_overflow", "ceiling", "measured peak", "full pools idle", "measured idle"], rows, "lrrrrrr", caption=v.name))  # fmt: skip
+        blocks += [
+            Notice("warning" if f.level == "warning" else "info", f.message) for f in model.flags
+        ]
+    return blocks
+
+
+def events_section(experiment: ExperimentSummary) -> list[Any]:
+    rows = []
+    for v in experiment.variants:
+        for f in v.repeats:
+            t0 = f.windows.t0
+            for e in f.events:
+                details = ", ".join(
+                    f"{k} {val}" for k, val in e.items() if k not in ("ts", "event")
+                )
+                rows.append(
+                    [
+                        f"{f.variant}-{f.repeat}",
+                        f"t = {float(e['ts']) - t0:.1f} s",
+                        str(e["event"]),
+                        details,
+                    ]
+                )
+    if not rows:
+        return []
+    return [
+        Heading(3, f"Events — {experiment.name}"),
+        Table(["variant", "when", "event", "details"], rows, "llll"),
+    ]
+
+
+def sweep_section(sweep: Sweep, charts: list[Chart], run_dir: Path) -> list[Any]:
+    blocks: list[Any] = [Heading(2, f"Pool-size sweep — {sweep.variant} ({sweep.group})")]
+    if sweep.recommended is not None:
+        text = (
+            f"Recommended: pool_size {sweep.recommended} per worker × {sweep.workers} worker(s) "
+            f"(max_overflow 0) — {sweep.reason}."
+        )
+    else:
+        text = f"No size could be recommended: {sweep.reason}."
+    if sweep.hikari:
+        text += f" HikariCP's rule of thumb for {sweep.cores} cores: {sweep.hikari} connections."
+    blocks.append(Para(text, strong=True))
+    rows = [
+        [fmt.count(p.pool_size), fmt.count(p.n), fmt.rate(p.goodput), fmt.pct(p.goodput_change_pct),
+         fmt.ms(p.p50), fmt.ms(p.p95), fmt.pct(p.p95_change_pct), fmt.ms(p.p99),
+         fmt.rate(p.failures_per_s), Badge("as good", "good") if p.as_good else Badge("worse", "bad"), p.why]
+        for p in sweep.points
+    ]  # fmt: skip
+    blocks.append(Table(["pool_size per worker", "runs", "goodput", "vs best", "p50", "p95", "vs best",
+                         "p99", "failed/s", "", "how decided"], rows, "rrrrrrrrrll"))  # fmt: skip
+    blocks += [Notice("info", n) for n in sweep.notes]
+    for chart in charts:
+        if chart.experiment == f"sweep:{sweep.group}:{sweep.variant}":
+            blocks.append(
+                Image(
+                    chart.path, chart.path.relative_to(run_dir).as_posix(), chart.alt, chart.title
+                )
+            )
+    return blocks
+
+
+def thresholds_section(summary: Summary) -> list[Any]:
+    if not summary.thresholds:
+        return []
+    kinds = {"breached": "bad", "passed": "good", "inconclusive": "neutral"}
+    rows = [[g.experiment, g.expression, Badge(g.outcome, kinds.get(g.outcome, "neutral")), g.explanation]
+            for g in summary.thresholds]  # fmt: skip
+    return [
+        Heading(2, "Thresholds"),
+        Para(
+            "CI gates (fail_if in the bench file, --fail-if on the command line): breached exits "
+            "with code 3; inconclusive (an untested difference) is reported, not failed, unless "
+            "--strict-thresholds.",
+            muted=True,
+        ),
+        Table(["experiment", "fail if", "outcome", "why"], rows, "llll"),
+    ]
+
+
+def census_section(summary: Summary) -> list[Any]:
+    """One table per distinct census: the same app in several experiments is listed once."""
+    seen: dict[str, tuple[list[str], Any]] = {}
+    for experiment in summary.experiments:
+        for v in experiment.variants:
+            census = v.first.census
+            if census is None:
+                continue
+            key = repr(census.list)
+            seen.setdefault(key, ([], census))[0].append(f"{experiment.name} / {v.name}")
+    if not seen:
+        return []
+    blocks: list[Any] = [
+        Heading(2, "Engine census"),
+        Para(
+            "Static census of the calls that create engines (poolbench lint), per variant.",
+            muted=True,
+        ),
+    ]
+    for where, census in seen.values():
+        rows = [
+            [str(s.get(k, "")) for k in ("module", "line", "kind", "scope", "status")]
+            for s in census.list
+        ]
+        scopes = ", ".join(f"{k} {n}" for k, n in sorted(census.by_scope.items()))
+        blocks.append(
+            Table(
+                ["module", "line", "kind", "scope", "status"],
+                rows,
+                "lrlll",
+                caption=f"{', '.join(where)}: {census.sites} sites ({scopes})",
+            )
+        )
+    return blocks  # fmt: skip
+
+
+def environment_section(summary: Summary) -> list[Any]:
+    run, env = summary.run, summary.run.environment
+    pg = env.get("postgres") if isinstance(env.get("postgres"), dict) else {}
+    rows = [
+        ["run", run.run_id],
+        ["status", str(run.status)],
+        ["started / finished", f"{when(run.started_at)} / {when(run.finished_at)}"],
+    ]
+    rows += [
+        [k.replace("_", " "), str(env[k])]
+        for k in ("python", "platform", "cpu_count", "hostname", "git_revision")
+        if env.get(k) is not None
+    ]
+    rows += [
+        [f"PostgreSQL {k.replace('_', ' ')}", str(pg[k])]
+        for k in ("provider", "server_version", "version")
+        if pg.get(k) is not None
+    ]
+    if isinstance(pg.get("settings"), dict) and pg["settings"]:
+        rows.append(
+            ["PostgreSQL settings", ", ".join(f"{k}={v}" for k, v in pg["settings"].items())]
+        )
+    if isinstance(env.get("packages"), dict) and env["packages"]:
+        rows.append(["packages", ", ".join(f"{k} {v}" for k, v in env["packages"].items())])
+    return [Heading(2, "Environment"), Table(["", ""], rows, "ll")]  # fmt: skip
