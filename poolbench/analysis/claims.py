@@ -81,8 +81,8 @@ def _undecided(row: Row) -> str:
             f"{row.label}: {_shown(row)} in one run per variant — the difference is untested "
             "across runs (run with --repeats 5 or more)"
         )
-    notes = "; ".join(row.result.footnotes) or "no test possible"
-    return f"{row.label}: {_shown(row)}, untested ({notes})"
+    why = row.result.footnotes[0] if row.result.footnotes else "no test possible"
+    return f"{row.label}: {_shown(row)}, untested ({why})"
 
 
 def _moved(row: Row, sign: int) -> bool | None:

@@ -80,16 +80,24 @@ def _demand(f: VariantFigures) -> Demand:
 
 
 def _split(total: int, f: VariantFigures) -> dict[str, int]:
-    """Per engine of the variant, in proportion to its active connections (at least 1)."""
+    """`total` connections per worker over the variant's engines, in proportion to each one's
+    active connections (at least 1 each; largest remainders, so the parts add up to `total`)."""
     names = [e.name for e in (f.model.engines if f.model else [])]
     if len(names) <= 1:
         return dict.fromkeys(names, total)
-    weights = {
-        n: (f.connections.engine(n).active_max or 0) + 0.5 if f.connections.engine(n) else 0.5
-        for n in names
-    }
+    weights = {}
+    for name in names:
+        engine = f.connections.engine(name)
+        weights[name] = (engine.active_max or 0.0) + 0.5 if engine else 0.5
     scale = sum(weights.values())
-    return {n: max(1, math.ceil(total * w / scale)) for n, w in weights.items()}
+    total = max(total, len(names))
+    share = {n: max(1.0, total * w / scale) for n, w in weights.items()}
+    parts = {n: int(v) for n, v in share.items()}
+    for name in sorted(names, key=lambda n: share[n] - parts[n], reverse=True):
+        if sum(parts.values()) >= total:
+            break
+        parts[name] += 1
+    return parts
 
 
 def right_sizing(variants: list[VariantFigures], cores: int | None) -> Sizing:

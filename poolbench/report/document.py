@@ -69,8 +69,8 @@ def _p(row: Row) -> str:
 def change_cell(row: Row, notes: Footnotes) -> Cell:
     """The change from the two values shown, and how far it is established."""
     texts = [*row.result.footnotes, *row.result.warnings]
-    if row.result.status == "untested":  # an interval of one side says nothing then
-        texts = [t for t in texts if "too small for a 95 % interval" not in t]
+    if row.result.status == "untested":  # one side's interval or spread says nothing then
+        texts = [t for t in row.result.footnotes if "too small for a 95 % interval" not in t]
     mark = notes.mark(texts)
     if row.change_pct is None:
         same = row.baseline is not None and row.baseline == row.variant

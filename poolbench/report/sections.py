@@ -69,13 +69,16 @@ def sizing_section(experiment: ExperimentSummary) -> list[Any]:
     blocks: list[Any] = [Heading(3, f"Right-sizing from measured demand — {experiment.name}")]
     if not s.measured:
         return [*blocks, Para("Active connections were not sampled: no estimate.", muted=True)]
-    split = ", ".join(f"{name} {n}" for name, n in s.per_engine.items())
+    split = ", ".join(f"{name} pool_size {n}" for name, n in s.per_engine.items())
+    per_worker = (
+        f"{s.pool_size_per_worker} per worker, split over its engines ({split})"
+        if len(s.per_engine) > 1
+        else f"pool_size {s.pool_size_per_worker} per worker"
+    )
     text = (
-        f"Recommended: {s.recommended_total} connections in total — pool_size "
-        f"{s.pool_size_per_worker} per worker × {s.workers} worker(s)"
-        + (f" ({split})" if len(s.per_engine) > 1 else "")
-        + f", max_overflow 0; from a demand of {fmt.count(s.needed)} active connections plus "
-        "25 % headroom"
+        f"Recommended: {s.recommended_total} connections in total — {per_worker} × "
+        f"{s.workers} worker(s), max_overflow 0; from a demand of {fmt.count(s.needed)} active "
+        "connections plus 25 % headroom"
     )
     if s.usable_slots is not None:
         text += f", within the {fmt.count(s.usable_slots)} slots the server can give this app"
