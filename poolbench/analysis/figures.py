@@ -79,6 +79,25 @@ def _census(data: Any) -> Census | None:
     return Census(len(sites), by_scope, sites)
 
 
+ROUTINE = ("phase_", "variant_", "load_started", "locust_workers_awaited")
+
+
+def _lifecycle(events: list[dict[str, Any]], w: Windows) -> list[dict[str, Any]]:
+    """What happened to the processes the run depends on: not the routine (phases, the load's
+    launch, the app's own start), but a worker that exited or was replaced, a restart, lost
+    users."""
+    began = min((p.start for p in w.phases.values()), default=float("-inf"))
+    out = []
+    for event in events:
+        kind = str(event.get("event", ""))
+        if kind.startswith(ROUTINE):
+            continue
+        if kind == "app_process_started" and float(event.get("ts") or 0) <= began:
+            continue  # the app starting up, before any phase
+        out.append(event)
+    return out
+
+
 def leak_window(w: Windows, churn: ChurnFigures) -> Window | None:
     """A constant load after the pools filled: the soak phase, else full load after the fill."""
     soak = w.phases.get("soak")

@@ -242,7 +242,8 @@ def chart_connections(analysis: Analysis, experiment: str, path: Path, clock: _C
         )
         ax.set_ylabel("connections")
         users = run.series.users
-        extra = _mark_events(ax, run, clock)
+        _mark_events(ax, run, clock)  # labelled: the legend lists them
+        extra = []
         if not users.empty:
             twin = ax.twinx()
             (line,) = twin.step(clock.x(run, users.index), users.to_numpy(), where="post",
