@@ -144,10 +144,6 @@ def analyse_variant(result: VariantResult) -> VariantRun:
         census=_census(result.census),
         exact=exact_figures(result, series, windows, churn.churn_window),
         collector_gap_s=series.gap_seconds,
-        events=[
-            e
-            for e in result.events
-            if not str(e.get("event", "")).startswith(("phase_", "variant_"))
-        ],
+        events=_lifecycle(result.events, windows),
     )
     return VariantRun(result, series, figures)
