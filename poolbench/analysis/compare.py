@@ -146,7 +146,13 @@ def compare_row(
 def _windows(labels: list[str]) -> str:
     """One label for the repeats' windows: `full load (40 users), 16–17 s` when only the
     length differs, else every distinct label."""
-    distinct = list(dict.fromkeys(labels))
+    missing = sum(label == "n/a" for label in labels)
+    labels = [label for label in labels if label != "n/a"] or ["n/a"]
+    suffix = f" (none in {missing} run(s))" if missing and labels != ["n/a"] else ""
+    return _merged(list(dict.fromkeys(labels))) + suffix
+
+
+def _merged(distinct: list[str]) -> str:
     parts = [label.rsplit(", ", 1) for label in distinct]
     if len(distinct) > 1 and all(len(p) == 2 and p[1].endswith(" s") for p in parts):
         names = {p[0] for p in parts}
