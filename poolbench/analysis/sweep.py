@@ -123,8 +123,9 @@ def sweep(
         )
     if any(p.n == 1 for p in out):
         notes.append(
-            "One run per size: sizes are compared with the within-run block test (each size "
-            "measured the same way); run with --repeats to include run-to-run variation."
+            "One run per size: sizes are compared with the within-run block test where the "
+            "full-load window holds enough independent blocks, else with the tolerance shown; "
+            "run-to-run variation is not included (use --repeats, and a longer load phase)."
         )
     return Sweep(
         group, variant, workers, out, best.pool_size,
