@@ -306,3 +306,27 @@ def test_refused_requests_keep_a_performance_claim_from_holding(tmp_path: Path) 
     md = report_md(tmp_path, specs, claims=claims)
     verdict = table_row(md, "Faster")
     assert "partly" in verdict[3] and "refused" in plain(verdict[4])
+
+
+# --- leak test: growth the connections do not explain (issue 11) -------------------------------
+
+
+def test_memory_that_follows_new_connections_is_not_growth_but_a_real_leak_is() -> None:
+    import pandas as pd
+
+    from poolbench.analysis.leak import FLAT, GROWING, Window, trend
+
+    t = 1_000.0 + np.arange(600.0)  # ten minutes at 1 Hz
+    rng = np.random.default_rng(3)
+    connections = pd.Series(np.minimum(20, 10 + np.floor(t - t[0]) // 60), index=t)  # pools filling
+    per_connection = connections * 2 * MiB + rng.normal(0, 0.2 * MiB, t.size)
+    window = Window("soak", t[0], t[-1] + 1)
+    held = trend(
+        "PSS", "bytes", pd.Series(100 * MiB + per_connection, index=t), window, connections
+    )
+    assert held.verdict == FLAT and held.low_per_h <= 0 <= held.high_per_h
+    leak = pd.Series(100 * MiB + per_connection + (t - t[0]) * 30 * MiB / 3600, index=t)
+    grows = trend("PSS", "bytes", leak, window, connections)
+    assert grows.verdict == GROWING and grows.low_per_h <= 30 * MiB <= grows.high_per_h
+    naive = trend("PSS", "bytes", pd.Series(100 * MiB + per_connection, index=t), window)
+    assert naive.verdict == GROWING  # without the connection count, filling pools look like a leak

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from poolbench.analysis.connections import (
@@ -12,7 +12,7 @@ from poolbench.analysis.connections import (
     connection_figures,
 )
 from poolbench.analysis.exact import ExactFigures, exact_figures
-from poolbench.analysis.leak import Trend, trend
+from poolbench.analysis.leak import GROWING, Trend, trend
 from poolbench.analysis.memory import CpuFigures, MemoryFigures, cpu_figures, memory_figures
 from poolbench.analysis.model import PoolModel, pool_model
 from poolbench.analysis.series import VariantSeries, build_series
@@ -98,6 +98,19 @@ def _lifecycle(events: list[dict[str, Any]], w: Windows) -> list[dict[str, Any]]
     return out
 
 
+def _still_filling(connections: Trend, model: PoolModel | None) -> Trend:
+    """A count that grows below the pools' ceiling is pools filling, not (yet) a leak."""
+    if connections.verdict != GROWING or model is None or model.measured_peak is None:
+        return connections
+    if model.measured_peak >= model.ceiling:
+        return connections
+    return replace(
+        connections,
+        reason=f"the pools are still filling toward their ceiling ({model.measured_peak:.0f} of "
+        f"{model.ceiling:.0f}): that is a leak only if the count passes it",
+    )
+
+
 def leak_window(w: Windows, churn: ChurnFigures) -> Window | None:
     """A constant load after the pools filled: the soak phase, else full load after the fill."""
     soak = w.phases.get("soak")
@@ -118,6 +131,7 @@ def analyse_variant(result: VariantResult) -> VariantRun:
     first = float(result.samples["ts"].min()) if not result.samples.empty else None
     windows = windows_for(result.meta, series.users, first)
     connections = connection_figures(series, windows)
+    model = pool_model(result.meta, connections)
     churn = churn_figures(series, windows)
     window = leak_window(windows, churn)
     figures = VariantFigures(
@@ -135,11 +149,11 @@ def analyse_variant(result: VariantResult) -> VariantRun:
         memory=memory_figures(series, windows),
         cpu=cpu_figures(series, windows),
         traffic=traffic_figures(result, series, windows),
-        model=pool_model(result.meta, connections),
+        model=model,
         leak=[
-            trend("app USS", "bytes", series.memory["app_uss"], window),
-            trend("PostgreSQL PSS", "bytes", series.memory["postgres_pss"], window),
-            trend("connections", "connections", series.total, window),
+            trend("app USS", "bytes", series.memory["app_uss"], window, series.total),
+            trend("PostgreSQL PSS", "bytes", series.memory["postgres_pss"], window, series.total),
+            _still_filling(trend("connections", "connections", series.total, window), model),
         ],
         census=_census(result.census),
         exact=exact_figures(result, series, windows, churn.churn_window),

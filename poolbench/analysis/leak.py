@@ -2,7 +2,10 @@
 
 A leak is growth while nothing else changes, so the slope is fitted only over a window at a
 constant user count after the pools have filled (a soak phase when the run has one, else the
-full-load window after the pools stopped growing). Samples a second apart are autocorrelated:
+full-load window after the pools stopped growing). Pools still open a connection now and then
+at a constant load (when a rare burst finds every one of theirs busy), and each brings a fixed
+cost; memory is therefore fitted against time *and* the connection count, and only the growth
+the connections do not explain is the trend. Samples a second apart are autocorrelated:
 the interval uses the effective sample size n·(1−ρ)/(1+ρ) from the residuals' lag-1
 autocorrelation ρ, not n. The verdict is one of
 
@@ -50,8 +53,16 @@ class Trend(Json):
     reason: str = ""
 
 
-def fit_trend(values: pd.Series) -> tuple[float, float, float, int] | None:
-    """(slope, low, high) per second with a 95 % interval corrected for autocorrelation, and n."""
+def fit_trend(
+    values: pd.Series, connections: pd.Series | None = None
+) -> tuple[float, float, float, int] | None:
+    """(slope, low, high) per second with a 95 % interval corrected for autocorrelation, and n.
+
+    With `connections` (their count at each sample), the slope is the growth over time that
+    the number of connections does not explain: y = a + b·connections + c·t, c reported. A pool
+    still opening connections now and then adds their fixed cost (a backend's memory, a
+    connection object); that is not a leak, and the regression keeps it out of c.
+    """
     clean = values.dropna()
     if len(clean) < 5:
         return None
@@ -59,21 +70,36 @@ def fit_trend(values: pd.Series) -> tuple[float, float, float, int] | None:
     y = clean.to_numpy(dtype=float)
     if np.ptp(t) <= 0:
         return None
-    if np.ptp(y) == 0:  # constant (a pool held full): scipy's stderr is NaN, the slope exactly 0
+    if np.ptp(y) == 0:  # constant (a pool held full): the slope is exactly 0
         return 0.0, 0.0, 0.0, len(y)
-    fit = sps.linregress(t - t[0], y)
-    residuals = y - (fit.intercept + fit.slope * (t - t[0]))
+    columns = [np.ones_like(t), t - t[0]]
+    if connections is not None:
+        count = connections.reindex(clean.index, method="nearest", tolerance=0.5).to_numpy(float)
+        if np.isfinite(count).all() and np.ptp(count) > 0:
+            columns.insert(1, count)
+    x = np.column_stack(columns)
+    coef, *_ = np.linalg.lstsq(x, y, rcond=None)
+    residuals = y - x @ coef
     rho = 0.0
     if residuals.std() > 0:
         rho = float(np.corrcoef(residuals[:-1], residuals[1:])[0, 1])
         rho = min(max(rho if np.isfinite(rho) else 0.0, 0.0), 0.99)
-    n_eff = max(3.0, len(y) * (1 - rho) / (1 + rho))
-    stderr = fit.stderr * np.sqrt(len(y) / n_eff)
-    half = sps.t.ppf(0.975, n_eff - 2) * stderr
-    return float(fit.slope), float(fit.slope - half), float(fit.slope + half), len(y)
+    n_eff = max(float(x.shape[1] + 1), len(y) * (1 - rho) / (1 + rho))
+    dof = max(1, len(y) - x.shape[1])
+    variance = float(residuals @ residuals) / dof * np.linalg.pinv(x.T @ x)[-1, -1]
+    stderr = np.sqrt(max(variance, 0.0) * len(y) / n_eff)
+    half = sps.t.ppf(0.975, max(1.0, n_eff - x.shape[1])) * stderr
+    slope = float(coef[-1])
+    return slope, slope - half, slope + half, len(y)
 
 
-def trend(what: str, unit: str, values: pd.Series, window: Window | None) -> Trend:
+def trend(
+    what: str,
+    unit: str,
+    values: pd.Series,
+    window: Window | None,
+    connections: pd.Series | None = None,
+) -> Trend:
     if window is None:
         return Trend(what, unit, None, NOT_MEASURED, reason="no window at a constant load")
     inside = within(values, window).dropna()
@@ -83,7 +109,7 @@ def trend(what: str, unit: str, values: pd.Series, window: Window | None) -> Tre
             reason=f"{window.seconds:.0f} s at a constant load is too short to bound a slope "
             f"(at least {MIN_WINDOW_S:.0f} s; run a soak phase)",
         )  # fmt: skip
-    fitted = fit_trend(inside)
+    fitted = fit_trend(inside, within(connections, window) if connections is not None else None)
     if fitted is None:
         return Trend(what, unit, window, NOT_MEASURED, reason="too few samples in the window")
     slope, low, high = (v * HOUR for v in fitted[:3])
