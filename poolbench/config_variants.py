@@ -44,6 +44,7 @@ class Variant:
     extensions: tuple[str, ...] = ()  # created by the superuser before setup
     workers: int | None = None  # declared; None: the experiment's app.workers
     engines: tuple[Engine, ...] = ()  # declared, per process; () = not declared
+    collector: str = "default"  # the collector's profile (poolbench.collector.config.PROFILES)
 
     def texts(self) -> list[tuple[str, str]]:
         """(where, text) of every string that may hold placeholders, for checking them."""
@@ -65,7 +66,7 @@ def check_keys(table: dict[str, Any], allowed: set[str], where: str) -> None:
 VARIANT_KEYS = {
     "app_dir", "command", "health_path", "pools_path", "label", "env", "cwd", "setup",
     "setup_timeout_s", "extensions", "workers", "pool_size", "max_overflow", "engines",
-    "extends",
+    "extends", "collector",
 }  # fmt: skip
 SQLALCHEMY_POOL = {"pool_size": 5, "max_overflow": 10}  # create_engine()'s defaults
 
@@ -179,6 +180,11 @@ def parse_variant(name: str, table: dict[str, Any]) -> Variant:
     timeout = table.get("setup_timeout_s", Variant.setup_timeout_s)
     if isinstance(timeout, bool) or not isinstance(timeout, int | float) or timeout <= 0:
         raise PoolbenchError(f"{where}.setup_timeout_s must be a positive number, got {timeout!r}")
+    from poolbench.collector.config import PROFILES  # the collector's own list
+
+    collector = table.get("collector", "default")
+    if collector not in PROFILES:
+        raise PoolbenchError(f"{where}.collector {collector!r} is not one of {', '.join(PROFILES)}")
     return Variant(
         name=name,
         app_dir=table.get("app_dir"),
@@ -193,4 +199,5 @@ def parse_variant(name: str, table: dict[str, Any]) -> Variant:
         extensions=_strings(table.get("extensions", []), f"{where}.extensions"),
         workers=_count(table, "workers", where, 1, 1) if "workers" in table else None,
         engines=engines,
+        collector=collector,
     )

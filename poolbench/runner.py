@@ -159,7 +159,7 @@ class Runner:
         phases, out = experiment.phases, ref.dir
         collector_config = stack.collector_config(db, app, variant, out)
         collector = CollectorThread(collector_config)
-        entry["collector"] = stack.collector_entry(collector_config)
+        entry["collector"] = stack.collector_entry(collector_config, variant)
         collector.start()
         self._preflight(db, entry)
         on_load = self.events.load_started.add_listener(
@@ -182,6 +182,7 @@ class Runner:
             entry["collector"]["rows_written"] = collector.rows_written
             entry["watchdog"] = dog.describe()
             self.events.load_started.remove_listener(on_load)
+            entry["collector"].update(collector.latest().footprint())
             self.record.save_variant(entry)
 
     def _preflight(self, db, entry: dict) -> None:

@@ -22,11 +22,6 @@ from poolbench.postgres import Database
 from poolbench.results import POSTGRES_LOG_FILE, RunRecord, new_run_id, write_json
 from poolbench.variants import RunningVariant
 
-# The collector slows its memory sweeps (~0.4 ms per process) to stay within a CPU budget.
-# Its default (0.5 % of a core) spaces sweeps ~8 s apart at 100+ backends, too sparse for a
-# 15 s idle phase; 2 % keeps them ~2.5 s apart while loading both variants equally little.
-MEMORY_CPU_BUDGET = 0.02
-
 
 def engines_from_census(app_dir: Path, label: str, experiment: Experiment) -> tuple[list, dict]:
     """The app's long-lived engines as the collector will see them, from a static census."""
@@ -173,14 +168,10 @@ def collector_config(
         app_pids=app.pids,
         postmaster_pid=db.postmaster_pid,
         pools_url=f"{app.base_url}{variant.pools_path}" if variant.pools_path else None,
-        memory_cpu_budget=MEMORY_CPU_BUDGET,
-    )
+    ).with_profile(variant.collector)
 
 
-def collector_entry(config: CollectorConfig) -> dict[str, Any]:
-    """How the collector sampled, as variant.json records it."""
-    return {
-        "connections_hz": config.connections_hz,
-        "memory_hz": config.memory_hz,
-        "memory_cpu_budget": config.memory_cpu_budget,
-    }
+def collector_entry(config: CollectorConfig, variant: Variant) -> dict[str, Any]:
+    """How the collector sampled, as variant.json records it (what it did is added at stop:
+    `Latest.footprint`)."""
+    return {"profile": variant.collector, **config.describe()}

@@ -276,7 +276,7 @@ class _View:
                 f"memory     postgres ({_n(latest.processes.get(('postgres', '')))} processes) "
                 f"PSS {_mib(pss)} · USS {_mib(mem.get(('mem_uss_bytes', 'postgres', '')))} · "
                 f"summed RSS {_mib(rss)}{ratio}"
-                + (f" · every {every:.1f} s" if every and every > 1.05 else "")
+                + (f" · re-read late: {every:.1f} s" if every and every > 2.05 else "")
             )
         if ("mem_pss_bytes", "app", "") in mem:
             lines.append(

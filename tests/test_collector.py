@@ -30,6 +30,8 @@ from poolbench.collector import (
     CollectorThread,
     run,
 )
+from poolbench.collector.memory import MemoryStats, MemoryTracker
+from poolbench.collector.procfs import StatReader
 from poolbench.errors import PoolbenchError
 from poolbench.postgres import Database, embedded_server, free_port
 from poolbench.samples import SamplesWriter, connections_wide, read_samples, row
@@ -347,6 +349,65 @@ def test_memory_of_idle_backends_is_pss_and_uss_per_name_far_below_rss(
     assert (cpu.value.dropna() >= 0).all()
 
 
+def test_memory_of_100_backends_is_reread_within_2_s_as_sessions_come_and_go_in_even_shares(
+    pg: Database, target: str, tmp_path: Path
+) -> None:
+    """Sessions come and go all the time: the PSS they take of the pages they share with
+    the others, and leave to them, soon passes 1 % of PostgreSQL's, so every backend's PSS
+    may have moved: each is re-read within 2 s, about half of them at each 1 Hz sweep."""
+    out = tmp_path / "samples.csv"
+    config = CollectorConfig(
+        _with_db(pg.admin_url, target), target, out, postmaster_pid=pg.postmaster_pid,
+        memory_cpu_budget=None,  # the schedule alone (the budget has its own test)
+    )  # fmt: skip
+    url = _with_db(pg.app_url, target)
+    stop = threading.Event()
+
+    def churn() -> None:  # a session every 0.3 s, each held 1.5 s: every sweep sees changes
+        sessions: list[tuple[float, psycopg.Connection]] = []
+        while not stop.is_set():
+            sessions.append((time.monotonic(), psycopg.connect(url, application_name="churn")))
+            while sessions and time.monotonic() - sessions[0][0] > 1.5:
+                sessions.pop(0)[1].close()
+            time.sleep(0.3)
+        for _, conn in sessions:
+            conn.close()
+
+    churner = threading.Thread(target=churn, daemon=True)
+    with held(url) as h, CollectorThread(config) as collector:
+        h.idle("many", 100)
+        churner.start()
+        try:
+            _wait_for(
+                lambda: collector.latest().processes.get(("postgres_backends", "many")) == 100,
+                20,
+                "a sweep with the 100 backends",
+            )
+            time.sleep(2.5)  # past the sweeps that read them new
+            first = collector.latest()
+            intervals = []
+            while len(intervals) < 16:  # 4 s
+                time.sleep(0.25)
+                intervals.append(collector.latest().memory_interval)
+            last = collector.latest()
+        finally:
+            stop.set()
+            churner.join(10)
+    processes = last.processes[("postgres", "")]
+    assert processes >= 103  # the 100, the collector's own, the server's own
+    assert max(intervals) <= 2.0 + 0.35  # a sweep may run a little late
+    sweeps = round(last.memory_ts - first.memory_ts)
+    reads = last.memory_reads_total - first.memory_reads_total
+    # every one within 2 s, so about half at each sweep: not all at once, not never
+    assert sweeps >= 3 and 0.35 * processes * sweeps <= reads <= 0.75 * processes * sweeps
+    frame = read_samples(out)
+    many = frame[
+        (frame.metric == "mem_pss_bytes") & (frame.application_name == "many")
+        & (frame.ts >= first.memory_ts)
+    ]  # fmt: skip
+    assert len(many) >= sweeps and (many.value > 0).all()  # a row at every sweep
+
+
 class _Proxy:
     """A TCP relay: the server is then 'elsewhere' as far as the collector can prove."""
 
@@ -459,6 +520,68 @@ def test_untagged_backends_are_attributed_to_the_process_owning_the_socket(
     assert "" not in set(frame.loc[frame.metric == "connections", "application_name"])
 
 
+UNTAGGED_CLIENT = """
+import sys, time, psycopg
+url, n = sys.argv[1], int(sys.argv[2])
+held = []
+for _ in range(n):
+    held.append(psycopg.connect(url, autocommit=True))
+    time.sleep(0.03)  # the connections arrive over several samples
+print("ready", flush=True)
+sys.stdin.read()
+"""
+
+
+def test_untagged_backends_keep_one_owner_from_their_first_sample(
+    pg: Database, target: str, tmp_path: Path
+) -> None:
+    """Processes opening untagged connections at once: each is counted exactly N times, in
+    every sample, under its own name only (never as a bare `untagged` meanwhile)."""
+    n, clients = 4, 3
+    out = tmp_path / "samples.csv"
+    config = CollectorConfig(_with_db(pg.admin_url, target), target, out)
+    env = {k: v for k, v in os.environ.items() if k != "PGAPPNAME"}
+    url = _with_db(pg.app_url, target)
+    with CollectorThread(config) as collector:
+        _wait_for(lambda: collector.latest().samples >= 3, 5, "the first samples")
+        start = time.time()
+        procs = [
+            subprocess.Popen([sys.executable, "-c", UNTAGGED_CLIENT, url, str(n)], env=env,
+                             stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+            for _ in range(clients)
+        ]  # fmt: skip
+        try:
+            for proc in procs:
+                assert proc.stdout.readline().strip() == "ready"
+            ready = time.time()
+            time.sleep(1.0)
+            held_to = time.time()
+            labels = {f"untagged:{psutil.Process(p.pid).name()}:{p.pid}" for p in procs}
+        finally:
+            for proc in procs:
+                proc.stdin.close()
+                proc.wait(10)
+    frame = read_samples(out)
+    samples = {ts: rows for ts, rows in _samples_by_ts(frame).items() if start <= ts <= held_to}
+    totals = dict(
+        frame.loc[frame.metric == "connections_total", ["ts", "value"]].itertuples(index=False)
+    )
+    previous: dict[str, float] = {}
+    for ts, rows in sorted(samples.items()):
+        per_label: dict[str, float] = {}
+        for (name, _, _), count in rows.items():
+            per_label[name] = per_label.get(name, 0) + count
+        assert set(per_label) <= labels, f"sample at {ts}: {per_label}"  # no bare `untagged`
+        assert sum(per_label.values()) == totals[ts]
+        for name, count in per_label.items():
+            # opening only: a count that fell would be a backend moved to another name
+            assert previous.get(name, 0) <= count <= n, f"sample at {ts}: {per_label}"
+        previous = per_label
+        if ts > ready + 0.2:
+            assert per_label == dict.fromkeys(labels, n), f"sample at {ts}: {per_label}"
+    assert sum(1 for ts in samples if ts > ready + 0.2) >= 5
+
+
 # --------------------------------------------------------------------------- app pools
 
 
@@ -514,6 +637,26 @@ def test_app_pools_are_sampled_and_a_failing_endpoint_is_skipped(
     assert not failing.metric.str.startswith("app_pool").any()
     assert (failing.metric == "connections_total").sum() >= 5  # it went on sampling
     assert sum("missing" in r.getMessage() for r in caplog.records) == 1  # said once
+
+
+def test_the_minimal_profile_counts_connections_once_a_second_and_nothing_costly(
+    pg: Database, tmp_path: Path
+) -> None:
+    out = tmp_path / "samples.csv"
+    config = CollectorConfig(
+        pg.admin_url, pg.dbname, out, postmaster_pid=pg.postmaster_pid,
+        app_pids=[os.getpid()], pools_url="http://127.0.0.1:9/debug/pools",
+    ).with_profile("minimal")  # fmt: skip
+    assert (config.connections_hz, config.memory, config.pools_url) == (1.0, False, None)
+    assert config.describe()["pools"] is False
+    with CollectorThread(config):
+        time.sleep(2.6)
+    frame = read_samples(out)
+    assert 2 <= (frame.metric == "connections_total").sum() <= 4  # 1 Hz
+    assert not frame.metric.str.startswith(("mem_", "app_pool")).any()
+    assert {"processes", "cpu_percent", "connections_total"} <= set(frame.metric)
+    with pytest.raises(PoolbenchError, match="unknown collector profile 'tiny'"):
+        config.with_profile("tiny")
 
 
 # --------------------------------------------------------------------------- resilience
@@ -609,27 +752,152 @@ def test_bad_rates_are_rejected(pg: Database, tmp_path: Path) -> None:
         CollectorConfig("postgresql://postgres@127.0.0.1:5432", None, tmp_path / "s.csv")
 
 
-def test_memory_sweeps_back_off_to_their_cpu_budget_while_cpu_keeps_its_rate(
+GROWER = """
+import mmap, sys, tempfile
+held = []
+print("ready", flush=True)
+for line in sys.stdin:
+    how, _, path = line.strip().partition(" ")
+    if how == "anon":  # 8 MiB more resident, private
+        held.append(bytearray(8 * 2**20))
+    else:  # 8 MiB of a file mapped and read: resident, and counted as shared (file pages)
+        f = open(path, "rb") if path else tempfile.TemporaryFile()
+        if not path:
+            f.write(b"x" * 8 * 2**20)
+            f.flush()
+        m = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
+        sum(m[i] for i in range(0, len(m), 4096))
+        held += [f, m]
+    print("grown", flush=True)
+"""
+
+
+@contextlib.contextmanager
+def _growers(n: int) -> Iterator[list[subprocess.Popen]]:
+    """Idle processes that grow by 8 MiB each time they are told to."""
+    procs = [
+        subprocess.Popen([sys.executable, "-c", GROWER], stdin=subprocess.PIPE,
+                         stdout=subprocess.PIPE, text=True)
+        for _ in range(n)
+    ]  # fmt: skip
+    try:
+        for proc in procs:
+            assert proc.stdout.readline().strip() == "ready"
+        _wait_for(lambda: _statm_still([p.pid for p in procs]), 10, "the interpreters to settle")
+        yield procs
+    finally:
+        for proc in procs:
+            proc.kill()
+            proc.wait()
+
+
+def _statm_still(pids: list[int]) -> bool:
+    """No process's memory counters moved in 0.2 s (start-up is over)."""
+    before = [Path(f"/proc/{pid}/statm").read_text() for pid in pids]
+    time.sleep(0.2)
+    return before == [Path(f"/proc/{pid}/statm").read_text() for pid in pids]
+
+
+def _grow(proc: subprocess.Popen, how: str) -> None:
+    proc.stdin.write(f"{how}\n")
+    proc.stdin.flush()
+    assert proc.stdout.readline().strip() == "grown"
+
+
+def test_memory_tracker_rereads_what_may_have_moved_by_its_deadline_spread_over_sweeps(
+    tmp_path: Path,
+) -> None:
+    reader = StatReader()
+    with _growers(5) as procs:
+        pids = [p.pid for p in procs[:4]]  # the fifth joins later
+
+        last: list[MemoryStats] = []
+
+        def sweeps(tracker: MemoryTracker, *times: float) -> list[tuple[int, int]]:
+            """(re-reads, values still waiting) of sweeps at these times."""
+            out = []
+            for now in times:
+                stats = [s for s in map(reader.read, pids) if s is not None]
+                last[:] = [tracker.update({"app": stats}, now)]
+                out.append((last[0].reads, last[0].stale))
+            return out
+
+        tracker = MemoryTracker(refresh_s=2.0, drift=1.0)  # drift: its own test below
+        # new: read at once, and again within 2 s (a new process copies its parent's
+        # pages as it starts), half of them at each sweep
+        assert sweeps(tracker, 100.0, 101.0, 102.0) == [(4, 0), (2, 2), (2, 0)]
+        assert tracker.sum(pids).values()[0] > 0  # (uss, pss, rss) of all four
+        assert sweeps(tracker, 103.0, 110.0) == [(0, 0), (0, 0)]  # nothing moved: no reads
+        uss = tracker.sum(pids[:1]).uss
+        _grow(procs[0], "anon")  # its own pages: only its own figures move, within 2 s
+        assert sweeps(tracker, 111.0, 112.0, 120.0) == [(1, 0), (0, 0), (0, 0)]
+        assert tracker.sum(pids[:1]).uss - uss >= 7 * 2**20
+        rss = tracker.sum(pids[1:2]).rss
+        _grow(procs[1], "file")  # shared pages: the others' PSS may move a little: within
+        assert sweeps(tracker, 121.0, 122.0, 123.0, 124.0) == [(1, 3), (1, 2), (1, 1), (1, 0)]
+        assert tracker.sum(pids[1:2]).rss - rss >= 7 * 2**20  # 10 s, the moved one first
+        pids.append(procs[4].pid)  # one joins: read at once and again, the others by 10 s
+        assert sweeps(tracker, 126.0, 127.0, 128.0, 129.0, 130.0) == [
+            (2, 3), (1, 3), (1, 2), (1, 1), (1, 0),
+        ]  # fmt: skip
+        procs[3].kill()  # one ends: the PSS it held of shared pages is its sharers', by 10 s
+        procs[3].wait()
+        assert sweeps(tracker, 131.0, 132.0, 133.0, 134.0) == [(1, 3), (1, 2), (1, 1), (1, 0)]
+        assert sweeps(tracker, 170.0) == [(4, 0)]  # re-read after 30 s whatever statm says
+
+        # PSS moved between them beyond 1 % of theirs: all re-read within 2 s, not 10 s
+        shared = tmp_path / "shared"
+        shared.write_bytes(b"x" * 8 * 2**20)
+        _grow(procs[0], f"file {shared}")  # 8 MiB of PSS, all its own
+        drifting = MemoryTracker(refresh_s=2.0)
+        sweeps(drifting, 200.0, 201.0, 202.0, 203.0, 210.0)  # the start-up reads
+        _grow(procs[1], f"file {shared}")  # half of those 8 MiB of PSS move to procs[1]
+        assert sweeps(drifting, 211.0, 212.0, 213.0) == [(1, 3), (2, 2), (2, 0)]
+        procs[1].kill()  # ... and back to procs[0] when it ends
+        procs[1].wait()
+        assert sweeps(drifting, 214.0, 215.0) == [(2, 1), (1, 0)]
+
+        # a budget too small for any re-read: new processes are read all the same (they
+        # have no figures), their second reads wait, and the tracker says for how long
+        starved = MemoryTracker(refresh_s=2.0, cpu_budget=1e-9)
+        assert sweeps(starved, 300.0, 301.0, 303.0) == [(3, 0), (0, 3), (0, 3)]
+        assert last[0].refresh_max_s == 3.0 and starved.sum(pids).values()[0] > 0
+    reader.close()
+
+
+def test_memory_rows_keep_the_sweep_rate_while_rereads_wait_for_their_cpu_budget(
     pg: Database, target: str, tmp_path: Path
 ) -> None:
     out = tmp_path / "samples.csv"
-    config = CollectorConfig(_with_db(pg.admin_url, target), target, out, memory_cpu_budget=0.0005)
+    config = CollectorConfig(_with_db(pg.admin_url, target), target, out, memory_cpu_budget=1e-6)
     spin = "import time\nend = time.monotonic() + 30\nwhile time.monotonic() < end: pass"
-    with held(_with_db(pg.app_url, target)) as h, CollectorThread(config) as collector:
+    url = _with_db(pg.app_url, target)
+    with held(url) as h, CollectorThread(config) as collector:
         h.idle("budget", 10)
-        load = subprocess.Popen([sys.executable, "-c", spin])
-        try:
-            collector.set_load_pid(load.pid)
-            time.sleep(3.2)
-            latest = collector.latest()
-        finally:
-            load.kill()
-            load.wait()
+        _wait_for(
+            lambda: ("mem_pss_bytes", "postgres_backends", "budget") in collector.latest().memory,
+            5,
+            "a memory sweep with the 10 backends",
+        )
+        with psycopg.connect(url, application_name="grower", autocommit=True) as grower:
+            grower.execute("CREATE TABLE grown AS SELECT g FROM generate_series(1, 100000) g")
+            load = subprocess.Popen([sys.executable, "-c", spin])
+            try:
+                collector.set_load_pid(load.pid)
+                time.sleep(3.2)
+                latest = collector.latest()
+            finally:
+                load.kill()
+                load.wait()
     frame = read_samples(out)
     mem = frame[(frame.metric == "mem_pss_bytes") & (frame.component == "postgres")]
     cpu = frame[(frame.metric == "cpu_percent") & (frame.component == "postgres")]
-    assert len(mem) == 1  # the first sweep, then every (sweep CPU / 0.05 %) seconds: > 3 s
-    assert len(cpu) >= 3  # still 1 Hz
-    assert latest.memory_interval is not None and latest.memory_interval > 3
+    assert len(cpu) >= 4  # still 1 Hz
+    assert mem.ts.tolist() == cpu.ts.tolist()  # a memory row with every sweep, from the cache
+    assert mem.value.notna().all()
+    # a backend's memory moved; the budget (0.0001 % of a core) allows no re-read: the values
+    # wait, and the collector says for how long (more than its 2 s refresh)
+    assert latest.memory_stale and latest.memory_stale >= 10
+    assert latest.memory_interval is not None and latest.memory_interval > 2.5
     spun = frame[(frame.metric == "cpu_percent") & (frame.component == "load")].value.dropna()
     assert len(spun) >= 1 and spun.max() > 10  # a busy loop, attributed to the load

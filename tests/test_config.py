@@ -79,11 +79,28 @@ def test_bad_configuration_is_one_line_naming_the_key(
 def test_unknown_experiment_and_variant_list_the_valid_names() -> None:
     config = load_config(BENCH)
     with pytest.raises(
-        PoolbenchError, match="valid experiments are seed-claim, soak, stock-postgres"
+        PoolbenchError, match="valid experiments are observer-effect, seed-claim, soak, stock-postgres"
     ):
         select(config, experiments=["nope"])
-    with pytest.raises(PoolbenchError, match="valid variants are after, before"):
+    with pytest.raises(PoolbenchError, match="valid variants are after, after-minimal, before"):
         select(config, variants=["before", "middle"])
+
+
+def test_a_variant_can_run_under_the_minimal_collector() -> None:
+    config = load_config(BENCH)
+    assert config.variants["after"].collector == "default"
+    minimal = config.variants["after-minimal"]
+    assert (minimal.collector, minimal.app_dir, minimal.label) == ("minimal", "apps_after", "after")
+    observer = config.experiments["observer-effect"]
+    assert observer.variants == ("after", "after-minimal") and observer.repeats >= 3
+    assert "observer-effect" not in config.default_experiments
+
+
+def test_an_unknown_collector_profile_is_one_line_naming_the_choices(tmp_path: Path) -> None:
+    text = MINIMAL.replace('app_dir = "apps_before"', 'app_dir = "apps_before"\ncollector = "x"')
+    with pytest.raises(PoolbenchError) as error:
+        load_config(_write(tmp_path, text))
+    assert str(error.value) == "variants.a.collector 'x' is not one of default, minimal"
 
 
 def test_missing_file(tmp_path: Path) -> None:

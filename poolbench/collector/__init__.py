@@ -5,15 +5,19 @@ poolbench-collector``, excluded from every count) and streams rows to ``samples.
 (tidy long form, docs/results.md) through `poolbench.samples.SamplesWriter`: nothing is
 accumulated in memory, rows reach the OS at least once a second.
 
-Use it as ``await run(config, stop)`` inside an event loop, or as ``CollectorThread(config)``
-(``start()`` / ``latest()`` / ``stop()``) from synchronous code: it then runs its own event
-loop in a background thread. ``latest()`` returns the current figures cheaply (no I/O).
+Use it as ``CollectorThread(config)`` (``start()`` / ``latest()`` / ``stop()``): it samples
+in three background threads of its own (the monitoring connection's queries, the process
+sweeps, the app's pools), with blocking calls rather than an event loop, which halves what
+each 10 Hz sample costs. ``await run(config, stop)`` does the same from inside an event
+loop. ``latest()`` returns the current figures cheaply (no I/O).
 
-Modules: `config` (CollectorConfig and its checks), `server` (the SQL and the checks of the
-monitoring connection), `core` (Collector: sampling loops, reconnects, gaps), `sweep` (the
-per-component process sweep), `procfs` (reading /proc), `attribution` (socket owners:
-untagged clients, the postmaster), `pools` (the app's /debug/pools), `latest` (Latest),
-`thread` (run, CollectorThread).
+Modules: `config` (CollectorConfig, its checks and profiles), `server` (the SQL and the
+checks of the monitoring connection), `core` (Collector: its threads, reconnects, gaps),
+`connections` (one connections sample), `churn` (pg_stat_database deltas), `sweep` (the
+per-component process sweep), `memory` (which processes' memory to re-read),
+`procfs` (reading /proc), `attribution` (socket owners: untagged clients, the postmaster),
+`sockets` (the host's TCP sockets and their holders), `pools` (the app's /debug/pools),
+`latest` (Latest), `thread` (run, CollectorThread).
 
 Which connection it monitors from
     The collector needs a superuser or a member of ``pg_read_all_stats`` (``GRANT pg_monitor
@@ -35,11 +39,12 @@ wait_event_type)
     collector's own backend and any other ``poolbench-collector`` backend are excluded.
     Untagged backends (empty ``application_name``) are attributed to the local process
     owning the client socket: ``untagged:<process name>:<pid>``; ``untagged:<address>``
-    for a client on another host; ``untagged`` when the owner cannot be found. The owner
-    lookup (a scan of the host's sockets, ~30 ms of CPU) runs in a worker thread, is cached
-    per client address and port, and runs at most once a second: a sample that meets a new
-    untagged connection waits for it when one is due (its ``ts`` is unchanged), otherwise
-    the connection shows as ``untagged`` until the next lookup (up to ~1 s).
+    for a client on another host; ``untagged`` when the owner cannot be found (a
+    Unix-socket client, a process this host may not look into, a client already gone).
+    A backend is attributed once, by its pid, when a sample first meets it, before that
+    sample is written (its ``ts`` is unchanged; the lookup asks the kernel for that one
+    socket, ~0.1-0.3 ms, in a worker thread), and keeps that name for its life: it is
+    never counted under two names, nor shown as ``untagged`` while its owner is found.
 ``connections_total`` (same samples)
     The sum of the sample's ``connections`` rows.
 ``max_connections``, ``slots_left`` (same samples)
@@ -58,8 +63,9 @@ wait_event_type)
     a statistics reset, is a baseline and writes no row.
 ``mem_uss_bytes``, ``mem_pss_bytes``, ``mem_rss_bytes``, ``processes`` (``memory_hz``,
 default 1 Hz; label component, + application_name for ``postgres_backends``)
-    From ``/proc/<pid>/smaps_rollup``, summed over a component's live processes (zombies
-    are gone). Components: ``app`` (``app_pids`` and all their descendants),
+    From ``/proc/<pid>/smaps_rollup``: at every sweep, the sum over a component's live
+    processes (zombies are gone) of each process's latest figures, re-read when they may
+    have moved (below). Components: ``app`` (``app_pids`` and all their descendants),
     ``postgres_postmaster``, ``postgres_backends`` (client backends of the target
     database, per application_name, labelled as for ``connections``), ``postgres_other``
     (every other server process: checkpointer, walwriter, autovacuum, backends of other
@@ -73,12 +79,16 @@ default 1 Hz; label component, + application_name for ``postgres_backends``)
     Visibility is proved, not assumed: the postmaster is the parent of the backend serving
     the collector's own connection, found by that backend owning the server end of the
     collector's socket; a ``postmaster_pid`` given in the configuration must be that
-    backend's parent. A memory sweep costs ~0.4 ms of CPU per process (the kernel walks
-    each process's page tables), so it runs in a worker thread, and when a sweep would
-    cost more than ``memory_cpu_budget`` (default 0.5 % of one core) at ``memory_hz``, the
-    memory rows are written less often (every ``sweep cost / budget`` seconds);
-    ``processes`` and ``cpu_percent`` keep ``memory_hz``. Set ``memory_cpu_budget=None``
-    to hold ``memory_hz`` whatever it costs.
+    backend's parent. Reading smaps_rollup costs ~0.1-0.4 ms of CPU per PostgreSQL process
+    (the kernel walks its page tables; more for an app with GiBs mapped), so a process is
+    not re-read at every sweep but when its figures may have moved (`memory`): its
+    ``statm`` counters (~1 µs) moved, or a process of its group started or ended, within
+    ``memory_refresh_s`` (2 s); another process of its group mapped shared pages, within
+    10 s (2 s once the PSS so moved may exceed 1 % of the group's); whatever happened,
+    within 30 s. Re-reads are spread over sweeps and stay within ``memory_cpu_budget``
+    (default 1 % of one core; ``None``: no limit): beyond it values wait longer, and the
+    collector reports how long (``memory_refresh_max_s`` in variant.json). ``memory=False``
+    (the ``minimal`` profile) writes no memory rows.
 ``cpu_percent`` (``memory_hz``; label component)
     Percent of one core since the previous sweep, for ``app`` (tree), ``postgres`` (all
     server processes), ``load`` (``load_pid`` and descendants) and ``collector`` (the
@@ -91,12 +101,26 @@ default 1 Hz; label component, + application_name for ``postgres_backends``)
     is not a metric: in a run it shares its process with the runner.
 ``app_pool_size``, ``app_pool_checked_in``, ``app_pool_checked_out``,
 ``app_pool_overflow``, ``app_pool_max_overflow`` (1 Hz, application_name = engine name)
-    From the app's ``/debug/pools`` (``pools_url``), one worker's view. A failing endpoint
-    is skipped (logged once). ``app_pool_max_overflow`` is an addition to docs/results.md.
+    From the app's ``/debug/pools`` (``pools_url``), one worker's view, over a kept-alive
+    connection from a worker thread. A failing endpoint is skipped (logged once).
+    ``app_pool_max_overflow`` is an addition to docs/results.md.
 ``gap`` (label component ``postgres``)
     Written with the first sample after PostgreSQL was unreachable (restarted, network):
     the seconds between the last sample before the outage and the first after it. Written
     at stop, up to the stop, if the collector is still reconnecting then.
+
+Profiles (`CollectorConfig.with_profile`, a variant's ``collector`` in the bench file)
+    ``default``: the rates above. ``minimal``: connections at 1 Hz, no memory reads, no
+    pools polling (processes and CPU stay at ``memory_hz``): the lightest instrument that
+    still counts connections, to measure what the default one costs the system it observes.
+
+What it costs
+    1.1-1.9 % of one core during the load of a `make bench` (its ``cpu_percent`` row; 1.1 %
+    at ~40 PostgreSQL processes, 1.9 % at ~120): the 10 Hz connections sample (~0.35 ms of
+    CPU each, ~0.35 % of a core), the memory re-reads (~0.15-0.25 ms per PostgreSQL process
+    re-read; ~20-30 a second at 120 processes under load, ~0.5-0.7 %; none while nothing
+    moves) and the 1 Hz process sweep (~1.3 ms at 120 processes). variant.json records the
+    reads and their CPU (`Latest.footprint`).
 """
 
 from poolbench.collector.config import (

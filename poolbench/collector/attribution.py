@@ -1,27 +1,29 @@
 """Which local process is at the other end of a connection: socket-owner lookups.
 
 Two questions are answered from the host's socket tables: which process owns the client
-end of an untagged backend's connection (`UntaggedResolver`, for its label), and whether
+end of an untagged backend's connection (`BackendOwners`, for its label), and whether
 the backend serving the collector is a local process owning the server end of the
 collector's own socket (`PostmasterFinder`: then its parent, the postmaster, is visible).
 """
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import os
 import socket
-import time
-from concurrent.futures import Executor
+from collections.abc import Iterable
 from typing import Any
 
 import psutil
 import psycopg
 
-from poolbench.collector.procfs import alive
+from poolbench.collector.procfs import HAS_PROC, alive
+from poolbench.collector.sockets import End, SocketTable, holders, holders_psutil
 
 UNTAGGED = "untagged"
+MAX_OWNERS = 64  # processes that owned client sockets lately: looked at first
+
+Backend = tuple[int, str]  # (backend pid, client "address port")
 
 
 def _local_addresses() -> set[str]:
@@ -34,91 +36,101 @@ def _local_addresses() -> set[str]:
     return addresses
 
 
-class UntaggedResolver:
-    """client address + port of an untagged backend -> label of the local process owning it."""
+class BackendOwners:
+    """Backend pid -> the label of its client process, looked up once, kept for its life.
 
-    MAX_ENTRIES = 4096
-    MAX_ATTEMPTS = 3
+    An untagged backend (empty application_name) is labelled ``untagged:<process>:<pid>``
+    after the local process owning the client end of its socket, ``untagged:<address>``
+    for a client on another host, ``untagged`` when no owner can be found (a Unix-socket
+    client, a process this host may not look into, a client already gone). The label is
+    fixed when the backend is first met and dropped when the backend ends (`retire`), so a
+    backend is never counted under two names. `lookup` runs in a worker thread.
+    """
 
     def __init__(self) -> None:
-        self.labels: dict[str, str] = {}
-        self.pending: set[str] = set()
-        self._attempts: dict[str, int] = {}
+        self._labels: dict[int, tuple[str, str]] = {}  # backend pid -> (client, label)
+        self._owners: dict[int, None] = {}  # recent owner pids, most recent last
         self._local: set[str] | None = None
-        self._running = False
-        self._last = 0.0
+        self._sockets = SocketTable()
+        self.server: End | None = None  # the server's end of the collector's own connection
 
-    def label(self, key: str) -> str:
-        found = self.labels.get(key)
-        if found is not None:
-            return found
-        self.pending.add(key)
-        return UNTAGGED
+    def close(self) -> None:
+        self._sockets.close()
 
-    def due(self, now: float) -> bool:
-        return bool(self.pending) and not self._running and now - self._last >= 1.0
+    def label(self, pid: int, client: str) -> str | None:
+        """The backend's label; None when it was never looked up (or its pid was reused)."""
+        known = self._labels.get(pid)
+        return known[1] if known is not None and known[0] == client else None
 
-    def resolve(self, keys: set[str]) -> dict[str, str]:
-        """Runs in a worker thread: one scan of the host's sockets for every pending key."""
+    def unknown(self, backends: Iterable[Backend]) -> list[Backend]:
+        return [(pid, client) for pid, client in backends if self.label(pid, client) is None]
+
+    def retire(self, present: set[int]) -> None:
+        """Forget the backends that ended (those not in `present`)."""
+        for pid in [p for p in self._labels if p not in present]:
+            del self._labels[pid]
+
+    def lookup(self, backends: list[Backend]) -> dict[int, str]:
+        """Label and remember each backend (worker thread; one pass over the socket tables)."""
         if self._local is None:
             self._local = _local_addresses()
-        found: dict[str, str] = {}
-        wanted: dict[tuple[str, int], str] = {}
-        for key in keys:
-            address, _, port = key.rpartition(" ")
+        found: dict[int, str] = {}
+        wanted: dict[tuple[str, int], list[int]] = {}
+        for pid, client in backends:
+            address, _, port = client.rpartition(" ")
             if not address or port in ("", "-1"):
-                found[key] = UNTAGGED  # a Unix-socket client: no address to look up
+                found[pid] = UNTAGGED  # a Unix-socket client: no address to look up
             elif address not in self._local:
-                found[key] = f"{UNTAGGED}:{address}"
+                found[pid] = f"{UNTAGGED}:{address}"
             else:
-                wanted[(address, int(port))] = key
-        if wanted:
-            try:
-                sockets = psutil.net_connections(kind="inet")
-            except (psutil.Error, OSError):
-                sockets = []
-            for conn in sockets:
-                if not conn.laddr or conn.pid is None:
-                    continue
-                key = wanted.get((conn.laddr.ip, conn.laddr.port))
-                if key is None:
-                    continue
-                try:
-                    name = psutil.Process(conn.pid).name()
-                except psutil.Error:
-                    continue
-                found[key] = f"{UNTAGGED}:{name}:{conn.pid}"
+                wanted.setdefault((address, int(port)), []).append(pid)
+        for end, owner in self._owners_of(set(wanted)).items():
+            self._remember(owner)
+            for pid in wanted.pop(end):
+                found[pid] = owner[1]
+        for pids in wanted.values():  # not found: gone, or not ours to see
+            for pid in pids:
+                found[pid] = UNTAGGED
+        clients = dict(backends)
+        for pid, label in found.items():
+            self._labels[pid] = (clients[pid], label)
         return found
 
-    def apply(self, keys: set[str], found: dict[str, str]) -> None:
-        if len(self.labels) > self.MAX_ENTRIES:
-            self.labels.clear()
-            self._attempts.clear()
-        self.labels.update(found)
-        for key in keys - found.keys():
-            attempts = self._attempts.get(key, 0) + 1
-            if attempts >= self.MAX_ATTEMPTS:
-                self.labels[key] = UNTAGGED  # its owner is gone or not visible: stop looking
-                self._attempts.pop(key, None)
-            else:
-                self._attempts[key] = attempts
-        self.pending -= keys
+    def _remember(self, owner: tuple[int, str]) -> None:
+        self._owners.pop(owner[0], None)
+        self._owners[owner[0]] = None
+        while len(self._owners) > MAX_OWNERS:
+            del self._owners[next(iter(self._owners))]
 
-    async def resolve_pending(self, executor: Executor | None) -> None:
-        """Look every pending key up in one scan, in a worker thread (it costs ~30 ms of CPU)."""
-        keys = set(self.pending)
-        self._running = True
+    def _owners_of(self, ends: set[End]) -> dict[End, tuple[int, str]]:
+        """(address, port) of a local socket -> (pid, label) of the process holding it."""
+        if not ends:
+            return {}
+        if HAS_PROC:
+            inodes = self._sockets.inodes(ends, [self.server] if self.server else [])
+            found = holders(inodes, self._candidates()) if inodes else {}
+        else:
+            found = holders_psutil(ends)
+        out: dict[End, tuple[int, str]] = {}
+        for end, pid in found.items():
+            with contextlib.suppress(psutil.Error):
+                out[end] = (pid, f"{UNTAGGED}:{psutil.Process(pid).name()}:{pid}")
+        return out
+
+    def _candidates(self) -> Iterable[int]:
+        """Recent owners first (a worker opening one more connection), then every process,
+        newest first (apps under test are usually recent)."""
+        recent = list(reversed(self._owners))
+        yield from recent
         try:
-            found = await asyncio.get_running_loop().run_in_executor(executor, self.resolve, keys)
-            self.apply(keys, found)
-        except RuntimeError:  # the executor shut down at stop
-            pass
-        finally:
-            self._running = False
-            self._last = time.monotonic()
+            others = [int(d) for d in os.listdir("/proc") if d.isdigit()]
+        except OSError:
+            return
+        done = set(recent)
+        yield from sorted((p for p in others if p not in done), reverse=True)
 
 
-def socket_ends(conn: psycopg.AsyncConnection) -> tuple[Any, Any]:
+def socket_ends(conn: psycopg.Connection) -> tuple[Any, Any]:
     """(our address, the server's address) of the monitoring connection's socket."""
     try:
         fd = conn.pgconn.socket

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import psycopg
 from psycopg import conninfo
@@ -33,7 +35,9 @@ class CollectorConfig:
     load_pid: int | None = None  # the load generator (its descendants are added)
     postmaster_pid: int | None = None  # a hint, checked; discovered when None
     pools_url: str | None = None  # the app's /debug/pools
-    memory_cpu_budget: float | None = 0.005  # fraction of one core for memory sweeps
+    memory: bool = True  # PSS/USS/RSS rows; False: processes and cpu_percent only
+    memory_refresh_s: float = 2.0  # a process's memory that may have moved is re-read by then
+    memory_cpu_budget: float | None = 0.01  # fraction of one core for memory (smaps) reads
     monitor_dbname: str | None = "postgres"  # where the collector connects; None = admin_url's
     connect_timeout: float = 5.0
     reconnect_interval: float = 0.5
@@ -61,3 +65,33 @@ class CollectorConfig:
             )
         if self.memory_cpu_budget is not None and not 0 < self.memory_cpu_budget <= 1:
             raise PoolbenchError("memory_cpu_budget is a fraction of one core: 0 < budget <= 1")
+        if not self.memory_refresh_s > 0:
+            raise PoolbenchError(f"memory_refresh_s must be positive, not {self.memory_refresh_s}")
+
+    def with_profile(self, profile: str) -> CollectorConfig:
+        """This configuration under a named profile (`PROFILES`)."""
+        if profile not in PROFILES:
+            raise PoolbenchError(
+                f"unknown collector profile {profile!r}: choose one of {', '.join(PROFILES)}"
+            )
+        return dataclasses.replace(self, **PROFILES[profile])
+
+    def describe(self) -> dict[str, Any]:
+        """The rates and switches that shape what is sampled (for variant.json)."""
+        return {
+            "connections_hz": self.connections_hz,
+            "memory_hz": self.memory_hz,
+            "memory": self.memory,
+            "memory_refresh_s": self.memory_refresh_s,
+            "memory_cpu_budget": self.memory_cpu_budget,
+            "pools": self.pools_url is not None,
+        }
+
+
+# What a profile changes. "minimal" is the lightest instrument that still counts
+# connections: 1 Hz, no memory reads, no pools polling (process counts and CPU stay, at
+# memory_hz), to measure what the default collector costs the system it observes.
+PROFILES: dict[str, dict[str, Any]] = {
+    "default": {},
+    "minimal": {"connections_hz": 1.0, "memory": False, "pools_url": None},
+}

@@ -35,8 +35,27 @@ class Latest:
     sample_ms: float | None = None  # wall time of the newest connection sample
     sweep_ms: float | None = None  # wall time of the newest process sweep
     memory_sweep_ms: float | None = None  # wall time of the memory part of the newest sweep
-    memory_interval: float | None = None  # seconds between memory sweeps (after the budget)
+    # the longest, in the newest sweep, that a process's memory due within memory_refresh_s
+    # went unread (at most memory_refresh_s while within the CPU budget)
+    memory_interval: float | None = None
+    memory_reads: int | None = None  # smaps_rollup reads in the newest sweep
+    memory_stale: int | None = None  # processes waiting for a re-read after it
+    memory_reads_total: int = 0  # since start
+    memory_cpu_s_total: float = 0.0  # CPU seconds spent on smaps_rollup reads since start
+    memory_refresh_max_s: float | None = None  # the largest memory_interval since start
     rows_written: int = 0
+
+    def footprint(self) -> dict[str, Any]:
+        """What the collector did and what its memory reads cost, since start (variant.json)."""
+        return {
+            "samples": self.samples,
+            "missed_samples": self.missed_samples,
+            "memory_reads": self.memory_reads_total,
+            "memory_cpu_s": round(self.memory_cpu_s_total, 4),
+            "memory_refresh_max_s": (
+                None if self.memory_refresh_max_s is None else round(self.memory_refresh_max_s, 3)
+            ),
+        }
 
     def get(self, key: str, default: Any = None) -> Any:
         value = getattr(self, key, None)

@@ -17,6 +17,8 @@ from poolbench.collector.config import APPLICATION_NAME, CollectorConfig
 from poolbench.errors import PoolbenchError
 from poolbench.redact import mask_url
 
+QUERY_TIMEOUT_S = 10.0  # a monitoring query that takes longer is abandoned (connection lost)
+
 _SETUP_SQL = """
 SELECT current_user, r.rolsuper, pg_has_role(current_user, 'pg_read_all_stats', 'USAGE'),
        current_setting('server_version_num')::int,
@@ -34,10 +36,10 @@ SELECT coalesce(application_name, ''), coalesce(state, ''),
        count(*) FILTER (WHERE counted)::int,
        count(*)::int,
        CASE WHEN coalesce(application_name, '') = '' THEN
-         array_agg(coalesce(host(client_addr), '') || ' ' || coalesce(client_port, -1))
+         array_agg(pid || ' ' || coalesce(host(client_addr), '') || ' ' || coalesce(client_port, -1))
            FILTER (WHERE counted)
        END
-FROM (SELECT application_name, state, wait_event_type, client_addr, client_port,
+FROM (SELECT pid, application_name, state, wait_event_type, client_addr, client_port,
              datname = %(db)s AND pid <> pg_backend_pid()
              AND application_name IS DISTINCT FROM %(me)s AS counted
       FROM pg_stat_activity WHERE backend_type = 'client backend') a
@@ -88,20 +90,27 @@ def candidate_conninfos(config: CollectorConfig) -> list[str]:
     return list(dict.fromkeys(out))
 
 
-async def connect(info: str, timeout: float) -> psycopg.AsyncConnection:
-    return await psycopg.AsyncConnection.connect(
+def connect(info: str, timeout: float) -> psycopg.Connection:
+    """The monitoring connection: blocking calls, each ended after QUERY_TIMEOUT_S by the
+    server (statement_timeout, set by `check_server`) or by the kernel (a dead network)."""
+    return psycopg.connect(
         info,
         autocommit=True,
         connect_timeout=max(1, math.ceil(timeout)),
         application_name=APPLICATION_NAME,
+        keepalives=1,
+        keepalives_idle=5,
+        keepalives_interval=2,
+        keepalives_count=3,
+        tcp_user_timeout=int(QUERY_TIMEOUT_S * 1000),
     )
 
 
-async def check_server(conn: psycopg.AsyncConnection, config: CollectorConfig) -> Server:
+def check_server(conn: psycopg.Connection, config: CollectorConfig) -> Server:
     """The server's limits and our backend; PoolbenchError when the role or database won't do."""
     where = mask_url(config.admin_url)
-    cur = await conn.execute(_SETUP_SQL, {"db": config.dbname})
-    got = await cur.fetchone()
+    conn.execute(f"SET statement_timeout = {int(QUERY_TIMEOUT_S * 1000)}")
+    got = conn.execute(_SETUP_SQL, {"db": config.dbname}).fetchone()
     if got is None:
         raise PoolbenchError(f"cannot read the role of the connection to {where}")
     user, is_super, read_stats, vnum, maxc, su_res, res, pid, current_db, db_ok = got

@@ -1,8 +1,9 @@
 """The process sweep: CPU, process counts and memory of each component, in a worker thread.
 
 A sweep reads /proc for every process of the app, the load generator, PostgreSQL and the
-collector itself; that is blocking work of up to tens of milliseconds, so the event loop
-only plans it (`Plan`) and a worker thread runs it (`ProcessSweeper.sweep`).
+collector itself; that is blocking work of up to milliseconds, so the event loop only plans
+it (`Plan`) and a worker thread runs it (`ProcessSweeper.sweep`). Memory figures come from
+a `MemoryTracker`, which re-reads a process's smaps_rollup only when it may have changed.
 """
 
 from __future__ import annotations
@@ -13,11 +14,15 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from poolbench.collector.config import PidSource
-from poolbench.collector.procfs import CpuMeter, MemorySum, Stat, StatReader, thread_cpu, tree
+from poolbench.collector.memory import MemoryStats, MemorySum, MemoryTracker
+from poolbench.collector.procfs import CpuMeter, Stat, StatReader, thread_cpu, tree
 from poolbench.errors import first_line
 from poolbench.samples import Row, row
 
 MEMORY_METRICS = ("mem_uss_bytes", "mem_pss_bytes", "mem_rss_bytes")
+# A function giving the app's pids may be costly (psutil walks every process of the host to
+# find children): it is asked again only when one of its pids dies, or after this long.
+APP_PIDS_REFRESH_S = 30.0
 
 
 @dataclass
@@ -43,9 +48,11 @@ class SweepResult:
     processes: dict[tuple[str, str], float | None] = field(default_factory=dict)
     cpu: dict[str, float | None] = field(default_factory=dict)
     postgres_visible: bool | None = None
-    memory_cpu_s: float = 0.0  # what the memory part cost: the budget is spent on it
-    memory_wall_s: float = 0.0
+    memory_stats: MemoryStats | None = None  # what the memory part did and cost
     wall_ms: float = 0.0
+    # for the memory part: processes that share memory (per group), and each component's
+    groups: dict[str, list[Stat]] = field(default_factory=dict)
+    parts: list[tuple[str, str, list[Stat]]] = field(default_factory=list)  # (comp, app, …)
 
     def emit_memory(self, component: str, mem: MemorySum | None, app: str = "") -> None:
         values = (None, None, None) if mem is None else mem.values()
@@ -61,17 +68,6 @@ class SweepResult:
         self.rows.append(row(self.ts, "cpu_percent", value, component=component))
         self.cpu[component] = value
 
-    def measure(self, stats: Iterable[Stat]) -> MemorySum:
-        """The memory of the live processes among `stats`, timed: the budget is CPU time."""
-        c0, w0 = time.thread_time(), time.perf_counter()
-        mem = MemorySum()
-        for s in stats:
-            if not s.zombie:
-                mem.add(s.pid)
-        self.memory_cpu_s += time.thread_time() - c0
-        self.memory_wall_s += time.perf_counter() - w0
-        return mem
-
 
 def _cpu_seconds(stats: Iterable[Stat]) -> float:
     """A tree's CPU time: its live processes' own, plus their reaped children's."""
@@ -79,13 +75,20 @@ def _cpu_seconds(stats: Iterable[Stat]) -> float:
 
 
 class ProcessSweeper:
-    """Sweeps one at a time (the stat descriptors and CPU baselines are not shared)."""
+    """Sweeps one at a time (the stat descriptors, CPU baselines and memory are not shared)."""
 
-    def __init__(self, tids: set[int], warn_once: Callable[[str, str], None]) -> None:
+    def __init__(
+        self,
+        tids: set[int],
+        warn_once: Callable[[str, str], None],
+        memory: MemoryTracker | None = None,
+    ) -> None:
         self._tids = tids  # the collector's threads, for its own CPU
         self._warn_once = warn_once
         self._cpu = CpuMeter()
         self._stats = StatReader()
+        self._memory = memory  # None: no memory figures at all
+        self._app_pids: tuple[list[int], float] | None = None  # last answer, and when
 
     def forget_postgres(self) -> None:
         """After a reconnection the server may be another one: no CPU delta across it."""
@@ -93,22 +96,43 @@ class ProcessSweeper:
 
     def close(self) -> None:
         self._stats.close()
+        if self._memory is not None:
+            self._memory.close()
 
     def sweep(self, plan: Plan) -> SweepResult:
-        """Runs in a worker thread: CPU and process counts always, memory when due."""
+        """Runs in a worker thread: CPU and process counts, and memory when planned."""
         t0 = time.perf_counter()
         out = SweepResult(ts=plan.ts)
         now = time.monotonic()
         if plan.app_pids is not None:
-            self._sweep_app(plan.app_pids, plan.memory, out, now)
+            app = self._sweep_app(plan.app_pids, out, now)
+            if app:
+                out.groups["app"] = app
+                out.parts.append(("app", "", app))
         if plan.load_pid:
             self._sweep_load(plan.load_pid, out, now)
         out.postgres_visible = self._sweep_postgres(plan, out, now)
         collector_cpu = self._cpu.percent("collector", "self", thread_cpu(self._tids), now)
         out.emit_cpu("collector", collector_cpu)
         self._stats.end_sweep()
+        if plan.memory and self._memory is not None:
+            out.memory_stats = self._memory.update(out.groups, now)
+            self._emit_memory(out)
         out.wall_ms = (time.perf_counter() - t0) * 1000.0
         return out
+
+    def _emit_memory(self, out: SweepResult) -> None:
+        """Each component's sum of its processes' latest figures; PostgreSQL's whole too."""
+        assert self._memory is not None
+        whole: MemorySum | None = None
+        for component, app, members in out.parts:
+            mem = self._memory.sum(s.pid for s in members)
+            out.emit_memory(component, mem, app)
+            if component.startswith("postgres_"):
+                whole = whole or MemorySum()
+                whole.merge(mem)
+        if whole is not None:
+            out.emit_memory("postgres", whole)
 
     def _tree_stats(self, roots: Iterable[int], depth: int | None = None) -> tuple[list[Stat], Any]:
         """The tree's processes, and its identity: its roots' (pid, start time)."""
@@ -117,24 +141,34 @@ class ProcessSweeper:
         identity = frozenset((s.pid, s.start) for s in stats if s.ppid not in members)
         return stats, identity
 
-    def _sweep_app(self, app_pids: PidSource, memory: bool, out: SweepResult, now: float) -> None:
-        stats, identity = self._tree_stats(self._app_roots(app_pids))
+    def _sweep_app(self, app_pids: PidSource, out: SweepResult, now: float) -> list[Stat]:
+        """The app's tree: CPU and process count; its live processes for memory."""
+        stats, identity = self._tree_stats(self._app_roots(app_pids, now))
         live = [s for s in stats if not s.zombie]
         out.emit_processes("app", len(live))
         if not live:
             self._cpu.forget("app")
-            return
+            return []
         out.emit_cpu("app", self._cpu.percent("app", identity, _cpu_seconds(stats), now))
-        if memory:
-            out.emit_memory("app", out.measure(live))
+        return live
 
-    def _app_roots(self, source: PidSource) -> list[int]:
+    def _app_roots(self, source: PidSource, now: float) -> list[int]:
+        """The app's pids (its tree is walked from them): a function is asked again only
+        when one of the pids it gave has died, or every APP_PIDS_REFRESH_S."""
+        cached = self._app_pids
+        fresh = cached is not None and now - cached[1] < APP_PIDS_REFRESH_S
+        if callable(source) and cached is not None and fresh and self._all_alive(cached[0]):
+            return cached[0]
         try:
-            pids = source() if callable(source) else source
-            return [int(p) for p in pids]
+            pids = [int(p) for p in (source() if callable(source) else source)]
         except Exception as exc:  # the caller's function: never let it stop sampling
             self._warn_once("app_pids", f"app_pids failed ({first_line(exc)}); app not sampled")
             return []
+        self._app_pids = (pids, now) if pids else None
+        return pids
+
+    def _all_alive(self, pids: list[int]) -> bool:
+        return all((s := self._stats.read(pid)) is not None and not s.zombie for pid in pids)
 
     def _sweep_load(self, load_pid: int, out: SweepResult, now: float) -> None:
         """The load generator: CPU only."""
@@ -159,7 +193,7 @@ class ProcessSweeper:
         stats, identity = self._tree_stats([postmaster], depth=1)
         if not (stats and stats[0].pid == postmaster and not stats[0].zombie):
             return False
-        groups: dict[tuple[str, str], list[Stat]] = {}
+        by_part: dict[tuple[str, str], list[Stat]] = {}
         for s in stats:
             if s.zombie:
                 continue
@@ -169,19 +203,14 @@ class ProcessSweeper:
                 key = ("postgres_backends", plan.backends[s.pid])
             else:
                 key = ("postgres_other", "")
-            groups.setdefault(key, []).append(s)
-        groups.setdefault(("postgres_other", ""), [])
-        out.emit_processes("postgres", sum(len(g) for g in groups.values()))
-        for (component, app), members in sorted(groups.items()):
+            by_part.setdefault(key, []).append(s)
+        by_part.setdefault(("postgres_other", ""), [])
+        out.emit_processes("postgres", sum(len(g) for g in by_part.values()))
+        for (component, app), members in sorted(by_part.items()):
             out.emit_processes(component, len(members), app)
+            out.parts.append((component, app, members))
         out.emit_cpu("postgres", self._cpu.percent("postgres", identity, _cpu_seconds(stats), now))
-        if plan.memory:
-            whole = MemorySum()
-            for (component, app), members in sorted(groups.items()):
-                mem = out.measure(members)
-                whole.merge(mem)
-                out.emit_memory(component, mem, app)
-            out.emit_memory("postgres", whole)
+        out.groups["postgres"] = [s for members in by_part.values() for s in members]
         return True
 
     def _postgres_unavailable(self, plan: Plan, out: SweepResult) -> None:

@@ -115,7 +115,7 @@ class UiSession:
 
     def _serve(self, entry: dict, db: Database, app: RunningVariant, ref: VariantRef) -> None:
         collector_config = stack.collector_config(db, app, self.variant, ref.dir)
-        entry["collector"] = stack.collector_entry(collector_config)
+        entry["collector"] = stack.collector_entry(collector_config, self.variant)
         collector = CollectorThread(collector_config).start()
         feed_dir = Path(tempfile.mkdtemp(prefix="poolbench-ui-"))
         feed = FeedWriter(feed_dir / "feed.jsonl", self._feed_header(entry), collector.latest)
