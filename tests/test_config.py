@@ -79,7 +79,8 @@ def test_bad_configuration_is_one_line_naming_the_key(
 def test_unknown_experiment_and_variant_list_the_valid_names() -> None:
     config = load_config(BENCH)
     with pytest.raises(
-        PoolbenchError, match="valid experiments are observer-effect, seed-claim, soak, stock-postgres"
+        PoolbenchError,
+        match="valid experiments are observer-effect, seed-claim, soak, stock-postgres",
     ):
         select(config, experiments=["nope"])
     with pytest.raises(PoolbenchError, match="valid variants are after, after-minimal, before"):
