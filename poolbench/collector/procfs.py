@@ -37,7 +37,7 @@ class Stat:
 def _parse_stat(pid: int, data: bytes) -> Stat | None:
     if not data:
         return None
-    fields = data[data.rindex(b")") + 2 :].split()
+    fields = data[data.rindex(b")") + 2 :].split(None, 20)  # up to the start time
     return Stat(
         pid=pid,
         ppid=int(fields[1]),
