@@ -52,6 +52,7 @@ class VariantFigures(Json):
     census: Census | None
     exact: ExactFigures
     collector_gap_s: float
+    collector: dict[str, Any] = field(default_factory=dict)  # variant.json's collector entry
     events: list[dict[str, Any]] = field(default_factory=list)
 
 
@@ -158,6 +159,7 @@ def analyse_variant(result: VariantResult) -> VariantRun:
         census=_census(result.census),
         exact=exact_figures(result, series, windows, churn.churn_window),
         collector_gap_s=series.gap_seconds,
+        collector=result.meta.get("collector") or {},
         events=_lifecycle(result.events, windows),
     )
     return VariantRun(result, series, figures)

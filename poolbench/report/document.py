@@ -33,6 +33,7 @@ from poolbench.report.sections import (
     environment_section,
     events_section,
     exact_section,
+    instrument_section,
     leak_section,
     little_section,
     model_section,
@@ -177,6 +178,7 @@ def experiment_section(
         blocks += claims_section(experiment.claims)
     blocks += events_section(experiment)
     blocks += little_section(experiment)
+    blocks += instrument_section(experiment)
     blocks += sizing_section(experiment)
     mine = [c for c in charts if c.experiment == experiment.name]
     if mine:

@@ -173,6 +173,38 @@ def details_section(experiment: ExperimentSummary) -> list[Any]:
     return blocks
 
 
+def instrument_section(experiment: ExperimentSummary) -> list[Any]:
+    """What the measuring cost: the collector's CPU beside the app's, its rates and refresh."""
+    rows = []
+    for v in experiment.variants:
+        f, c = v.first, v.first.collector
+        samples, missed = c.get("samples"), c.get("missed_samples")
+        rows.append([
+            v.name, str(c.get("profile") or "default"),
+            fmt.percent_of_core(f.cpu.full_load.get("collector")),
+            fmt.percent_of_core(f.cpu.full_load.get("app")),
+            f"{fmt.number(c.get('connections_hz'))} Hz" + (f" ({fmt.count(missed)} of {fmt.count(samples)} missed)" if samples else ""),
+            fmt.seconds(c.get("memory_refresh_max_s")) if c.get("memory", True) else "off",
+        ])  # fmt: skip
+    if not rows:
+        return []
+    return [
+        Heading(3, f"The instrument — {experiment.name}"),
+        Table(
+            [
+                "variant",
+                "collector",
+                "collector CPU (full load)",
+                "app CPU (full load)",
+                "connections sampled",
+                "memory refreshed within",
+            ],
+            rows,
+            "llrrrr",
+        ),
+    ]
+
+
 def little_section(experiment: ExperimentSummary) -> list[Any]:
     rows = []
     for v in experiment.variants:
