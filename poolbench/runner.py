@@ -16,7 +16,6 @@ the worst of its variants' (`run_outcome`).
 from __future__ import annotations
 
 import contextlib
-import math
 import shlex
 import time
 from pathlib import Path
@@ -299,15 +298,7 @@ class Runner:
             time.sleep(min(0.5, max(0.0, end - time.monotonic())))
 
     def _show_live(self, ref: VariantRef, collector, load: dict[str, float], dog) -> None:
-        latest = collector.latest()
-        self.events.live.fire(
-            ref=ref,
-            users=load.get("users"),
-            rps=load.get("rps"),
-            failures=load.get("failures"),
-            connections=latest.get("total", math.nan),
-            peak=latest.get("peak", math.nan),
-        )
+        stack.fire_live(self.events, ref, collector, load)
         dog.check()
 
 

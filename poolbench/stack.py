@@ -9,6 +9,7 @@ both use, so a live session's results folder is laid out exactly like a run's.
 from __future__ import annotations
 
 import contextlib
+import math
 from collections.abc import Iterator
 from dataclasses import asdict, replace
 from pathlib import Path
@@ -175,3 +176,17 @@ def collector_entry(config: CollectorConfig, variant: Variant) -> dict[str, Any]
     """How the collector sampled, as variant.json records it (what it did is added at stop:
     `Latest.footprint`)."""
     return {"profile": variant.collector, **config.describe()}
+
+
+def fire_live(events, ref, collector, load: dict[str, Any]) -> None:
+    """The live figures of a variant — the load's (users, rps, failures) and what the
+    collector holds now — on the run's event hub (the display and the UI listen)."""
+    latest = collector.latest()
+    events.live.fire(
+        ref=ref,
+        users=load.get("users"),
+        rps=load.get("rps"),
+        failures=load.get("failures"),
+        connections=latest.get("total", math.nan),
+        peak=latest.get("peak", math.nan),
+    )

@@ -19,7 +19,6 @@ stopping must finish, or processes would be left behind.
 from __future__ import annotations
 
 import contextlib
-import math
 import shlex
 import shutil
 import signal
@@ -219,15 +218,7 @@ class UiSession:
                         raise PoolbenchError(f"Locust {process.ended(code)} unexpectedly")
                     status = self._status(client)
                     self._follow_tests(status.get("tests") or [], ref)
-                    latest = collector.latest()
-                    self.events.live.fire(
-                        ref=ref,
-                        users=status.get("users"),
-                        rps=status.get("rps"),
-                        failures=status.get("failures"),
-                        connections=latest.get("total", math.nan),
-                        peak=latest.get("peak", math.nan),
-                    )
+                    stack.fire_live(self.events, ref, collector, status)
                     time.sleep(TICK_S)
             except KeyboardInterrupt:
                 _ignore_signals()  # the person quit: stop everything, uninterrupted
