@@ -160,15 +160,37 @@ def report_run(
     return gate_exit(analysis.summary.thresholds, strict)
 
 
-def _plug(subparsers: argparse._SubParsersAction, name: str, module: str, help_text: str) -> None:
-    """Register a subcommand whose module offers add_arguments(parser) and run(args)."""
-    mod = importlib.import_module(module)
+PLUGGED = {
+    "report": ("poolbench.report", "write summary.json, report.md/.html and charts for a run"),
+    "compare": ("poolbench.comparison", "compare runs: the same table across results folders"),
+    "size": ("poolbench.size", "measure the pool size a variant needs: a sweep of sizes"),
+    "watch": ("poolbench.watch", "sample a PostgreSQL (and app pids) live, without load"),
+    "lint": ("poolbench.lint", "list every SQLAlchemy engine a codebase creates"),
+    "ui": ("poolbench.ui", "serve one variant under Locust's web UI, with a live Database tab"),
+    "clean": ("poolbench.clean", "stop and remove what runs killed hard left behind"),
+}
+
+
+def _plug(subparsers: argparse._SubParsersAction, name: str, wanted: str | None) -> None:
+    """Register a subcommand whose module offers add_arguments(parser) and run(args).
+
+    Only the command being run has its module imported (report and compare pull in pandas,
+    scipy and matplotlib, ~2 s): the others are listed by name and help alone.
+    """
+    module, help_text = PLUGGED[name]
     parser = subparsers.add_parser(name, help=help_text, description=help_text)
-    mod.add_arguments(parser)
-    parser.set_defaults(func=mod.run)
+    if name == wanted:
+        mod = importlib.import_module(module)
+        mod.add_arguments(parser)
+        parser.set_defaults(func=_cmd_report if name == "report" else mod.run)
 
 
-def build_parser() -> argparse.ArgumentParser:
+def _wanted(argv: list[str]) -> str | None:
+    """The subcommand named on the command line: the first word that is not an option."""
+    return next((arg for arg in argv if not arg.startswith("-")), None)
+
+
+def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="poolbench",
         description="Compare app architectures against a real PostgreSQL under Locust load.",
@@ -179,29 +201,9 @@ def build_parser() -> argparse.ArgumentParser:
                          description="Run experiments and record them under results/.")  # fmt: skip
     _add_run_arguments(run)
     run.set_defaults(func=_cmd_run)
-    _plug(
-        sub,
-        "report",
-        "poolbench.report",
-        "write summary.json, report.md/.html and charts for a run",
-    )
-    _plug(
-        sub,
-        "compare",
-        "poolbench.comparison",
-        "compare runs: the same table across results folders",
-    )
-    _plug(sub, "size", "poolbench.size", "measure the pool size a variant needs: a sweep of sizes")
-    _plug(sub, "watch", "poolbench.watch", "sample a PostgreSQL (and app pids) live, without load")
-    sub.choices["report"].set_defaults(func=_cmd_report)
-    _plug(sub, "lint", "poolbench.lint", "list every SQLAlchemy engine a codebase creates")
-    _plug(
-        sub,
-        "ui",
-        "poolbench.ui",
-        "serve one variant under Locust's web UI, with a live Database tab",
-    )
-    _plug(sub, "clean", "poolbench.clean", "stop and remove what runs killed hard left behind")
+    wanted = _wanted(sys.argv[1:] if argv is None else argv)
+    for name in PLUGGED:
+        _plug(sub, name, wanted)
     return parser
 
 
@@ -225,7 +227,7 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGTERM, _interrupt)
     redact.install()
     redact.register_url(os.environ.get("DATABASE_URL"))
-    args = build_parser().parse_args(argv)
+    args = build_parser(argv).parse_args(argv)
     redact.register_url(getattr(args, "database_url", None))
     try:
         return int(args.func(args) or 0)

@@ -73,10 +73,9 @@ def poolbench_cli(*args: str, timeout: float = 300, **kwargs) -> subprocess.Comp
     )
 
 
-@pytest.fixture(scope="session")
-def quick_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """One real `poolbench run --quick` (both variants), shared by the run and report tests."""
-    out = tmp_path_factory.mktemp("results")
-    proc = poolbench_cli("run", "--quick", "--no-report", "--out", str(out), timeout=400)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    return (out / "latest").resolve()
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Files with end-to-end runs first, the quick run's first of all: under
+    `pytest -n N --dist loadfile` (make test) each file goes to one worker in this order, so a
+    long file does not start last and keep one worker busy while the other idles."""
+    heavy = {item.path for item in items if item.get_closest_marker("e2e")}
+    items.sort(key=lambda item: (item.path.stem != "test_quick_run", item.path not in heavy))

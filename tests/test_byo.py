@@ -112,6 +112,7 @@ def _meta(run: ByoRun) -> dict:
     return json.loads((run.run_dir / "thirdparty" / "service-1" / "variant.json").read_text())
 
 
+@pytest.mark.e2e
 def test_byo_run_completes_from_the_bench_file_alone(byo_run: ByoRun) -> None:
     """Settings from env placeholders, the migration as a setup step, a plain locustfile."""
     vdir = byo_run.run_dir / "thirdparty" / "service-1"
@@ -128,6 +129,7 @@ def test_byo_run_completes_from_the_bench_file_alone(byo_run: ByoRun) -> None:
     assert sum(e["num_requests"] for e in locust) > 0
 
 
+@pytest.mark.e2e
 def test_byo_declared_pools_and_measured_workers_are_recorded(byo_run: ByoRun) -> None:
     meta = _meta(byo_run)
     assert meta["workers"] == 2 and meta["workers_source"] == "variant"
@@ -148,6 +150,7 @@ def test_byo_declared_pools_and_measured_workers_are_recorded(byo_run: ByoRun) -
     ]
 
 
+@pytest.mark.e2e
 def test_byo_peak_is_workers_times_pool_and_connections_are_per_process(byo_run: ByoRun) -> None:
     """The load saturates every pool: the peak is workers × (pool_size + max_overflow)."""
     meta = _meta(byo_run)
@@ -164,6 +167,7 @@ def test_byo_peak_is_workers_times_pool_and_connections_are_per_process(byo_run:
     }
 
 
+@pytest.mark.e2e
 def test_byo_results_hold_no_secret(byo_run: ByoRun) -> None:
     """The service printed its database URL and SECRET_KEY; no file or output may keep them."""
     assert byo_run.db_password, "the app's password was not read during the run"
@@ -179,6 +183,7 @@ def test_byo_results_hold_no_secret(byo_run: ByoRun) -> None:
             assert secret not in text, f"{name} holds a secret"
 
 
+@pytest.mark.e2e
 def test_byo_killed_worker_is_an_event(byo_run: ByoRun) -> None:
     """The watchdog (issue 15) records the worker's exit; the variant is then `degraded`."""
     assert byo_run.killed_pid is not None
@@ -204,6 +209,7 @@ def _fail(experiment: str, tmp_path: Path, *args: str, **extra: str) -> str:
     return errors[0]
 
 
+@pytest.mark.e2e
 def test_failing_setup_is_one_line_with_its_log_tail_and_leaves_no_process(
     tmp_path: Path,
 ) -> None:
@@ -215,6 +221,7 @@ def test_failing_setup_is_one_line_with_its_log_tail_and_leaves_no_process(
     assert not pid_alive(int(pidfile.read_text()))  # the child the migration left behind
 
 
+@pytest.mark.e2e
 def test_missing_extension_names_it_and_the_fix(tmp_path: Path) -> None:
     error = _fail("needs-uuid", tmp_path)
     assert "extension uuid-ossp is not available in the embedded PostgreSQL 18" in error

@@ -30,6 +30,7 @@ from poolbench.collector import (
     CollectorThread,
     run,
 )
+from poolbench.collector.churn import subtract_own
 from poolbench.collector.memory import MemoryStats, MemoryTracker
 from poolbench.collector.procfs import StatReader
 from poolbench.errors import PoolbenchError
@@ -286,7 +287,10 @@ def _churn(pg: Database, target: str, out: Path, monitor_dbname: str | None) -> 
     with CollectorThread(config) as collector:
         _wait_for(lambda: bool(collector.latest().churn), 5, "the churn baseline")
         idle_from = time.time()
-        time.sleep(2.5)  # nothing happens in the target database: no transactions either
+        # nothing happens in the target database: no transactions either. From the target
+        # database, idle long enough for every statement of the collector to run 6 times:
+        # psycopg would prepare it then, a transaction of its own that must not count.
+        time.sleep(2.5 if monitor_dbname else 6.5)
         idle_to = time.time()
         for _ in range(50):
             psycopg.connect(app_url, application_name="churn").close()
@@ -303,6 +307,16 @@ def _churn(pg: Database, target: str, out: Path, monitor_dbname: str | None) -> 
     idle = frame[(frame.metric == "xact_commit") & frame.ts.between(idle_from + 1.0, idle_to)]
     # the collector's own ~11 statements a second never count, even from the target database
     assert len(idle) >= 1 and idle.value.tolist() == [0.0] * len(idle)
+
+
+def test_own_commits_seen_a_read_late_are_carried_not_written_negative() -> None:
+    """From the target database: 13 of ours ran, 12 showed; the 13th shows at the next read."""
+    first = [0.0, 0.0, 0.0, 12.0, 0.0]
+    carry = subtract_own(first, own=(25, 0), own_prev=(12, 0), unseen=[0.0, 0.0])
+    assert first[3:] == [0.0, 0.0] and carry == [1.0, 0.0]
+    second = [0.0, 0.0, 0.0, 16.0, 0.0]  # 13 more of ours, the late one, and 2 of the app's
+    carry = subtract_own(second, own=(38, 0), own_prev=(25, 0), unseen=carry)
+    assert second[3:] == [2.0, 0.0] and carry == [0.0, 0.0]
 
 
 # --------------------------------------------------------------------------- memory

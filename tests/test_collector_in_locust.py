@@ -11,8 +11,11 @@ import sys
 from pathlib import Path
 
 import pandas as pd
+import pytest
 
 from poolbench.postgres import Database, free_port
+
+pytestmark = pytest.mark.e2e
 
 LOCUSTFILE = """
 import os

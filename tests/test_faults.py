@@ -27,6 +27,8 @@ from conftest import REPO, pid_alive, poolbench_cli
 from poolbench.postgres import embedded_server
 from poolbench.results import load_run
 
+pytestmark = pytest.mark.e2e
+
 SYSTEM_PG = "postgresql://postgres@127.0.0.1:5432/postgres"
 BENCH = """
 [variants.after]

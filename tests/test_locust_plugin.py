@@ -29,6 +29,8 @@ from poolbench.postgres import free_port
 from poolbench.process_group import tree
 from poolbench.requests_log import REQUESTS_FILE, RequestLog, read_requests
 
+pytestmark = pytest.mark.e2e
+
 PLAIN = """
 from locust import FastHttpUser, constant, task
 

@@ -19,7 +19,6 @@ from conftest import fresh_database, with_db
 from poolbench import pglog, timeline
 from poolbench.collector import APPLICATION_NAME, CollectorConfig, CollectorThread
 from poolbench.postgres import Database, embedded_server
-from poolbench.results import load_run
 from poolbench.samples import connections_wide, read_samples
 
 ODD_NAME = "odd app [1] ünï 'q' |x| " + "x" * 60  # spaces, brackets, non-ASCII, > 63 bytes
@@ -280,27 +279,3 @@ def test_a_burst_between_two_samples_is_found_by_the_log_only(pg: Database, tmp_
     assert untagged_check.exact.count == untagged_check.sampled.count == 1
     assert not untagged_check.spikes and found.sampled_only == []
     assert found.total.exact.count == n + 1 and len(found.total.spikes) == 1
-
-
-# --------------------------------------------------------------------------- a real run
-
-
-def test_quick_run_keeps_a_log_whose_exact_peaks_bound_the_sampled_ones(quick_run: Path) -> None:
-    run = load_run(quick_run)
-    for variant in run.variants:
-        assert variant.postgres_log == variant.path / "postgres.log"
-        assert variant.meta["postgres_log"] == {"file": "postgres.log", "reason": None}
-        log = variant.server_log()
-        assert log.sessions and not log.cut and log.unparsed_lines == 0
-        exact = timeline.timelines(log, variant.meta["database"]["dbname"])
-        wide = connections_wide(variant.samples)
-        found = timeline.compare_by_application(exact, list(wide.index), wide)
-        assert found.sampled_only == [] and set(found.by_application) >= set(wide.columns)
-        pools = {e["name"] for e in variant.meta["engines"]}  # long-lived: always sampled
-        for name, check in [("total", found.total), *found.by_application.items()]:
-            # the sampler can never see more connections than exist; a per-call engine's
-            # connections (the health check's, ~10 ms) may all fall between two samples
-            assert check.exact.count >= check.sampled.count, (variant.key, name)
-            assert check.exact.count > 0, (variant.key, name)
-            if name == "total" or name in pools:
-                assert check.sampled.count > 0, (variant.key, name)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import re
 import shlex
 import signal
 import subprocess
@@ -11,121 +10,14 @@ import sys
 import time
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 import pytest
 from conftest import REPO, pid_alive, poolbench_cli
 
-from poolbench.results import VariantResult, load_run
-
-FIVE_MODULES = {
-    "app.db.session",
-    "app.core.database",
-    "app.api.dependencies",
-    "app.core.db",
-    "app.db",
-}
-UNMASKED_PASSWORD = re.compile(r"postgres(?:ql)?://[^:/@\s]+:(?!\*\*\*@)[^@\s]+@")
+from poolbench.results import load_run
 
 
-def _window(variant: VariantResult, phase: str) -> tuple[float, float]:
-    [found] = [p for p in variant.meta["phases"] if p["name"] == phase]
-    return found["start"], found["end"]
-
-
-def _async_connections(variant: VariantResult, phase: str) -> pd.DataFrame:
-    """Connections per sample and application name, async pools only, within a phase.
-
-    The health probe's per-call engines (`:app.api.health`, no pool) are left out: a sample
-    catches one now and then, and they are churn, not pools.
-    """
-    s = variant.samples
-    rows = s[(s.metric == "connections") & s.ts.between(*_window(variant, phase))]
-    rows = rows[~rows.application_name.str.endswith(":sync")]
-    rows = rows[~rows.application_name.str.contains(":app.api.health", regex=False)]
-    return rows.groupby(["ts", "application_name"]).value.sum().unstack(fill_value=0)
-
-
-def test_quick_run_before_holds_five_pools_after_holds_one(quick_run: Path) -> None:
-    run = load_run(quick_run)
-    assert run.meta["status"] == "complete"
-    by_name = {v.meta["variant"]: v for v in run.experiment("seed-claim")}
-    assert set(by_name) == {"before", "after"}
-
-    before = _async_connections(by_name["before"], "load")
-    assert set(before.columns) == {f"before:{m}" for m in FIVE_MODULES}
-    assert before.max().tolist() == [4] * 5  # pool_size=4, max_overflow=0, per engine
-    assert before.sum(axis=1).max() == 20  # 5 x 4
-
-    after = _async_connections(by_name["after"], "load")
-    assert list(after.columns) == ["after:app.db.session"]
-    assert after.sum(axis=1).max() == 4
-
-
-def test_quick_run_idle_phase_shows_the_pools_keep_their_connections(quick_run: Path) -> None:
-    run = load_run(quick_run)
-    by_name = {v.meta["variant"]: v for v in run.experiment("seed-claim")}
-    idle_before = _async_connections(by_name["before"], "idle").sum(axis=1)
-    idle_after = _async_connections(by_name["after"], "idle").sum(axis=1)
-    assert idle_before.min() == 20  # nothing reaps idle pool connections
-    assert idle_after.min() == 4
-
-
-def test_quick_run_records_phases_engines_and_locust_output(quick_run: Path) -> None:
-    run = load_run(quick_run)
-    for variant in run.variants:
-        names = [p["name"] for p in variant.meta["phases"]]
-        assert names == ["warmup", "load", "idle"]
-        starts = [p["start"] for p in variant.meta["phases"]]
-        assert starts == sorted(starts)
-        stats = variant.locust["stats"]
-        aggregated = stats[stats["Name"] == "Aggregated"].iloc[0]
-        assert aggregated["Request Count"] > 100
-        assert (variant.path / "locust.json").exists()
-        assert (variant.path / "app.log").stat().st_size > 0
-        # the event log holds the same phases, in order, and the variant's end
-        kinds = [(e["event"], e.get("phase")) for e in variant.events]
-        assert kinds[0] == ("variant_started", None)
-        assert [k for k in kinds if k[0].startswith("phase_")] == [
-            ("phase_started", "warmup"), ("phase_ended", "warmup"),
-            ("phase_started", "load"), ("phase_ended", "load"),
-            ("phase_started", "idle"), ("phase_ended", "idle"),
-        ]  # fmt: skip
-        assert kinds[-1] == ("variant_ended", None)
-        assert variant.events[-1]["status"] == "complete"
-        load = next(p for p in variant.meta["phases"] if p["name"] == "load")
-        started = next(e for e in variant.events if e.get("phase") == "load")
-        assert started["ts"] == load["start"]
-        assert variant.meta["pids"]["load"] > 0
-    before = next(v for v in run.variants if v.meta["variant"] == "before")
-    modules = {e["module"] for e in before.meta["engines"] if e["kind"] == "async"}
-    assert modules == FIVE_MODULES
-
-
-def test_quick_run_load_starts_with_locusts_test_and_records_every_request(
-    quick_run: Path,
-) -> None:
-    run = load_run(quick_run)
-    for variant in run.variants:
-        load = next(p for p in variant.meta["phases"] if p["name"] == "load")
-        status = json.loads((variant.path / "load.json").read_text())
-        assert load["start"] == status["test_start"] == variant.meta["locust"]["test_start"]
-        assert status["launched"] < status["test_start"]  # Locust's start-up is not load
-        start, end = variant.meta["locust"]["full_load"]
-        assert load["start"] < start < end <= load["end"]
-        log = variant.requests()
-        totals = json.loads((variant.path / "locust.json").read_text())
-        assert len(log) == sum(e["num_requests"] for e in totals) == status["requests"]
-        assert log.start.min() >= load["start"] - 0.001  # no warm-up request among them
-        assert sorted(p.name for p in variant.path.glob("requests*")) == [
-            "requests.bin", "requests.names.json"
-        ]  # fmt: skip
-        # the health probe, like a load balancer's: about one call a second
-        health = int((np.array(log.names)[log.name] == "/health").sum())
-        seconds = load["end"] - load["start"]
-        assert 0.5 * seconds <= health <= 1.5 * seconds
-
-
+@pytest.mark.e2e
 def test_locust_workers_started_separately_join_and_every_request_is_recorded(
     tmp_path: Path,
 ) -> None:
@@ -190,14 +82,6 @@ def _awaited_worker_command(out: Path, proc: subprocess.Popen, timeout: float = 
     pytest.fail("the run never waited for its workers")
 
 
-def test_quick_run_writes_no_password(quick_run: Path) -> None:
-    texts = [p.read_text() for p in [quick_run / "run.json", *quick_run.rglob("variant.json")]]
-    for text in texts:
-        assert not UNMASKED_PASSWORD.search(text)
-    meta = json.loads((quick_run / "run.json").read_text())
-    assert meta["environment"]["postgres"]["app_url"].count(":***@") == 1
-
-
 def _bench_file(tmp_path: Path, body: str) -> Path:
     path = tmp_path / "bench.toml"
     path.write_text(
@@ -207,6 +91,7 @@ def _bench_file(tmp_path: Path, body: str) -> Path:
     return path
 
 
+@pytest.mark.e2e
 def test_stock_postgres_refuses_the_five_pool_app_only(tmp_path: Path) -> None:
     """The shipped stock-postgres settings, with shorter phases to keep the suite quick."""
     config = _bench_file(
@@ -251,6 +136,7 @@ def test_unknown_variant_lists_the_valid_names() -> None:
     assert "Traceback" not in proc.stderr
 
 
+@pytest.mark.e2e
 def test_app_that_fails_to_start_marks_the_run_failed(tmp_path: Path) -> None:
     config = tmp_path / "bench.toml"
     config.write_text(
@@ -274,6 +160,7 @@ phases = {{warmup_s = 1, load_s = 1, idle_s = 1}}
     assert "connection authorized" in (tmp_path / "r/latest/e/broken-1/postgres.log").read_text()
 
 
+@pytest.mark.e2e
 def test_ctrl_c_mid_run_stops_every_child_and_leaves_a_partial_readable_run(
     tmp_path: Path,
 ) -> None:

@@ -30,6 +30,8 @@ from poolbench.requests_log import read_requests
 from poolbench.results import load_run
 from poolbench.stack import connection_ceiling
 
+pytestmark = pytest.mark.e2e
+
 CHROMIUM = "/usr/bin/chromium"
 CHROMEDRIVER = "/usr/bin/chromedriver"
 CHROMIUM_FLAGS = (

@@ -3,6 +3,9 @@
 Read once a second by the connection's thread (see `core`). When the collector monitors
 from the target database itself, its own transactions count there too: on PostgreSQL 15+
 it forces its statistics out before each read and subtracts what it ran since the last.
+Now and then one of its commits shows in the counter a read later than it ran (seen about
+once in 10 s): what is subtracted but not yet seen is carried to the next read, never
+written as a negative count.
 """
 
 from __future__ import annotations
@@ -34,11 +37,13 @@ class ChurnReader:
         self._collector = collector
         self._prev: tuple[ChurnValues, float, float | None] | None = None
         self._own_prev: tuple[int, int] | None = None
+        self._unseen = [0.0, 0.0]  # our own commits and rollbacks counted but not yet seen
 
     def reset(self) -> None:
         """After a (re)connection: the next read is a baseline."""
         self._prev = None
         self._own_prev = None
+        self._unseen = [0.0, 0.0]
 
     def tick(self) -> None:
         c = self._collector
@@ -72,7 +77,7 @@ class ChurnReader:
         if deltas is None:
             return  # counters went backwards: stats reset without stats_reset moving
         if server.in_target:
-            _subtract_own(deltas, own, own_prev)
+            self._unseen = subtract_own(deltas, own, own_prev, self._unseen)
         c.write([row(ts, m, d) for m, d in zip(CHURN_METRICS, deltas, strict=True)])
         interval = ts - prev[1]
         c.publish(
@@ -91,14 +96,24 @@ def _churn_deltas(before: ChurnValues, after: ChurnValues) -> list[float | None]
     return [None if a is None or b is None else b - a for a, b in pairs]
 
 
-def _subtract_own(
-    deltas: list[float | None], own: tuple[int, int] | None, own_prev: tuple[int, int] | None
-) -> None:
-    """Monitoring from the target database: take our own transactions out of xact_*."""
-    if own is not None and own_prev is not None:
-        if deltas[3] is not None:
-            deltas[3] -= own[0] - own_prev[0]
-        if deltas[4] is not None:
-            deltas[4] -= own[1] - own_prev[1]
-    else:
+def subtract_own(
+    deltas: list[float | None],
+    own: tuple[int, int] | None,
+    own_prev: tuple[int, int] | None,
+    unseen: list[float],
+) -> list[float]:
+    """Monitoring from the target database: take our own transactions out of xact_*; what
+    would go below zero is ours not yet seen, carried to the next read. Returns the carry."""
+    if own is None or own_prev is None:
         deltas[3] = deltas[4] = None  # cannot separate our own transactions
+        return [0.0, 0.0]
+    carry = []
+    for slot, ran in ((3, own[0] - own_prev[0]), (4, own[1] - own_prev[1])):
+        owed = ran + unseen[slot - 3]
+        value = deltas[slot]
+        if value is None:
+            carry.append(0.0)
+            continue
+        deltas[slot] = max(0.0, value - owed)
+        carry.append(max(0.0, owed - value))
+    return carry

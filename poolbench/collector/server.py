@@ -92,10 +92,15 @@ def candidate_conninfos(config: CollectorConfig) -> list[str]:
 
 def connect(info: str, timeout: float) -> psycopg.Connection:
     """The monitoring connection: blocking calls, each ended after QUERY_TIMEOUT_S by the
-    server (statement_timeout, set by `check_server`) or by the kernel (a dead network)."""
+    server (statement_timeout, set by `check_server`) or by the kernel (a dead network).
+
+    No server-side prepared statements: psycopg prepares a query on its fifth run, and that
+    Parse is a transaction of its own, which would count in the target database's
+    xact_commit without being one of the statements `churn` subtracts."""
     return psycopg.connect(
         info,
         autocommit=True,
+        prepare_threshold=None,
         connect_timeout=max(1, math.ceil(timeout)),
         application_name=APPLICATION_NAME,
         keepalives=1,
