@@ -102,7 +102,7 @@ variants = ["before", "after"]
 app = {workers = 1, pool_size = 20, max_overflow = 10}
 postgres = {max_connections = 100}
 load = {users = 150, spawn_rate = 150, shape = "steady", locust_args = ["--hold-ms", "50"]}
-phases = {warmup_s = 2, load_s = 15, idle_s = 2}
+phases = {warmup_s = 2, load_s = 6, idle_s = 1}
 """,
     )
     proc = poolbench_cli(

@@ -36,8 +36,6 @@ import math
 from dataclasses import dataclass, replace
 
 import numpy as np
-from scipy import signal
-from scipy import stats as sps
 
 from poolbench.analysis.stats import ALPHA, Blocks, Comparison, Values, compare
 
@@ -83,6 +81,8 @@ def integrated_time(series: Values) -> float | None:
     None: its autocorrelation cannot be estimated. Missing seconds (NaN) count as the mean. A
     constant series has τ = 1.
     """
+    from scipy import signal
+
     x = np.asarray(series, dtype=float)
     if x.size < 2:
         return None
@@ -130,6 +130,8 @@ def block_means(series: Values, length: int) -> np.ndarray:
 
 def lag1(values: Values) -> tuple[float | None, float | None]:
     """Lag-1 autocorrelation of block values and its one-sided permutation p-value (> 0)."""
+    from scipy import stats as sps
+
     x = np.asarray(values, dtype=float)
     if x.size < 3 or np.ptp(x) == 0:
         return None, None

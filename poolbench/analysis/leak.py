@@ -24,7 +24,6 @@ from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
-from scipy import stats as sps
 
 from poolbench.analysis.typed import Json, Window
 from poolbench.analysis.windows import within
@@ -63,6 +62,8 @@ def fit_trend(
     still opening connections now and then adds their fixed cost (a backend's memory, a
     connection object); that is not a leak, and the regression keeps it out of c.
     """
+    from scipy import stats as sps
+
     clean = values.dropna()
     if len(clean) < 5:
         return None

@@ -13,7 +13,6 @@ from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
-from scipy import stats as sps
 
 from poolbench.analysis.series import VariantSeries
 from poolbench.analysis.typed import Json, stat
@@ -64,6 +63,8 @@ def _level(series: pd.Series, w: Windows) -> Level:
 
 def marginal_pss(pss: pd.Series, backends: pd.Series) -> Slope | None:
     """Slope of PostgreSQL PSS against its backend count (bytes per backend), all samples."""
+    from scipy import stats as sps
+
     pss = pss.dropna()
     if pss.empty or backends.empty:
         return None

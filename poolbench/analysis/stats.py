@@ -33,7 +33,6 @@ from dataclasses import asdict, dataclass, replace
 from typing import Any, Literal
 
 import numpy as np
-from scipy import stats as sps
 
 ALPHA = 0.05
 CONFIDENCE = 0.95
@@ -154,6 +153,8 @@ def median_interval(
     1 - 2·P(B ≤ l-1), B ~ Binomial(n, ½), is at least `confidence`; None when even [min, max]
     falls short (n < 6 at 95 %).
     """
+    from scipy import stats as sps
+
     x = np.sort(np.asarray(values, dtype=float))
     n = x.size
     if n == 0:
@@ -200,6 +201,8 @@ def mann_whitney(a: np.ndarray, b: np.ndarray) -> tuple[float, str]:
     distribution changes, so every split is enumerated when there are few (a permutation test of
     U), else the tie-corrected normal approximation.
     """
+    from scipy import stats as sps
+
     ties = np.unique(np.concatenate([a, b])).size < a.size + b.size
     if not ties:
         p = sps.mannwhitneyu(a, b, alternative="two-sided", method="exact").pvalue
