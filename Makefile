@@ -7,8 +7,12 @@ STAMP := $(VENV)/.installed
 BIN := $(VENV)/bin
 
 VARIANT ?= before
+# The suite runs on pytest-xdist workers, a test file per worker at a time (module fixtures
+# start once); end-to-end runs wait on fixed phases, so three workers fit two cores.
+TEST_WORKERS ?= 3
+XDIST := -n $(TEST_WORKERS) --dist loadfile --no-loadscope-reorder
 
-.PHONY: bench test ui lint format clean-venv
+.PHONY: bench test test-fast ui lint format clean-venv
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -23,7 +27,11 @@ ui: $(STAMP)
 	$(BIN)/poolbench ui --variant $(VARIANT) $(UI_ARGS)
 
 test: $(STAMP)
-	$(BIN)/python -m pytest $(PYTEST_ARGS)
+	$(BIN)/python -m pytest $(XDIST) $(PYTEST_ARGS)
+
+# Everything but the end-to-end runs and the tests that sample or wait for seconds.
+test-fast: $(STAMP)
+	$(BIN)/python -m pytest $(XDIST) -m "not e2e and not slow" $(PYTEST_ARGS)
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

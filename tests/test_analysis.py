@@ -522,6 +522,7 @@ def test_refused_requests_are_counted_once_per_log_record(tmp_path: Path) -> Non
 # --- comparisons across repeats ---------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_repeats_are_summarised_by_their_median(tmp_path):
     specs = []
     for repeat, level in ((1, 20), (2, 18), (3, 16)):

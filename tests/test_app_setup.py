@@ -14,6 +14,8 @@ from conftest import pid_alive
 from poolbench.app_setup import SetupError, create_extensions, extension_problem, run_setup
 from poolbench.postgres import Database, embedded_server
 
+pytestmark = pytest.mark.slow
+
 COMMON_CONTRIB = ["citext", "pg_trgm", "hstore", "btree_gist"]
 DEBIAN_BINDIRS = sorted(glob.glob("/usr/lib/postgresql/*/bin"))
 

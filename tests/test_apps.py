@@ -26,6 +26,8 @@ from psycopg import sql
 from poolbench.postgres import Database
 from poolbench.variants import RunningVariant, VariantSpec, VariantStartError, start_variant
 
+pytestmark = pytest.mark.slow
+
 ROOT = Path(__file__).resolve().parent.parent
 SNAPSHOTS = {"before": ROOT / "apps_before", "after": ROOT / "apps_after"}
 

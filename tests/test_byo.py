@@ -228,6 +228,7 @@ def test_missing_extension_names_it_and_the_fix(tmp_path: Path) -> None:
     assert "[experiments.needs-uuid.postgres] bindir" in error and "--database-url" in error
 
 
+@pytest.mark.slow
 def test_unset_env_variable_is_one_line_before_anything_starts(tmp_path: Path) -> None:
     env = _env()
     del env["FIXTURE_SECRET_KEY"]

@@ -37,6 +37,8 @@ from poolbench.errors import PoolbenchError
 from poolbench.postgres import Database, embedded_server, free_port
 from poolbench.samples import SamplesWriter, connections_wide, read_samples, row
 
+pytestmark = pytest.mark.slow
+
 # --------------------------------------------------------------------------- helpers
 
 

@@ -156,6 +156,7 @@ def test_quick_override_is_blamed_where_it_was_set(tmp_path: Path) -> None:
         select(load_config(_write(tmp_path, MINIMAL)), repeats=0)
 
 
+@pytest.mark.slow
 def test_cli_reports_a_string_repeats_in_one_line(tmp_path: Path) -> None:
     from conftest import poolbench_cli
 

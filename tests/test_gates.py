@@ -89,6 +89,7 @@ def test_thresholds_in_the_bench_file_are_checked_when_the_run_is_reported(tmp_p
     assert proc.returncode == EXIT_THRESHOLD and "after.peak_connections > 5" in proc.stdout
 
 
+@pytest.mark.slow
 def test_compare_checks_thresholds_across_runs(tmp_path: Path) -> None:
     a = write_run(tmp_path, seed_claim_specs(), run_id="a")
     b = write_run(tmp_path, seed_claim_specs(), run_id="b")

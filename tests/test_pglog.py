@@ -21,6 +21,8 @@ from poolbench.collector import APPLICATION_NAME, CollectorConfig, CollectorThre
 from poolbench.postgres import Database, embedded_server
 from poolbench.samples import connections_wide, read_samples
 
+pytestmark = pytest.mark.slow
+
 ODD_NAME = "odd app [1] ünï 'q' |x| " + "x" * 60  # spaces, brackets, non-ASCII, > 63 bytes
 SECRET = "hunter2-secret"
 

@@ -16,6 +16,8 @@ from conftest import pid_alive
 from poolbench.errors import PoolbenchError
 from poolbench.postgres import Database, embedded_server, existing_server
 
+pytestmark = pytest.mark.slow
+
 LOCAL_URL = os.environ.get(
     "POOLBENCH_TEST_LOCAL_URL", "postgresql://postgres@127.0.0.1:5432/postgres"
 )

@@ -153,6 +153,7 @@ CLI_CASES = [
 ]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(("url", "password"), CLI_CASES, ids=[p for _, p in CLI_CASES])
 def test_cli_errors_mask_the_password_and_write_no_results_folder(
     tmp_path: Path, url: str, password: str

@@ -183,6 +183,7 @@ def test_headless_chromium_renders_the_page(report, tmp_path):
     assert colours is not None and len(colours) > 20  # a rendered page, not a blank one
 
 
+@pytest.mark.slow
 def test_cli_entry_points(report, capsys):
     parser = argparse.ArgumentParser()
     add_arguments(parser)
@@ -220,6 +221,7 @@ def test_census_section_only_when_census_files_exist(report, tmp_path):
     assert "Engine census" in (run_dir / "report.html").read_text()
 
 
+@pytest.mark.slow
 def test_odd_runs_still_report(tmp_path):
     # one variant only, a partial run, an experiment name that is not a safe file name
     spec = VariantSpec(name="solo", engines=[EngineSpec("s:a")], experiment="x y<&>")
@@ -235,6 +237,7 @@ def test_odd_runs_still_report(tmp_path):
     assert not (tmp_path / "charts").exists()
 
 
+@pytest.mark.slow
 def test_repeats_several_variants_and_experiments(tmp_path):
     specs = []
     for repeat in (1, 2):
@@ -266,6 +269,7 @@ def test_repeats_several_variants_and_experiments(tmp_path):
     assert "| before (median of 2) | tuned (median of 2) | change |" in md
 
 
+@pytest.mark.slow
 def test_each_experiment_has_its_own_section(tmp_path):
     specs = [*seed_claim_specs()]
     for name, n in (("before", 3), ("after", 1)):
@@ -331,6 +335,7 @@ def test_text_summary_formats_the_analysis_figures(tmp_path):
     assert any("broken-1: no samples.csv" in w for w in summary["warnings"])
 
 
+@pytest.mark.slow
 def test_a_one_hour_run_reports_within_10_s(tmp_path):
     """Issue 9's acceptance: `poolbench report` on a one-hour run (two variants, 20 series of
     36,000 samples at 10 Hz and 360,000 requests each) within 10 s. Measured as this process's

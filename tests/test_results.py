@@ -207,6 +207,7 @@ def test_refusals_count_app_log_records_and_locust_messages(tmp_path: Path) -> N
     assert after_run.refusals == {"app_log": 0, "locust": 5, "count": 5}
 
 
+@pytest.mark.slow
 def test_report_on_damaged_data_says_so_and_exits_4(tmp_path: Path) -> None:
     from conftest import poolbench_cli
     from synthetic import seed_claim_specs, write_run

@@ -119,6 +119,7 @@ phases = {warmup_s = 2, load_s = 6, idle_s = 1}
     assert refused == {"before": True, "after": False}
 
 
+@pytest.mark.slow
 def test_unknown_experiment_lists_the_valid_names() -> None:
     proc = poolbench_cli("run", "--experiment", "nope")
     assert proc.returncode == 2
@@ -127,6 +128,7 @@ def test_unknown_experiment_lists_the_valid_names() -> None:
     )
 
 
+@pytest.mark.slow
 def test_unknown_variant_lists_the_valid_names() -> None:
     proc = poolbench_cli("run", "--variants", "before,sideways")
     assert proc.returncode == 2
@@ -209,6 +211,7 @@ def test_empty_variant_list_is_refused_before_anything_starts() -> None:
     assert "needs at least one variant name" in proc.stderr
 
 
+@pytest.mark.slow
 def test_locust_worker_options_are_checked_before_anything_starts() -> None:
     proc = poolbench_cli("run", "--locust-workers", "0", timeout=30)
     assert proc.returncode == 2

@@ -228,6 +228,7 @@ def _false_alarm_module():
     return module
 
 
+@pytest.mark.slow
 def test_false_alarm_rate_is_at_most_7_percent_and_a_10_percent_shift_is_seen():
     """200 synthetic A/A comparisons per test with realistic autocorrelation (fixed seed)."""
     fa = _false_alarm_module()

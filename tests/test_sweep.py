@@ -6,6 +6,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 from synthetic import EngineSpec, VariantSpec, write_run
 
 from poolbench.analysis import analyse
@@ -33,6 +34,7 @@ def _sweep_run(tmp_path: Path, knee: int) -> Path:
     return write_run(tmp_path, specs, sweeps=marks)
 
 
+@pytest.mark.slow
 def test_a_sweep_that_saturates_at_4_recommends_4_not_the_largest(tmp_path: Path) -> None:
     run_dir = _sweep_run(tmp_path, knee=4)
     sweep = analyse(run_dir).summary.sweeps[0]
@@ -45,6 +47,7 @@ def test_a_sweep_that_saturates_at_4_recommends_4_not_the_largest(tmp_path: Path
     assert sweep.hikari == 5  # synthetic runs record 2 cores
 
 
+@pytest.mark.slow
 def test_a_sweep_still_growing_at_its_largest_size_says_so(tmp_path: Path) -> None:
     run_dir = _sweep_run(tmp_path, knee=64)
     sweep = analyse(run_dir).summary.sweeps[0]
@@ -52,6 +55,7 @@ def test_a_sweep_still_growing_at_its_largest_size_says_so(tmp_path: Path) -> No
     assert any("sweep further" in n for n in sweep.notes)
 
 
+@pytest.mark.slow
 def test_the_report_has_the_sweep_table_and_chart(tmp_path: Path) -> None:
     run_dir = _sweep_run(tmp_path, knee=4)
     build_report(run_dir)

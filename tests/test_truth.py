@@ -220,6 +220,7 @@ def test_9_no_badge_on_an_untested_difference_and_no_claim_of_noise_with_one_rep
     assert "✅" in table_row(md, "Peak connections")[-1]  # an exact count keeps its badge
 
 
+@pytest.mark.slow
 def test_9_repeats_earn_a_badge_for_a_tested_shift(tmp_path: Path) -> None:
     specs = []
     for repeat in range(1, 6):
@@ -291,6 +292,7 @@ def test_a_variant_that_failed_spoils_every_claim_and_the_headline_says_what(
         assert "not measured" in table_row(md, claim)[3]
 
 
+@pytest.mark.slow
 def test_refused_requests_keep_a_performance_claim_from_holding(tmp_path: Path) -> None:
     specs = []
     for repeat in range(1, 6):

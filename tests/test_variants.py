@@ -22,6 +22,8 @@ from poolbench.variants import (
     start_variant,
 )
 
+pytestmark = pytest.mark.slow
+
 UNUSED_DB = "postgresql://nobody@127.0.0.1:1/none"  # these apps never connect
 
 TINY_APP = """

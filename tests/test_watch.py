@@ -14,6 +14,8 @@ from conftest import REPO, poolbench_cli
 from poolbench.postgres import Database, free_port
 from poolbench.samples import read_samples
 
+pytestmark = pytest.mark.slow
+
 
 def _watch(*args: str, timeout: float = 60) -> subprocess.CompletedProcess:
     return subprocess.run(

@@ -21,6 +21,8 @@ from poolbench.events import RunEvents, VariantRef
 from poolbench.postgres import embedded_server
 from poolbench.watchdog import VariantFault, Watchdog, shape_target
 
+pytestmark = pytest.mark.slow
+
 # a master that keeps one worker alive, as uvicorn --workers does
 SUPERVISOR = """
 import subprocess, sys, time
