@@ -87,7 +87,7 @@ def _add_run_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--variants", type=_names,
                         help="comma-separated variants, e.g. before,after")  # fmt: skip
     parser.add_argument("--quick", action="store_true",
-                        help="a small, fast run (pool_size=4, ~30 s per variant)")  # fmt: skip
+                        help="a small, fast run (pool_size=4, ~25 s per variant)")  # fmt: skip
     parser.add_argument("--repeats", type=int, help="runs per variant (alternating order)")
     parser.add_argument("--database-url", default=os.environ.get("DATABASE_URL"),
                         help="use this PostgreSQL instead of an embedded one (superuser or pg_monitor + CREATEROLE/CREATEDB)")  # fmt: skip
