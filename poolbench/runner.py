@@ -15,7 +15,6 @@ the worst of its variants' (`run_outcome`).
 
 from __future__ import annotations
 
-import contextlib
 import shlex
 import time
 from pathlib import Path
@@ -159,24 +158,18 @@ class Runner:
         collector_config = stack.collector_config(db, app, variant, out)
         collector = CollectorThread(collector_config)
         entry["collector"] = stack.collector_entry(collector_config, variant)
-        collector.start()
-        self._preflight(db, entry)
         on_load = self.events.load_started.add_listener(
             lambda ref, pid: collector.set_load_pid(pid)
         )
         try:
-            self._phase(ref, "warmup", phases.warmup_s,
-                        lambda: self._warmup(experiment, app, ref, dog))  # fmt: skip
-            self._phase(ref, "load", phases.load_s + phases.soak_s, starts_itself=True,
-                        body=lambda begin: self._load(experiment, app, ref, collector, begin, dog))  # fmt: skip
-            self._phase(ref, "idle", phases.idle_s,
-                        lambda: self._idle(ref, phases.idle_s, collector, dog))  # fmt: skip
-        except BaseException:
-            with contextlib.suppress(Exception):  # keep the error that got us here
-                collector.stop()
-            raise
-        else:
-            collector.stop()  # an error that ended the collector mid-run surfaces here
+            with collector:
+                self._preflight(db, entry)
+                self._phase(ref, "warmup", phases.warmup_s,
+                            lambda: self._warmup(experiment, app, ref, dog))  # fmt: skip
+                self._phase(ref, "load", phases.load_s + phases.soak_s, starts_itself=True,
+                            body=lambda begin: self._load(experiment, app, ref, collector, begin, dog))  # fmt: skip
+                self._phase(ref, "idle", phases.idle_s,
+                            lambda: self._idle(ref, phases.idle_s, collector, dog))  # fmt: skip
         finally:
             entry["collector"]["rows_written"] = collector.rows_written
             entry["watchdog"] = dog.describe()

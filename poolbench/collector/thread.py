@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import threading
 
 from poolbench.collector.config import CollectorConfig
@@ -74,8 +75,14 @@ class CollectorThread:
     def __enter__(self) -> CollectorThread:
         return self.start()
 
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
+    def __exit__(self, exc_type: type[BaseException] | None, *_: object) -> None:
+        """Stop. An error that ended the collector surfaces here, unless the block is already
+        raising one: that is what went wrong first, and the one kept."""
+        if exc_type is None:
+            self.stop()
+        else:
+            with contextlib.suppress(Exception):
+                self.stop()
 
     def _main(self) -> None:
         try:

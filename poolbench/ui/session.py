@@ -115,28 +115,25 @@ class UiSession:
     def _serve(self, entry: dict, db: Database, app: RunningVariant, ref: VariantRef) -> None:
         collector_config = stack.collector_config(db, app, self.variant, ref.dir)
         entry["collector"] = stack.collector_entry(collector_config, self.variant)
-        collector = CollectorThread(collector_config).start()
+        collector = CollectorThread(collector_config)
         feed_dir = Path(tempfile.mkdtemp(prefix="poolbench-ui-"))
         feed = FeedWriter(feed_dir / "feed.jsonl", self._feed_header(entry), collector.latest)
-        feed.subscribe(self.events)
         try:
-            process = self._start_locust(app, ref, feed.path)
-            try:
-                collector.set_load_pid(process.pid)
-                self.events.load_started.fire(ref=ref, pid=process.pid)
-                self._wait_for_web_ui(process)
-                self._follow(process, collector, ref)
-            finally:
-                process.stop()  # SIGTERM: Locust writes its final statistics and requests
-                # no poolbench shape: the window in which all users ran is the person's to say
-                entry["locust"] = locust.load_record(process.status(), self.experiment.load, 0.0)
-            self._close_phase(ref, time.time())
-        except BaseException:
-            with contextlib.suppress(Exception):  # keep the error that got us here
-                collector.stop()
-            raise
-        else:
-            collector.stop()  # an error that ended the collector mid-session surfaces here
+            with collector:
+                feed.subscribe(self.events)
+                process = self._start_locust(app, ref, feed.path)
+                try:
+                    collector.set_load_pid(process.pid)
+                    self.events.load_started.fire(ref=ref, pid=process.pid)
+                    self._wait_for_web_ui(process)
+                    self._follow(process, collector, ref)
+                finally:
+                    process.stop()  # SIGTERM: Locust writes its final statistics and requests
+                    # no poolbench shape: the window in which all users ran is the person's to say
+                    entry["locust"] = locust.load_record(
+                        process.status(), self.experiment.load, 0.0
+                    )
+                self._close_phase(ref, time.time())
         finally:
             feed.close()
             shutil.rmtree(feed_dir, ignore_errors=True)
