@@ -182,7 +182,7 @@ def _plug(subparsers: argparse._SubParsersAction, name: str, wanted: str | None)
     if name == wanted:
         mod = importlib.import_module(module)
         mod.add_arguments(parser)
-        parser.set_defaults(func=_cmd_report if name == "report" else mod.run)
+        parser.set_defaults(func=mod.run)
 
 
 def _wanted(argv: list[str]) -> str | None:
@@ -205,18 +205,6 @@ def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
     for name in PLUGGED:
         _plug(sub, name, wanted)
     return parser
-
-
-def _cmd_report(args: argparse.Namespace) -> int:
-    """The report, then EXIT_DAMAGED if some samples file is damaged (it is also said)."""
-    from poolbench.report import run as report
-    from poolbench.results import EXIT_DAMAGED, load_run
-
-    code = report(args)
-    damage = [f"{v.key}: {d}" for v in load_run(args.run_dir).variants for d in v.damage]
-    for line in damage:
-        print(f"poolbench report: warning: damaged data: {line}", file=sys.stderr)
-    return EXIT_DAMAGED if damage else code
 
 
 def _interrupt(signum: int, frame: object) -> None:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import sys
 from dataclasses import replace
 from pathlib import Path
 
@@ -15,6 +16,7 @@ from poolbench.analysis import Analysis, analyse
 from poolbench.analysis.summary import write_summary
 from poolbench.cli import add_fail_if
 from poolbench.errors import PoolbenchError
+from poolbench.results import EXIT_DAMAGED, load_run
 
 
 def _write_text(path: Path, content: str) -> None:
@@ -85,10 +87,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    """Write the report; a malformed directory raises PoolbenchError (one line, for the CLI)."""
+    """Write the report; a malformed directory raises PoolbenchError (one line, for the CLI).
+    Exits EXIT_DAMAGED when some samples file is damaged (said on stderr), else the
+    thresholds' code."""
     from poolbench.gates import gate_exit, print_gates
 
-    analysis = analyse(args.run_dir)
+    loaded = load_run(args.run_dir)
+    analysis = analyse(loaded)
     path = build_report(args.run_dir, analysis, charts=not args.no_charts, fail_if=args.fail_if)
     print(analysis.summary.headline)
     for experiment in analysis.summary.experiments:
@@ -96,4 +101,9 @@ def run(args: argparse.Namespace) -> int:
             print(f"  {item.verdict:<14} {item.claim.text}")
     print_gates(analysis.summary.thresholds)
     print(f"report: {path}")
-    return gate_exit(analysis.summary.thresholds, args.strict_thresholds)
+    damage = [f"{v.key}: {d}" for v in loaded.variants for d in v.damage]
+    for line in damage:
+        print(f"poolbench report: warning: damaged data: {line}", file=sys.stderr)
+    return (
+        EXIT_DAMAGED if damage else gate_exit(analysis.summary.thresholds, args.strict_thresholds)
+    )
