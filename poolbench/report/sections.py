@@ -186,23 +186,9 @@ def instrument_section(experiment: ExperimentSummary) -> list[Any]:
             f"{fmt.number(c.get('connections_hz'))} Hz" + (f" ({fmt.count(missed)} of {fmt.count(samples)} missed)" if samples else ""),
             fmt.seconds(c.get("memory_refresh_max_s")) if c.get("memory", True) else "off",
         ])  # fmt: skip
-    if not rows:
-        return []
-    return [
-        Heading(3, f"The instrument — {experiment.name}"),
-        Table(
-            [
-                "variant",
-                "collector",
-                "collector CPU (full load)",
-                "app CPU (full load)",
-                "connections sampled",
-                "memory refreshed within",
-            ],
-            rows,
-            "llrrrr",
-        ),
-    ]
+    header = ["variant", "collector", "collector CPU (full load)", "app CPU (full load)",
+              "connections sampled", "memory refreshed within"]  # fmt: skip
+    return _table_section(f"The instrument — {experiment.name}", header, rows, "llrrrr")
 
 
 def little_section(experiment: ExperimentSummary) -> list[Any]:
@@ -217,19 +203,15 @@ def little_section(experiment: ExperimentSummary) -> list[Any]:
             fmt.ms(check.mean_response_s * 1000), fmt.pct(check.disagreement_pct),
             Badge("agrees", "good") if check.agrees else Badge("disagrees", "bad"),
         ])  # fmt: skip
-    if not rows:
-        return []
-    return [
-        Heading(3, f"Little's law, a self-check of the instrument — {experiment.name}"),
-        Para(
-            "In a closed loop each user waits for its answer, then thinks: response time ≈ users ÷ "
-            "throughput − think time. Think time is measured per user from the records; a "
-            "disagreement over 10 % means users were idle, the load generator stalled, or the "
-            "window is not steady.",
-            muted=True,
-        ),
-        Table(["variant", "users", "requests/s", "think time", "predicted response", "measured response", "difference", ""], rows, "lrrrrrrl"),
-    ]  # fmt: skip
+    return _table_section(
+        f"Little's law, a self-check of the instrument — {experiment.name}",
+        ["variant", "users", "requests/s", "think time", "predicted response", "measured response", "difference", ""],
+        rows, "lrrrrrrl",
+        intro="In a closed loop each user waits for its answer, then thinks: response time ≈ users ÷ "
+        "throughput − think time. Think time is measured per user from the records; a "
+        "disagreement over 10 % means users were idle, the load generator stalled, or the "
+        "window is not steady.",
+    )  # fmt: skip
 
 
 def exact_section(experiment: ExperimentSummary) -> list[Any]:
@@ -300,17 +282,14 @@ def leak_section(experiment: ExperimentSummary) -> list[Any]:
             )
             rows.append([v.name, t.what, t.window.label() if t.window else fmt.NA, slope,
                          Badge(t.verdict, kind), t.reason])  # fmt: skip
-    if not rows:
-        return []
-    return [
-        Heading(3, f"Growth at a constant load (leak test) — {experiment.name}"),
-        Para(
-            "A slope fitted over a window at a constant user count after the pools filled (a soak "
-            "phase when there is one), with a 95 % interval corrected for autocorrelation.",
-            muted=True,
-        ),
-        Table(["variant", "series", "window", "slope", "verdict", "why"], rows, "lllrll"),
-    ]
+    return _table_section(
+        f"Growth at a constant load (leak test) — {experiment.name}",
+        ["variant", "series", "window", "slope", "verdict", "why"],
+        rows,
+        "lllrll",
+        intro="A slope fitted over a window at a constant user count after the pools filled (a "
+        "soak phase when there is one), with a 95 % interval corrected for autocorrelation.",
+    )
 
 
 def model_section(experiment: ExperimentSummary) -> list[Any]:
@@ -371,12 +350,9 @@ def events_section(experiment: ExperimentSummary) -> list[Any]:
                         details,
                     ]
                 )
-    if not rows:
-        return []
-    return [
-        Heading(3, f"Events — {experiment.name}"),
-        Table(["variant", "when", "event", "details"], rows, "llll"),
-    ]
+    return _table_section(
+        f"Events — {experiment.name}", ["variant", "when", "event", "details"], rows, "llll"
+    )
 
 
 def sweep_section(sweep: Sweep, charts: list[Chart], run_dir: Path) -> list[Any]:
@@ -489,3 +465,16 @@ def environment_section(summary: Summary) -> list[Any]:
     if isinstance(env.get("packages"), dict) and env["packages"]:
         rows.append(["packages", ", ".join(f"{k} {v}" for k, v in env["packages"].items())])
     return [Heading(2, "Environment"), Table(["", ""], rows, "ll")]  # fmt: skip
+
+
+def _table_section(
+    title: str, header: list[str], rows: list[list[Any]], align: str, intro: str | None = None
+) -> list[Any]:
+    """A table under its heading (and a muted intro); nothing at all when no variant has a row."""
+    if not rows:
+        return []
+    return [
+        Heading(3, title),
+        *([Para(intro, muted=True)] if intro else []),
+        Table(header, rows, align),
+    ]
