@@ -232,6 +232,7 @@ def test_database_tab_shows_connections_then_the_session_saves_a_run(ui: Session
     if screenshot:
         driver.save_screenshot(screenshot)
 
+    _wait(lambda: _locust_requests(ui) > 0, 15, "the first test's first requests")
     stop = driver.find_elements(
         By.XPATH, "//button[normalize-space()='Stop' or normalize-space()='STOP']"
     )
@@ -284,9 +285,20 @@ def _second_test(session: Session) -> None:
         assert _status(session)["state"] == "stopped"
         client.post("/swarm", data=form).raise_for_status()
         _wait(lambda: _status(session)["state"] == "running", 15, "the second test to run")
-        time.sleep(2.5)
+        # a loaded machine can take seconds before the first request: wait for Locust to count
+        # one (the records are checked against Locust's totals afterwards)
+        _wait(lambda: _locust_requests(session) > 0, 15, "the second test's first requests")
+        time.sleep(1)
         client.post("/stop").raise_for_status()
     _wait(lambda: _status(session)["state"] == "stopped", 15, "Locust to stop the second test")
+
+
+def _locust_requests(session: Session) -> int:
+    """Requests Locust has counted in the current test (its web UI's own statistics)."""
+    import httpx
+
+    stats = httpx.get(f"{session.url}/stats/requests", trust_env=False, timeout=5).json()
+    return sum(e["num_requests"] for e in stats["stats"] if e["name"] == "Aggregated")
 
 
 def _status(session: Session) -> dict:
