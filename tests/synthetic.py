@@ -17,6 +17,7 @@ Run as a script to time the report on a one-hour run:
 from __future__ import annotations
 
 import argparse
+import csv
 import json
 import sys
 import tempfile
@@ -452,6 +453,24 @@ def variant_json(spec: VariantSpec) -> dict:
     }
 
 
+def write_csv(frame: pd.DataFrame, path: Path) -> None:
+    """The file `frame.to_csv(path, index=False)` writes (NaN as an empty field), twice as fast
+    for the hour-long run: each distinct float is formatted once (a sample's ts and value
+    repeat across its series)."""
+
+    def as_text(column: pd.Series) -> np.ndarray:
+        if column.dtype.kind != "f":
+            return column.to_numpy(dtype=object)
+        distinct, where = np.unique(column.to_numpy(), return_inverse=True)
+        text = ["" if x != x else str(x) for x in distinct.tolist()]  # x != x: NaN
+        return np.array(text, dtype=object)[where]
+
+    with path.open("w", newline="", encoding="utf-8") as handle:
+        writer = csv.writer(handle, lineterminator="\n")
+        writer.writerow(frame.columns)
+        writer.writerows(zip(*(as_text(frame[c]) for c in frame.columns), strict=True))
+
+
 def write_run(
     root: Path,
     specs: list[VariantSpec],
@@ -472,7 +491,7 @@ def write_run(
         entry = variant_json(spec)
         experiments.setdefault(spec.experiment, []).append(entry)
         (vdir / "variant.json").write_text(json.dumps(entry, indent=2))
-        samples_frame(spec).to_csv(vdir / "samples.csv", index=False)
+        write_csv(samples_frame(spec), vdir / "samples.csv")
         if spec.write_locust:
             write_locust(spec, vdir)
         if spec.write_requests:
