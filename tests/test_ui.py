@@ -170,6 +170,20 @@ def _wait(predicate, timeout: float, what: str):
         time.sleep(0.2)
 
 
+def _text(driver, by: str, selector: str) -> str:
+    """An element's text; the tab redraws once a second, so a read that meets a replaced
+    element is tried again."""
+    from selenium.common.exceptions import StaleElementReferenceException
+
+    def read() -> str:
+        try:
+            return driver.find_element(by, selector).text
+        except StaleElementReferenceException:
+            return ""
+
+    return _wait(read, 5, f"the text of {selector}")
+
+
 def _engine_totals(driver) -> dict[str, int]:
     from selenium.common.exceptions import StaleElementReferenceException
     from selenium.webdriver.common.by import By
@@ -218,15 +232,15 @@ def test_database_tab_shows_connections_then_the_session_saves_a_run(ui: Session
     assert set(totals) <= engine_names, (totals, engine_names)
     # The model's ceiling as a line on the chart, the server's headroom and memory as tiles.
     ceiling = connection_ceiling(meta)
-    chart = driver.find_element(By.CSS_SELECTOR, "#poolbench-db svg.pb-chart").text
+    chart = _text(driver, By.CSS_SELECTOR, "#poolbench-db svg.pb-chart")
     assert f"model ceiling: {ceiling}" in chart
-    free = driver.find_element(By.CSS_SELECTOR, "[data-tile='free slots']").text
+    free = _text(driver, By.CSS_SELECTOR, "[data-tile='free slots']")
     assert "of max_connections 100" in free
-    pss = driver.find_element(By.CSS_SELECTOR, "[data-tile='PostgreSQL PSS']").text
+    pss = _text(driver, By.CSS_SELECTOR, "[data-tile='PostgreSQL PSS']")
     assert re.search(r"\d+ MiB", pss), pss
     # Refreshed at least once a second: two cost lines a second apart differ.
-    cost = driver.find_element(By.ID, "poolbench-db-cost").text
-    _wait(lambda: driver.find_element(By.ID, "poolbench-db-cost").text != cost, 2.5, "a refresh")
+    cost = _text(driver, By.ID, "poolbench-db-cost")
+    _wait(lambda: _text(driver, By.ID, "poolbench-db-cost") != cost, 2.5, "a refresh")
     print(f"connections seen {seen_after_s:.1f} s after Start; {cost}")
     screenshot = os.environ.get("POOLBENCH_UI_SCREENSHOT")
     if screenshot:
@@ -265,7 +279,7 @@ def test_database_tab_shows_connections_then_the_session_saves_a_run(ui: Session
     last, first = variant.requests(), read_requests(variant.path / "requests-1.bin")
     assert len(last) == recorded["requests"] == sum(e["num_requests"] for e in locust_totals)
     for log, phase in ((first, phases["load 1"]), (last, phases["load"])):
-        assert len(log) > 0
+        assert len(log) > 0, phase["name"]
         assert phase["start"] - 0.001 <= log.start.min() and log.start.max() <= phase["end"]
     assert {"/health", "/users/{id}"} <= set(first.names)
     assert [e["event"] for e in variant.events][:1] == ["variant_started"]
@@ -294,11 +308,15 @@ def _second_test(session: Session) -> None:
 
 
 def _locust_requests(session: Session) -> int:
-    """Requests Locust has counted in the current test (its web UI's own statistics)."""
+    """Requests Locust has counted in the current test: its statistics as CSV (the JSON view,
+    /stats/requests, is cached for 2 s and can still show the previous test)."""
+    import csv
+
     import httpx
 
-    stats = httpx.get(f"{session.url}/stats/requests", trust_env=False, timeout=5).json()
-    return sum(e["num_requests"] for e in stats["stats"] if e["name"] == "Aggregated")
+    text = httpx.get(f"{session.url}/stats/requests/csv", trust_env=False, timeout=5).text
+    rows = csv.DictReader(text.splitlines())
+    return sum(int(r["Request Count"]) for r in rows if r["Name"] == "Aggregated")
 
 
 def _status(session: Session) -> dict:
