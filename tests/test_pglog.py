@@ -221,18 +221,23 @@ def _next_sample(collector: CollectorThread, after: float | None, timeout: float
     return ts
 
 
-def _burst_between_samples(collector: CollectorThread, url: str, n: int) -> tuple[float, float]:
-    """Open n connections and close them all between two 1 Hz samples (retried if not)."""
+def _burst_between_samples(
+    collector: CollectorThread, url: str, n: int
+) -> tuple[float, float, float]:
+    """Open n connections and close them all between two 1 Hz samples (retried if not):
+    when the first opened, when the last close began, when it had returned."""
     for _ in range(3):
         sampled_at = _next_sample(collector, _next_sample(collector, None))
         start = time.time()
         conns = [psycopg.connect(url, application_name="burst") for _ in range(n)]
-        for conn in conns:
+        for conn in conns[:-1]:
             conn.close()
+        last_close = time.time()  # the last backend ends after this, whatever the scheduler does
+        conns[-1].close()
         end = time.time()
         # the backends leave pg_stat_activity a moment after close() returns: give them 0.2 s
         if _next_sample(collector, sampled_at) > end + 0.2:
-            return start, end
+            return start, last_close, end
     pytest.fail("could not fit the burst between two samples")
 
 
@@ -261,7 +266,7 @@ def test_a_burst_between_two_samples_is_found_by_the_log_only(pg: Database, tmp_
         )
         url = with_db(pg.app_url, dbname)
         with CollectorThread(config) as collector, psycopg.connect(url) as untagged:
-            start, end = _burst_between_samples(collector, url, n)
+            start, last_close, end = _burst_between_samples(collector, url, n)
             _next_sample(collector, end + 1.0)
             untagged.execute("SELECT 1")
         log = _session_ended(pg.server_log, dbname, n)
@@ -276,7 +281,8 @@ def test_a_burst_between_two_samples_is_found_by_the_log_only(pg: Database, tmp_
     [spike] = check.spikes
     assert spike.gap_start < start and end < spike.gap_end
     assert (spike.peak, spike.sampled) == (n, check.sampled.count)
-    assert start - 0.001 <= spike.start < spike.end < spike.gap_end and spike.end >= end - 0.001
+    assert start - 0.001 <= spike.start < spike.end < spike.gap_end
+    assert spike.end >= last_close - 0.001  # the log's times are cut to the millisecond
     untagged_check = found.by_application[""]  # the collector's untagged:… labels, folded
     assert untagged_check.exact.count == untagged_check.sampled.count == 1
     assert not untagged_check.spikes and found.sampled_only == []
