@@ -235,37 +235,19 @@ def exact_section(experiment: ExperimentSummary) -> list[Any]:
         for c in x.churn:
             churn.append([v.name, c.name, fmt.count(c.opened), fmt.count(c.closed), fmt.rate(c.opened_per_s),
                           fmt.ms(c.median_session_s * 1000) if c.median_session_s is not None else fmt.NA])  # fmt: skip
-    if peaks:
-        blocks.append(Para(
-            "Rebuilt at every connect and disconnect the server logged (load phase): the exact "
-            "peak beside the peak the 10 Hz samples saw, and the gaps between two samples in "
-            "which the count rose above both (connections the sampler missed).", muted=True))  # fmt: skip
-        blocks.append(
-            Table(
-                ["variant", "application_name", "exact peak", "sampled peak", "spikes missed"],
-                peaks,
-                "llrrl",
-            )
-        )
-    if churn:
-        blocks.append(Para(
-            "Sessions opened and closed after the pools stopped growing, per application_name: "
-            "each new session costs PostgreSQL a backend fork and its authentication. Per-call "
-            "engines (created and disposed per request) show here.", muted=True))  # fmt: skip
-        blocks.append(
-            Table(
-                [
-                    "variant",
-                    "application_name",
-                    "opened",
-                    "closed",
-                    "opened per second",
-                    "median session",
-                ],
-                churn,
-                "llrrrr",
-            )
-        )
+    blocks += _table(
+        ["variant", "application_name", "exact peak", "sampled peak", "spikes missed"], peaks, "llrrl",
+        intro="Rebuilt at every connect and disconnect the server logged (load phase): the exact "
+        "peak beside the peak the 10 Hz samples saw, and the gaps between two samples in which "
+        "the count rose above both (connections the sampler missed).",
+    )  # fmt: skip
+    blocks += _table(
+        ["variant", "application_name", "opened", "closed", "opened per second", "median session"],
+        churn, "llrrrr",
+        intro="Sessions opened and closed after the pools stopped growing, per application_name: "
+        "each new session costs PostgreSQL a backend fork and its authentication. Per-call "
+        "engines (created and disposed per request) show here.",
+    )  # fmt: skip
     blocks += [Notice("info", m) for m in missing]
     return blocks if len(blocks) > 1 else []
 
@@ -470,11 +452,15 @@ def environment_section(summary: Summary) -> list[Any]:
 def _table_section(
     title: str, header: list[str], rows: list[list[Any]], align: str, intro: str | None = None
 ) -> list[Any]:
-    """A table under its heading (and a muted intro); nothing at all when no variant has a row."""
+    """A table under its heading; nothing at all when no variant has a row."""
+    table = _table(header, rows, align, intro)
+    return [Heading(3, title), *table] if table else []
+
+
+def _table(
+    header: list[str], rows: list[list[Any]], align: str, intro: str | None = None
+) -> list[Any]:
+    """A table after its muted intro; nothing when there are no rows."""
     if not rows:
         return []
-    return [
-        Heading(3, title),
-        *([Para(intro, muted=True)] if intro else []),
-        Table(header, rows, align),
-    ]
+    return [*([Para(intro, muted=True)] if intro else []), Table(header, rows, align)]
