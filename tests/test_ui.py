@@ -246,7 +246,9 @@ def test_database_tab_shows_connections_then_the_session_saves_a_run(ui: Session
     if screenshot:
         driver.save_screenshot(screenshot)
 
-    _wait(lambda: _locust_requests(ui) > 0, 15, "the first test's first requests")
+    # Both user classes answered (a /health call builds two engines: seconds on a busy machine).
+    for name in ("/health", "/users/{id}"):
+        _wait(lambda n=name: _locust_requests(ui, n) > 0, 30, f"the first test's first {name}")
     stop = driver.find_elements(
         By.XPATH, "//button[normalize-space()='Stop' or normalize-space()='STOP']"
     )
@@ -307,16 +309,16 @@ def _second_test(session: Session) -> None:
     _wait(lambda: _status(session)["state"] == "stopped", 15, "Locust to stop the second test")
 
 
-def _locust_requests(session: Session) -> int:
-    """Requests Locust has counted in the current test: its statistics as CSV (the JSON view,
-    /stats/requests, is cached for 2 s and can still show the previous test)."""
+def _locust_requests(session: Session, name: str = "Aggregated") -> int:
+    """Requests to `name` Locust has counted in the current test: its statistics as CSV (the
+    JSON view, /stats/requests, is cached for 2 s and can still show the previous test)."""
     import csv
 
     import httpx
 
     text = httpx.get(f"{session.url}/stats/requests/csv", trust_env=False, timeout=5).text
     rows = csv.DictReader(text.splitlines())
-    return sum(int(r["Request Count"]) for r in rows if r["Name"] == "Aggregated")
+    return sum(int(r["Request Count"]) for r in rows if r["Name"] == name)
 
 
 def _status(session: Session) -> dict:
