@@ -697,13 +697,13 @@ def test_reconnects_after_a_restart_and_records_the_gap(tmp_path: Path) -> None:
         config = CollectorConfig(db.admin_url, db.dbname, out, postmaster_pid=db.postmaster_pid)
         with CollectorThread(config) as collector:
             _wait_for(lambda: collector.latest().samples >= 5, 5, "samples before the restart")
-            before = collector.latest().samples
             down = time.time()
             _restart(db)
             _wait_for(lambda: collector.latest().gaps == 1, 20, "the reconnection")
-            _wait_for(
+            reconnected = collector.latest().samples  # from the reconnection on: a count taken
+            _wait_for(  # before the restart also holds the ticks until the server went down
                 lambda: (
-                    collector.latest().samples >= before + 10
+                    collector.latest().samples >= reconnected + 10
                     and collector.latest().postgres_visible is True
                     and (collector.latest().memory_ts or 0) > down + 0.5
                 ),
