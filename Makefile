@@ -11,6 +11,9 @@ VARIANT ?= before
 # start once); end-to-end runs wait on fixed phases, so three workers fit two cores.
 TEST_WORKERS ?= 3
 XDIST := -n $(TEST_WORKERS) --dist loadfile --no-loadscope-reorder
+# The fast tests are many and short: two workers taking them one by one beat three taking
+# files (24 s against 29 s here), as no module fixture is costly there.
+FAST_WORKERS ?= 2
 # The suite is CPU-bound and writes ~200 MB of throwaway clusters and results: on tmpfs a
 # write costs a tenth of the CPU it costs on disk here. /dev/shm is used when it has 1 GiB
 # free (a container's default 64 MB has not); TEST_TMPDIR= keeps your TMPDIR.
@@ -36,7 +39,7 @@ test: $(STAMP)
 
 # Everything but the end-to-end runs and the tests that sample or wait for seconds.
 test-fast: $(STAMP)
-	$(PYTEST) $(XDIST) -m "not e2e and not slow" $(PYTEST_ARGS)
+	$(PYTEST) -n $(FAST_WORKERS) --dist load -m "not e2e and not slow" $(PYTEST_ARGS)
 
 lint: $(STAMP)
 	$(BIN)/ruff check .
