@@ -91,7 +91,9 @@ def _events(run_dir: Path, variant_dir: str, kind: str) -> list[dict]:
 def test_a_worker_the_master_and_the_postmaster_killed_mid_load(tmp_path: Path) -> None:
     """One run, three repeats of a two-worker app: kill a worker, the master, the postmaster."""
     out = tmp_path / "r"
-    proc = _start(_bench(tmp_path, repeats=3, workers=2), out)
+    # 8 s of load: uvicorn's replacement of the killed worker must start within it (at 5 s
+    # it did not, once, on a busy machine)
+    proc = _start(_bench(tmp_path, repeats=3, workers=2, load_s=8), out)
     killed = {}
     entry = _in_load(out, proc, "e/after-1")
     workers = psutil.Process(entry["pids"]["app"]).children()
