@@ -244,8 +244,8 @@ def mark_abandoned(run_dir: Path, result: Cleaned) -> None:
             variant_dir = run_dir / str(entry.get("dir", ""))
             if (variant_dir / "variant.json").is_file():
                 write_json(variant_dir / "variant.json", entry)
-            for log in ("app.log", "locust.log"):
-                mask_file(variant_dir / log)
+            for log in ("app.log", "locust.log"):  # masked as written since; not by older
+                mask_file(variant_dir / log)  # versions of poolbench
     write_json(run_dir / "run.json", meta)
 
 

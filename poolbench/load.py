@@ -25,6 +25,7 @@ from typing import Any
 from poolbench import shapes
 from poolbench.config import LoadSettings
 from poolbench.errors import PoolbenchError
+from poolbench.masked_log import MaskedLog
 from poolbench.process_group import spawn, stop_group
 from poolbench.redact import mask_text
 from poolbench.requests_log import REQUESTS_FILE
@@ -53,11 +54,12 @@ class LoadOutputs:
 
 @dataclass
 class LocustProcess:
-    """A running Locust: its process, where its files go, and its log."""
+    """A running Locust: its process, where its files go, and its log (masked on the way)."""
 
     proc: subprocess.Popen
     log_path: Path
     outputs: LoadOutputs | None = None
+    log: MaskedLog | None = None
 
     @property
     def pid(self) -> int:
@@ -73,8 +75,11 @@ class LocustProcess:
             ) from None
 
     def stop(self) -> None:
-        """SIGTERM the whole group (--processes workers too), SIGKILL what is left."""
+        """SIGTERM the whole group (--processes workers too), SIGKILL what is left; then the
+        log is complete."""
         stop_group(self.proc, STOP_GRACE_S)
+        if self.log is not None:
+            self.log.close()
 
     def progress(self) -> dict[str, float]:
         """Users, requests/s and totals from the last line Locust wrote (empty before)."""
@@ -271,16 +276,18 @@ def load_record(status: dict[str, Any], load: LoadSettings, load_s: float) -> di
 
 
 def start_locust(cmd: list[str], log_path: Path, outputs: LoadOutputs | None) -> LocustProcess:
-    log = log_path.open("ab")
+    """Locust with its output appended to `log_path` through `MaskedLog`, as the app's is: the
+    warm-up and the load share the file."""
+    log = MaskedLog(log_path, mode="ab")
     try:
         proc = spawn(
             cmd, what="locust", stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL
         )
     except OSError as exc:
-        raise PoolbenchError(f"cannot start Locust: {exc}") from None
-    finally:
         log.close()
-    return LocustProcess(proc, log_path, outputs)
+        raise PoolbenchError(f"cannot start Locust: {exc}") from None
+    log.started()
+    return LocustProcess(proc, log_path, outputs, log)
 
 
 def run_locust(cmd: list[str], log_path: Path, timeout: float) -> None:

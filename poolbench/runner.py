@@ -28,7 +28,6 @@ from poolbench.errors import PoolbenchError, first_line
 from poolbench.events import EventLog, RunEvents, VariantRef
 from poolbench.preflight import check_slots
 from poolbench.progress import ProgressDisplay
-from poolbench.redact import mask_file
 from poolbench.results import RunRecord
 from poolbench.variants import VariantStartError
 from poolbench.watchdog import Watchdog, shape_target
@@ -149,8 +148,6 @@ class Runner:
 
     def _end_variant(self, ref: VariantRef, entry: dict, status: str, error: str | None) -> None:
         entry["status"], entry["error"] = status, error
-        for log in ("app.log", "locust.log"):  # a child wrote them, not our masked logging
-            mask_file(ref.dir / log)
         self.events.variant_ended.fire(ref=ref, status=status, error=error)
 
     def _phases(self, experiment, variant, entry, db, app, ref: VariantRef, dog) -> None:

@@ -181,3 +181,19 @@ def test_cli_errors_mask_the_password_and_write_no_results_folder(
     assert len(proc.stderr.splitlines()) == 1
     assert not _leaks(proc.stderr + proc.stdout, password), proc.stderr
     assert not list(out.glob("*/run.json"))  # a bad URL creates no results folder
+
+
+def test_locust_log_is_masked_as_it_is_written_and_appended_to(tmp_path: Path) -> None:
+    """start_locust writes a child's output through MaskedLog, as the app's: a registered
+    secret and a URL's password never reach locust.log (`poolbench ui` had no later pass)."""
+    import sys
+
+    from poolbench.load import start_locust
+
+    redact.add_secret("s3cret-token-42")
+    log = tmp_path / "locust.log"
+    for line in ("token s3cret-token-42", "host postgresql://u:hunter22@db/x"):
+        process = start_locust([sys.executable, "-c", f"print({line!r})"], log, None)
+        process.proc.wait(30)
+        process.stop()
+    assert log.read_text() == "token ***\nhost postgresql://u:***@db/x\n"
