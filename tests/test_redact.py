@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import logging
 import shlex
+import sys
 from pathlib import Path
 
 import pytest
@@ -19,6 +20,7 @@ from conftest import poolbench_cli
 
 from poolbench import redact
 from poolbench.errors import PoolbenchError
+from poolbench.load import start_locust
 from poolbench.postgres import validate_url
 
 # (url, password) — the password as a user would type it, and where it hides
@@ -186,10 +188,6 @@ def test_cli_errors_mask_the_password_and_write_no_results_folder(
 def test_locust_log_is_masked_as_it_is_written_and_appended_to(tmp_path: Path) -> None:
     """start_locust writes a child's output through MaskedLog, as the app's: a registered
     secret and a URL's password never reach locust.log (`poolbench ui` had no later pass)."""
-    import sys
-
-    from poolbench.load import start_locust
-
     redact.add_secret("s3cret-token-42")
     log = tmp_path / "locust.log"
     for line in ("token s3cret-token-42", "host postgresql://u:hunter22@db/x"):

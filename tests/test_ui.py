@@ -41,6 +41,7 @@ CHROMIUM_FLAGS = (
 )  # fmt: skip
 START_TIMEOUT_S = 120.0
 USERS = 4
+FIRST_TEST_NAMES = ("/health", "/users/{id}")  # one per user class, in requests-1.bin
 
 
 @dataclass
@@ -247,7 +248,7 @@ def test_database_tab_shows_connections_then_the_session_saves_a_run(ui: Session
         driver.save_screenshot(screenshot)
 
     # Both user classes answered (a /health call builds two engines: seconds on a busy machine).
-    for name in ("/health", "/users/{id}"):
+    for name in FIRST_TEST_NAMES:
         _wait(lambda n=name: _locust_requests(ui, n) > 0, 30, f"the first test's first {name}")
     stop = driver.find_elements(
         By.XPATH, "//button[normalize-space()='Stop' or normalize-space()='STOP']"
@@ -283,7 +284,7 @@ def test_database_tab_shows_connections_then_the_session_saves_a_run(ui: Session
     for log, phase in ((first, phases["load 1"]), (last, phases["load"])):
         assert len(log) > 0, phase["name"]
         assert phase["start"] - 0.001 <= log.start.min() and log.start.max() <= phase["end"]
-    assert {"/health", "/users/{id}"} <= set(first.names)
+    assert set(FIRST_TEST_NAMES) <= set(first.names)
     assert [e["event"] for e in variant.events][:1] == ["variant_started"]
     report = poolbench_cli("report", str(ui.run_dir), timeout=120)
     assert report.returncode == 0, report.stderr
