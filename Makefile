@@ -18,7 +18,7 @@ FAST_WORKERS ?= 2
 # write costs a tenth of the CPU it costs on disk here. /dev/shm is used when it has 1 GiB
 # free (a container's default 64 MB has not); TEST_TMPDIR= keeps your TMPDIR.
 TEST_TMPDIR ?= $(shell df -Pk /dev/shm 2>/dev/null | awk 'NR == 2 && $$4 > 1048576 {print "/dev/shm"}')
-PYTEST := $(if $(TEST_TMPDIR),TMPDIR=$(TEST_TMPDIR) )$(BIN)/python -m pytest
+PYTEST = $(if $(TEST_TMPDIR),TMPDIR=$(TEST_TMPDIR) )$(BIN)/python -m pytest
 
 .PHONY: bench test test-fast ui lint format clean-venv
 
