@@ -11,6 +11,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections import deque
 from collections.abc import Callable, Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -379,19 +380,24 @@ def test_memory_of_100_backends_is_reread_within_2_s_as_sessions_come_and_go_in_
     url = _with_db(pg.app_url, target)
     stop = threading.Event()
 
-    def churn() -> None:  # a session every 0.3 s, each held 1.5 s: every sweep sees changes
-        sessions: list[tuple[float, psycopg.Connection]] = []
+    def churn(collector: CollectorThread) -> None:
+        """Three sessions come and three go between any two sweeps, whatever the pace of
+        this thread on a busy machine: the churn is counted in sweeps, not in seconds."""
+        sessions: deque[psycopg.Connection] = deque()
+        swept = None
         while not stop.is_set():
-            sessions.append((time.monotonic(), psycopg.connect(url, application_name="churn")))
-            while sessions and time.monotonic() - sessions[0][0] > 1.5:
-                sessions.pop(0)[1].close()
-            time.sleep(0.3)
-        for _, conn in sessions:
+            if collector.latest().memory_ts != swept:
+                swept = collector.latest().memory_ts
+                sessions.extend(psycopg.connect(url, application_name="churn") for _ in "abc")
+                while len(sessions) > 6:
+                    sessions.popleft().close()
+            time.sleep(0.02)
+        for conn in sessions:
             conn.close()
 
-    churner = threading.Thread(target=churn, daemon=True)
     with held(url) as h, CollectorThread(config) as collector:
         h.idle("many", 100)
+        churner = threading.Thread(target=churn, args=(collector,), daemon=True)
         churner.start()
         try:
             _wait_for(
