@@ -370,8 +370,8 @@ def test_memory_of_100_backends_is_reread_within_2_s_as_sessions_come_and_go_in_
     pg: Database, target: str, tmp_path: Path
 ) -> None:
     """Sessions come and go all the time: the PSS they take of the pages they share with
-    the others, and leave to them, soon passes 1 % of PostgreSQL's, so every backend's PSS
-    may have moved: each is re-read within 2 s, about half of them at each 1 Hz sweep."""
+    the others, and leave to them, passes 1 % of PostgreSQL's, so every backend's PSS may
+    have moved: each is re-read within 2 s, about half of them at each 1 Hz sweep."""
     out = tmp_path / "samples.csv"
     config = CollectorConfig(
         _with_db(pg.admin_url, target), target, out, postmaster_pid=pg.postmaster_pid,
@@ -380,15 +380,26 @@ def test_memory_of_100_backends_is_reread_within_2_s_as_sessions_come_and_go_in_
     url = _with_db(pg.app_url, target)
     stop = threading.Event()
 
+    with psycopg.connect(url, autocommit=True) as conn:  # 8 MB that each session reads
+        conn.execute("CREATE TABLE pages AS SELECT repeat('x', 200) FROM generate_series(1, 35000)")
+
+    def session() -> psycopg.Connection:
+        conn = psycopg.connect(url, application_name="churn", autocommit=True)
+        conn.execute("SELECT count(*) FROM pages")  # maps the table's shared buffers
+        return conn
+
     def churn(collector: CollectorThread) -> None:
         """Three sessions come and three go between any two sweeps, whatever the pace of
-        this thread on a busy machine: the churn is counted in sweeps, not in seconds."""
+        this thread on a busy machine: the churn is counted in sweeps, not in seconds. Each
+        reads 8 MB of shared buffers, so their arrivals and departures move several MB of
+        PSS between PostgreSQL's processes at every sweep, well past 1 % (~1.7 MB here);
+        idle sessions alone moved ~0.7 MB a sweep, past 1 % at one sweep in two or three."""
         sessions: deque[psycopg.Connection] = deque()
         swept = None
         while not stop.is_set():
             if collector.latest().memory_ts != swept:
                 swept = collector.latest().memory_ts
-                sessions.extend(psycopg.connect(url, application_name="churn") for _ in "abc")
+                sessions.extend(session() for _ in "abc")
                 while len(sessions) > 6:
                     sessions.popleft().close()
             time.sleep(0.02)
