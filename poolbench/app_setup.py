@@ -24,7 +24,7 @@ from psycopg import sql
 from poolbench.errors import PoolbenchError, first_line
 from poolbench.masked_log import MaskedLog
 from poolbench.postgres import Database, connect
-from poolbench.process_group import spawn, stop_group
+from poolbench.process_group import stop_group
 from poolbench.redact import mask_text
 
 SETUP_LOG = "setup.log"
@@ -151,17 +151,7 @@ def _start(
 ) -> subprocess.Popen[bytes]:
     if cwd is not None and not cwd.is_dir():
         raise SetupError(f"{what}: working directory {cwd} not found")
-    try:
-        proc = spawn(  # its own session, dies with poolbench, noted for `poolbench clean`
-            list(argv),
-            what="setup",
-            cwd=cwd,
-            env=dict(env),
-            stdin=subprocess.DEVNULL,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-        )
+    try:  # its own session, dies with poolbench, noted for `poolbench clean`
+        return log.spawn(list(argv), what="setup", cwd=cwd, env=dict(env))
     except OSError as exc:
         raise SetupError(f"{what} cannot start: {exc.strerror or exc}") from None
-    log.started()
-    return proc

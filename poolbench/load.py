@@ -26,7 +26,7 @@ from poolbench import shapes
 from poolbench.config import LoadSettings
 from poolbench.errors import PoolbenchError
 from poolbench.masked_log import MaskedLog
-from poolbench.process_group import spawn, stop_group
+from poolbench.process_group import stop_group
 from poolbench.redact import mask_text
 from poolbench.requests_log import REQUESTS_FILE
 
@@ -57,9 +57,12 @@ class LocustProcess:
     """A running Locust: its process, where its files go, and its log (masked on the way)."""
 
     proc: subprocess.Popen
-    log_path: Path
+    log: MaskedLog
     outputs: LoadOutputs | None = None
-    log: MaskedLog | None = None
+
+    @property
+    def log_path(self) -> Path:
+        return self.log.path
 
     @property
     def pid(self) -> int:
@@ -78,8 +81,7 @@ class LocustProcess:
         """SIGTERM the whole group (--processes workers too), SIGKILL what is left; then the
         log is complete."""
         stop_group(self.proc, STOP_GRACE_S)
-        if self.log is not None:
-            self.log.close()
+        self.log.close()
 
     def progress(self) -> dict[str, float]:
         """Users, requests/s and totals from the last line Locust wrote (empty before)."""
@@ -280,14 +282,10 @@ def start_locust(cmd: list[str], log_path: Path, outputs: LoadOutputs | None) ->
     warm-up and the load share the file."""
     log = MaskedLog(log_path, mode="ab")
     try:
-        proc = spawn(
-            cmd, what="locust", stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL
-        )
+        proc = log.spawn(cmd, what="locust")
     except OSError as exc:
-        log.close()
         raise PoolbenchError(f"cannot start Locust: {exc}") from None
-    log.started()
-    return LocustProcess(proc, log_path, outputs, log)
+    return LocustProcess(proc, log, outputs)
 
 
 def run_locust(cmd: list[str], log_path: Path, timeout: float) -> None:

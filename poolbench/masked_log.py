@@ -10,9 +10,12 @@ as it arrives, so a crash leaves the log complete up to it.
 from __future__ import annotations
 
 import os
+import subprocess
 import threading
 from pathlib import Path
+from typing import Any
 
+from poolbench.process_group import spawn
 from poolbench.redact import mask_text
 
 JOIN_TIMEOUT_S = 5.0
@@ -34,6 +37,20 @@ class MaskedLog:
     def write_line(self, text: str) -> None:
         """A line of the harness's own (e.g. the command about to run), masked too."""
         os.write(self._write, (text.rstrip("\n") + "\n").encode())
+
+    def spawn(self, argv: list[str], *, what: str, **popen: Any) -> subprocess.Popen:
+        """`process_group.spawn` with the child's stdout and stderr into this log and no stdin;
+        the log is closed if it cannot start (OSError, for the caller to word)."""
+        try:
+            proc = spawn(
+                argv, what=what, stdin=subprocess.DEVNULL, stdout=self, stderr=subprocess.STDOUT,
+                **popen,
+            )  # fmt: skip
+        except OSError:
+            self.close()
+            raise
+        self.started()
+        return proc
 
     def started(self) -> None:
         """Drop our copy of the write end once the child has it: EOF comes when it exits."""

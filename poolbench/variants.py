@@ -29,7 +29,7 @@ from poolbench.errors import PoolbenchError
 from poolbench.masked_log import MaskedLog
 from poolbench.placeholders import expand
 from poolbench.postgres import free_port
-from poolbench.process_group import alive, spawn, stop_group
+from poolbench.process_group import alive, stop_group
 from poolbench.redact import mask_text
 
 HOST = "127.0.0.1"
@@ -175,19 +175,12 @@ class RunningVariant:
         self._log = MaskedLog(self.log_path)
         started = time.monotonic()
         try:
-            self._proc = spawn(
-                argv,
-                what=f"app {self.spec.name}",
-                cwd=cwd,
-                env=self.env(),
-                stdin=subprocess.DEVNULL,
-                stdout=self._log,
-                stderr=subprocess.STDOUT,
+            self._proc = self._log.spawn(
+                argv, what=f"app {self.spec.name}", cwd=cwd, env=self.env()
             )
             self._pid = self._proc.pid
-            self._log.started()
         except OSError as exc:
-            self._close_log()
+            self._log = None  # closed by spawn
             raise VariantStartError(
                 f"cannot start variant {self.spec.name!r}: {argv[0]}: {exc.strerror or exc}"
             ) from None
