@@ -397,8 +397,8 @@ def test_memory_of_100_backends_is_reread_within_2_s_as_sessions_come_and_go_in_
         sessions: deque[psycopg.Connection] = deque()
         swept = None
         while not stop.is_set():
-            if collector.latest().memory_ts != swept:
-                swept = collector.latest().memory_ts
+            if (sweep := collector.latest().memory_ts) != swept:
+                swept = sweep
                 sessions.extend(session() for _ in "abc")
                 while len(sessions) > 6:
                     sessions.popleft().close()
