@@ -7,7 +7,8 @@ A plain locustfile: run it on its own against a variant started by hand,
 or with poolbench's plugin beside it for its load shapes and per-request records
 (`-f scenarios/locustfile.py,poolbench/locust_plugin.py --poolbench-shape ramp`).
 `--hold-ms` is this file's own option (the bench file passes it in `load.locust_args`): the
-read routes hold their connection in `pg_sleep` for that long, as a slower query would.
+read routes and placing an order hold their connection in `pg_sleep` for that long, as a slower
+query would.
 """
 
 from __future__ import annotations
@@ -23,7 +24,9 @@ ORDER_IDS = range(1, 5001)
 
 @events.init_command_line_parser.add_listener
 def _add_options(parser) -> None:
-    parser.add_argument("--hold-ms", type=int, default=5, help="pg_sleep per read, in ms")
+    parser.add_argument(
+        "--hold-ms", type=int, default=5, help="pg_sleep per request that holds, in ms"
+    )
 
 
 class ApiUser(FastHttpUser):
@@ -62,7 +65,9 @@ class ApiUser(FastHttpUser):
             "item_id": random.choice(ITEM_IDS),
             "quantity": 1,
         }
-        with self.client.post("/orders", json=order, catch_response=True) as response:
+        with self.client.post(
+            f"/orders?{self.hold}", json=order, name="/orders", catch_response=True
+        ) as response:
             if response.status_code == 409:  # out of stock is an answer, not a failure
                 response.success()
 

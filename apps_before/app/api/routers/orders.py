@@ -50,9 +50,11 @@ async def get_order(
 
 
 @router.post("", status_code=201)
-async def place_order(new: NewOrder) -> dict[str, Any]:
-    """Insert the order and take the quantity off the item's stock, in one transaction."""
+async def place_order(new: NewOrder, sleep_ms: SleepMs = 0) -> dict[str, Any]:
+    """Insert the order and take the quantity off the item's stock, in one transaction (held
+    `sleep_ms` before it locks the item, so a hold fills this route's pool, not a lock queue)."""
     async with AsyncSessionFactory() as session, session.begin():
+        await hold(session, sleep_ms)
         item = await session.get(Item, new.item_id, with_for_update=True)
         if item is None or await session.get(User, new.user_id) is None:
             raise HTTPException(status_code=404, detail="user or item not found")
