@@ -116,7 +116,7 @@ class Watchdog:
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
-        self._phase = _Phase()
+        self._phases = [_Phase()]  # in order; an event belongs to the phase its time falls in
         self._app: _Tracked | None = None
         self._workers: dict[int, _Tracked] = {}
         self._postmaster: _Tracked | None = None
@@ -233,9 +233,18 @@ class Watchdog:
 
     # ------------------------------------------------------------------ findings
 
+    @property
+    def _phase(self) -> _Phase:
+        return self._phases[-1]
+
+    def _phase_at(self, ts: float) -> _Phase:
+        """The phase `ts` falls in: a worker is announced a second after it started, by then
+        maybe in the next phase, and it belongs to the one it started in."""
+        return next((p for p in reversed(self._phases) if p.start <= ts), self._phases[0])
+
     def _event(self, kind: str, ts: float, **details: Any) -> str:
         """Queue a lifecycle event (with its phase and time into it); return it as a line."""
-        phase = self._phase
+        phase = self._phase_at(ts)
         details = {**details, "phase": phase.name}
         if phase.name != "starting":  # seconds into the phase (the report's time axis)
             details["t"] = round(ts - phase.start, 2)
@@ -385,7 +394,7 @@ class Watchdog:
     def _on_phase_started(self, ref: VariantRef, phase: str, length_s: float, ts: float) -> None:
         if ref != self.ref:
             return
-        self._phase = _Phase(phase, ts, length_s)
+        self._phases.append(_Phase(phase, ts, length_s))
 
     def _on_live(self, ref: VariantRef, users: float | None = None, **_: Any) -> None:
         """Users fell below what they were and below what the shape asks for: a drop."""

@@ -108,6 +108,53 @@ def test_a_worker_exit_degrades_and_a_master_exit_is_a_fault(tmp_path: Path) -> 
         master.wait()
 
 
+def test_a_worker_announced_in_the_next_phase_belongs_to_the_phase_it_started_in(
+    tmp_path: Path,
+) -> None:
+    """On a fast machine the load can begin before a worker has lived the second that gets it
+    announced: its start is still 'starting', and a worker started under load is 'load'."""
+    master = subprocess.Popen(
+        [sys.executable, "-c", SUPERVISOR], stdout=subprocess.PIPE, text=True,
+        start_new_session=True,
+    )  # fmt: skip
+    worker = int(master.stdout.readline())
+    events = RunEvents()
+    seen = _collect(events)
+    ref = _ref(tmp_path)
+    try:
+        with Watchdog(events, ref) as dog:
+            dog.watch_app(master.pid)
+            time.sleep(0.3)  # a start time is known to a clock tick or two, not to the ms
+            load_start = time.time()
+            events.phase_started.fire(ref=ref, phase="load", length_s=60, ts=load_start)
+            first = _until(dog, seen, "app_process_started")
+            started = _started_workers(dog, seen, 1)
+            assert first["role"] == "master"
+            assert [(e["pid"], e["phase"], "t" in e) for e in started] == [
+                (worker, "starting", False)
+            ]
+            os.kill(worker, signal.SIGKILL)
+            replacement = _started_workers(dog, seen, 2)[1]
+            assert replacement["phase"] == "load"
+            assert 0 < replacement["t"] < time.time() - load_start
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(master.pid, signal.SIGKILL)
+        master.wait()
+
+
+def _started_workers(dog: Watchdog, seen: list[dict], count: int) -> list[dict]:
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        with contextlib.suppress(VariantFault):
+            dog.check()
+        found = [e for e in seen if e["kind"] == "app_process_started" and e["role"] == "worker"]
+        if len(found) >= count:
+            return found
+        time.sleep(0.1)
+    pytest.fail(f"fewer than {count} workers announced; saw {seen}")
+
+
 def test_a_postgres_crash_restart_is_seen_and_degrades(tmp_path: Path) -> None:
     """A backend killed with SIGKILL makes the postmaster restart every server process."""
     with embedded_server() as server:
