@@ -27,7 +27,12 @@ import numpy as np
 from scipy import signal
 from scipy.stats import binomtest
 
-from poolbench.analysis.blocks import block_edges, choose_block_length, compare_blocks, per_block
+from poolbench.analysis.block_test import (
+    block_edges,
+    choose_block_length,
+    compare_blocks,
+    per_block,
+)
 from poolbench.analysis.stats import Comparison, compare
 
 REPEATS = 5

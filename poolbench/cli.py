@@ -62,7 +62,7 @@ def _duration(text: str) -> float:
 
 
 def _load_overrides(args: argparse.Namespace) -> dict:
-    """The load settings given on the command line (poolbench.config.LoadSettings fields)."""
+    """The load settings given on the command line (poolbench.config.bench.LoadSettings fields)."""
     given = {
         "locust_workers": args.locust_workers,
         "locust_workers_timeout_s": args.locust_workers_timeout,
@@ -110,9 +110,9 @@ def _add_run_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
-    from poolbench.clean import clean_before_run
-    from poolbench.config import load_config, select
-    from poolbench.runner import Runner
+    from poolbench.config.bench import load_config, select
+    from poolbench.run.clean import clean_before_run
+    from poolbench.run.runner import Runner
 
     config = load_config(args.config)
     experiments = select(
@@ -142,10 +142,10 @@ def report_run(
     """The short text summary, then the report; both from one analysis of the run. Thresholds
     are checked (and their breach is the exit code) even when the report is skipped."""
     from poolbench.analysis import analyse
-    from poolbench.gates import gate_exit, print_gates
+    from poolbench.analysis.gates import gate_exit, print_gates
     from poolbench.report import apply_thresholds, build_report
-    from poolbench.results import load_run
-    from poolbench.summary_text import text_summary
+    from poolbench.report.summary_text import text_summary
+    from poolbench.results.run_folder import load_run
 
     run = load_run(run_dir)
     analysis = analyse(run) if any(v.has_samples for v in run.variants) else None
@@ -162,12 +162,15 @@ def report_run(
 
 PLUGGED = {
     "report": ("poolbench.report", "write summary.json, report.md/.html and charts for a run"),
-    "compare": ("poolbench.comparison", "compare runs: the same table across results folders"),
-    "size": ("poolbench.size", "measure the pool size a variant needs: a sweep of sizes"),
-    "watch": ("poolbench.watch", "sample a PostgreSQL (and app pids) live, without load"),
-    "lint": ("poolbench.lint", "list every SQLAlchemy engine a codebase creates"),
+    "compare": (
+        "poolbench.report.compare_runs",
+        "compare runs: the same table across results folders",
+    ),
+    "size": ("poolbench.run.size_sweep", "measure the pool size a variant needs: a sweep of sizes"),
+    "watch": ("poolbench.collector.watch", "sample a PostgreSQL (and app pids) live, without load"),
+    "lint": ("poolbench.lint.census", "list every SQLAlchemy engine a codebase creates"),
     "ui": ("poolbench.ui", "serve one variant under Locust's web UI, with a live Database tab"),
-    "clean": ("poolbench.clean", "stop and remove what runs killed hard left behind"),
+    "clean": ("poolbench.run.clean", "stop and remove what runs killed hard left behind"),
 }
 
 

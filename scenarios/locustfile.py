@@ -5,7 +5,7 @@ A plain locustfile: run it on its own against a variant started by hand,
     locust -f scenarios/locustfile.py --host http://127.0.0.1:8000 -u 150 -r 50 -t 60s
 
 or with poolbench's plugin beside it for its load shapes and per-request records
-(`-f scenarios/locustfile.py,poolbench/locust_plugin.py --poolbench-shape ramp`).
+(`-f scenarios/locustfile.py,poolbench/load/plugin.py --poolbench-shape ramp`).
 `--hold-ms` is this file's own option (the bench file passes it in `load.locust_args`): the
 read routes and placing an order hold their connection in `pg_sleep` for that long, as a slower
 query would.

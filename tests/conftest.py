@@ -14,7 +14,7 @@ import psycopg
 import pytest
 from psycopg import sql
 
-from poolbench.postgres import Database, embedded_server
+from poolbench.infra.postgres import Database, embedded_server
 
 
 @pytest.fixture(scope="session")

@@ -368,7 +368,7 @@ def request_arrays(spec: VariantSpec) -> tuple[np.ndarray, np.ndarray, np.ndarra
 
 
 def write_requests(spec: VariantSpec, vdir: Path) -> None:
-    from poolbench.requests_log import REQUESTS_FILE, TRANSFER, RequestWriter
+    from poolbench.results.requests import REQUESTS_FILE, TRANSFER, RequestWriter
 
     start, response, ok = request_arrays(spec)
     rows = np.empty(start.size, dtype=TRANSFER)

@@ -20,10 +20,10 @@ from synthetic import T0, EngineSpec, MiB, VariantSpec, seed_claim_specs, write_
 from poolbench.analysis import Analysis, analyse
 from poolbench.analysis.figures import VariantFigures
 from poolbench.analysis.typed import Window
-from poolbench.applog import count_log_refusals
-from poolbench.config import load_config
+from poolbench.config.bench import load_config
 from poolbench.errors import PoolbenchError
-from poolbench.failures import classify
+from poolbench.results.applog import count_log_refusals
+from poolbench.results.failures import classify
 
 BENCH_FILE = Path(__file__).resolve().parent.parent / "scenarios" / "bench.toml"
 # the seed's claims as the bench file states them (claims are data: run.json carries them)

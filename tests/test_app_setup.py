@@ -11,8 +11,8 @@ import psycopg
 import pytest
 from conftest import pid_alive
 
-from poolbench.app_setup import SetupError, create_extensions, extension_problem, run_setup
-from poolbench.postgres import Database, embedded_server
+from poolbench.infra.app_setup import SetupError, create_extensions, extension_problem, run_setup
+from poolbench.infra.postgres import Database, embedded_server
 
 pytestmark = pytest.mark.slow
 

@@ -23,8 +23,8 @@ import psycopg
 import pytest
 from psycopg import sql
 
-from poolbench.postgres import Database
-from poolbench.variants import RunningVariant, VariantSpec, VariantStartError, start_variant
+from poolbench.infra.app_server import RunningVariant, VariantSpec, VariantStartError, start_variant
+from poolbench.infra.postgres import Database
 
 pytestmark = pytest.mark.slow
 

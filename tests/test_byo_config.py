@@ -6,9 +6,9 @@ from pathlib import Path
 
 import pytest
 
-from poolbench import placeholders
-from poolbench.config import load_config, select
-from poolbench.config_variants import Engine
+from poolbench.config import placeholders
+from poolbench.config.bench import load_config, select
+from poolbench.config.variants import Engine
 from poolbench.errors import PoolbenchError
 from poolbench.redact import MASK, add_secret, looks_secret, mask_text, mask_tree
 

@@ -20,10 +20,10 @@ import psutil
 import pytest
 from conftest import pid_alive, poolbench_cli
 
-from poolbench import ledger
-from poolbench.clean import abandoned_runs, clean_run
-from poolbench.process_group import die_with_parent
-from poolbench.results import load_run, owner
+from poolbench.infra import ledger
+from poolbench.infra.process_group import die_with_parent
+from poolbench.results.run_folder import load_run, owner
+from poolbench.run.clean import abandoned_runs, clean_run
 
 GROUP = (
     "import subprocess, sys, time; "
@@ -157,7 +157,7 @@ def test_children_die_with_their_parent_even_by_sigkill(tmp_path: Path) -> None:
     script = tmp_path / "parent.py"
     script.write_text(
         "import subprocess, sys, time\n"
-        "from poolbench.process_group import spawn\n"
+        "from poolbench.infra.process_group import spawn\n"
         "child = spawn([sys.executable, '-c', 'import time; time.sleep(60)'], what='child')\n"
         "print(child.pid, flush=True)\n"
         "time.sleep(60)\n"

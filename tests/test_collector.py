@@ -35,8 +35,8 @@ from poolbench.collector.churn import subtract_own
 from poolbench.collector.memory import MemoryStats, MemoryTracker
 from poolbench.collector.procfs import StatReader
 from poolbench.errors import PoolbenchError
-from poolbench.postgres import Database, embedded_server, free_port
-from poolbench.samples import SamplesWriter, connections_wide, read_samples, row
+from poolbench.infra.postgres import Database, embedded_server, free_port
+from poolbench.results.samples import SamplesWriter, connections_wide, read_samples, row
 
 pytestmark = pytest.mark.slow
 

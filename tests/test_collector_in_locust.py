@@ -13,7 +13,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from poolbench.postgres import Database, free_port
+from poolbench.infra.postgres import Database, free_port
 
 pytestmark = pytest.mark.e2e
 

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from poolbench.config import load_config, select
+from poolbench.config.bench import load_config, select
 from poolbench.errors import PoolbenchError
 
 BENCH = Path(__file__).parents[1] / "scenarios" / "bench.toml"
@@ -110,7 +110,7 @@ def test_missing_file(tmp_path: Path) -> None:
 
 
 def test_repeats_alternate_the_variant_order() -> None:
-    from poolbench.runner import variant_order
+    from poolbench.run.runner import variant_order
 
     assert variant_order(("before", "after"), 1) == ["before", "after"]
     assert variant_order(("before", "after"), 2) == ["after", "before"]

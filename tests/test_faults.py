@@ -24,8 +24,8 @@ import psycopg
 import pytest
 from conftest import REPO, pid_alive, poolbench_cli
 
-from poolbench.postgres import embedded_server
-from poolbench.results import load_run
+from poolbench.infra.postgres import embedded_server
+from poolbench.results.run_folder import load_run
 
 pytestmark = pytest.mark.e2e
 

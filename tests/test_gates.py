@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 from synthetic import seed_claim_specs, write_run
 
+from poolbench.analysis.thresholds import EXIT_THRESHOLD
 from poolbench.cli import main
-from poolbench.thresholds import EXIT_THRESHOLD
 
 
 def _poolbench(*args: str) -> subprocess.CompletedProcess:

@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 from poolbench.cli import main as poolbench_main
-from poolbench.lint import Census, add_arguments, census, format_json, format_text, run
+from poolbench.lint.census import Census, add_arguments, census, format_json, format_text, run
 
 ROOT = Path(__file__).resolve().parent.parent
 FIXTURES = Path(__file__).resolve().parent / "fixtures" / "lint"

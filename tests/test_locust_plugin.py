@@ -1,6 +1,6 @@
 """poolbench's Locust plugin beside plain locustfiles: real Locust against a tiny local server.
 
-Each test builds its command with poolbench.load (the one place that builds them), so what is
+Each test builds its command with poolbench.load.locust (the one place that builds them), so what is
 tested is what `poolbench run` executes.
 """
 
@@ -22,12 +22,12 @@ import psutil
 import pytest
 from conftest import pid_alive
 
-from poolbench import load
-from poolbench.config import LoadSettings
+from poolbench.config.bench import LoadSettings
 from poolbench.errors import PoolbenchError
-from poolbench.postgres import free_port
-from poolbench.process_group import tree
-from poolbench.requests_log import REQUESTS_FILE, RequestLog, read_requests
+from poolbench.infra.postgres import free_port
+from poolbench.infra.process_group import tree
+from poolbench.load import locust as load
+from poolbench.results.requests import REQUESTS_FILE, RequestLog, read_requests
 
 pytestmark = pytest.mark.e2e
 
@@ -114,7 +114,7 @@ LOCUST_VIEW = """
 import json, sys
 from collections import Counter
 from locust.stats import bucket_response_time as bucket, calculate_response_time_percentile as pct
-from poolbench.requests_log import read_requests
+from poolbench.results.requests import read_requests
 
 PERCENTS = (0.5, 0.95, 0.99)
 entries = json.load(open(sys.argv[1]))

@@ -16,10 +16,11 @@ import psycopg
 import pytest
 from conftest import fresh_database, with_db
 
-from poolbench import pglog, timeline
+from poolbench.analysis import timeline
 from poolbench.collector import APPLICATION_NAME, CollectorConfig, CollectorThread
-from poolbench.postgres import Database, embedded_server
-from poolbench.samples import connections_wide, read_samples
+from poolbench.infra.postgres import Database, embedded_server
+from poolbench.results import pglog
+from poolbench.results.samples import connections_wide, read_samples
 
 pytestmark = pytest.mark.slow
 

@@ -14,7 +14,7 @@ import pytest
 from conftest import pid_alive
 
 from poolbench.errors import PoolbenchError
-from poolbench.postgres import Database, embedded_server, existing_server
+from poolbench.infra.postgres import Database, embedded_server, existing_server
 
 pytestmark = pytest.mark.slow
 
@@ -93,7 +93,7 @@ def test_port_already_taken_is_a_one_line_error() -> None:
 def test_interrupted_process_leaves_no_server(tmp_path: Path) -> None:
     script = (
         "import os, signal, sys\n"
-        "from poolbench.postgres import embedded_server\n"
+        "from poolbench.infra.postgres import embedded_server\n"
         "with embedded_server() as db:\n"
         "    print(db.postmaster_pid, flush=True)\n"
         "    os.kill(os.getpid(), signal.SIGINT)\n"

@@ -17,10 +17,10 @@ import pytest
 from conftest import poolbench_cli
 from recompute import compare
 
-from poolbench import timeline
+from poolbench.analysis import timeline
 from poolbench.report import build_report
-from poolbench.results import VariantResult, load_run
-from poolbench.samples import connections_wide
+from poolbench.results.run_folder import VariantResult, load_run
+from poolbench.results.samples import connections_wide
 
 pytestmark = pytest.mark.e2e
 

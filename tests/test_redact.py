@@ -20,8 +20,8 @@ from conftest import poolbench_cli
 
 from poolbench import redact
 from poolbench.errors import PoolbenchError
-from poolbench.load import start_locust
-from poolbench.postgres import validate_url
+from poolbench.infra.postgres import validate_url
+from poolbench.load.locust import start_locust
 
 # (url, password) — the password as a user would type it, and where it hides
 HOSTILE = [

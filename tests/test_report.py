@@ -24,7 +24,7 @@ from synthetic import (
 
 from poolbench import format as fmt
 from poolbench.analysis.summary import read_summary
-from poolbench.config import load_config
+from poolbench.config.bench import load_config
 from poolbench.errors import PoolbenchError
 from poolbench.report import add_arguments, build_report, run
 
@@ -308,7 +308,7 @@ def test_each_experiment_has_its_own_section(tmp_path):
 
 
 def test_text_summary_formats_the_analysis_figures(tmp_path):
-    from poolbench.summary_text import text_summary
+    from poolbench.report.summary_text import text_summary
 
     before, after = seed_claim_specs()
     failed = VariantSpec(name="broken", engines=[EngineSpec("b:a")], status="failed")

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from poolbench.errors import PoolbenchError
-from poolbench.requests_log import (
+from poolbench.results.requests import (
     HEADER,
     NAMES_FILE,
     REQUESTS_FILE,

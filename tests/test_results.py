@@ -9,7 +9,7 @@ import pytest
 
 from poolbench.errors import PoolbenchError
 from poolbench.redact import mask_text, mask_tree, mask_url
-from poolbench.results import RunRecord, load_run
+from poolbench.results.run_folder import RunRecord, load_run
 
 
 def test_mask_url_keeps_everything_but_the_password() -> None:
@@ -225,7 +225,7 @@ def test_report_on_damaged_data_says_so_and_exits_4(tmp_path: Path) -> None:
 
 
 def test_the_preflight_warning_says_who_takes_the_slots() -> None:
-    from poolbench.preflight import slots_warning
+    from poolbench.run.preflight import slots_warning
 
     assert slots_warning(20, 6, 90, 100).startswith(
         "other clients hold 90 of the server's 100 connection slots: 6 are free for the app"

@@ -14,7 +14,7 @@ import pandas as pd
 import pytest
 from conftest import REPO, pid_alive, poolbench_cli
 
-from poolbench.results import load_run
+from poolbench.results.run_folder import load_run
 
 
 @pytest.mark.e2e
@@ -41,7 +41,7 @@ phases = {warmup_s = 0, load_s = 5, idle_s = 0}
     workers: list[subprocess.Popen] = []
     try:
         command = _awaited_worker_command(out, proc)
-        assert "--worker" in command and "locust_plugin.py" in command
+        assert "--worker" in command and "load/plugin.py" in command
         assert "scenarios/locustfile.py" in command
         joined_after = time.time()
         for _ in range(2):  # from another directory, as on another machine

@@ -6,9 +6,10 @@ from pathlib import Path
 
 import pytest
 
-from poolbench import load, shapes
-from poolbench.config import load_config, select
+from poolbench.config.bench import load_config, select
 from poolbench.errors import PoolbenchError
+from poolbench.load import locust as load
+from poolbench.load import shapes
 
 
 def test_steady_is_flat() -> None:

@@ -1,4 +1,4 @@
-"""poolbench.analysis.stats and poolbench.analysis.blocks on synthetic data with known properties."""
+"""poolbench.analysis.stats and poolbench.analysis.block_test on synthetic data with known properties."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from conftest import REPO
 from scipy import signal
 from scipy import stats as sps
 
-from poolbench.analysis.blocks import (
+from poolbench.analysis.block_test import (
     BLOCK_FACTOR,
     BlockLength,
     block_edges,

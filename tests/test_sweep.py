@@ -11,7 +11,7 @@ from synthetic import EngineSpec, VariantSpec, write_run
 
 from poolbench.analysis import analyse
 from poolbench.report import build_report
-from poolbench.size import sweep_experiments
+from poolbench.run.size_sweep import sweep_experiments
 
 SIZES = (1, 2, 4, 8, 16, 32)
 
@@ -65,7 +65,7 @@ def test_the_report_has_the_sweep_table_and_chart(tmp_path: Path) -> None:
 
 
 def test_sweep_experiments_set_the_pool_and_mark_the_points() -> None:
-    from poolbench.config import load_config, select
+    from poolbench.config.bench import load_config, select
 
     base = select(load_config(), experiments=["seed-claim"], variants=["after"])[0]
     points = sweep_experiments(base, "after", [2, 8])

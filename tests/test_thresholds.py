@@ -1,4 +1,4 @@
-"""poolbench.thresholds: CI gates pass, breach, are inconclusive, and reject malformed input."""
+"""poolbench.analysis.thresholds: CI gates pass, breach, are inconclusive, and reject malformed input."""
 
 from __future__ import annotations
 
@@ -6,8 +6,7 @@ import numpy as np
 import pytest
 
 from poolbench.analysis.stats import Comparison, compare, compare_exact
-from poolbench.errors import PoolbenchError
-from poolbench.thresholds import (
+from poolbench.analysis.thresholds import (
     EXIT_THRESHOLD,
     ThresholdResult,
     check,
@@ -15,6 +14,7 @@ from poolbench.thresholds import (
     exit_code,
     parse,
 )
+from poolbench.errors import PoolbenchError
 
 EXACT = {"peak_connections", "idle_connections"}
 

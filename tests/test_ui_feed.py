@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from poolbench.collector import Latest
-from poolbench.events import RunEvents, VariantRef
+from poolbench.run.events import RunEvents, VariantRef
 from poolbench.ui.feed import FeedReader, FeedWriter
 
 

@@ -14,7 +14,7 @@ import psutil
 import pytest
 from conftest import pid_alive
 
-from poolbench.variants import (
+from poolbench.infra.app_server import (
     RunningVariant,
     VariantSpec,
     VariantStartError,

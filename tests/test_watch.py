@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 from conftest import REPO, poolbench_cli
 
-from poolbench.postgres import Database, free_port
-from poolbench.samples import read_samples
+from poolbench.infra.postgres import Database, free_port
+from poolbench.results.samples import read_samples
 
 pytestmark = pytest.mark.slow
 

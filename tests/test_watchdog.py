@@ -16,10 +16,10 @@ import psycopg
 import pytest
 
 from poolbench.collector.procfs import exit_status, read_stat
-from poolbench.config import LoadSettings
-from poolbench.events import RunEvents, VariantRef
-from poolbench.postgres import embedded_server
-from poolbench.watchdog import VariantFault, Watchdog, shape_target
+from poolbench.config.bench import LoadSettings
+from poolbench.infra.postgres import embedded_server
+from poolbench.run.events import RunEvents, VariantRef
+from poolbench.run.watchdog import VariantFault, Watchdog, shape_target
 
 pytestmark = pytest.mark.slow
 

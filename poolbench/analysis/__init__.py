@@ -5,7 +5,7 @@ series), `connections`, `memory`, `traffic` (per-request throughput and latency)
 the pool configuration predicts), `leak`, `sizing`, `metrics` (the named metrics), `stats` and
 `blocks` (tests across repeats and within a run), `compare`, `claims`, `summary`.
 
-It reads a run only through poolbench.results.load_run (docs/results.md), so any past run can be
+It reads a run only through poolbench.results.run_folder.load_run (docs/results.md), so any past run can be
 re-analysed. The baseline of an experiment is its first variant in run.json order; every other
 variant is compared to it. Nothing here knows what the answer "should" be.
 
@@ -22,6 +22,7 @@ from typing import Any
 from poolbench.analysis.claims import claim_from_config, judge, not_compared
 from poolbench.analysis.compare import compare_variants
 from poolbench.analysis.figures import VariantRun, analyse_variant
+from poolbench.analysis.pool_sweep import sweeps
 from poolbench.analysis.sizing import right_sizing
 from poolbench.analysis.summary import (
     ExperimentSummary,
@@ -30,10 +31,9 @@ from poolbench.analysis.summary import (
     VariantSummary,
     headline,
 )
-from poolbench.analysis.sweep import sweeps
 from poolbench.analysis.typed import num
 from poolbench.errors import PoolbenchError
-from poolbench.results import RunResult, load_run
+from poolbench.results.run_folder import RunResult, load_run
 
 __all__ = ["Analysis", "VariantRun", "analyse", "analyse_variant"]
 

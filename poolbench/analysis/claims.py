@@ -34,7 +34,7 @@ KINDS = ("level", "change", "direction", "no_leak")
 
 @dataclass(frozen=True)
 class Claim(Json):
-    """One claim as the bench file states it (see poolbench.config for the keys)."""
+    """One claim as the bench file states it (see poolbench.config.bench for the keys)."""
 
     id: str
     text: str
@@ -293,7 +293,7 @@ def not_compared(claims: list[Claim], experiment: str, baseline: str) -> ClaimsT
 
 
 def claim_from_config(claim_id: str, table: dict) -> Claim:
-    """A Claim from its bench-file table (already validated by poolbench.config)."""
+    """A Claim from its bench-file table (already validated by poolbench.config.bench)."""
     metrics = table.get("metrics") or ([table["metric"]] if table.get("metric") else [])
     if table.get("kind") == "no_leak":
         kind = "no_leak"

@@ -5,7 +5,7 @@ values. Whether a change is real is decided by
 - nothing, for an exact metric with identical values in every repeat (`exact`);
 - Mann-Whitney U across repeats (the repeat is the unit of inference: poolbench.analysis.stats);
 - with one repeat per side, for metrics with per-block values, the within-run test over
-  independent blocks (poolbench.analysis.blocks): it shows the two windows differ beyond their
+  independent blocks (poolbench.analysis.block_test): it shows the two windows differ beyond their
   own noise, not that another run would, so its verdict is marked `within_run` and never earns
   a badge, the word "significant", or a claim;
 - else the difference is untested, and the row says so.
@@ -17,7 +17,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-import poolbench.analysis.blocks as within
+import poolbench.analysis.block_test as within
 from poolbench.analysis.figures import VariantRun
 from poolbench.analysis.metrics import METRICS, Metric
 from poolbench.analysis.stats import Comparison, compare, compare_exact

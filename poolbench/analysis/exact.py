@@ -1,7 +1,7 @@
 """The exact connection count from the server's log, beside what the 10 Hz samples saw.
 
 Where the results folder holds postgres.log (the embedded server logs every connect and
-disconnect), the number of open connections is rebuilt at every event (poolbench.timeline): the
+disconnect), the number of open connections is rebuilt at every event (poolbench.analysis.timeline): the
 exact peak per application_name and in total over the load phase, beside the sampled peak, and
 the short spikes the sampler missed. Sessions opened and closed per second, per
 application_name, after the pools stopped growing, are read from the same log: the churn of
@@ -14,11 +14,11 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from poolbench.analysis.series import VariantSeries
+from poolbench.analysis.timeline import SamplingCheck, compare_by_application, timelines
 from poolbench.analysis.typed import Json, Window
 from poolbench.analysis.windows import Windows, within
-from poolbench.collector.config import APPLICATION_NAME
-from poolbench.results import VariantResult
-from poolbench.timeline import SamplingCheck, compare_by_application, timelines
+from poolbench.collector.settings import APPLICATION_NAME
+from poolbench.results.run_folder import VariantResult
 
 
 @dataclass(frozen=True)

@@ -19,7 +19,7 @@ from poolbench.analysis.series import VariantSeries, build_series
 from poolbench.analysis.traffic import TrafficFigures, traffic_figures
 from poolbench.analysis.typed import Json, Window, num
 from poolbench.analysis.windows import Windows, windows_for
-from poolbench.results import VariantResult
+from poolbench.results.run_folder import VariantResult
 
 
 @dataclass(frozen=True)

@@ -15,10 +15,10 @@ from typing import TYPE_CHECKING
 import numpy as np
 import pandas as pd
 
-from poolbench.results import VariantResult
+from poolbench.results.run_folder import VariantResult
 
 if TYPE_CHECKING:
-    from poolbench.requests_log import RequestLog
+    from poolbench.results.requests import RequestLog
 
 POSTGRES_PARTS = ("postgres_backends", "postgres_postmaster", "postgres_other")
 MEMORY_METRICS = {"pss": "mem_pss_bytes", "uss": "mem_uss_bytes", "rss": "mem_rss_bytes"}

@@ -22,7 +22,7 @@ In the manner of benchstat (golang.org/x/perf/cmd/benchstat):
   so and falls back to the test.
 
 The unit of inference is the repeat. Within one run (one repeat per variant) only the block
-test of `poolbench.analysis.blocks` is valid, and it returns this same `Comparison`.
+test of `poolbench.analysis.block_test` is valid, and it returns this same `Comparison`.
 """
 
 from __future__ import annotations
@@ -74,7 +74,7 @@ class Side:
 
 @dataclass(frozen=True)
 class Blocks:
-    """How a within-run test cut its per-second series (see poolbench.analysis.blocks)."""
+    """How a within-run test cut its per-second series (see poolbench.analysis.block_test)."""
 
     length: int  # samples (seconds) per block, the same on both sides
     k_a: int  # blocks on side a

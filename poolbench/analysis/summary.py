@@ -11,8 +11,8 @@ from poolbench import format as fmt
 from poolbench.analysis.claims import ClaimsTable
 from poolbench.analysis.compare import ComparisonTable
 from poolbench.analysis.figures import VariantFigures
+from poolbench.analysis.pool_sweep import Sweep
 from poolbench.analysis.sizing import Sizing
-from poolbench.analysis.sweep import Sweep
 from poolbench.analysis.typed import Json
 from poolbench.errors import PoolbenchError
 
@@ -58,7 +58,7 @@ class ExperimentSummary(Json):
 
 @dataclass(frozen=True)
 class Gate(Json):
-    """A threshold checked against one experiment (poolbench.gates)."""
+    """A threshold checked against one experiment (poolbench.analysis.gates)."""
 
     experiment: str
     expression: str

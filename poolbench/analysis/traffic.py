@@ -4,7 +4,7 @@ With the per-request records of poolbench's Locust plugin (requests.bin), every 
 over any window: a request belongs to the window in which it was served (completed), goodput is
 successful requests per second, and percentiles are over the successful requests' response
 times with numpy's "inverted_cdf" method (an observed value, never an interpolation) — the same
-definitions as the per-block figures of the within-run test (poolbench.analysis.blocks). Failed requests are counted, never as throughput (a refused request is
+definitions as the per-block figures of the within-run test (poolbench.analysis.block_test). Failed requests are counted, never as throughput (a refused request is
 fast and would flatter both). Without records (an older run), Locust's own totals over the whole
 load phase are used and the window says so; no test is possible on them.
 
@@ -19,13 +19,13 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
-from poolbench.analysis.blocks import block_edges, per_block
+from poolbench.analysis.block_test import block_edges, per_block
 from poolbench.analysis.series import VariantSeries
 from poolbench.analysis.typed import Json, Window, num, stat
 from poolbench.analysis.windows import Windows, within
-from poolbench.failures import KIND_NAMES, classify
-from poolbench.requests_log import RequestLog
-from poolbench.results import VariantResult
+from poolbench.results.failures import KIND_NAMES, classify
+from poolbench.results.requests import RequestLog
+from poolbench.results.run_folder import VariantResult
 
 LITTLE_TOLERANCE_PCT = 10.0
 PERCENTILES = (50, 95, 99)

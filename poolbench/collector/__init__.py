@@ -2,7 +2,7 @@
 
 It runs beside the load with its own PostgreSQL connection (``application_name =
 poolbench-collector``, excluded from every count) and streams rows to ``samples.csv``
-(tidy long form, docs/results.md) through `poolbench.samples.SamplesWriter`: nothing is
+(tidy long form, docs/results.md) through `poolbench.results.samples.SamplesWriter`: nothing is
 accumulated in memory, rows reach the OS at least once a second.
 
 Use it as ``CollectorThread(config)`` (``start()`` / ``latest()`` / ``stop()``): it samples
@@ -123,15 +123,15 @@ What it costs
     reads and their CPU (`Latest.footprint`).
 """
 
-from poolbench.collector.config import (
+from poolbench.collector.core import Collector
+from poolbench.collector.latest import Latest
+from poolbench.collector.settings import (
     APPLICATION_NAME,
     MAX_CONNECTIONS_HZ,
     MAX_MEMORY_HZ,
     CollectorConfig,
     PidSource,
 )
-from poolbench.collector.core import Collector
-from poolbench.collector.latest import Latest
 from poolbench.collector.thread import CollectorThread, run
 
 __all__ = [

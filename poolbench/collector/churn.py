@@ -14,7 +14,7 @@ import time
 from typing import TYPE_CHECKING
 
 from poolbench.collector.server import churn_sql
-from poolbench.samples import row
+from poolbench.results.samples import row
 
 if TYPE_CHECKING:
     from poolbench.collector.core import Collector

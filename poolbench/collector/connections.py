@@ -10,7 +10,7 @@ from __future__ import annotations
 from typing import Any
 
 from poolbench.collector.attribution import UNTAGGED, BackendOwners
-from poolbench.samples import Row, row
+from poolbench.results.samples import Row, row
 
 Counts = dict[tuple[str, str, str], int]  # (label, state, wait_event_type) -> connections
 

@@ -29,10 +29,10 @@ import psycopg
 from poolbench.collector import connections
 from poolbench.collector.attribution import UNTAGGED, BackendOwners, PostmasterFinder, socket_ends
 from poolbench.collector.churn import ChurnReader
-from poolbench.collector.config import APPLICATION_NAME, CollectorConfig
 from poolbench.collector.latest import Latest
 from poolbench.collector.memory import MemoryStats, MemoryTracker
 from poolbench.collector.pools import PoolsPoller
+from poolbench.collector.process_sweep import Plan, ProcessSweeper
 from poolbench.collector.procfs import alive
 from poolbench.collector.server import (
     BACKENDS_SQL,
@@ -42,10 +42,10 @@ from poolbench.collector.server import (
     check_server,
     connect,
 )
-from poolbench.collector.sweep import Plan, ProcessSweeper
+from poolbench.collector.settings import APPLICATION_NAME, CollectorConfig
 from poolbench.errors import PoolbenchError, first_line
 from poolbench.redact import mask_url
-from poolbench.samples import Row, SamplesWriter, row
+from poolbench.results.samples import Row, SamplesWriter, row
 
 log = logging.getLogger(__package__)  # "poolbench.collector": `watch` shows its messages
 

@@ -13,7 +13,7 @@ import time
 from typing import Any
 from urllib.parse import urlsplit
 
-from poolbench.samples import Row, row
+from poolbench.results.samples import Row, row
 
 POOL_FIELDS = {
     "size": "app_pool_size",

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import psycopg
 from psycopg import conninfo
 
-from poolbench.collector.config import APPLICATION_NAME, CollectorConfig
+from poolbench.collector.settings import APPLICATION_NAME, CollectorConfig
 from poolbench.errors import PoolbenchError
 from poolbench.redact import mask_url
 

@@ -6,9 +6,9 @@ import asyncio
 import contextlib
 import threading
 
-from poolbench.collector.config import CollectorConfig
 from poolbench.collector.core import Collector
 from poolbench.collector.latest import Latest
+from poolbench.collector.settings import CollectorConfig
 from poolbench.errors import PoolbenchError
 
 

@@ -16,7 +16,7 @@ from poolbench.analysis import Analysis, analyse
 from poolbench.analysis.summary import write_summary
 from poolbench.cli import add_fail_if
 from poolbench.errors import PoolbenchError
-from poolbench.results import EXIT_DAMAGED, load_run
+from poolbench.results.run_folder import EXIT_DAMAGED, load_run
 
 
 def _write_text(path: Path, content: str) -> None:
@@ -59,7 +59,7 @@ def build_report(
 
 def apply_thresholds(analysis: Analysis, fail_if: list[str] | None) -> None:
     """The bench file's thresholds (run.json) and the command line's, into the summary."""
-    from poolbench.gates import check_analysis, recorded
+    from poolbench.analysis.gates import check_analysis, recorded
 
     expressions = recorded(analysis.meta)
     if fail_if:
@@ -90,7 +90,7 @@ def run(args: argparse.Namespace) -> int:
     """Write the report; a malformed directory raises PoolbenchError (one line, for the CLI).
     Exits EXIT_DAMAGED when some samples file is damaged (said on stderr), else the
     thresholds' code."""
-    from poolbench.gates import gate_exit, print_gates
+    from poolbench.analysis.gates import gate_exit, print_gates
 
     loaded = load_run(args.run_dir)
     analysis = analyse(loaded)

@@ -39,7 +39,7 @@ from matplotlib.patches import Patch
 
 from poolbench import format as fmt
 from poolbench.analysis import Analysis, VariantRun
-from poolbench.analysis.blocks import block_edges, per_block
+from poolbench.analysis.block_test import block_edges, per_block
 from poolbench.analysis.summary import ExperimentSummary
 
 MAX_POINTS = 1200

@@ -10,9 +10,8 @@ from poolbench import format as fmt
 from poolbench.analysis.claims import ClaimsTable
 from poolbench.analysis.figures import VariantFigures
 from poolbench.analysis.leak import GROWING
+from poolbench.analysis.pool_sweep import Sweep
 from poolbench.analysis.summary import ExperimentSummary, Summary
-from poolbench.analysis.sweep import Sweep
-from poolbench.failures import KIND_NAMES, LABELS
 from poolbench.report.blocks import (
     Badge,
     Bullets,
@@ -24,6 +23,7 @@ from poolbench.report.blocks import (
     Table,
 )
 from poolbench.report.charts import Chart
+from poolbench.results.failures import KIND_NAMES, LABELS
 
 VERDICT_KIND = {
     "holds": "good",

@@ -21,7 +21,7 @@ import os
 import sys
 from pathlib import Path
 
-from poolbench.config import DEFAULT_CONFIG
+from poolbench.config.bench import DEFAULT_CONFIG
 from poolbench.errors import PoolbenchError
 
 DEFAULT_VARIANT = "before"
@@ -44,9 +44,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from poolbench import stack
-    from poolbench.config import load_config, select
-    from poolbench.postgres import port_is_free
+    from poolbench.config.bench import load_config, select
+    from poolbench.infra.postgres import port_is_free
+    from poolbench.run import stack
     from poolbench.ui.session import UiSession
 
     config = load_config(args.config)

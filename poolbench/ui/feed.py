@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from poolbench.collector import Latest
-from poolbench.events import RunEvents, VariantRef
+from poolbench.run.events import RunEvents, VariantRef
 
 KEEP_POINTS = 1200  # ten minutes at two points a second
 KEEP_MARKERS = 200

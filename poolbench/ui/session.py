@@ -1,9 +1,9 @@
 """A `poolbench ui` session: one variant, driven by a person from Locust's web UI.
 
-The stack is a run's (poolbench/stack.py): a fresh database, the app, the collector in this
+The stack is a run's (poolbench/run/stack.py): a fresh database, the app, the collector in this
 process writing samples.csv. Locust runs with its web UI on 127.0.0.1, poolbench's plugin
 (every request, the status file; no load shape: the person sets the users) and the Database
-tab (poolbench/ui/locust_db_tab.py), its command from poolbench/load.py. This process follows
+tab (poolbench/ui/locust_db_tab.py), its command from poolbench/load/locust.py. This process follows
 it through the tab's /poolbench/status route and turns what the person does into the run's
 events: each test started is a `load` phase, each stop starts an `idle` phase, at Locust's
 own timestamps. The run record, the event log, the terminal display and the tab's feed
@@ -30,17 +30,17 @@ from typing import Any
 
 import httpx
 
-from poolbench import load as locust
-from poolbench import stack
 from poolbench.collector import CollectorThread
-from poolbench.config import BenchConfig, Experiment, Variant
+from poolbench.config.bench import BenchConfig, Experiment, Variant
 from poolbench.errors import PoolbenchError
-from poolbench.events import EventLog, RunEvents, VariantRef
-from poolbench.postgres import Database, free_port
-from poolbench.progress import ProgressDisplay
-from poolbench.results import RunRecord
+from poolbench.infra.app_server import HOST, RunningVariant, VariantStartError
+from poolbench.infra.postgres import Database, free_port
+from poolbench.load import locust
+from poolbench.results.run_folder import RunRecord
+from poolbench.run import stack
+from poolbench.run.events import EventLog, RunEvents, VariantRef
+from poolbench.run.progress import ProgressDisplay
 from poolbench.ui.feed import FeedWriter
-from poolbench.variants import HOST, RunningVariant, VariantStartError
 
 DB_TAB = Path(__file__).resolve().with_name("locust_db_tab.py")
 TICK_S = 0.5

@@ -24,7 +24,7 @@ from pathlib import Path
 
 from flask import Blueprint, Response, jsonify, request, send_from_directory
 
-from poolbench.load import LOOPBACK
+from poolbench.load.locust import LOOPBACK
 from poolbench.ui.feed import FeedReader
 
 STATIC = Path(__file__).parent / "static"

@@ -1,0 +1,1 @@
+"""The bench file and its overrides: experiments, variants, placeholders."""

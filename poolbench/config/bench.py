@@ -1,0 +1,479 @@
+"""Typed, validated bench configuration: scenarios/bench.toml plus command-line overrides.
+
+Every error names the bad key and, where there is a fixed set, the valid choices, in
+one line, because a user reads it in a terminal before anything has started. The
+`[variants.NAME]` tables are parsed in config/variants.py.
+"""
+
+from __future__ import annotations
+
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+from poolbench.config import placeholders
+from poolbench.config.variants import Variant, check_keys, extended, parse_variant
+from poolbench.errors import PoolbenchError
+
+PROVIDERS = ("embedded", "url", "compose")
+SHAPES = ("steady", "ramp", "spike")
+DEFAULT_CONFIG = Path("scenarios/bench.toml")
+
+
+@dataclass(frozen=True)
+class AppSettings:
+    """What the app's pools are given: the knobs the seed's change is about."""
+
+    workers: int = 1
+    pool_size: int = 5
+    max_overflow: int = 10
+    pool_timeout: float = 30.0
+
+
+@dataclass(frozen=True)
+class PostgresSettings:
+    """Where the database comes from. `bindir`: run the embedded server from these binaries."""
+
+    provider: str = "embedded"
+    version: int = 18
+    max_connections: int = 100
+    bindir: str = ""  # e.g. /usr/lib/postgresql/15/bin: every contrib extension
+
+
+@dataclass(frozen=True)
+class LoadSettings:
+    """How Locust drives a variant (poolbench/load/locust.py builds the command line from it).
+
+    `locust_args` go to the user's locustfile as they are (its own options, e.g. --hold-ms);
+    poolbench's own options reach only its plugin. `ramp_s`: the ramp shape reaches all users
+    in equal steps at `ramp_s`, then holds them for the rest of the load phase.
+    `locust_workers` > 0: a master waits (up to `locust_workers_timeout_s`) for that many
+    workers started separately, e.g. on other machines; it listens on `locust_master_bind`.
+    """
+
+    locustfile: str = "scenarios/locustfile.py"
+    locust_args: tuple[str, ...] = ()
+    shape: str = "steady"
+    users: int = 50
+    spawn_rate: float = 50.0
+    ramp_s: float = 15.0
+    processes: int = 1
+    locust_workers: int = 0
+    locust_workers_timeout_s: float = 120.0
+    locust_master_bind: str = "127.0.0.1"
+
+
+@dataclass(frozen=True)
+class Phases:
+    """Seconds per phase: warm-up (light load), load, soak, then idle to see what stays open.
+
+    The soak continues the load at the same, constant user count (one Locust run spans both):
+    the window the leak test fits its slopes over, after the pools have filled.
+    """
+
+    warmup_s: float = 5.0
+    load_s: float = 45.0
+    soak_s: float = 0.0
+    idle_s: float = 15.0
+
+
+@dataclass(frozen=True)
+class Experiment:
+    name: str
+    description: str
+    variants: tuple[str, ...]
+    app: AppSettings
+    postgres: PostgresSettings
+    load: LoadSettings
+    phases: Phases
+    repeats: int = 1
+    claims: dict[str, dict[str, Any]] = field(default_factory=dict)  # id → claim table
+    sweep: dict[str, Any] = field(default_factory=dict)  # a point of a pool-size sweep
+    fail_if: tuple[str, ...] = ()  # thresholds that gate CI (poolbench.analysis.thresholds)
+
+
+@dataclass(frozen=True)
+class BenchConfig:
+    path: str
+    variants: dict[str, Variant]
+    experiments: dict[str, Experiment]
+    default_experiments: tuple[str, ...]
+    quick: dict[str, Any] = field(default_factory=dict)
+
+
+# --------------------------------------------------------------------------- parsing
+
+
+def _typed(cls: type, table: dict[str, Any], where: str, base: Any = None) -> Any:
+    """Build a settings dataclass from a TOML table, checking names, types and ranges."""
+    if not isinstance(table, dict):
+        raise PoolbenchError(f"{where} must be a table, got {type(table).__name__} {table!r}")
+    defaults = base if base is not None else cls()
+    allowed = set(cls.__dataclass_fields__)
+    check_keys(table, allowed, where)
+    values = {}
+    for key, value in table.items():
+        expected = type(getattr(defaults, key))
+        if expected is float and isinstance(value, int) and not isinstance(value, bool):
+            value = float(value)
+        if expected is tuple:  # a list of strings in TOML
+            if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+                raise PoolbenchError(f"{where}.{key} must be a list of strings, got {value!r}")
+            value = tuple(value)
+        if not isinstance(value, expected) or isinstance(value, bool) != (expected is bool):
+            raise PoolbenchError(
+                f"{where}.{key} must be {expected.__name__}, got {type(value).__name__} {value!r}"
+            )
+        if isinstance(value, int | float) and value < 0:
+            raise PoolbenchError(f"{where}.{key} must not be negative, got {value}")
+        values[key] = value
+    return replace(defaults, **values)
+
+
+def _count(value: Any, where: str) -> int:
+    """A whole number from the file (repeats): a one-line error for "abc", 2.5 or true."""
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise PoolbenchError(f"{where} must be int, got {type(value).__name__} {value!r}")
+    return value
+
+
+def _names_list(value: Any, where: str) -> tuple[str, ...]:
+    """A non-empty list of names: a lone string is refused, not read letter by letter."""
+    if isinstance(value, str):
+        raise PoolbenchError(f"{where} must be a list of names, e.g. [{value!r}], not a string")
+    if not isinstance(value, list) or not value or not all(isinstance(v, str) for v in value):
+        raise PoolbenchError(f"{where} must be a non-empty list of names")
+    return tuple(value)
+
+
+def _validate_experiment(
+    exp: Experiment, variants: dict[str, Variant], overridden: Mapping[str, str] | None = None
+) -> None:
+    """Check an experiment; a key set by an override (e.g. [quick]) is blamed where it was set."""
+    where = f"experiments.{exp.name}"
+
+    def located(key: str) -> str:
+        return (overridden or {}).get(key) or f"{where}.{key}"
+
+    if exp.postgres.provider not in PROVIDERS:
+        raise PoolbenchError(
+            f"{located('postgres.provider')} {exp.postgres.provider!r} is not one of {', '.join(PROVIDERS)}"
+        )
+    if exp.load.shape not in SHAPES:
+        raise PoolbenchError(
+            f"{located('load.shape')} {exp.load.shape!r} is not one of {', '.join(SHAPES)}"
+        )
+    for key, value in (
+        ("app.workers", exp.app.workers),
+        ("app.pool_size", exp.app.pool_size),
+        ("load.users", exp.load.users),
+        ("load.processes", exp.load.processes),
+        ("repeats", exp.repeats),
+        ("postgres.max_connections", exp.postgres.max_connections),
+    ):
+        if value < 1:
+            raise PoolbenchError(f"{located(key)} must be at least 1, got {value}")
+    if exp.phases.load_s <= 0:
+        raise PoolbenchError(
+            f"{located('phases.load_s')} must be positive, got {exp.phases.load_s}"
+        )
+    if exp.phases.soak_s > 0 and exp.load.shape == "spike":
+        raise PoolbenchError(
+            f"{located('phases.soak_s')} needs a constant load at its end: use shape steady or "
+            "ramp, not spike"
+        )
+    if exp.load.shape == "ramp" and exp.load.ramp_s >= exp.phases.load_s:
+        raise PoolbenchError(
+            f"{located('load.ramp_s')} ({exp.load.ramp_s:g} s) must be shorter than phases.load_s "
+            f"({exp.phases.load_s:g} s): the ramp holds all users for the rest of the phase"
+        )
+    if exp.load.locust_workers_timeout_s <= 0:
+        raise PoolbenchError(f"{located('load.locust_workers_timeout_s')} must be positive")
+    if exp.load.locust_workers and exp.load.processes > 1:
+        raise PoolbenchError(
+            f"{where}: load.locust_workers and load.processes exclude each other "
+            "(start more workers instead)"
+        )
+    for name in exp.variants:
+        if name not in variants:
+            raise PoolbenchError(
+                f"{where}.variants names unknown variant {name!r}: valid variants are {', '.join(sorted(variants))}"
+            )
+
+
+SECTIONS = {
+    "app": AppSettings,
+    "postgres": PostgresSettings,
+    "load": LoadSettings,
+    "phases": Phases,
+}
+
+
+def _parse_experiment(name: str, table: dict[str, Any], defaults: dict[str, Any]) -> Experiment:
+    where = f"experiments.{name}"
+    check_keys(table, {"description", "variants", "repeats", "claims", "fail_if", *SECTIONS}, where)
+    sections = {
+        key: _typed(cls, table.get(key, {}), f"{where}.{key}", defaults[key])
+        for key, cls in SECTIONS.items()
+    }
+    variants = (
+        _names_list(table["variants"], f"{where}.variants")
+        if "variants" in table
+        else defaults["variants"]
+    )
+    repeats = _count(table["repeats"], f"{where}.repeats") if "repeats" in table else None
+    return Experiment(
+        name=name,
+        description=str(table.get("description", "")),
+        variants=variants,
+        repeats=defaults["repeats"] if repeats is None else repeats,
+        claims=_parse_claims(table.get("claims", {}), f"{where}.claims"),
+        fail_if=_parse_fail_if(table.get("fail_if", defaults["fail_if"]), f"{where}.fail_if"),
+        **sections,
+    )
+
+
+CLAIM_KEYS = {"text", "metric", "metrics", "before", "after", "change_pct", "direction", "kind"}
+DIRECTIONS = ("better", "lower", "higher")
+
+
+def _parse_fail_if(value: Any, where: str) -> tuple[str, ...]:
+    """Threshold expressions, their syntax checked now (names are checked against the run)."""
+    from poolbench.analysis.thresholds import parse
+
+    if not isinstance(value, list) or not all(isinstance(e, str) for e in value):
+        raise PoolbenchError(f'{where} must be a list of expressions, e.g. ["after.p95_ms < 500"]')
+    for expression in value:
+        try:
+            parse(expression)
+        except PoolbenchError as exc:
+            raise PoolbenchError(f"{where}: {exc}") from None
+    return tuple(value)
+
+
+def _parse_claims(table: Any, where: str) -> dict[str, dict[str, Any]]:
+    """Claims as data (poolbench.analysis.claims): checked here so a typo fails before a run."""
+    from poolbench.analysis.metrics import BY_NAME
+
+    if not isinstance(table, dict):
+        raise PoolbenchError(f"{where} must be a table of claims ([{where}.ID])")
+    for claim_id, claim in table.items():
+        at = f"{where}.{claim_id}"
+        if not isinstance(claim, dict):
+            raise PoolbenchError(f"{at} must be a table")
+        check_keys(claim, CLAIM_KEYS, at)
+        if not isinstance(claim.get("text"), str):
+            raise PoolbenchError(f"{at}.text must be a string (the claim as stated)")
+        metrics = claim.get("metrics") or ([claim["metric"]] if "metric" in claim else [])
+        for name in metrics:
+            if name not in BY_NAME:
+                raise PoolbenchError(
+                    f"{at} names unknown metric {name!r}: valid metrics are {', '.join(BY_NAME)}"
+                )
+        if claim.get("kind") == "no_leak":
+            continue
+        if claim.get("kind") is not None:
+            raise PoolbenchError(f"{at}.kind must be 'no_leak' when given")
+        if not metrics:
+            raise PoolbenchError(f"{at} needs a metric (or metrics)")
+        if "direction" in claim and claim["direction"] not in DIRECTIONS:
+            raise PoolbenchError(f"{at}.direction must be one of {', '.join(DIRECTIONS)}")
+        forms = [
+            ("before" in claim and "after" in claim),
+            "change_pct" in claim,
+            "direction" in claim,
+        ]
+        if sum(forms) != 1:
+            raise PoolbenchError(
+                f"{at} needs exactly one of: before and after, change_pct, direction"
+            )
+        for key in ("before", "after", "change_pct"):
+            if key in claim and not isinstance(claim[key], int | float):
+                raise PoolbenchError(f"{at}.{key} must be a number")
+    return table
+
+
+def load_config(path: Path = DEFAULT_CONFIG) -> BenchConfig:
+    """Read and validate a bench file; every problem is a one-line PoolbenchError."""
+    try:
+        raw = tomllib.loads(path.read_text())
+    except FileNotFoundError:
+        raise PoolbenchError(f"configuration file {path} not found") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise PoolbenchError(f"{path} is not valid TOML: {exc}") from None
+    check_keys(raw, {"defaults", "variants", "experiments", "quick"}, path.name)
+    tables = raw.get("variants", {})
+    variants = {
+        name: _variant_paths(parse_variant(name, extended(name, tables)), path.parent)
+        for name in tables
+    }
+    if not variants:
+        raise PoolbenchError(f"{path} defines no [variants.NAME]")
+    default_table = raw.get("defaults", {})
+    check_keys(
+        default_table, {"experiments", "variants", "repeats", "fail_if", *SECTIONS}, "defaults"
+    )
+    defaults: dict[str, Any] = {
+        key: _typed(cls, default_table.get(key, {}), f"defaults.{key}")
+        for key, cls in SECTIONS.items()
+    }
+    defaults["variants"] = _names_list(
+        default_table.get("variants", list(variants)), "defaults.variants"
+    )
+    defaults["repeats"] = _count(default_table.get("repeats", 1), "defaults.repeats")
+    defaults["fail_if"] = default_table.get("fail_if", [])
+    experiments = {
+        name: _parse_experiment(name, t, defaults) for name, t in raw.get("experiments", {}).items()
+    }
+    for experiment in experiments.values():
+        _validate_experiment(experiment, variants)
+    default_experiments = _names_list(
+        default_table.get("experiments", list(experiments)), "defaults.experiments"
+    )
+    for name in default_experiments:
+        _require(name, experiments, "experiment")
+    return BenchConfig(str(path), variants, experiments, default_experiments, raw.get("quick", {}))
+
+
+def _require(name: str, known: dict[str, Any], what: str) -> None:
+    if name not in known:
+        raise PoolbenchError(
+            f"unknown {what} {name!r}: valid {what}s are {', '.join(sorted(known))}"
+        )
+
+
+# --------------------------------------------------------------------------- overrides
+
+
+def select(
+    config: BenchConfig,
+    *,
+    experiments: list[str] | None = None,
+    variants: list[str] | None = None,
+    quick: bool = False,
+    repeats: int | None = None,
+    load_processes: int | None = None,
+    load: dict[str, Any] | None = None,
+    soak_s: float | None = None,
+    pg_bindir: str | None = None,
+) -> list[Experiment]:
+    """The experiments to run, after --experiment, --variants, --quick and friends.
+
+    Also checks every placeholder of the chosen variants (an unset `${VAR}` is an error here,
+    before anything starts) and resolves relative paths against the bench file's directory.
+    """
+    names = experiments or (
+        list(config.default_experiments[:1]) if quick else config.default_experiments
+    )
+    chosen = []
+    for name in names:
+        _require(name, config.experiments, "experiment")
+        experiment = config.experiments[name]
+        if variants:
+            for variant in variants:
+                _require(variant, config.variants, "variant")
+            experiment = replace(experiment, variants=_distinct(config, variants))
+        overridden: dict[str, str] = {}
+        if quick:  # claims are about the experiment's own settings, which quick changes
+            experiment = replace(apply_overrides(experiment, config.quick, "quick"), claims={})
+            overridden = _override_keys(config.quick, "quick")
+        if repeats is not None:
+            experiment = replace(experiment, repeats=repeats)
+            overridden["repeats"] = "--repeats"
+        if load_processes is not None:
+            experiment = replace(
+                experiment, load=replace(experiment.load, processes=load_processes)
+            )
+            overridden["load.processes"] = "--load-processes"
+        if load:  # command-line settings of the load, e.g. --locust-workers
+            experiment = replace(experiment, load=replace(experiment.load, **load))
+            overridden.update(
+                {f"load.{k}": f"--{k.removesuffix('_s').replace('_', '-')}" for k in load}
+            )
+        if soak_s is not None:
+            experiment = replace(experiment, phases=replace(experiment.phases, soak_s=soak_s))
+            overridden["phases.soak_s"] = "--soak"
+        if pg_bindir is not None:
+            experiment = replace(
+                experiment, postgres=replace(experiment.postgres, bindir=pg_bindir)
+            )
+        _validate_experiment(experiment, config.variants, overridden)
+        chosen.append(_resolve_paths(experiment, Path(config.path).parent))
+    for name in dict.fromkeys(v for e in chosen for v in e.variants):
+        placeholders.check(config.variants[name].texts())
+    return chosen
+
+
+def _distinct(config: BenchConfig, names: list[str]) -> tuple[str, ...]:
+    """`after,after` (an A/A comparison): the second is `after_2`, the same app and label."""
+    out: list[str] = []
+    for name in names:
+        alias, n = name, 1
+        while alias in out:
+            n += 1
+            alias = f"{name}_{n}"
+        if alias != name:
+            original = config.variants[name]
+            config.variants.setdefault(
+                alias, replace(original, name=alias, label=original.label or name)
+            )
+        out.append(alias)
+    return tuple(out)
+
+
+def resolve_path(path: str, base: Path) -> str:
+    """A relative path is looked up beside the bench file first, then in the current directory.
+
+    So a bench file kept with its own service can say `locustfile = "locustfile.py"`, and the
+    repository's scenarios/bench.toml keeps its paths relative to the repository root.
+    """
+    if not path or Path(path).is_absolute():
+        return path
+    beside = base / path
+    return str(beside.resolve()) if beside.exists() else path
+
+
+def _variant_paths(variant: Variant, base: Path) -> Variant:
+    return replace(
+        variant,
+        app_dir=resolve_path(variant.app_dir, base) if variant.app_dir else None,
+        cwd=resolve_path(variant.cwd, base) if variant.cwd else None,
+    )
+
+
+def _resolve_paths(experiment: Experiment, base: Path) -> Experiment:
+    load = replace(experiment.load, locustfile=resolve_path(experiment.load.locustfile, base))
+    pg = replace(experiment.postgres, bindir=resolve_path(experiment.postgres.bindir, base))
+    if pg.bindir:  # a wrong bindir is a one-line error before anything starts
+        from poolbench.infra.postgres import check_bindir
+
+        pg = replace(pg, bindir=str(check_bindir(Path(pg.bindir))))
+    return replace(experiment, load=load, postgres=pg)
+
+
+def apply_overrides(experiment: Experiment, table: dict[str, Any], where: str) -> Experiment:
+    """Overlay a table shaped like an experiment's sections (e.g. [quick]) onto it."""
+    check_keys(table, {"repeats", *SECTIONS}, where)
+    sections = {
+        key: _typed(cls, table[key], f"{where}.{key}", getattr(experiment, key))
+        for key, cls in SECTIONS.items()
+        if key in table
+    }
+    if "repeats" in table:
+        sections["repeats"] = _count(table["repeats"], f"{where}.repeats")
+    return replace(experiment, **sections)
+
+
+def _override_keys(table: dict[str, Any], where: str) -> dict[str, str]:
+    """ "section.key" -> where it was set, for the keys an override table sets."""
+    found = {
+        f"{section}.{key}": f"{where}.{section}.{key}"
+        for section in SECTIONS
+        if isinstance(table.get(section), dict)
+        for key in table[section]
+    }
+    if "repeats" in table:
+        found["repeats"] = f"{where}.repeats"
+    return found

@@ -1,0 +1,203 @@
+"""The `[variants.NAME]` tables of a bench file: an app to measure and how to run it.
+
+Split from bench.py (which reads the rest of the file) because a bring-your-own-app
+variant carries its own settings: `env`, `cwd`, `setup`, declared `workers` and pools,
+`extends`. Every error names the bad key in one line.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from poolbench.errors import PoolbenchError
+
+
+@dataclass(frozen=True)
+class Engine:
+    """One pool an app declares: its application_name (or "untagged") and sizes, per process."""
+
+    name: str
+    pool_size: int
+    max_overflow: int
+
+
+@dataclass(frozen=True)
+class Variant:
+    """An app to measure: a directory with `app.main:app`, or any command plus a health path.
+
+    `env`, `cwd` and `setup` hand a third-party service its settings and migrations without a
+    wrapper script; `workers` and `engines` declare what the app's own configuration does
+    (its pools are its own), so the model can count connections per process.
+    """
+
+    name: str
+    app_dir: str | None = None
+    command: tuple[str, ...] | None = None
+    health_path: str = "/ping"
+    pools_path: str | None = "/debug/pools"
+    label: str | None = None
+    env: dict[str, str] = field(default_factory=dict)
+    cwd: str | None = None
+    setup: tuple[tuple[str, ...], ...] = ()
+    setup_timeout_s: float = 300.0
+    extensions: tuple[str, ...] = ()  # created by the superuser before setup
+    workers: int | None = None  # declared; None: the experiment's app.workers
+    engines: tuple[Engine, ...] = ()  # declared, per process; () = not declared
+    collector: str = "default"  # the collector's profile (poolbench.collector.settings.PROFILES)
+
+    def texts(self) -> list[tuple[str, str]]:
+        """(where, text) of every string that may hold placeholders, for checking them."""
+        where = f"variants.{self.name}"
+        items = [(f"{where}.command", arg) for arg in self.command or ()]
+        items += [(f"{where}.env.{key}", value) for key, value in self.env.items()]
+        items += [(f"{where}.setup[{i}]", a) for i, cmd in enumerate(self.setup) for a in cmd]
+        return items
+
+
+def check_keys(table: dict[str, Any], allowed: set[str], where: str) -> None:
+    unknown = sorted(set(table) - allowed)
+    if unknown:
+        raise PoolbenchError(
+            f"unknown key {where}.{unknown[0]}: valid keys are {', '.join(sorted(allowed))}"
+        )
+
+
+VARIANT_KEYS = {
+    "app_dir", "command", "health_path", "pools_path", "label", "env", "cwd", "setup",
+    "setup_timeout_s", "extensions", "workers", "pool_size", "max_overflow", "engines",
+    "extends", "collector",
+}  # fmt: skip
+SQLALCHEMY_POOL = {"pool_size": 5, "max_overflow": 10}  # create_engine()'s defaults
+
+
+def _strings(value: Any, where: str) -> tuple[str, ...]:
+    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+        raise PoolbenchError(f"{where} must be a list of strings")
+    return tuple(value)
+
+
+def _count(table: dict[str, Any], key: str, where: str, minimum: int, default: int) -> int:
+    value = table.get(key, default)
+    if not isinstance(value, int) or isinstance(value, bool) or value < minimum:
+        raise PoolbenchError(f"{where}.{key} must be an integer >= {minimum}, got {value!r}")
+    return value
+
+
+def _parse_env(table: Any, where: str) -> dict[str, str]:
+    if not isinstance(table, dict):
+        raise PoolbenchError(f'{where}.env must be a table of NAME = "value"')
+    env = {}
+    for key, value in table.items():
+        if isinstance(value, bool) or not isinstance(value, str | int | float):
+            raise PoolbenchError(f"{where}.env.{key} must be a string or a number, got {value!r}")
+        env[str(key)] = str(value)
+    return env
+
+
+def _parse_engines(table: dict[str, Any], where: str) -> tuple[Engine, ...]:
+    """`engines = [{name, pool_size, max_overflow}, …]`, or `pool_size`/`max_overflow` alone."""
+    if "engines" in table:
+        if "pool_size" in table or "max_overflow" in table:
+            raise PoolbenchError(
+                f"{where} declares both engines and pool_size/max_overflow: put the sizes in each engine"
+            )
+        items = table["engines"]
+        if not isinstance(items, list) or not items or not all(isinstance(e, dict) for e in items):
+            raise PoolbenchError(f"{where}.engines must be a non-empty list of tables")
+        engines = []
+        for i, item in enumerate(items):
+            at = f"{where}.engines[{i}]"
+            check_keys(item, {"name", *SQLALCHEMY_POOL}, at)
+            if not isinstance(item.get("name"), str) or not item["name"]:
+                raise PoolbenchError(
+                    f'{at}.name must be the engine\'s application_name, or "untagged"'
+                )
+            sizes = {k: _count(item, k, at, 0, d) for k, d in SQLALCHEMY_POOL.items()}
+            engines.append(Engine(item["name"], **sizes))
+        if len({e.name for e in engines}) < len(engines):
+            raise PoolbenchError(f"{where}.engines names an engine twice")
+        return tuple(engines)
+    if "pool_size" in table or "max_overflow" in table:
+        sizes = {k: _count(table, k, where, 0, d) for k, d in SQLALCHEMY_POOL.items()}
+        return (Engine("untagged", **sizes),)
+    return ()
+
+
+def _parse_setup(table: dict[str, Any], where: str) -> tuple[tuple[str, ...], ...]:
+    setup = table.get("setup", [])
+    if not isinstance(setup, list):
+        raise PoolbenchError(f"{where}.setup must be a list of commands, each a list of strings")
+    commands = tuple(_strings(cmd, f"{where}.setup[{i}]") for i, cmd in enumerate(setup))
+    if any(not cmd for cmd in commands):
+        raise PoolbenchError(f"{where}.setup holds an empty command")
+    return commands
+
+
+def extended(name: str, tables: dict[str, Any]) -> dict[str, Any]:
+    """A variant's table over the one it `extends` (recursively); `env` merges key by key.
+
+    So "the same service with 4 workers" is two lines, not a copy of its command and env.
+    """
+    table, chain = tables[name], [name]
+    while "extends" in table:
+        base = table["extends"]
+        if base not in tables or base in chain:
+            problem = "a cycle" if base in chain else "an unknown variant"
+            raise PoolbenchError(f"variants.{chain[-1]}.extends names {problem}: {base!r}")
+        chain.append(base)
+        parent = tables[base]
+        inherited = {k: v for k, v in parent.items() if k != "label"}  # names stay apart
+        merged = {**inherited, **table, "env": {**parent.get("env", {}), **table.get("env", {})}}
+        if "engines" in table:  # a declaration replaces the other form, not mixes with it
+            merged = {k: v for k, v in merged.items() if k not in ("pool_size", "max_overflow")}
+        elif {"pool_size", "max_overflow"} & table.keys():
+            merged.pop("engines", None)
+        merged.pop("extends")
+        table = {**merged, **({"extends": parent["extends"]} if "extends" in parent else {})}
+    return table
+
+
+def parse_variant(name: str, table: dict[str, Any]) -> Variant:
+    where = f"variants.{name}"
+    check_keys(table, VARIANT_KEYS, where)
+    command = table.get("command")
+    if command is not None:
+        command = _strings(command, f"{where}.command")
+    if (table.get("app_dir") is None) == (command is None):
+        raise PoolbenchError(f"{where} needs exactly one of app_dir or command")
+    engines = _parse_engines(table, where)
+    if engines and command is None:
+        raise PoolbenchError(
+            f"{where}: pool sizes of an app_dir variant come from [experiments.X.app]; "
+            "declare pool_size/max_overflow/engines only for a command variant"
+        )
+    cwd = table.get("cwd")
+    if cwd is not None and (not isinstance(cwd, str) or command is None):
+        raise PoolbenchError(
+            f"{where}.cwd must be a directory (a string), for a command variant only"
+        )
+    timeout = table.get("setup_timeout_s", Variant.setup_timeout_s)
+    if isinstance(timeout, bool) or not isinstance(timeout, int | float) or timeout <= 0:
+        raise PoolbenchError(f"{where}.setup_timeout_s must be a positive number, got {timeout!r}")
+    from poolbench.collector.settings import PROFILES  # the collector's own list
+
+    collector = table.get("collector", "default")
+    if collector not in PROFILES:
+        raise PoolbenchError(f"{where}.collector {collector!r} is not one of {', '.join(PROFILES)}")
+    return Variant(
+        name=name,
+        app_dir=table.get("app_dir"),
+        command=command,
+        health_path=table.get("health_path", "/ping"),
+        pools_path=table.get("pools_path", "/debug/pools" if command is None else None),
+        label=table.get("label"),
+        env=_parse_env(table.get("env", {}), where),
+        cwd=cwd,
+        setup=_parse_setup(table, where),
+        setup_timeout_s=float(timeout),
+        extensions=_strings(table.get("extensions", []), f"{where}.extensions"),
+        workers=_count(table, "workers", where, 1, 1) if "workers" in table else None,
+        engines=engines,
+        collector=collector,
+    )

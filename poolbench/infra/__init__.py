@@ -1,0 +1,1 @@
+"""What a run starts and stops: PostgreSQL, the app, process groups, the ledger."""

@@ -1,0 +1,1 @@
+"""`poolbench lint`: a static census of the engines a codebase creates."""

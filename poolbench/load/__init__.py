@@ -1,0 +1,1 @@
+"""The load: Locust as a subprocess, poolbench's Locust plugin, load shapes."""

@@ -1,0 +1,1 @@
+"""The results folder: typed readers and writers of every file a run writes."""

@@ -1,0 +1,475 @@
+"""The results directory: the contract between a run and everything that reads it.
+
+Layout and file formats are described in docs/results.md. Writers put each file under a
+temporary name and rename it into place, so a file that exists is whole; run.json is
+rewritten at every phase boundary and says `partial` or `failed` unless the run ended
+well. Readers reject a malformed directory with a one-line message.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import json
+import os
+import socket
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import pandas as pd
+import psutil
+
+from poolbench.results import applog
+from poolbench.errors import PoolbenchError, first_line
+from poolbench.run.events import EVENTS_FILE, LIFECYCLE_KINDS, RunEvents, VariantRef, read_events
+from poolbench.redact import mask_tree
+from poolbench.results.requests import RequestLog, read_requests, requests_file
+
+if TYPE_CHECKING:
+    from poolbench.results.pglog import ServerLog
+
+SCHEMA = 1
+# A variant's status, and a run's (docs/results.md): `running` while it runs; `complete`;
+# `degraded` (it ran to its end, but something happened that spoils some figures: a worker
+# died, PostgreSQL restarted, Locust lost users); `failed` (it could not go on, or did not
+# start); `partial` (interrupted); `abandoned` (its owner process died without a word; set
+# by `poolbench clean`). A run is `failed` if any variant failed, else `degraded` if any
+# was, else `complete` — never `complete` when a variant is not.
+STATUSES = ("running", "complete", "degraded", "partial", "failed", "abandoned")
+EXIT_DAMAGED = 4  # `poolbench report` when a samples file is damaged (docs/results.md)
+LOCUST_FILES = {
+    "stats": "locust_stats.csv",
+    "history": "locust_stats_history.csv",
+    "failures": "locust_failures.csv",
+    "exceptions": "locust_exceptions.csv",
+}
+
+
+def write_json(path: Path, data: Any) -> None:
+    """Write JSON atomically (temp file + rename), secrets masked."""
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(json.dumps(mask_tree(data), indent=2, sort_keys=False, default=str) + "\n")
+    os.replace(tmp, path)
+
+
+def new_run_id(name: str = "") -> str:
+    stamp = time.strftime("%Y%m%d-%H%M%S", time.localtime())
+    return f"{stamp}-{name}" if name else stamp
+
+
+def claim_run_dir(root: Path, run_id: str, attempts: int = 1000) -> Path:
+    """Create root/run_id, or run_id-2, -3, … when another run took it (same second).
+
+    mkdir is atomic: of two runs racing for a name exactly one gets it.
+    """
+    root.mkdir(parents=True, exist_ok=True)
+    for n in range(1, attempts + 1):
+        run_dir = root / (run_id if n == 1 else f"{run_id}-{n}")
+        try:
+            run_dir.mkdir()
+        except FileExistsError:
+            continue
+        return run_dir
+    raise PoolbenchError(f"no free results directory name for {root / run_id}")
+
+
+# --------------------------------------------------------------------------- writing
+
+
+@dataclass
+class RunRecord:
+    """run.json kept current on disk while the run goes on."""
+
+    run_dir: Path
+    data: dict[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def create(
+        cls, root: Path, run_id: str, command: str, config: dict[str, Any], environment: dict
+    ) -> RunRecord:
+        run_dir = claim_run_dir(root, run_id)
+        run_id = run_dir.name
+        record = cls(
+            run_dir,
+            {
+                "schema": SCHEMA,
+                "run_id": run_id,
+                "status": "running",
+                "error": None,
+                "command": command,
+                "started_at": time.time(),
+                "finished_at": None,
+                "owner": owner(),
+                "config": config,
+                "environment": environment,
+                "experiments": [],
+            },
+        )
+        record.save()
+        point_latest(root, run_dir)
+        return record
+
+    def save(self) -> None:
+        write_json(self.run_dir / "run.json", self.data)
+
+    def experiment(self, name: str, description: str, **fields: Any) -> list[dict[str, Any]]:
+        """The (new) variant list of an experiment entry; `fields` (claims, sweep, fail_if…)
+        are recorded with it when they hold something."""
+        for entry in self.data["experiments"]:
+            if entry["name"] == name:
+                return entry["variants"]
+        entry = {"name": name, "description": description}
+        entry.update({key: value for key, value in fields.items() if value})
+        entry["variants"] = []
+        self.data["experiments"].append(entry)
+        return entry["variants"]
+
+    def variant_dir(self, entry: dict[str, Any]) -> Path:
+        path = self.run_dir / entry["dir"]
+        path.mkdir(parents=True, exist_ok=True)
+        return path
+
+    def save_variant(self, entry: dict[str, Any]) -> None:
+        """Persist one variant's entry both in its folder and in run.json."""
+        write_json(self.variant_dir(entry) / "variant.json", entry)
+        self.save()
+
+    def entry_for(self, variant_dir: Path) -> dict[str, Any]:
+        """The run.json entry of the variant whose folder is `variant_dir`."""
+        for experiment in self.data["experiments"]:
+            for entry in experiment["variants"]:
+                if self.run_dir / entry["dir"] == variant_dir:
+                    return entry
+        raise KeyError(variant_dir)
+
+    def subscribe(self, events: RunEvents) -> None:
+        """Keep run.json and variant.json current at every phase and variant boundary."""
+
+        def phase_started(ref: VariantRef, phase: str, length_s: float, ts: float) -> None:
+            entry = self.entry_for(ref.dir)
+            entry["phases"].append({"name": phase, "start": ts, "end": None})
+            self.save_variant(entry)
+
+        def phase_ended(ref: VariantRef, phase: str, ts: float) -> None:
+            entry = self.entry_for(ref.dir)
+            for item in reversed(entry["phases"]):
+                if item["name"] == phase and item["end"] is None:
+                    item["end"] = ts
+                    break
+            self.save_variant(entry)
+
+        def load_started(ref: VariantRef, pid: int) -> None:
+            entry = self.entry_for(ref.dir)
+            entry.setdefault("pids", {})["load"] = pid
+            self.save_variant(entry)
+
+        def variant_ended(ref: VariantRef, status: str, error: str | None) -> None:
+            self.save_variant(self.entry_for(ref.dir))
+
+        events.phase_started.add_listener(phase_started)
+        events.phase_ended.add_listener(phase_ended)
+        events.load_started.add_listener(load_started)
+        events.variant_ended.add_listener(variant_ended)
+
+    def finish(self, status: str, error: str | None = None) -> None:
+        self.data.update(status=status, error=error, finished_at=time.time())
+        self.save()
+
+
+def owner() -> dict[str, Any]:
+    """Who runs this: pid, its start time (so a reused pid is not taken for it), host."""
+    return {
+        "pid": os.getpid(),
+        "create_time": psutil.Process().create_time(),
+        "hostname": socket.gethostname(),
+    }
+
+
+def point_latest(root: Path, run_dir: Path) -> None:
+    """Make root/latest a symlink to run_dir, replacing the old one atomically."""
+    link = root / "latest"
+    tmp = root / f".latest.{os.getpid()}"
+    with contextlib.suppress(FileNotFoundError):
+        tmp.unlink()
+    tmp.symlink_to(run_dir.name)
+    os.replace(tmp, link)
+
+
+# --------------------------------------------------------------------------- reading
+#
+# The one reader of a results directory: analysis, the report and the text summary all go
+# through load_run(). It validates run.json (a malformed one is a one-line PoolbenchError),
+# keeps going past a variant that has nothing to read (a warning, not an error: a failed start
+# leaves no samples), and never follows a variant `dir` out of the run directory.
+
+SAMPLES_FILE = "samples.csv"
+POSTGRES_LOG_FILE = "postgres.log"
+
+
+@dataclass
+class VariantResult:
+    """One variant × repeat, loaded: its metadata and its frames.
+
+    `meta` is the variant's entry in run.json, updated by its variant.json on disk.
+    `samples` is empty (with the usual columns) when the variant left no samples file;
+    `samples_path` says which file was read, if any. `locust` maps stats, history, failures
+    and exceptions to frames (empty when absent; Locust's "N/A" reads as NaN).
+    `postgres_log` is the server's own connection log when it was readable (embedded
+    server); `server_log()` parses it, `postgres_log_reason` says why it is absent.
+    """
+
+    meta: dict[str, Any]
+    path: Path
+    samples: pd.DataFrame
+    locust: dict[str, pd.DataFrame]
+    samples_path: Path | None = None
+    census: Any = None  # census.json (poolbench lint of the app), when present
+    app_log: Path | None = None
+    events: list[dict[str, Any]] = field(default_factory=list)  # events.jsonl, oldest first
+    postgres_log: Path | None = None  # the embedded server's log (poolbench.results.pglog reads it)
+    damage: list[str] = field(default_factory=list)  # why samples.csv is not whole, if so
+    _server_log: ServerLog | None = field(default=None, init=False, repr=False, compare=False)
+
+    @functools.cached_property
+    def refusals(self) -> dict[str, int | None]:
+        """Requests refused with SQLSTATE 53300: {"app_log", "locust", "count"} (applog)."""
+        return applog.refusals(self.app_log, self.locust.get("failures"))
+
+    @property
+    def lifecycle(self) -> list[dict[str, Any]]:
+        """The watchdog's events (process exits and starts, restarts, user drops)."""
+        return [e for e in self.events if e["event"] in LIFECYCLE_KINDS]
+
+    @property
+    def key(self) -> str:
+        return self.meta["dir"]
+
+    @property
+    def experiment(self) -> str:
+        return str(self.meta.get("experiment") or self.path.parent.name)
+
+    @property
+    def variant(self) -> str:
+        return str(self.meta.get("variant") or self.path.name)
+
+    @property
+    def repeat(self) -> int:
+        try:
+            return int(self.meta.get("repeat") or 1)
+        except (TypeError, ValueError):
+            return 1
+
+    @property
+    def has_samples(self) -> bool:
+        return self.samples_path is not None
+
+    def requests(self) -> RequestLog | None:
+        """Every request of the load phase (requests.bin, or the .part a crash left), read on
+        demand (a long run holds millions); None when the variant recorded none."""
+        path = requests_file(self.path)
+        return read_requests(path) if path is not None else None
+
+    @property
+    def postgres_log_reason(self) -> str | None:
+        """Why there is no postgres.log (None when there is one): connections sampled only."""
+        if self.postgres_log is not None:
+            return None
+        recorded = self.meta.get("postgres_log")
+        reason = recorded.get("reason") if isinstance(recorded, dict) else None
+        return reason or "no postgres.log in the variant folder: connections are sampled only"
+
+    def server_log(self) -> ServerLog | None:
+        """postgres.log parsed into sessions and refusals (None without the file); read once."""
+        if self.postgres_log is None:
+            return None
+        if self._server_log is None:
+            from poolbench.results.pglog import read_log
+
+            self._server_log = read_log(self.postgres_log)
+        return self._server_log
+
+
+@dataclass
+class RunResult:
+    path: Path
+    meta: dict[str, Any]
+    variants: list[VariantResult]
+    warnings: list[str] = field(default_factory=list)
+
+    def experiment(self, name: str) -> list[VariantResult]:
+        return [v for v in self.variants if v.experiment == name]
+
+    @property
+    def damaged(self) -> bool:
+        """Some samples file is cut or incomplete (`poolbench report` exits EXIT_DAMAGED)."""
+        return any(v.damage for v in self.variants)
+
+    @property
+    def experiment_names(self) -> list[str]:
+        """Experiment names in run.json order."""
+        return [str(e.get("name", "")) for e in self.meta["experiments"]]
+
+
+def _json_file(path: Path) -> Any:
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as exc:
+        # poolbench writes JSON atomically, so a broken file was damaged or edited by hand
+        raise PoolbenchError(
+            f"{path} is not valid JSON ({exc.msg} at line {exc.lineno}): invalid JSON is never "
+            "written by poolbench, so the file was damaged or edited"
+        ) from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise PoolbenchError(f"{path} cannot be read ({exc})") from None
+
+
+def read_run_json(run_dir: Path) -> dict[str, Any]:
+    path = run_dir / "run.json"
+    if not run_dir.exists():
+        raise PoolbenchError(f"{run_dir} is not a results directory: no such results directory")
+    if not run_dir.is_dir():
+        raise PoolbenchError(f"{run_dir} is not a results directory (it is a file)")
+    if not path.is_file():
+        raise PoolbenchError(f"{run_dir} has no run.json: not a poolbench results directory")
+    meta = _json_file(path)
+    if not isinstance(meta, dict):
+        raise PoolbenchError(f"{path} holds a JSON {type(meta).__name__}, not an object")
+    for key in ("schema", "run_id", "status", "experiments"):
+        if key not in meta:
+            raise PoolbenchError(f"{path} lacks the key {key!r}")
+    if meta["schema"] != SCHEMA:
+        raise PoolbenchError(f"{path} has schema {meta['schema']}, this poolbench reads {SCHEMA}")
+    if meta["status"] not in STATUSES:
+        raise PoolbenchError(f"{path} has unknown status {meta['status']!r}")
+    if not isinstance(meta["experiments"], list) or not all(
+        isinstance(e, dict) and isinstance(e.get("variants", []), list) for e in meta["experiments"]
+    ):
+        raise PoolbenchError(f"{path}: 'experiments' must be a list of objects with 'variants'")
+    return meta
+
+
+def _read_csv(path: Path) -> pd.DataFrame:
+    """A Locust CSV; absent or empty is an empty frame. Only "N/A" and "" are missing values,
+    so an endpoint or error message that reads "None" or "null" stays a string."""
+    if not path.is_file() or path.stat().st_size == 0:
+        return pd.DataFrame()
+    try:
+        return pd.read_csv(path, na_values=["N/A", ""], keep_default_na=False)
+    except pd.errors.EmptyDataError:
+        return pd.DataFrame()
+    except (OSError, ValueError, UnicodeDecodeError) as exc:
+        raise PoolbenchError(f"{path} is not a readable CSV: {first_line(exc)}") from None
+
+
+def _no_samples() -> pd.DataFrame:
+    from poolbench.results.samples import COLUMNS
+
+    frame = pd.DataFrame({c: pd.Series(dtype=str) for c in COLUMNS})
+    return frame.astype({"ts": "float64", "value": "float64"})
+
+
+def read_samples_file(
+    path: Path, rows_written: int | None = None
+) -> tuple[pd.DataFrame, Path | None, list[str]]:
+    """samples.csv as a typed frame (poolbench.results.samples.read_samples), the file read, damage.
+
+    When only samples.csv.part exists (the collector never closed it: a crash), it is read up
+    to its last complete row. Neither file: an empty frame and None (a failed start). A closed
+    file whose last line is cut, or whose row count differs from `rows_written` (what the
+    collector recorded in variant.json), is damaged: its complete rows are read, and the
+    damage is described, never hidden.
+    """
+    from poolbench.results.samples import PARTIAL_SUFFIX, ends_with_newline, read_samples, samples_damage
+
+    partial = path.with_name(path.name + PARTIAL_SUFFIX)
+    source = path if path.is_file() else partial if partial.is_file() else None
+    if source is None:
+        return _no_samples(), None, []
+    damage = samples_damage(source, rows_written) if source == path else []
+    try:
+        frame = read_samples(path, allow_partial=True)
+    except (OSError, ValueError, KeyError, UnicodeDecodeError, pd.errors.ParserError) as exc:
+        raise PoolbenchError(f"{source} is malformed: {first_line(exc)}") from None
+    if damage and not ends_with_newline(source) and len(frame):
+        frame = frame.iloc[:-1]  # the cut row would read as a sample that never was
+    return frame, source, damage
+
+
+def _inside(run_dir: Path, relative: str) -> Path | None:
+    """run_dir / relative, or None when it would lead out of run_dir (.., absolute, symlink)."""
+    root = run_dir.resolve()
+    candidate = (run_dir / relative).resolve()
+    return run_dir / relative if root in candidate.parents else None
+
+
+def _variant_entries(run_dir: Path, meta: dict[str, Any]) -> list[dict[str, Any]]:
+    entries = []
+    for experiment in meta["experiments"]:
+        for entry in experiment.get("variants", []):
+            if not isinstance(entry, dict) or "dir" not in entry:
+                raise PoolbenchError(
+                    f"{run_dir}/run.json: a variant of {experiment.get('name')!r} has no 'dir'"
+                )
+            entries.append({"experiment": experiment.get("name", ""), **entry})
+    return entries
+
+
+def load_variant(run_dir: Path, entry: dict[str, Any], path: Path) -> VariantResult:
+    """One variant directory: variant.json over its run.json entry, samples, Locust, census."""
+    meta = dict(entry)
+    if (path / "variant.json").is_file():
+        on_disk = _json_file(path / "variant.json")
+        if isinstance(on_disk, dict):
+            meta = {**entry, **on_disk, "dir": entry["dir"]}
+    rows_written = (meta.get("collector") or {}).get("rows_written")
+    samples, samples_path, damage = read_samples_file(
+        path / SAMPLES_FILE, rows_written if isinstance(rows_written, int) else None
+    )
+    locust = {key: _read_csv(path / name) for key, name in LOCUST_FILES.items()}
+    census = _json_file(path / "census.json") if (path / "census.json").is_file() else None
+    app_log = path / "app.log" if (path / "app.log").is_file() else None
+    events = read_events(path / EVENTS_FILE)
+    pg_log = path / POSTGRES_LOG_FILE if (path / POSTGRES_LOG_FILE).is_file() else None
+    return VariantResult(
+        meta, path, samples, locust, samples_path, census, app_log, events, pg_log, damage
+    )
+
+
+def load_run(run_dir: str | os.PathLike[str]) -> RunResult:
+    """Everything a report needs, read from disk only, with warnings about what is missing.
+
+    Every variant listed in run.json is returned, in order, except one whose `dir` leads out
+    of the run directory (a warning). A variant without samples is returned with an empty
+    samples frame and a warning; the caller decides whether it can use it.
+    """
+    run_dir = Path(run_dir)
+    meta = read_run_json(run_dir)
+    variants: list[VariantResult] = []
+    warnings: list[str] = []
+    for entry in _variant_entries(run_dir, meta):
+        relative = str(entry["dir"] or "")
+        path = _inside(run_dir, relative) if relative else None
+        if path is None:
+            name = f"{entry.get('experiment') or '?'}/{entry.get('variant') or '?'}"
+            warnings.append(f"{name}: variant directory {relative!r} is missing or outside the run")
+            continue
+        variant = load_variant(run_dir, entry, path)
+        status = variant.meta.get("status") or "unknown"
+        if variant.samples_path is None:
+            warnings.append(
+                f"{relative}: no samples.csv (variant status: {status}): nothing to analyse"
+            )
+        elif variant.damage:
+            warnings.extend(
+                f"{relative}: damaged data, read up to its last complete row: {item}"
+                for item in variant.damage
+            )
+        elif variant.samples_path.name != SAMPLES_FILE:
+            warnings.append(
+                f"{relative}: only {variant.samples_path.name} (the collector did not finish); "
+                "read up to its last complete row"
+            )
+        variants.append(variant)
+    return RunResult(run_dir, meta, variants, warnings)

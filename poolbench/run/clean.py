@@ -1,0 +1,289 @@
+"""`poolbench clean [RESULTS_ROOT]`: undo what runs killed hard left behind, and say so.
+
+A run that dies by SIGKILL unwinds nothing. Its children mostly die with it (the kernel
+signals them: process_group.spawn), but the embedded server's data directory, a private role
+and database on the user's server, and any grandchild that outlived its parent stay. Every
+run wrote down what it started (poolbench/infra/ledger.py, `started.jsonl`) and who owns it
+(run.json `owner`: pid, start time, host). A run is **abandoned** when run.json still says
+`running` and its owner is gone — the pid no longer exists, or belongs to a process that
+started at another time (a reused pid), on this host. For each abandoned run, `clean`:
+
+1. stops every recorded process still alive, with what is left of its process group
+   (the signal the ledger names: SIGTERM, SIGQUIT for the throwaway postmaster; SIGKILL
+   after 10 s);
+2. removes the embedded server's data directory (only a `poolbench-pg-*` directory);
+3. drops the private role and database on a `--database-url` server. The admin password
+   was never written down, so this needs the URL again (`--database-url` or
+   `DATABASE_URL`), for the same host and port; without it the run lists them as left;
+4. marks the run `abandoned` (run.json and its running variants), with what was done and
+   what is left, and masks the logs it left.
+
+`poolbench run` does the same for its results root before it starts. What cannot be undone
+is reported, and a later `clean` (with the URL) tries again.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import os
+import shutil
+import signal
+import socket
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import psutil
+
+from poolbench.errors import PoolbenchError, first_line
+from poolbench.infra import ledger, postgres
+from poolbench.infra.process_group import alive, wait_gone
+from poolbench.redact import mask_file, mask_text, mask_url
+from poolbench.results.run_folder import read_run_json, write_json
+
+STOP_GRACE_S = 10.0
+SAME_START_S = 1.0  # create times this close are the same process (psutil rounds them)
+
+
+@dataclass
+class Cleaned:
+    """What `clean` did for one run, and what it could not do."""
+
+    run_dir: Path
+    done: list[str] = field(default_factory=list)
+    left: list[str] = field(default_factory=list)
+
+    def lines(self) -> list[str]:
+        done = "; ".join(self.done) or ("nothing more undone" if self.left else "nothing was left")
+        return [f"{self.run_dir}: abandoned: {done}", *(f"  left: {i}" for i in self.left)]
+
+
+# --------------------------------------------------------------------------- finding runs
+
+
+def _process(pid: int, create_time: float | None) -> psutil.Process | None:
+    """The live process with that pid and start time, or None (gone, zombie, or reused)."""
+    try:
+        proc = psutil.Process(pid)
+        if create_time is not None and abs(proc.create_time() - create_time) > SAME_START_S:
+            return None
+    except (psutil.Error, OSError):
+        return None
+    return proc if alive(proc) else None
+
+
+def owner_gone(meta: dict[str, Any]) -> bool:
+    """The run's own process has ended; False when that cannot be told (another host)."""
+    owner = meta.get("owner")
+    if not isinstance(owner, dict) or owner.get("hostname") != socket.gethostname():
+        return False
+    try:
+        pid = int(owner["pid"])
+        create_time = float(owner["create_time"])
+    except (KeyError, TypeError, ValueError):
+        return False
+    return _process(pid, create_time) is None
+
+
+def abandoned_runs(root: Path) -> list[Path]:
+    """Run folders under root (or root itself) abandoned, or abandoned with things left."""
+    own = root / "run.json"
+    candidates = [own] if own.is_file() else sorted(root.glob("*/run.json"))
+    found = []
+    for run_json in candidates:
+        run_dir = run_json.parent
+        if run_dir.is_symlink() and run_dir != root:  # results/latest: seen by its own name
+            continue
+        try:
+            meta = read_run_json(run_dir)
+        except PoolbenchError:
+            continue
+        running = meta["status"] == "running" and owner_gone(meta)
+        unfinished = meta["status"] == "abandoned" and ledger.leftovers(
+            run_dir / ledger.LEDGER_FILE
+        )
+        if running or unfinished:
+            found.append(run_dir)
+    return found
+
+
+# --------------------------------------------------------------------------- undoing
+
+
+def _group(pgid: int, since: float) -> list[psutil.Process]:
+    """Live processes of a process group that started no earlier than its leader did."""
+    members = []
+    for proc in psutil.process_iter():
+        with contextlib.suppress(psutil.Error, OSError):
+            if (
+                os.getpgid(proc.pid) == pgid
+                and proc.create_time() >= since - SAME_START_S
+                and alive(proc)
+            ):
+                members.append(proc)
+    return members
+
+
+def stop_process(item: dict[str, Any]) -> str | None:
+    """Stop a recorded child and what is left of its group; None when nothing was left."""
+    pid, since = int(item["pid"]), float(item.get("create_time") or 0.0)
+    pgid = int(item.get("pgid") or pid)
+    leader = _process(pid, since)
+    if leader is None and _process(pgid, None) is not None:
+        return None  # the pid (and so the group id) now belongs to another process
+    members = {p.pid: p for p in _group(pgid, since)}
+    if leader is not None:
+        with contextlib.suppress(psutil.Error):
+            members.update({p.pid: p for p in [leader, *leader.children(recursive=True)]})
+    if not members:
+        return None
+    sig = signal.Signals(int(item.get("stop_signal") or signal.SIGTERM))
+    # the postmaster shuts its own processes down; any other group is signalled whole
+    postmaster = leader is not None and item.get("what") == "postgres"
+    for proc in [leader] if postmaster else members.values():
+        with contextlib.suppress(psutil.Error):
+            proc.send_signal(sig)
+    remaining = wait_gone(list(members.values()), time.monotonic() + STOP_GRACE_S)
+    for proc in remaining:
+        with contextlib.suppress(psutil.Error):
+            proc.kill()
+    if wait_gone(remaining, time.monotonic() + STOP_GRACE_S):
+        raise PoolbenchError(f"could not stop {item.get('what')} (pid {pid})")
+    count = len(members)
+    return f"stopped {item.get('what', 'a process')} (pid {pid}, {count} process" + (
+        "es)" if count != 1 else ")"
+    )
+
+
+def remove_data_dir(item: dict[str, Any]) -> str | None:
+    """Remove an embedded server's directory, after stopping a postmaster still serving it."""
+    path = Path(str(item["path"]))
+    if not path.name.startswith(postgres.EMBEDDED_DIR_PREFIX):
+        raise PoolbenchError(f"{path} is not a poolbench data directory: left alone")
+    if not path.exists():
+        return None
+    with contextlib.suppress(OSError, ValueError):
+        pid = int((path / "data" / "postmaster.pid").read_text().split("\n", 1)[0])
+        if _process(pid, None) is not None:
+            stop_process({"pid": pid, "what": "postgres", "stop_signal": int(signal.SIGQUIT)})
+    shutil.rmtree(path)
+    return f"removed {path}"
+
+
+def drop_database(item: dict[str, Any], database_url: str | None) -> str:
+    """Drop a private database and role on the user's server; needs its URL again."""
+    where = f"{item.get('host')}:{item.get('port')}"
+    what = f"database {item.get('dbname')} and role {item.get('role')} on {where}"
+    if not str(item.get("dbname", "")).startswith(postgres.APP_DATABASE + "_") or not str(
+        item.get("role", "")
+    ).startswith(postgres.APP_ROLE + "_"):
+        raise PoolbenchError(f"{what}: not names poolbench makes; left alone")
+    hint = f"{what} (run `poolbench clean --database-url postgresql://{item.get('user')}@{where}/postgres`)"
+    if not database_url:
+        raise PoolbenchError(hint)
+    url = postgres.validate_url(database_url)
+    params = postgres.url_params(url)
+    if (params.get("host") or "127.0.0.1", int(params.get("port") or 5432)) != (
+        item.get("host"),
+        int(item.get("port") or 0),
+    ):
+        raise PoolbenchError(f"{hint}; {mask_url(database_url)} is another server")
+    with postgres.connect(url) as admin:
+        postgres.drop_app_database(admin, str(item["dbname"]), str(item["role"]))
+    return f"dropped {what}"
+
+
+UNDO = {"process": stop_process, "data_dir": remove_data_dir}
+
+
+def clean_run(run_dir: Path, database_url: str | None = None) -> Cleaned:
+    """Undo what an abandoned run left, release it in its ledger, mark the run abandoned."""
+    result = Cleaned(run_dir)
+    path = run_dir / ledger.LEDGER_FILE
+    order = {"process": 0, "data_dir": 1, "database": 2}  # stop before removing files
+    for item in sorted(ledger.leftovers(path), key=lambda i: order.get(i.get("kind"), 9)):
+        try:
+            if item.get("kind") == "database":
+                done = drop_database(item, database_url)
+            elif item.get("kind") in UNDO:
+                done = UNDO[item["kind"]](item)
+            else:
+                continue
+        except (PoolbenchError, OSError, psutil.Error) as exc:
+            result.left.append(mask_text(first_line(exc)))
+            continue
+        except Exception as exc:  # a driver error: keep going, report it
+            result.left.append(mask_text(f"{item.get('id')}: {first_line(exc)}"))
+            continue
+        if done:
+            result.done.append(done)
+        ledger.append(path, {"released": item["id"], "by": "clean"})
+    mark_abandoned(run_dir, result)
+    return result
+
+
+def mark_abandoned(run_dir: Path, result: Cleaned) -> None:
+    """run.json and every variant still `running` say `abandoned`; the logs are masked."""
+    meta = read_run_json(run_dir)
+    owner = meta.get("owner") or {}
+    if meta["status"] == "running":
+        meta["status"] = "abandoned"
+        meta["error"] = (
+            f"abandoned: its poolbench process (pid {owner.get('pid')}) ended without "
+            "finishing the run (killed?); found by poolbench clean"
+        )
+    meta["cleaned"] = {"at": time.time(), "done": result.done, "left": result.left}
+    for experiment in meta["experiments"]:
+        for entry in experiment.get("variants", []):
+            if entry.get("status") != "running":
+                continue
+            entry["status"], entry["error"] = "abandoned", "the run was abandoned"
+            variant_dir = run_dir / str(entry.get("dir", ""))
+            if (variant_dir / "variant.json").is_file():
+                write_json(variant_dir / "variant.json", entry)
+            for log in ("app.log", "locust.log"):  # masked as written since; not by older
+                mask_file(variant_dir / log)  # versions of poolbench
+    write_json(run_dir / "run.json", meta)
+
+
+def clean_root(root: Path, database_url: str | None = None) -> list[Cleaned]:
+    return [clean_run(run_dir, database_url) for run_dir in abandoned_runs(root)]
+
+
+# --------------------------------------------------------------------------- command line
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "root", metavar="RESULTS_ROOT", type=Path, nargs="?", default=Path("results"),
+        help="results root (default: results/) or one run's folder",
+    )  # fmt: skip
+    parser.add_argument(
+        "--database-url", default=os.environ.get("DATABASE_URL"),
+        help="the server a --database-url run used: needed to drop its private role and database",
+    )  # fmt: skip
+
+
+def run(args: argparse.Namespace) -> int:
+    """0 when nothing is left behind; 1 when something could not be undone (listed)."""
+    if not args.root.is_dir():
+        raise PoolbenchError(f"{args.root} is not a directory")
+    results = clean_root(args.root, args.database_url)
+    for result in results:
+        for line in result.lines():
+            print(line)
+    if not results:
+        print(f"nothing to clean under {args.root}")
+    return 1 if any(r.left for r in results) else 0
+
+
+def clean_before_run(root: Path, database_url: str | None) -> None:
+    """What `poolbench run` does first: clean its results root, and say so on stderr."""
+    if not root.is_dir():
+        return
+    for result in clean_root(root, database_url):
+        for line in result.lines():
+            print(f"poolbench: cleaned {line}" if line[0] != " " else line, file=sys.stderr)

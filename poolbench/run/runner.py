@@ -1,0 +1,305 @@
+"""`poolbench run`: every variant of every experiment under the same load, recorded to disk.
+
+Per variant: a fresh database (a new embedded server, or a new private database on a
+given server) so each variant starts equal; the app started and waited for; the
+collector started; the server's free slots checked against the pool model; warm-up, load
+and idle phases, each timestamped; everything stopped. The run folder is written as it
+goes, so an interrupted run is readable and says `partial`, and everything the run starts
+is noted in its ledger (started.jsonl) for `poolbench clean`.
+
+A watchdog (poolbench/run/watchdog.py) watches each variant: a fault that ends it (the app's
+master or the server gone) fails that variant alone, and the run goes on with the next one,
+which has its own database and app; a lesser one marks it `degraded`. The run's status is
+the worst of its variants' (`run_outcome`).
+"""
+
+from __future__ import annotations
+
+import shlex
+import time
+from pathlib import Path
+from typing import Any
+
+from poolbench.collector import CollectorThread
+from poolbench.config.bench import BenchConfig, Experiment, Variant
+from poolbench.errors import PoolbenchError, first_line
+from poolbench.infra import ledger, postgres
+from poolbench.infra.app_server import VariantStartError
+from poolbench.load import locust
+from poolbench.results.run_folder import RunRecord
+from poolbench.run import stack
+from poolbench.run.events import EventLog, RunEvents, VariantRef
+from poolbench.run.preflight import check_slots
+from poolbench.run.progress import ProgressDisplay
+from poolbench.run.watchdog import Watchdog, shape_target
+
+WARMUP_USERS = 4
+LOCUST_GRACE_S = 60.0
+
+
+def variant_order(variants: tuple[str, ...], repeat: int) -> list[str]:
+    """Alternate the order on each repeat, so drift over time does not favour one variant."""
+    return list(variants) if repeat % 2 == 1 else list(reversed(variants))
+
+
+class Runner:
+    """Runs the chosen experiments into one results folder."""
+
+    def __init__(
+        self,
+        config: BenchConfig,
+        experiments: list[Experiment],
+        out_root: Path,
+        command: list[str],
+        database_url: str | None = None,
+        display: ProgressDisplay | None = None,
+        events: RunEvents | None = None,
+    ) -> None:
+        self.config = config
+        self.experiments = stack.as_recorded(experiments, database_url)
+        self.out_root = out_root
+        self.command = command
+        self.database_url = database_url
+        self.display = display or ProgressDisplay()
+        self.events = events or RunEvents()
+        self.display.subscribe(self.events)
+        self.record: RunRecord | None = None
+
+    def run(self) -> RunRecord:
+        if self.database_url:  # a URL that cannot work is refused before anything is written
+            postgres.check_server(self.database_url)
+        name = self.experiments[0].name if len(self.experiments) == 1 else "bench"
+        self.record = stack.create_record(
+            self.config,
+            self.experiments,
+            self.out_root,
+            name,
+            shlex.join(self.command),
+            self.database_url,
+        )
+        self.record.subscribe(self.events)
+        event_log = EventLog(self.events)
+        try:
+            with ledger.recording(self.record.run_dir), self.display:
+                for experiment in self.experiments:
+                    self._run_experiment(experiment)
+        except KeyboardInterrupt:
+            self.record.finish("partial", "interrupted (Ctrl-C or SIGTERM)")
+            raise
+        except PoolbenchError as exc:
+            self.record.finish("failed", first_line(exc))
+            raise
+        except Exception as exc:
+            self.record.finish("failed", f"{type(exc).__name__}: {exc}")
+            raise
+        finally:
+            event_log.close()
+        self.record.finish(*run_outcome(self.record.data["experiments"]))
+        return self.record
+
+    def _run_experiment(self, experiment: Experiment) -> None:
+        entries = self.record.experiment(
+            experiment.name,
+            experiment.description,
+            claims=experiment.claims,
+            sweep=experiment.sweep,
+            fail_if=list(experiment.fail_if),
+        )
+        if warning := locust.hold_warning(experiment.load, experiment.phases.load_s):
+            self.display.message(f"[{experiment.name}] warning: {warning}")
+        total = experiment.repeats * len(experiment.variants)
+        for repeat in range(1, experiment.repeats + 1):
+            for name in variant_order(experiment.variants, repeat):
+                position = f"{len(entries) + 1}/{total}"
+                entry = stack.new_entry(experiment, self.config.variants[name], repeat)
+                entries.append(entry)
+                ref = VariantRef(
+                    experiment.name, name, repeat, position, self.record.variant_dir(entry)
+                )
+                self._run_variant(experiment, self.config.variants[name], entry, ref)
+
+    def _run_variant(
+        self, experiment: Experiment, variant: Variant, entry: dict, ref: VariantRef
+    ) -> None:
+        """One variant from a fresh database to its end; a fault it suffers ends it alone."""
+        record, out = self.record, ref.dir
+        self.events.variant_started.fire(ref=ref)
+        stack.add_census(entry, experiment, variant, out)
+        record.save_variant(entry)
+        dog = None
+        try:
+            with stack.database_and_app(
+                record, experiment, variant, entry, out, self.database_url
+            ) as (db, app):
+                with Watchdog(self.events, ref) as dog:
+                    dog.watch_app(app.pid)
+                    dog.watch_postgres(db.postmaster_pid, db.port)
+                    self._phases(experiment, variant, entry, db, app, ref, dog)
+                status, error = dog.outcome()
+        except KeyboardInterrupt:
+            self._end_variant(ref, entry, "partial", None)
+            raise
+        except (PoolbenchError, VariantStartError) as exc:
+            if dog is not None and dog.fault is not None:  # the cause, not what followed it
+                self._end_variant(ref, entry, "failed", dog.fault)
+                return  # the next variant has its own database and app: the run goes on
+            self._end_variant(ref, entry, "failed", first_line(exc))
+            raise PoolbenchError(f"{experiment.name}/{variant.name}: {exc}") from None
+        self._end_variant(ref, entry, status, error)
+
+    def _end_variant(self, ref: VariantRef, entry: dict, status: str, error: str | None) -> None:
+        entry["status"], entry["error"] = status, error
+        self.events.variant_ended.fire(ref=ref, status=status, error=error)
+
+    def _phases(self, experiment, variant, entry, db, app, ref: VariantRef, dog) -> None:
+        phases, out = experiment.phases, ref.dir
+        collector_config = stack.collector_config(db, app, variant, out)
+        collector = CollectorThread(collector_config)
+        entry["collector"] = stack.collector_entry(collector_config, variant)
+        on_load = self.events.load_started.add_listener(
+            lambda ref, pid: collector.set_load_pid(pid)
+        )
+        try:
+            with collector:
+                self._preflight(db, entry)
+                self._phase(ref, "warmup", phases.warmup_s,
+                            lambda: self._warmup(experiment, app, ref, dog))  # fmt: skip
+                self._phase(ref, "load", phases.load_s + phases.soak_s, starts_itself=True,
+                            body=lambda begin: self._load(experiment, app, ref, collector, begin, dog))  # fmt: skip
+                self._phase(ref, "idle", phases.idle_s,
+                            lambda: self._idle(ref, phases.idle_s, collector, dog))  # fmt: skip
+        finally:
+            entry["collector"]["rows_written"] = collector.rows_written
+            entry["watchdog"] = dog.describe()
+            self.events.load_started.remove_listener(on_load)
+            entry["collector"].update(collector.latest().footprint())
+            self.record.save_variant(entry)
+
+    def _preflight(self, db, entry: dict) -> None:
+        """Free slots against the model's ceiling, before any load (docs/results.md)."""
+        entry["preflight"] = check_slots(db.admin_url, db.dbname, entry)
+        if warning := entry["preflight"].get("warning"):
+            self.display.message(f"warning: {entry['experiment']}/{entry['variant']}: {warning}")
+        self.record.save_variant(entry)
+
+    def _phase(self, ref: VariantRef, name: str, length: float, body, starts_itself=False) -> None:
+        """A timestamped phase; with `starts_itself`, body(begin) calls begin(ts) when it began,
+        and may call begin(ts, next_name, next_length) to end it there and start the next."""
+        if length <= 0:
+            return
+        current: list[str] = []
+
+        def begin(ts: float, phase: str = name, phase_length: float = length) -> None:
+            if current:
+                self.events.phase_ended.fire(ref=ref, phase=current.pop(), ts=ts)
+            current.append(phase)
+            self.events.phase_started.fire(ref=ref, phase=phase, length_s=phase_length, ts=ts)
+
+        if not starts_itself:
+            begin(time.time())
+        try:
+            body(begin) if starts_itself else body()
+        finally:
+            if current:
+                self.events.phase_ended.fire(ref=ref, phase=current.pop(), ts=time.time())
+
+    def _warmup(self, experiment: Experiment, app, ref: VariantRef, dog) -> None:
+        """A light load over every route, so pools, caches and JIT-like paths are warm."""
+        seconds = experiment.phases.warmup_s
+        cmd = locust.warmup_command(experiment.load, app.base_url, seconds, WARMUP_USERS)
+        process = locust.start_locust(cmd, ref.dir / "locust.log", None)
+        dog.watch_locust(process.pid, time.time() + seconds, process.proc.poll)
+        deadline = time.monotonic() + seconds + LOCUST_GRACE_S
+        try:
+            while process.proc.poll() is None:
+                if time.monotonic() > deadline:
+                    raise PoolbenchError(f"Locust's warm-up overran; see {process.log_path}")
+                dog.check()
+                time.sleep(0.5)
+            dog.check()  # a fault that ended Locust is the error, not Locust's exit code
+        finally:
+            dog.stop_watching_locust()
+            process.stop()
+        if process.proc.returncode != 0:
+            raise PoolbenchError(f"Locust {process.ended(process.proc.returncode)}")
+
+    def _load(self, experiment: Experiment, app, ref: VariantRef, collector, begin, dog) -> None:
+        """The load phase begins when Locust's test does (after its workers joined)."""
+        settings, out = experiment.load, ref.dir
+        load_s, soak_s = experiment.phases.load_s, experiment.phases.soak_s
+        port = postgres.free_port(
+            settings.locust_master_bind if settings.locust_workers else "127.0.0.1"
+        )
+        outputs = locust.LoadOutputs(out)
+        cmd = locust.load_command(settings, app.base_url, load_s + soak_s, outputs, port)
+        process = locust.start_locust(cmd, out / "locust.log", outputs)
+        self.events.load_started.fire(ref=ref, pid=process.pid)
+        if settings.locust_workers:
+            self._await_workers(ref, settings, port, app.base_url)
+
+        def live() -> None:
+            self._show_live(ref, collector, process.progress(), dog)
+
+        try:
+            started = process.wait_started(settings, live)
+            applied = (process.status().get("shape") or {}).get("applied")
+            dog.watch_locust(
+                process.pid, started + load_s + soak_s, process.proc.poll,
+                shape_target(settings, load_s + soak_s) if applied else None,
+            )  # fmt: skip
+            begin(started, "load", load_s)
+            soak_at = started + load_s if soak_s > 0 else None
+            deadline = time.monotonic() + load_s + soak_s + LOCUST_GRACE_S
+            while process.proc.poll() is None:
+                if time.monotonic() > deadline:
+                    raise PoolbenchError(f"Locust overran its {load_s + soak_s:.0f} s load phase; see {out / 'locust.log'}")  # fmt: skip
+                if soak_at is not None and time.time() >= soak_at:
+                    begin(soak_at, "soak", soak_s)  # the same Locust run, at the same users
+                    soak_at = None
+                live()
+                time.sleep(0.5)
+            dog.check()  # a fault that ended Locust is the error, not Locust's exit code
+        finally:
+            dog.stop_watching_locust()
+            process.stop()
+            record = locust.load_record(process.status(), settings, load_s + soak_s)
+            self.record.entry_for(out)["locust"] = record
+            if message := (record.get("shape") or {}).get("message"):
+                self.display.message(f"[{experiment.name}] {ref.variant}: {message}")
+        if process.proc.returncode != 0:
+            raise PoolbenchError(process.ended(process.proc.returncode))
+
+    def _await_workers(self, ref: VariantRef, settings, port: int, target: str) -> None:
+        """Say what each worker machine runs; the command is also kept in events.jsonl."""
+        command = locust.shell(locust.worker_command(settings, locust.worker_host(settings), port))
+        self.display.message(
+            f"waiting up to {settings.locust_workers_timeout_s:.0f} s for "
+            f"{settings.locust_workers} Locust workers (they load {target}); "
+            f"on each worker machine run:\n  {command}"
+        )
+        self.events.lifecycle.fire(ref=ref, kind="locust_workers_awaited", ts=time.time(),
+                                   expected=settings.locust_workers, command=command,
+                                   target=target)  # fmt: skip
+
+    def _idle(self, ref: VariantRef, seconds: float, collector, dog) -> None:
+        """No load: what the pools keep open is what stays visible here."""
+        end = time.monotonic() + seconds
+        while time.monotonic() < end:
+            self._show_live(ref, collector, {"users": 0, "rps": 0}, dog)
+            time.sleep(min(0.5, max(0.0, end - time.monotonic())))
+
+    def _show_live(self, ref: VariantRef, collector, load: dict[str, float], dog) -> None:
+        stack.fire_live(self.events, ref, collector, load)
+        dog.check()
+
+
+def run_outcome(experiments: list[dict[str, Any]]) -> tuple[str, str | None]:
+    """The run's status from its variants' (docs/results.md): `failed` if any failed, else
+    `degraded` if any was, else `complete`; the error names the variants concerned."""
+    entries = [v for e in experiments for v in e.get("variants", [])]
+    for status in ("failed", "degraded"):
+        hit = [v for v in entries if v.get("status") == status]
+        if hit:
+            names = "; ".join(f"{v['dir']}: {v.get('error')}" for v in hit)
+            return status, f"{len(hit)} of {len(entries)} variants {status}: {names}"
+    return "complete", None

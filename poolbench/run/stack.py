@@ -1,0 +1,192 @@
+"""The stack under test for one variant: its database, its app, its collector, its record.
+
+`poolbench run` (runner.py) and `poolbench ui` (ui/) bring up the same things the same way:
+a PostgreSQL from the configured provider, the variant's app with the experiment's pool
+settings, a collector on both, and a variant entry in run.json. These are the building blocks
+both use, so a live session's results folder is laid out exactly like a run's.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+from collections.abc import Iterator
+from dataclasses import asdict, replace
+from pathlib import Path
+from typing import Any
+
+from poolbench.collector import CollectorConfig
+from poolbench.config.bench import BenchConfig, Experiment, Variant
+from poolbench.infra import app_launch, postgres
+from poolbench.infra.app_server import RunningVariant
+from poolbench.infra.environment import collect_environment
+from poolbench.infra.postgres import Database
+from poolbench.results.run_folder import POSTGRES_LOG_FILE, RunRecord, new_run_id, write_json
+
+
+def engines_from_census(app_dir: Path, label: str, experiment: Experiment) -> tuple[list, dict]:
+    """The app's long-lived engines as the collector will see them, from a static census."""
+    from poolbench.lint import census as lint
+
+    census = lint.census(app_dir)
+    engines = []
+    for site in census.sites:
+        if site.scope not in ("import", "lazy"):
+            continue
+        name = f"{label}:{site.module}" + (":sync" if site.kind == "sync" else "")
+        engines.append(
+            {
+                "name": name,
+                "module": site.module,
+                "kind": site.kind,
+                "pool_size": experiment.app.pool_size,
+                "max_overflow": experiment.app.max_overflow,
+                "per_process": True,
+                "source": "census",
+            }
+        )
+    return engines, lint.census_data(census)
+
+
+def add_census(entry: dict[str, Any], experiment: Experiment, variant: Variant, out: Path) -> None:
+    """For an app directory: its engines into the entry, the full census into census.json."""
+    if variant.app_dir:
+        entry["engines"], census = engines_from_census(
+            Path(variant.app_dir), entry["label"], experiment
+        )
+        write_json(out / "census.json", census)
+
+
+def connection_ceiling(entry: dict[str, Any]) -> int | None:
+    """The model's most connections: workers × Σ(pool_size + max_overflow) over the engines.
+
+    None when the engines are unknown (a command variant without a census).
+    """
+    engines = entry.get("engines") or []
+    if not engines:
+        return None
+    per_worker = sum(int(e["pool_size"]) + int(e["max_overflow"]) for e in engines)
+    return int(entry.get("workers") or 1) * per_worker
+
+
+def as_recorded(experiments: list[Experiment], database_url: str | None) -> list[Experiment]:
+    """The experiments as they will run: --database-url overrides every provider."""
+    if not database_url:
+        return experiments
+    return [replace(e, postgres=replace(e.postgres, provider="url")) for e in experiments]
+
+
+def create_record(
+    config: BenchConfig,
+    experiments: list[Experiment],
+    out_root: Path,
+    name: str,
+    command: str,
+    database_url: str | None,
+) -> RunRecord:
+    """A new results folder whose run.json holds the resolved configuration."""
+    return RunRecord.create(
+        out_root,
+        new_run_id(name),
+        command,
+        {
+            "config_file": config.path,
+            "database_url": database_url,
+            "variants": {k: asdict(v) for k, v in config.variants.items()},
+            "experiments": [asdict(e) for e in experiments],
+        },
+        collect_environment(),
+    )
+
+
+def new_entry(experiment: Experiment, variant: Variant, repeat: int) -> dict[str, Any]:
+    """A variant's entry of run.json (and its variant.json), before anything started."""
+    return {
+        "experiment": experiment.name,
+        "variant": variant.name,
+        "repeat": repeat,
+        "dir": f"{experiment.name}/{variant.name}-{repeat}",
+        "status": "running",
+        "error": None,
+        "label": variant.label or variant.name,
+        "app_dir": variant.app_dir,
+        "command": list(variant.command) if variant.command else None,
+        "app": asdict(experiment.app),
+        "load": asdict(experiment.load),
+        "postgres_settings": asdict(experiment.postgres),
+        **app_launch.declared(experiment, variant),  # workers, workers_source, engines
+        "phases": [],
+        "pids": {},
+    }
+
+
+def provide_database(
+    experiment: Experiment, database_url: str | None, keep_log: Path
+) -> contextlib.AbstractContextManager[Database]:
+    """A fresh server (or database) with the experiment's settings; an embedded server's log
+    is kept at `keep_log`."""
+    return postgres.provide(
+        experiment.postgres.provider,
+        database_url=database_url,
+        settings={"max_connections": str(experiment.postgres.max_connections)},
+        version=experiment.postgres.version,
+        keep_log=keep_log,
+        bindir=Path(experiment.postgres.bindir) if experiment.postgres.bindir else None,
+    )
+
+
+@contextlib.contextmanager
+def database_and_app(
+    record: RunRecord,
+    experiment: Experiment,
+    variant: Variant,
+    entry: dict[str, Any],
+    out: Path,
+    database_url: str | None,
+) -> Iterator[tuple[Database, RunningVariant]]:
+    """A fresh database and the app on it, both recorded in the entry; both stopped after."""
+    with provide_database(experiment, database_url, out / POSTGRES_LOG_FILE) as db:
+        entry["database"] = db.describe()
+        entry["postgres_log"] = {
+            "file": POSTGRES_LOG_FILE if db.server_log else None,
+            "reason": db.server_log_reason,
+        }
+        record.data["environment"].setdefault("postgres", db.describe())
+        # extensions, setup commands, the app itself, its process tree watched
+        with app_launch.launch(experiment, variant, entry, db, out) as app:
+            entry["pids"] = {"app": app.pid, "postmaster": db.postmaster_pid}
+            yield db, app
+
+
+def collector_config(
+    db: Database, app: RunningVariant, variant: Variant, out: Path
+) -> CollectorConfig:
+    """What the collector samples for one variant, written to out/samples.csv."""
+    return CollectorConfig(
+        admin_url=db.admin_url,
+        dbname=db.dbname,
+        out_path=out / "samples.csv",
+        app_pids=app.pids,
+        postmaster_pid=db.postmaster_pid,
+        pools_url=f"{app.base_url}{variant.pools_path}" if variant.pools_path else None,
+    ).with_profile(variant.collector)
+
+
+def collector_entry(config: CollectorConfig, variant: Variant) -> dict[str, Any]:
+    """How the collector sampled, as variant.json records it (what it did is added at stop:
+    `Latest.footprint`)."""
+    return {"profile": variant.collector, **config.describe()}
+
+
+def fire_live(events, ref, collector, load: dict[str, Any]) -> None:
+    """The live figures of a variant — the load's (users, rps, failures) and what the
+    collector holds now — on the run's event hub (the display and the UI listen)."""
+    latest = collector.latest()
+    events.live.fire(
+        ref=ref,
+        users=load.get("users"),
+        rps=load.get("rps"),
+        failures=load.get("failures"),
+        connections=latest.get("total", math.nan),
+        peak=latest.get("peak", math.nan),
+    )
