@@ -31,7 +31,7 @@ from poolbench.collector import (
     CollectorThread,
     run,
 )
-from poolbench.collector.churn import subtract_own
+from poolbench.collector.churn import CHURN_METRICS, OwnStatements, subtract_own
 from poolbench.collector.memory import MemoryStats, MemoryTracker
 from poolbench.collector.procfs import StatReader
 from poolbench.errors import PoolbenchError
@@ -314,12 +314,13 @@ def _churn(pg: Database, target: str, out: Path, monitor_dbname: str | None) -> 
 
 def test_own_commits_seen_a_read_late_are_carried_not_written_negative() -> None:
     """From the target database: 13 of ours ran, 12 showed; the 13th shows at the next read."""
-    first = [0.0, 0.0, 0.0, 12.0, 0.0]
-    carry = subtract_own(first, own=(25, 0), own_prev=(12, 0), unseen=[0.0, 0.0])
-    assert first[3:] == [0.0, 0.0] and carry == [1.0, 0.0]
-    second = [0.0, 0.0, 0.0, 16.0, 0.0]  # 13 more of ours, the late one, and 2 of the app's
-    carry = subtract_own(second, own=(38, 0), own_prev=(25, 0), unseen=carry)
-    assert second[3:] == [2.0, 0.0] and carry == [0.0, 0.0]
+    first = dict(zip(CHURN_METRICS, [0.0, 0.0, 0.0, 12.0, 0.0], strict=True))
+    carry = subtract_own(first, OwnStatements(25, 0), OwnStatements(12, 0), OwnStatements(0, 0))
+    assert [first["xact_commit"], first["xact_rollback"]] == [0.0, 0.0] and carry == (1.0, 0.0)
+    second = dict(zip(CHURN_METRICS, [0.0, 0.0, 0.0, 16.0, 0.0], strict=True))  # 13 more of
+    # ours, the late one, and 2 of the app's
+    carry = subtract_own(second, OwnStatements(38, 0), OwnStatements(25, 0), carry)
+    assert [second["xact_commit"], second["xact_rollback"]] == [2.0, 0.0] and carry == (0, 0)
 
 
 # --------------------------------------------------------------------------- memory

@@ -11,13 +11,11 @@ written as a negative count.
 from __future__ import annotations
 
 import time
-from typing import TYPE_CHECKING
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, NamedTuple, Protocol
 
-from poolbench.collector.server import churn_sql
-from poolbench.results.samples import row
-
-if TYPE_CHECKING:
-    from poolbench.collector.core import Collector
+from poolbench.collector.server import Server, churn_sql
 
 CHURN_METRICS = (
     "sessions_new",
@@ -26,94 +24,129 @@ CHURN_METRICS = (
     "xact_commit",
     "xact_rollback",
 )
+OWN_METRICS = ("xact_commit", "xact_rollback")  # where the collector's own statements count
 
 ChurnValues = tuple[float | None, ...]
+Deltas = dict[str, float | None]
+
+
+class OwnStatements(NamedTuple):
+    """The collector's own statements so far: committed and rolled back."""
+
+    commits: float
+    rollbacks: float
+
+
+class StatsSession(Protocol):
+    """What the reader needs of the monitoring connection, and nothing more."""
+
+    own_xacts: int
+    own_rollbacks: int
+
+    @property
+    def server(self) -> Server | None: ...
+
+    def queries(
+        self, statements: Sequence[tuple[str, Mapping[str, Any] | None]]
+    ) -> list[list[tuple[Any, ...]]] | None: ...
+
+
+@dataclass(frozen=True)
+class ChurnRead:
+    """One read's counter deltas since the previous read, and the time between them."""
+
+    ts: float
+    interval: float
+    deltas: Deltas
+
+    def rates(self) -> dict[str, float | None]:
+        return {m: None if d is None else d / self.interval for m, d in self.deltas.items()}
 
 
 class ChurnReader:
-    """The previous read of the counters, and our own transactions at that read."""
+    """The previous read of the counters, and our own statements at that read."""
 
-    def __init__(self, collector: Collector) -> None:
-        self._collector = collector
-        self._prev: tuple[ChurnValues, float, float | None] | None = None
-        self._own_prev: tuple[int, int] | None = None
-        self._unseen = [0.0, 0.0]  # our own commits and rollbacks counted but not yet seen
+    def __init__(self, dbname: str) -> None:
+        self._dbname = dbname
+        self._prev: tuple[ChurnValues, float, Any] | None = None
+        self._own_prev: OwnStatements | None = None
+        self._unseen = OwnStatements(0, 0)  # ours counted but not yet seen by the server
 
     def reset(self) -> None:
         """After a (re)connection: the next read is a baseline."""
         self._prev = None
         self._own_prev = None
-        self._unseen = [0.0, 0.0]
+        self._unseen = OwnStatements(0, 0)
 
-    def tick(self) -> None:
-        c = self._collector
-        c.flush_soon()
-        server = c.server
-        if not c.connected or server is None:
-            return
-        params = {"db": c.config.dbname}
-        sql = churn_sql(server.version_num)
-        own: tuple[int, int] | None = None
+    def read(self, session: StatsSession) -> ChurnRead | None:
+        """Read the counters; the deltas since the last read, or None for a baseline."""
+        server = session.server
+        if server is None:
+            return None
         ts = time.time()
+        got, own = self._query(session, server)
+        if not got:
+            return None
+        *raw, reset = got[0]
+        values = tuple(None if v is None else float(v) for v in raw)
+        prev, self._prev = self._prev, (values, ts, reset)
+        own_prev, self._own_prev = self._own_prev, own
+        if prev is None or prev[2] != reset:
+            return None  # a baseline: start, reconnect, or a statistics reset
+        deltas = _churn_deltas(prev[0], values)
+        if deltas is None:
+            return None  # counters went backwards: stats reset without stats_reset moving
+        if server.in_target:
+            self._unseen = subtract_own(deltas, own, own_prev, self._unseen)
+        return ChurnRead(ts, ts - prev[1], deltas)
+
+    def _query(
+        self, session: StatsSession, server: Server
+    ) -> tuple[list[tuple[Any, ...]] | None, OwnStatements | None]:
+        params = {"db": self._dbname}
+        sql = churn_sql(server.version_num)
         if server.in_target and server.version_num >= 150000:
             # Our own statements count in this database: publish them (the flush happens
             # before the server answers), read, and subtract what we ran since the last read.
             # Only this thread runs statements, so none of ours slips between the two.
-            results = c.queries([("SELECT pg_stat_force_next_flush()", None), (sql, params)])
-            got = None if results is None else results[1]
-            own = (c.own_xacts - 1, c.own_rollbacks)  # minus this read itself
-        else:
-            results = c.queries([(sql, params)])
-            got = None if results is None else results[0]
-        if not got:
-            return
-        *values, reset = got[0]
-        values = tuple(None if v is None else float(v) for v in values)
-        prev, self._prev = self._prev, (values, ts, reset)
-        own_prev, self._own_prev = self._own_prev, own
-        if prev is None or prev[2] != reset:
-            return  # a baseline: start, reconnect, or a statistics reset
-        deltas = _churn_deltas(prev[0], values)
-        if deltas is None:
-            return  # counters went backwards: stats reset without stats_reset moving
-        if server.in_target:
-            self._unseen = subtract_own(deltas, own, own_prev, self._unseen)
-        c.write([row(ts, m, d) for m, d in zip(CHURN_METRICS, deltas, strict=True)])
-        interval = ts - prev[1]
-        c.publish(
-            churn={
-                m: None if d is None else d / interval
-                for m, d in zip(CHURN_METRICS, deltas, strict=True)
-            }
-        )
+            results = session.queries([("SELECT pg_stat_force_next_flush()", None), (sql, params)])
+            own = OwnStatements(session.own_xacts - 1, session.own_rollbacks)  # minus this read
+            return (None if results is None else results[1]), own
+        results = session.queries([(sql, params)])
+        return (None if results is None else results[0]), None
 
 
-def _churn_deltas(before: ChurnValues, after: ChurnValues) -> list[float | None] | None:
+def _churn_deltas(before: ChurnValues, after: ChurnValues) -> Deltas | None:
     """Counter deltas (None where a counter is unavailable); None when any went backwards."""
     pairs = list(zip(before, after, strict=True))
     if any(a is not None and b is not None and b < a for a, b in pairs):
         return None
-    return [None if a is None or b is None else b - a for a, b in pairs]
+    return {
+        m: None if a is None or b is None else b - a
+        for m, (a, b) in zip(CHURN_METRICS, pairs, strict=True)
+    }
 
 
 def subtract_own(
-    deltas: list[float | None],
-    own: tuple[int, int] | None,
-    own_prev: tuple[int, int] | None,
-    unseen: list[float],
-) -> list[float]:
-    """Monitoring from the target database: take our own transactions out of xact_*; what
+    deltas: Deltas,
+    own: OwnStatements | None,
+    own_prev: OwnStatements | None,
+    unseen: OwnStatements,
+) -> OwnStatements:
+    """Monitoring from the target database: take our own statements out of xact_*; what
     would go below zero is ours not yet seen, carried to the next read. Returns the carry."""
     if own is None or own_prev is None:
-        deltas[3] = deltas[4] = None  # cannot separate our own transactions
-        return [0.0, 0.0]
+        for metric in OWN_METRICS:
+            deltas[metric] = None  # cannot separate our own transactions
+        return OwnStatements(0, 0)
+    ran = (own.commits - own_prev.commits, own.rollbacks - own_prev.rollbacks)
     carry = []
-    for slot, ran in ((3, own[0] - own_prev[0]), (4, own[1] - own_prev[1])):
-        owed = ran + unseen[slot - 3]
-        value = deltas[slot]
+    for metric, count, late in zip(OWN_METRICS, ran, unseen, strict=True):
+        owed = count + late
+        value = deltas[metric]
         if value is None:
-            carry.append(0.0)
+            carry.append(0)
             continue
-        deltas[slot] = max(0.0, value - owed)
+        deltas[metric] = max(0.0, value - owed)
         carry.append(max(0.0, owed - value))
-    return carry
+    return OwnStatements(*carry)

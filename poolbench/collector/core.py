@@ -79,7 +79,7 @@ class Collector:
         )
         self._sweeper = ProcessSweeper(self._tids, self.warn_once, memory)
         self._plans: queue.Queue[Plan | None] = queue.Queue(maxsize=1)
-        self._churn = ChurnReader(self)
+        self._churn = ChurnReader(config.dbname)
         self._failure: BaseException | None = None
         self._stopping = False
         # connection sampling state
@@ -203,7 +203,7 @@ class Collector:
                         self.publish(missed_samples=self._latest.missed_samples + skipped)
             now = time.monotonic()
             if now >= next_churn:
-                self._churn.tick()
+                self._churn_tick()
                 next_churn = _next(next_churn, churn_every, now)
             if now >= next_plan:
                 self._offer_plan()
@@ -328,6 +328,18 @@ class Collector:
         with self._write_lock:
             if self._writer is not None:
                 self._writer.maybe_flush()
+
+    def _churn_tick(self) -> None:
+        """Once a second: flush the samples, then the churn counters' deltas, written and
+        published."""
+        self.flush_soon()
+        if not self.connected:
+            return
+        read = self._churn.read(self)
+        if read is None:
+            return
+        self.write([row(read.ts, m, d) for m, d in read.deltas.items()])
+        self.publish(churn=read.rates())
 
     def _shut_down(self, pools: PoolsPoller | None) -> None:
         """Close everything `run` opened; a gap still open is written up to now."""

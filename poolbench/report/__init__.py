@@ -14,8 +14,8 @@ from pathlib import Path
 
 from poolbench.analysis import Analysis, analyse
 from poolbench.analysis.summary import write_summary
-from poolbench.cli import add_fail_if
 from poolbench.errors import PoolbenchError
+from poolbench.options import add_fail_if
 from poolbench.results.run_folder import EXIT_DAMAGED, load_run
 
 
@@ -107,3 +107,26 @@ def run(args: argparse.Namespace) -> int:
     return (
         EXIT_DAMAGED if damage else gate_exit(analysis.summary.thresholds, args.strict_thresholds)
     )
+
+
+def report_run(
+    run_dir: Path, skip_report: bool, fail_if: list[str] | None = None, strict: bool = False
+) -> int:
+    """The short text summary, then the report; both from one analysis of the run. Thresholds
+    are checked (and their breach is the exit code) even when the report is skipped."""
+    from poolbench.analysis import analyse
+    from poolbench.analysis.gates import gate_exit, print_gates
+    from poolbench.report.summary_text import text_summary
+    from poolbench.results.run_folder import load_run
+
+    run = load_run(run_dir)
+    analysis = analyse(run) if any(v.has_samples for v in run.variants) else None
+    print(text_summary(run, analysis))
+    if analysis is None:
+        return 0
+    if skip_report:
+        apply_thresholds(analysis, fail_if)
+    else:
+        print(f"report: {build_report(run_dir, analysis, fail_if=fail_if)}")
+    print_gates(analysis.summary.thresholds)
+    return gate_exit(analysis.summary.thresholds, strict)

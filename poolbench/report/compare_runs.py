@@ -20,8 +20,8 @@ from poolbench.analysis.compare import ComparisonTable, compare_variants
 from poolbench.analysis.gates import RunsSource, gate_exit
 from poolbench.analysis.summary import Gate
 from poolbench.analysis.thresholds import check, parse
-from poolbench.cli import add_fail_if
 from poolbench.errors import PoolbenchError
+from poolbench.options import add_fail_if
 from poolbench.report.blocks import Document, Heading, Table
 from poolbench.report.document import Footnotes, glance_note, glance_table
 from poolbench.report.markdown import render_markdown

@@ -13,8 +13,8 @@ import sys
 from dataclasses import replace
 from pathlib import Path
 
-from poolbench.cli import add_fail_if
 from poolbench.errors import PoolbenchError
+from poolbench.options import add_fail_if
 
 DEFAULT_SIZES = (1, 2, 4, 8, 16, 32)
 
@@ -61,8 +61,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from poolbench.cli import report_run
     from poolbench.config.bench import load_config, select
+    from poolbench.report import report_run
     from poolbench.run.runner import Runner
 
     config = load_config(args.config)

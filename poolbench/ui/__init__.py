@@ -69,6 +69,6 @@ def run(args: argparse.Namespace) -> int:
     )
     record = session.run()
     print(f"results: {record.run_dir}")
-    from poolbench.cli import report_run  # the same summary and report as `poolbench run`
+    from poolbench.report import report_run  # the same summary and report as `poolbench run`
 
     return report_run(record.run_dir, args.no_report)

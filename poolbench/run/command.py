@@ -1,0 +1,80 @@
+"""`poolbench run`: its options, and the run from a bench file to a report and an exit code."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+
+from poolbench.options import add_fail_if, count, duration, names
+
+EXIT_VARIANT_FAILED = 1
+
+
+def load_overrides(args: argparse.Namespace) -> dict:
+    """The load settings given on the command line (poolbench.config.bench.LoadSettings fields)."""
+    given = {
+        "locust_workers": args.locust_workers,
+        "locust_workers_timeout_s": args.locust_workers_timeout,
+        "locust_master_bind": args.locust_master_bind,
+    }
+    return {key: value for key, value in given.items() if value is not None}
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--config", type=Path, default=Path("scenarios/bench.toml"),
+                        help="bench file (default: scenarios/bench.toml)")  # fmt: skip
+    parser.add_argument("--experiment", action="append", dest="experiments", metavar="NAME",
+                        help="experiment to run (repeatable; default: the file's defaults)")  # fmt: skip
+    parser.add_argument("--variants", type=names,
+                        help="comma-separated variants, e.g. before,after")  # fmt: skip
+    parser.add_argument("--quick", action="store_true",
+                        help="a small, fast run (pool_size=4, ~25 s per variant)")  # fmt: skip
+    parser.add_argument("--repeats", type=int, help="runs per variant (alternating order)")
+    parser.add_argument("--database-url", default=os.environ.get("DATABASE_URL"),
+                        help="use this PostgreSQL instead of an embedded one (superuser or pg_monitor + CREATEROLE/CREATEDB)")  # fmt: skip
+    parser.add_argument("--pg-bindir", metavar="DIR",
+                        help="run the throwaway PostgreSQL from these binaries (e.g. /usr/lib/postgresql/15/bin: every contrib extension)")  # fmt: skip
+    parser.add_argument("--load-processes", type=int,
+                        help="Locust processes (passed as --processes)")  # fmt: skip
+    parser.add_argument("--locust-workers", type=count, metavar="N",
+                        help="a Locust master waits for N workers started separately (prints their command)")  # fmt: skip
+    parser.add_argument("--locust-workers-timeout", type=float, metavar="S",
+                        help="seconds to wait for the workers to join (default 120)")  # fmt: skip
+    parser.add_argument("--locust-master-bind", metavar="ADDRESS",
+                        help="where the Locust master listens (default 127.0.0.1; exposing it is deliberate)")  # fmt: skip
+    parser.add_argument("--soak", type=duration, metavar="DURATION",
+                        help="continue the load at constant users this long (e.g. 10m): the leak test's window")  # fmt: skip
+    parser.add_argument("--out", type=Path, default=Path("results"),
+                        help="results root (default: results/)")  # fmt: skip
+    parser.add_argument("--no-report", action="store_true", help="skip the report at the end")
+    add_fail_if(parser)
+
+
+def run(args: argparse.Namespace) -> int:
+    from poolbench.config.bench import load_config, select
+    from poolbench.report import report_run
+    from poolbench.run.clean import clean_before_run
+    from poolbench.run.runner import Runner
+
+    config = load_config(args.config)
+    experiments = select(
+        config,
+        experiments=args.experiments,
+        variants=args.variants,
+        quick=args.quick,
+        repeats=args.repeats,
+        load_processes=args.load_processes,
+        load=load_overrides(args),
+        soak_s=args.soak,
+        pg_bindir=str(Path(args.pg_bindir).resolve()) if args.pg_bindir else None,
+    )
+    clean_before_run(args.out, args.database_url)
+    runner = Runner(config, experiments, args.out, ["poolbench", *sys.argv[1:]], args.database_url)
+    record = runner.run()
+    print(f"results: {record.run_dir}")
+    gated = report_run(record.run_dir, args.no_report, args.fail_if, args.strict_thresholds)
+    if record.data["status"] != "complete":
+        print(f"poolbench run: {record.data['status']}: {record.data['error']}", file=sys.stderr)
+    return EXIT_VARIANT_FAILED if record.data["status"] == "failed" else gated
