@@ -23,8 +23,8 @@ import psutil
 import pytest
 from conftest import REPO, pid_alive
 
+from poolbench.results.events import read_events
 from poolbench.results.run_folder import load_run
-from poolbench.run.events import read_events
 
 FIXTURE = REPO / "tests" / "fixtures" / "thirdparty"
 BENCH = FIXTURE / "bench.toml"

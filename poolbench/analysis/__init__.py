@@ -34,6 +34,7 @@ from poolbench.analysis.summary import (
 from poolbench.analysis.typed import num
 from poolbench.errors import PoolbenchError
 from poolbench.results.run_folder import RunResult, load_run
+from poolbench.results.status import Status
 
 __all__ = ["Analysis", "VariantRun", "analyse", "analyse_variant"]
 
@@ -59,13 +60,13 @@ class Analysis:
 def _warnings(loaded: RunResult, runs: list[VariantRun]) -> list[str]:
     warnings = list(loaded.warnings)
     status = loaded.meta.get("status")
-    if status not in (None, "complete"):
+    if status not in (None, Status.COMPLETE):
         error = loaded.meta.get("error")
         warnings.insert(0, f"run status is {status!r}" + (f" ({error})" if error else "")
                         + ": the numbers cover only what was recorded")  # fmt: skip
     for run in runs:
         f = run.figures
-        if f.status not in (None, "complete"):
+        if f.status not in (None, Status.COMPLETE):
             warnings.append(
                 f"{f.dir}: variant status is {f.status!r}; its numbers may cover only part of the run"
             )

@@ -26,6 +26,7 @@ from poolbench.analysis.figures import VariantFigures
 from poolbench.analysis.leak import FLAT, GROWING
 from poolbench.analysis.metrics import BY_NAME
 from poolbench.analysis.typed import Json
+from poolbench.results.status import Status
 
 HOLDS, PARTLY, FAILS, NOT_MEASURED = "holds", "partly", "does not hold", "not measured"
 VERDICTS = (HOLDS, PARTLY, FAILS, NOT_MEASURED)
@@ -281,7 +282,7 @@ def _faults(figures: list[VariantFigures]) -> str:
     """What went wrong in the compared variants (a status other than complete), in words."""
     return "; ".join(
         f"{f.variant}-{f.repeat} is {f.status}" + (f" ({f.fault})" if f.fault else "")
-        for f in figures if f.status not in (None, "complete")
+        for f in figures if f.status not in (None, Status.COMPLETE)
     )  # fmt: skip
 
 

@@ -17,7 +17,7 @@ from poolbench.analysis.series import VariantSeries
 from poolbench.analysis.timeline import SamplingCheck, compare_by_application, timelines
 from poolbench.analysis.typed import Json, Window
 from poolbench.analysis.windows import Windows, within
-from poolbench.collector.settings import APPLICATION_NAME
+from poolbench.results.names import APPLICATION_NAME
 from poolbench.results.run_folder import VariantResult
 
 

@@ -19,6 +19,7 @@ from poolbench.analysis.series import VariantSeries, build_series
 from poolbench.analysis.traffic import TrafficFigures, traffic_figures
 from poolbench.analysis.typed import Json, Window, num
 from poolbench.analysis.windows import Windows, windows_for
+from poolbench.results.events import ROUTINE, EventKind
 from poolbench.results.run_folder import VariantResult
 
 
@@ -80,9 +81,6 @@ def _census(data: Any) -> Census | None:
     return Census(len(sites), by_scope, sites)
 
 
-ROUTINE = ("phase_", "variant_", "load_started", "locust_workers_awaited")
-
-
 def _lifecycle(events: list[dict[str, Any]], w: Windows) -> list[dict[str, Any]]:
     """What happened to the processes the run depends on: not the routine (phases, the load's
     launch, the app's own start), but a worker that exited or was replaced, a restart, lost
@@ -91,9 +89,9 @@ def _lifecycle(events: list[dict[str, Any]], w: Windows) -> list[dict[str, Any]]
     out = []
     for event in events:
         kind = str(event.get("event", ""))
-        if kind.startswith(ROUTINE):
+        if kind in ROUTINE:
             continue
-        if kind == "app_process_started" and float(event.get("ts") or 0) <= began:
+        if kind == EventKind.APP_PROCESS_STARTED and float(event.get("ts") or 0) <= began:
             continue  # the app starting up, before any phase
         out.append(event)
     return out

@@ -11,8 +11,10 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 from poolbench.analysis.figures import VariantFigures
+from poolbench.errors import PoolbenchError
 
 
 @dataclass(frozen=True)
@@ -93,3 +95,15 @@ METRICS: tuple[Metric, ...] = (
            glance=False),
 )  # fmt: skip
 BY_NAME = {m.name: m for m in METRICS}
+
+
+def check_claims(claims: dict[str, dict[str, Any]], where: str) -> None:
+    """Every metric a bench file's claim names is one of ours, else one line listing them."""
+    for claim_id, claim in claims.items():
+        names = claim.get("metrics") or ([claim["metric"]] if "metric" in claim else [])
+        for name in names:
+            if name not in BY_NAME:
+                raise PoolbenchError(
+                    f"{where}.{claim_id} names unknown metric {name!r}: "
+                    f"valid metrics are {', '.join(BY_NAME)}"
+                )

@@ -23,8 +23,8 @@ from dataclasses import dataclass, field
 from poolbench.analysis.connections import ConnectionFigures
 from poolbench.analysis.typed import Json, num
 from poolbench.format import count
+from poolbench.results.names import UNTAGGED
 
-UNTAGGED = "untagged"
 _PID = re.compile(r":(\d+)$")
 
 

@@ -15,6 +15,7 @@ from poolbench.analysis.pool_sweep import Sweep
 from poolbench.analysis.sizing import Sizing
 from poolbench.analysis.typed import Json
 from poolbench.errors import PoolbenchError
+from poolbench.results.status import Status
 
 SCHEMA = 2
 FILE = "summary.json"
@@ -125,11 +126,11 @@ def headline(
     broken = [
         f"{f.variant}-{f.repeat} {f.status}" + (f" ({f.fault})" if f.fault else "")
         for e in experiments for v in e.variants for f in v.repeats
-        if f.status not in (None, "complete")
+        if f.status not in (None, Status.COMPLETE)
     ]  # fmt: skip
     if broken:
         text += f" — not complete: {'; '.join(broken)}"
-    elif status not in (None, "complete"):
+    elif status not in (None, Status.COMPLETE):
         text += f" — run {status}"
     return text
 

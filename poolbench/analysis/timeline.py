@@ -15,8 +15,7 @@ import bisect
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
-from poolbench.collector.attribution import UNTAGGED
-from poolbench.collector.settings import APPLICATION_NAME
+from poolbench.results.names import APPLICATION_NAME, UNTAGGED
 from poolbench.results.pglog import ServerLog
 
 MIN_SPIKE_S = 0.01  # shorter excesses over the samples are timing, not bursts

@@ -19,8 +19,8 @@ import psycopg
 
 from poolbench.collector.procfs import HAS_PROC, alive
 from poolbench.collector.sockets import End, SocketTable, holders, holders_psutil
+from poolbench.results.names import UNTAGGED
 
-UNTAGGED = "untagged"
 MAX_OWNERS = 64  # processes that owned client sockets lately: looked at first
 
 Backend = tuple[int, str]  # (backend pid, client "address port")

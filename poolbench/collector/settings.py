@@ -11,10 +11,11 @@ from typing import Any
 import psycopg
 from psycopg import conninfo
 
+from poolbench.config.variants import COLLECTOR_PROFILES
 from poolbench.errors import PoolbenchError, first_line
 from poolbench.redact import mask_url
+from poolbench.results.names import APPLICATION_NAME  # noqa: F401 (the collector's own name)
 
-APPLICATION_NAME = "poolbench-collector"
 MAX_CONNECTIONS_HZ = 100.0
 MAX_MEMORY_HZ = 10.0
 
@@ -69,12 +70,12 @@ class CollectorConfig:
             raise PoolbenchError(f"memory_refresh_s must be positive, not {self.memory_refresh_s}")
 
     def with_profile(self, profile: str) -> CollectorConfig:
-        """This configuration under a named profile (`PROFILES`)."""
-        if profile not in PROFILES:
+        """This configuration under a named profile (`COLLECTOR_COLLECTOR_PROFILES`, a bench file's word)."""
+        if profile not in COLLECTOR_PROFILES:
             raise PoolbenchError(
-                f"unknown collector profile {profile!r}: choose one of {', '.join(PROFILES)}"
+                f"unknown collector profile {profile!r}: choose one of {', '.join(COLLECTOR_PROFILES)}"
             )
-        return dataclasses.replace(self, **PROFILES[profile])
+        return dataclasses.replace(self, **COLLECTOR_PROFILES[profile])
 
     def describe(self) -> dict[str, Any]:
         """The rates and switches that shape what is sampled (for variant.json)."""
@@ -86,12 +87,3 @@ class CollectorConfig:
             "memory_cpu_budget": self.memory_cpu_budget,
             "pools": self.pools_url is not None,
         }
-
-
-# What a profile changes. "minimal" is the lightest instrument that still counts
-# connections: 1 Hz, no memory reads, no pools polling (process counts and CPU stay, at
-# memory_hz), to measure what the default collector costs the system it observes.
-PROFILES: dict[str, dict[str, Any]] = {
-    "default": {},
-    "minimal": {"connections_hz": 1.0, "memory": False, "pools_url": None},
-}

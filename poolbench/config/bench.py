@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from poolbench.config import placeholders
+from poolbench.config.paths import check_bindir
 from poolbench.config.variants import Variant, check_keys, extended, parse_variant
 from poolbench.errors import PoolbenchError
 
@@ -241,7 +242,7 @@ DIRECTIONS = ("better", "lower", "higher")
 
 def _parse_fail_if(value: Any, where: str) -> tuple[str, ...]:
     """Threshold expressions, their syntax checked now (names are checked against the run)."""
-    from poolbench.analysis.thresholds import parse
+    from poolbench.config.thresholds import parse
 
     if not isinstance(value, list) or not all(isinstance(e, str) for e in value):
         raise PoolbenchError(f'{where} must be a list of expressions, e.g. ["after.p95_ms < 500"]')
@@ -254,9 +255,8 @@ def _parse_fail_if(value: Any, where: str) -> tuple[str, ...]:
 
 
 def _parse_claims(table: Any, where: str) -> dict[str, dict[str, Any]]:
-    """Claims as data (poolbench.analysis.claims): checked here so a typo fails before a run."""
-    from poolbench.analysis.metrics import BY_NAME
-
+    """Claims as data (poolbench.analysis.claims): their shape checked here, the metrics they
+    name by the run before it starts (analysis.metrics.check_claims), so a typo fails early."""
     if not isinstance(table, dict):
         raise PoolbenchError(f"{where} must be a table of claims ([{where}.ID])")
     for claim_id, claim in table.items():
@@ -267,11 +267,6 @@ def _parse_claims(table: Any, where: str) -> dict[str, dict[str, Any]]:
         if not isinstance(claim.get("text"), str):
             raise PoolbenchError(f"{at}.text must be a string (the claim as stated)")
         metrics = claim.get("metrics") or ([claim["metric"]] if "metric" in claim else [])
-        for name in metrics:
-            if name not in BY_NAME:
-                raise PoolbenchError(
-                    f"{at} names unknown metric {name!r}: valid metrics are {', '.join(BY_NAME)}"
-                )
         if claim.get("kind") == "no_leak":
             continue
         if claim.get("kind") is not None:
@@ -447,8 +442,6 @@ def _resolve_paths(experiment: Experiment, base: Path) -> Experiment:
     load = replace(experiment.load, locustfile=resolve_path(experiment.load.locustfile, base))
     pg = replace(experiment.postgres, bindir=resolve_path(experiment.postgres.bindir, base))
     if pg.bindir:  # a wrong bindir is a one-line error before anything starts
-        from poolbench.infra.postgres import check_bindir
-
         pg = replace(pg, bindir=str(check_bindir(Path(pg.bindir))))
     return replace(experiment, load=load, postgres=pg)
 

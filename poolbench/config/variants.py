@@ -12,6 +12,14 @@ from typing import Any
 
 from poolbench.errors import PoolbenchError
 
+# What a profile changes. "minimal" is the lightest instrument that still counts
+# connections: 1 Hz, no memory reads, no pools polling (process counts and CPU stay, at
+# memory_hz), to measure what the default collector costs the system it observes.
+COLLECTOR_PROFILES: dict[str, dict[str, Any]] = {
+    "default": {},
+    "minimal": {"connections_hz": 1.0, "memory": False, "pools_url": None},
+}
+
 
 @dataclass(frozen=True)
 class Engine:
@@ -44,7 +52,7 @@ class Variant:
     extensions: tuple[str, ...] = ()  # created by the superuser before setup
     workers: int | None = None  # declared; None: the experiment's app.workers
     engines: tuple[Engine, ...] = ()  # declared, per process; () = not declared
-    collector: str = "default"  # the collector's profile (poolbench.collector.settings.PROFILES)
+    collector: str = "default"  # the collector's profile (COLLECTOR_PROFILES)
 
     def texts(self) -> list[tuple[str, str]]:
         """(where, text) of every string that may hold placeholders, for checking them."""
@@ -180,11 +188,11 @@ def parse_variant(name: str, table: dict[str, Any]) -> Variant:
     timeout = table.get("setup_timeout_s", Variant.setup_timeout_s)
     if isinstance(timeout, bool) or not isinstance(timeout, int | float) or timeout <= 0:
         raise PoolbenchError(f"{where}.setup_timeout_s must be a positive number, got {timeout!r}")
-    from poolbench.collector.settings import PROFILES  # the collector's own list
-
     collector = table.get("collector", "default")
-    if collector not in PROFILES:
-        raise PoolbenchError(f"{where}.collector {collector!r} is not one of {', '.join(PROFILES)}")
+    if collector not in COLLECTOR_PROFILES:
+        raise PoolbenchError(
+            f"{where}.collector {collector!r} is not one of {', '.join(COLLECTOR_PROFILES)}"
+        )
     return Variant(
         name=name,
         app_dir=table.get("app_dir"),

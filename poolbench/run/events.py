@@ -19,18 +19,12 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TextIO
+from typing import TYPE_CHECKING, Any, TextIO
 
-EVENTS_FILE = "events.jsonl"
-# The kinds of `lifecycle` events the watchdog fires (poolbench/run/watchdog.py, docs/results.md).
-LIFECYCLE_KINDS = (
-    "app_process_started",
-    "app_process_exited",
-    "postgres_exited",
-    "postgres_restarted",
-    "locust_exited",
-    "users_dropped",
-)
+from poolbench.results.events import EVENTS_FILE, EventKind
+
+if TYPE_CHECKING:
+    from poolbench.results.run_folder import RunRecord
 
 
 @dataclass(frozen=True)
@@ -73,7 +67,7 @@ class RunEvents:
     - `phase_started(phase, length_s, ts)` / `phase_ended(phase, ts)`
     - `load_started(pid)`: Locust runs (its pid, for CPU accounting)
     - `lifecycle(kind, ts, **details)`: something happened to a process the run depends on;
-      `kind` is one of LIFECYCLE_KINDS (the watchdog's, poolbench/run/watchdog.py)
+      `kind` is one of results.events.LIFECYCLE_KINDS (the watchdog's, poolbench/run/watchdog.py)
     - `live(users, rps, failures, connections, peak)`: current figures, about twice a second
     """
 
@@ -95,16 +89,18 @@ class EventLog:
 
     def __init__(self, events: RunEvents) -> None:
         self._files: dict[Path, TextIO] = {}
-        events.variant_started.add_listener(lambda ref: self._write(ref, "variant_started"))
+        events.variant_started.add_listener(lambda ref: self._write(ref, EventKind.VARIANT_STARTED))
         events.phase_started.add_listener(
             lambda ref, phase, length_s, ts: self._write(
-                ref, "phase_started", ts=ts, phase=phase, length_s=length_s
+                ref, EventKind.PHASE_STARTED, ts=ts, phase=phase, length_s=length_s
             )
         )
         events.phase_ended.add_listener(
-            lambda ref, phase, ts: self._write(ref, "phase_ended", ts=ts, phase=phase)
+            lambda ref, phase, ts: self._write(ref, EventKind.PHASE_ENDED, ts=ts, phase=phase)
         )
-        events.load_started.add_listener(lambda ref, pid: self._write(ref, "load_started", pid=pid))
+        events.load_started.add_listener(
+            lambda ref, pid: self._write(ref, EventKind.LOAD_STARTED, pid=pid)
+        )
         events.lifecycle.add_listener(
             lambda ref, kind, ts, **details: self._write(ref, kind, ts=ts, **details)
         )
@@ -120,7 +116,7 @@ class EventLog:
         handle.flush()
 
     def _variant_ended(self, ref: VariantRef, status: str, error: str | None) -> None:
-        self._write(ref, "variant_ended", status=status, error=error)
+        self._write(ref, EventKind.VARIANT_ENDED, status=status, error=error)
         handle = self._files.pop(ref.dir, None)
         if handle is not None:
             handle.close()
@@ -131,18 +127,31 @@ class EventLog:
         self._files.clear()
 
 
-def read_events(path: Path) -> list[dict[str, Any]]:
-    """events.jsonl as a list of dicts, oldest first; a line cut by a crash is dropped."""
-    try:
-        lines = path.read_text(encoding="utf-8").splitlines()
-    except OSError:
-        return []
-    out = []
-    for line in lines:
-        try:
-            item = json.loads(line)
-        except json.JSONDecodeError:
-            continue
-        if isinstance(item, dict) and isinstance(item.get("event"), str):
-            out.append(item)
-    return sorted(out, key=lambda e: float(e.get("ts") or 0.0))
+def keep_record(record: RunRecord, events: RunEvents) -> None:
+    """Keep run.json and variant.json current at every phase and variant boundary."""
+
+    def phase_started(ref: VariantRef, phase: str, length_s: float, ts: float) -> None:
+        entry = record.entry_for(ref.dir)
+        entry["phases"].append({"name": phase, "start": ts, "end": None})
+        record.save_variant(entry)
+
+    def phase_ended(ref: VariantRef, phase: str, ts: float) -> None:
+        entry = record.entry_for(ref.dir)
+        for item in reversed(entry["phases"]):
+            if item["name"] == phase and item["end"] is None:
+                item["end"] = ts
+                break
+        record.save_variant(entry)
+
+    def load_started(ref: VariantRef, pid: int) -> None:
+        entry = record.entry_for(ref.dir)
+        entry.setdefault("pids", {})["load"] = pid
+        record.save_variant(entry)
+
+    def variant_ended(ref: VariantRef, status: str, error: str | None) -> None:
+        record.save_variant(record.entry_for(ref.dir))
+
+    events.phase_started.add_listener(phase_started)
+    events.phase_ended.add_listener(phase_ended)
+    events.load_started.add_listener(load_started)
+    events.variant_ended.add_listener(variant_ended)

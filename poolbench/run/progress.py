@@ -15,6 +15,7 @@ from rich.console import Console
 from rich.live import Live
 from rich.table import Table
 
+from poolbench.results.events import EventKind
 from poolbench.run.events import RunEvents
 
 
@@ -74,7 +75,7 @@ class ProgressDisplay:
         """A process exit, a restart, lost users: one line, above the live panel."""
         from poolbench.run.watchdog import describe_event
 
-        if kind != "app_process_started" or details.get("phase") != "starting":
+        if kind != EventKind.APP_PROCESS_STARTED or details.get("phase") != "starting":
             self.message(f"! {ref.experiment}/{ref.variant}: {describe_event(kind, ts, details)}")
 
     def phase(

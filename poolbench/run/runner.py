@@ -26,9 +26,11 @@ from poolbench.errors import PoolbenchError, first_line
 from poolbench.infra import ledger, postgres
 from poolbench.infra.app_server import VariantStartError
 from poolbench.load import locust
+from poolbench.results.events import EventKind
 from poolbench.results.run_folder import RunRecord
+from poolbench.results.status import Status
 from poolbench.run import stack
-from poolbench.run.events import EventLog, RunEvents, VariantRef
+from poolbench.run.events import EventLog, RunEvents, VariantRef, keep_record
 from poolbench.run.preflight import check_slots
 from poolbench.run.progress import ProgressDisplay
 from poolbench.run.watchdog import Watchdog, shape_target
@@ -77,20 +79,20 @@ class Runner:
             shlex.join(self.command),
             self.database_url,
         )
-        self.record.subscribe(self.events)
+        keep_record(self.record, self.events)
         event_log = EventLog(self.events)
         try:
             with ledger.recording(self.record.run_dir), self.display:
                 for experiment in self.experiments:
                     self._run_experiment(experiment)
         except KeyboardInterrupt:
-            self.record.finish("partial", "interrupted (Ctrl-C or SIGTERM)")
+            self.record.finish(Status.PARTIAL, "interrupted (Ctrl-C or SIGTERM)")
             raise
         except PoolbenchError as exc:
-            self.record.finish("failed", first_line(exc))
+            self.record.finish(Status.FAILED, first_line(exc))
             raise
         except Exception as exc:
-            self.record.finish("failed", f"{type(exc).__name__}: {exc}")
+            self.record.finish(Status.FAILED, f"{type(exc).__name__}: {exc}")
             raise
         finally:
             event_log.close()
@@ -137,13 +139,13 @@ class Runner:
                     self._phases(experiment, variant, entry, db, app, ref, dog)
                 status, error = dog.outcome()
         except KeyboardInterrupt:
-            self._end_variant(ref, entry, "partial", None)
+            self._end_variant(ref, entry, Status.PARTIAL, None)
             raise
         except (PoolbenchError, VariantStartError) as exc:
             if dog is not None and dog.fault is not None:  # the cause, not what followed it
-                self._end_variant(ref, entry, "failed", dog.fault)
+                self._end_variant(ref, entry, Status.FAILED, dog.fault)
                 return  # the next variant has its own database and app: the run goes on
-            self._end_variant(ref, entry, "failed", first_line(exc))
+            self._end_variant(ref, entry, Status.FAILED, first_line(exc))
             raise PoolbenchError(f"{experiment.name}/{variant.name}: {exc}") from None
         self._end_variant(ref, entry, status, error)
 
@@ -277,7 +279,7 @@ class Runner:
             f"{settings.locust_workers} Locust workers (they load {target}); "
             f"on each worker machine run:\n  {command}"
         )
-        self.events.lifecycle.fire(ref=ref, kind="locust_workers_awaited", ts=time.time(),
+        self.events.lifecycle.fire(ref=ref, kind=EventKind.LOCUST_WORKERS_AWAITED, ts=time.time(),
                                    expected=settings.locust_workers, command=command,
                                    target=target)  # fmt: skip
 
@@ -297,9 +299,9 @@ def run_outcome(experiments: list[dict[str, Any]]) -> tuple[str, str | None]:
     """The run's status from its variants' (docs/results.md): `failed` if any failed, else
     `degraded` if any was, else `complete`; the error names the variants concerned."""
     entries = [v for e in experiments for v in e.get("variants", [])]
-    for status in ("failed", "degraded"):
+    for status in (Status.FAILED, Status.DEGRADED):
         hit = [v for v in entries if v.get("status") == status]
         if hit:
             names = "; ".join(f"{v['dir']}: {v.get('error')}" for v in hit)
             return status, f"{len(hit)} of {len(entries)} variants {status}: {names}"
-    return "complete", None
+    return Status.COMPLETE, None

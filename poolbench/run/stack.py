@@ -22,6 +22,7 @@ from poolbench.infra.app_server import RunningVariant
 from poolbench.infra.environment import collect_environment
 from poolbench.infra.postgres import Database
 from poolbench.results.run_folder import POSTGRES_LOG_FILE, RunRecord, new_run_id, write_json
+from poolbench.results.status import Status
 
 
 def engines_from_census(app_dir: Path, label: str, experiment: Experiment) -> tuple[list, dict]:
@@ -106,7 +107,7 @@ def new_entry(experiment: Experiment, variant: Variant, repeat: int) -> dict[str
         "variant": variant.name,
         "repeat": repeat,
         "dir": f"{experiment.name}/{variant.name}-{repeat}",
-        "status": "running",
+        "status": Status.RUNNING,
         "error": None,
         "label": variant.label or variant.name,
         "app_dir": variant.app_dir,

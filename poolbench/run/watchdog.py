@@ -49,6 +49,8 @@ from poolbench.collector import procfs
 from poolbench.config.bench import LoadSettings
 from poolbench.errors import PoolbenchError
 from poolbench.load import shapes
+from poolbench.results.events import EventKind
+from poolbench.results.status import Status
 from poolbench.run.events import RunEvents, VariantRef
 
 POLL_HZ = 4.0
@@ -142,10 +144,14 @@ class Watchdog:
         with self._lock:
             self._app = _track(pid, "master")
             if self._app is None:
-                self._fail(self._event("app_process_exited", time.time(), pid=pid, role="master"))
+                self._fail(
+                    self._event(EventKind.APP_PROCESS_EXITED, time.time(), pid=pid, role="master")
+                )
                 return
             self._app.announced = True
-            self._event("app_process_started", _epoch(self._app.start), pid=pid, role="master")
+            self._event(
+                EventKind.APP_PROCESS_STARTED, _epoch(self._app.start), pid=pid, role="master"
+            )
             self._poll_app()
 
     def watch_postgres(self, pid: int | None, port: int | None = None) -> None:
@@ -154,7 +160,7 @@ class Watchdog:
         with self._lock:
             self._postmaster, self._port = _track(pid, "postmaster"), port
             if pid and self._postmaster is None:
-                self._fail(self._event("postgres_exited", time.time(), pid=pid))
+                self._fail(self._event(EventKind.POSTGRES_EXITED, time.time(), pid=pid))
             self._checkpointer = self._find_checkpointer()
 
     def watch_locust(
@@ -202,10 +208,10 @@ class Watchdog:
         """`failed` (a fault found too late to raise), `degraded` with the reasons, or
         `complete`."""
         if self.fault is not None:
-            return "failed", self.fault
+            return Status.FAILED, self.fault
         if not self.reasons:
-            return "complete", None
-        return "degraded", "; ".join(self.reasons)
+            return Status.COMPLETE, None
+        return Status.DEGRADED, "; ".join(self.reasons)
 
     def start(self) -> Watchdog:
         self._thread = threading.Thread(target=self._main, name="poolbench-watchdog", daemon=True)
@@ -276,7 +282,7 @@ class Watchdog:
             status = procfs.exit_status(app.pid)
             self._fail(
                 self._event(
-                    "app_process_exited", time.time(), pid=app.pid, role="master",
+                    EventKind.APP_PROCESS_EXITED, time.time(), pid=app.pid, role="master",
                     exit_status=status,
                 )
             )  # fmt: skip
@@ -292,14 +298,16 @@ class Watchdog:
                 del self._workers[pid]
                 if worker.announced:
                     reason = self._event(
-                        "app_process_exited", now, pid=pid, role=worker.role,
+                        EventKind.APP_PROCESS_EXITED, now, pid=pid, role=worker.role,
                         exit_status=procfs.exit_status(pid),
                     )  # fmt: skip
                     if worker.role != "helper":
                         self._degrade(reason)
             elif not worker.announced and now - _epoch(worker.start) >= MIN_LIFETIME_S:
                 worker.announced = True
-                self._event("app_process_started", _epoch(worker.start), pid=pid, role=worker.role)
+                self._event(
+                    EventKind.APP_PROCESS_STARTED, _epoch(worker.start), pid=pid, role=worker.role
+                )
 
     def _poll_postgres(self) -> None:
         if self._down is not None:
@@ -311,7 +319,9 @@ class Watchdog:
         if postmaster.gone():
             now = time.time()
             status = procfs.exit_status(postmaster.pid)
-            reason = self._event("postgres_exited", now, pid=postmaster.pid, exit_status=status)
+            reason = self._event(
+                EventKind.POSTGRES_EXITED, now, pid=postmaster.pid, exit_status=status
+            )
             self._postmaster, self._checkpointer, self._down = None, None, (now, reason)
             return
         old = self._checkpointer
@@ -324,7 +334,7 @@ class Watchdog:
             self._recovering = False
             self._degrade(
                 self._event(
-                    "postgres_restarted", _epoch(self._checkpointer.start), pid=postmaster.pid,
+                    EventKind.POSTGRES_RESTARTED, _epoch(self._checkpointer.start), pid=postmaster.pid,
                     crash_recovery=True,
                 )
             )  # fmt: skip
@@ -340,7 +350,9 @@ class Watchdog:
             if new is not None:
                 self._down, self._postmaster = None, new
                 self._checkpointer = self._find_checkpointer()
-                self._degrade(self._event("postgres_restarted", _epoch(new.start), pid=new.pid))
+                self._degrade(
+                    self._event(EventKind.POSTGRES_RESTARTED, _epoch(new.start), pid=new.pid)
+                )
                 return
         if now - since >= RESTART_GRACE_S:
             self._down = None
@@ -384,7 +396,7 @@ class Watchdog:
                 code = procfs.exit_status(locust.pid)
             self._degrade(
                 self._event(
-                    "locust_exited", now, pid=locust.pid, exit_status=code, early=True,
+                    EventKind.LOCUST_EXITED, now, pid=locust.pid, exit_status=code, early=True,
                     expected_end=round(ends_at, 3),
                 )
             )  # fmt: skip
@@ -414,7 +426,7 @@ class Watchdog:
             self._users_low = users
             self._degrade(
                 self._event(
-                    "users_dropped", time.time(), users=int(users), expected=int(expected),
+                    EventKind.USERS_DROPPED, time.time(), users=int(users), expected=int(expected),
                     peak=int(self._users_peak),
                 )
             )  # fmt: skip
@@ -432,21 +444,21 @@ def describe_event(kind: str, ts: float, details: dict[str, Any]) -> str:
         "" if status is None else f" (signal {-status})" if status < 0 else f" (exit code {status})"
     )
     pid = details.get("pid")
-    if kind == "app_process_started":
+    if kind == EventKind.APP_PROCESS_STARTED:
         return f"an app process (pid {pid}, {details.get('role')}) started {when}"
-    if kind == "app_process_exited" and details.get("role") == "master":
+    if kind == EventKind.APP_PROCESS_EXITED and details.get("role") == "master":
         return f"the app's master process (pid {pid}) exited{how} {when}"
-    if kind == "app_process_exited":
+    if kind == EventKind.APP_PROCESS_EXITED:
         return f"an app {details.get('role', 'worker')} (pid {pid}) exited{how} {when}"
-    if kind == "postgres_exited":
+    if kind == EventKind.POSTGRES_EXITED:
         return f"the PostgreSQL server (postmaster pid {pid}) exited{how} {when}"
-    if kind == "postgres_restarted" and details.get("crash_recovery"):
+    if kind == EventKind.POSTGRES_RESTARTED and details.get("crash_recovery"):
         return f"the PostgreSQL server restarted after a crash (all connections lost) {when}"
-    if kind == "postgres_restarted":
+    if kind == EventKind.POSTGRES_RESTARTED:
         return f"the PostgreSQL server restarted (new postmaster pid {pid}) {when}"
-    if kind == "locust_exited":
+    if kind == EventKind.LOCUST_EXITED:
         return f"Locust (pid {pid}) exited before its time{how} {when}"
-    if kind == "users_dropped":
+    if kind == EventKind.USERS_DROPPED:
         return (
             f"Locust's users fell to {details.get('users')} (the shape asked for "
             f"{details.get('expected')}) {when}"

@@ -37,8 +37,9 @@ from poolbench.infra.app_server import HOST, RunningVariant, VariantStartError
 from poolbench.infra.postgres import Database, free_port
 from poolbench.load import locust
 from poolbench.results.run_folder import RunRecord
+from poolbench.results.status import Status
 from poolbench.run import stack
-from poolbench.run.events import EventLog, RunEvents, VariantRef
+from poolbench.run.events import EventLog, RunEvents, VariantRef, keep_record
 from poolbench.run.progress import ProgressDisplay
 from poolbench.ui.feed import FeedWriter
 
@@ -81,12 +82,12 @@ class UiSession:
             self.config, [experiment], self.out_root, f"ui-{experiment.name}",
             shlex.join(self.command), self.database_url,
         )  # fmt: skip
-        record.subscribe(self.events)
+        keep_record(record, self.events)
         event_log = EventLog(self.events)
         entry = self._entry = stack.new_entry(experiment, variant, 1)
         record.experiment(experiment.name, experiment.description).append(entry)
         ref = VariantRef(experiment.name, variant.name, 1, "1/1", record.variant_dir(entry))
-        status, error = "complete", None
+        status, error = Status.COMPLETE, None
         try:
             with self.display, _restored_signals():
                 self.events.variant_started.fire(ref=ref)
@@ -97,13 +98,16 @@ class UiSession:
                 ) as (db, app):
                     self._serve(entry, db, app, ref)
         except KeyboardInterrupt:  # before the web UI was up: nothing to keep
-            status, error = "partial", "interrupted (Ctrl-C or SIGTERM) before the web UI was up"
+            status, error = (
+                Status.PARTIAL,
+                "interrupted (Ctrl-C or SIGTERM) before the web UI was up",
+            )
             raise
         except (PoolbenchError, VariantStartError) as exc:
-            status, error = "failed", str(exc)
+            status, error = Status.FAILED, str(exc)
             raise PoolbenchError(f"{experiment.name}/{variant.name}: {exc}") from None
         except Exception as exc:
-            status, error = "failed", f"{type(exc).__name__}: {exc}"
+            status, error = Status.FAILED, f"{type(exc).__name__}: {exc}"
             raise
         finally:
             entry["status"], entry["error"] = status, error
