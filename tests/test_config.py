@@ -163,3 +163,21 @@ def test_cli_reports_a_string_repeats_in_one_line(tmp_path: Path) -> None:
     proc = poolbench_cli("run", "--config", str(_write(tmp_path, MINIMAL + "repeats = 'abc'\n")))
     assert proc.returncode == 2
     assert proc.stderr == "poolbench run: error: experiments.e.repeats must be int, got str 'abc'\n"
+
+
+@pytest.mark.slow
+def test_a_claim_naming_an_unknown_metric_stops_the_run_before_it_starts(tmp_path: Path) -> None:
+    """The bench file reads without the analysis; `poolbench run` checks claims' metrics."""
+    from conftest import poolbench_cli
+
+    claim = '[experiments.e.claims.c]\ntext = "fewer"\nmetric = "peak_conections"\ndirection = "lower"\n'
+    out = tmp_path / "results"
+    proc = poolbench_cli(
+        "run", "--config", str(_write(tmp_path, MINIMAL + claim)), "--out", str(out)
+    )
+    assert proc.returncode == 2
+    assert proc.stderr.startswith(
+        "poolbench run: error: experiments.e.claims.c names unknown metric 'peak_conections': "
+        "valid metrics are peak_connections, "
+    )
+    assert proc.stderr.count("\n") == 1 and not out.exists()

@@ -24,6 +24,7 @@ from conftest import pid_alive
 
 from poolbench.config.bench import LoadSettings
 from poolbench.errors import PoolbenchError
+from poolbench.infra.masked_log import log_tail
 from poolbench.infra.postgres import free_port
 from poolbench.infra.process_group import tree
 from poolbench.load import locust as load
@@ -103,7 +104,7 @@ def _run(settings: LoadSettings, host: str, out: Path, seconds: float = 3, durin
         code = process.wait(seconds + 30)
     finally:
         process.stop()
-    assert code == 0, load.log_tail(out / "locust.log")
+    assert code == 0, log_tail(out / "locust.log")
     return process
 
 
@@ -247,7 +248,7 @@ def _wait_for_web_ui(client, process) -> None:
 
     deadline = time.monotonic() + 30
     while True:
-        assert process.proc.poll() is None, load.log_tail(process.log_path)
+        assert process.proc.poll() is None, log_tail(process.log_path)
         assert time.monotonic() < deadline, "Locust's web UI did not answer"
         try:
             if client.get("/").status_code == 200:

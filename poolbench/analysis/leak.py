@@ -27,9 +27,9 @@ import pandas as pd
 
 from poolbench.analysis.typed import Json, Window
 from poolbench.analysis.windows import within
+from poolbench.format import MiB
 
 HOUR = 3600.0
-MiB = 1024 * 1024
 MIN_WINDOW_S = 60.0
 MEANINGFUL_MIB_PER_H = 1.0  # and 1 % of the level per hour, whichever is larger
 USEFUL_BOUND_MIB_PER_H = 10.0  # and 5 % of the level per hour, whichever is larger

@@ -88,6 +88,12 @@ def _processes(meta: dict, conn: ConnectionFigures) -> int | None:
     return len(pids) or None
 
 
+def ceiling(workers: float, pool_size: float, max_overflow: float) -> float:
+    """The most connections one engine can open: workers × (pool_size + max_overflow). The one
+    home of the formula: the preflight's check (run/stack.py) and the model both use it."""
+    return workers * (pool_size + max_overflow)
+
+
 def pool_model(meta: dict, conn: ConnectionFigures) -> PoolModel | None:
     """The model of one variant × repeat, or None when no pool settings are known."""
     listed = [e for e in meta.get("engines") or [] if isinstance(e, dict) and e.get("name")]
@@ -103,7 +109,7 @@ def pool_model(meta: dict, conn: ConnectionFigures) -> PoolModel | None:
         engines.append(
             EngineModel(
                 name=str(e["name"]), pool_size=pool_size, max_overflow=overflow,
-                ceiling=workers * (pool_size + overflow), idle=workers * pool_size,
+                ceiling=ceiling(workers, pool_size, overflow), idle=workers * pool_size,
                 members=names, measured_peak=_sum(conn, names, "peak"),
                 measured_idle=float(sum(idle_values)) if idle_values else None,
                 opened=opened, filled=opened >= workers * pool_size,

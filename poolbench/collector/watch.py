@@ -34,6 +34,7 @@ from poolbench.collector import (
     Latest,
 )
 from poolbench.errors import PoolbenchError
+from poolbench.format import MiB
 from poolbench.infra.postgres import validate_url
 from poolbench.redact import mask_url
 
@@ -173,7 +174,7 @@ def _n(value: float | int | None) -> str:
 def _mib(value: float | int | None) -> str:
     if value is None or (isinstance(value, float) and math.isnan(value)):
         return "n/a"
-    return f"{value / 2**20:.1f} MiB"
+    return f"{value / MiB:.1f} MiB"
 
 
 def _mib_cell(latest: Latest, metric: str, name: str) -> str:

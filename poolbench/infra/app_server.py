@@ -27,10 +27,9 @@ import psutil
 
 from poolbench.config.placeholders import expand
 from poolbench.errors import PoolbenchError
-from poolbench.infra.masked_log import MaskedLog
+from poolbench.infra.masked_log import MaskedLog, log_tail
 from poolbench.infra.postgres import free_port
 from poolbench.infra.process_group import alive, stop_group
-from poolbench.redact import mask_text
 
 HOST = "127.0.0.1"
 LOG_TAIL_LINES = 5  # the error's first line says it all; these lines show the cause
@@ -201,7 +200,7 @@ class RunningVariant:
                 code = self._proc.poll()
                 if code is not None:
                     self.stop()  # its workers too, and the log drained before it is read
-                    if "address already in use" in log_tail(self.log_path).lower():
+                    if "address already in use" in log_tail(self.log_path, LOG_TAIL_LINES).lower():
                         raise self._start_error(
                             f"could not listen on {HOST}:{self.port}: address already in use"
                         )
@@ -219,7 +218,7 @@ class RunningVariant:
 
     def _start_error(self, problem: str) -> VariantStartError:
         self.stop()  # stop first, so the log holds everything the app wrote
-        tail = log_tail(self.log_path)
+        tail = log_tail(self.log_path, LOG_TAIL_LINES, sep="\n", chars=2000)
         message = f"variant {self.spec.name!r} {problem} (log: {self.log_path})"
         quoted = "".join(f"\n  | {line}" for line in tail.splitlines())
         return VariantStartError(message + quoted)
@@ -282,12 +281,3 @@ def port_in_use(port: int) -> bool:
         except OSError:
             return True
     return False
-
-
-def log_tail(path: Path, lines: int = LOG_TAIL_LINES) -> str:
-    """The last `lines` lines of a log, secrets masked; "" when there is none."""
-    try:
-        text = path.read_text(errors="replace")
-    except OSError:
-        return ""
-    return mask_text("\n".join(text.rstrip().splitlines()[-lines:]))

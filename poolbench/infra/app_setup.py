@@ -22,7 +22,7 @@ import psycopg
 from psycopg import sql
 
 from poolbench.errors import PoolbenchError, first_line
-from poolbench.infra.masked_log import MaskedLog
+from poolbench.infra.masked_log import MaskedLog, log_tail
 from poolbench.infra.postgres import Database, connect
 from poolbench.infra.process_group import stop_group
 from poolbench.redact import mask_text
@@ -42,17 +42,6 @@ _NOT_TRUSTED = re.compile(r'permission denied to create extension "(?P<name>[^"]
 
 class SetupError(PoolbenchError):
     """A setup command failed, timed out or could not start; the message is one line."""
-
-
-def one_line_tail(path: Path, lines: int = TAIL_LINES) -> str:
-    """The last non-empty lines of a log joined with " | ", masked, at most TAIL_CHARS."""
-    try:
-        text = path.read_text(errors="replace")
-    except OSError:
-        return ""
-    kept = [line.strip() for line in text.splitlines() if line.strip()][-lines:]
-    tail = mask_text(" | ".join(kept))
-    return tail if len(tail) <= TAIL_CHARS else "…" + tail[-TAIL_CHARS:]
 
 
 def extension_problem(log: Path, db: Database, experiment: str, variant: str) -> str | None:
@@ -133,10 +122,12 @@ def run_setup(
         if code is None:
             raise SetupError(
                 f"{what} did not finish within setup_timeout_s = {timeout_s:g} s {where}: "
-                + one_line_tail(log_path)
+                + log_tail(log_path, TAIL_LINES, chars=TAIL_CHARS)
             )
         if code != 0:
-            raise SetupError(f"{what} exited with code {code} {where}: {one_line_tail(log_path)}")
+            raise SetupError(
+                f"{what} exited with code {code} {where}: {log_tail(log_path, TAIL_LINES, chars=TAIL_CHARS)}"
+            )
     return time.monotonic() - started
 
 

@@ -21,6 +21,23 @@ from poolbench.redact import mask_text
 JOIN_TIMEOUT_S = 5.0
 
 
+def log_tail(
+    path: Path, lines: int = 3, *, sep: str = " | ", prefer: str | None = None, chars: int = 400
+) -> str:
+    """The last non-empty lines of a log for an error message: masked, joined by `sep`, the
+    end kept within `chars`; with `prefer`, only lines holding that word when any do (e.g.
+    "error"). "" when the log is missing or empty."""
+    try:
+        text = path.read_text(errors="replace")
+    except OSError:
+        return ""
+    kept = [line.strip() for line in text.splitlines() if line.strip()]
+    if prefer is not None:
+        kept = [line for line in kept if prefer in line.lower()] or kept
+    tail = mask_text(sep.join(kept[-lines:]))
+    return tail if len(tail) <= chars else "…" + tail[-chars:]
+
+
 class MaskedLog:
     """`fileno()` is the pipe's write end for Popen(stdout=…); `close()` after the child ends."""
 

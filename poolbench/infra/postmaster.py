@@ -20,15 +20,8 @@ import psutil
 
 from poolbench.errors import PoolbenchError
 from poolbench.infra import ledger
+from poolbench.infra.masked_log import log_tail
 from poolbench.infra.process_group import spawn
-
-
-def log_tail(log: Path, lines: int = 3) -> str:
-    try:
-        text = log.read_text(errors="replace").strip().splitlines()
-    except OSError:
-        return ""
-    return " | ".join(text[-lines:])
 
 
 def start_postmaster(

@@ -24,10 +24,9 @@ from typing import Any
 
 from poolbench.config.bench import LoadSettings
 from poolbench.errors import PoolbenchError
-from poolbench.infra.masked_log import MaskedLog
+from poolbench.infra.masked_log import MaskedLog, log_tail
 from poolbench.infra.process_group import stop_group
 from poolbench.load import shapes
-from poolbench.redact import mask_text
 from poolbench.results.requests import REQUESTS_FILE
 
 STOP_GRACE_S = 5.0
@@ -125,18 +124,8 @@ class LocustProcess:
     def ended(self, code: int | None) -> str:
         """`exited with code N: <last log line>` (or `did not start`), for error messages."""
         what = f"exited with code {code}" if code is not None else "did not start in time"
-        return f"{what}: {log_tail(self.log_path)} (see {self.log_path})"
-
-
-def log_tail(path: Path) -> str:
-    """Why Locust stopped, from its log: the last line that says error, else the last line."""
-    try:
-        lines = [line.strip() for line in path.read_text(errors="replace").splitlines()]
-    except OSError:
-        return "no log"
-    lines = [line for line in lines if line]
-    errors = [line for line in lines if "error" in line.lower()]
-    return mask_text((errors or lines or ["empty log"])[-1][:300])
+        tail = log_tail(self.log_path, 1, prefer="error", chars=300) or "empty log"
+        return f"{what}: {tail} (see {self.log_path})"
 
 
 # --------------------------------------------------------------------------- command lines

@@ -41,9 +41,9 @@ from poolbench import format as fmt
 from poolbench.analysis import Analysis, VariantRun
 from poolbench.analysis.block_test import block_edges, per_block
 from poolbench.analysis.summary import ExperimentSummary
+from poolbench.format import MiB
 
 MAX_POINTS = 1200
-MiB = 1024 * 1024
 DPI = 110
 WIDTH = 11.0  # inches
 

@@ -15,6 +15,7 @@ from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any
 
+from poolbench.analysis.model import ceiling
 from poolbench.collector import CollectorConfig
 from poolbench.config.bench import BenchConfig, Experiment, Variant
 from poolbench.infra import app_launch, postgres
@@ -66,8 +67,8 @@ def connection_ceiling(entry: dict[str, Any]) -> int | None:
     engines = entry.get("engines") or []
     if not engines:
         return None
-    per_worker = sum(int(e["pool_size"]) + int(e["max_overflow"]) for e in engines)
-    return int(entry.get("workers") or 1) * per_worker
+    workers = int(entry.get("workers") or 1)
+    return int(sum(ceiling(workers, e["pool_size"], e["max_overflow"]) for e in engines))
 
 
 def as_recorded(experiments: list[Experiment], database_url: str | None) -> list[Experiment]:
