@@ -18,6 +18,7 @@ from pathlib import Path
 from poolbench.analysis import Analysis, analyse
 from poolbench.analysis.compare import ComparisonTable, compare_variants
 from poolbench.analysis.summary import Gate
+from poolbench.files import atomic_write
 from poolbench.cli import add_fail_if
 from poolbench.errors import PoolbenchError
 from poolbench.gates import RunsSource, gate_exit
@@ -164,6 +165,6 @@ def run(args: argparse.Namespace) -> int:
                                 [[g.experiment, g.expression, g.outcome, g.explanation] for g in gates], "llll"))  # fmt: skip
     print_document(doc)
     if args.markdown:
-        args.markdown.write_text(render_markdown(doc), encoding="utf-8")
+        atomic_write(args.markdown, render_markdown(doc))
         print(f"markdown: {args.markdown}")
     return gate_exit(gates, args.strict_thresholds)

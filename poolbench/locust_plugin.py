@@ -25,7 +25,6 @@ from __future__ import annotations
 import json
 import logging
 import math
-import os
 import time
 from pathlib import Path
 from typing import Any
@@ -36,6 +35,7 @@ from locust import LoadTestShape, events
 from locust.runners import MasterRunner, WorkerRunner
 
 from poolbench import shapes
+from poolbench.files import atomic_write
 from poolbench.requests_log import TRANSFER, RequestWriter, move_requests, numbered
 
 logger = logging.getLogger("poolbench")
@@ -110,9 +110,7 @@ class Status:
     def update(self, **values: Any) -> None:
         self.data.update(values)
         if self.path is not None:
-            tmp = self.path.with_name(f".{self.path.name}.tmp")
-            tmp.write_text(json.dumps(self.data) + "\n")
-            os.replace(tmp, self.path)
+            atomic_write(self.path, json.dumps(self.data) + "\n")
 
 
 def _shape_status(environment) -> dict[str, Any] | None:

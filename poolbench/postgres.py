@@ -42,6 +42,7 @@ from psycopg.conninfo import conninfo_to_dict
 
 from poolbench import ledger
 from poolbench.errors import PoolbenchError, first_line
+from poolbench.files import WriteFailed, atomic_file
 from poolbench.pglog import SERVER_LOG_SETTINGS
 from poolbench.postmaster import start_postmaster, stop_postmaster, stop_stray_postmaster
 from poolbench.process_group import die_with_parent
@@ -402,14 +403,11 @@ def _keep_log(log: Path, dest: Path) -> None:
     Best effort: a missing log (the server never started) or a full disk must not hide the
     error that is ending the run.
     """
-    tmp = dest.with_name(f".{dest.name}.tmp")
     try:
-        with open(log, encoding="utf-8", errors="replace") as src, open(tmp, "w") as out:
+        with open(log, encoding="utf-8", errors="replace") as src, atomic_file(dest) as out:
             out.writelines(mask_text(line) for line in src)
-        os.replace(tmp, dest)
-    except OSError:
-        with contextlib.suppress(OSError):
-            tmp.unlink()
+    except (OSError, WriteFailed):
+        pass
 
 
 @contextlib.contextmanager

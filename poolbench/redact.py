@@ -189,9 +189,10 @@ def mask_file(path: Path) -> None:
         return
     masked = mask_text(text)
     if masked != text:
-        tmp = path.with_name(f".{path.name}.masking")
-        tmp.write_text(masked, encoding="utf-8", errors="surrogateescape")
-        tmp.replace(path)
+        from poolbench.files import atomic_file
+
+        with atomic_file(path, errors="surrogateescape") as out:
+            out.write(masked)
 
 
 # --------------------------------------------------------------------------- logging

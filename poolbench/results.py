@@ -24,6 +24,7 @@ import psutil
 from poolbench import applog
 from poolbench.errors import PoolbenchError, first_line
 from poolbench.events import EVENTS_FILE, LIFECYCLE_KINDS, RunEvents, VariantRef, read_events
+from poolbench.files import atomic_write
 from poolbench.redact import mask_tree
 from poolbench.requests_log import RequestLog, read_requests, requests_file
 
@@ -49,9 +50,7 @@ LOCUST_FILES = {
 
 def write_json(path: Path, data: Any) -> None:
     """Write JSON atomically (temp file + rename), secrets masked."""
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(mask_tree(data), indent=2, sort_keys=False, default=str) + "\n")
-    os.replace(tmp, path)
+    atomic_write(path, json.dumps(mask_tree(data), indent=2, sort_keys=False, default=str) + "\n")
 
 
 def new_run_id(name: str = "") -> str:

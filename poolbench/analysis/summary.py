@@ -15,6 +15,7 @@ from poolbench.analysis.sizing import Sizing
 from poolbench.analysis.sweep import Sweep
 from poolbench.analysis.typed import Json
 from poolbench.errors import PoolbenchError
+from poolbench.files import atomic_write
 
 SCHEMA = 2
 FILE = "summary.json"
@@ -87,10 +88,7 @@ class Summary(Json):
 
 def write_summary(summary: Summary, run_dir: Path) -> Path:
     path = run_dir / FILE
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(summary.to_json(), indent=2, ensure_ascii=False) + "\n")
-    tmp.replace(path)
-    return path
+    return atomic_write(path, json.dumps(summary.to_json(), indent=2, ensure_ascii=False) + "\n")
 
 
 def read_summary(run_dir: Path) -> Summary:
