@@ -18,9 +18,9 @@ from pathlib import Path
 from poolbench.analysis import Analysis, analyse
 from poolbench.analysis.compare import ComparisonTable, compare_variants
 from poolbench.analysis.summary import Gate
-from poolbench.files import atomic_write
 from poolbench.cli import add_fail_if
 from poolbench.errors import PoolbenchError
+from poolbench.files import atomic_write
 from poolbench.gates import RunsSource, gate_exit
 from poolbench.report.blocks import Document, Heading, Table
 from poolbench.report.document import Footnotes, glance_note, glance_table
