@@ -40,9 +40,10 @@ import psutil
 
 from poolbench import ledger, postgres
 from poolbench.errors import PoolbenchError, first_line
+from poolbench.files import WriteFailed
 from poolbench.process_group import alive, wait_gone
 from poolbench.redact import mask_file, mask_text, mask_url
-from poolbench.results import read_run_json, write_json
+from poolbench.results import read_run_json, write_json, write_json_in_place
 
 STOP_GRACE_S = 10.0
 SAME_START_S = 1.0  # create times this close are the same process (psutil rounds them)
@@ -220,8 +221,14 @@ def clean_run(run_dir: Path, database_url: str | None = None) -> Cleaned:
             continue
         if done:
             result.done.append(done)
-        ledger.append(path, {"released": item["id"], "by": "clean"})
-    mark_abandoned(run_dir, result)
+        try:
+            ledger.append(path, {"released": item["id"], "by": "clean"})
+        except OSError as exc:  # undone all the same; a later clean finds nothing to undo
+            result.left.append(f"{path}: cannot record that {item['id']} is gone ({exc.strerror})")
+    try:
+        mark_abandoned(run_dir, result)
+    except (PoolbenchError, OSError) as exc:
+        result.left.append(mask_text(first_line(exc)))
     return result
 
 
@@ -243,10 +250,19 @@ def mark_abandoned(run_dir: Path, result: Cleaned) -> None:
             entry["status"], entry["error"] = "abandoned", "the run was abandoned"
             variant_dir = run_dir / str(entry.get("dir", ""))
             if (variant_dir / "variant.json").is_file():
-                write_json(variant_dir / "variant.json", entry)
+                _write_json_anyhow(variant_dir / "variant.json", entry)
             for log in ("app.log", "locust.log"):  # masked as written since; not by older
                 mask_file(variant_dir / log)  # versions of poolbench
-    write_json(run_dir / "run.json", meta)
+    _write_json_anyhow(run_dir / "run.json", meta)
+
+
+def _write_json_anyhow(path: Path, data: dict[str, Any]) -> None:
+    """write_json, or in place when the disk is full; WriteFailed when neither works."""
+    try:
+        write_json(path, data)
+    except WriteFailed:
+        if not write_json_in_place(path, data):
+            raise
 
 
 def clean_root(root: Path, database_url: str | None = None) -> list[Cleaned]:

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import math
 import os
 import signal
 import sys
@@ -54,11 +55,18 @@ def _duration(text: str) -> float:
         value = float(number) * units[unit]
     except ValueError:
         value = -1.0
-    if value <= 0:
+    if not math.isfinite(value) or value <= 0:
         raise argparse.ArgumentTypeError(
             f"a positive duration such as 300, 10m or 1h, got {text!r}"
         )
     return value
+
+
+def _out_root(text: str) -> Path:
+    """The results root: a folder poolbench can write in (created if need be), never ""."""
+    if not text.strip():
+        raise argparse.ArgumentTypeError('must name a folder, e.g. results (not "")')
+    return Path(text)
 
 
 def _load_overrides(args: argparse.Namespace) -> dict:
@@ -103,7 +111,7 @@ def _add_run_arguments(parser: argparse.ArgumentParser) -> None:
                         help="where the Locust master listens (default 127.0.0.1; exposing it is deliberate)")  # fmt: skip
     parser.add_argument("--soak", type=_duration, metavar="DURATION",
                         help="continue the load at constant users this long (e.g. 10m): the leak test's window")  # fmt: skip
-    parser.add_argument("--out", type=Path, default=Path("results"),
+    parser.add_argument("--out", type=_out_root, default=Path("results"),
                         help="results root (default: results/)")  # fmt: skip
     parser.add_argument("--no-report", action="store_true", help="skip the report at the end")
     add_fail_if(parser)
@@ -111,9 +119,12 @@ def _add_run_arguments(parser: argparse.ArgumentParser) -> None:
 
 def _cmd_run(args: argparse.Namespace) -> int:
     from poolbench.clean import clean_before_run
-    from poolbench.config import load_config, select
+    from poolbench.config import load_config, parse_fail_if, select
+    from poolbench.results import check_free_space, check_results_root
     from poolbench.runner import Runner
 
+    parse_fail_if(args.fail_if, "--fail-if")
+    check_results_root(args.out)
     config = load_config(args.config)
     experiments = select(
         config,
@@ -125,8 +136,10 @@ def _cmd_run(args: argparse.Namespace) -> int:
         load=_load_overrides(args),
         soak_s=args.soak,
         pg_bindir=str(Path(args.pg_bindir).resolve()) if args.pg_bindir else None,
+        fail_if=args.fail_if,
     )
     clean_before_run(args.out, args.database_url)
+    check_free_space(args.out, experiments)
     runner = Runner(config, experiments, args.out, ["poolbench", *sys.argv[1:]], args.database_url)
     record = runner.run()
     print(f"results: {record.run_dir}")

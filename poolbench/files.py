@@ -67,6 +67,19 @@ def atomic_write(path: Path | str, content: str | bytes) -> Path:
     return Path(path)
 
 
+def rewrite_in_place(path: Path | str, content: str) -> bool:
+    """Overwrite an existing file in place, for when `atomic_write` failed (a full disk, a
+    folder that no longer takes new files): truncating frees the space the old content held,
+    so content no longer than it fits. Returns whether it worked; never raises."""
+    try:
+        with open(path, "r+", encoding="utf-8") as handle:
+            handle.truncate(0)
+            handle.write(content)
+    except OSError:
+        return False
+    return True
+
+
 def inside(root: Path, path: Path) -> bool:
     """Whether `path` (resolved: `..`, symlinks) lies strictly under `root`."""
     return root.resolve() in path.resolve().parents

@@ -189,10 +189,15 @@ def mask_file(path: Path) -> None:
         return
     masked = mask_text(text)
     if masked != text:
-        from poolbench.files import atomic_file
+        from poolbench.files import WriteFailed, atomic_file, rewrite_in_place
 
-        with atomic_file(path, errors="surrogateescape") as out:
-            out.write(masked)
+        try:
+            with atomic_file(path, errors="surrogateescape") as out:
+                out.write(masked)
+        except WriteFailed:  # a full disk: in place, as the masked text mostly is no longer
+            rewrite_in_place(
+                path, masked.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
+            )
 
 
 # --------------------------------------------------------------------------- logging
