@@ -6,7 +6,9 @@ and database on the user's server, and any grandchild that outlived its parent s
 run wrote down what it started (poolbench/ledger.py, `started.jsonl`) and who owns it
 (run.json `owner`: pid, start time, host). A run is **abandoned** when run.json still says
 `running` and its owner is gone — the pid no longer exists, or belongs to a process that
-started at another time (a reused pid), on this host. For each abandoned run, `clean`:
+started at another time (a reused pid), on this host. A run that ended (`partial`, `failed`)
+with something in its ledger never released, its owner gone, is cleaned the same way and
+keeps its status. For each abandoned run, `clean`:
 
 1. stops every recorded process still alive, with what is left of its process group
    (the signal the ledger names: SIGTERM, SIGQUIT for the throwaway postmaster; SIGKILL
@@ -56,10 +58,11 @@ class Cleaned:
     run_dir: Path
     done: list[str] = field(default_factory=list)
     left: list[str] = field(default_factory=list)
+    status: str = "abandoned"  # the run's status after cleaning (an ended run keeps its own)
 
     def lines(self) -> list[str]:
         done = "; ".join(self.done) or ("nothing more undone" if self.left else "nothing was left")
-        return [f"{self.run_dir}: abandoned: {done}", *(f"  left: {i}" for i in self.left)]
+        return [f"{self.run_dir}: {self.status}: {done}", *(f"  left: {i}" for i in self.left)]
 
 
 # --------------------------------------------------------------------------- finding runs
@@ -102,11 +105,12 @@ def abandoned_runs(root: Path) -> list[Path]:
             meta = read_run_json(run_dir)
         except PoolbenchError:
             continue
+        left = ledger.leftovers(run_dir / ledger.LEDGER_FILE)
         running = meta["status"] == "running" and owner_gone(meta)
-        unfinished = meta["status"] == "abandoned" and ledger.leftovers(
-            run_dir / ledger.LEDGER_FILE
-        )
-        if running or unfinished:
+        unfinished = meta["status"] == "abandoned" and left
+        # a run that ended (interrupted twice, failed) but did not release all it started
+        ended_with_leftovers = meta["status"] not in ("running", "abandoned") and left
+        if running or unfinished or (ended_with_leftovers and owner_gone(meta)):
             found.append(run_dir)
     return found
 
@@ -242,6 +246,7 @@ def mark_abandoned(run_dir: Path, result: Cleaned) -> None:
             f"abandoned: its poolbench process (pid {owner.get('pid')}) ended without "
             "finishing the run (killed?); found by poolbench clean"
         )
+    result.status = meta["status"]
     meta["cleaned"] = {"at": time.time(), "done": result.done, "left": result.left}
     for experiment in meta["experiments"]:
         for entry in experiment.get("variants", []):

@@ -28,7 +28,7 @@ LABEL_MAX = 64
 def shown(text: str) -> str:
     """A name as an error message may print it: control characters escaped, long ones cut."""
     escaped = text.encode("unicode_escape").decode("ascii")
-    return repr(escaped if len(escaped) <= 80 else escaped[:77] + "...")
+    return "'" + (escaped if len(escaped) <= 80 else escaped[:77] + "...") + "'"
 
 
 def check_name(name: Any, where: str) -> str:

@@ -36,6 +36,7 @@ from locust.runners import MasterRunner, WorkerRunner
 
 from poolbench import shapes
 from poolbench.files import atomic_write
+from poolbench.process_group import tie_to_parent
 from poolbench.requests_log import TRANSFER, RequestWriter, move_requests, numbered
 
 logger = logging.getLogger("poolbench")
@@ -182,7 +183,13 @@ class RequestFiles:
 
 
 def _init_worker(environment) -> None:
-    """A worker sends its requests to the master with every stats report (and the last one)."""
+    """A worker sends its requests to the master with every stats report (and the last one).
+
+    A worker that `--processes` forked dies with its master (which dies with poolbench):
+    otherwise it waits 30-60 s for heartbeats that never come once poolbench is SIGKILLed.
+    """
+    if getattr(environment.parsed_options, "processes", None):
+        tie_to_parent(signal.SIGTERM)
     recorder = Recorder()
     environment.events.request.add_listener(recorder.on_request)
 

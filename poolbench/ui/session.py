@@ -30,8 +30,8 @@ from typing import Any
 
 import httpx
 
+from poolbench import ledger, stack
 from poolbench import load as locust
-from poolbench import stack
 from poolbench.collector import CollectorThread
 from poolbench.config import BenchConfig, Experiment, Variant
 from poolbench.errors import PoolbenchError
@@ -88,7 +88,7 @@ class UiSession:
         ref = VariantRef(experiment.name, variant.name, 1, "1/1", record.variant_dir(entry))
         status, error = "complete", None
         try:
-            with self.display, _restored_signals():
+            with ledger.recording(record.run_dir), self.display, _restored_signals():
                 self.events.variant_started.fire(ref=ref)
                 stack.add_census(entry, experiment, variant, ref.dir)
                 record.save_variant(entry)
