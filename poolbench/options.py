@@ -7,6 +7,8 @@ them without importing the command line's entry point.
 from __future__ import annotations
 
 import argparse
+import math
+from pathlib import Path
 
 
 def names(text: str) -> list[str]:
@@ -36,11 +38,18 @@ def duration(text: str) -> float:
         value = float(number) * units[unit]
     except ValueError:
         value = -1.0
-    if value <= 0:
+    if not math.isfinite(value) or value <= 0:
         raise argparse.ArgumentTypeError(
             f"a positive duration such as 300, 10m or 1h, got {text!r}"
         )
     return value
+
+
+def out_root(text: str) -> Path:
+    """The results root: a folder poolbench can write in (created if need be), never ""."""
+    if not text.strip():
+        raise argparse.ArgumentTypeError('must name a folder, e.g. results (not "")')
+    return Path(text)
 
 
 def add_fail_if(parser: argparse.ArgumentParser) -> None:

@@ -189,9 +189,15 @@ def mask_file(path: Path) -> None:
         return
     masked = mask_text(text)
     if masked != text:
-        tmp = path.with_name(f".{path.name}.masking")
-        tmp.write_text(masked, encoding="utf-8", errors="surrogateescape")
-        tmp.replace(path)
+        from poolbench.files import WriteFailed, atomic_file, rewrite_in_place
+
+        try:
+            with atomic_file(path, errors="surrogateescape") as out:
+                out.write(masked)
+        except WriteFailed:  # a full disk: in place, as the masked text mostly is no longer
+            rewrite_in_place(
+                path, masked.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
+            )
 
 
 # --------------------------------------------------------------------------- logging

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 PACKAGE = Path(__file__).resolve().parents[1] / "poolbench"
-COMMON = {"poolbench", "errors", "format", "redact", "options"}
+COMMON = {"poolbench", "errors", "format", "redact", "options", "files"}
 # what each stage may import besides the common modules; anything else is a layer leak
 ALLOWED = {
     "config": set(),
@@ -136,4 +136,4 @@ def test_nothing_imports_the_command_line(module: str) -> None:
 
 def test_the_root_holds_only_the_entry_point_and_the_common_modules() -> None:
     root = sorted(p.stem for p in PACKAGE.glob("*.py"))
-    assert root == ["__init__", "__main__", "cli", "errors", "format", "options", "redact"]
+    assert root == ["__init__", "__main__", "cli", "errors", "files", "format", "options", "redact"]

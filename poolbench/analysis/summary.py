@@ -15,6 +15,7 @@ from poolbench.analysis.pool_sweep import Sweep
 from poolbench.analysis.sizing import Sizing
 from poolbench.analysis.typed import Json
 from poolbench.errors import PoolbenchError
+from poolbench.files import atomic_write
 from poolbench.results.status import Status
 
 SCHEMA = 2
@@ -88,10 +89,7 @@ class Summary(Json):
 
 def write_summary(summary: Summary, run_dir: Path) -> Path:
     path = run_dir / FILE
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(summary.to_json(), indent=2, ensure_ascii=False) + "\n")
-    tmp.replace(path)
-    return path
+    return atomic_write(path, json.dumps(summary.to_json(), indent=2, ensure_ascii=False) + "\n")
 
 
 def read_summary(run_dir: Path) -> Summary:

@@ -8,15 +8,22 @@ one line, because a user reads it in a terminal before anything has started. The
 from __future__ import annotations
 
 import tomllib
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 from poolbench.config import placeholders
 from poolbench.config.paths import check_bindir
-from poolbench.config.variants import Variant, check_keys, extended, parse_variant
-from poolbench.errors import PoolbenchError
+from poolbench.config.variants import (
+    Variant,
+    check_keys,
+    check_name,
+    extended,
+    finite,
+    parse_variant,
+)
+from poolbench.errors import PoolbenchError, first_line
 
 PROVIDERS = ("embedded", "url", "compose")
 SHAPES = ("steady", "ramp", "spike")
@@ -127,6 +134,8 @@ def _typed(cls: type, table: dict[str, Any], where: str, base: Any = None) -> An
             raise PoolbenchError(
                 f"{where}.{key} must be {expected.__name__}, got {type(value).__name__} {value!r}"
             )
+        if isinstance(value, float):
+            finite(value, f"{where}.{key}")
         if isinstance(value, int | float) and value < 0:
             raise PoolbenchError(f"{where}.{key} must not be negative, got {value}")
         values[key] = value
@@ -154,6 +163,13 @@ def _validate_experiment(
 ) -> None:
     """Check an experiment; a key set by an override (e.g. [quick]) is blamed where it was set."""
     where = f"experiments.{exp.name}"
+    for section in SECTIONS:  # a command-line value (--soak nan) has not been through _typed
+        settings = getattr(exp, section)
+        for key, value in vars(settings).items():
+            if isinstance(value, float):
+                finite(
+                    value, (overridden or {}).get(f"{section}.{key}") or f"{where}.{section}.{key}"
+                )
 
     def located(key: str) -> str:
         return (overridden or {}).get(key) or f"{where}.{key}"
@@ -213,6 +229,7 @@ SECTIONS = {
 
 
 def _parse_experiment(name: str, table: dict[str, Any], defaults: dict[str, Any]) -> Experiment:
+    check_name(name, "experiments")
     where = f"experiments.{name}"
     check_keys(table, {"description", "variants", "repeats", "claims", "fail_if", *SECTIONS}, where)
     sections = {
@@ -231,7 +248,7 @@ def _parse_experiment(name: str, table: dict[str, Any], defaults: dict[str, Any]
         variants=variants,
         repeats=defaults["repeats"] if repeats is None else repeats,
         claims=_parse_claims(table.get("claims", {}), f"{where}.claims"),
-        fail_if=_parse_fail_if(table.get("fail_if", defaults["fail_if"]), f"{where}.fail_if"),
+        fail_if=parse_fail_if(table.get("fail_if", defaults["fail_if"]), f"{where}.fail_if"),
         **sections,
     )
 
@@ -240,15 +257,25 @@ CLAIM_KEYS = {"text", "metric", "metrics", "before", "after", "change_pct", "dir
 DIRECTIONS = ("better", "lower", "higher")
 
 
-def _parse_fail_if(value: Any, where: str) -> tuple[str, ...]:
-    """Threshold expressions, their syntax checked now (names are checked against the run)."""
-    from poolbench.config.thresholds import parse
+def parse_fail_if(
+    value: Any,
+    where: str,
+    variants: tuple[str, ...] | None = None,
+    metrics: Collection[str] | None = None,
+) -> tuple[str, ...]:
+    """Threshold expressions, their syntax checked now, before any run (and the variant and
+    metric names they use, when `variants` and `metrics` are given: the run passes the
+    analysis's metrics, which the bench file does not know)."""
+    from poolbench.config.thresholds import parse, validate
 
     if not isinstance(value, list) or not all(isinstance(e, str) for e in value):
         raise PoolbenchError(f'{where} must be a list of expressions, e.g. ["after.p95_ms < 500"]')
     for expression in value:
         try:
-            parse(expression)
+            threshold = parse(expression)
+            names = variants if variants is not None else [r.variant for r in threshold.refs]
+            known = metrics if metrics is not None else [r.metric for r in threshold.refs]
+            validate(threshold, names, known)
         except PoolbenchError as exc:
             raise PoolbenchError(f"{where}: {exc}") from None
     return tuple(value)
@@ -285,21 +312,38 @@ def _parse_claims(table: Any, where: str) -> dict[str, dict[str, Any]]:
                 f"{at} needs exactly one of: before and after, change_pct, direction"
             )
         for key in ("before", "after", "change_pct"):
-            if key in claim and not isinstance(claim[key], int | float):
+            if key in claim and (
+                isinstance(claim[key], bool) or not isinstance(claim[key], int | float)
+            ):
                 raise PoolbenchError(f"{at}.{key} must be a number")
+            if key in claim:
+                finite(float(claim[key]), f"{at}.{key}")
     return table
 
 
 def load_config(path: Path = DEFAULT_CONFIG) -> BenchConfig:
     """Read and validate a bench file; every problem is a one-line PoolbenchError."""
     try:
-        raw = tomllib.loads(path.read_text())
+        raw = tomllib.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
         raise PoolbenchError(f"configuration file {path} not found") from None
+    except IsADirectoryError:
+        raise PoolbenchError(
+            f"configuration file {path} is a directory, not a bench file"
+        ) from None
+    except (OSError, UnicodeDecodeError) as exc:
+        why = exc.strerror if isinstance(exc, OSError) else "not UTF-8 text"
+        raise PoolbenchError(f"configuration file {path} cannot be read: {why}") from None
     except tomllib.TOMLDecodeError as exc:
-        raise PoolbenchError(f"{path} is not valid TOML: {exc}") from None
+        raise PoolbenchError(f"{path} is not valid TOML: {first_line(exc)}") from None
     check_keys(raw, {"defaults", "variants", "experiments", "quick"}, path.name)
     tables = raw.get("variants", {})
+    if not isinstance(tables, dict) or not isinstance(raw.get("experiments", {}), dict):
+        raise PoolbenchError(f"{path}: [variants.NAME] and [experiments.NAME] must be tables")
+    for name in tables:
+        check_name(name, "variants")
+    for name in raw.get("experiments", {}):
+        check_name(name, "experiments")
     variants = {
         name: _variant_paths(parse_variant(name, extended(name, tables)), path.parent)
         for name in tables
@@ -353,10 +397,11 @@ def select(
     load: dict[str, Any] | None = None,
     soak_s: float | None = None,
     pg_bindir: str | None = None,
+    fail_if: list[str] | tuple[str, ...] = (),
 ) -> list[Experiment]:
     """The experiments to run, after --experiment, --variants, --quick and friends.
 
-    Also checks every placeholder of the chosen variants (an unset `${VAR}` is an error here,
+    Also checks the thresholds against each experiment's variants (--fail-if: `fail_if`), every placeholder of the chosen variants (an unset `${VAR}` is an error here,
     before anything starts) and resolves relative paths against the bench file's directory.
     """
     names = experiments or (
@@ -396,9 +441,28 @@ def select(
             )
         _validate_experiment(experiment, config.variants, overridden)
         chosen.append(_resolve_paths(experiment, Path(config.path).parent))
+    for experiment in chosen:
+        where = f"experiments.{experiment.name}.fail_if"
+        parse_fail_if(list(experiment.fail_if), where, experiment.variants)
+    _check_matched(list(fail_if), chosen)
     for name in dict.fromkeys(v for e in chosen for v in e.variants):
         placeholders.check(config.variants[name].texts())
     return chosen
+
+
+def _check_matched(expressions: list[str], chosen: list[Experiment]) -> None:
+    """A --fail-if applies to every experiment that has its variants: refuse one that none has
+    (as poolbench.analysis.gates would, but only after the whole run)."""
+    from poolbench.config.thresholds import parse
+
+    for text in expressions:
+        wanted = {ref.variant for ref in parse(text).refs}
+        if not any(wanted <= set(e.variants) for e in chosen):
+            known = sorted({v for e in chosen for v in e.variants})
+            raise PoolbenchError(
+                f"--fail-if {text!r}: no experiment has the variant(s) {', '.join(sorted(wanted))} "
+                f"(variants in this run: {', '.join(known)})"
+            )
 
 
 def _distinct(config: BenchConfig, names: list[str]) -> tuple[str, ...]:

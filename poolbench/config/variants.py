@@ -7,6 +7,8 @@ variant carries its own settings: `env`, `cwd`, `setup`, declared `workers` and 
 
 from __future__ import annotations
 
+import math
+import re
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -19,6 +21,50 @@ COLLECTOR_PROFILES: dict[str, dict[str, Any]] = {
     "default": {},
     "minimal": {"connections_hz": 1.0, "memory": False, "pools_url": None},
 }
+
+
+# A variant's or an experiment's name becomes a folder of the results (<experiment>/<variant>-N)
+# and is printed in the terminal: letters, digits, ".", "_" and "-", starting with a letter or
+# digit, at most 64 characters, never "..". A label (display only) may hold anything printable.
+NAME_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
+NAME_RULE = (
+    "a name is 1 to 64 letters, digits, '.', '_' or '-', starting with a letter or digit, "
+    "without '..'"
+)
+LABEL_MAX = 64
+
+
+def shown(text: str) -> str:
+    """A name as an error message may print it: control characters escaped, long ones cut."""
+    escaped = text.encode("unicode_escape").decode("ascii")
+    return "'" + (escaped if len(escaped) <= 80 else escaped[:77] + "...") + "'"
+
+
+def check_name(name: Any, where: str) -> str:
+    """A variant's or experiment's name, refused in one line unless it is safe as a folder."""
+    if not isinstance(name, str) or not NAME_PATTERN.fullmatch(name) or ".." in name:
+        text = name if isinstance(name, str) else str(name)
+        raise PoolbenchError(f"{where}: bad name {shown(text)}: {NAME_RULE}")
+    return name
+
+
+def check_label(label: Any, where: str) -> str | None:
+    """A display label: a string of printable characters, at most LABEL_MAX of them."""
+    if label is None:
+        return None
+    if not isinstance(label, str) or not label or not label.isprintable() or len(label) > LABEL_MAX:
+        raise PoolbenchError(
+            f"{where} must be 1 to {LABEL_MAX} printable characters (no control characters), "
+            f"got {shown(str(label))}"
+        )
+    return label
+
+
+def finite(value: float, where: str) -> float:
+    """A number from the bench file or the command line: nan and inf are refused."""
+    if not math.isfinite(value):
+        raise PoolbenchError(f"{where} must be a finite number, got {value}")
+    return value
 
 
 @dataclass(frozen=True)
@@ -167,7 +213,8 @@ def extended(name: str, tables: dict[str, Any]) -> dict[str, Any]:
 
 
 def parse_variant(name: str, table: dict[str, Any]) -> Variant:
-    where = f"variants.{name}"
+    where = f"variants.{shown(name)[1:-1]}"
+    check_name(name, "variants")
     check_keys(table, VARIANT_KEYS, where)
     command = table.get("command")
     if command is not None:
@@ -186,7 +233,12 @@ def parse_variant(name: str, table: dict[str, Any]) -> Variant:
             f"{where}.cwd must be a directory (a string), for a command variant only"
         )
     timeout = table.get("setup_timeout_s", Variant.setup_timeout_s)
-    if isinstance(timeout, bool) or not isinstance(timeout, int | float) or timeout <= 0:
+    if (
+        isinstance(timeout, bool)
+        or not isinstance(timeout, int | float)
+        or not math.isfinite(timeout)
+        or timeout <= 0
+    ):
         raise PoolbenchError(f"{where}.setup_timeout_s must be a positive number, got {timeout!r}")
     collector = table.get("collector", "default")
     if collector not in COLLECTOR_PROFILES:
@@ -199,7 +251,7 @@ def parse_variant(name: str, table: dict[str, Any]) -> Variant:
         command=command,
         health_path=table.get("health_path", "/ping"),
         pools_path=table.get("pools_path", "/debug/pools" if command is None else None),
-        label=table.get("label"),
+        label=check_label(table.get("label"), f"{where}.label"),
         env=_parse_env(table.get("env", {}), where),
         cwd=cwd,
         setup=_parse_setup(table, where),

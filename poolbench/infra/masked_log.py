@@ -9,6 +9,7 @@ as it arrives, so a crash leaves the log complete up to it.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import subprocess
 import threading
@@ -76,16 +77,25 @@ class MaskedLog:
             self._write = -1
 
     def _copy(self) -> None:
+        """Copy until EOF. When the file stops taking lines (a full disk: the run's own writes
+        fail and end it), the rest is read and dropped, so the child never blocks on the pipe."""
+        writing = True
         with os.fdopen(self._read, "rb") as source:
             for line in source:
+                if not writing:
+                    continue
                 try:
                     self._file.write(mask_text(line.decode(errors="replace")).encode())
                     self._file.flush()
                 except ValueError:  # closed after a join that timed out: drop the rest
                     return
+                except OSError:
+                    writing = False
 
     def close(self) -> None:
-        """Wait for the copy to reach EOF (every writer gone), then close the file."""
+        """Wait for the copy to reach EOF (every writer gone), then close the file (what a full
+        disk kept from it is lost; the run's own writes report the disk)."""
         self.started()
         self._thread.join(JOIN_TIMEOUT_S)  # a stray grandchild holding the pipe: give up
-        self._file.close()
+        with contextlib.suppress(OSError):
+            self._file.close()

@@ -42,9 +42,10 @@ from psycopg.conninfo import conninfo_to_dict
 
 from poolbench.config.paths import check_bindir
 from poolbench.errors import PoolbenchError, first_line
+from poolbench.files import WriteFailed, atomic_file
 from poolbench.infra import ledger
 from poolbench.infra.postmaster import start_postmaster, stop_postmaster, stop_stray_postmaster
-from poolbench.infra.process_group import die_with_parent
+from poolbench.infra.process_group import die_with_parent, signals_deferred
 from poolbench.redact import add_secret, mask_text, mask_url, register_url, split_userinfo
 from poolbench.results.pglog import SERVER_LOG_SETTINGS
 
@@ -227,13 +228,24 @@ def _check_monitoring(conn: psycopg.Connection, url: str) -> tuple[str, bool]:
     return version, bool(is_super)
 
 
-def _create_app_database(admin: psycopg.Connection, dbname: str, role: str, password: str) -> None:
-    """A login role without superuser rights that owns a fresh database."""
+def _create_app_database(
+    admin: psycopg.Connection, dbname: str, role: str, password: str, grant_to_self: bool = False
+) -> None:
+    """A login role without superuser rights that owns a fresh database.
+
+    `grant_to_self`: the admin is not a superuser but has CREATEROLE and CREATEDB (what the
+    README asks for). To make a database owned by another role, PostgreSQL wants the creator
+    to be able to SET ROLE to it: the admin makes itself a member of the role it just created
+    (on 15, CREATEROLE may grant any non-superuser role; on 16+, the creator holds ADMIN
+    OPTION on the roles it creates). Dropping the role drops that membership too.
+    """
     admin.execute(
         sql.SQL("CREATE ROLE {} LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE PASSWORD {}").format(
             sql.Identifier(role), sql.Literal(password)
         )
     )
+    if grant_to_self:
+        admin.execute(sql.SQL("GRANT {} TO CURRENT_USER").format(sql.Identifier(role)))
     admin.execute(
         sql.SQL("CREATE DATABASE {} OWNER {}").format(sql.Identifier(dbname), sql.Identifier(role))
     )
@@ -293,15 +305,16 @@ def existing_server(url: str, provider: str = "url") -> Iterator[Database]:
     host, port = params.get("host") or "127.0.0.1", int(params.get("port") or 5432)
     user = params.get("user") or "postgres"
     with connect(url) as admin:
-        version, _ = _check_monitoring(admin, url)
-        noted = ledger.started(
-            "database", f"{host}:{port}/{dbname}",
-            host=host, port=port, user=user, dbname=dbname, role=role,
-        )  # fmt: skip
-        _create_app_database(admin, dbname, role, password)
-        settings = _settings(admin, REPORTED_SETTINGS)
-        pid = _postmaster_pid(admin)
+        version, is_super = _check_monitoring(admin, url)
+    noted = ledger.started(
+        "database", f"{host}:{port}/{dbname}",
+        host=host, port=port, user=user, dbname=dbname, role=role,
+    )  # fmt: skip
     try:
+        with connect(url) as admin:
+            _create_app_database(admin, dbname, role, password, grant_to_self=not is_super)
+            settings = _settings(admin, REPORTED_SETTINGS)
+            pid = _postmaster_pid(admin)
         yield Database(
             provider=provider,
             host=host,
@@ -316,7 +329,11 @@ def existing_server(url: str, provider: str = "url") -> Iterator[Database]:
             settings=settings,
         )
     finally:
-        with contextlib.suppress(PoolbenchError, psycopg.Error), connect(url) as admin:
+        with (
+            signals_deferred(),
+            contextlib.suppress(PoolbenchError, psycopg.Error),
+            connect(url) as admin,
+        ):
             drop_app_database(admin, dbname, role)
             ledger.released(noted)
 
@@ -389,14 +406,11 @@ def _keep_log(log: Path, dest: Path) -> None:
     Best effort: a missing log (the server never started) or a full disk must not hide the
     error that is ending the run.
     """
-    tmp = dest.with_name(f".{dest.name}.tmp")
     try:
-        with open(log, encoding="utf-8", errors="replace") as src, open(tmp, "w") as out:
+        with open(log, encoding="utf-8", errors="replace") as src, atomic_file(dest) as out:
             out.writelines(mask_text(line) for line in src)
-        os.replace(tmp, dest)
-    except OSError:
-        with contextlib.suppress(OSError):
-            tmp.unlink()
+    except (OSError, WriteFailed):
+        pass
 
 
 @contextlib.contextmanager
@@ -423,8 +437,9 @@ def embedded_server(
         )
     port = port or free_port()
     merged = {**DEFAULT_SETTINGS, **(settings or {}), **SERVER_LOG_SETTINGS}
-    root = Path(tempfile.mkdtemp(prefix=EMBEDDED_DIR_PREFIX))
-    noted = ledger.started("data_dir", str(root), path=str(root))
+    root = Path(tempfile.gettempdir()) / f"{EMBEDDED_DIR_PREFIX}{secrets.token_hex(6)}"
+    noted = ledger.started("data_dir", str(root), path=str(root))  # before it exists
+    root.mkdir(mode=0o700)
     data, log = root / "data", root / "server.log"
     admin_password, app_password = secrets.token_hex(12), secrets.token_hex(12)
     add_secret(admin_password)
@@ -470,13 +485,15 @@ def embedded_server(
             server_log=log,
         )
     finally:
-        if postmaster is not None:
-            stop_postmaster(postmaster)
-        stop_stray_postmaster(data)
-        if keep_log is not None:
-            _keep_log(log, keep_log)
-        shutil.rmtree(root, ignore_errors=True)
-        ledger.released(noted)
+        with signals_deferred():  # a second Ctrl-C must not leave the server or its files
+            if postmaster is not None:
+                stop_postmaster(postmaster)
+            stop_stray_postmaster(data)
+            if keep_log is not None:
+                _keep_log(log, keep_log)
+            shutil.rmtree(root, ignore_errors=True)
+            if not root.exists():
+                ledger.released(noted)
 
 
 # --------------------------------------------------------------------------- compose

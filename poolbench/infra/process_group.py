@@ -18,8 +18,9 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import psutil
@@ -58,6 +59,43 @@ def die_with_parent(sig: signal.Signals) -> Callable[[], None] | None:
             os._exit(1)
 
     return hook
+
+
+def tie_to_parent(sig: signal.Signals = signal.SIGTERM) -> bool:
+    """Make this process receive `sig` when its parent dies: for a process its parent forked
+    (Locust's `--processes` workers), which spawn's pre-exec hook never saw. Whether it took."""
+    parent = os.getppid()
+    if _PRCTL is None or parent == 1:
+        return False
+    _PRCTL(PR_SET_PDEATHSIG, int(sig), 0, 0, 0)
+    if os.getppid() != parent:  # the parent died before the hook was set
+        os._exit(1)
+    return True
+
+
+@contextlib.contextmanager
+def signals_deferred() -> Iterator[None]:
+    """Ctrl-C and SIGTERM wait until the block ends (then raise KeyboardInterrupt as usual).
+
+    For teardown that must finish, such as removing a server's data directory: a second
+    Ctrl-C a moment after the first would otherwise skip it. Outside the main thread (where
+    Python delivers signals) the block runs as it is.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    caught: list[int] = []
+    wanted = (signal.SIGINT, signal.SIGTERM)
+    previous = {sig: signal.getsignal(sig) for sig in wanted}
+    for sig in wanted:
+        signal.signal(sig, lambda signum, frame: caught.append(signum))
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+    if caught and sys.exc_info()[0] is None:
+        raise KeyboardInterrupt
 
 
 def spawn(

@@ -25,7 +25,7 @@ from __future__ import annotations
 import json
 import logging
 import math
-import os
+import signal
 import time
 from pathlib import Path
 from typing import Any
@@ -35,6 +35,8 @@ import numpy as np
 from locust import LoadTestShape, events
 from locust.runners import MasterRunner, WorkerRunner
 
+from poolbench.files import atomic_write
+from poolbench.infra.process_group import tie_to_parent
 from poolbench.load import shapes
 from poolbench.results.requests import TRANSFER, RequestWriter, move_requests, numbered
 
@@ -110,9 +112,7 @@ class Status:
     def update(self, **values: Any) -> None:
         self.data.update(values)
         if self.path is not None:
-            tmp = self.path.with_name(f".{self.path.name}.tmp")
-            tmp.write_text(json.dumps(self.data) + "\n")
-            os.replace(tmp, self.path)
+            atomic_write(self.path, json.dumps(self.data) + "\n")
 
 
 def _shape_status(environment) -> dict[str, Any] | None:
@@ -184,7 +184,13 @@ class RequestFiles:
 
 
 def _init_worker(environment) -> None:
-    """A worker sends its requests to the master with every stats report (and the last one)."""
+    """A worker sends its requests to the master with every stats report (and the last one).
+
+    A worker that `--processes` forked dies with its master (which dies with poolbench):
+    otherwise it waits 30-60 s for heartbeats that never come once poolbench is SIGKILLed.
+    """
+    if getattr(environment.parsed_options, "processes", None):
+        tie_to_parent(signal.SIGTERM)
     recorder = Recorder()
     environment.events.request.add_listener(recorder.on_request)
 

@@ -15,14 +15,13 @@ from pathlib import Path
 from poolbench.analysis import Analysis, analyse
 from poolbench.analysis.summary import write_summary
 from poolbench.errors import PoolbenchError
+from poolbench.files import atomic_write
 from poolbench.options import add_fail_if
 from poolbench.results.run_folder import EXIT_DAMAGED, load_run
 
 
 def _write_text(path: Path, content: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(content, encoding="utf-8")
-    os.replace(tmp, path)
+    atomic_write(path, content)
 
 
 def build_report(

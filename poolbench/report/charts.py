@@ -41,6 +41,7 @@ from poolbench import format as fmt
 from poolbench.analysis import Analysis, VariantRun
 from poolbench.analysis.block_test import block_edges, per_block
 from poolbench.analysis.summary import ExperimentSummary
+from poolbench.files import atomic_file
 from poolbench.format import MiB
 
 MAX_POINTS = 1200
@@ -173,9 +174,8 @@ def _figure(rows: int, height_per_row: float, title: str) -> Figure:
 
 def _save(fig: Figure, path: Path) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp.png")
-    fig.savefig(tmp, dpi=DPI)
-    tmp.replace(path)
+    with atomic_file(path, "wb") as out:
+        fig.savefig(out, dpi=DPI, format="png")
 
 
 def _first_repeats(analysis: Analysis, experiment: str) -> list[tuple[str, VariantRun]]:

@@ -21,6 +21,7 @@ from poolbench.analysis.gates import RunsSource, gate_exit
 from poolbench.analysis.summary import Gate
 from poolbench.analysis.thresholds import check, parse
 from poolbench.errors import PoolbenchError
+from poolbench.files import atomic_write
 from poolbench.options import add_fail_if
 from poolbench.report.blocks import Document, Heading, Table
 from poolbench.report.document import Footnotes, glance_note, glance_table
@@ -164,6 +165,6 @@ def run(args: argparse.Namespace) -> int:
                                 [[g.experiment, g.expression, g.outcome, g.explanation] for g in gates], "llll"))  # fmt: skip
     print_document(doc)
     if args.markdown:
-        args.markdown.write_text(render_markdown(doc), encoding="utf-8")
+        atomic_write(args.markdown, render_markdown(doc))
         print(f"markdown: {args.markdown}")
     return gate_exit(gates, args.strict_thresholds)

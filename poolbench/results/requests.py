@@ -33,6 +33,7 @@ from typing import Any, BinaryIO
 import numpy as np
 
 from poolbench.errors import PoolbenchError
+from poolbench.files import atomic_write
 
 REQUESTS_FILE = "requests.bin"
 NAMES_FILE = "requests.names.json"
@@ -173,9 +174,7 @@ class RequestWriter:
             "count": self.count if final else None,
         }
         target = names_path(self.path)
-        tmp = target.with_name(f".{target.name}.tmp")
-        tmp.write_text(json.dumps(data) + "\n")
-        os.replace(tmp, target)
+        atomic_write(target, json.dumps(data) + "\n")
 
 
 # --------------------------------------------------------------------------- reading

@@ -6,7 +6,9 @@ and database on the user's server, and any grandchild that outlived its parent s
 run wrote down what it started (poolbench/infra/ledger.py, `started.jsonl`) and who owns it
 (run.json `owner`: pid, start time, host). A run is **abandoned** when run.json still says
 `running` and its owner is gone — the pid no longer exists, or belongs to a process that
-started at another time (a reused pid), on this host. For each abandoned run, `clean`:
+started at another time (a reused pid), on this host. A run that ended (`partial`, `failed`)
+with something in its ledger never released, its owner gone, is cleaned the same way and
+keeps its status. For each abandoned run, `clean`:
 
 1. stops every recorded process still alive, with what is left of its process group
    (the signal the ledger names: SIGTERM, SIGQUIT for the throwaway postmaster; SIGKILL
@@ -39,10 +41,11 @@ from typing import Any
 import psutil
 
 from poolbench.errors import PoolbenchError, first_line
+from poolbench.files import WriteFailed
 from poolbench.infra import ledger, postgres
 from poolbench.infra.process_group import alive, wait_gone
 from poolbench.redact import mask_file, mask_text, mask_url
-from poolbench.results.run_folder import read_run_json, write_json
+from poolbench.results.run_folder import read_run_json, write_json, write_json_in_place
 from poolbench.results.status import Status
 
 STOP_GRACE_S = 10.0
@@ -56,10 +59,11 @@ class Cleaned:
     run_dir: Path
     done: list[str] = field(default_factory=list)
     left: list[str] = field(default_factory=list)
+    status: str = "abandoned"  # the run's status after cleaning (an ended run keeps its own)
 
     def lines(self) -> list[str]:
         done = "; ".join(self.done) or ("nothing more undone" if self.left else "nothing was left")
-        return [f"{self.run_dir}: abandoned: {done}", *(f"  left: {i}" for i in self.left)]
+        return [f"{self.run_dir}: {self.status}: {done}", *(f"  left: {i}" for i in self.left)]
 
 
 # --------------------------------------------------------------------------- finding runs
@@ -102,11 +106,12 @@ def abandoned_runs(root: Path) -> list[Path]:
             meta = read_run_json(run_dir)
         except PoolbenchError:
             continue
+        left = ledger.leftovers(run_dir / ledger.LEDGER_FILE)
         running = meta["status"] == Status.RUNNING and owner_gone(meta)
-        unfinished = meta["status"] == Status.ABANDONED and ledger.leftovers(
-            run_dir / ledger.LEDGER_FILE
-        )
-        if running or unfinished:
+        unfinished = meta["status"] == Status.ABANDONED and left
+        # a run that ended (interrupted twice, failed) but did not release all it started
+        ended_with_leftovers = meta["status"] not in (Status.RUNNING, Status.ABANDONED) and left
+        if running or unfinished or (ended_with_leftovers and owner_gone(meta)):
             found.append(run_dir)
     return found
 
@@ -221,8 +226,14 @@ def clean_run(run_dir: Path, database_url: str | None = None) -> Cleaned:
             continue
         if done:
             result.done.append(done)
-        ledger.append(path, {"released": item["id"], "by": "clean"})
-    mark_abandoned(run_dir, result)
+        try:
+            ledger.append(path, {"released": item["id"], "by": "clean"})
+        except OSError as exc:  # undone all the same; a later clean finds nothing to undo
+            result.left.append(f"{path}: cannot record that {item['id']} is gone ({exc.strerror})")
+    try:
+        mark_abandoned(run_dir, result)
+    except (PoolbenchError, OSError) as exc:
+        result.left.append(mask_text(first_line(exc)))
     return result
 
 
@@ -236,6 +247,7 @@ def mark_abandoned(run_dir: Path, result: Cleaned) -> None:
             f"abandoned: its poolbench process (pid {owner.get('pid')}) ended without "
             "finishing the run (killed?); found by poolbench clean"
         )
+    result.status = meta["status"]
     meta["cleaned"] = {"at": time.time(), "done": result.done, "left": result.left}
     for experiment in meta["experiments"]:
         for entry in experiment.get("variants", []):
@@ -244,10 +256,19 @@ def mark_abandoned(run_dir: Path, result: Cleaned) -> None:
             entry["status"], entry["error"] = Status.ABANDONED, "the run was abandoned"
             variant_dir = run_dir / str(entry.get("dir", ""))
             if (variant_dir / "variant.json").is_file():
-                write_json(variant_dir / "variant.json", entry)
+                _write_json_anyhow(variant_dir / "variant.json", entry)
             for log in ("app.log", "locust.log"):  # masked as written since; not by older
                 mask_file(variant_dir / log)  # versions of poolbench
-    write_json(run_dir / "run.json", meta)
+    _write_json_anyhow(run_dir / "run.json", meta)
+
+
+def _write_json_anyhow(path: Path, data: dict[str, Any]) -> None:
+    """write_json, or in place when the disk is full; WriteFailed when neither works."""
+    try:
+        write_json(path, data)
+    except WriteFailed:
+        if not write_json_in_place(path, data):
+            raise
 
 
 def clean_root(root: Path, database_url: str | None = None) -> list[Cleaned]:

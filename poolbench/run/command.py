@@ -7,7 +7,7 @@ import os
 import sys
 from pathlib import Path
 
-from poolbench.options import add_fail_if, count, duration, names
+from poolbench.options import add_fail_if, count, duration, names, out_root
 from poolbench.results.status import Status
 
 EXIT_VARIANT_FAILED = 1
@@ -47,22 +47,27 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="where the Locust master listens (default 127.0.0.1; exposing it is deliberate)")  # fmt: skip
     parser.add_argument("--soak", type=duration, metavar="DURATION",
                         help="continue the load at constant users this long (e.g. 10m): the leak test's window")  # fmt: skip
-    parser.add_argument("--out", type=Path, default=Path("results"),
+    parser.add_argument("--out", type=out_root, default=Path("results"),
                         help="results root (default: results/)")  # fmt: skip
     parser.add_argument("--no-report", action="store_true", help="skip the report at the end")
     add_fail_if(parser)
 
 
 def run(args: argparse.Namespace) -> int:
-    from poolbench.analysis.metrics import check_claims
-    from poolbench.config.bench import load_config, select
+    from poolbench.analysis.metrics import BY_NAME, check_claims
+    from poolbench.config.bench import load_config, parse_fail_if, select
     from poolbench.report import report_run
+    from poolbench.results.run_folder import check_free_space, check_results_root
     from poolbench.run.clean import clean_before_run
     from poolbench.run.runner import Runner
 
+    parse_fail_if(args.fail_if, "--fail-if", metrics=list(BY_NAME))
+    check_results_root(args.out)
     config = load_config(args.config)
-    for name, experiment in config.experiments.items():
+    for name, experiment in config.experiments.items():  # the names the analysis knows
         check_claims(experiment.claims, f"experiments.{name}.claims")
+        where = f"experiments.{name}.fail_if"
+        parse_fail_if(list(experiment.fail_if), where, experiment.variants, list(BY_NAME))
     experiments = select(
         config,
         experiments=args.experiments,
@@ -73,8 +78,10 @@ def run(args: argparse.Namespace) -> int:
         load=load_overrides(args),
         soak_s=args.soak,
         pg_bindir=str(Path(args.pg_bindir).resolve()) if args.pg_bindir else None,
+        fail_if=args.fail_if,
     )
     clean_before_run(args.out, args.database_url)
+    check_free_space(args.out, experiments)
     runner = Runner(config, experiments, args.out, ["poolbench", *sys.argv[1:]], args.database_url)
     record = runner.run()
     print(f"results: {record.run_dir}")

@@ -33,6 +33,7 @@ import httpx
 from poolbench.collector import CollectorThread
 from poolbench.config.bench import BenchConfig, Experiment, Variant
 from poolbench.errors import PoolbenchError
+from poolbench.infra import ledger
 from poolbench.infra.app_server import HOST, RunningVariant, VariantStartError
 from poolbench.infra.postgres import Database, free_port
 from poolbench.load import locust
@@ -89,7 +90,7 @@ class UiSession:
         ref = VariantRef(experiment.name, variant.name, 1, "1/1", record.variant_dir(entry))
         status, error = Status.COMPLETE, None
         try:
-            with self.display, _restored_signals():
+            with ledger.recording(record.run_dir), self.display, _restored_signals():
                 self.events.variant_started.fire(ref=ref)
                 stack.add_census(entry, experiment, variant, ref.dir)
                 record.save_variant(entry)
