@@ -7,6 +7,7 @@ import os
 import sys
 from pathlib import Path
 
+from poolbench.config.bench import BenchConfig, Experiment
 from poolbench.options import add_fail_if, count, duration, names, out_root
 from poolbench.results.status import Status
 
@@ -54,20 +55,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from poolbench.analysis.metrics import BY_NAME, check_claims
-    from poolbench.config.bench import load_config, parse_fail_if, select
-    from poolbench.report import report_run
-    from poolbench.results.run_folder import check_free_space, check_results_root
-    from poolbench.run.clean import clean_before_run
-    from poolbench.run.runner import Runner
+    from poolbench.config.bench import select
 
-    parse_fail_if(args.fail_if, "--fail-if", metrics=list(BY_NAME))
-    check_results_root(args.out)
-    config = load_config(args.config)
-    for name, experiment in config.experiments.items():  # the names the analysis knows
-        check_claims(experiment.claims, f"experiments.{name}.claims")
-        where = f"experiments.{name}.fail_if"
-        parse_fail_if(list(experiment.fail_if), where, experiment.variants, list(BY_NAME))
+    config = checked_config(args)
     experiments = select(
         config,
         experiments=args.experiments,
@@ -80,6 +70,35 @@ def run(args: argparse.Namespace) -> int:
         pg_bindir=str(Path(args.pg_bindir).resolve()) if args.pg_bindir else None,
         fail_if=args.fail_if,
     )
+    return run_and_report(config, experiments, args)
+
+
+def checked_config(args: argparse.Namespace) -> BenchConfig:
+    """The bench file, once --fail-if, --out and every name the file uses are known good:
+    a mistake is one line before anything starts (`poolbench run` and `poolbench size`)."""
+    from poolbench.analysis.metrics import BY_NAME, check_claims
+    from poolbench.config.bench import load_config, parse_fail_if
+    from poolbench.results.run_folder import check_results_root
+
+    parse_fail_if(args.fail_if, "--fail-if", metrics=list(BY_NAME))
+    check_results_root(args.out)
+    config = load_config(args.config)
+    for name, experiment in config.experiments.items():  # the names the analysis knows
+        check_claims(experiment.claims, f"experiments.{name}.claims")
+        where = f"experiments.{name}.fail_if"
+        parse_fail_if(list(experiment.fail_if), where, experiment.variants, list(BY_NAME))
+    return config
+
+
+def run_and_report(
+    config: BenchConfig, experiments: list[Experiment], args: argparse.Namespace
+) -> int:
+    """Run the experiments, then the summary and the report; the exit code says how it went."""
+    from poolbench.report import report_run
+    from poolbench.results.run_folder import check_free_space
+    from poolbench.run.clean import clean_before_run
+    from poolbench.run.runner import Runner
+
     clean_before_run(args.out, args.database_url)
     check_free_space(args.out, experiments)
     runner = Runner(config, experiments, args.out, ["poolbench", *sys.argv[1:]], args.database_url)
@@ -87,5 +106,8 @@ def run(args: argparse.Namespace) -> int:
     print(f"results: {record.run_dir}")
     gated = report_run(record.run_dir, args.no_report, args.fail_if, args.strict_thresholds)
     if record.data["status"] != Status.COMPLETE:
-        print(f"poolbench run: {record.data['status']}: {record.data['error']}", file=sys.stderr)
+        print(
+            f"poolbench {args.command}: {record.data['status']}: {record.data['error']}",
+            file=sys.stderr,
+        )
     return EXIT_VARIANT_FAILED if record.data["status"] == Status.FAILED else gated

@@ -9,12 +9,11 @@ size and recommends the smallest size as good as the best (poolbench.analysis.po
 from __future__ import annotations
 
 import argparse
-import sys
 from dataclasses import replace
 from pathlib import Path
 
 from poolbench.errors import PoolbenchError
-from poolbench.options import add_fail_if
+from poolbench.options import add_fail_if, out_root
 
 DEFAULT_SIZES = (1, 2, 4, 8, 16, 32)
 
@@ -55,17 +54,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--quick", action="store_true", help="the bench file's quick load")
     parser.add_argument("--repeats", type=int, help="runs per size")
     parser.add_argument("--database-url", help="use this PostgreSQL instead of an embedded one")
-    parser.add_argument("--out", type=Path, default=Path("results"), help="results root")
+    parser.add_argument("--out", type=out_root, default=Path("results"), help="results root")
     parser.add_argument("--no-report", action="store_true", help="skip the report at the end")
     add_fail_if(parser)
 
 
 def run(args: argparse.Namespace) -> int:
-    from poolbench.config.bench import load_config, select
-    from poolbench.report import report_run
-    from poolbench.run.runner import Runner
+    from poolbench.config.bench import select
+    from poolbench.run.command import checked_config, run_and_report
 
-    config = load_config(args.config)
+    config = checked_config(args)
     if args.variant not in config.variants:
         raise PoolbenchError(
             f"unknown variant {args.variant!r}: valid variants are {', '.join(sorted(config.variants))}"
@@ -82,7 +80,4 @@ def run(args: argparse.Namespace) -> int:
             "a sweep needs a steady window: use an experiment with shape steady or ramp"
         )
     experiments = sweep_experiments(base, args.variant, args.sizes)
-    runner = Runner(config, experiments, args.out, ["poolbench", *sys.argv[1:]], args.database_url)
-    record = runner.run()
-    print(f"results: {record.run_dir}")
-    return report_run(record.run_dir, args.no_report, args.fail_if, args.strict_thresholds)
+    return run_and_report(config, experiments, args)
