@@ -15,6 +15,7 @@ file's thresholds or failing on a bad argument should not pay for it.
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -33,6 +34,7 @@ from poolbench.analysis.summary import (
 )
 from poolbench.analysis.typed import num
 from poolbench.errors import PoolbenchError
+from poolbench.results.record import RunEntry
 from poolbench.results.run_folder import RunResult, load_run
 from poolbench.results.status import Status
 
@@ -45,6 +47,11 @@ class Analysis:
     runs: list[VariantRun]
     run_dir: Path
     meta: dict[str, Any] = field(default_factory=dict)  # run.json
+
+    @functools.cached_property
+    def run(self) -> RunEntry:
+        """run.json as a typed record."""
+        return RunEntry.from_json(self.meta, f"{self.run_dir}/run.json")
 
     def experiment_runs(self, experiment: str) -> dict[str, list[VariantRun]]:
         """Variant name → its repeats in order, for one experiment."""

@@ -88,7 +88,7 @@ def exact_figures(
     log = result.server_log()
     if log is None:
         return ExactFigures(False, reason=result.postgres_log_reason)
-    database = (result.meta.get("database") or {}).get("dbname")
+    database = result.entry.dbname
     if not database or w.load is None:
         return ExactFigures(False, reason="the variant records no database name or load phase")
     exact = timelines(log, database)

@@ -17,7 +17,7 @@ from poolbench.analysis.memory import CpuFigures, MemoryFigures, cpu_figures, me
 from poolbench.analysis.model import PoolModel, pool_model
 from poolbench.analysis.series import VariantSeries, build_series
 from poolbench.analysis.traffic import TrafficFigures, traffic_figures
-from poolbench.analysis.typed import Json, Window, num
+from poolbench.analysis.typed import Json, Window
 from poolbench.analysis.windows import Windows, windows_for
 from poolbench.results.events import ROUTINE, EventKind
 from poolbench.results.run_folder import VariantResult
@@ -128,7 +128,7 @@ def leak_window(w: Windows, churn: ChurnFigures) -> Window | None:
 def analyse_variant(result: VariantResult) -> VariantRun:
     series = build_series(result)
     first = float(result.samples["ts"].min()) if not result.samples.empty else None
-    windows = windows_for(result.meta, series.users, first)
+    windows = windows_for(result.entry, series.users, first)
     connections = connection_figures(series, windows)
     model = pool_model(result.meta, connections)
     churn = churn_figures(series, windows)
@@ -137,11 +137,11 @@ def analyse_variant(result: VariantResult) -> VariantRun:
         experiment=result.experiment,
         variant=result.variant,
         repeat=result.repeat,
-        label=str(result.meta.get("label") or result.variant),
-        dir=str(result.meta.get("dir") or result.path.name),
-        status=result.meta.get("status"),
-        fault=result.meta.get("error") or None,
-        workers=int(num(result.meta.get("workers")) or 1),
+        label=result.entry.label or result.variant,
+        dir=result.entry.dir or result.path.name,
+        status=result.entry.status,
+        fault=result.entry.error,
+        workers=result.entry.workers,
         windows=windows,
         connections=connections,
         churn=churn,
@@ -157,7 +157,7 @@ def analyse_variant(result: VariantResult) -> VariantRun:
         census=_census(result.census),
         exact=exact_figures(result, series, windows, churn.churn_window),
         collector_gap_s=series.gap_seconds,
-        collector=result.meta.get("collector") or {},
+        collector=dict(result.entry.collector),
         events=_lifecycle(result.events, windows),
     )
     return VariantRun(result, series, figures)

@@ -24,6 +24,7 @@ from poolbench.analysis.stats import Comparison
 from poolbench.analysis.summary import Gate
 from poolbench.analysis.thresholds import EXIT_THRESHOLD, check, parse
 from poolbench.errors import PoolbenchError
+from poolbench.results.record import RunEntry
 
 WITHIN_RUN = "one run per side: only a within-run test, which cannot decide a gate (use --repeats)"
 
@@ -89,13 +90,9 @@ def check_analysis(analysis: Analysis, expressions: dict[str, list[str]]) -> lis
     return gates
 
 
-def recorded(meta: dict) -> dict[str, list[str]]:
+def recorded(run: RunEntry) -> dict[str, list[str]]:
     """The bench file's thresholds as run.json recorded them, per experiment."""
-    out: dict[str, list[str]] = {}
-    for entry in meta.get("experiments") or []:
-        if isinstance(entry, dict) and entry.get("fail_if"):
-            out[str(entry.get("name"))] = [str(e) for e in entry["fail_if"]]
-    return out
+    return {e.name: list(e.fail_if) for e in run.experiments if e.fail_if}
 
 
 def gate_exit(gates: list[Gate], strict: bool = False) -> int:

@@ -13,12 +13,14 @@ is the second half of the load phase and is named so.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
 
-from poolbench.analysis.typed import Json, Window, num
+from poolbench.analysis.typed import Json, Window
+from poolbench.results.record import Phase, VariantEntry
 
 SETTLE_S = 2.0
 MIN_FULL_LOAD_S = 5.0  # shorter than this after settling: fall back to the 2nd half of load
@@ -33,16 +35,13 @@ class Windows(Json):
     t0: float  # the first phase's start: time zero of the charts
 
 
-def recorded_phases(meta: dict) -> dict[str, Window]:
-    phases: dict[str, Window] = {}
-    for phase in meta.get("phases") or []:
-        if not isinstance(phase, dict):
-            continue
-        start, end = num(phase.get("start")), num(phase.get("end"))
-        name = phase.get("name")
-        if name and start is not None and end is not None and end > start:
-            phases[str(name)] = Window(str(name), start, end)
-    return phases
+def recorded_phases(phases: Sequence[Phase]) -> dict[str, Window]:
+    """The phases that ran to their end, by name (a later phase of a name wins)."""
+    return {
+        p.name: Window(p.name, p.start, p.end)
+        for p in phases
+        if p.end is not None and p.end > p.start
+    }
 
 
 def full_load_window(load: Window, users: pd.Series) -> Window:
@@ -68,8 +67,8 @@ def full_load_window(load: Window, users: pd.Series) -> Window:
     return Window("load, 2nd half", half, load.end)
 
 
-def windows_for(meta: dict, users: pd.Series, first_sample: float | None) -> Windows:
-    phases = recorded_phases(meta)
+def windows_for(entry: VariantEntry, users: pd.Series, first_sample: float | None) -> Windows:
+    phases = recorded_phases(entry.phases)
     load = phases.get("load")
     idle = phases.get("idle")
     starts = [w.start for w in phases.values()]

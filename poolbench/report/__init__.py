@@ -60,7 +60,7 @@ def apply_thresholds(analysis: Analysis, fail_if: list[str] | None) -> None:
     """The bench file's thresholds (run.json) and the command line's, into the summary."""
     from poolbench.analysis.gates import check_analysis, recorded
 
-    expressions = recorded(analysis.meta)
+    expressions = recorded(analysis.run)
     if fail_if:
         expressions[""] = list(fail_if)
     if expressions:

@@ -18,7 +18,7 @@ def variant_line(result: VariantResult, figures: VariantFigures | None = None) -
     """One variant's line; `figures` as analysis computed them, else computed here."""
     if figures is None and result.has_samples:
         figures = analyse_variant(result).figures
-    status = result.meta.get("status") or "?"
+    status = result.entry.status or "?"
     if figures is None:
         return f"  {result.variant:<12} {status:<9} (no samples)"
     c, t = figures.connections, figures.traffic
@@ -34,7 +34,7 @@ def text_summary(source: Path | RunResult, analysis: Analysis | None = None) -> 
     """Pass the run's Analysis when there is one, so no figure is computed twice."""
     run = source if isinstance(source, RunResult) else load_run(source)
     computed = {r.result.key: r.figures for r in analysis.runs} if analysis else {}
-    lines = [f"run {run.meta['run_id']}: {run.meta['status']}"]
+    lines = [f"run {run.run.run_id}: {run.run.status}"]
     for name in run.experiment_names:
         lines.append(f"{name}: connections (peak during load, held when idle), full-load traffic")
         lines.extend(variant_line(v, computed.get(v.key)) for v in run.experiment(name))

@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Any
 import pandas as pd
 import psutil
 
+from poolbench.results.record import SCHEMA, RunEntry, VariantEntry
 from poolbench.results.status import Status
 from poolbench.results import applog
 from poolbench.errors import PoolbenchError, first_line
@@ -40,7 +41,6 @@ from poolbench.results.requests import RequestLog, read_requests, requests_file
 if TYPE_CHECKING:
     from poolbench.results.pglog import ServerLog
 
-SCHEMA = 1
 EXIT_DAMAGED = 4  # `poolbench report` when a samples file is damaged (docs/results.md)
 LOCUST_FILES = {
     "stats": "locust_stats.csv",
@@ -290,6 +290,11 @@ class VariantResult:
     _server_log: ServerLog | None = field(default=None, init=False, repr=False, compare=False)
 
     @functools.cached_property
+    def entry(self) -> VariantEntry:
+        """`meta` read as a typed record (results/record.py), checked once."""
+        return VariantEntry.from_json(self.meta, f"{self.path}/variant.json")
+
+    @functools.cached_property
     def refusals(self) -> dict[str, int | None]:
         """Requests refused with SQLSTATE 53300: {"app_log", "locust", "count"} (applog)."""
         return applog.refusals(self.app_log, self.locust.get("failures"))
@@ -301,22 +306,19 @@ class VariantResult:
 
     @property
     def key(self) -> str:
-        return self.meta["dir"]
+        return self.entry.dir
 
     @property
     def experiment(self) -> str:
-        return str(self.meta.get("experiment") or self.path.parent.name)
+        return self.entry.experiment or self.path.parent.name
 
     @property
     def variant(self) -> str:
-        return str(self.meta.get("variant") or self.path.name)
+        return self.entry.variant or self.path.name
 
     @property
     def repeat(self) -> int:
-        try:
-            return int(self.meta.get("repeat") or 1)
-        except (TypeError, ValueError):
-            return 1
+        return self.entry.repeat
 
     @property
     def has_samples(self) -> bool:
@@ -333,9 +335,7 @@ class VariantResult:
         """Why there is no postgres.log (None when there is one): connections sampled only."""
         if self.postgres_log is not None:
             return None
-        recorded = self.meta.get("postgres_log")
-        reason = recorded.get("reason") if isinstance(recorded, dict) else None
-        return reason or "no postgres.log in the variant folder: connections are sampled only"
+        return self.entry.postgres_log_reason or "no postgres.log in the variant folder: connections are sampled only"
 
     def server_log(self) -> ServerLog | None:
         """postgres.log parsed into sessions and refusals (None without the file); read once."""
@@ -358,6 +358,11 @@ class RunResult:
     def experiment(self, name: str) -> list[VariantResult]:
         return [v for v in self.variants if v.experiment == name]
 
+    @functools.cached_property
+    def run(self) -> RunEntry:
+        """`meta` (run.json) read as a typed record (results/record.py)."""
+        return RunEntry.from_json(self.meta, f"{self.path}/run.json")
+
     @property
     def damaged(self) -> bool:
         """Some samples file is cut or incomplete (`poolbench report` exits EXIT_DAMAGED)."""
@@ -366,7 +371,7 @@ class RunResult:
     @property
     def experiment_names(self) -> list[str]:
         """Experiment names in run.json order."""
-        return [str(e.get("name", "")) for e in self.meta["experiments"]]
+        return [e.name for e in self.run.experiments]
 
 
 def _json_file(path: Path) -> Any:
@@ -393,17 +398,7 @@ def read_run_json(run_dir: Path) -> dict[str, Any]:
     meta = _json_file(path)
     if not isinstance(meta, dict):
         raise PoolbenchError(f"{path} holds a JSON {type(meta).__name__}, not an object")
-    for key in ("schema", "run_id", "status", "experiments"):
-        if key not in meta:
-            raise PoolbenchError(f"{path} lacks the key {key!r}")
-    if meta["schema"] != SCHEMA:
-        raise PoolbenchError(f"{path} has schema {meta['schema']}, this poolbench reads {SCHEMA}")
-    if meta["status"] not in set(Status):
-        raise PoolbenchError(f"{path} has unknown status {meta['status']!r}")
-    if not isinstance(meta["experiments"], list) or not all(
-        isinstance(e, dict) and isinstance(e.get("variants", []), list) for e in meta["experiments"]
-    ):
-        raise PoolbenchError(f"{path}: 'experiments' must be a list of objects with 'variants'")
+    RunEntry.from_json(meta, str(path))  # every field checked; a mistake is one line
     return meta
 
 
