@@ -30,6 +30,7 @@ LIFECYCLE_KINDS = (
     "postgres_restarted",
     "locust_exited",
     "users_dropped",
+    "stalled",  # a span (ts to `end`) in which the app or PostgreSQL did no work
 )
 
 

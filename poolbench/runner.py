@@ -139,11 +139,18 @@ class Runner:
             self._end_variant(ref, entry, "partial", None)
             raise
         except (PoolbenchError, VariantStartError) as exc:
-            if dog is not None and dog.fault is not None:  # the cause, not what followed it
-                self._end_variant(ref, entry, "failed", dog.fault)
-                return  # the next variant has its own database and app: the run goes on
-            self._end_variant(ref, entry, "failed", first_line(exc))
-            raise PoolbenchError(f"{experiment.name}/{variant.name}: {exc}") from None
+            if exc.ends_run:
+                self._end_variant(ref, entry, "failed", first_line(exc))
+                raise
+            # the cause (the watchdog's finding), not what followed it; the next variant has
+            # its own database and app: the run goes on
+            if dog is not None and dog.fault is not None:
+                reason = dog.fault  # already said, as the watchdog's event
+            else:
+                reason = first_line(exc)
+                self.display.message(f"! {experiment.name}/{variant.name}: failed: {reason}")
+            self._end_variant(ref, entry, "failed", reason)
+            return
         self._end_variant(ref, entry, status, error)
 
     def _end_variant(self, ref: VariantRef, entry: dict, status: str, error: str | None) -> None:
@@ -160,6 +167,7 @@ class Runner:
         )
         try:
             with collector:
+                dog.watch_collector(lambda: collector.latest().ts)
                 self._preflight(db, entry)
                 self._phase(ref, "warmup", phases.warmup_s,
                             lambda: self._warmup(experiment, app, ref, dog))  # fmt: skip
@@ -168,6 +176,7 @@ class Runner:
                 self._phase(ref, "idle", phases.idle_s,
                             lambda: self._idle(ref, phases.idle_s, collector, dog))  # fmt: skip
         finally:
+            dog.watch_collector(None)  # stopped on purpose: its silence says nothing now
             entry["collector"]["rows_written"] = collector.rows_written
             entry["watchdog"] = dog.describe()
             self.events.load_started.remove_listener(on_load)
@@ -237,8 +246,11 @@ class Runner:
             self._await_workers(ref, settings, port, app.base_url)
 
         def live() -> None:
-            self._show_live(ref, collector, process.progress(), dog)
+            progress = process.progress()
+            dog.load_progress(progress.get("users"), progress.get("requests"))
+            self._show_live(ref, collector, progress, dog)
 
+        ended_early: float | None = None
         try:
             started = process.wait_started(settings, live)
             applied = (process.status().get("shape") or {}).get("applied")
@@ -257,16 +269,22 @@ class Runner:
                     soak_at = None
                 live()
                 time.sleep(0.5)
+            ended_early = dog.locust_ended()  # judged now, not at the watchdog's next poll
             dog.check()  # a fault that ended Locust is the error, not Locust's exit code
         finally:
             dog.stop_watching_locust()
             process.stop()
-            record = locust.load_record(process.status(), settings, load_s + soak_s)
+            status = process.status()
+            if ended_early is not None and status.get("test_start") and not status.get("test_stop"):
+                status["test_stop"] = ended_early  # killed: its figures end where it did
+            record = locust.load_record(status, settings, load_s + soak_s)
             self.record.entry_for(out)["locust"] = record
             if message := (record.get("shape") or {}).get("message"):
                 self.display.message(f"[{experiment.name}] {ref.variant}: {message}")
-        if process.proc.returncode != 0:
+        if process.proc.returncode != 0 and ended_early is None:
             raise PoolbenchError(process.ended(process.proc.returncode))
+        # Locust ended before its time (killed, crashed): the watchdog's event degrades the
+        # variant, and what it recorded until then is kept; it does not end the run
 
     def _await_workers(self, ref: VariantRef, settings, port: int, target: str) -> None:
         """Say what each worker machine runs; the command is also kept in events.jsonl."""
