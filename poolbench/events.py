@@ -33,6 +33,13 @@ LIFECYCLE_KINDS = (
     "stalled",  # a span (ts to `end`) in which the app or PostgreSQL did no work
 )
 
+STALL_CAUSES = {  # why a span is a `stalled` event's, in words (its `causes`)
+    "app_stopped": "the app's processes were stopped (state T)",
+    "postgres_stopped": "PostgreSQL's processes were stopped (state T)",
+    "no_requests": "no request completed while users were active",
+    "postgres_silent": "PostgreSQL did not answer the collector",
+}
+
 
 @dataclass(frozen=True)
 class VariantRef:

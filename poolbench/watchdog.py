@@ -49,7 +49,7 @@ from poolbench import shapes
 from poolbench.collector import procfs
 from poolbench.config import LoadSettings
 from poolbench.errors import PoolbenchError
-from poolbench.events import RunEvents, VariantRef
+from poolbench.events import STALL_CAUSES, RunEvents, VariantRef
 
 POLL_HZ = 4.0
 MIN_LIFETIME_S = 1.0  # a child that lives less than this is a helper, not a server process
@@ -60,12 +60,6 @@ END_MARGIN_S = 2.0  # users leaving in the last seconds of a phase are Locust st
 STALL_S = 5.0  # no request completed this long while users are active: the load is stalled
 STALL_GAPS = 10  # ... or this many of its usual gaps between completions, when longer
 SILENT_S = 5.0  # the collector's newest sample this old: PostgreSQL is not answering it
-STALL_CAUSES = {  # why a span is a stall, in the words of the event's description
-    "app_stopped": "the app's processes were stopped (state T)",
-    "postgres_stopped": "PostgreSQL's processes were stopped (state T)",
-    "no_requests": "no request completed while users were active",
-    "postgres_silent": "PostgreSQL did not answer the collector",
-}
 
 
 class VariantFault(PoolbenchError):

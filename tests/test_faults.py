@@ -11,6 +11,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -255,3 +256,67 @@ def test_a_crowded_server_is_warned_about_and_its_refusals_counted(crowded_run) 
     assert f"warning: e/after: {preflight['warning']}" in stderr.replace("\n", " ")
     refusals = variant.refusals
     assert refusals["app_log"] > 0 and refusals["count"] >= refusals["app_log"]
+
+
+def _freeze(pids: list[int], seconds: float) -> tuple[float, float]:
+    """SIGSTOP the processes, wait, SIGCONT them: when they stopped and resumed."""
+    stopped = time.time()
+    for pid in pids:
+        os.kill(pid, signal.SIGSTOP)
+    try:
+        time.sleep(seconds)
+    finally:
+        for pid in pids:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGCONT)
+    return stopped, time.time()
+
+
+def _tree(pid: int) -> list[int]:
+    return [pid, *(p.pid for p in psutil.Process(pid).children(recursive=True))]
+
+
+def test_a_frozen_app_a_frozen_postgres_and_a_killed_locust_are_marked_and_the_run_goes_on(
+    tmp_path: Path,
+) -> None:
+    """One run, three repeats: the app frozen 4 s (SIGSTOP, SIGCONT), every PostgreSQL
+    process frozen 6 s, Locust killed with SIGKILL. Each variant `degraded` with its reason in
+    one line, a `stalled` event with its span (or Locust's exit), the report written."""
+    out = tmp_path / "r"
+    proc = _start(_bench(tmp_path, repeats=3, load_s=12), out, report=True)
+    entry = _in_load(out, proc, "e/after-1")
+    app_frozen = _freeze(_tree(entry["pids"]["app"]), 4.0)
+    entry = _in_load(out, proc, "e/after-2")
+    pg_frozen = _freeze(_tree(entry["pids"]["postmaster"]), 6.0)
+    entry = _in_load(out, proc, "e/after-3")
+    os.kill(entry["pids"]["load"], signal.SIGKILL)
+    _, stderr = proc.communicate(timeout=180)
+
+    assert proc.returncode == 0, stderr[-3000:]  # degraded is not failed
+    assert stderr.count("! e/after: the variant stalled for ") == 2  # said in the terminal too
+    run = load_run(out / "latest")
+    statuses = {v.key: v.meta["status"] for v in run.variants}
+    assert statuses == {"e/after-1": "degraded", "e/after-2": "degraded", "e/after-3": "degraded"}
+    assert run.meta["status"] == "degraded"
+    for key, (stopped, resumed), cause in (
+        ("e/after-1", app_frozen, "app_stopped"),
+        ("e/after-2", pg_frozen, "postgres_stopped"),
+    ):
+        [stall] = _events(run.path, key, "stalled")
+        assert cause in stall["causes"] and stall["phase"] == "load"
+        assert stopped - 1.5 <= stall["ts"] <= stopped + 0.6
+        assert resumed - 0.1 <= stall["end"] <= resumed + 3
+        error = next(v for v in run.variants if v.key == key).meta["error"]
+        assert error.startswith("the variant stalled for ") and "\n" not in error
+    assert "postgres_silent" in _events(run.path, "e/after-2", "stalled")[0]["causes"]
+    [killed] = _events(run.path, "e/after-3", "locust_exited")
+    assert killed["exit_status"] == -9 and killed["early"] is True
+    assert (
+        run.variants[2]
+        .meta["error"]
+        .startswith(f"Locust (pid {entry['pids']['load']}) exited before its time (signal 9)")
+    )
+    assert run.variants[2].meta["locust"]["full_load"][1] <= killed["ts"] + 1  # ends with it
+    report = (run.path / "report.md").read_text()
+    assert report.count("| stalled |") == 2
+    assert "e/after-1: stalled for " in report and "measure the stall, not the app" in report

@@ -43,7 +43,9 @@ def _ref(tmp_path: Path) -> VariantRef:
 
 def _collect(events: RunEvents) -> list[dict]:
     seen: list[dict] = []
-    events.lifecycle.add_listener(lambda ref, kind, ts, **d: seen.append({"kind": kind, "ts": ts, **d}))
+    events.lifecycle.add_listener(
+        lambda ref, kind, ts, **d: seen.append({"kind": kind, "ts": ts, **d})
+    )
     return seen
 
 

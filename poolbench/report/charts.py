@@ -191,11 +191,17 @@ def _fmt(value: float | None) -> str:
 
 
 def _mark_events(ax, run: VariantRun, clock: _Clock) -> list:
-    """Vertical lines at the process events of the run (worker exits, restarts)."""
+    """Vertical lines at the process events of the run (worker exits, restarts), a shaded span
+    over each stall."""
     handles = []
     for event in run.figures.events:
         ts = event.get("ts")
         if ts is None:
+            continue
+        if event["event"] == "stalled" and event.get("end") is not None:  # a span, not a moment
+            start, end = clock.x(run, [float(ts), float(event["end"])])
+            handles.append(ax.axvspan(start, end, color="#d62728", alpha=0.18, lw=0, zorder=3,
+                                      label=f"stalled ({float(event['end']) - float(ts):.1f} s)"))  # fmt: skip
             continue
         line = ax.axvline(clock.x(run, [float(ts)])[0], color="#222222", lw=1, ls=":", zorder=4,
                           label=f"{event['event']}" + (f" (pid {event['pid']})" if event.get("pid") else ""))  # fmt: skip
