@@ -22,7 +22,7 @@ from typing import Any
 
 from poolbench import ledger, postgres, stack
 from poolbench import load as locust
-from poolbench.collector import CollectorThread
+from poolbench.collector import CollectorThread, sockets
 from poolbench.config import BenchConfig, Experiment, Variant
 from poolbench.errors import PoolbenchError, first_line
 from poolbench.events import EventLog, RunEvents, VariantRef
@@ -130,6 +130,7 @@ class Runner:
             with stack.database_and_app(
                 record, experiment, variant, entry, out, self.database_url
             ) as (db, app):
+                self._check_bind(app, entry)
                 with Watchdog(self.events, ref) as dog:
                     dog.watch_app(app.pid)
                     dog.watch_postgres(db.postmaster_pid, db.port)
@@ -147,11 +148,23 @@ class Runner:
             if dog is not None and dog.fault is not None:
                 reason = dog.fault  # already said, as the watchdog's event
             else:
-                reason = first_line(exc)
+                reason = one_line(exc)
                 self.display.message(f"! {experiment.name}/{variant.name}: failed: {reason}")
             self._end_variant(ref, entry, "failed", reason)
             return
         self._end_variant(ref, entry, status, error)
+
+    def _check_bind(self, app, entry: dict) -> None:
+        """The app listens on loopback only, as every server poolbench starts: one reachable
+        from other machines is refused (a load test is no reason to expose it)."""
+        ends = sockets.listening(app.pids())
+        entry["listening"] = [f"{address}:{port}" for address, port in ends]
+        if exposed := sockets.beyond_loopback(ends):
+            where = ", ".join(f"{address}:{port}" for address, port in exposed)
+            raise PoolbenchError(
+                f"the app listens on {where}, beyond loopback: poolbench runs servers on "
+                "127.0.0.1 only (in a variant's command, pass --host {host})"
+            )
 
     def _end_variant(self, ref: VariantRef, entry: dict, status: str, error: str | None) -> None:
         entry["status"], entry["error"] = status, error
@@ -283,6 +296,8 @@ class Runner:
                 self.display.message(f"[{experiment.name}] {ref.variant}: {message}")
         if process.proc.returncode != 0 and ended_early is None:
             raise PoolbenchError(process.ended(process.proc.returncode))
+        if problem := locust.load_problem(outputs):  # nothing of the app was measured
+            raise PoolbenchError(problem)
         # Locust ended before its time (killed, crashed): the watchdog's event degrades the
         # variant, and what it recorded until then is kept; it does not end the run
 
@@ -308,6 +323,18 @@ class Runner:
     def _show_live(self, ref: VariantRef, collector, load: dict[str, float], dog) -> None:
         stack.fire_live(self.events, ref, collector, load)
         dog.check()
+
+
+def one_line(exc: BaseException) -> str:
+    """An error as one line: its first, and of the log lines quoted under it (`  | …`, an
+    app's log tail) the last that names an error, which is usually the cause."""
+    lines = str(exc).strip().splitlines()
+    quoted = [line.split("|", 1)[1].strip() for line in lines[1:] if line.lstrip().startswith("|")]
+    quoted = [line for line in quoted if line]
+    cause = next(
+        (q for q in reversed(quoted) if "error" in q.lower()), quoted[-1] if quoted else ""
+    )
+    return first_line(exc) + (f" — {cause[:300]}" if cause else "")
 
 
 def run_outcome(experiments: list[dict[str, Any]]) -> tuple[str, str | None]:

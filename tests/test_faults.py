@@ -320,3 +320,80 @@ def test_a_frozen_app_a_frozen_postgres_and_a_killed_locust_are_marked_and_the_r
     report = (run.path / "report.md").read_text()
     assert report.count("| stalled |") == 2
     assert "e/after-1: stalled for " in report and "measure the stall, not the app" in report
+
+
+LOAD_FAULTS = """
+[defaults]
+experiments = ["raising", "failing"]
+[variants.after]
+app_dir = "{repo}/apps_after"
+[variants.exposed]
+command = ["{python}", "-m", "uvicorn", "app.main:app", "--host", "0.0.0.0", "--port", "{{port}}"]
+cwd = "{repo}/apps_after"
+[experiments.raising]
+variants = ["exposed", "after"]
+app = {{pool_size = 2, max_overflow = 0}}
+load = {{users = 4, spawn_rate = 4, shape = "steady", locustfile = "{raising}"}}
+phases = {{warmup_s = 0, load_s = 4, idle_s = 0}}
+[experiments.failing]
+variants = ["after"]
+app = {{pool_size = 2, max_overflow = 0}}
+load = {{users = 4, spawn_rate = 4, shape = "steady", locustfile = "{failing}"}}
+phases = {{warmup_s = 0, load_s = 4, idle_s = 0}}
+"""
+RAISING = """
+from locust import HttpUser, constant, task
+class Client(HttpUser):
+    wait_time = constant(0.1)
+    def on_start(self):
+        raise RuntimeError("login refused: no token")
+    @task
+    def health(self):
+        self.client.get("/health")
+"""
+FAILING = """
+from locust import HttpUser, constant, task
+class Client(HttpUser):
+    wait_time = constant(0.1)
+    @task
+    def missing(self):
+        self.client.get("/no-such-route")
+"""
+
+
+def test_an_exposed_app_users_failing_on_start_and_every_request_failing_fail_their_variant(
+    tmp_path: Path,
+) -> None:
+    """An app on 0.0.0.0 is refused; a load whose users raise in on_start (no requests) and
+    one whose every request fails are `failed`, with the first exceptions; the run goes on
+    to each next variant and writes its report."""
+    (tmp_path / "raising.py").write_text(RAISING)
+    (tmp_path / "failing.py").write_text(FAILING)
+    config = tmp_path / "bench.toml"
+    config.write_text(LOAD_FAULTS.format(repo=REPO, python=sys.executable,
+                                         raising=tmp_path / "raising.py",
+                                         failing=tmp_path / "failing.py"))  # fmt: skip
+    proc = _start(config, tmp_path / "r", report=True)
+    _, stderr = proc.communicate(timeout=240)
+
+    assert proc.returncode == 1, stderr[-3000:]
+    run = load_run(tmp_path / "r" / "latest")
+    errors = {v.key: v.meta["error"] for v in run.variants}
+    assert {v.key: v.meta["status"] for v in run.variants} == {
+        "raising/exposed-1": "failed", "raising/after-1": "failed", "failing/after-1": "failed",
+    }  # fmt: skip
+    port = errors["raising/exposed-1"].split("0.0.0.0:")[1].split(",")[0]
+    assert errors["raising/exposed-1"].startswith(
+        f"the app listens on 0.0.0.0:{port}, beyond loopback"
+    )
+    assert errors["raising/after-1"].startswith(
+        "the load made no requests: login refused: no token (in on_start, raising.py:6) ×"
+    )
+    assert errors["failing/after-1"].startswith("all ")
+    assert "requests failed: GET /no-such-route: " in errors["failing/after-1"]
+    assert all("\n" not in e for e in errors.values())
+    for key, error in errors.items():
+        assert f"! {key.split('-')[0]}: failed: {error}" in stderr
+    assert "Traceback" not in stderr
+    report = (run.path / "report.md").read_text()
+    assert "login refused: no token" in report and "/no-such-route" in report
