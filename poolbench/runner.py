@@ -128,8 +128,9 @@ class Runner:
         dog = None
         try:
             with stack.database_and_app(
-                record, experiment, variant, entry, out, self.database_url
-            ) as (db, app):
+                record, experiment, variant, entry, out, self.database_url,
+                on_database=lambda db: self._preflight(db, entry),
+            ) as (db, app):  # fmt: skip
                 self._check_bind(app, entry)
                 with Watchdog(self.events, ref) as dog:
                     dog.watch_app(app.pid)
@@ -181,7 +182,6 @@ class Runner:
         try:
             with collector:
                 dog.watch_collector(lambda: collector.latest().ts)
-                self._preflight(db, entry)
                 self._phase(ref, "warmup", phases.warmup_s,
                             lambda: self._warmup(experiment, app, ref, dog))  # fmt: skip
                 self._phase(ref, "load", phases.load_s + phases.soak_s, starts_itself=True,
@@ -197,7 +197,8 @@ class Runner:
             self.record.save_variant(entry)
 
     def _preflight(self, db, entry: dict) -> None:
-        """Free slots against the model's ceiling, before any load (docs/results.md)."""
+        """Free slots against the model's ceiling, before the app starts (an app that cannot
+        connect may not start at all: the warning says why first; docs/results.md)."""
         entry["preflight"] = check_slots(db.admin_url, db.dbname, entry)
         if warning := entry["preflight"].get("warning"):
             self.display.message(f"warning: {entry['experiment']}/{entry['variant']}: {warning}")
