@@ -15,6 +15,7 @@ the worst of its variants' (`run_outcome`).
 
 from __future__ import annotations
 
+import re
 import shlex
 import time
 from pathlib import Path
@@ -326,14 +327,18 @@ class Runner:
         dog.check()
 
 
+_RAISED = re.compile(r"\b\w*(Error|Exception|Exit)\b: ")  # `pkg.SomeError: message`
+
+
 def one_line(exc: BaseException) -> str:
     """An error as one line: its first, and of the log lines quoted under it (`  | …`, an
-    app's log tail) the last that names an error, which is usually the cause."""
+    app's log tail) the cause: the last exception raised, else the last that says error."""
     lines = str(exc).strip().splitlines()
     quoted = [line.split("|", 1)[1].strip() for line in lines[1:] if line.lstrip().startswith("|")]
     quoted = [line for line in quoted if line]
     cause = next(
-        (q for q in reversed(quoted) if "error" in q.lower()), quoted[-1] if quoted else ""
+        (q for q in reversed(quoted) if _RAISED.search(q)),
+        next((q for q in reversed(quoted) if "error" in q.lower()), quoted[-1] if quoted else ""),
     )
     return first_line(exc) + (f" — {cause[:300]}" if cause else "")
 

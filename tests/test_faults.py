@@ -397,3 +397,66 @@ def test_an_exposed_app_users_failing_on_start_and_every_request_failing_fail_th
     assert "Traceback" not in stderr
     report = (run.path / "report.md").read_text()
     assert "login refused: no token" in report and "/no-such-route" in report
+
+
+FULL = """
+[variants.after]
+app_dir = "{repo}/apps_after"
+[variants.later]
+extends = "after"
+setup = [["{python}", "-c", "import os, time\\nwhile not os.path.exists('{flag}'): time.sleep(0.1)"]]
+[experiments.e]
+variants = ["after", "later"]
+app = {{pool_size = 2, max_overflow = 0}}
+load = {{users = 4, spawn_rate = 4, shape = "steady", locust_args = ["--hold-ms", "5"]}}
+phases = {{warmup_s = 0, load_s = 4, idle_s = 0}}
+"""
+
+
+def _status(out: Path, variant_dir: str) -> str | None:
+    for path in out.glob(f"*/{variant_dir}/variant.json"):
+        with contextlib.suppress(ValueError):
+            return json.loads(path.read_text()).get("status")
+    return None
+
+
+def test_a_full_server_fails_that_variant_in_one_line_and_the_next_one_runs(
+    tmp_path: Path,
+) -> None:
+    """27 of a 30-slot server's connections held by another client while the first variant
+    starts: a warning before its app starts, the variant `failed` with the cause in one line;
+    the client lets go, the next variant (held back by its setup command until then) runs,
+    and the report is written."""
+    flag = tmp_path / "released"
+    config = tmp_path / "bench.toml"
+    config.write_text(FULL.format(repo=REPO, python=sys.executable, flag=flag))
+    with embedded_server(settings={"max_connections": "30"}) as server:
+        with psycopg.connect(server.admin_url, autocommit=True) as admin:
+            admin.execute("CREATE ROLE squatter LOGIN PASSWORD 'squat'")
+        squat = f"postgresql://squatter:squat@127.0.0.1:{server.port}/postgres"
+        held = [psycopg.connect(squat) for _ in range(27)]
+        try:
+            proc = _start(config, tmp_path / "r", "--database-url", server.admin_url, report=True)
+            deadline = time.monotonic() + 120
+            while _status(tmp_path / "r", "e/after-1") != "failed":
+                assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()
+                time.sleep(0.1)
+        finally:
+            for conn in held:
+                conn.close()
+            flag.touch()
+        _, stderr = proc.communicate(timeout=180)
+
+    assert proc.returncode == 1, stderr[-3000:]
+    run = load_run(tmp_path / "r" / "latest")
+    assert {v.key: v.meta["status"] for v in run.variants} == {
+        "e/after-1": "failed", "e/later-1": "complete",
+    }  # fmt: skip
+    error = run.variants[0].meta["error"]
+    assert "\n" not in error and "remaining connection slots are reserved" in error
+    warning = run.variants[0].meta["preflight"]["warning"]
+    assert warning.startswith("other clients hold 27 of the server's 30 connection slots: 0 are")
+    said = stderr.replace("\n", " ")
+    assert said.index(f"warning: e/after: {warning}") < said.index(f"! e/after: failed: {error}")
+    assert "Traceback" not in stderr
+    assert (run.path / "report.md").is_file()
