@@ -24,7 +24,6 @@ from poolbench.app_setup import (
     run_setup,
 )
 from poolbench.config import Experiment, Variant
-from poolbench.errors import PoolbenchError
 from poolbench.placeholders import env_refs, expand
 from poolbench.postgres import Database, free_port
 from poolbench.redact import add_secret, looks_secret, mask_text
@@ -126,7 +125,7 @@ def launch(
             app.start()
         except VariantStartError as exc:
             problem = extension_problem(out / "app.log", db, *where)
-            raise PoolbenchError(problem) if problem else exc from None
+            raise SetupError(problem) if problem else exc from None
         yield app
     finally:
         entry["app_processes"] = watch.stop()

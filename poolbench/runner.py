@@ -142,9 +142,9 @@ class Runner:
             self._end_variant(ref, entry, "partial", None)
             raise
         except (PoolbenchError, VariantStartError) as exc:
-            if exc.ends_run:
+            if exc.ends_run:  # bad input (e.g. its setup command fails): the run ends
                 self._end_variant(ref, entry, "failed", first_line(exc))
-                raise
+                raise PoolbenchError(f"{experiment.name}/{variant.name}: {exc}") from None
             # the cause (the watchdog's finding), not what followed it; the next variant has
             # its own database and app: the run goes on
             if dog is not None and dog.fault is not None:
