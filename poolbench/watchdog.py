@@ -16,6 +16,11 @@ results. It watches, from the variant's start-up to its end:
   (crash recovery, seen as a new checkpointer).
 - Locust, per phase: an exit before its time (`locust_exited`, `early`: true), and a fall of
   its user count that the load shape did not ask for (`users_dropped`: `users`, `expected`).
+- stalls: a process of the app or of PostgreSQL stopped (state T), no request completed for
+  STALL_S while users are active (Locust's figures, fed by the runner), or the collector's
+  newest sample SILENT_S old (PostgreSQL not answering it). A frozen process neither exits nor
+  drops users, and a run that froze looked clean; now the span from the first cause to the
+  poll that finds none left is one `stalled` event (`ts` its start, `end`, `causes`).
 
 Each event goes to the run's hub as a `lifecycle` event (so events.jsonl records it, with
 `phase` and `t` = seconds into that phase) and decides the variant's fate:
@@ -24,7 +29,7 @@ Each event goes to the run's hub as a `lifecycle` event (so events.jsonl records
   RESTART_GRACE_S: the variant cannot go on. `check()` raises `VariantFault`; the runner
   ends the variant `failed` with the event in the error.
 - anything else (a worker died and was replaced, a crash-restart, users lost, Locust ended
-  early): the variant runs to its end and is `degraded`, with the reasons.
+  early, a stall): the variant runs to its end and is `degraded`, with the reasons.
 
 A thread polls /proc at `POLL_HZ` (a read per watched process: ~0.15 ms a poll for an app
 of five processes and a postmaster, 0.06 % of a core; no psutil process scans). It only observes and queues; the runner calls `check()` from its own thread
