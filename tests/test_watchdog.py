@@ -319,3 +319,26 @@ def test_no_request_completed_while_users_are_active_is_a_stall(tmp_path: Path) 
         time.sleep(STALL_S + 0.5)
         dog.check()
     assert [e["kind"] for e in seen] == ["stalled"]
+
+
+def test_the_sockets_a_process_listens_on_and_which_are_beyond_loopback() -> None:
+    import socket
+
+    from poolbench.collector.sockets import beyond_loopback, listening
+
+    opened = []
+    for family, address in ((socket.AF_INET, "127.0.0.1"), (socket.AF_INET, "0.0.0.0"),
+                            (socket.AF_INET6, "::1")):  # fmt: skip
+        sock = socket.socket(family, socket.SOCK_STREAM)
+        sock.bind((address, 0))
+        sock.listen()
+        opened.append(sock)
+    try:
+        ports = [s.getsockname()[1] for s in opened]
+        mine = [end for end in listening([os.getpid()]) if end[1] in ports]
+        assert sorted(mine) == sorted(zip(("127.0.0.1", "0.0.0.0", "::1"), ports, strict=True))
+        assert beyond_loopback(mine) == [("0.0.0.0", ports[1])]
+        assert beyond_loopback([("::ffff:127.0.0.1", 1), ("::", 2)]) == [("::", 2)]
+    finally:
+        for sock in opened:
+            sock.close()
