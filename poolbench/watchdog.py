@@ -108,10 +108,12 @@ def shape_target(load: LoadSettings, duration: float) -> Callable[[float], int]:
 
 @dataclass
 class _Stall:
-    """A stall under way: since when, and every cause seen during it (in order)."""
+    """A stall: since when, every cause seen during it (in order), and when its causes
+    cleared (None: under way)."""
 
     start: float
     causes: dict[str, None] = field(default_factory=dict)
+    end: float | None = None
 
 
 @dataclass
@@ -284,8 +286,9 @@ class Watchdog:
         with self._lock:
             if self._down is not None:  # the run ended before a server came back
                 self._fail(self._down[1])
-            if self._stall is not None:  # the variant ended stalled
-                self._end_stall(time.time(), ongoing=True)
+            if self._stall is not None:  # the variant ended stalled (or just after one)
+                end = self._stall.end
+                self._end_stall(time.time() if end is None else end, ongoing=end is None)
         for hook, listener in self._listeners:
             hook.remove_listener(listener)
         with contextlib.suppress(VariantFault):
@@ -458,16 +461,23 @@ class Watchdog:
             )  # fmt: skip
 
     def _poll_stall(self) -> None:
-        """A stall spans from its first cause to the poll that finds none left."""
+        """A stall spans from its first cause to the poll that finds none left. Under load it
+        is told once requests are seen completing after that: Locust's figures trail by a
+        second or two, and a cause found meanwhile (no request completed) is the same stall."""
         now = time.time()
         causes = self._stall_causes(now)
+        stall = self._stall
         if causes:
-            if self._stall is None:
-                self._stall = _Stall(min(causes.values()))
-            self._stall.start = min(self._stall.start, *causes.values())
-            self._stall.causes.update(dict.fromkeys(causes))
-        elif self._stall is not None:
-            self._end_stall(now)
+            if stall is None:
+                self._stall = stall = _Stall(min(causes.values()))
+            stall.start = min(stall.start, *causes.values())
+            stall.causes.update(dict.fromkeys(causes))
+            stall.end = None
+        elif stall is not None:
+            if stall.end is None:
+                stall.end = now
+            if self._progress is None or self._progress.since > stall.end:
+                self._end_stall(stall.end)
 
     def _stall_causes(self, now: float) -> dict[str, float]:
         """What is stalled now, each with since when it is known to be."""

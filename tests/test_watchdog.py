@@ -312,9 +312,15 @@ def test_no_request_completed_while_users_are_active_is_a_stall(tmp_path: Path) 
             dog.load_progress(10, 50)
             time.sleep(0.5)
         dog.load_progress(10, 60)
+        resumed = time.time()
+        time.sleep(0.5)  # told once requests are seen completing after its causes cleared
+        dog.check()
+        assert [e["kind"] for e in seen] == []
+        dog.load_progress(10, 70)
         stall = _stalled(dog, seen)
         assert stall["causes"] == ["no_requests"]
         assert stuck - 0.6 <= stall["ts"] <= stuck
+        assert resumed <= stall["end"] <= resumed + 0.3  # the poll after the count moved
         dog.load_progress(0, 60)  # the users stopped: no requests is no stall
         time.sleep(STALL_S + 0.5)
         dog.check()
