@@ -348,3 +348,25 @@ def test_the_sockets_a_process_listens_on_and_which_are_beyond_loopback() -> Non
     finally:
         for sock in opened:
             sock.close()
+
+
+def test_the_postmaster_alone_stopped_is_a_stall(tmp_path: Path) -> None:
+    """Its backends still serve the sessions they have, but no new connection is accepted."""
+    with embedded_server() as server:
+        events = RunEvents()
+        seen = _collect(events)
+        try:
+            with Watchdog(events, _ref(tmp_path)) as dog:
+                dog.watch_postgres(server.postmaster_pid, server.port)
+                stopped, resumed = time.time(), None
+                os.kill(server.postmaster_pid, signal.SIGSTOP)
+                time.sleep(1.5)
+                os.kill(server.postmaster_pid, signal.SIGCONT)
+                resumed = time.time()
+                stall = _stalled(dog, seen)
+        finally:
+            if resumed is None:
+                os.kill(server.postmaster_pid, signal.SIGCONT)
+        assert stall["causes"] == ["postgres_stopped"]
+        assert stopped - 0.1 <= stall["ts"] <= stopped + 0.6
+        assert resumed - 0.1 <= stall["end"] <= resumed + 0.6
