@@ -5,6 +5,9 @@ class PoolbenchError(Exception):
     """A problem the user can fix; its message is one line that names the problem."""
 
     exit_code = 2
+    # A fault of the run as a whole (e.g. its results folder cannot be written): the runner
+    # ends the run on it. Any other error inside a variant fails that variant alone.
+    ends_run = False
 
 
 def first_line(exc: BaseException) -> str:

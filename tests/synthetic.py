@@ -131,6 +131,7 @@ class VariantSpec:
     failed_ms: float = 2.0
     ramp_s: float = 2.0  # Locust's user count climbs to `users` over this, then holds
     events: list[dict] = field(default_factory=list)  # written to events.jsonl
+    preflight: dict | None = None  # variant.json `preflight` (the slot check), when given
     app_settings: dict = field(
         default_factory=lambda: {"pool_size": 20, "max_overflow": 0, "pool_timeout": 30}
     )
@@ -450,6 +451,7 @@ def variant_json(spec: VariantSpec) -> dict:
         ],
         "phases": spec.phases(),
         "pids": {"app": 1234, "load": 1300, "postmaster": 999},
+        **({"preflight": spec.preflight} if spec.preflight is not None else {}),
     }
 
 

@@ -11,6 +11,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -255,3 +256,207 @@ def test_a_crowded_server_is_warned_about_and_its_refusals_counted(crowded_run) 
     assert f"warning: e/after: {preflight['warning']}" in stderr.replace("\n", " ")
     refusals = variant.refusals
     assert refusals["app_log"] > 0 and refusals["count"] >= refusals["app_log"]
+
+
+def _freeze(pids: list[int], seconds: float) -> tuple[float, float]:
+    """SIGSTOP the processes, wait, SIGCONT them: when they stopped and resumed."""
+    stopped = time.time()
+    for pid in pids:
+        os.kill(pid, signal.SIGSTOP)
+    try:
+        time.sleep(seconds)
+    finally:
+        for pid in pids:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGCONT)
+    return stopped, time.time()
+
+
+def _tree(pid: int) -> list[int]:
+    return [pid, *(p.pid for p in psutil.Process(pid).children(recursive=True))]
+
+
+def test_a_frozen_app_a_frozen_postgres_and_a_killed_locust_are_marked_and_the_run_goes_on(
+    tmp_path: Path,
+) -> None:
+    """One run, three repeats: the app frozen 4 s (SIGSTOP, SIGCONT), every PostgreSQL
+    process frozen 6 s, Locust killed with SIGKILL. Each variant `degraded` with its reason in
+    one line, a `stalled` event with its span (or Locust's exit), the report written."""
+    out = tmp_path / "r"
+    proc = _start(_bench(tmp_path, repeats=3, load_s=12), out, report=True)
+    entry = _in_load(out, proc, "e/after-1")
+    app_frozen = _freeze(_tree(entry["pids"]["app"]), 4.0)
+    entry = _in_load(out, proc, "e/after-2")
+    pg_frozen = _freeze(_tree(entry["pids"]["postmaster"]), 6.0)
+    entry = _in_load(out, proc, "e/after-3")
+    os.kill(entry["pids"]["load"], signal.SIGKILL)
+    _, stderr = proc.communicate(timeout=180)
+
+    assert proc.returncode == 0, stderr[-3000:]  # degraded is not failed
+    assert stderr.count("! e/after: the variant stalled for ") == 2  # said in the terminal too
+    run = load_run(out / "latest")
+    statuses = {v.key: v.meta["status"] for v in run.variants}
+    assert statuses == {"e/after-1": "degraded", "e/after-2": "degraded", "e/after-3": "degraded"}
+    assert run.meta["status"] == "degraded"
+    for key, (stopped, resumed), cause in (
+        ("e/after-1", app_frozen, "app_stopped"),
+        ("e/after-2", pg_frozen, "postgres_stopped"),
+    ):
+        [stall] = _events(run.path, key, "stalled")
+        assert cause in stall["causes"] and stall["phase"] == "load"
+        assert stopped - 1.5 <= stall["ts"] <= stopped + 0.6
+        assert resumed - 0.1 <= stall["end"] <= resumed + 3
+        error = next(v for v in run.variants if v.key == key).meta["error"]
+        assert error.startswith("the variant stalled for ") and "\n" not in error
+    assert "postgres_silent" in _events(run.path, "e/after-2", "stalled")[0]["causes"]
+    [killed] = _events(run.path, "e/after-3", "locust_exited")
+    assert killed["exit_status"] == -9 and killed["early"] is True
+    assert (
+        run.variants[2]
+        .meta["error"]
+        .startswith(f"Locust (pid {entry['pids']['load']}) exited before its time (signal 9)")
+    )
+    assert run.variants[2].meta["locust"]["full_load"][1] <= killed["ts"] + 1  # ends with it
+    report = (run.path / "report.md").read_text()
+    assert report.count("| stalled |") == 2
+    assert "e/after-1: stalled for " in report and "measure the stall, not the app" in report
+
+
+LOAD_FAULTS = """
+[defaults]
+experiments = ["raising", "failing"]
+[variants.after]
+app_dir = "{repo}/apps_after"
+[variants.exposed]
+command = ["{python}", "-m", "uvicorn", "app.main:app", "--host", "0.0.0.0", "--port", "{{port}}"]
+cwd = "{repo}/apps_after"
+[experiments.raising]
+variants = ["exposed", "after"]
+app = {{pool_size = 2, max_overflow = 0}}
+load = {{users = 4, spawn_rate = 4, shape = "steady", locustfile = "{raising}"}}
+phases = {{warmup_s = 0, load_s = 4, idle_s = 0}}
+[experiments.failing]
+variants = ["after"]
+app = {{pool_size = 2, max_overflow = 0}}
+load = {{users = 4, spawn_rate = 4, shape = "steady", locustfile = "{failing}"}}
+phases = {{warmup_s = 0, load_s = 4, idle_s = 0}}
+"""
+RAISING = """
+from locust import HttpUser, constant, task
+class Client(HttpUser):
+    wait_time = constant(0.1)
+    def on_start(self):
+        raise RuntimeError("login refused: no token")
+    @task
+    def health(self):
+        self.client.get("/health")
+"""
+FAILING = """
+from locust import HttpUser, constant, task
+class Client(HttpUser):
+    wait_time = constant(0.1)
+    @task
+    def missing(self):
+        self.client.get("/no-such-route")
+"""
+
+
+def test_an_exposed_app_users_failing_on_start_and_every_request_failing_fail_their_variant(
+    tmp_path: Path,
+) -> None:
+    """An app on 0.0.0.0 is refused; a load whose users raise in on_start (no requests) and
+    one whose every request fails are `failed`, with the first exceptions; the run goes on
+    to each next variant and writes its report."""
+    (tmp_path / "raising.py").write_text(RAISING)
+    (tmp_path / "failing.py").write_text(FAILING)
+    config = tmp_path / "bench.toml"
+    config.write_text(LOAD_FAULTS.format(repo=REPO, python=sys.executable,
+                                         raising=tmp_path / "raising.py",
+                                         failing=tmp_path / "failing.py"))  # fmt: skip
+    proc = _start(config, tmp_path / "r", report=True)
+    _, stderr = proc.communicate(timeout=240)
+
+    assert proc.returncode == 1, stderr[-3000:]
+    run = load_run(tmp_path / "r" / "latest")
+    errors = {v.key: v.meta["error"] for v in run.variants}
+    assert {v.key: v.meta["status"] for v in run.variants} == {
+        "raising/exposed-1": "failed", "raising/after-1": "failed", "failing/after-1": "failed",
+    }  # fmt: skip
+    port = errors["raising/exposed-1"].split("0.0.0.0:")[1].split(",")[0]
+    assert errors["raising/exposed-1"].startswith(
+        f"the app listens on 0.0.0.0:{port}, beyond loopback"
+    )
+    assert errors["raising/after-1"].startswith(
+        "the load made no requests: login refused: no token (in on_start, raising.py:6) ×"
+    )
+    assert errors["failing/after-1"].startswith("all ")
+    assert "requests failed: GET /no-such-route: " in errors["failing/after-1"]
+    assert all("\n" not in e for e in errors.values())
+    for key, error in errors.items():
+        assert f"! {key.split('-')[0]}: failed: {error}" in stderr
+    assert "Traceback" not in stderr
+    report = (run.path / "report.md").read_text()
+    assert "login refused: no token" in report and "/no-such-route" in report
+
+
+FULL = """
+[variants.after]
+app_dir = "{repo}/apps_after"
+[variants.later]
+extends = "after"
+setup = [["{python}", "-c", "import os, time\\nwhile not os.path.exists('{flag}'): time.sleep(0.1)"]]
+[experiments.e]
+variants = ["after", "later"]
+app = {{pool_size = 2, max_overflow = 0}}
+load = {{users = 4, spawn_rate = 4, shape = "steady", locust_args = ["--hold-ms", "5"]}}
+phases = {{warmup_s = 0, load_s = 4, idle_s = 0}}
+"""
+
+
+def _status(out: Path, variant_dir: str) -> str | None:
+    for path in out.glob(f"*/{variant_dir}/variant.json"):
+        with contextlib.suppress(ValueError):
+            return json.loads(path.read_text()).get("status")
+    return None
+
+
+def test_a_full_server_fails_that_variant_in_one_line_and_the_next_one_runs(
+    tmp_path: Path,
+) -> None:
+    """27 of a 30-slot server's connections held by another client while the first variant
+    starts: a warning before its app starts, the variant `failed` with the cause in one line;
+    the client lets go, the next variant (held back by its setup command until then) runs,
+    and the report is written."""
+    flag = tmp_path / "released"
+    config = tmp_path / "bench.toml"
+    config.write_text(FULL.format(repo=REPO, python=sys.executable, flag=flag))
+    with embedded_server(settings={"max_connections": "30"}) as server:
+        with psycopg.connect(server.admin_url, autocommit=True) as admin:
+            admin.execute("CREATE ROLE squatter LOGIN PASSWORD 'squat'")
+        squat = f"postgresql://squatter:squat@127.0.0.1:{server.port}/postgres"
+        held = [psycopg.connect(squat) for _ in range(27)]
+        try:
+            proc = _start(config, tmp_path / "r", "--database-url", server.admin_url, report=True)
+            deadline = time.monotonic() + 120
+            while _status(tmp_path / "r", "e/after-1") != "failed":
+                assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()
+                time.sleep(0.1)
+        finally:
+            for conn in held:
+                conn.close()
+            flag.touch()
+        _, stderr = proc.communicate(timeout=180)
+
+    assert proc.returncode == 1, stderr[-3000:]
+    run = load_run(tmp_path / "r" / "latest")
+    assert {v.key: v.meta["status"] for v in run.variants} == {
+        "e/after-1": "failed", "e/later-1": "complete",
+    }  # fmt: skip
+    error = run.variants[0].meta["error"]
+    assert "\n" not in error and "remaining connection slots are reserved" in error
+    warning = run.variants[0].meta["preflight"]["warning"]
+    assert warning.startswith("other clients hold 27 of the server's 30 connection slots: 0 are")
+    said = stderr.replace("\n", " ")
+    assert said.index(f"warning: e/after: {warning}") < said.index(f"! e/after: failed: {error}")
+    assert "Traceback" not in stderr
+    assert (run.path / "report.md").is_file()

@@ -347,3 +347,50 @@ def test_a_one_hour_run_reports_within_10_s(tmp_path):
     # 8 engines × 20 before, 8 × 4 after
     assert (run_dir / "report.md").read_text().startswith("# Peak connections 160 → 32 (−80 %)")
     assert took < 10, f"{took:.1f} s of CPU"
+
+
+def _glance(run_dir: Path) -> dict[str, str]:
+    """The at-a-glance table of report.md: row label → its change cell."""
+    build_report(run_dir, charts=False)
+    lines = (run_dir / "report.md").read_text().splitlines()
+    start = next(i for i, line in enumerate(lines) if line.startswith("## At a glance"))
+    rows = {}
+    for line in lines[start + 1 :]:
+        if line.startswith("## "):
+            break
+        cells = [c.strip() for c in line.strip("|").split("|")]
+        if line.startswith("|") and len(cells) == 5:
+            rows[cells[0]] = cells[4]
+    return rows
+
+
+def test_nothing_from_a_failed_variant_carries_a_badge(tmp_path):
+    """The app's master killed mid-load: what `after` recorded until then (20 connections
+    against 100) is shown, but as not measured, never as ✅ −80 % (exact)."""
+    before, after = seed_claim_specs()
+    after.status, after.error = "failed", "the app's master process (pid 1234) exited (signal 9)"
+    cells = _glance(write_run(tmp_path, [before, after], claims=SEED_CLAIMS))
+    assert cells["Peak connections"].startswith("−80.0 %, not measured")
+    assert not [c for c in cells.values() if "✅" in c or "❌" in c]
+    report = (tmp_path / "20261129-051500-synthetic/report.md").read_text()
+    assert "Not measured: after-1 failed (the app's master process (pid 1234) exited" in report
+
+
+def test_a_variant_capped_by_another_client_is_not_measured_not_a_verdict(tmp_path):
+    """20 of 30 slots held by another client: the after app's pools (ceiling 20) had 6. Its
+    connections and refusals measure that client: no badge, and its claims not measured
+    rather than `does not hold`."""
+    before, after = seed_claim_specs()
+    after.preflight = {"max_connections": 30, "reserved": 3, "other_clients": 20,
+                       "poolbench_clients": 1, "free_slots": 6, "ceiling": 20}  # fmt: skip
+    run_dir = write_run(tmp_path, [before, after], claims=SEED_CLAIMS)
+    cells = _glance(run_dir)
+    assert cells["Peak connections"].startswith("−80.0 %, not measured")
+    assert not [c for c in cells.values() if "✅" in c or "❌" in c]
+    summary = json.loads((run_dir / "summary.json").read_text())
+    judged = {j["claim"]["id"]: j for j in summary["experiments"][0]["claims"]["items"]}
+    assert {j["verdict"] for j in judged.values()} == {"not measured"}
+    assert (
+        "after-1 was capped by another client: other clients held 20 of the server's 30 "
+        in (judged["connections_pct"]["reason"])
+    )

@@ -19,7 +19,7 @@ from poolbench.collector.procfs import exit_status, read_stat
 from poolbench.config.bench import LoadSettings
 from poolbench.infra.postgres import embedded_server
 from poolbench.run.events import RunEvents, VariantRef
-from poolbench.run.watchdog import VariantFault, Watchdog, shape_target
+from poolbench.run.watchdog import STALL_S, VariantFault, Watchdog, shape_target
 
 pytestmark = pytest.mark.slow
 
@@ -43,7 +43,9 @@ def _ref(tmp_path: Path) -> VariantRef:
 
 def _collect(events: RunEvents) -> list[dict]:
     seen: list[dict] = []
-    events.lifecycle.add_listener(lambda ref, kind, ts, **d: seen.append({"kind": kind, **d}))
+    events.lifecycle.add_listener(
+        lambda ref, kind, ts, **d: seen.append({"kind": kind, "ts": ts, **d})
+    )
     return seen
 
 
@@ -231,3 +233,140 @@ def test_locust_ending_before_its_time_degrades(tmp_path: Path) -> None:
         event = _until(dog, seen, "locust_exited")
     assert (event["exit_status"], event["early"]) == (0, True)
     assert dog.outcome()[0] == "degraded"
+
+
+def _stalled(dog: Watchdog, seen: list[dict], timeout: float = 15) -> dict:
+    return _until(dog, seen, "stalled", timeout=timeout)
+
+
+def test_an_app_stopped_with_sigstop_is_a_stall_with_its_span(tmp_path: Path) -> None:
+    """SIGSTOP, 2 s, SIGCONT: a `stalled` event from the stop to the resume; `degraded`."""
+    app = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    events = RunEvents()
+    seen = _collect(events)
+    ref = _ref(tmp_path)
+    try:
+        with Watchdog(events, ref) as dog:
+            dog.watch_app(app.pid)
+            load_start = time.time()
+            events.phase_started.fire(ref=ref, phase="load", length_s=60, ts=load_start)
+            time.sleep(0.5)
+            stopped = time.time()
+            os.kill(app.pid, signal.SIGSTOP)
+            time.sleep(2.0)
+            os.kill(app.pid, signal.SIGCONT)
+            resumed = time.time()
+            stall = _stalled(dog, seen)
+        assert stall["causes"] == ["app_stopped"]
+        assert stopped - 0.1 <= stall["ts"] <= stopped + 0.6  # polled at 4 Hz
+        assert resumed - 0.1 <= stall["end"] <= resumed + 0.6
+        assert stall["phase"] == "load" and 0.3 < stall["t"] < 1.2
+        status, reason = dog.outcome()
+        assert status == "degraded"
+        assert reason.startswith(f"the variant stalled for {stall['duration_s']} s from ")
+        assert reason.endswith("(load phase, t = " + f"{stall['t']:.1f} s): the app's processes were stopped (state T)")  # fmt: skip
+    finally:
+        app.kill()
+        app.wait()
+
+
+def test_postgres_stopped_and_not_answering_the_collector_is_a_stall(tmp_path: Path) -> None:
+    """Every PostgreSQL process stopped: seen in /proc, and as a collector whose newest sample
+    stops advancing (it cannot query a stopped server)."""
+    with embedded_server() as server:
+        events = RunEvents()
+        seen = _collect(events)
+        pids = [server.postmaster_pid, *(p.pid for p in psutil.Process(server.postmaster_pid).children())]  # fmt: skip
+        newest = [time.time()]
+        try:
+            with Watchdog(events, _ref(tmp_path)) as dog:
+                dog.watch_postgres(server.postmaster_pid, server.port)
+                dog.watch_collector(lambda: newest[0])
+                for pid in pids:
+                    os.kill(pid, signal.SIGSTOP)
+                time.sleep(6.0)  # past SILENT_S with no new sample
+                for pid in pids:
+                    os.kill(pid, signal.SIGCONT)
+                newest[0] = time.time()  # the collector's next sample
+                stall = _stalled(dog, seen)
+        finally:
+            for pid in pids:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGCONT)
+        assert stall["causes"] == ["postgres_stopped", "postgres_silent"]
+        assert 5.5 <= stall["duration_s"] <= 7.5
+        assert dog.outcome()[0] == "degraded" and dog.fault is None
+
+
+def test_no_request_completed_while_users_are_active_is_a_stall(tmp_path: Path) -> None:
+    """Locust's figures (users, requests completed) fed as the runner does: a count that
+    stops growing for STALL_S with users active is a stall; users gone, it is not."""
+    events = RunEvents()
+    seen = _collect(events)
+    with Watchdog(events, _ref(tmp_path)) as dog:
+        for requests in range(0, 60, 10):  # 20 requests a second
+            dog.load_progress(10, requests)
+            time.sleep(0.5)
+        stuck = time.time()
+        for _ in range(12):  # 6 s: the count does not move
+            dog.load_progress(10, 50)
+            time.sleep(0.5)
+        dog.load_progress(10, 60)
+        resumed = time.time()
+        time.sleep(0.5)  # told once requests are seen completing after its causes cleared
+        dog.check()
+        assert [e["kind"] for e in seen] == []
+        dog.load_progress(10, 70)
+        stall = _stalled(dog, seen)
+        assert stall["causes"] == ["no_requests"]
+        assert stuck - 0.6 <= stall["ts"] <= stuck
+        assert resumed <= stall["end"] <= resumed + 0.3  # the poll after the count moved
+        dog.load_progress(0, 60)  # the users stopped: no requests is no stall
+        time.sleep(STALL_S + 0.5)
+        dog.check()
+    assert [e["kind"] for e in seen] == ["stalled"]
+
+
+def test_the_sockets_a_process_listens_on_and_which_are_beyond_loopback() -> None:
+    import socket
+
+    from poolbench.collector.sockets import beyond_loopback, listening
+
+    opened = []
+    for family, address in ((socket.AF_INET, "127.0.0.1"), (socket.AF_INET, "0.0.0.0"),
+                            (socket.AF_INET6, "::1")):  # fmt: skip
+        sock = socket.socket(family, socket.SOCK_STREAM)
+        sock.bind((address, 0))
+        sock.listen()
+        opened.append(sock)
+    try:
+        ports = [s.getsockname()[1] for s in opened]
+        mine = [end for end in listening([os.getpid()]) if end[1] in ports]
+        assert sorted(mine) == sorted(zip(("127.0.0.1", "0.0.0.0", "::1"), ports, strict=True))
+        assert beyond_loopback(mine) == [("0.0.0.0", ports[1])]
+        assert beyond_loopback([("::ffff:127.0.0.1", 1), ("::", 2)]) == [("::", 2)]
+    finally:
+        for sock in opened:
+            sock.close()
+
+
+def test_the_postmaster_alone_stopped_is_a_stall(tmp_path: Path) -> None:
+    """Its backends still serve the sessions they have, but no new connection is accepted."""
+    with embedded_server() as server:
+        events = RunEvents()
+        seen = _collect(events)
+        try:
+            with Watchdog(events, _ref(tmp_path)) as dog:
+                dog.watch_postgres(server.postmaster_pid, server.port)
+                stopped, resumed = time.time(), None
+                os.kill(server.postmaster_pid, signal.SIGSTOP)
+                time.sleep(1.5)
+                os.kill(server.postmaster_pid, signal.SIGCONT)
+                resumed = time.time()
+                stall = _stalled(dog, seen)
+        finally:
+            if resumed is None:
+                os.kill(server.postmaster_pid, signal.SIGCONT)
+        assert stall["causes"] == ["postgres_stopped"]
+        assert stopped - 0.1 <= stall["ts"] <= stopped + 0.6
+        assert resumed - 0.1 <= stall["end"] <= resumed + 0.6

@@ -22,7 +22,7 @@ from typing import Any
 
 from poolbench.analysis.claims import claim_from_config, judge, not_compared
 from poolbench.analysis.compare import compare_variants
-from poolbench.analysis.figures import VariantRun, analyse_variant
+from poolbench.analysis.figures import VariantFigures, VariantRun, analyse_variant
 from poolbench.analysis.pool_sweep import sweeps
 from poolbench.analysis.sizing import right_sizing
 from poolbench.analysis.summary import (
@@ -34,6 +34,7 @@ from poolbench.analysis.summary import (
 )
 from poolbench.analysis.typed import num
 from poolbench.errors import PoolbenchError
+from poolbench.results.events import STALL_CAUSES, EventKind
 from poolbench.results.record import RunEntry
 from poolbench.results.run_folder import RunResult, load_run
 from poolbench.results.status import Status
@@ -77,6 +78,7 @@ def _warnings(loaded: RunResult, runs: list[VariantRun]) -> list[str]:
             warnings.append(
                 f"{f.dir}: variant status is {f.status!r}; its numbers may cover only part of the run"
             )
+        warnings += _stall_warnings(f)
         if f.collector_gap_s:
             warnings.append(
                 f"{f.dir}: the collector lost contact for {f.collector_gap_s:.1f} s (gap samples)"
@@ -93,6 +95,21 @@ def _warnings(loaded: RunResult, runs: list[VariantRun]) -> list[str]:
                 f"{little.mean_response_s * 1000:.0f} ms): the load generator or the window is off"
             )
     return warnings
+
+
+def _stall_warnings(f: VariantFigures) -> list[str]:
+    """Each stall marked where the figures are read: they span it, and measure the stall."""
+    out = []
+    for e in f.events:
+        if e.get("event") != EventKind.STALLED or e.get("end") is None:
+            continue
+        start, end = float(e["ts"]) - f.windows.t0, float(e["end"]) - f.windows.t0
+        causes = "; ".join(STALL_CAUSES.get(c, c) for c in e.get("causes") or [])
+        out.append(
+            f"{f.dir}: stalled for {end - start:.1f} s (t = {start:.1f}–{end:.1f} s: {causes}); "
+            "figures whose window spans it measure the stall, not the app"
+        )
+    return out
 
 
 def _experiment(

@@ -77,6 +77,8 @@ def _shown(row: Row) -> str:
 
 
 def _undecided(row: Row) -> str:
+    if row.spoiled:
+        return f"{row.label}: {_shown(row)}, not measured: {row.spoiled}."
     if row.within_run:
         return (
             f"{row.label}: {_shown(row)} in one run per variant — the difference is untested "
@@ -90,7 +92,7 @@ def _moved(row: Row, sign: int) -> bool | None:
     """True when the change is established in direction `sign`, None when undecided."""
     if row.baseline is None or row.variant is None:
         return None
-    if row.within_run or row.verdict == "untested":
+    if row.within_run or row.verdict in ("untested", "not measured"):
         return None
     if row.verdict in ("same", "no difference"):
         return False

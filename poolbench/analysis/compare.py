@@ -23,12 +23,13 @@ from poolbench.analysis.metrics import METRICS, Metric
 from poolbench.analysis.stats import Comparison, compare, compare_exact
 from poolbench.analysis.typed import Json, pct_change
 
-BETTER, WORSE, SAME, NO_DIFFERENCE, UNTESTED = (
+BETTER, WORSE, SAME, NO_DIFFERENCE, UNTESTED, NOT_MEASURED = (
     "better",
     "worse",
     "same",
     "no difference",
     "untested",
+    "not measured",  # a failed variant, or one capped by another client: no verdict
 )
 
 
@@ -46,8 +47,9 @@ class Row(Json):
     variant_values: list[float | None]
     change_pct: float | None  # from the two values shown
     result: Comparison
-    verdict: str  # better, worse, same, no difference, untested
+    verdict: str  # better, worse, same, no difference, untested, not measured
     within_run: bool  # decided by the within-run block test (one repeat per side)
+    spoiled: str | None = None  # why the values cannot carry a verdict (`not measured`)
 
     @property
     def established(self) -> bool:
@@ -135,12 +137,29 @@ def compare_row(
             result = compare(_floats(a), _floats(b), names=names)
     change = pct_change(shown_a, shown_b, what=metric.name)
     windows = _windows([metric.window(r.figures) for r in (*base, *other)])
+    spoiled = _spoiled(metric, [*base, *other])
     return Row(
         metric=metric.name, label=metric.label, window=windows, unit=metric.unit,
         better=metric.better, exact=metric.exact, baseline=shown_a, variant=shown_b,
         baseline_values=a, variant_values=b, change_pct=change, result=result,
-        verdict=_verdict(metric, result, change), within_run=within_run,
+        verdict=NOT_MEASURED if spoiled else _verdict(metric, result, change),
+        within_run=within_run, spoiled=spoiled,
     )  # fmt: skip
+
+
+def _spoiled(metric: Metric, runs: list[VariantRun]) -> str | None:
+    """Why the runs' values of a measured metric carry no verdict: a variant failed (what it
+    recorded stops at the fault), or another client capped what its pools could open."""
+    if not metric.measured:
+        return None
+    reasons = [
+        f"{f.variant}-{f.repeat} failed" + (f" ({f.fault})" if f.fault else "")
+        for f in (r.figures for r in runs) if f.status == "failed"
+    ] + [
+        f"{f.variant}-{f.repeat} was capped by another client: {f.capped}"
+        for f in (r.figures for r in runs) if f.capped
+    ]  # fmt: skip
+    return "; ".join(reasons) or None
 
 
 def _windows(labels: list[str]) -> str:

@@ -55,6 +55,8 @@ class VariantFigures(Json):
     collector_gap_s: float
     collector: dict[str, Any] = field(default_factory=dict)  # variant.json's collector entry
     events: list[dict[str, Any]] = field(default_factory=list)
+    # why another client capped what the app could measure (None: it did not)
+    capped: str | None = None
 
 
 @dataclass
@@ -79,6 +81,20 @@ def _census(data: Any) -> Census | None:
         scope = str(site.get("scope") or "unknown")
         by_scope[scope] = by_scope.get(scope, 0) + 1
     return Census(len(sites), by_scope, sites)
+
+
+def capped_by_others(preflight: Any) -> str | None:
+    """Other clients held slots the app's pools needed (variant.json `preflight`): its
+    connections, refusals and the rest measure them, not the app."""
+    if not isinstance(preflight, dict):
+        return None
+    others, free, ceiling = (preflight.get(k) for k in ("other_clients", "free_slots", "ceiling"))
+    if not others or free is None or ceiling is None or ceiling <= free:
+        return None
+    return (
+        f"other clients held {others} of the server's {preflight.get('max_connections')} "
+        f"connection slots, leaving {free} for pools that may open {ceiling}"
+    )
 
 
 def _lifecycle(events: list[dict[str, Any]], w: Windows) -> list[dict[str, Any]]:
@@ -159,5 +175,6 @@ def analyse_variant(result: VariantResult) -> VariantRun:
         collector_gap_s=series.gap_seconds,
         collector=dict(result.entry.collector),
         events=_lifecycle(result.events, windows),
+        capped=capped_by_others(result.meta.get("preflight")),
     )
     return VariantRun(result, series, figures)

@@ -28,6 +28,7 @@ class Metric:
     window: Callable[[VariantFigures], str]
     block: str | None = None  # the BlockMetrics field for a within-run test
     glance: bool = True  # shown in the at-a-glance table
+    measured: bool = True  # read from the run (False: from the code or the configuration)
 
 
 def _w(attr: str) -> Callable[[VariantFigures], str]:
@@ -89,10 +90,10 @@ METRICS: tuple[Metric, ...] = (
     Metric("collector_cpu", "Collector CPU", "pct_core", "lower", False,
            lambda f: f.cpu.full_load.get("collector"), _w("full_load"), glance=False),
     Metric("engine_sites", "Engine creation sites in the code (lint census)", "count", "lower",
-           True, _census, _fixed("static"), glance=False),
+           True, _census, _fixed("static"), glance=False, measured=False),
     Metric("ceiling", "Connection ceiling (configuration)", "connections", "lower", True,
            lambda f: f.model.ceiling if f.model else None, _fixed("configuration"),
-           glance=False),
+           glance=False, measured=False),
 )  # fmt: skip
 BY_NAME = {m.name: m for m in METRICS}
 

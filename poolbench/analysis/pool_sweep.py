@@ -56,6 +56,8 @@ class Sweep(Json):
 
 def _worse(row: Row | None, tolerance: float) -> tuple[bool, str]:
     """Is this size worse than the best beyond the noise? And how that was decided."""
+    if row is not None and row.spoiled:  # a failed (or capped) run is never recommended
+        return True, f"not measured: {row.spoiled}"
     if row is None or row.change_pct is None or row.baseline is None or row.variant is None:
         return False, "no figure"
     status = row.result.status

@@ -32,6 +32,7 @@ class Stat:
     cpu: float  # seconds, user + system
     cpu_children: float  # seconds, reaped children (user + system)
     start: float  # an identity: pid + start time
+    stopped: bool = False  # state T (SIGSTOP) or t (a tracer): alive, but running nothing
 
 
 def _parse_stat(pid: int, data: bytes) -> Stat | None:
@@ -45,6 +46,7 @@ def _parse_stat(pid: int, data: bytes) -> Stat | None:
         cpu=(int(fields[11]) + int(fields[12])) / _CLK_TCK,
         cpu_children=(int(fields[13]) + int(fields[14])) / _CLK_TCK,
         start=float(fields[19]),
+        stopped=fields[0] in (b"T", b"t"),
     )
 
 
@@ -68,6 +70,7 @@ def _read_stat(pid: int) -> Stat | None:
                 cpu_children=getattr(times, "children_user", 0.0)
                 + getattr(times, "children_system", 0.0),
                 start=proc.create_time(),
+                stopped=proc.status() in (psutil.STATUS_STOPPED, psutil.STATUS_TRACING_STOP),
             )
     except (psutil.NoSuchProcess, psutil.AccessDenied):
         return None

@@ -171,3 +171,30 @@ def holders_psutil(ends: set[End]) -> dict[End, int]:
         if conn.laddr and conn.pid is not None and (conn.laddr.ip, conn.laddr.port) in ends:
             out[(conn.laddr.ip, conn.laddr.port)] = conn.pid
     return out
+
+
+def listening(pids: Iterable[int]) -> list[End]:
+    """The TCP ends (address, port) these processes listen on; a process gone is skipped."""
+    ends: set[End] = set()
+    for pid in pids:
+        with contextlib.suppress(psutil.Error, OSError):
+            for conn in psutil.Process(pid).net_connections(kind="tcp"):
+                if conn.status == psutil.CONN_LISTEN and conn.laddr:
+                    ends.add((conn.laddr.ip, conn.laddr.port))
+    return sorted(ends)
+
+
+def beyond_loopback(ends: Iterable[End]) -> list[End]:
+    """The ends reachable from other machines: any address but a loopback one."""
+    out = []
+    for address, port in ends:
+        try:
+            ip = ipaddress.ip_address(address.split("%")[0])
+        except ValueError:
+            ip = None
+        if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+            ip = ip.ipv4_mapped
+        loopback = ip is not None and ip.is_loopback
+        if not loopback:
+            out.append((address, port))
+    return out

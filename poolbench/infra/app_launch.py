@@ -17,7 +17,6 @@ from typing import Any
 
 from poolbench.config.bench import Experiment, Variant
 from poolbench.config.placeholders import env_refs, expand
-from poolbench.errors import PoolbenchError
 from poolbench.infra.app_server import PoolSettings, RunningVariant, VariantSpec, VariantStartError
 from poolbench.infra.app_setup import (
     SETUP_LOG,
@@ -126,7 +125,7 @@ def launch(
             app.start()
         except VariantStartError as exc:
             problem = extension_problem(out / "app.log", db, *where)
-            raise PoolbenchError(problem) if problem else exc from None
+            raise SetupError(problem) if problem else exc from None
         yield app
     finally:
         entry["app_processes"] = watch.stop()

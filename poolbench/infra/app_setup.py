@@ -41,7 +41,11 @@ _NOT_TRUSTED = re.compile(r'permission denied to create extension "(?P<name>[^"]
 
 
 class SetupError(PoolbenchError):
-    """A setup command failed, timed out or could not start; the message is one line."""
+    """A setup command failed, timed out or could not start, or an extension is missing; the
+    message is one line. The variant's configuration is at fault, not the run: it ends the run
+    as bad input."""
+
+    ends_run = True
 
 
 def extension_problem(log: Path, db: Database, experiment: str, variant: str) -> str | None:

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import csv
 import json
+import re
 import shlex
 import subprocess
 import sys
@@ -27,6 +28,7 @@ from poolbench.errors import PoolbenchError
 from poolbench.infra.masked_log import MaskedLog, log_tail
 from poolbench.infra.process_group import stop_group
 from poolbench.load import shapes
+from poolbench.redact import mask_text
 from poolbench.results.requests import REQUESTS_FILE
 
 STOP_GRACE_S = 5.0
@@ -34,6 +36,7 @@ PLUGIN = Path(__file__).resolve().with_name("plugin.py")
 STATUS_FILE = "load.json"
 START_TIMEOUT_S = 60.0  # from launch to the first user, when no workers are awaited
 LOOPBACK = ("http://127.", "http://localhost", "http://[::1]")
+MAX_QUOTED = 3  # exceptions (and failures) quoted when a load measured nothing
 
 
 @dataclass(frozen=True)
@@ -261,6 +264,55 @@ def load_record(status: dict[str, Any], load: LoadSettings, load_s: float) -> di
     else:
         record["full_load"] = None  # the user's own shape: poolbench cannot say
     return record
+
+
+def _csv_rows(path: Path) -> list[dict[str, str]]:
+    try:
+        with path.open(newline="", encoding="utf-8", errors="replace") as handle:
+            return list(csv.DictReader(handle))
+    except OSError:
+        return []
+
+
+_FRAME = re.compile(r'File "(?P<file>[^"]+)", line (?P<line>\d+), in (?P<function>\S+)')
+
+
+def _exception(row: dict[str, str]) -> str:
+    """An exception of locust_exceptions.csv as its message and where it was raised (the last
+    frame of its traceback: Locust records no exception type)."""
+    frames = list(_FRAME.finditer(row.get("Traceback") or ""))
+    message = (row.get("Message") or "").strip() or "an exception"
+    if not frames:
+        return message
+    where = frames[-1]
+    return f"{message} (in {where['function']}, {Path(where['file']).name}:{where['line']})"
+
+
+def load_problem(outputs: LoadOutputs) -> str | None:
+    """Why a load phase measured nothing of the app, in one line, or None: no request made
+    (its users failed, e.g. in `on_start`) or every request failed; with the first exceptions
+    its users raised (locust_exceptions.csv) and failures (locust_failures.csv)."""
+    prefix = outputs.csv_prefix
+    total = next(
+        (r for r in _csv_rows(Path(f"{prefix}_stats.csv")) if r.get("Name") == "Aggregated"), None
+    )
+    if total is None:
+        return None  # no statistics (Locust killed): the watchdog's event says what happened
+    requests, failures = _num(total.get("Request Count")), _num(total.get("Failure Count"))
+    if requests > 0 and failures < requests:
+        return None
+    what = "the load made no requests" if requests == 0 else f"all {requests:.0f} requests failed"
+    seen = [
+        f"{_exception(r)} ×{r.get('Count', '?')}"
+        for r in _csv_rows(Path(f"{prefix}_exceptions.csv"))[:MAX_QUOTED]
+    ]
+    seen += [
+        f"{r.get('Method', '')} {r.get('Name', '')}: {r.get('Error', '').strip()} "
+        f"×{r.get('Occurrences', '?')}"
+        for r in _csv_rows(Path(f"{prefix}_failures.csv"))[:MAX_QUOTED]
+    ]
+    first = "; ".join(mask_text(x[:200]) for x in seen) or "no exception recorded"
+    return f"{what}: {first} (see {prefix.name}_exceptions.csv and locust.log)"
 
 
 # --------------------------------------------------------------------------- processes

@@ -43,6 +43,7 @@ from poolbench.analysis.block_test import block_edges, per_block
 from poolbench.analysis.summary import ExperimentSummary
 from poolbench.files import atomic_file
 from poolbench.format import MiB
+from poolbench.results.events import EventKind
 
 MAX_POINTS = 1200
 DPI = 110
@@ -191,15 +192,30 @@ def _fmt(value: float | None) -> str:
 
 
 def _mark_events(ax, run: VariantRun, clock: _Clock) -> list:
-    """Vertical lines at the process events of the run (worker exits, restarts)."""
+    """Vertical lines at the process events of the run (worker exits, restarts), a shaded span
+    over each stall."""
     handles = []
     for event in run.figures.events:
         ts = event.get("ts")
         if ts is None:
             continue
+        if event["event"] == EventKind.STALLED:  # a span, not a moment
+            continue
         line = ax.axvline(clock.x(run, [float(ts)])[0], color="#222222", lw=1, ls=":", zorder=4,
                           label=f"{event['event']}" + (f" (pid {event['pid']})" if event.get("pid") else ""))  # fmt: skip
         handles.append(line)
+    return handles
+
+
+def _shade_stalls(ax, run: VariantRun, clock: _Clock, color: str = "#d62728") -> list:
+    """A shaded span over each stall of the run (the watchdog's `stalled` events)."""
+    handles = []
+    for event in run.figures.events:
+        if event.get("event") != EventKind.STALLED or event.get("end") is None:
+            continue
+        start, end = clock.x(run, [float(event["ts"]), float(event["end"])])
+        handles.append(ax.axvspan(start, end, color=color, alpha=0.18, lw=0, zorder=3,
+                                  label=f"{run.figures.variant} stalled ({end - start:.1f} s)"))  # fmt: skip
     return handles
 
 
@@ -243,6 +259,7 @@ def chart_connections(analysis: Analysis, experiment: str, path: Path, clock: _C
         ax.set_ylabel("connections")
         users = run.series.users
         _mark_events(ax, run, clock)  # labelled: the legend lists them
+        _shade_stalls(ax, run, clock)
         extra = []
         if not users.empty:
             twin = ax.twinx()
@@ -418,6 +435,7 @@ def chart_throughput(analysis: Analysis, experiment: str, path: Path, clock: _Cl
             continue
         x = clock.x(run, frame.index)
         color = _variant_color(i)
+        _shade_stalls(top, run, clock, color)
         top.plot(x, frame["goodput"], color=color, lw=1.6, label=f"{name} successful/s")
         if frame["failures"].any():
             top.plot(x, frame["failures"], color=color, lw=1.2, ls=":", label=f"{name} failed/s")

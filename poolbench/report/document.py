@@ -72,6 +72,10 @@ def change_cell(row: Row, notes: Footnotes) -> Cell:
     texts = [*row.result.footnotes, *row.result.warnings]
     if row.result.status == "untested":  # one side's interval or spread says nothing then
         texts = [t for t in row.result.footnotes if "too small for a 95 % interval" not in t]
+    if row.verdict == "not measured":  # no badge, whatever the values: say why
+        mark = notes.mark([f"Not measured: {row.spoiled}."])
+        change = fmt.NA if row.change_pct is None else fmt.pct(row.change_pct)
+        return f"{change}, not measured{mark}"
     mark = notes.mark(texts)
     if row.change_pct is None:
         same = row.baseline is not None and row.baseline == row.variant

@@ -322,8 +322,9 @@ def events_section(experiment: ExperimentSummary) -> list[Any]:
             t0 = f.windows.t0
             for e in f.events:
                 details = ", ".join(
-                    f"{k} {val}" for k, val in e.items() if k not in ("ts", "event")
-                )
+                    f"until t = {float(val) - t0:.1f} s" if k == "end" else f"{k} {val}"
+                    for k, val in e.items() if k not in ("ts", "event")
+                )  # fmt: skip
                 rows.append(
                     [
                         f"{f.variant}-{f.repeat}",

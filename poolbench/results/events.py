@@ -30,6 +30,7 @@ class EventKind(StrEnum):
     POSTGRES_RESTARTED = "postgres_restarted"
     LOCUST_EXITED = "locust_exited"
     USERS_DROPPED = "users_dropped"
+    STALLED = "stalled"  # a span (ts to `end`) in which the app or PostgreSQL did no work
 
 
 ROUTINE = frozenset(
@@ -42,6 +43,14 @@ ROUTINE = frozenset(
         EventKind.LOCUST_WORKERS_AWAITED,
     }
 )
+# The causes a `stalled` event may name, in words.
+STALL_CAUSES = {  # why a span is a `stalled` event's, in words (its `causes`)
+    "app_stopped": "the app's processes were stopped (state T)",
+    "postgres_stopped": "PostgreSQL's processes were stopped (state T)",
+    "no_requests": "no request completed while users were active",
+    "postgres_silent": "PostgreSQL did not answer the collector",
+}
+
 # The kinds of `lifecycle` events the watchdog fires (poolbench/run/watchdog.py).
 LIFECYCLE_KINDS = tuple(kind for kind in EventKind if kind not in ROUTINE)
 

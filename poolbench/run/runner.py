@@ -15,12 +15,13 @@ the worst of its variants' (`run_outcome`).
 
 from __future__ import annotations
 
+import re
 import shlex
 import time
 from pathlib import Path
 from typing import Any
 
-from poolbench.collector import CollectorThread
+from poolbench.collector import CollectorThread, sockets
 from poolbench.config.bench import BenchConfig, Experiment, Variant
 from poolbench.errors import PoolbenchError, first_line
 from poolbench.infra import ledger, postgres
@@ -131,8 +132,10 @@ class Runner:
         dog = None
         try:
             with stack.database_and_app(
-                record, experiment, variant, entry, out, self.database_url
-            ) as (db, app):
+                record, experiment, variant, entry, out, self.database_url,
+                on_database=lambda db: self._preflight(db, entry),
+            ) as (db, app):  # fmt: skip
+                self._check_bind(app, entry)
                 with Watchdog(self.events, ref) as dog:
                     dog.watch_app(app.pid)
                     dog.watch_postgres(db.postmaster_pid, db.port)
@@ -142,12 +145,31 @@ class Runner:
             self._end_variant(ref, entry, Status.PARTIAL, None)
             raise
         except (PoolbenchError, VariantStartError) as exc:
-            if dog is not None and dog.fault is not None:  # the cause, not what followed it
-                self._end_variant(ref, entry, Status.FAILED, dog.fault)
-                return  # the next variant has its own database and app: the run goes on
-            self._end_variant(ref, entry, Status.FAILED, first_line(exc))
-            raise PoolbenchError(f"{experiment.name}/{variant.name}: {exc}") from None
+            if exc.ends_run:  # bad input (e.g. its setup command fails): the run ends
+                self._end_variant(ref, entry, Status.FAILED, first_line(exc))
+                raise PoolbenchError(f"{experiment.name}/{variant.name}: {exc}") from None
+            # the cause (the watchdog's finding), not what followed it; the next variant has
+            # its own database and app: the run goes on
+            if dog is not None and dog.fault is not None:
+                reason = dog.fault  # already said, as the watchdog's event
+            else:
+                reason = one_line(exc)
+                self.display.message(f"! {experiment.name}/{variant.name}: failed: {reason}")
+            self._end_variant(ref, entry, Status.FAILED, reason)
+            return
         self._end_variant(ref, entry, status, error)
+
+    def _check_bind(self, app, entry: dict) -> None:
+        """The app listens on loopback only, as every server poolbench starts: one reachable
+        from other machines is refused (a load test is no reason to expose it)."""
+        ends = sockets.listening(app.pids())
+        entry["listening"] = [f"{address}:{port}" for address, port in ends]
+        if exposed := sockets.beyond_loopback(ends):
+            where = ", ".join(f"{address}:{port}" for address, port in exposed)
+            raise PoolbenchError(
+                f"the app listens on {where}, beyond loopback: poolbench runs servers on "
+                "127.0.0.1 only (in a variant's command, pass --host {host})"
+            )
 
     def _end_variant(self, ref: VariantRef, entry: dict, status: str, error: str | None) -> None:
         entry["status"], entry["error"] = status, error
@@ -163,7 +185,7 @@ class Runner:
         )
         try:
             with collector:
-                self._preflight(db, entry)
+                dog.watch_collector(lambda: collector.latest().ts)
                 self._phase(ref, "warmup", phases.warmup_s,
                             lambda: self._warmup(experiment, app, ref, dog))  # fmt: skip
                 self._phase(ref, "load", phases.load_s + phases.soak_s, starts_itself=True,
@@ -171,6 +193,7 @@ class Runner:
                 self._phase(ref, "idle", phases.idle_s,
                             lambda: self._idle(ref, phases.idle_s, collector, dog))  # fmt: skip
         finally:
+            dog.watch_collector(None)  # stopped on purpose: its silence says nothing now
             entry["collector"]["rows_written"] = collector.rows_written
             entry["watchdog"] = dog.describe()
             self.events.load_started.remove_listener(on_load)
@@ -178,7 +201,8 @@ class Runner:
             self.record.save_variant(entry)
 
     def _preflight(self, db, entry: dict) -> None:
-        """Free slots against the model's ceiling, before any load (docs/results.md)."""
+        """Free slots against the model's ceiling, before the app starts (an app that cannot
+        connect may not start at all: the warning says why first; docs/results.md)."""
         entry["preflight"] = check_slots(db.admin_url, db.dbname, entry)
         if warning := entry["preflight"].get("warning"):
             self.display.message(f"warning: {entry['experiment']}/{entry['variant']}: {warning}")
@@ -240,8 +264,11 @@ class Runner:
             self._await_workers(ref, settings, port, app.base_url)
 
         def live() -> None:
-            self._show_live(ref, collector, process.progress(), dog)
+            progress = process.progress()
+            dog.load_progress(progress.get("users"), progress.get("requests"))
+            self._show_live(ref, collector, progress, dog)
 
+        ended_early: float | None = None
         try:
             started = process.wait_started(settings, live)
             applied = (process.status().get("shape") or {}).get("applied")
@@ -260,16 +287,24 @@ class Runner:
                     soak_at = None
                 live()
                 time.sleep(0.5)
+            ended_early = dog.locust_ended()  # judged now, not at the watchdog's next poll
             dog.check()  # a fault that ended Locust is the error, not Locust's exit code
         finally:
             dog.stop_watching_locust()
             process.stop()
-            record = locust.load_record(process.status(), settings, load_s + soak_s)
+            status = process.status()
+            if ended_early is not None and status.get("test_start") and not status.get("test_stop"):
+                status["test_stop"] = ended_early  # killed: its figures end where it did
+            record = locust.load_record(status, settings, load_s + soak_s)
             self.record.entry_for(out)["locust"] = record
             if message := (record.get("shape") or {}).get("message"):
                 self.display.message(f"[{experiment.name}] {ref.variant}: {message}")
-        if process.proc.returncode != 0:
+        if process.proc.returncode != 0 and ended_early is None:
             raise PoolbenchError(process.ended(process.proc.returncode))
+        if problem := locust.load_problem(outputs):  # nothing of the app was measured
+            raise PoolbenchError(problem)
+        # Locust ended before its time (killed, crashed): the watchdog's event degrades the
+        # variant, and what it recorded until then is kept; it does not end the run
 
     def _await_workers(self, ref: VariantRef, settings, port: int, target: str) -> None:
         """Say what each worker machine runs; the command is also kept in events.jsonl."""
@@ -293,6 +328,22 @@ class Runner:
     def _show_live(self, ref: VariantRef, collector, load: dict[str, float], dog) -> None:
         stack.fire_live(self.events, ref, collector, load)
         dog.check()
+
+
+_RAISED = re.compile(r"\b\w*(Error|Exception|Exit)\b: ")  # `pkg.SomeError: message`
+
+
+def one_line(exc: BaseException) -> str:
+    """An error as one line: its first, and of the log lines quoted under it (`  | …`, an
+    app's log tail) the cause: the last exception raised, else the last that says error."""
+    lines = str(exc).strip().splitlines()
+    quoted = [line.split("|", 1)[1].strip() for line in lines[1:] if line.lstrip().startswith("|")]
+    quoted = [line for line in quoted if line]
+    cause = next(
+        (q for q in reversed(quoted) if _RAISED.search(q)),
+        next((q for q in reversed(quoted) if "error" in q.lower()), quoted[-1] if quoted else ""),
+    )
+    return first_line(exc) + (f" — {cause[:300]}" if cause else "")
 
 
 def run_outcome(experiments: list[dict[str, Any]]) -> tuple[str, str | None]:

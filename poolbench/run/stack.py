@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import math
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any
@@ -145,8 +145,10 @@ def database_and_app(
     entry: dict[str, Any],
     out: Path,
     database_url: str | None,
+    on_database: Callable[[Database], None] | None = None,
 ) -> Iterator[tuple[Database, RunningVariant]]:
-    """A fresh database and the app on it, both recorded in the entry; both stopped after."""
+    """A fresh database and the app on it, both recorded in the entry; both stopped after.
+    `on_database(db)` runs before the app starts (the runner's check of free slots)."""
     with provide_database(experiment, database_url, out / POSTGRES_LOG_FILE) as db:
         entry["database"] = db.describe()
         entry["postgres_log"] = {
@@ -154,6 +156,8 @@ def database_and_app(
             "reason": db.server_log_reason,
         }
         record.data["environment"].setdefault("postgres", db.describe())
+        if on_database is not None:
+            on_database(db)
         # extensions, setup commands, the app itself, its process tree watched
         with app_launch.launch(experiment, variant, entry, db, out) as app:
             entry["pids"] = {"app": app.pid, "postmaster": db.postmaster_pid}

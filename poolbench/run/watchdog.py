@@ -16,6 +16,11 @@ results. It watches, from the variant's start-up to its end:
   (crash recovery, seen as a new checkpointer).
 - Locust, per phase: an exit before its time (`locust_exited`, `early`: true), and a fall of
   its user count that the load shape did not ask for (`users_dropped`: `users`, `expected`).
+- stalls: a process of the app or of PostgreSQL stopped (state T), no request completed for
+  STALL_S while users are active (Locust's figures, fed by the runner), or the collector's
+  newest sample SILENT_S old (PostgreSQL not answering it). A frozen process neither exits nor
+  drops users, and a run that froze looked clean; now the span from the first cause to the
+  poll that finds none left is one `stalled` event (`ts` its start, `end`, `causes`).
 
 Each event goes to the run's hub as a `lifecycle` event (so events.jsonl records it, with
 `phase` and `t` = seconds into that phase) and decides the variant's fate:
@@ -24,7 +29,7 @@ Each event goes to the run's hub as a `lifecycle` event (so events.jsonl records
   RESTART_GRACE_S: the variant cannot go on. `check()` raises `VariantFault`; the runner
   ends the variant `failed` with the event in the error.
 - anything else (a worker died and was replaced, a crash-restart, users lost, Locust ended
-  early): the variant runs to its end and is `degraded`, with the reasons.
+  early, a stall): the variant runs to its end and is `degraded`, with the reasons.
 
 A thread polls /proc at `POLL_HZ` (a read per watched process: ~0.15 ms a poll for an app
 of five processes and a postmaster, 0.06 % of a core; no psutil process scans). It only observes and queues; the runner calls `check()` from its own thread
@@ -49,7 +54,7 @@ from poolbench.collector import procfs
 from poolbench.config.bench import LoadSettings
 from poolbench.errors import PoolbenchError
 from poolbench.load import shapes
-from poolbench.results.events import EventKind
+from poolbench.results.events import STALL_CAUSES, EventKind
 from poolbench.results.status import Status
 from poolbench.run.events import RunEvents, VariantRef
 
@@ -59,6 +64,9 @@ RESTART_GRACE_S = 5.0  # a postmaster gone this long without a successor: the se
 EARLY_EXIT_SLACK_S = 2.0  # Locust may end this much before its phase's nominal end
 SHAPE_LAG_S = 3.0  # Locust's CSV (written each second) trails what its shape asked for
 END_MARGIN_S = 2.0  # users leaving in the last seconds of a phase are Locust stopping
+STALL_S = 5.0  # no request completed this long while users are active: the load is stalled
+STALL_GAPS = 10  # ... or this many of its usual gaps between completions, when longer
+SILENT_S = 5.0  # the collector's newest sample this old: PostgreSQL is not answering it
 
 
 class VariantFault(PoolbenchError):
@@ -101,6 +109,30 @@ def shape_target(load: LoadSettings, duration: float) -> Callable[[float], int]:
 
 
 @dataclass
+class _Stall:
+    """A stall: since when, every cause seen during it (in order), and when its causes
+    cleared (None: under way)."""
+
+    start: float
+    causes: dict[str, None] = field(default_factory=dict)
+    end: float | None = None
+
+
+@dataclass
+class _Progress:
+    """Requests completed in a load phase, as Locust's statistics show them."""
+
+    first: float  # when users were first seen active
+    count: float = 0.0  # requests completed so far
+    since: float = 0.0  # when that count was first seen
+
+    def stalled_since(self, now: float) -> float | None:
+        """When the last request completed, if that is longer ago than a stall."""
+        usual_gap = (self.since - self.first) / self.count if self.count else 0.0
+        return self.since if now - self.since >= max(STALL_S, STALL_GAPS * usual_gap) else None
+
+
+@dataclass
 class _Phase:
     name: str = "starting"
     start: float = field(default_factory=time.time)
@@ -128,10 +160,14 @@ class Watchdog:
         self._down: tuple[float, str] | None = None  # the postmaster exited: when, and why
         self._next_search = 0.0
         self._locust: tuple[_Tracked, float, Callable[[], int | None] | None] | None = None
+        self._locust_early: float | None = None  # when Locust was seen to end before its time
         self._target: Callable[[float], int] | None = None
         self._users_checked = False  # a load phase's users were judged against its shape
         self._users_peak = 0.0
         self._users_low: float | None = None
+        self._stall: _Stall | None = None
+        self._progress: _Progress | None = None  # the load's, while users are active
+        self._sampled: Callable[[], float | None] | None = None  # the collector's newest sample
         self._listeners = [
             (events.phase_started, events.phase_started.add_listener(self._on_phase_started)),
             (events.live, events.live.add_listener(self._on_live)),
@@ -175,12 +211,42 @@ class Watchdog:
         judge, e.g. the locustfile's own)."""
         with self._lock:
             tracked = _track(pid, "locust") or _Tracked(pid, -1.0, "locust")
-            self._locust = (tracked, ends_at, returncode)
+            self._locust, self._locust_early = (tracked, ends_at, returncode), None
             self._target, self._users_peak, self._users_low = target, 0.0, None
+
+    def locust_ended(self) -> float | None:
+        """Judge Locust's exit now (the runner saw it end): when it ended before its time, the
+        time it was seen to end (the event is queued and the variant degraded), else None."""
+        with self._lock:
+            if self._locust is None:
+                return self._locust_early
+            self._poll_locust()
+            return self._locust_early
 
     def stop_watching_locust(self) -> None:
         with self._lock:
-            self._locust, self._target = None, None
+            self._locust, self._target, self._progress = None, None, None
+
+    def watch_collector(self, newest_sample: Callable[[], float | None] | None) -> None:
+        """The collector's newest sample time (epoch s): one that stops advancing means
+        PostgreSQL is not answering it (None: the collector stopped, on purpose)."""
+        with self._lock:
+            self._sampled = newest_sample
+
+    def load_progress(self, users: float | None, requests: float | None) -> None:
+        """The load's users and requests completed so far (Locust's statistics, from the
+        runner's thread): no request completed for a while with users active is a stall."""
+        now = time.time()
+        with self._lock:
+            if users == 0:
+                self._progress = None
+            if not users or users != users or requests is None or requests != requests:
+                return  # no users, or no figures yet (NaN)
+            progress = self._progress
+            if progress is None:
+                self._progress = _Progress(now, requests, now)
+            elif requests > progress.count:
+                progress.count, progress.since = requests, now
 
     def describe(self) -> dict[str, Any]:
         """What variant.json records about the watch."""
@@ -226,6 +292,9 @@ class Watchdog:
         with self._lock:
             if self._down is not None:  # the run ended before a server came back
                 self._fail(self._down[1])
+            if self._stall is not None:  # the variant ended stalled (or just after one)
+                end = self._stall.end
+                self._end_stall(time.time() if end is None else end, ongoing=end is None)
         for hook, listener in self._listeners:
             hook.remove_listener(listener)
         with contextlib.suppress(VariantFault):
@@ -272,6 +341,7 @@ class Watchdog:
                 self._poll_app()
                 self._poll_postgres()
                 self._poll_locust()
+                self._poll_stall()
 
     def _poll_app(self) -> None:
         app = self._app
@@ -392,6 +462,7 @@ class Watchdog:
         self._locust = None
         now = time.time()
         if now < ends_at - EARLY_EXIT_SLACK_S:
+            self._locust_early = now
             if code is None:
                 code = procfs.exit_status(locust.pid)
             self._degrade(
@@ -400,6 +471,49 @@ class Watchdog:
                     expected_end=round(ends_at, 3),
                 )
             )  # fmt: skip
+
+    def _poll_stall(self) -> None:
+        """A stall spans from its first cause to the poll that finds none left. Under load it
+        is told once requests are seen completing after that: Locust's figures trail by a
+        second or two, and a cause found meanwhile (no request completed) is the same stall."""
+        now = time.time()
+        causes = self._stall_causes(now)
+        stall = self._stall
+        if causes:
+            if stall is None:
+                self._stall = stall = _Stall(min(causes.values()))
+            stall.start = min(stall.start, *causes.values())
+            stall.causes.update(dict.fromkeys(causes))
+            stall.end = None
+        elif stall is not None:
+            if stall.end is None:
+                stall.end = now
+            if self._progress is None or self._progress.since > stall.end:
+                self._end_stall(stall.end)
+
+    def _stall_causes(self, now: float) -> dict[str, float]:
+        """What is stalled now, each with since when it is known to be."""
+        causes: dict[str, float] = {}
+        app = [self._app.pid, *self._workers] if self._app is not None else []
+        if _any_stopped(app):
+            causes["app_stopped"] = now
+        postmaster = self._postmaster
+        if postmaster is not None and _any_stopped(procfs.tree([postmaster.pid], depth=1)):
+            causes["postgres_stopped"] = now
+        if self._progress is not None and (since := self._progress.stalled_since(now)):
+            causes["no_requests"] = since
+        newest = self._sampled() if self._sampled is not None else None
+        if newest is not None and self._down is None and now - newest >= SILENT_S:
+            causes["postgres_silent"] = newest
+        return causes
+
+    def _end_stall(self, end: float, ongoing: bool = False) -> None:
+        stall, self._stall = self._stall, None
+        details = {"end": round(end, 3), "duration_s": round(end - stall.start, 1),
+                   "causes": list(stall.causes)}  # fmt: skip
+        if ongoing:
+            details["ongoing"] = True  # the variant ended before the stall did
+        self._degrade(self._event(EventKind.STALLED, stall.start, **details))
 
     # ------------------------------------------------------------------ hub listeners
 
@@ -432,6 +546,11 @@ class Watchdog:
             )  # fmt: skip
 
 
+def _any_stopped(pids: list[int]) -> bool:
+    """Is any of these processes stopped (state T: SIGSTOP, or a tracer)?"""
+    return any((stat := procfs.read_stat(pid)) is not None and stat.stopped for pid in pids)
+
+
 def describe_event(kind: str, ts: float, details: dict[str, Any]) -> str:
     """A lifecycle event as one line of an error or reason, with its time."""
     when = f"at {time.strftime('%H:%M:%S', time.localtime(ts))} " + (
@@ -458,6 +577,10 @@ def describe_event(kind: str, ts: float, details: dict[str, Any]) -> str:
         return f"the PostgreSQL server restarted (new postmaster pid {pid}) {when}"
     if kind == EventKind.LOCUST_EXITED:
         return f"Locust (pid {pid}) exited before its time{how} {when}"
+    if kind == EventKind.STALLED:
+        causes = "; ".join(STALL_CAUSES.get(c, c) for c in details.get("causes") or [])
+        until = " until the variant ended" if details.get("ongoing") else ""
+        return f"the variant stalled for {details.get('duration_s')} s{until} from {when}: {causes}"
     if kind == EventKind.USERS_DROPPED:
         return (
             f"Locust's users fell to {details.get('users')} (the shape asked for "
