@@ -7,7 +7,6 @@ import argparse
 import json
 import re
 import subprocess
-import time
 from pathlib import Path
 
 import numpy as np
@@ -336,14 +335,10 @@ def test_text_summary_formats_the_analysis_figures(tmp_path):
 
 
 @pytest.mark.slow
-def test_a_one_hour_run_reports_within_10_s(tmp_path):
-    """Issue 9's acceptance: `poolbench report` on a one-hour run (two variants, 20 series of
-    36,000 samples at 10 Hz and 360,000 requests each) within 10 s. Measured as this process's
-    CPU time: the machine is shared, so wall-clock time says more about the neighbours."""
+def test_a_one_hour_run_reports(tmp_path):
+    """Issue 9's one-hour run (two variants, 20 series of 36,000 samples at 10 Hz and 360,000
+    requests each) reports its headline. Its time budget is `benchmarks/report_speed.py`'s."""
     run_dir = write_run(tmp_path, hour_specs(), run_id="hour")
-    start = time.process_time()
     build_report(run_dir)
-    took = time.process_time() - start
     # 8 engines × 20 before, 8 × 4 after
     assert (run_dir / "report.md").read_text().startswith("# Peak connections 160 → 32 (−80 %)")
-    assert took < 10, f"{took:.1f} s of CPU"
