@@ -342,3 +342,25 @@ def test_a_one_hour_run_reports(tmp_path):
     build_report(run_dir)
     # 8 engines × 20 before, 8 × 4 after
     assert (run_dir / "report.md").read_text().startswith("# Peak connections 160 → 32 (−80 %)")
+
+
+def test_charts_draw_every_peak_and_trough_of_an_hour_at_10_hz():
+    """A chart keeps, per pixel column, the lowest and the highest sample (actual samples, in
+    time order), so a one-sample spike and drop of an hour at 10 Hz are drawn at their height,
+    and a gap still breaks the line. (Averaging into 1,200 bins drew the spike at 15 of 160.)"""
+    from poolbench.report.charts import PIXEL_COLUMNS, decimate
+
+    ts = 1_764_000_000 + np.arange(36_000) / 10
+    values = np.full(ts.size, 10.0)
+    values[12_345], values[23_456] = 160.0, 0.0
+    values[30_000:30_010] = np.nan
+    drawn = decimate(pd.Series(values, index=ts))
+    assert len(drawn) <= 3 * PIXEL_COLUMNS < ts.size / 10
+    assert drawn.max() == 160.0 and drawn.min() == 0.0 and drawn.isna().any()
+    assert drawn.index.is_monotonic_increasing and set(drawn.index) <= set(ts)
+    # a stack: the rows where the total (the stack's top) is highest and lowest, whole rows
+    stack = pd.DataFrame({"a": values / 2, "b": np.where(np.arange(ts.size) == 777, 40.0, 1.0)})
+    stack.index = ts
+    rows = decimate(stack.fillna(0.0))
+    assert rows.sum(axis=1).max() == 81.0 and rows.sum(axis=1).min() == 1.0
+    assert (rows == stack.fillna(0.0).loc[rows.index]).all().all()

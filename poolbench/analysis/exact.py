@@ -16,7 +16,6 @@ from dataclasses import dataclass, field
 from poolbench.analysis.series import VariantSeries
 from poolbench.analysis.typed import Json, Window
 from poolbench.analysis.windows import Windows, within
-from poolbench.collector.config import APPLICATION_NAME
 from poolbench.results import VariantResult
 from poolbench.timeline import SamplingCheck, compare_by_application, timelines
 
@@ -96,6 +95,9 @@ def exact_figures(
     found = compare_by_application(
         exact, list(wide.index), {c: wide[c].tolist() for c in wide.columns}
     )
+    # here, not at the top: the collector's package imports psycopg (~0.1 s) for one name
+    from poolbench.collector.config import APPLICATION_NAME
+
     sessions = [
         x for x in log.sessions
         if x.database == database and x.established and x.application_name != APPLICATION_NAME

@@ -130,9 +130,24 @@ from poolbench.collector.config import (
     CollectorConfig,
     PidSource,
 )
-from poolbench.collector.core import Collector
-from poolbench.collector.latest import Latest
-from poolbench.collector.thread import CollectorThread, run
+
+# The running parts are imported on first use (PEP 562): the report and the analysis import
+# this package for a name or two (APPLICATION_NAME, attribution) and need none of them.
+_LAZY = {
+    "Collector": "poolbench.collector.core",
+    "Latest": "poolbench.collector.latest",
+    "CollectorThread": "poolbench.collector.thread",
+    "run": "poolbench.collector.thread",
+}
+
+
+def __getattr__(name: str):
+    if name in _LAZY:
+        import importlib
+
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
 
 __all__ = [
     "APPLICATION_NAME",

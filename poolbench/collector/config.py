@@ -8,9 +8,6 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-import psycopg
-from psycopg import conninfo
-
 from poolbench.errors import PoolbenchError, first_line
 from poolbench.redact import mask_url
 
@@ -43,6 +40,9 @@ class CollectorConfig:
     reconnect_interval: float = 0.5
 
     def __post_init__(self) -> None:
+        import psycopg  # here: the report reads APPLICATION_NAME without loading a driver
+        from psycopg import conninfo
+
         try:
             parsed = conninfo.conninfo_to_dict(self.admin_url)
         except psycopg.ProgrammingError as exc:
