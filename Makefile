@@ -22,35 +22,40 @@ PYTEST = $(if $(TEST_TMPDIR),TMPDIR=$(TEST_TMPDIR) )$(BIN)/python -m pytest
 
 # Dependencies come from requirements.lock: every package pinned with its hashes, for Python
 # ≥ 3.11 on every platform (uv's universal resolution), the dev extra included. uv installs it
-# (~5 s with a warm cache): the uv on PATH, else uv fetched into the venv from
-# requirements-uv.lock (pinned, hashed); pip is the fallback (USE_UV=0 forces it), as it is
-# when uv fails. uv reads no pip.conf: point it at a mirror with UV_DEFAULT_INDEX.
+# (a few seconds with a warm cache): the uv on PATH, else uv put into the venv from
+# requirements-uv.lock (pinned, hashed) by $(PYTHON)'s own pip. pip is the fallback
+# (USE_UV=0 forces it), as it is when uv fails. uv reads no pip.conf: point it at a mirror
+# with UV_DEFAULT_INDEX (pip keeps using its configuration).
 LOCK := requirements.lock
 UV_LOCK := requirements-uv.lock
 USE_UV ?= 1
 UV ?= $(shell command -v uv 2>/dev/null)
-PIP := $(BIN)/python -m pip install --quiet --disable-pip-version-check
+QUIET_PIP := install --quiet --disable-pip-version-check
+PIP := $(BIN)/python -m pip $(QUIET_PIP)
 
 .PHONY: bench test test-fast ui lint format clean-venv lock
 
 $(STAMP): pyproject.toml $(LOCK) $(UV_LOCK)
-	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	@test -x $(BIN)/python || $(PYTHON) -m venv --without-pip $(VENV)
 	@uv="$(UV)"; \
-	if [ "$(USE_UV)" = 1 ] && [ -z "$$uv" ]; then \
-	  $(PIP) --require-hashes -r $(UV_LOCK) && uv=$(BIN)/uv; \
+	if [ "$(USE_UV)" = 1 ] && [ -z "$$uv" ] && [ ! -x $(BIN)/uv ]; then \
+	  $(PYTHON) -m pip --python $(BIN)/python $(QUIET_PIP) --require-hashes -r $(UV_LOCK); \
 	fi; \
-	if [ "$(USE_UV)" = 1 ] && [ -n "$$uv" ] \
+	uv=$${uv:-$(BIN)/uv}; \
+	if [ "$(USE_UV)" = 1 ] && [ -x "$$uv" ] \
 	  && "$$uv" pip install --quiet --python $(BIN)/python --require-hashes -r $(LOCK) \
 	  && "$$uv" pip install --quiet --python $(BIN)/python --no-deps -e .; then :; \
 	else \
 	  if [ "$(USE_UV)" = 1 ]; then echo "make: uv could not install $(LOCK); pip instead" >&2; fi; \
+	  $(BIN)/python -m pip --version >/dev/null 2>&1 || $(BIN)/python -m ensurepip --default-pip; \
 	  $(PIP) --require-hashes -r $(LOCK) && $(PIP) --no-deps -e .; \
 	fi
 	@touch $(STAMP)
 
 # Refresh the lock files from pyproject.toml (newest versions its ranges allow); commit both.
 lock: $(STAMP)
-	@uv="$(UV)"; if [ -z "$$uv" ]; then $(PIP) --require-hashes -r $(UV_LOCK); uv=$(BIN)/uv; fi; \
+	@uv="$(UV)"; uv=$${uv:-$(BIN)/uv}; \
+	test -x "$$uv" || $(PYTHON) -m pip --python $(BIN)/python $(QUIET_PIP) --require-hashes -r $(UV_LOCK); \
 	flags="--generate-hashes --universal --python-version 3.11 --quiet"; \
 	"$$uv" pip compile pyproject.toml --extra dev $$flags --custom-compile-command "make lock" \
 	  -o $(LOCK) && \
