@@ -47,7 +47,7 @@ $(STAMP): pyproject.toml $(LOCK) $(UV_LOCK)
 	  && "$$uv" pip install --quiet --python $(BIN)/python --no-deps -e .; then :; \
 	else \
 	  if [ "$(USE_UV)" = 1 ]; then echo "make: uv could not install $(LOCK); pip instead" >&2; fi; \
-	  $(BIN)/python -m pip --version >/dev/null 2>&1 || $(BIN)/python -m ensurepip --default-pip; \
+	  $(BIN)/python -m pip --version >/dev/null 2>&1 || $(BIN)/python -m ensurepip --default-pip >/dev/null; \
 	  $(PIP) --require-hashes -r $(LOCK) && $(PIP) --no-deps -e .; \
 	fi
 	@touch $(STAMP)
