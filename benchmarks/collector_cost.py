@@ -110,6 +110,9 @@ def main() -> int:
     parser.add_argument("--seconds", type=float, default=30.0)
     parser.add_argument("--warmup", type=float, default=8.0)
     parser.add_argument("--profile", action="store_true")
+    parser.add_argument(
+        "--memory-budget", default="0.01", help="memory_cpu_budget (a fraction of a core, or none)"
+    )
     args = parser.parse_args()
     watch_threads(args.profile)
     stop = threading.Event()
@@ -121,9 +124,11 @@ def main() -> int:
             conn.execute(
                 "CREATE TABLE pages AS SELECT repeat('x', 200) AS x FROM generate_series(1, 35000)"
             )
+        budget = None if args.memory_budget == "none" else float(args.memory_budget)
         config = CollectorConfig(
-            pg.admin_url, pg.dbname, Path(tmp) / "samples.csv", postmaster_pid=pg.postmaster_pid
-        )
+            pg.admin_url, pg.dbname, Path(tmp) / "samples.csv", postmaster_pid=pg.postmaster_pid,
+            memory_cpu_budget=budget,
+        )  # fmt: skip
         workers = load(pg.app_url, args.backends, stop)
         with CollectorThread(config) as collector:
             time.sleep(args.warmup)

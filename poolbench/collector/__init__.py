@@ -86,7 +86,8 @@ default 1 Hz; label component, + application_name for ``postgres_backends``)
     ``memory_refresh_s`` (2 s); another process of its group mapped shared pages, within
     10 s (2 s once the PSS so moved may exceed 1 % of the group's); whatever happened,
     within 30 s. Re-reads are spread over sweeps and stay within ``memory_cpu_budget``
-    (default 1 % of one core; ``None``: no limit): beyond it values wait longer, and the
+    (default 1 % of one core, on average over 20 s: a pass over every process may be spent
+    at once; ``None``: no limit): beyond it values wait longer, and the
     collector reports how long (``memory_refresh_max_s`` in variant.json). ``memory=False``
     (the ``minimal`` profile) writes no memory rows.
 ``cpu_percent`` (``memory_hz``; label component)
