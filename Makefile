@@ -1,5 +1,5 @@
 # The commands users rely on: `make bench`, `make test` and `make ui` (VARIANT=before|after).
-# Each one builds .venv when it is missing or older than pyproject.toml.
+# Each one builds .venv when it is missing or older than pyproject.toml or the lock files.
 
 PYTHON ?= python3
 VENV := .venv
@@ -20,13 +20,47 @@ FAST_WORKERS ?= 2
 TEST_TMPDIR ?= $(shell df -Pk /dev/shm 2>/dev/null | awk 'NR == 2 && $$4 > 1048576 {print "/dev/shm"}')
 PYTEST = $(if $(TEST_TMPDIR),TMPDIR=$(TEST_TMPDIR) )$(BIN)/python -m pytest
 
-.PHONY: bench test test-fast ui lint format clean-venv
+# Dependencies come from requirements.lock: every package pinned with its hashes, for Python
+# ≥ 3.11 on every platform (uv's universal resolution), the dev extra included. uv installs it
+# (a few seconds with a warm cache): the uv on PATH, else uv put into the venv from
+# requirements-uv.lock (pinned, hashed) by $(PYTHON)'s own pip. pip is the fallback
+# (USE_UV=0 forces it), as it is when uv fails. uv reads no pip.conf: point it at a mirror
+# with UV_DEFAULT_INDEX (pip keeps using its configuration).
+LOCK := requirements.lock
+UV_LOCK := requirements-uv.lock
+USE_UV ?= 1
+UV ?= $(shell command -v uv 2>/dev/null)
+QUIET_PIP := install --quiet --disable-pip-version-check
+PIP := $(BIN)/python -m pip $(QUIET_PIP)
 
-$(STAMP): pyproject.toml
-	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[dev]'
+.PHONY: bench test test-fast ui lint format clean-venv lock
+
+$(STAMP): pyproject.toml $(LOCK) $(UV_LOCK)
+	@test -x $(BIN)/python || $(PYTHON) -m venv --without-pip $(VENV)
+	@uv="$(UV)"; \
+	if [ "$(USE_UV)" = 1 ] && [ -z "$$uv" ] && [ ! -x $(BIN)/uv ]; then \
+	  $(PYTHON) -m pip --python $(BIN)/python $(QUIET_PIP) --require-hashes -r $(UV_LOCK); \
+	fi; \
+	uv=$${uv:-$(BIN)/uv}; \
+	if [ "$(USE_UV)" = 1 ] && [ -x "$$uv" ] \
+	  && "$$uv" pip install --quiet --python $(BIN)/python --require-hashes -r $(LOCK) \
+	  && "$$uv" pip install --quiet --python $(BIN)/python --no-deps -e .; then :; \
+	else \
+	  if [ "$(USE_UV)" = 1 ]; then echo "make: uv could not install $(LOCK); pip instead" >&2; fi; \
+	  $(BIN)/python -m pip --version >/dev/null 2>&1 || $(BIN)/python -m ensurepip --default-pip >/dev/null; \
+	  $(PIP) --require-hashes -r $(LOCK) && $(PIP) --no-deps -e .; \
+	fi
 	@touch $(STAMP)
+
+# Refresh the lock files from pyproject.toml (newest versions its ranges allow); commit both.
+lock: $(STAMP)
+	@uv="$(UV)"; uv=$${uv:-$(BIN)/uv}; \
+	test -x "$$uv" || $(PYTHON) -m pip --python $(BIN)/python $(QUIET_PIP) --require-hashes -r $(UV_LOCK); \
+	flags="--generate-hashes --universal --python-version 3.11 --quiet"; \
+	"$$uv" pip compile pyproject.toml --extra dev $$flags --custom-compile-command "make lock" \
+	  -o $(LOCK) && \
+	echo uv | "$$uv" pip compile - $$flags --custom-compile-command "make lock" -o $(UV_LOCK)
+	@echo "make: $(LOCK) and $(UV_LOCK) refreshed from pyproject.toml; commit both"
 
 bench: $(STAMP)
 	$(BIN)/poolbench run $(BENCH_ARGS)

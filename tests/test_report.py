@@ -7,7 +7,6 @@ import argparse
 import json
 import re
 import subprocess
-import time
 from pathlib import Path
 
 import numpy as np
@@ -336,17 +335,35 @@ def test_text_summary_formats_the_analysis_figures(tmp_path):
 
 
 @pytest.mark.slow
-def test_a_one_hour_run_reports_within_10_s(tmp_path):
-    """Issue 9's acceptance: `poolbench report` on a one-hour run (two variants, 20 series of
-    36,000 samples at 10 Hz and 360,000 requests each) within 10 s. Measured as this process's
-    CPU time: the machine is shared, so wall-clock time says more about the neighbours."""
+def test_a_one_hour_run_reports(tmp_path):
+    """Issue 9's one-hour run (two variants, 20 series of 36,000 samples at 10 Hz and 360,000
+    requests each) reports its headline. Its time budget is `benchmarks/report_speed.py`'s."""
     run_dir = write_run(tmp_path, hour_specs(), run_id="hour")
-    start = time.process_time()
     build_report(run_dir)
-    took = time.process_time() - start
     # 8 engines × 20 before, 8 × 4 after
     assert (run_dir / "report.md").read_text().startswith("# Peak connections 160 → 32 (−80 %)")
-    assert took < 10, f"{took:.1f} s of CPU"
+
+
+def test_charts_draw_every_peak_and_trough_of_an_hour_at_10_hz():
+    """A chart keeps, per pixel column, the lowest and the highest sample (actual samples, in
+    time order), so a one-sample spike and drop of an hour at 10 Hz are drawn at their height,
+    and a gap still breaks the line. (Averaging into 1,200 bins drew the spike at 15 of 160.)"""
+    from poolbench.report.charts import PIXEL_COLUMNS, decimate
+
+    ts = 1_764_000_000 + np.arange(36_000) / 10
+    values = np.full(ts.size, 10.0)
+    values[12_345], values[23_456] = 160.0, 0.0
+    values[30_000:30_010] = np.nan
+    drawn = decimate(pd.Series(values, index=ts))
+    assert len(drawn) <= 3 * PIXEL_COLUMNS < ts.size / 10
+    assert drawn.max() == 160.0 and drawn.min() == 0.0 and drawn.isna().any()
+    assert drawn.index.is_monotonic_increasing and set(drawn.index) <= set(ts)
+    # a stack: the rows where the total (the stack's top) is highest and lowest, whole rows
+    stack = pd.DataFrame({"a": values / 2, "b": np.where(np.arange(ts.size) == 777, 40.0, 1.0)})
+    stack.index = ts
+    rows = decimate(stack.fillna(0.0))
+    assert rows.sum(axis=1).max() == 81.0 and rows.sum(axis=1).min() == 1.0
+    assert (rows == stack.fillna(0.0).loc[rows.index]).all().all()
 
 
 def _glance(run_dir: Path) -> dict[str, str]:

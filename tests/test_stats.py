@@ -5,7 +5,6 @@ from __future__ import annotations
 import importlib.util
 import math
 import sys
-import time
 
 import numpy as np
 import pytest
@@ -230,10 +229,10 @@ def _false_alarm_module():
 
 @pytest.mark.slow
 def test_false_alarm_rate_is_at_most_7_percent_and_a_10_percent_shift_is_seen():
-    """200 synthetic A/A comparisons per test with realistic autocorrelation (fixed seed)."""
+    """200 synthetic A/A comparisons per test with realistic autocorrelation (fixed seed).
+    Its CPU budget is `benchmarks/false_alarm.py --suite-size`'s, not an assertion here."""
     fa = _false_alarm_module()
-    began = time.process_time()  # CPU time: the wall clock depends on the neighbours' load
-    model = fa.Model(window_s=150, rate=30.0)  # smaller than the script's, same shape: fast
+    model = fa.SUITE_MODEL
     aa = fa.measure(200, seed=11, model=model, shifts=(0.0,))
     for test in ("across A/A", "within A/A"):
         for metric, share in aa[test].items():
@@ -242,4 +241,3 @@ def test_false_alarm_rate_is_at_most_7_percent_and_a_10_percent_shift_is_seen():
     # power: a test that never says "significant" would pass the line above
     assert ab["across A/B 10%"]["goodput"]["significant"] >= 0.7
     assert ab["within A/B 10%"]["goodput"]["significant"] >= 0.4
-    assert time.process_time() - began < 10  # 4.4 s measured

@@ -56,7 +56,9 @@ def _wide(frame: pd.DataFrame, column: str, index: pd.Index | None = None) -> pd
     """Sum of value per (ts, column), one column per label; missing combinations are 0."""
     if frame.empty:
         return pd.DataFrame(index=index if index is not None else pd.Index([], name="ts"))
-    wide = frame.groupby(["ts", column], sort=True)["value"].sum(min_count=1).unstack(column)
+    wide = frame.groupby(["ts", column], sort=True, observed=True)["value"].sum(min_count=1)
+    wide = wide.unstack(column)
+    wide.columns = wide.columns.astype("str")  # labels read as categories: plain names here
     if index is not None:
         if wide.index.isin(index).all():
             wide = wide.reindex(index)
@@ -91,7 +93,9 @@ def _users(result: VariantResult) -> pd.Series:
 
 def build_series(result: VariantResult) -> VariantSeries:
     samples = result.samples
-    by_metric = {name: frame for name, frame in samples.groupby("metric", sort=False)}
+    by_metric = {
+        str(name): frame for name, frame in samples.groupby("metric", sort=False, observed=True)
+    }
     empty = samples.iloc[0:0]
 
     def rows(metric: str) -> pd.DataFrame:

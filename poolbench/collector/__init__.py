@@ -86,7 +86,8 @@ default 1 Hz; label component, + application_name for ``postgres_backends``)
     ``memory_refresh_s`` (2 s); another process of its group mapped shared pages, within
     10 s (2 s once the PSS so moved may exceed 1 % of the group's); whatever happened,
     within 30 s. Re-reads are spread over sweeps and stay within ``memory_cpu_budget``
-    (default 1 % of one core; ``None``: no limit): beyond it values wait longer, and the
+    (default 1 % of one core, on average over 20 s: a pass over every process may be spent
+    at once; ``None``: no limit): beyond it values wait longer, and the
     collector reports how long (``memory_refresh_max_s`` in variant.json). ``memory=False``
     (the ``minimal`` profile) writes no memory rows.
 ``cpu_percent`` (``memory_hz``; label component)
@@ -123,8 +124,6 @@ What it costs
     reads and their CPU (`Latest.footprint`).
 """
 
-from poolbench.collector.core import Collector
-from poolbench.collector.latest import Latest
 from poolbench.collector.settings import (
     APPLICATION_NAME,
     MAX_CONNECTIONS_HZ,
@@ -132,7 +131,24 @@ from poolbench.collector.settings import (
     CollectorConfig,
     PidSource,
 )
-from poolbench.collector.thread import CollectorThread, run
+
+# The running parts are imported on first use (PEP 562): the report and the analysis import
+# this package for a name or two (APPLICATION_NAME, attribution) and need none of them.
+_LAZY = {
+    "Collector": "poolbench.collector.core",
+    "Latest": "poolbench.collector.latest",
+    "CollectorThread": "poolbench.collector.thread",
+    "run": "poolbench.collector.thread",
+}
+
+
+def __getattr__(name: str):
+    if name in _LAZY:
+        import importlib
+
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
 
 __all__ = [
     "APPLICATION_NAME",

@@ -12,14 +12,16 @@ import contextlib
 import os
 import socket
 from collections.abc import Iterable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import psutil
-import psycopg
 
 from poolbench.collector.procfs import HAS_PROC, alive
 from poolbench.collector.sockets import End, SocketTable, holders, holders_psutil
 from poolbench.results.names import UNTAGGED
+
+if TYPE_CHECKING:  # the report imports this module; only the collector needs the driver
+    import psycopg
 
 MAX_OWNERS = 64  # processes that owned client sockets lately: looked at first
 
@@ -132,6 +134,8 @@ class BackendOwners:
 
 def socket_ends(conn: psycopg.Connection) -> tuple[Any, Any]:
     """(our address, the server's address) of the monitoring connection's socket."""
+    import psycopg
+
     try:
         fd = conn.pgconn.socket
         with socket.socket(fileno=os.dup(fd)) as sock:

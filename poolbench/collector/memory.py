@@ -30,7 +30,8 @@ and re-reads a process only when its figures may have moved, by a deadline:
 Re-reads are spread over sweeps (the most urgent first, at least an even share of the
 waiting ones each time), so the cost does not come in bursts, and a group where nothing
 moved costs nothing but its statm checks. They stay within a CPU budget (a fraction of one
-core); when a group is too large to meet its deadlines within it, values wait longer, and
+core, on average over ``BURST_S``: a whole pass may be spent at once and repaid after); when
+a group is too large to meet its deadlines within it, values wait longer, and
 `MemoryStats.refresh_max_s` says how long.
 """
 
@@ -48,6 +49,12 @@ JITTER = 0.25  # of a sweep period: a sweep a little late does not force an earl
 SHARED_REFRESH_S = 10.0  # another process of the group mapped or unmapped shared pages
 DRIFT = 0.01  # ... unless that may have moved the group's PSS sum by more than this share
 VERIFY_S = 30.0  # every process is re-read at least this often, whatever statm says
+# The CPU budget is a bucket of this many seconds' worth, full at start: a pass over every
+# process (the first sweep's, the one after the group's PSS drifted) is spent at once and
+# repaid over the following seconds. A smaller bucket (2 refresh periods) could not hold one
+# pass at 120 backends: the reads lagged, the lag moved more PSS between the processes
+# (drift), which made every process due again: values waited 8-10 s for the same CPU.
+BURST_S = 20.0
 
 
 class MemorySum:
@@ -149,11 +156,12 @@ class MemoryTracker:
         """Check every live process of `groups` (name -> its processes) and re-read what may
         have moved. `now` is a monotonic time (a parameter for tests)."""
         now = time.monotonic() if now is None else now
+        first = self._last is None
         previous = now - self.refresh_s if self._last is None else min(self._last, now - 1e-3)
         period, self._last = now - previous, now
         if self.cpu_budget is not None:
-            cap = self.cpu_budget * 2 * max(self.refresh_s, period)
-            self._allowance = min(cap, self._allowance + self.cpu_budget * period)
+            cap = self.cpu_budget * BURST_S
+            self._allowance = cap if first else min(cap, self._allowance + self.cpu_budget * period)
         out = MemoryStats()
         fresh: list[_Entry] = []
         held: list[_Entry] = []

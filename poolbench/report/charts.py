@@ -12,7 +12,8 @@ Per experiment:
 6. connection states (active / idle in transaction / idle) over time.
 
 Time series show the first repeat of each variant, as seconds (or minutes, for long runs)
-since the variant started; series longer than MAX_POINTS are averaged into bins first, so a
+since the variant started; a series longer than two points per pixel column keeps only the
+lowest and highest sample of each column (`decimate`: every peak and trough drawn), so a
 one-hour run at 10 Hz draws as fast as a short one.
 
 Why one module of ~570 lines: the six charts share one style (rc params, colours, clock,
@@ -21,7 +22,6 @@ legends, downsampling); split per chart they would each import the same dozen he
 
 from __future__ import annotations
 
-import math
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -45,7 +45,9 @@ from poolbench.files import atomic_file
 from poolbench.format import MiB
 from poolbench.results.events import EventKind
 
-MAX_POINTS = 1200
+# Pixel columns of the widest axes (a figure is WIDTH × DPI = 1210 px, its axes ~0.7 of that):
+# a series is decimated to two samples per column before it is drawn.
+PIXEL_COLUMNS = 850
 DPI = 110
 WIDTH = 11.0  # inches
 
@@ -110,16 +112,30 @@ def engine_key(name: str) -> str:
     return name.split(":", 1)[1] if ":" in name else name
 
 
-def downsample(data: pd.Series | pd.DataFrame, max_points: int = MAX_POINTS):
-    """Average consecutive samples into at most max_points bins (index averaged too)."""
+def decimate(data: pd.Series | pd.DataFrame, columns: int = PIXEL_COLUMNS):
+    """At most two samples per pixel column, every peak and trough kept (min/max decimation).
+
+    The time axis is cut into `columns` equal spans; in each span the samples where the value
+    (a frame's row total: a stack's top) is lowest and highest are kept, in time order, plus
+    the span's first missing value (NaN) so that a gap still breaks the line. The points drawn
+    are actual samples, never averages, so a one-second spike of an hour-long run still shows
+    at its height, and a chart costs what its pixels cost, not what the run's length costs.
+    """
     n = len(data)
-    if n <= max_points:
+    if n <= 2 * columns:
         return data
-    step = math.ceil(n / max_points)
-    bins = np.arange(n) // step
-    out = data.groupby(bins).mean()
-    out.index = pd.Series(data.index.to_numpy(dtype=float)).groupby(bins).mean().to_numpy()
-    return out
+    x = data.index.to_numpy(dtype=float)
+    span = float(x.max() - x.min()) or 1.0
+    bins = np.minimum(((x - x.min()) / span * columns).astype(np.int64), columns - 1)
+    frame = isinstance(data, pd.DataFrame)
+    values = data.sum(axis=1, min_count=1).to_numpy(float) if frame else data.to_numpy(float)
+    valid = np.flatnonzero(np.isfinite(values))
+    order = valid[np.lexsort((values[valid], bins[valid]))]
+    first = np.flatnonzero(np.r_[True, bins[order][1:] != bins[order][:-1]])
+    last = np.r_[first[1:] - 1, order.size - 1]
+    missing = np.flatnonzero(~np.isfinite(values))
+    gaps = missing[np.unique(bins[missing], return_index=True)[1]]
+    return data.iloc[np.unique(np.concatenate([order[first], order[last], gaps]))]
 
 
 class _Clock:
@@ -237,7 +253,7 @@ def chart_connections(analysis: Analysis, experiment: str, path: Path, clock: _C
     twins = []
     for ax, (name, run) in zip(axes, pairs, strict=True):
         _shade_phases(ax, run, clock)
-        frame = downsample(_engine_frame(run))
+        frame = decimate(_engine_frame(run))
         m = run.figures.connections
         if not frame.empty and frame.shape[1]:
             x = clock.x(run, frame.index)
@@ -342,7 +358,7 @@ def _lines(ax, pairs, key: str, clock: _Clock, scale: float = 1.0, style: str = 
             _shade_phases(ax, run, clock)
         if series is None or series.dropna().empty:
             continue
-        series = downsample(series.dropna())
+        series = decimate(series.dropna())
         ax.plot(clock.x(run, series.index), series.to_numpy() / scale, style,
                 color=_variant_color(i), lw=1.6, label=f"{name}{label_suffix}")  # fmt: skip
         drawn = True
@@ -421,6 +437,12 @@ def _per_second_latency(run: VariantRun) -> pd.DataFrame | None:
     )  # fmt: skip
 
 
+def _line(ax, run: VariantRun, clock: _Clock, series: pd.Series, **style) -> None:
+    """One per-second series, decimated on its own (each line keeps its own peaks)."""
+    series = decimate(series)
+    ax.plot(clock.x(run, series.index), series.to_numpy(), **style)
+
+
 def chart_throughput(analysis: Analysis, experiment: str, path: Path, clock: _Clock) -> None:
     pairs = _first_repeats(analysis, experiment)
     fig = _figure(2, 2.8, f"Goodput and latency per second, every request — {experiment}")
@@ -433,14 +455,15 @@ def chart_throughput(analysis: Analysis, experiment: str, path: Path, clock: _Cl
             _shade_phases(bottom, run, clock)
         if frame is None:
             continue
-        x = clock.x(run, frame.index)
         color = _variant_color(i)
         _shade_stalls(top, run, clock, color)
-        top.plot(x, frame["goodput"], color=color, lw=1.6, label=f"{name} successful/s")
+        _line(top, run, clock, frame["goodput"], color=color, lw=1.6, label=f"{name} successful/s")
         if frame["failures"].any():
-            top.plot(x, frame["failures"], color=color, lw=1.2, ls=":", label=f"{name} failed/s")
+            _line(top, run, clock, frame["failures"], color=color, lw=1.2, ls=":",
+                  label=f"{name} failed/s")  # fmt: skip
         for key, style in (("p50", "-"), ("p95", "--"), ("p99", ":")):
-            bottom.plot(x, frame[key], style, color=color, lw=1.4, label=f"{name} {key}")
+            _line(bottom, run, clock, frame[key], color=color, lw=1.4, ls=style,
+                  label=f"{name} {key}")  # fmt: skip
         window = run.figures.traffic.window
         if window is not None:
             for edge in (window.start, window.end):
@@ -479,7 +502,7 @@ def chart_states(analysis: Analysis, experiment: str, path: Path, clock: _Clock)
     axes = fig.subplots(len(pairs), 1, sharex=True, sharey=True, squeeze=False)[:, 0]
     for ax, (name, run) in zip(axes, pairs, strict=True):
         _shade_phases(ax, run, clock)
-        frame = downsample(_state_frame(run))
+        frame = decimate(_state_frame(run))
         if not frame.empty:
             ax.stackplot(
                 clock.x(run, frame.index), *(frame[c].to_numpy() for c in frame.columns),

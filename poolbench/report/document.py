@@ -7,7 +7,7 @@ its change column and footnotes — which `poolbench compare` shares.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from poolbench import format as fmt
 from poolbench.analysis.compare import ComparisonTable, Row
@@ -25,7 +25,6 @@ from poolbench.report.blocks import (
     Para,
     Table,
 )
-from poolbench.report.charts import Chart
 from poolbench.report.sections import (
     census_section,
     claims_section,
@@ -42,6 +41,9 @@ from poolbench.report.sections import (
     thresholds_section,
     when,
 )
+
+if TYPE_CHECKING:  # matplotlib is imported when a chart is drawn, not before
+    from poolbench.report.charts import Chart
 
 
 class Footnotes:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import datetime as _dt
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from poolbench import format as fmt
 from poolbench.analysis.claims import ClaimsTable
@@ -22,7 +22,9 @@ from poolbench.report.blocks import (
     Para,
     Table,
 )
-from poolbench.report.charts import Chart
+
+if TYPE_CHECKING:  # matplotlib is imported when a chart is drawn, not before
+    from poolbench.report.charts import Chart
 from poolbench.results.failures import KIND_NAMES, LABELS
 
 VERDICT_KIND = {

@@ -441,7 +441,7 @@ def read_samples_file(
         return _no_samples(), None, []
     damage = samples_damage(source, rows_written) if source == path else []
     try:
-        frame = read_samples(path, allow_partial=True)
+        frame = read_samples(path, allow_partial=True, categorical=True)  # fast groupbys
     except (OSError, ValueError, KeyError, UnicodeDecodeError, pd.errors.ParserError) as exc:
         raise PoolbenchError(f"{source} is malformed: {first_line(exc)}") from None
     if damage and not ends_with_newline(source) and len(frame):

@@ -162,9 +162,10 @@ def read_samples(
         header = f.readline().strip()
     if tuple(header.split(",")) != COLUMNS:
         raise PoolbenchError(f"{path} is not a poolbench samples file (header {header[:80]!r})")
+    labels = "category" if categorical else str  # parsed straight into codes: no re-factorising
     frame = pd.read_csv(
         path,
-        dtype={**dict.fromkeys(("metric", *LABELS), str), "ts": "float64", "value": "float64"},
+        dtype={**dict.fromkeys(("metric", *LABELS), labels), "ts": "float64", "value": "float64"},
         keep_default_na=False,
         na_values={"value": [""], "ts": [""]},
         on_bad_lines="skip" if path.name.endswith(PARTIAL_SUFFIX) else "error",
@@ -173,9 +174,6 @@ def read_samples(
         if len(frame) and not ends_with_newline(path):
             frame = frame.iloc[:-1]
         frame = frame.dropna(subset=["ts"])
-    if categorical:
-        for column in ("metric", *LABELS):
-            frame[column] = frame[column].astype("category")
     return frame
 
 

@@ -1,0 +1,186 @@
+"""What the collector costs at 120 PostgreSQL backends under load, and where it goes.
+
+A throwaway embedded PostgreSQL (as `make bench` starts), an 8 MB table, 120 client
+backends of the target database kept busy reading it from a few load threads (so every
+backend's memory counters keep moving, as under a real load), and the collector with its
+`make bench` settings (10 Hz connections, 1 Hz memory, refresh 2 s, 1 % memory budget).
+Measured after a warm-up, in CPU seconds of the collector's own threads (/proc/self/task),
+not the wall clock: the machine is shared.
+
+Prints: the collector's CPU as % of one core (budget 2 %, 1.2 % on a fast machine), the
+longest a moved process's memory waited (`memory_refresh_max_s`, budget 2 s), and the
+breakdown per thread and per activity: the connection thread (10 Hz pg_stat_activity
+samples, churn, plans), the sweeps thread (process tree and stat reads, statm checks,
+smaps_rollup re-reads: their count and CPU), the rest. `--profile` adds cProfile's top
+functions per collector thread.
+
+Usage: .venv/bin/python benchmarks/collector_cost.py [--backends 120] [--seconds 30] [--profile]
+"""
+
+from __future__ import annotations
+
+import argparse
+import cProfile
+import io
+import os
+import pstats
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import psycopg
+
+from poolbench.collector import CollectorConfig, CollectorThread
+from poolbench.infra.postgres import embedded_server
+
+CPU_BUDGET_PCT = {"slow machine (make test ≥ 250 CPU s)": 2.0, "fast machine (< 200)": 1.2}
+REFRESH_BUDGET_S = 2.0
+_CLK_TCK = float(os.sysconf("SC_CLK_TCK"))
+PROFILES: dict[str, cProfile.Profile] = {}
+NATIVE: dict[str, int] = {}  # collector thread name -> its native id
+THREADS = {
+    "poolbench-collector": "connection",
+    "poolbench-collector-sweeps": "sweeps",
+    "poolbench-collector-pools": "pools",
+}
+
+
+def thread_cpu() -> dict[str, float]:
+    """CPU seconds per collector thread (by its name), from /proc/self/task/<tid>/stat."""
+    out: dict[str, float] = {}
+    for name, tid in NATIVE.items():
+        try:
+            with open(f"/proc/self/task/{tid}/stat", "rb") as f:
+                data = f.read()
+        except OSError:
+            continue
+        fields = data[data.rindex(b")") + 2 :].split()
+        out[name] = (int(fields[11]) + int(fields[12])) / _CLK_TCK
+    return out
+
+
+def watch_threads(profile: bool) -> None:
+    """Note each collector thread's native id (and profile it: CPU time, not wall time)."""
+    original = threading.Thread.run
+
+    def run(self: threading.Thread) -> None:
+        if not self.name.startswith("poolbench-collector"):
+            original(self)
+            return
+        name = THREADS.get(self.name, self.name)
+        NATIVE[name] = threading.get_native_id()
+        if profile:
+            PROFILES[name] = cProfile.Profile(time.thread_time)
+            PROFILES[name].runcall(original, self)
+        else:
+            original(self)
+
+    threading.Thread.run = run  # type: ignore[method-assign]
+
+
+def load(
+    url: str, backends: int, stop: threading.Event, threads: int = 6
+) -> list[threading.Thread]:
+    conns = [
+        psycopg.connect(url, application_name=f"load-{i % 4}", autocommit=True)
+        for i in range(backends)
+    ]
+
+    def work(mine: list[psycopg.Connection]) -> None:
+        while not stop.is_set():
+            for conn in mine:
+                conn.execute("SELECT count(*) FROM pages WHERE length(x) > 0")
+            time.sleep(0.05)
+        for conn in mine:
+            conn.close()
+
+    workers = [
+        threading.Thread(target=work, args=(conns[i::threads],), name=f"load{i}", daemon=True)
+        for i in range(threads)
+    ]
+    for w in workers:
+        w.start()
+    return workers
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--backends", type=int, default=120)
+    parser.add_argument("--seconds", type=float, default=30.0)
+    parser.add_argument("--warmup", type=float, default=8.0)
+    parser.add_argument("--profile", action="store_true")
+    parser.add_argument(
+        "--memory-budget", default="0.01", help="memory_cpu_budget (a fraction of a core, or none)"
+    )
+    args = parser.parse_args()
+    watch_threads(args.profile)
+    stop = threading.Event()
+    with (
+        embedded_server(settings={"max_connections": str(args.backends + 40)}) as pg,
+        tempfile.TemporaryDirectory() as tmp,
+    ):
+        with psycopg.connect(pg.app_url, autocommit=True) as conn:
+            conn.execute(
+                "CREATE TABLE pages AS SELECT repeat('x', 200) AS x FROM generate_series(1, 35000)"
+            )
+        budget = None if args.memory_budget == "none" else float(args.memory_budget)
+        config = CollectorConfig(
+            pg.admin_url, pg.dbname, Path(tmp) / "samples.csv", postmaster_pid=pg.postmaster_pid,
+            memory_cpu_budget=budget,
+        )  # fmt: skip
+        workers = load(pg.app_url, args.backends, stop)
+        with CollectorThread(config) as collector:
+            time.sleep(args.warmup)
+            first, cpu0, t0 = collector.latest(), thread_cpu(), time.monotonic()
+            refresh = 0.0
+            while time.monotonic() - t0 < args.seconds:
+                time.sleep(0.5)
+                interval = collector.latest().memory_interval
+                refresh = max(refresh, interval or 0.0)
+            last, cpu1, t1 = collector.latest(), thread_cpu(), time.monotonic()
+            footprint = collector.latest().footprint()
+        stop.set()
+        for w in workers:
+            w.join(10)
+    show(args, first, last, cpu0, cpu1, t1 - t0, refresh, footprint)
+    return 0
+
+
+def show(args, first, last, cpu0, cpu1, span, refresh, footprint) -> None:
+    per_thread = {name: cpu - cpu0.get(name, 0.0) for name, cpu in cpu1.items()}
+    total = sum(per_thread.values())
+    reads = last.memory_reads_total - first.memory_reads_total
+    mem_cpu = last.memory_cpu_s_total - first.memory_cpu_s_total
+    samples = last.samples - first.samples
+    print(
+        f"collector at {args.backends} backends, {span:.0f} s after {args.warmup:.0f} s of "
+        "warm-up (CPU of its threads):"
+    )
+    print(f"  total            {100 * total / span:5.2f} % of a core")
+    for name, cpu in sorted(per_thread.items()):
+        print(f"  {name:16} {100 * cpu / span:5.2f} %")
+    print(
+        f"  of which smaps_rollup re-reads {100 * mem_cpu / span:5.2f} % "
+        f"({reads / span:.1f} reads/s, {1000 * mem_cpu / max(reads, 1):.2f} ms each)"
+    )
+    print(
+        f"  connections samples: {samples / span:.1f}/s, "
+        f"{1000 * per_thread.get('connection', 0.0) / max(samples, 1):.2f} ms of the "
+        "connection thread's CPU each (churn and plans included)"
+    )
+    print(
+        f"  memory refreshed within {refresh:.2f} s here, {footprint['memory_refresh_max_s']} s "
+        f"over the whole run (budget {REFRESH_BUDGET_S:.0f} s)"
+    )
+    for machine, budget in CPU_BUDGET_PCT.items():
+        verdict = "within" if 100 * total / span <= budget else "OVER"
+        print(f"  budget {budget:.1f} % on a {machine}: {verdict}")
+    for name, profile in PROFILES.items():
+        out = io.StringIO()
+        pstats.Stats(profile, stream=out).sort_stats("tottime").print_stats(15)
+        print(f"--- {name} thread, CPU seconds\n" + "\n".join(out.getvalue().splitlines()[6:24]))
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,122 @@
+"""What `poolbench report` costs, phase by phase, so a regression shows in a number.
+
+Each repeat runs in a fresh interpreter (imports are part of what a person waits for) and
+measures CPU seconds of that process (`time.process_time`), not the wall clock: the machine
+is shared, and the wall clock says more about the neighbours than about the report. Phases:
+
+- import: poolbench's CLI and the report's modules, as `poolbench report` imports them;
+- load: reading the results directory (`results.load_run`);
+- analysis: every figure of summary.json (`analysis.analyse`; scipy is imported here when a
+  test needs it);
+- charts: every PNG (`report.charts.render_charts`, matplotlib imported here);
+- render: summary.json, the document, report.md and report.html.
+
+Without a directory it writes the one-hour synthetic run (tests/synthetic.py --hour: two
+variants, 20 series of 36,000 samples at 10 Hz and 360,000 requests each) into a temporary
+directory and reports on it. The budget is issue 26's: 3 s on a machine whose `make test`
+costs ≥ 250 s of CPU, 1.8 s (× 0.6) on one under 200 s.
+
+Usage: .venv/bin/python benchmarks/report_speed.py [RUN_DIR] [--repeats 3]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+PHASES = ("import", "load", "analysis", "charts", "render")
+BUDGET_CPU_S = {"slow machine (make test ≥ 250 CPU s)": 3.0, "fast machine (< 200 CPU s)": 1.8}
+
+
+def child(run_dir: Path) -> dict[str, float]:
+    """One report, timed per phase in this (fresh) process."""
+    cpu: dict[str, float] = {}
+    t = time.process_time()
+    import poolbench.cli  # noqa: F401  (what `poolbench report` imports before it runs)
+    from poolbench.analysis import analyse
+    from poolbench.analysis.summary import write_summary
+    from poolbench.report import apply_thresholds
+    from poolbench.report.document import build_document
+    from poolbench.report.html import render_html
+    from poolbench.report.markdown import render_markdown
+    from poolbench.results.run_folder import load_run
+
+    cpu["import"] = time.process_time() - t
+    t = time.process_time()
+    loaded = load_run(run_dir)
+    cpu["load"] = time.process_time() - t
+    t = time.process_time()
+    analysis = analyse(loaded)
+    apply_thresholds(analysis, None)
+    cpu["analysis"] = time.process_time() - t
+    t = time.process_time()
+    from poolbench.report.charts import render_charts
+
+    drawn = render_charts(analysis, run_dir)
+    cpu["charts"] = time.process_time() - t
+    t = time.process_time()
+    write_summary(analysis.summary, run_dir)
+    document = build_document(analysis.summary, drawn, run_dir)
+    (run_dir / "report.md").write_text(render_markdown(document), encoding="utf-8")
+    (run_dir / "report.html").write_text(render_html(document), encoding="utf-8")
+    cpu["render"] = time.process_time() - t
+    return cpu
+
+
+def measure(run_dir: Path, repeats: int) -> list[dict[str, float]]:
+    out = []
+    for _ in range(repeats):
+        done = subprocess.run(
+            [sys.executable, __file__, "--child", str(run_dir)],
+            check=True,
+            capture_output=True,
+            text=True,
+        )
+        out.append(json.loads(done.stdout.strip().splitlines()[-1]))
+    return out
+
+
+def show(results: list[dict[str, float]], run_dir: Path) -> None:
+    print(f"poolbench report {run_dir}: CPU seconds, median of {len(results)} fresh processes")
+    for phase in PHASES:
+        values = [r[phase] for r in results]
+        spread = f"({min(values):.2f}-{max(values):.2f})" if len(values) > 1 else ""
+        print(f"  {phase:9} {statistics.median(values):6.2f} s {spread}")
+    totals = [sum(r.values()) for r in results]
+    total = statistics.median(totals)
+    print(f"  {'total':9} {total:6.2f} s")
+    for machine, budget in BUDGET_CPU_S.items():
+        verdict = "within" if total <= budget else "OVER"
+        print(f"  budget {budget:.1f} s on a {machine}: {verdict}")
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("run_dir", nargs="?", help="a results run directory (default: the hour)")
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.child:
+        print(json.dumps(child(Path(args.run_dir))))
+        return 0
+    if args.run_dir:
+        show(measure(Path(args.run_dir), args.repeats), Path(args.run_dir))
+        return 0
+    sys.path.insert(0, str(REPO / "tests"))
+    from synthetic import hour_specs, write_run
+
+    with tempfile.TemporaryDirectory() as tmp:
+        run_dir = write_run(Path(tmp), hour_specs(), run_id="hour")
+        show(measure(run_dir, args.repeats), run_dir)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
