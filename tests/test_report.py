@@ -30,7 +30,7 @@ from poolbench.report import add_arguments, build_report, run
 
 EVIL = "<script>alert(1)</script>"
 CHARTS = ("connections", "peak_idle", "memory", "marginal", "throughput", "states")
-HEADLINE = "Peak connections 101 → 20 (−80 %)"
+HEADLINE = "Peak connections 101 → 20 (−80.2 %)"  # the change the table shows, not rounded again
 CHROMIUM = "/usr/bin/chromium"
 BENCH_FILE = Path(__file__).resolve().parent.parent / "scenarios" / "bench.toml"
 SEED_CLAIMS = {"seed-claim": load_config(BENCH_FILE).experiments["seed-claim"].claims}
@@ -74,7 +74,7 @@ def _phase(run_dir: Path, variant: str, phase: str) -> tuple[float, float]:
 def test_summary_matches_the_raw_files(report):
     """summary.json's figures recomputed from samples.csv and the requests, without analysis."""
     summary = json.loads((report / "summary.json").read_text())
-    assert summary["schema"] == 2
+    assert summary["schema"] == 3
     specs = {s.name: s for s in evil_specs()}
     for v in summary["experiments"][0]["variants"]:
         name, [f] = v["name"], v["repeats"]
@@ -261,7 +261,7 @@ def test_repeats_several_variants_and_experiments(tmp_path):
     assert [f["connections"]["peak"] for f in first["variants"][0]["repeats"]] == [33, 36]
     peak = next(r for r in first["comparisons"][0]["rows"] if r["metric"] == "peak_connections")
     assert peak["baseline"] == 34.5  # median of 33, 36
-    assert summary["headline"].startswith("Peak connections 34.5 → 11.5")
+    assert summary["headline"].startswith("seed-claim: Peak connections 34.5 → 11.5")
     md = (run_dir / "report.md").read_text()
     assert "## At a glance — seed-claim: before → after" in md
     assert "### At a glance — seed-claim: before → tuned" in md

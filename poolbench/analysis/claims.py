@@ -49,7 +49,7 @@ class Claim(Json):
         if self.kind == "level":
             return f"{fmt.count(self.before)} → {fmt.count(self.after)}"
         if self.kind == "change":
-            return fmt.pct(self.change_pct, 0)
+            return fmt.pct(self.change_pct)
         if self.kind == "no_leak":
             return "no memory growth after"
         return f"{self.direction} {', '.join(self.metrics)}"
@@ -136,7 +136,7 @@ def _judge_level(claim: Claim, row: Row) -> Judgement:
 def _judge_change(claim: Claim, row: Row) -> Judgement:
     sign = -1 if (claim.change_pct or 0) < 0 else 1
     moved = _moved(row, sign)
-    measured = fmt.pct(row.change_pct, 1)
+    measured = fmt.change(row.baseline, row.variant, row.unit)
     if moved is None or row.change_pct is None:
         return Judgement(claim, measured, NOT_MEASURED, _undecided(row))
     if not moved:
@@ -162,7 +162,7 @@ def _judge_direction(claim: Claim, rows: list[Row]) -> Judgement:
             sign = 1 if claim.direction == "higher" else -1
         moved = _moved(row, sign)
         against = _moved(row, -sign)
-        text = f"{row.label} {_shown(row)} ({fmt.pct(row.change_pct, 1)})"
+        text = f"{row.label} {_shown(row)} ({fmt.change(row.baseline, row.variant, row.unit)})"
         if moved:
             gains.append(text)
         elif against:
@@ -242,6 +242,8 @@ def judge(
     items = []
     for claim in claims:
         rows = [r for m in claim.metrics if (r := table.row(m)) is not None]
+        if len(rows) > 1:  # a metric this run could not measure (e.g. no server log) is left out
+            rows = [r for r in rows if r.baseline is not None or r.variant is not None] or rows
         if spoiled:
             items.append(
                 Judgement(

@@ -73,10 +73,9 @@ def change_cell(row: Row, notes: Footnotes) -> Cell:
     if row.result.status == "untested":  # one side's interval or spread says nothing then
         texts = [t for t in row.result.footnotes if "too small for a 95 % interval" not in t]
     mark = notes.mark(texts)
-    if row.change_pct is None:
-        same = row.baseline is not None and row.baseline == row.variant
-        return ("±0" if same else fmt.NA) + mark
-    change = fmt.pct(row.change_pct)
+    change = fmt.change(row.baseline, row.variant, row.unit)  # from the values shown
+    if change == fmt.NA:
+        return change + mark
     good = row.verdict == "better"
     if row.result.status == "exact":
         if row.verdict == "same":
@@ -136,25 +135,43 @@ def glance_note(table: ComparisonTable) -> Para:
     return Para(text, muted=True)
 
 
+def largest_latency_change(table: ComparisonTable) -> Row | None:
+    """The latency percentile that moved most (by the change computed from the values shown)."""
+    rows = [
+        r for m in ("p50_ms", "p95_ms", "p99_ms")
+        if (r := table.row(m)) is not None and fmt.change_pct(r.baseline, r.variant, r.unit) is not None
+    ]  # fmt: skip
+    return max(
+        rows, key=lambda r: abs(fmt.change_pct(r.baseline, r.variant, r.unit) or 0), default=None
+    )
+
+
 def _lead(experiment: ExperimentSummary, table: ComparisonTable) -> str:
     parts = []
+    latency = largest_latency_change(table)
     for metric, words in (
         ("idle_connections", "connections held when idle"),
         ("postgres_pss_idle", "PostgreSQL memory (PSS, idle)"),
         ("goodput", "goodput"),
-        ("refusals", "requests refused by PostgreSQL"),
+        (latency.metric if latency else "", f"latency {latency.metric[:3]}" if latency else ""),
+        ("refusals", "connection attempts refused by PostgreSQL (its log)"),
+        ("failed_requests", "failed requests"),
     ):
         row = table.row(metric)
         if row is None or row.baseline is None or row.variant is None:
             continue
-        if metric == "refusals" and not (row.baseline or row.variant):
+        if metric in ("refusals", "failed_requests") and not (row.baseline or row.variant):
             continue
         text = f"{words} {fmt.value(row.baseline, row.unit)} → {fmt.value(row.variant, row.unit)}"
+        change = fmt.change(row.baseline, row.variant, row.unit)
+        text += f" ({change}" if change != fmt.NA else " ("
         if row.verdict == "untested" or row.within_run:
-            text += " (untested)"
+            text += ", untested)"
         elif row.verdict == "no difference":
-            text += " (no significant difference)"
-        parts.append(text)
+            text += ", no significant difference)"
+        else:
+            text += ")"
+        parts.append(text.replace(" ()", ""))
     who = f"{experiment.name}: {table.baseline} → {table.variant}"
     text = "; ".join(parts)
     return f"{who}. {text[:1].upper()}{text[1:]}." if text else f"{who}."
@@ -204,8 +221,12 @@ def build_document(summary: Summary, charts: list[Chart], run_dir: Path) -> Docu
     subtitle = f"poolbench report · run {run.run_id} · status {run.status or 'unknown'}"
     if run.started_at:
         subtitle += f" · {when(run.started_at)}"
-    doc = Document(title=summary.headline, subtitle=subtitle)
+    lines = summary.headlines or [summary.headline]
+    title = lines[0] if len(lines) == 1 else f"poolbench run {run.run_id}: {len(lines)} experiments"
+    doc = Document(title=title, subtitle=subtitle)
     add = doc.blocks.extend
+    if len(lines) > 1:  # each experiment's own headline, nothing mixed across them
+        add(Para(line, strong=True) for line in lines)
     primary = summary.primary()
     if primary is not None:
         doc.blocks.append(Para(_lead(*primary), strong=True))
