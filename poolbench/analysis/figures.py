@@ -13,6 +13,7 @@ from poolbench.analysis.connections import (
 )
 from poolbench.analysis.exact import ExactFigures, exact_figures
 from poolbench.analysis.leak import GROWING, Trend, trend
+from poolbench.analysis.limits import Limit, binding_limit, reword_model
 from poolbench.analysis.memory import CpuFigures, MemoryFigures, cpu_figures, memory_figures
 from poolbench.analysis.model import PoolModel, pool_model
 from poolbench.analysis.series import VariantSeries, build_series
@@ -54,6 +55,7 @@ class VariantFigures(Json):
     collector_gap_s: float
     collector: dict[str, Any] = field(default_factory=dict)  # variant.json's collector entry
     events: list[dict[str, Any]] = field(default_factory=list)
+    limit: Limit | None = None  # which limit bound its connections (poolbench.analysis.limits)
 
 
 @dataclass
@@ -135,6 +137,10 @@ def analyse_variant(result: VariantResult) -> VariantRun:
     model = pool_model(result.meta, connections)
     churn = churn_figures(series, windows)
     window = leak_window(windows, churn)
+    traffic = traffic_figures(result, series, windows)
+    exact = exact_figures(result, series, windows, churn.churn_window)
+    limit = binding_limit(connections, model, exact, traffic.refusals)
+    model = reword_model(model, limit)
     figures = VariantFigures(
         experiment=result.experiment,
         variant=result.variant,
@@ -149,7 +155,7 @@ def analyse_variant(result: VariantResult) -> VariantRun:
         churn=churn,
         memory=memory_figures(series, windows),
         cpu=cpu_figures(series, windows),
-        traffic=traffic_figures(result, series, windows),
+        traffic=traffic,
         model=model,
         leak=[
             trend("app USS", "bytes", series.memory["app_uss"], window, series.total),
@@ -157,9 +163,10 @@ def analyse_variant(result: VariantResult) -> VariantRun:
             _still_filling(trend("connections", "connections", series.total, window), model),
         ],
         census=_census(result.census),
-        exact=exact_figures(result, series, windows, churn.churn_window),
+        exact=exact,
         collector_gap_s=series.gap_seconds,
         collector=result.meta.get("collector") or {},
         events=_lifecycle(result.events, windows),
+        limit=limit,
     )
     return VariantRun(result, series, figures)

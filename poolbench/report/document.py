@@ -27,6 +27,7 @@ from poolbench.report.blocks import (
 )
 from poolbench.report.charts import Chart
 from poolbench.report.sections import (
+    attempts_section,
     census_section,
     claims_section,
     details_section,
@@ -35,6 +36,7 @@ from poolbench.report.sections import (
     exact_section,
     instrument_section,
     leak_section,
+    limits_section,
     little_section,
     model_section,
     sizing_section,
@@ -196,6 +198,8 @@ def experiment_section(
     blocks += events_section(experiment)
     blocks += little_section(experiment)
     blocks += instrument_section(experiment)
+    blocks += limits_section(experiment)
+    blocks += attempts_section(experiment)
     blocks += sizing_section(experiment)
     mine = [c for c in charts if c.experiment == experiment.name]
     if mine:
