@@ -138,7 +138,8 @@ def test_names_from_the_data_are_escaped_not_run(report):
     assert "&lt;script&gt;alert(1)&lt;/script&gt;" in page
     md = (report / "report.md").read_text()
     assert EVIL not in md
-    assert "&lt;script&gt;alert(1)&lt;/script&gt;" in md
+    # backslash escapes, never entities: GitHub shows the name, a reader of the file too
+    assert "\\<script>alert(1)\\</script>" in md and "&lt;" not in md
 
 
 def test_html_is_self_contained(report):
@@ -233,7 +234,7 @@ def test_odd_runs_still_report(tmp_path):
     md = (run_dir / "report.md").read_text()
     assert md.startswith("# Peak connections 20 (solo) — run partial")
     assert "run status is 'partial'" in md
-    assert "## Experiment: x y&lt;&amp;&gt;" in md
+    assert "## Experiment: x y\\<\\&>" in md  # backslash escapes, no entities
     assert not (tmp_path / "charts").exists()
 
 

@@ -9,8 +9,10 @@ claim is judged by the same rule:
 - *partly*: it moves in the claimed direction but falls short (or improves some of the claimed
   metrics and none gets worse... while others are unchanged or untested);
 - *does not hold*: it does not move, or moves the wrong way;
-- *not measured*: the data cannot decide — an untested difference (one repeat), a window too
-  short, a metric never sampled.
+- *untested*: both variants were measured but the difference is not established — one repeat
+  per variant (a within-run test alone included): the values are shown, no verdict is drawn;
+- *not measured*: nothing to decide with — a metric never sampled, a window too short, a
+  fault that spoiled the run.
 
 A difference "moves" only when it is established: exact and different, or significant in a test
 across repeats (poolbench.analysis.compare); a within-run test alone never decides a claim.
@@ -27,8 +29,10 @@ from poolbench.analysis.leak import FLAT, GROWING
 from poolbench.analysis.metrics import BY_NAME
 from poolbench.analysis.typed import Json
 
-HOLDS, PARTLY, FAILS, NOT_MEASURED = "holds", "partly", "does not hold", "not measured"
-VERDICTS = (HOLDS, PARTLY, FAILS, NOT_MEASURED)
+HOLDS, PARTLY, FAILS, UNTESTED, NOT_MEASURED = (
+    "holds", "partly", "does not hold", "untested", "not measured",
+)  # fmt: skip
+VERDICTS = (HOLDS, PARTLY, FAILS, UNTESTED, NOT_MEASURED)
 KINDS = ("level", "change", "direction", "no_leak")
 
 
@@ -85,6 +89,13 @@ def _undecided(row: Row) -> str:
     return f"{row.label}: {_shown(row)}, untested ({why})"
 
 
+def _undecided_verdict(rows: list[Row]) -> str:
+    """Untested when every undecided row has both values (measured, one repeat), else not
+    measured: "not measured" is said only when something was not measured."""
+    measured = all(r.baseline is not None and r.variant is not None for r in rows)
+    return UNTESTED if rows and measured else NOT_MEASURED
+
+
 def _moved(row: Row, sign: int) -> bool | None:
     """True when the change is established in direction `sign`, None when undecided."""
     if row.baseline is None or row.variant is None:
@@ -111,7 +122,7 @@ def _judge_level(claim: Claim, row: Row) -> Judgement:
     sign = 1 if (claim.after or 0) > (claim.before or 0) else -1
     moved = _moved(row, sign)
     if moved is None:
-        return Judgement(claim, _shown(row), NOT_MEASURED, _undecided(row))
+        return Judgement(claim, _shown(row), _undecided_verdict([row]), _undecided(row))
     measured = _shown(row)
     if not moved:
         return Judgement(
@@ -138,7 +149,7 @@ def _judge_change(claim: Claim, row: Row) -> Judgement:
     moved = _moved(row, sign)
     measured = fmt.change(row.baseline, row.variant, row.unit)
     if moved is None or row.change_pct is None:
-        return Judgement(claim, measured, NOT_MEASURED, _undecided(row))
+        return Judgement(claim, measured, _undecided_verdict([row]), _undecided(row))
     if not moved:
         return Judgement(
             claim, measured, FAILS, f"{row.label} changed by {measured} ({_shown(row)})."
@@ -154,7 +165,7 @@ def _judge_change(claim: Claim, row: Row) -> Judgement:
 
 
 def _judge_direction(claim: Claim, rows: list[Row]) -> Judgement:
-    gains, losses, flat, undecided = [], [], [], []
+    gains, losses, flat, undecided, open_rows = [], [], [], [], []
     for row in rows:
         if claim.direction == "better":
             sign = 1 if row.better == "higher" else -1
@@ -169,9 +180,12 @@ def _judge_direction(claim: Claim, rows: list[Row]) -> Judgement:
             losses.append(text)
         elif moved is None:
             undecided.append(_undecided(row))
+            open_rows.append(row)
         else:
             flat.append(text)
-    measured = "; ".join(f"{r.label} {_shown(r)}" for r in rows)
+    measured = "; ".join(
+        f"{r.label} {_shown(r)} ({fmt.change(r.baseline, r.variant, r.unit)})" for r in rows
+    )
     if losses:
         verdict = PARTLY if gains else FAILS
         reason = f"Worse: {'; '.join(losses)}." + (f" Better: {'; '.join(gains)}." if gains else "")
@@ -185,7 +199,7 @@ def _judge_direction(claim: Claim, rows: list[Row]) -> Judgement:
         reason += f" Undecided: {'; '.join(undecided)}." if undecided else ""
     elif undecided:
         verdict, reason = (
-            NOT_MEASURED,
+            _undecided_verdict(open_rows),
             "; ".join(undecided) + (f". No difference: {'; '.join(flat)}." if flat else "."),
         )
     else:

@@ -83,14 +83,15 @@ def change_cell(row: Row, notes: Footnotes) -> Cell:
         if row.verdict == "same":
             return f"±0 (exact){mark}"
         return Badge(f"{change} (exact){mark}", "good" if good else "bad")
+    noise = ", within this run's noise" if within_noise(row) else ""
     if row.within_run and row.verdict != "untested":
         tilde = "~ " if row.verdict == "no difference" else ""
-        return f"{tilde}{change} (within-run {_p(row)}){mark}"
+        return f"{tilde}{change} (within-run {_p(row)}{noise}){mark}"
     if row.verdict in ("better", "worse"):
         return Badge(f"{change} ({_p(row)}){mark}", "good" if good else "bad")
     if row.verdict == "no difference":
         return f"~ {change} ({_p(row)}){mark}"
-    return f"{change}, untested{mark}"
+    return f"{change}, untested{noise}{mark}"
 
 
 def glance_table(table: ComparisonTable, notes: Footnotes, every_metric: bool = False) -> Table:
@@ -116,6 +117,44 @@ def glance_table(table: ComparisonTable, notes: Footnotes, every_metric: bool = 
     return Table(headers, rows, "llrrl")
 
 
+NOISE_FACTOR = 2.0  # a single-run change within this × the run's own spread is noise
+
+
+def own_spread(row: Row) -> float | None:
+    """The larger relative half-width (in %) of the two windows' block medians: how much the
+    figure moves within one run. None without per-block values."""
+    if not row.within_run:
+        return None
+    spreads = [s for s in (row.result.a.spread, row.result.b.spread) if s is not None]
+    return max(spreads) * 100 if spreads else None
+
+
+def within_noise(row: Row) -> bool:
+    """An untested single-run change no larger than NOISE_FACTOR × the run's own spread."""
+    spread, change = own_spread(row), fmt.change_pct(row.baseline, row.variant, row.unit)
+    return spread is not None and change is not None and abs(change) <= NOISE_FACTOR * spread
+
+
+def noise_note(table: ComparisonTable) -> str:
+    """How big an untested change must be to mean anything here, from what one run can know."""
+    spreads = [
+        f"{r.label.split(' (')[0].lower()} ±{fmt.number(own_spread(r), 1)} %"
+        for r in table.rows if own_spread(r) is not None
+    ]  # fmt: skip
+    text = " How big an untested change must be to mean anything: "
+    if spreads:
+        text += (
+            f"within this run the figures move by {', '.join(spreads)} from block to block of the "
+            f"full-load window, so a change below {NOISE_FACTOR:.0f}× that is noise even inside "
+            "one run (marked “within this run's noise”). "
+        )
+    return text + (
+        "Beyond it a change may still be drift between runs, which one run cannot measure: two "
+        "runs of the same variant on a shared 2-core machine, 70 minutes apart, differed by 22 % "
+        "in goodput and 56 % in p95 (poolbench compare, issue 22). Only --repeats measures it."
+    )
+
+
 def glance_note(table: ComparisonTable) -> Para:
     text = (
         "Each change is computed from the two values beside it. Exact rows are counts compared "
@@ -127,11 +166,11 @@ def glance_note(table: ComparisonTable) -> Para:
             " One repeat per variant: differences in goodput, latency and memory are untested "
             "across runs, so none carries a verdict; where shown, the within-run test over "
             "independent blocks of the full-load window only says the two windows differ beyond "
-            "their own noise (`~`: they do not). Run with --repeats 5 to test them."
-        )
+            "their own noise (~: they do not). Run with --repeats 5 to test them."
+        ) + noise_note(table)
     else:
         text += (
-            " Noisy rows are tested with Mann-Whitney U across repeats (α = 0.05); `~` marks no "
+            " Noisy rows are tested with Mann-Whitney U across repeats (α = 0.05); ~ marks no "
             "significant difference."
         )
     return Para(text, muted=True)

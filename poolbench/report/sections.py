@@ -30,6 +30,7 @@ VERDICT_KIND = {
     "holds": "good",
     "partly": "mixed",
     "does not hold": "bad",
+    "untested": "neutral",
     "not measured": "neutral",
 }
 
@@ -46,8 +47,9 @@ def claims_section(claims: ClaimsTable) -> list[Any]:
         Para(
             f"Each claim of the bench file against {claims.baseline} → {claims.variant}. One rule: "
             "holds when the measurement meets or beats the claim, partly when it moves the claimed "
-            "way but falls short, does not hold when it does not move or moves the wrong way, not "
-            "measured when the data cannot decide.",
+            "way but falls short, does not hold when it does not move or moves the wrong way, "
+            "untested when both sides were measured but one repeat per variant cannot establish "
+            "the difference, not measured when something was not measured.",
             muted=True,
         ),
     ]
