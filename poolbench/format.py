@@ -116,6 +116,11 @@ def change_pct(before: float | None, after: float | None, unit: str = "") -> flo
     return (b - a) / abs(a) * 100
 
 
+def plural(n: float, word: str, many: str | None = None) -> str:
+    """ "1 block", "2 blocks", "0 blocks": a count and its noun, agreeing."""
+    return f"{count(n)} {word if n == 1 else many or word + 's'}"
+
+
 def seconds(value: float | None) -> str:
     return number(value, 0 if value is None or abs(value) >= 10 else 1, "s")
 

@@ -6,6 +6,7 @@ its change column and footnotes — which `poolbench compare` shares.
 
 from __future__ import annotations
 
+import shlex
 from pathlib import Path
 from typing import Any
 
@@ -259,6 +260,17 @@ def experiment_section(
     return blocks  # fmt: skip
 
 
+def reproduce(command: str | None, run_dir: Path) -> str:
+    """The run's own command, then the report's, on the folder the run was written to (its
+    --out, wherever that was), not on a guessed results/RUN_ID."""
+    where = run_dir.resolve()  # results/latest is a link that the next run moves
+    if where.is_relative_to(Path.cwd()):
+        where = where.relative_to(Path.cwd())
+    return (command or "# run.json records no command") + (
+        f"\npoolbench report {shlex.quote(where.as_posix())}   # re-analyse the recorded files"
+    )
+
+
 def build_document(summary: Summary, charts: list[Chart], run_dir: Path) -> Document:
     run = summary.run
     subtitle = f"poolbench report · run {run.run_id} · status {run.status or 'unknown'}"
@@ -306,6 +318,5 @@ def build_document(summary: Summary, charts: list[Chart], run_dir: Path) -> Docu
     add(census_section(summary))
     add(environment_section(summary))
     doc.blocks.append(Heading(2, "Reproduce"))
-    doc.blocks.append(Code((run.command or "# run.json records no command")
-                           + f"\npoolbench report results/{run.run_id}   # re-analyse the recorded files"))  # fmt: skip
+    doc.blocks.append(Code(reproduce(run.command, run_dir)))
     return doc
