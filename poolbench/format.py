@@ -125,6 +125,26 @@ def seconds(value: float | None) -> str:
     return number(value, 0 if value is None or abs(value) >= 10 else 1, "s")
 
 
+# pg_settings.setting is in the setting's own unit (pg_settings.unit): bytes per unit here
+PG_SETTING_BYTES = {
+    "shared_buffers": 8192, "effective_cache_size": 8192, "wal_buffers": 8192,
+    "work_mem": 1024, "maintenance_work_mem": 1024, "temp_buffers": 8192,
+}  # fmt: skip
+
+
+def pg_setting(name: str, setting: object) -> str:
+    """A PostgreSQL setting as pg_settings gives it (shared_buffers 16384, in 8 kB pages), in
+    its unit: "128 MiB"."""
+    size = PG_SETTING_BYTES.get(name)
+    try:
+        amount = float(str(setting))
+    except ValueError:
+        return str(setting)
+    if size is None or amount < 0:
+        return str(setting)
+    return number(amount * size / MiB, None if amount * size >= MiB else 2, "MiB")
+
+
 UNITS: dict[str, Callable[[float | None], str]] = {
     "connections": count,
     "count": count,

@@ -155,6 +155,7 @@ class VariantSpec:
     )
     server_log: ServerLogSpec | None = None  # written as postgres.log when given
     max_connections: int = 200  # slots_left = max_connections − 3 reserved − connections
+    server_settings: dict | None = None  # variant.json database.settings (pg_settings units)
 
     @property
     def dir(self) -> str:
@@ -549,8 +550,14 @@ def variant_json(spec: VariantSpec) -> dict:
         ],
         "phases": spec.phases(),
         "pids": {"app": 1234, "load": 1300, "postmaster": 999},
-        **({"database": {"dbname": spec.server_log.database}} if spec.server_log else {}),
+        **({"database": _database(spec)} if spec.server_log or spec.server_settings else {}),
     }
+
+
+def _database(spec: VariantSpec) -> dict:
+    """variant.json's `database`: what the server was (poolbench.postgres.Database.describe)."""
+    name = spec.server_log.database if spec.server_log else "bench"
+    return {"dbname": name, "settings": spec.server_settings or {}}
 
 
 def write_csv(frame: pd.DataFrame, path: Path) -> None:

@@ -38,11 +38,13 @@ def stock_specs() -> list[VariantSpec]:
                             idle_in_transaction=10) for m in SEED_MODULES],
         max_connections=103, server_log=ServerLogSpec(reserved=30, no_slot=12, short_sessions=5),
         sessions_new_per_s=0.0301, failures=[REFUSED], app_log=APP_LOG,
+        server_settings={"max_connections": "103", "shared_buffers": "16384"},
     )  # fmt: skip
     after = VariantSpec(
         name="after", experiment="stock-postgres", seed=2,
         engines=[EngineSpec(name="after:app.db.session", load=ramp, active=5, idle_in_transaction=3)],
         server_log=ServerLogSpec(), sessions_new_per_s=1.1533,
+        server_settings={"max_connections": "103", "shared_buffers": "16384"},
     )  # fmt: skip
     return [before, after]
 
@@ -190,3 +192,15 @@ def test_14_markdown_has_no_entities_and_html_no_literal_backticks(run):
     assert "is it 101 -> 20? `pool_size`" in md
     assert "is it 101 -&gt; 20? <code>pool_size</code>" in page
     assert "`" not in page.split("<body>", 1)[1].split("<pre>", 1)[0]
+
+
+def test_14_server_settings_per_variant_with_units(run):
+    md = (run / "report.md").read_text()
+    env = md[md.index("## Environment") :]
+    # old: one row from run.json, "max\_connections=200" for every experiment, shared_buffers
+    # in 8 kB pages
+    assert (
+        "| PostgreSQL settings (stock-postgres / before, stock-postgres / after) | "
+        "max\\_connections 103, shared\\_buffers 128 MiB |" in env
+    )
+    assert "| PostgreSQL settings | max\\_connections 200 |" not in env

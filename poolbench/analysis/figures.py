@@ -56,6 +56,7 @@ class VariantFigures(Json):
     collector: dict[str, Any] = field(default_factory=dict)  # variant.json's collector entry
     events: list[dict[str, Any]] = field(default_factory=list)
     limit: Limit | None = None  # which limit bound its connections (poolbench.analysis.limits)
+    server_settings: dict[str, str] = field(default_factory=dict)  # the server it ran against
 
 
 @dataclass
@@ -129,6 +130,11 @@ def leak_window(w: Windows, churn: ChurnFigures) -> Window | None:
     )
 
 
+def _server_settings(meta: dict) -> dict[str, str]:
+    settings = (meta.get("database") or {}).get("settings")
+    return {str(k): str(v) for k, v in settings.items()} if isinstance(settings, dict) else {}
+
+
 def analyse_variant(result: VariantResult) -> VariantRun:
     series = build_series(result)
     first = float(result.samples["ts"].min()) if not result.samples.empty else None
@@ -168,5 +174,6 @@ def analyse_variant(result: VariantResult) -> VariantRun:
         collector=result.meta.get("collector") or {},
         events=_lifecycle(result.events, windows),
         limit=limit,
+        server_settings=_server_settings(result.meta),
     )
     return VariantRun(result, series, figures)

@@ -521,13 +521,31 @@ def environment_section(summary: Summary) -> list[Any]:
         for k in ("provider", "server_version", "version")
         if pg.get(k) is not None
     ]
-    if isinstance(pg.get("settings"), dict) and pg["settings"]:
-        rows.append(
-            ["PostgreSQL settings", ", ".join(f"{k}={v}" for k, v in pg["settings"].items())]
-        )
+    rows += _server_settings_rows(summary, pg.get("settings"))
     if isinstance(env.get("packages"), dict) and env["packages"]:
         rows.append(["packages", ", ".join(f"{k} {v}" for k, v in env["packages"].items())])
     return [Heading(2, "Environment"), Table(["", ""], rows, "ll")]  # fmt: skip
+
+
+def _settings_text(settings: dict) -> str:
+    return ", ".join(f"{k} {fmt.pg_setting(k, v)}" for k, v in settings.items())
+
+
+def _server_settings_rows(summary: Summary, run_wide: Any) -> list[list[str]]:
+    """The server's settings per variant (each experiment may configure its own server), one
+    row per distinct set; run.json's for a variant that recorded none of its own."""
+    fallback = run_wide if isinstance(run_wide, dict) else {}
+    groups: dict[str, list[str]] = {}
+    for experiment in summary.experiments:
+        for v in experiment.variants:
+            settings = v.first.server_settings or fallback
+            if settings:
+                groups.setdefault(_settings_text(settings), []).append(
+                    f"{experiment.name} / {v.name}"
+                )
+    if len(groups) == 1:
+        return [["PostgreSQL settings", next(iter(groups))]]
+    return [[f"PostgreSQL settings ({', '.join(where)})", text] for text, where in groups.items()]
 
 
 def _table_section(
