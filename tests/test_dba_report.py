@@ -204,3 +204,24 @@ def test_14_server_settings_per_variant_with_units(run):
         "max\\_connections 103, shared\\_buffers 128 MiB |" in env
     )
     assert "| PostgreSQL settings | max\\_connections 200 |" not in env
+
+
+def test_14_no_good_or_bad_mark_where_the_bench_file_declares_no_direction(run):
+    md = (run / "report.md").read_text()
+    # stock-postgres has no claims and no thresholds: a change has no "good" side there.
+    # old: "✅ **−80 % (exact)**" on its peak row
+    stock = md[
+        md.index("At a glance — stock-postgres") : md.index(
+            "Little's law, a self-check of the instrument — stock"
+        )
+    ]
+    rows = "\n".join(line for line in stock.splitlines() if line.startswith("|"))
+    assert "✅" not in rows and "❌" not in rows
+    assert "declares (its claims and thresholds); none here." in stock
+    assert "| Peak connections | load, 10 s | 100 | 20 | −80 % (exact) |" in stock
+
+
+def test_14_reproduce_names_the_folder_the_run_was_written_to(run):
+    md = (run / "report.md").read_text()
+    # old: "poolbench report results/20261129-051500-synthetic", wherever --out put the run
+    assert f"poolbench report {run.resolve().as_posix()}   # re-analyse" in md

@@ -6,13 +6,14 @@ its change column and footnotes — which `poolbench compare` shares.
 
 from __future__ import annotations
 
+import re
 import shlex
 from pathlib import Path
 from typing import Any
 
 from poolbench import format as fmt
 from poolbench.analysis.compare import ComparisonTable, Row
-from poolbench.analysis.metrics import METRICS
+from poolbench.analysis.metrics import BY_NAME, METRICS
 from poolbench.analysis.summary import ExperimentSummary, Summary
 from poolbench.report.blocks import (
     Badge,
@@ -70,8 +71,27 @@ def _p(row: Row) -> str:
     return "" if p is None else f"p = {p:.2g}"
 
 
-def change_cell(row: Row, notes: Footnotes) -> Cell:
-    """The change from the two values shown, and how far it is established."""
+def change_cell(row: Row, notes: Footnotes, directed: bool = True) -> Cell:
+    """The change from the two values shown, and how far it is established; a ✅/❌ badge only
+    when `directed` (the bench file says which way is better for this metric)."""
+    cell = _change_cell(row, notes)
+    return cell if directed or not isinstance(cell, Badge) else cell.text
+
+
+def directed_metrics(summary: Summary, experiment: ExperimentSummary) -> set[str]:
+    """The metrics whose better direction the bench file declares for this experiment: those
+    its claims name and those its thresholds (fail_if) test. Elsewhere a change has no "good"
+    side (1 vs 4 workers), so it gets no ✅/❌."""
+    names = {
+        m for j in (experiment.claims.items if experiment.claims else []) for m in j.claim.metrics
+    }
+    for gate in summary.thresholds:
+        if gate.experiment in (experiment.name, ""):
+            names |= {m for m in BY_NAME if re.search(rf"\b{m}\b", gate.expression)}
+    return names
+
+
+def _change_cell(row: Row, notes: Footnotes) -> Cell:
     texts = [*row.result.footnotes, *row.result.warnings]
     if row.result.status == "untested":  # one side's interval or spread says nothing then
         texts = [t for t in row.result.footnotes if "too small for a 95 % interval" not in t]
@@ -95,7 +115,14 @@ def change_cell(row: Row, notes: Footnotes) -> Cell:
     return f"{change}, untested{noise}{mark}"
 
 
-def glance_table(table: ComparisonTable, notes: Footnotes, every_metric: bool = False) -> Table:
+def glance_table(
+    table: ComparisonTable,
+    notes: Footnotes,
+    every_metric: bool = False,
+    directed: set[str] | None = None,
+) -> Table:
+    """The comparison's rows; badges only for `directed` metrics (None: every metric)."""
+
     def head(name: str, n: int) -> str:
         return name if n == 1 else f"{name} (median of {n})"
 
@@ -106,7 +133,8 @@ def glance_table(table: ComparisonTable, notes: Footnotes, every_metric: bool = 
             continue
         rows.append([
             row.label, row.window, fmt.value(row.baseline, row.unit),
-            fmt.value(row.variant, row.unit), change_cell(row, notes),
+            fmt.value(row.variant, row.unit),
+            change_cell(row, notes, directed is None or row.metric in directed),
         ])  # fmt: skip
     headers = [
         "",
@@ -156,12 +184,23 @@ def noise_note(table: ComparisonTable) -> str:
     )
 
 
-def glance_note(table: ComparisonTable) -> Para:
+def glance_note(table: ComparisonTable, directed: set[str] | None = None) -> Para:
     text = (
-        "Each change is computed from the two values beside it. Exact rows are counts compared "
+        "Each change is computed from the two values beside it, at the precision shown (past "
+        "+1 000 % as a ratio, e.g. 38×). Exact rows are counts compared "
         "without a test. Memory is PSS/USS (summed RSS would count shared buffers once per "
         "process)."
     )
+    if directed is not None:
+        text += (
+            " ✅/❌ mark a change only for the metrics whose better direction the bench file "
+            "declares (its claims and thresholds); "
+            + (
+                "none here."
+                if not directed
+                else f"here {', '.join(f'`{m}`' for m in sorted(directed))}."
+            )
+        )
     if table.n_baseline == 1 or table.n_variant == 1:
         text += (
             " One repeat per variant: differences in goodput, latency and memory are untested "
@@ -220,7 +259,11 @@ def _lead(experiment: ExperimentSummary, table: ComparisonTable) -> str:
 
 
 def experiment_section(
-    experiment: ExperimentSummary, charts: list[Chart], run_dir: Path, primary: bool
+    experiment: ExperimentSummary,
+    charts: list[Chart],
+    run_dir: Path,
+    primary: bool,
+    directed: set[str] | None = None,
 ) -> list[Any]:
     blocks: list[Any] = [Heading(2, f"Experiment: {experiment.name}", opens_experiment=True)]
     intro = f"{experiment.description.rstrip()} " if experiment.description else ""
@@ -232,7 +275,8 @@ def experiment_section(
     for table in experiment.comparisons[1 if primary else 0 :]:
         notes = Footnotes()
         blocks += [Heading(3, f"At a glance — {experiment.name}: {table.baseline} → {table.variant}"),
-                   glance_table(table, notes), *notes.block(), glance_note(table)]  # fmt: skip
+                   glance_table(table, notes, directed=directed), *notes.block(),
+                   glance_note(table, directed)]  # fmt: skip
     if experiment.claims is not None and not primary:
         blocks += claims_section(experiment.claims)
     blocks += events_section(experiment)
@@ -303,7 +347,8 @@ def build_document(summary: Summary, charts: list[Chart], run_dir: Path) -> Docu
         experiment, table = primary
         notes = Footnotes()
         add([Heading(2, f"At a glance — {experiment.name}: {table.baseline} → {table.variant}"),
-             glance_table(table, notes), *notes.block(), glance_note(table)])  # fmt: skip
+             glance_table(table, notes, directed=directed_metrics(summary, experiment)),
+             *notes.block(), glance_note(table, directed_metrics(summary, experiment))])  # fmt: skip
         if experiment.claims is not None:
             add(claims_section(experiment.claims))
     add(thresholds_section(summary))
@@ -314,7 +359,8 @@ def build_document(summary: Summary, charts: list[Chart], run_dir: Path) -> Docu
         if experiment.name in swept:
             continue  # a point of a sweep: its figures are in the sweep's table
         is_primary = primary is not None and experiment is primary[0]
-        add(experiment_section(experiment, charts, run_dir, is_primary))
+        directed = directed_metrics(summary, experiment)
+        add(experiment_section(experiment, charts, run_dir, is_primary, directed))
     add(census_section(summary))
     add(environment_section(summary))
     doc.blocks.append(Heading(2, "Reproduce"))
