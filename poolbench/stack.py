@@ -49,12 +49,18 @@ def engines_from_census(app_dir: Path, label: str, experiment: Experiment) -> tu
 
 
 def add_census(entry: dict[str, Any], experiment: Experiment, variant: Variant, out: Path) -> None:
-    """For an app directory: its engines into the entry, the full census into census.json."""
+    """For an app directory: its engines into the entry, the full census into census.json.
+    For a command variant with a `cwd`: the census of the code it runs from into census.json
+    (its engines stay as the bench file declares them: a command may run code from elsewhere)."""
     if variant.app_dir:
         entry["engines"], census = engines_from_census(
             Path(variant.app_dir), entry["label"], experiment
         )
         write_json(out / "census.json", census)
+    elif variant.cwd and Path(variant.cwd).is_dir():
+        from poolbench import lint
+
+        write_json(out / "census.json", lint.census_data(lint.census(Path(variant.cwd))))
 
 
 def connection_ceiling(entry: dict[str, Any]) -> int | None:

@@ -225,3 +225,24 @@ def test_14_reproduce_names_the_folder_the_run_was_written_to(run):
     md = (run / "report.md").read_text()
     # old: "poolbench report results/20261129-051500-synthetic", wherever --out put the run
     assert f"poolbench report {run.resolve().as_posix()}   # re-analyse" in md
+
+
+def test_14_a_command_variant_with_a_cwd_gets_its_census(tmp_path):
+    from poolbench.config import load_config
+    from poolbench.config_variants import Variant
+    from poolbench.stack import add_census
+
+    app = tmp_path / "svc"
+    app.mkdir()
+    (app / "db.py").write_text(
+        "from sqlalchemy.ext.asyncio import create_async_engine\n"
+        "engine = create_async_engine('postgresql+asyncpg://x/y')\n"
+    )
+    experiment = load_config(Path(__file__).parent.parent / "scenarios" / "bench.toml")
+    variant = Variant(name="svc", command=("uvicorn", "db:app"), cwd=str(app))
+    entry = {"label": "svc", "engines": [{"name": "declared"}]}
+    add_census(entry, experiment.experiments["seed-claim"], variant, tmp_path)
+    # old: no census.json for a command variant, so the census section and claims lacked it
+    census = json.loads((tmp_path / "census.json").read_text())
+    assert [s["module"] for s in census["sites"]] == ["db"]
+    assert entry["engines"] == [{"name": "declared"}]  # the declaration stands
