@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import math
+import shlex
 from collections.abc import Iterator
 from dataclasses import asdict, replace
 from pathlib import Path
@@ -20,6 +21,7 @@ from poolbench.collector import CollectorConfig
 from poolbench.config import BenchConfig, Experiment, Variant
 from poolbench.environment import collect_environment
 from poolbench.postgres import Database
+from poolbench.redact import mask_url
 from poolbench.results import POSTGRES_LOG_FILE, RunRecord, new_run_id, write_json
 from poolbench.variants import RunningVariant
 
@@ -61,6 +63,16 @@ def add_census(entry: dict[str, Any], experiment: Experiment, variant: Variant, 
         from poolbench import lint
 
         write_json(out / "census.json", lint.census_data(lint.census(Path(variant.cwd))))
+
+
+def psql_line(db: Database) -> str:
+    """A psql command that reaches the variant's server while it runs (docs: README, "Looking
+    at the server during a run"). The embedded server's password is random and masked, so it
+    goes through its Unix socket, where the superuser needs none; another server by its URL,
+    password masked (it is the one you gave)."""
+    if db.socket_dir:
+        return f'psql "host={db.socket_dir} port={db.port} user={db.admin_user} dbname={db.dbname}"'
+    return f"psql {shlex.quote(mask_url(db.admin_url))}   # with the password you gave"
 
 
 def connection_ceiling(entry: dict[str, Any]) -> int | None:

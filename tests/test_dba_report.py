@@ -246,3 +246,46 @@ def test_14_a_command_variant_with_a_cwd_gets_its_census(tmp_path):
     census = json.loads((tmp_path / "census.json").read_text())
     assert [s["module"] for s in census["sites"]] == ["db"]
     assert entry["engines"] == [{"name": "declared"}]  # the declaration stands
+
+
+def test_14_the_psql_line_reaches_the_embedded_server(pg):
+    import shlex
+
+    import psycopg
+
+    from poolbench.stack import psql_line
+
+    line = psql_line(pg)
+    # old: no such line; 127.0.0.1 needs the random (masked) password
+    argv = shlex.split(line)
+    assert argv[0] == "psql" and "password" not in line and pg.admin_password not in line
+    with psycopg.connect(argv[1]) as conn:
+        assert conn.execute("SELECT current_user").fetchone()[0] == pg.admin_user
+
+
+ASYNC_BENCH = Path(__file__).parent / "fixtures" / "asyncapp" / "bench.toml"
+
+
+@pytest.mark.e2e
+def test_14_an_async_app_takes_the_driver_form_of_the_url(tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    from poolbench.results import load_run
+
+    proc = subprocess.run(
+        [sys.executable, "-m", "poolbench", "run", "--config", str(ASYNC_BENCH), "--out",
+         str(tmp_path), "--no-report"],
+        capture_output=True, text=True, timeout=300,
+        env={**os.environ, "FIXTURE_PYTHON": sys.executable},
+    )  # fmt: skip
+    # old: "variants.service.env.DATABASE_URL uses unknown placeholder {database_url}…"
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert '[asyncapp] service: the server, while it runs: psql "host=' in proc.stderr
+    [variant] = load_run((tmp_path / "latest").resolve()).variants
+    assert variant.meta["env"]["DATABASE_URL"].startswith("postgresql+asyncpg://")
+    assert "***" in variant.meta["env"]["DATABASE_URL"]  # the password stays masked
+    stats = variant.locust["stats"]
+    agg = stats[stats["Name"] == "Aggregated"].iloc[-1]
+    assert agg["Request Count"] > 0 and agg["Failure Count"] == 0
