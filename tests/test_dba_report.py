@@ -289,3 +289,23 @@ def test_14_an_async_app_takes_the_driver_form_of_the_url(tmp_path):
     stats = variant.locust["stats"]
     agg = stats[stats["Name"] == "Aggregated"].iloc[-1]
     assert agg["Request Count"] > 0 and agg["Failure Count"] == 0
+
+
+def test_14_one_block_is_singular():
+    from poolbench.analysis.blocks import BlockLength, compare_blocks
+
+    result = compare_blocks([1.0], [1.0, 2.0, 3.0, 4.0, 5.0], BlockLength(3, (1.0, 1.0)),
+                            names=("before", "after"))  # fmt: skip
+    # old: "before: 1 blocks of 3 s, fewer than 5 (window too short)"
+    assert "before: 1 block of 3 s, fewer than 5 (window too short)" in result.footnotes
+
+
+def test_14_an_exact_count_varying_over_too_few_repeats_is_not_called_tested():
+    from poolbench.analysis.stats import compare_exact
+
+    result = compare_exact([8, 7, 7], [8, 7, 7], names=("before", "after"))
+    # old: "before varies across repeats (8, 7, 7): not exact, tested" beside
+    # "n too small for a test at α = 0.05"
+    assert result.status == "untested"
+    assert "before varies across repeats (8, 7, 7): not exact, and untested" in result.footnotes
+    assert not any(note.endswith(": not exact, tested") for note in result.footnotes)
