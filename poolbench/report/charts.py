@@ -415,8 +415,14 @@ def chart_marginal(analysis: Analysis, experiment: str, path: Path, clock: _Cloc
     ax.set_xlabel("PostgreSQL client backends")
     ax.set_ylabel("PostgreSQL PSS (MiB)")
     ax.set_ylim(bottom=0)
-    _legend(ax)
-    fig.subplots_adjust(left=0.07, right=0.62, top=0.86, bottom=0.16)
+    entries = len(ax.get_legend_handles_labels()[1])
+    if entries:  # below the axes, two columns of the figure's width: nothing clipped
+        ax.legend(loc="upper left", bbox_to_anchor=(0.0, -0.16), ncol=2)
+    rows = math.ceil(entries / 2)
+    fig.set_figheight(fig.get_figheight() + 0.25 * rows)
+    fig.subplots_adjust(
+        left=0.07, right=0.98, top=0.86, bottom=(0.6 + 0.25 * rows) / fig.get_figheight()
+    )
     _save(fig, path)
 
 
