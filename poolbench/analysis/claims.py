@@ -274,22 +274,31 @@ def judge(
             items.append(_judge_change(claim, rows[0]))
         else:
             items.append(_judge_direction(claim, rows))
-    refused = sum(f.traffic.refusals or 0 for f in after)
-    items = [_no_hold_with_refusals(j, refused) for j in items]
+    items = [_no_hold_with_refusals(j, _refused(after)) for j in items]
     return ClaimsTable(experiment, table.baseline, table.variant, items)
 
 
 PERFORMANCE = {"goodput", "failures_per_s", "p50_ms", "p95_ms", "p99_ms"}
 
 
-def _no_hold_with_refusals(j: Judgement, refused: float) -> Judgement:
-    """A variant whose requests PostgreSQL refused cannot hold a performance claim."""
-    if j.verdict != HOLDS or not refused or not PERFORMANCE & set(j.claim.metrics):
+def _refused(after: list[VariantFigures]) -> tuple[float, str]:
+    """What the server refused the variant, in words: connection attempts from its log, else
+    failed requests whose error names a refusal."""
+    logged = [f.exact.attempts.refused for f in after if f.exact.attempts is not None]
+    if logged:
+        return float(sum(logged)), "connection attempts (its log)"
+    return float(sum(f.traffic.refusals or 0 for f in after)), "requests (app log / Locust)"
+
+
+def _no_hold_with_refusals(j: Judgement, refused: tuple[float, str]) -> Judgement:
+    """A variant PostgreSQL refused connections to cannot hold a performance claim."""
+    count, what = refused
+    if j.verdict != HOLDS or not count or not PERFORMANCE & set(j.claim.metrics):
         return j
     return Judgement(
         j.claim, j.measured, PARTLY,
-        f"{j.reason} But PostgreSQL refused {fmt.count(refused)} of its requests "
-        "(SQLSTATE 53300): not better performance while requests are refused.",
+        f"{j.reason} But PostgreSQL refused {fmt.count(count)} of its {what} (SQLSTATE 53300): "
+        "not better performance while connections are refused.",
     )  # fmt: skip
 
 
