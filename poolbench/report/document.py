@@ -175,10 +175,15 @@ def noise_note(table: ComparisonTable) -> str:
         text += (
             f"within this run the figures move by {', '.join(spreads)} from block to block of the "
             f"full-load window, so a change below {NOISE_FACTOR:.0f}× that is noise even inside "
-            "one run (marked “within this run's noise”). "
+            "one run (marked “within this run's noise”). Beyond it a change "
+        )
+    else:
+        text += (
+            "the full-load windows are too short for this run to measure its own spread (fewer "
+            "than 5 independent blocks), and in any case a change "
         )
     return text + (
-        "Beyond it a change may still be drift between runs, which one run cannot measure: two "
+        "may still be drift between runs, which one run cannot measure: two "
         "runs of the same variant on a shared 2-core machine, 70 minutes apart, differed by 22 % "
         "in goodput and 56 % in p95 (poolbench compare, issue 22). Only --repeats measures it."
     )
