@@ -218,6 +218,7 @@ def chart_connections(analysis: Analysis, experiment: str, path: Path, clock: _C
     colors = {k: ENGINE_COLORS[i % len(ENGINE_COLORS)] for i, k in enumerate(keys)}
     fig = _figure(len(pairs), 2.9, f"Connections per engine over time — {experiment}")
     axes = fig.subplots(len(pairs), 1, sharex=True, sharey=True, squeeze=False)[:, 0]
+    top = max((r.figures.connections.run_peak or 0 for _, r in pairs), default=0)
     twins = []
     for ax, (name, run) in zip(axes, pairs, strict=True):
         _shade_phases(ax, run, clock)
@@ -241,7 +242,7 @@ def chart_connections(analysis: Analysis, experiment: str, path: Path, clock: _C
             )
         )
         ax.set_ylabel("connections")
-        _usable_line(ax, m, frame.sum(axis=1).max() if not frame.empty else None)
+        _usable_line(ax, m, top)  # the axes are shared: within reach of any panel's data
         users = run.series.users
         _mark_events(ax, run, clock)  # labelled: the legend lists them
         extra = []
