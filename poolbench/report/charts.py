@@ -338,7 +338,7 @@ def chart_peak_idle(analysis: Analysis, experiment: ExperimentSummary, path: Pat
     ax.grid(axis="x", visible=False)
     # below the axes, across the figure's width: a legend at the side clipped its longest entry
     ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.2), ncol=4)
-    fig.subplots_adjust(left=0.07, right=0.98, top=0.86, bottom=0.3)
+    fig.subplots_adjust(left=0.07, right=0.98, top=0.86, bottom=0.27)
     _save(fig, path)
 
 
