@@ -7,6 +7,7 @@ everywhere.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 
 NA = "n/a"
@@ -57,17 +58,91 @@ def percent_of_core(value: float | None) -> str:
     return number(value, 1, "% of a core")
 
 
-def pct(value: float | None, digits: int = 1) -> str:
-    """A change: +12.3 %, −80 %, ±0 %."""
+def pct(value: float | None, digits: int | None = None) -> str:
+    """A change in %, by the one rule for every change the report shows:
+
+    - below 100 %: one decimal, a trailing ".0" dropped (+12.3 %, −80 %, ±0 %);
+    - from 100 % up to 1 000 %: no decimals (+106 %, +733 %);
+    - past +1 000 %: the ratio instead ("38×"), since "+3 733 %" reads as noise.
+
+    `digits` forces a precision (for a figure that is not a change, e.g. a disagreement).
+    """
     if value is None:
         return NA
-    text = f"{abs(value):.{digits}f}"
-    sign = "±" if float(text) == 0 else (MINUS if value < 0 else "+")
+    if digits is None and value >= 1000:
+        return f"{count(round(1 + value / 100))}×"
+    if digits is None:
+        digits = 1 if abs(value) < 100 else 0
+    text = f"{abs(value):,.{digits}f}".replace(",", " ")
+    if digits and text.endswith("." + "0" * digits):
+        text = text[: -(digits + 1)]
+    sign = "±" if float(text.replace(" ", "")) == 0 else (MINUS if value < 0 else "+")
     return f"{sign}{text} %"
+
+
+_SHOWN = re.compile(r"^[−-]?\d{1,3}(?: \d{3})*(?:\.\d+)?")
+
+
+def shown(value: float | None, unit: str = "") -> float | None:
+    """The number a reader sees for `value` in `unit` (see UNITS), at the precision shown:
+    0.0301 /s is shown as 0.03 and read back as 0.03; 1.5 MiB in bytes as 1.5 (MiB)."""
+    if value is None:
+        return None
+    match = _SHOWN.match(globals()["value"](value, unit))
+    if match is None:
+        return None
+    return float(match.group(0).replace(" ", "").replace(MINUS, "-"))
+
+
+def change(before: float | None, after: float | None, unit: str = "") -> str:
+    """The change from `before` to `after` as the reader can recompute it: from the two
+    values at the precision they are shown with (`shown`), formatted by `pct`'s rule.
+    From a shown 0 there is no ratio (n/a), unless the other side is 0 too (±0 %)."""
+    a, b = shown(before, unit), shown(after, unit)
+    if a is None or b is None:
+        return NA
+    if a == b:
+        return "±0 %"
+    if a == 0:
+        return NA
+    return pct((b - a) / abs(a) * 100)
+
+
+def change_pct(before: float | None, after: float | None, unit: str = "") -> float | None:
+    """The number behind `change` (None when it says n/a)."""
+    a, b = shown(before, unit), shown(after, unit)
+    if a is None or b is None or a == 0:
+        return None if a != b or a is None else 0.0
+    return (b - a) / abs(a) * 100
+
+
+def plural(n: float, word: str, many: str | None = None) -> str:
+    """ "1 block", "2 blocks", "0 blocks": a count and its noun, agreeing."""
+    return f"{count(n)} {word if n == 1 else many or word + 's'}"
 
 
 def seconds(value: float | None) -> str:
     return number(value, 0 if value is None or abs(value) >= 10 else 1, "s")
+
+
+# pg_settings.setting is in the setting's own unit (pg_settings.unit): bytes per unit here
+PG_SETTING_BYTES = {
+    "shared_buffers": 8192, "effective_cache_size": 8192, "wal_buffers": 8192,
+    "work_mem": 1024, "maintenance_work_mem": 1024, "temp_buffers": 8192,
+}  # fmt: skip
+
+
+def pg_setting(name: str, setting: object) -> str:
+    """A PostgreSQL setting as pg_settings gives it (shared_buffers 16384, in 8 kB pages), in
+    its unit: "128 MiB"."""
+    size = PG_SETTING_BYTES.get(name)
+    try:
+        amount = float(str(setting))
+    except ValueError:
+        return str(setting)
+    if size is None or amount < 0:
+        return str(setting)
+    return number(amount * size / MiB, None if amount * size >= MiB else 2, "MiB")
 
 
 UNITS: dict[str, Callable[[float | None], str]] = {

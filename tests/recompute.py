@@ -17,6 +17,7 @@ import re
 import struct
 import sys
 from collections import defaultdict
+from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
@@ -145,7 +146,8 @@ def recompute(vdir: Path) -> dict[str, float | None]:
         "peak_connections": _series_max(total, load),
         "idle_connections": _series_median(total, idle2),
         "pools_holding_idle": float(holding),
-        "refusals": float(max(refusals, failures.get("refused", 0))),
+        "refused_requests": float(max(refusals, failures.get("refused", 0))),
+        "refusals": _server_refusals(vdir / "postgres.log", phases),
         "goodput": good.size / seconds,
         "failures_per_s": int((served & ~req.ok).sum()) / seconds,
         "p50_ms": float(np.percentile(good, 50, method="inverted_cdf")),
@@ -157,6 +159,20 @@ def recompute(vdir: Path) -> dict[str, float | None]:
             np.mean([v for t, v in memory("mem_uss_bytes", ("app",)).items() if _inside(t, window)])
         ),
     }
+
+
+def _server_refusals(log: Path, phases: dict[str, tuple[float, float]]) -> float | None:
+    """FATAL lines with SQLSTATE 53300 in the server's own log, within the variant's phases."""
+    if not log.is_file():
+        return None
+    start, end = min(p[0] for p in phases.values()), max(p[1] for p in phases.values())
+    count = 0
+    for line in log.read_text(errors="replace").splitlines():
+        found = re.match(r"^(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d\.\d{3}) UTC \[\d+\] 53300 FATAL:", line)
+        if found:
+            ts = datetime.strptime(found[1], "%Y-%m-%d %H:%M:%S.%f").replace(tzinfo=UTC).timestamp()
+            count += start <= ts < end
+    return float(count)
 
 
 def compare(run_dir: Path) -> list[str]:
@@ -172,6 +188,8 @@ def compare(run_dir: Path) -> list[str]:
                     if row["metric"] not in mine:
                         continue
                     theirs, ours = row[key], mine[row["metric"]]
+                    if theirs is None and ours is None:  # not measured on either side
+                        continue
                     if theirs is None or not np.isclose(theirs, ours, rtol=1e-9, atol=1e-9):
                         problems.append(
                             f"{experiment['name']}/{side} {row['metric']}: summary {theirs}, recomputed {ours}"

@@ -73,6 +73,25 @@ class EngineSpec:
 
 
 @dataclass
+class ServerLogSpec:
+    """The server's own log (postgres.log) of a variant, with a known answer.
+
+    Each engine's connections at its highest load level are sessions from the load phase's start
+    to the idle phase's end. In the second half of the load phase (after the pools filled),
+    evenly spaced: `reserved` backends that authenticate and are refused ("remaining connection
+    slots are reserved"), `no_slot` backends refused before authenticating ("too many clients
+    already"), and `short_sessions` that authenticate and disconnect 10 ms later. So, in that
+    half: started = reserved + no_slot + short_sessions, authenticated = reserved +
+    short_sessions, refused = reserved + no_slot.
+    """
+
+    reserved: int = 0
+    no_slot: int = 0
+    short_sessions: int = 0
+    database: str = "bench"
+
+
+@dataclass
 class VariantSpec:
     name: str
     engines: list[EngineSpec]
@@ -135,6 +154,9 @@ class VariantSpec:
     app_settings: dict = field(
         default_factory=lambda: {"pool_size": 20, "max_overflow": 0, "pool_timeout": 30}
     )
+    server_log: ServerLogSpec | None = None  # written as postgres.log when given
+    max_connections: int = 200  # slots_left = max_connections − 3 reserved − connections
+    server_settings: dict | None = None  # variant.json database.settings (pg_settings units)
 
     @property
     def dir(self) -> str:
@@ -220,8 +242,8 @@ def samples_frame(spec: VariantSpec) -> pd.DataFrame:
             if keep.any():
                 parts.append(_rows(ts[keep], "connections", value[keep], engine.name, state, wait))
     parts.append(_rows(ts, "connections_total", total))
-    parts.append(_rows(ts, "max_connections", np.full(len(ts), 200.0)))
-    parts.append(_rows(ts, "slots_left", 197.0 - total))
+    parts.append(_rows(ts, "max_connections", np.full(len(ts), float(spec.max_connections))))
+    parts.append(_rows(ts, "slots_left", np.maximum(spec.max_connections - 3.0 - total, 0.0)))
 
     # 1 Hz series: churn, memory, processes, cpu
     mts = _ticks(start, end, spec.mem_hz)
@@ -302,6 +324,84 @@ def samples_frame(spec: VariantSpec) -> pd.DataFrame:
         parts.append(_rows(mts, "cpu_percent", np.where(m_load, percent, 1.0), component=component))
     frame = pd.concat(parts, ignore_index=True)
     return frame.sort_values("ts", kind="stable", ignore_index=True)
+
+
+def _log_line(ts: float, pid: int, sqlstate: str, level: str, message: str) -> str:
+    stamp = pd.Timestamp(ts, unit="s", tz="UTC").strftime("%Y-%m-%d %H:%M:%S.%f")[:-3]
+    return f"{stamp} UTC [{pid}] {sqlstate} {level}:  {message}\n"
+
+
+def server_log_text(spec: VariantSpec) -> str:
+    """postgres.log for `spec.server_log` (see ServerLogSpec for the known answer)."""
+    log, (_, load, idle) = spec.server_log, spec.phases()
+    db, user, lines, pid = log.database, "bench", [], 20_000
+    auth = f"connection authorized: user={user} database={db}"
+
+    def start(ts: float, name: str | None) -> None:
+        lines.append(
+            (
+                ts,
+                _log_line(
+                    ts, pid, "00000", "LOG", f"connection received: host=127.0.0.1 port={pid}"
+                ),
+            )
+        )
+        if name is not None:
+            lines.append(
+                (
+                    ts + 0.001,
+                    _log_line(ts + 0.001, pid, "00000", "LOG", f"{auth} application_name={name}"),
+                )
+            )
+
+    def end(ts: float, began: float) -> None:
+        lines.append(
+            (
+                ts,
+                _log_line(
+                    ts,
+                    pid,
+                    "00000",
+                    "LOG",
+                    f"disconnection: session time: 0:00:{ts - began:06.3f} user={user} database={db} host=127.0.0.1 port={pid}",
+                ),
+            )
+        )
+
+    for engine in spec.engines:
+        for _ in range(max(level for _, level in engine.load)):
+            pid += 1
+            start(load["start"], engine.name)
+            end(idle["end"], load["start"])
+    kinds = ["reserved"] * log.reserved + ["no_slot"] * log.no_slot + ["short"] * log.short_sessions
+    half = (load["end"] - load["start"]) / 2
+    for i, kind in enumerate(kinds):
+        pid += 1
+        ts = load["start"] + half + half * (i + 0.5) / len(kinds)
+        start(ts, None if kind == "no_slot" else "app")
+        if kind == "reserved":
+            lines.append(
+                (
+                    ts + 0.002,
+                    _log_line(
+                        ts + 0.002,
+                        pid,
+                        "53300",
+                        "FATAL",
+                        "remaining connection slots are reserved for roles with the SUPERUSER attribute",
+                    ),
+                )
+            )
+        elif kind == "no_slot":
+            lines.append(
+                (
+                    ts + 0.002,
+                    _log_line(ts + 0.002, pid, "53300", "FATAL", "sorry, too many clients already"),
+                )
+            )
+        else:
+            end(ts + 0.01, ts + 0.001)
+    return "".join(line for _, line in sorted(lines, key=lambda x: x[0]))  # fmt: skip
 
 
 def _history(spec: VariantSpec) -> tuple[pd.DataFrame, np.ndarray]:
@@ -452,7 +552,14 @@ def variant_json(spec: VariantSpec) -> dict:
         "phases": spec.phases(),
         "pids": {"app": 1234, "load": 1300, "postmaster": 999},
         **({"preflight": spec.preflight} if spec.preflight is not None else {}),
+        **({"database": _database(spec)} if spec.server_log or spec.server_settings else {}),
     }
+
+
+def _database(spec: VariantSpec) -> dict:
+    """variant.json's `database`: what the server was (poolbench.infra.postgres.Database.describe)."""
+    name = spec.server_log.database if spec.server_log else "bench"
+    return {"dbname": name, "settings": spec.server_settings or {}}
 
 
 def write_csv(frame: pd.DataFrame, path: Path) -> None:
@@ -503,6 +610,8 @@ def write_run(
         (vdir / "app.log").write_text(spec.app_log)
         if spec.census is not None:
             (vdir / "census.json").write_text(json.dumps(spec.census))
+        if spec.server_log is not None:
+            (vdir / "postgres.log").write_text(server_log_text(spec))
     ends = [p["end"] for s in specs for p in s.phases()]
     run = {
         "schema": 1,

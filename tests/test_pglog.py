@@ -151,6 +151,22 @@ def test_refusals_are_counted_apart_and_never_become_sessions(scenario: dict) ->
     assert len(burst) == scenario["n_burst"]
 
 
+def test_every_backend_started_is_kept_with_how_it_ended_and_why_refused(scenario: dict) -> None:
+    """Issue 22: a real server's log, both kinds of FATAL 53300 and the backends behind them."""
+    log = scenario["parsed"]
+    reserved, full = log.refusals
+    assert (reserved.reason, full.reason) == (pglog.RESERVED, pglog.NO_SLOT)
+    burst = [
+        b for b in log.backends if scenario["burst_start"] <= b.started_at <= scenario["burst_end"]
+    ]
+    # each connection of the burst, then the two refused attempts: every one a fork
+    assert len(burst) == scenario["n_burst"] + scenario["n_super"] + 2
+    by_pid = {b.pid: b for b in burst}
+    assert by_pid[reserved.pid].authorized and by_pid[reserved.pid].refused == pglog.RESERVED
+    assert not by_pid[full.pid].authorized and by_pid[full.pid].refused == pglog.NO_SLOT
+    assert sum(b.refused is None for b in burst) == scenario["n_burst"] + scenario["n_super"]
+
+
 def test_timeline_has_the_exact_peaks_and_leaves_the_collector_out(scenario: dict) -> None:
     tl = timeline.timelines(scenario["parsed"], scenario["dbname"])
     n_burst, n_super = scenario["n_burst"], scenario["n_super"]

@@ -29,7 +29,7 @@ from poolbench.report import add_arguments, build_report, run
 
 EVIL = "<script>alert(1)</script>"
 CHARTS = ("connections", "peak_idle", "memory", "marginal", "throughput", "states")
-HEADLINE = "Peak connections 101 → 20 (−80 %)"
+HEADLINE = "Peak connections 101 → 20 (−80.2 %)"  # the change the table shows, not rounded again
 CHROMIUM = "/usr/bin/chromium"
 BENCH_FILE = Path(__file__).resolve().parent.parent / "scenarios" / "bench.toml"
 SEED_CLAIMS = {"seed-claim": load_config(BENCH_FILE).experiments["seed-claim"].claims}
@@ -73,7 +73,7 @@ def _phase(run_dir: Path, variant: str, phase: str) -> tuple[float, float]:
 def test_summary_matches_the_raw_files(report):
     """summary.json's figures recomputed from samples.csv and the requests, without analysis."""
     summary = json.loads((report / "summary.json").read_text())
-    assert summary["schema"] == 2
+    assert summary["schema"] == 3
     specs = {s.name: s for s in evil_specs()}
     for v in summary["experiments"][0]["variants"]:
         name, [f] = v["name"], v["repeats"]
@@ -137,7 +137,8 @@ def test_names_from_the_data_are_escaped_not_run(report):
     assert "&lt;script&gt;alert(1)&lt;/script&gt;" in page
     md = (report / "report.md").read_text()
     assert EVIL not in md
-    assert "&lt;script&gt;alert(1)&lt;/script&gt;" in md
+    # backslash escapes, never entities: GitHub shows the name, a reader of the file too
+    assert "\\<script>alert(1)\\</script>" in md and "&lt;" not in md
 
 
 def test_html_is_self_contained(report):
@@ -232,7 +233,7 @@ def test_odd_runs_still_report(tmp_path):
     md = (run_dir / "report.md").read_text()
     assert md.startswith("# Peak connections 20 (solo) — run partial")
     assert "run status is 'partial'" in md
-    assert "## Experiment: x y&lt;&amp;&gt;" in md
+    assert "## Experiment: x y\\<\\&>" in md  # backslash escapes, no entities
     assert not (tmp_path / "charts").exists()
 
 
@@ -260,7 +261,7 @@ def test_repeats_several_variants_and_experiments(tmp_path):
     assert [f["connections"]["peak"] for f in first["variants"][0]["repeats"]] == [33, 36]
     peak = next(r for r in first["comparisons"][0]["rows"] if r["metric"] == "peak_connections")
     assert peak["baseline"] == 34.5  # median of 33, 36
-    assert summary["headline"].startswith("Peak connections 34.5 → 11.5")
+    assert summary["headline"].startswith("seed-claim: Peak connections 34.5 → 11.5")
     md = (run_dir / "report.md").read_text()
     assert "## At a glance — seed-claim: before → after" in md
     assert "### At a glance — seed-claim: before → tuned" in md
@@ -387,7 +388,7 @@ def test_nothing_from_a_failed_variant_carries_a_badge(tmp_path):
     before, after = seed_claim_specs()
     after.status, after.error = "failed", "the app's master process (pid 1234) exited (signal 9)"
     cells = _glance(write_run(tmp_path, [before, after], claims=SEED_CLAIMS))
-    assert cells["Peak connections"].startswith("−80.0 %, not measured")
+    assert cells["Peak connections"].startswith("−80 %, not measured")
     assert not [c for c in cells.values() if "✅" in c or "❌" in c]
     report = (tmp_path / "20261129-051500-synthetic/report.md").read_text()
     assert "Not measured: after-1 failed (the app's master process (pid 1234) exited" in report
@@ -402,7 +403,7 @@ def test_a_variant_capped_by_another_client_is_not_measured_not_a_verdict(tmp_pa
                        "poolbench_clients": 1, "free_slots": 6, "ceiling": 20}  # fmt: skip
     run_dir = write_run(tmp_path, [before, after], claims=SEED_CLAIMS)
     cells = _glance(run_dir)
-    assert cells["Peak connections"].startswith("−80.0 %, not measured")
+    assert cells["Peak connections"].startswith("−80 %, not measured")
     assert not [c for c in cells.values() if "✅" in c or "❌" in c]
     summary = json.loads((run_dir / "summary.json").read_text())
     judged = {j["claim"]["id"]: j for j in summary["experiments"][0]["claims"]["items"]}

@@ -212,7 +212,9 @@ def test_9_no_badge_on_an_untested_difference_and_no_claim_of_noise_with_one_rep
 ) -> None:
     before, after = seed_claim_specs()
     after.app_uss = int(before.app_uss * 0.96)  # −4 %, one repeat: untested
-    md = report_md(tmp_path, [before, after])
+    lower = {"text": "Less app memory", "metrics": ["app_uss"], "direction": "lower"}
+    claims = {"seed-claim": {**CLAIMS["seed-claim"], "mem": lower}}  # they declare directions
+    md = report_md(tmp_path, [before, after], claims=claims)
     row = table_row(md, "App memory, USS")
     assert "✅" not in row[-1] and "❌" not in row[-1]
     assert "untested" in row[-1]
@@ -228,7 +230,8 @@ def test_9_repeats_earn_a_badge_for_a_tested_shift(tmp_path: Path) -> None:
         after.app_uss = int(before.app_uss * 0.9) + repeat * 1000
         before.app_uss += repeat * 1000
         specs += [before, after]
-    md = report_md(tmp_path, specs)
+    lower = {"text": "Less app memory", "metrics": ["app_uss"], "direction": "lower"}
+    md = report_md(tmp_path, specs, claims={"seed-claim": {"mem": lower}})  # which way is better
     assert "✅" in table_row(md, "App memory, USS")[-1]
 
 

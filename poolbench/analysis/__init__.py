@@ -26,6 +26,7 @@ from poolbench.analysis.figures import VariantFigures, VariantRun, analyse_varia
 from poolbench.analysis.pool_sweep import sweeps
 from poolbench.analysis.sizing import right_sizing
 from poolbench.analysis.summary import (
+    SCHEMA,
     ExperimentSummary,
     RunInfo,
     Summary,
@@ -157,12 +158,13 @@ def analyse(source: str | Path | RunResult) -> Analysis:
     found_sweeps = sweeps(meta["experiments"], runs, cores)
     run_id = str(meta.get("run_id") or loaded.path.name)
     command = meta.get("command")
+    lines = headline(experiments, run_id, meta.get("status"), found_sweeps)
     summary = Summary(
-        schema=2, generated_by=f"poolbench {__version__}",
+        schema=SCHEMA, generated_by=f"poolbench {__version__}",
         run=RunInfo(run_id, meta.get("status"), meta.get("error"),
                     " ".join(command) if isinstance(command, list) else command,
                     num(meta.get("started_at")), num(meta.get("finished_at")), environment),
-        headline=headline(experiments, run_id, meta.get("status"), found_sweeps),
+        headline="\n".join(lines), headlines=lines,
         warnings=_warnings(loaded, runs), experiments=experiments,
         sweeps=found_sweeps,
     )  # fmt: skip

@@ -37,6 +37,7 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 
+from poolbench import format as fmt
 from poolbench.analysis.stats import ALPHA, Blocks, Comparison, Values, compare
 
 BLOCK_FACTOR = 5.0  # block length in units of the integrated autocorrelation time
@@ -265,7 +266,8 @@ def _invalid(
     if length.length is None:
         return [length.reason or "no block length"]
     problems = [
-        f"{name}: {k} blocks of {blocks.length} s, fewer than {MIN_BLOCKS} (window too short)"
+        f"{name}: {fmt.plural(k, 'block')} of {blocks.length} s, fewer than {MIN_BLOCKS} "
+        "(window too short)"
         for name, k in zip(names, (blocks.k_a, blocks.k_b), strict=True)
         if k < MIN_BLOCKS
     ]

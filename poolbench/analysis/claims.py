@@ -9,8 +9,10 @@ claim is judged by the same rule:
 - *partly*: it moves in the claimed direction but falls short (or improves some of the claimed
   metrics and none gets worse... while others are unchanged or untested);
 - *does not hold*: it does not move, or moves the wrong way;
-- *not measured*: the data cannot decide — an untested difference (one repeat), a window too
-  short, a metric never sampled.
+- *untested*: both variants were measured but the difference is not established — one repeat
+  per variant (a within-run test alone included): the values are shown, no verdict is drawn;
+- *not measured*: nothing to decide with — a metric never sampled, a window too short, a
+  fault that spoiled the run.
 
 A difference "moves" only when it is established: exact and different, or significant in a test
 across repeats (poolbench.analysis.compare); a within-run test alone never decides a claim.
@@ -28,8 +30,10 @@ from poolbench.analysis.metrics import BY_NAME
 from poolbench.analysis.typed import Json
 from poolbench.results.status import Status
 
-HOLDS, PARTLY, FAILS, NOT_MEASURED = "holds", "partly", "does not hold", "not measured"
-VERDICTS = (HOLDS, PARTLY, FAILS, NOT_MEASURED)
+HOLDS, PARTLY, FAILS, UNTESTED, NOT_MEASURED = (
+    "holds", "partly", "does not hold", "untested", "not measured",
+)  # fmt: skip
+VERDICTS = (HOLDS, PARTLY, FAILS, UNTESTED, NOT_MEASURED)
 KINDS = ("level", "change", "direction", "no_leak")
 
 
@@ -50,7 +54,7 @@ class Claim(Json):
         if self.kind == "level":
             return f"{fmt.count(self.before)} → {fmt.count(self.after)}"
         if self.kind == "change":
-            return fmt.pct(self.change_pct, 0)
+            return fmt.pct(self.change_pct)
         if self.kind == "no_leak":
             return "no memory growth after"
         return f"{self.direction} {', '.join(self.metrics)}"
@@ -88,6 +92,16 @@ def _undecided(row: Row) -> str:
     return f"{row.label}: {_shown(row)}, untested ({why})"
 
 
+def _undecided_verdict(rows: list[Row]) -> str:
+    """Untested when every undecided row has both values (measured, one repeat), else not
+    measured: "not measured" is said only when something was not measured — or when a row's
+    values are spoiled (a failed variant, one capped by another client)."""
+    measured = all(
+        r.baseline is not None and r.variant is not None and not r.spoiled for r in rows
+    )
+    return UNTESTED if rows and measured else NOT_MEASURED
+
+
 def _moved(row: Row, sign: int) -> bool | None:
     """True when the change is established in direction `sign`, None when undecided."""
     if row.baseline is None or row.variant is None:
@@ -114,7 +128,7 @@ def _judge_level(claim: Claim, row: Row) -> Judgement:
     sign = 1 if (claim.after or 0) > (claim.before or 0) else -1
     moved = _moved(row, sign)
     if moved is None:
-        return Judgement(claim, _shown(row), NOT_MEASURED, _undecided(row))
+        return Judgement(claim, _shown(row), _undecided_verdict([row]), _undecided(row))
     measured = _shown(row)
     if not moved:
         return Judgement(
@@ -139,9 +153,9 @@ def _judge_level(claim: Claim, row: Row) -> Judgement:
 def _judge_change(claim: Claim, row: Row) -> Judgement:
     sign = -1 if (claim.change_pct or 0) < 0 else 1
     moved = _moved(row, sign)
-    measured = fmt.pct(row.change_pct, 1)
+    measured = fmt.change(row.baseline, row.variant, row.unit)
     if moved is None or row.change_pct is None:
-        return Judgement(claim, measured, NOT_MEASURED, _undecided(row))
+        return Judgement(claim, measured, _undecided_verdict([row]), _undecided(row))
     if not moved:
         return Judgement(
             claim, measured, FAILS, f"{row.label} changed by {measured} ({_shown(row)})."
@@ -157,7 +171,7 @@ def _judge_change(claim: Claim, row: Row) -> Judgement:
 
 
 def _judge_direction(claim: Claim, rows: list[Row]) -> Judgement:
-    gains, losses, flat, undecided = [], [], [], []
+    gains, losses, flat, undecided, open_rows = [], [], [], [], []
     for row in rows:
         if claim.direction == "better":
             sign = 1 if row.better == "higher" else -1
@@ -165,16 +179,19 @@ def _judge_direction(claim: Claim, rows: list[Row]) -> Judgement:
             sign = 1 if claim.direction == "higher" else -1
         moved = _moved(row, sign)
         against = _moved(row, -sign)
-        text = f"{row.label} {_shown(row)} ({fmt.pct(row.change_pct, 1)})"
+        text = f"{row.label} {_shown(row)} ({fmt.change(row.baseline, row.variant, row.unit)})"
         if moved:
             gains.append(text)
         elif against:
             losses.append(text)
         elif moved is None:
             undecided.append(_undecided(row))
+            open_rows.append(row)
         else:
             flat.append(text)
-    measured = "; ".join(f"{r.label} {_shown(r)}" for r in rows)
+    measured = "; ".join(
+        f"{r.label} {_shown(r)} ({fmt.change(r.baseline, r.variant, r.unit)})" for r in rows
+    )
     if losses:
         verdict = PARTLY if gains else FAILS
         reason = f"Worse: {'; '.join(losses)}." + (f" Better: {'; '.join(gains)}." if gains else "")
@@ -188,7 +205,7 @@ def _judge_direction(claim: Claim, rows: list[Row]) -> Judgement:
         reason += f" Undecided: {'; '.join(undecided)}." if undecided else ""
     elif undecided:
         verdict, reason = (
-            NOT_MEASURED,
+            _undecided_verdict(open_rows),
             "; ".join(undecided) + (f". No difference: {'; '.join(flat)}." if flat else "."),
         )
     else:
@@ -245,6 +262,8 @@ def judge(
     items = []
     for claim in claims:
         rows = [r for m in claim.metrics if (r := table.row(m)) is not None]
+        if len(rows) > 1:  # a metric this run could not measure (e.g. no server log) is left out
+            rows = [r for r in rows if r.baseline is not None or r.variant is not None] or rows
         if spoiled:
             items.append(
                 Judgement(
@@ -261,22 +280,31 @@ def judge(
             items.append(_judge_change(claim, rows[0]))
         else:
             items.append(_judge_direction(claim, rows))
-    refused = sum(f.traffic.refusals or 0 for f in after)
-    items = [_no_hold_with_refusals(j, refused) for j in items]
+    items = [_no_hold_with_refusals(j, _refused(after)) for j in items]
     return ClaimsTable(experiment, table.baseline, table.variant, items)
 
 
 PERFORMANCE = {"goodput", "failures_per_s", "p50_ms", "p95_ms", "p99_ms"}
 
 
-def _no_hold_with_refusals(j: Judgement, refused: float) -> Judgement:
-    """A variant whose requests PostgreSQL refused cannot hold a performance claim."""
-    if j.verdict != HOLDS or not refused or not PERFORMANCE & set(j.claim.metrics):
+def _refused(after: list[VariantFigures]) -> tuple[float, str]:
+    """What the server refused the variant, in words: connection attempts from its log, else
+    failed requests whose error names a refusal."""
+    logged = [f.exact.attempts.refused for f in after if f.exact.attempts is not None]
+    if logged:
+        return float(sum(logged)), "connection attempts (its log)"
+    return float(sum(f.traffic.refusals or 0 for f in after)), "requests (app log / Locust)"
+
+
+def _no_hold_with_refusals(j: Judgement, refused: tuple[float, str]) -> Judgement:
+    """A variant PostgreSQL refused connections to cannot hold a performance claim."""
+    count, what = refused
+    if j.verdict != HOLDS or not count or not PERFORMANCE & set(j.claim.metrics):
         return j
     return Judgement(
         j.claim, j.measured, PARTLY,
-        f"{j.reason} But PostgreSQL refused {fmt.count(refused)} of its requests "
-        "(SQLSTATE 53300): not better performance while requests are refused.",
+        f"{j.reason} But PostgreSQL refused {fmt.count(count)} of its {what} (SQLSTATE 53300): "
+        "not better performance while connections are refused.",
     )  # fmt: skip
 
 

@@ -64,6 +64,9 @@ class ConnectionFigures(Json):
     active: Spread
     checked_out: Spread
     pools_holding_idle: int | None  # application names still holding a connection when idle
+    # sessions in state "idle in transaction" at full load: a transaction left open holds its
+    # connection (and its locks, and vacuum's horizon) while the app does something else
+    idle_in_transaction: Spread = field(default_factory=Spread)
 
     def engine(self, name: str) -> EngineFigures | None:
         return next((e for e in self.engines if e.name == name), None)
@@ -132,7 +135,19 @@ def connection_figures(s: VariantSeries, w: Windows) -> ConnectionFigures:
         active=Spread.of(within(s.active, w.full_load)),
         checked_out=Spread.of(within(s.checked_out, w.full_load)),
         pools_holding_idle=len(holding) if w.idle_settled is not None else None,
+        idle_in_transaction=_state_spread(s, "idle in transaction", w),
     )
+
+
+def _state_spread(s: VariantSeries, state: str, w: Windows) -> Spread:
+    """Mean, p50, p99 and max of one state's count at full load (0 where none was sampled)."""
+    if w.full_load is None or s.total.empty:
+        return Spread()
+    column = s.by_state[state] if state in s.by_state.columns else None
+    count = (column if column is not None else pd.Series(0.0, index=s.total.index)).reindex(
+        s.total.index, fill_value=0.0
+    )
+    return Spread.of(within(count.fillna(0.0), w.full_load))
 
 
 def _usable(s: VariantSeries, w: Windows) -> float | None:

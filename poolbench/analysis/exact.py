@@ -18,6 +18,7 @@ from poolbench.analysis.timeline import SamplingCheck, compare_by_application, t
 from poolbench.analysis.typed import Json, Window
 from poolbench.analysis.windows import Windows, within
 from poolbench.results.names import APPLICATION_NAME
+from poolbench.results.pglog import NO_SLOT, RESERVED, ROLE_OR_DATABASE, ServerLog
 from poolbench.results.run_folder import VariantResult
 
 
@@ -43,6 +44,24 @@ class SessionChurn(Json):
 
 
 @dataclass(frozen=True)
+class Attempts(Json):
+    """Connection attempts the server saw in a window, from its log: every backend it started
+    (``connection received``: a fork), those that authenticated, and those it refused with
+    SQLSTATE 53300, by reason (poolbench.results.pglog.REFUSAL_REASONS)."""
+
+    window: Window
+    started: int
+    authenticated: int
+    refused: int
+    refused_reserved: int  # "remaining connection slots are reserved": the app's slots ran out
+    refused_no_slot: int  # "too many clients already": the superuser reserve ran out too
+    refused_other: int  # a role's or a database's CONNECTION LIMIT
+
+    def per_s(self, count: int) -> float | None:
+        return count / self.window.seconds if self.window.seconds > 0 else None
+
+
+@dataclass(frozen=True)
 class ExactFigures(Json):
     available: bool
     reason: str | None = None  # why there is no exact figure: connections sampled only
@@ -51,6 +70,8 @@ class ExactFigures(Json):
     churn_window: Window | None = None
     churn: list[SessionChurn] = field(default_factory=list)
     refusals: int | None = None  # SQLSTATE 53300 lines in the server's log
+    attempts: Attempts | None = None  # over the variant's phases
+    attempts_after_fill: Attempts | None = None  # after the pools stopped growing (churn window)
 
 
 def _peak(name: str, check: SamplingCheck) -> ExactPeak:
@@ -82,6 +103,30 @@ def _churn(sessions, window: Window) -> list[SessionChurn]:
     return sorted(out, key=lambda c: -c.opened)
 
 
+def _ours(database: str | None, application_name: str | None, wanted: str) -> bool:
+    """A backend of the variant's database (or refused before it said which), not the
+    collector's."""
+    return database in (None, wanted) and application_name != APPLICATION_NAME
+
+
+def attempts(log: ServerLog, database: str, window: Window) -> Attempts:
+    """Backends started, authenticated and refused inside `window` (half-open)."""
+    started = [
+        b for b in log.backends
+        if window.start <= b.started_at < window.end and _ours(b.database, b.application_name, database)
+    ]  # fmt: skip
+    refused = [
+        r for r in log.refusals
+        if window.start <= r.ts < window.end and _ours(r.database, r.application_name, database)
+    ]  # fmt: skip
+    reasons = [r.reason for r in refused]
+    return Attempts(
+        window=window, started=len(started), authenticated=sum(b.authorized for b in started),
+        refused=len(refused), refused_reserved=reasons.count(RESERVED),
+        refused_no_slot=reasons.count(NO_SLOT), refused_other=reasons.count(ROLE_OR_DATABASE),
+    )  # fmt: skip
+
+
 def exact_figures(
     result: VariantResult, s: VariantSeries, w: Windows, churn_window: Window | None
 ) -> ExactFigures:
@@ -107,4 +152,10 @@ def exact_figures(
         churn_window=churn_window,
         churn=_churn(sessions, churn_window) if churn_window else [],
         refusals=len(log.refusals),
+        attempts=attempts(log, database, Window("the run's phases", w.t0, _end(w))),
+        attempts_after_fill=attempts(log, database, churn_window) if churn_window else None,
     )
+
+
+def _end(w: Windows) -> float:
+    return max((p.end for p in w.phases.values()), default=w.load.end if w.load else w.t0)

@@ -13,6 +13,7 @@ from poolbench.analysis.connections import (
 )
 from poolbench.analysis.exact import ExactFigures, exact_figures
 from poolbench.analysis.leak import GROWING, Trend, trend
+from poolbench.analysis.limits import Limit, binding_limit, reword_model
 from poolbench.analysis.memory import CpuFigures, MemoryFigures, cpu_figures, memory_figures
 from poolbench.analysis.model import PoolModel, pool_model
 from poolbench.analysis.series import VariantSeries, build_series
@@ -57,6 +58,8 @@ class VariantFigures(Json):
     events: list[dict[str, Any]] = field(default_factory=list)
     # why another client capped what the app could measure (None: it did not)
     capped: str | None = None
+    limit: Limit | None = None  # which limit bound its connections (poolbench.analysis.limits)
+    server_settings: dict[str, str] = field(default_factory=dict)  # the server it ran against
 
 
 @dataclass
@@ -141,6 +144,11 @@ def leak_window(w: Windows, churn: ChurnFigures) -> Window | None:
     )
 
 
+def _server_settings(meta: dict) -> dict[str, str]:
+    settings = (meta.get("database") or {}).get("settings")
+    return {str(k): str(v) for k, v in settings.items()} if isinstance(settings, dict) else {}
+
+
 def analyse_variant(result: VariantResult) -> VariantRun:
     series = build_series(result)
     first = float(result.samples["ts"].min()) if not result.samples.empty else None
@@ -149,6 +157,10 @@ def analyse_variant(result: VariantResult) -> VariantRun:
     model = pool_model(result.meta, connections)
     churn = churn_figures(series, windows)
     window = leak_window(windows, churn)
+    traffic = traffic_figures(result, series, windows)
+    exact = exact_figures(result, series, windows, churn.churn_window)
+    limit = binding_limit(connections, model, exact, traffic.refusals)
+    model = reword_model(model, limit)
     figures = VariantFigures(
         experiment=result.experiment,
         variant=result.variant,
@@ -163,7 +175,7 @@ def analyse_variant(result: VariantResult) -> VariantRun:
         churn=churn,
         memory=memory_figures(series, windows),
         cpu=cpu_figures(series, windows),
-        traffic=traffic_figures(result, series, windows),
+        traffic=traffic,
         model=model,
         leak=[
             trend("app USS", "bytes", series.memory["app_uss"], window, series.total),
@@ -171,10 +183,12 @@ def analyse_variant(result: VariantResult) -> VariantRun:
             _still_filling(trend("connections", "connections", series.total, window), model),
         ],
         census=_census(result.census),
-        exact=exact_figures(result, series, windows, churn.churn_window),
+        exact=exact,
         collector_gap_s=series.gap_seconds,
         collector=dict(result.entry.collector),
         events=_lifecycle(result.events, windows),
         capped=capped_by_others(result.meta.get("preflight")),
+        limit=limit,
+        server_settings=_server_settings(result.meta),
     )
     return VariantRun(result, series, figures)

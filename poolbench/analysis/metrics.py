@@ -47,6 +47,19 @@ def _fixed(text: str) -> Callable[[VariantFigures], str]:
     return lambda f: text
 
 
+def _refused_attempts(f: VariantFigures) -> float | None:
+    return float(f.exact.attempts.refused) if f.exact.attempts else None
+
+
+def _attempts_window(f: VariantFigures) -> str:
+    return f.exact.attempts.window.label() if f.exact.attempts else "n/a"
+
+
+def _backends_per_s(f: VariantFigures) -> float | None:
+    a = f.exact.attempts_after_fill
+    return a.per_s(a.started) if a else None
+
+
 def _census(f: VariantFigures) -> float | None:
     return float(f.census.sites) if f.census else None
 
@@ -61,8 +74,16 @@ METRICS: tuple[Metric, ...] = (
            lambda f: f.connections.idle, _w("idle_settled")),
     Metric("pools_holding_idle", "Application names holding connections when idle", "count",
            "lower", True, lambda f: f.connections.pools_holding_idle, _w("idle_settled")),
-    Metric("refusals", "Requests refused by PostgreSQL (SQLSTATE 53300)", "count", "lower", True,
-           lambda f: f.traffic.refusals, _w("load")),
+    Metric("refusals", "Connection attempts refused by PostgreSQL (server log, SQLSTATE 53300)",
+           "count", "lower", True, _refused_attempts, _attempts_window),
+    Metric("failed_requests", "Failed requests (Locust)", "count", "lower", True,
+           lambda f: f.traffic.failures, _traffic_window),
+    Metric("refused_requests", "Failed requests whose error names a refusal (app log / Locust)",
+           "count", "lower", True, lambda f: f.traffic.refusals, _w("load")),
+    Metric("idle_in_transaction_mean", "“idle in transaction” connections, mean", "count",
+           "lower", False, lambda f: f.connections.idle_in_transaction.mean, _w("full_load")),
+    Metric("idle_in_transaction_max", "“idle in transaction” connections, max", "count",
+           "lower", False, lambda f: f.connections.idle_in_transaction.max, _w("full_load")),
     Metric("goodput", "Goodput (successful requests/s)", "per_s", "higher", False,
            lambda f: f.traffic.goodput, _traffic_window, block="goodput"),
     Metric("failures_per_s", "Failed requests/s", "per_s", "lower", False,
@@ -82,7 +103,11 @@ METRICS: tuple[Metric, ...] = (
     Metric("sessions_opened_filling", "Sessions opened while the pools filled", "count", "lower",
            False, lambda f: f.churn.opened_while_filling,
            lambda f: f.churn.fill_window.label() if f.churn.fill_window else "n/a"),
-    Metric("churn_per_s", "New sessions/s after the pools filled", "per_s", "lower", False,
+    Metric("backends_per_s", "Backends PostgreSQL started per second after the pools filled "
+           "(server log)", "per_s", "lower", True, _backends_per_s,
+           lambda f: f.exact.churn_window.label() if f.exact.churn_window else "n/a"),
+    Metric("churn_per_s", "New sessions/s after the pools filled (pg_stat_database)", "per_s",
+           "lower", False,
            lambda f: f.churn.churn_per_s,
            lambda f: f.churn.churn_window.label() if f.churn.churn_window else "n/a"),
     Metric("app_cpu", "App CPU", "pct_core", "lower", False,

@@ -267,13 +267,14 @@ def compare_exact(
     """
     xa, xb = _finite(a), _finite(b)
     varied = [
-        f"{name} varies across repeats ({', '.join(f'{v:g}' for v in x)}): not exact, tested"
+        f"{name} varies across repeats ({', '.join(f'{v:g}' for v in x)}): not exact"
         for name, x in zip(names, (xa, xb), strict=True)
         if np.unique(x).size > 1
     ]
     if varied:
         result = compare(a, b, names=names, alpha=alpha)
-        return _with_notes(result, varied)
+        how = ", so tested across repeats" if result.status != "untested" else ", and untested"
+        return _with_notes(result, [v + how for v in varied])
     if xa.size == 0 or xb.size == 0:
         side_a, side_b = summarize(xa), summarize(xb)
         missing = [n for n, x in zip(names, (xa, xb), strict=True) if x.size == 0]

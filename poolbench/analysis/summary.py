@@ -18,7 +18,7 @@ from poolbench.errors import PoolbenchError
 from poolbench.files import atomic_write
 from poolbench.results.status import Status
 
-SCHEMA = 2
+SCHEMA = 3  # 3: headlines (one per experiment), exact.attempts, idle in transaction
 FILE = "summary.json"
 
 
@@ -73,11 +73,12 @@ class Summary(Json):
     schema: int
     generated_by: str
     run: RunInfo
-    headline: str
+    headline: str  # every line of `headlines`, one per line
     warnings: list[str] = field(default_factory=list)
     experiments: list[ExperimentSummary] = field(default_factory=list)
     sweeps: list[Sweep] = field(default_factory=list)
     thresholds: list[Gate] = field(default_factory=list)
+    headlines: list[str] = field(default_factory=list)  # one per experiment (and sweep)
 
     def primary(self) -> tuple[ExperimentSummary, ComparisonTable] | None:
         """The first experiment with a comparison, and its first comparison."""
@@ -108,53 +109,77 @@ def read_summary(run_dir: Path) -> Summary:
 
 def headline(
     experiments: list[ExperimentSummary], run_id: str, status: str | None, sweeps: list[Sweep]
-) -> str:
-    text = (
-        _sweep_headline(sweeps)
-        or _connections_headline(experiments)
-        or f"poolbench run {run_id}: no connection samples"
-    )
-    refused = [
-        f"{v.name} {fmt.count(sum(f.traffic.refusals or 0 for f in v.repeats))}"
-        for e in experiments for v in e.variants
-        if any((f.traffic.refusals or 0) > 0 for f in v.repeats)
-    ]  # fmt: skip
+) -> list[str]:
+    """One line per experiment (and per sweep), each from its own figures only: nothing in one
+    experiment's line comes from another. Lines are prefixed with the experiment's name when
+    there is more than one."""
+    swept = {p.experiment for sweep in sweeps for p in sweep.points}
+    mine = [e for e in experiments if e.name not in swept]
+    lines = [_sweep_headline(sweep) for sweep in sweeps]
+    named = len(mine) + len(sweeps) > 1
+    for experiment in mine:
+        text = _experiment_headline(experiment)
+        if text is not None:
+            lines.append(f"{experiment.name}: {text}" if named else text)
+    if not lines:
+        lines.append(f"poolbench run {run_id}: no connection samples")
+    if status not in (None, "complete") and not any("not complete" in line for line in lines):
+        lines[-1] += f" — run {status}"
+    return lines
+
+
+def _experiment_headline(experiment: ExperimentSummary) -> str | None:
+    text = _connections_headline(experiment)
+    if text is None:
+        return None
+    refused = _refused(experiment)
     if refused:
-        text += f"; requests refused by PostgreSQL: {', '.join(refused)}"
+        text += f"; {refused}"
     broken = [
         f"{f.variant}-{f.repeat} {f.status}" + (f" ({f.fault})" if f.fault else "")
-        for e in experiments for v in e.variants for f in v.repeats
+        for v in experiment.variants for f in v.repeats
         if f.status not in (None, Status.COMPLETE)
     ]  # fmt: skip
     if broken:
         text += f" — not complete: {'; '.join(broken)}"
-    elif status not in (None, Status.COMPLETE):
-        text += f" — run {status}"
     return text
 
 
-def _sweep_headline(sweeps: list[Sweep]) -> str | None:
-    for sweep in sweeps:
-        sizes = f"{sweep.points[0].pool_size}–{sweep.points[-1].pool_size}" if sweep.points else "?"
-        if sweep.recommended is not None:
-            return f"Pool-size sweep of {sweep.variant} ({sizes}): pool_size {sweep.recommended} per worker"
-        return f"Pool-size sweep of {sweep.variant} ({sizes}): no recommendation"
-    return None
+def _refused(experiment: ExperimentSummary) -> str | None:
+    """Refused connection attempts from the server's log; without a log, the failed requests
+    whose error names a refusal, under that name."""
+    server, requests = [], []
+    for v in experiment.variants:
+        logged = [f.exact.attempts.refused for f in v.repeats if f.exact.attempts is not None]
+        if logged and sum(logged):
+            server.append(f"{v.name} {fmt.count(sum(logged))}")
+        elif not logged and any(f.traffic.refusals for f in v.repeats):
+            requests.append(
+                f"{v.name} {fmt.count(sum(f.traffic.refusals or 0 for f in v.repeats))}"
+            )
+    parts = []
+    if server:
+        parts.append(f"connection attempts refused by PostgreSQL (its log): {', '.join(server)}")
+    if requests:
+        parts.append(f"failed requests naming a refusal (app log / Locust): {', '.join(requests)}")
+    return "; ".join(parts) or None
 
 
-def _connections_headline(experiments: list[ExperimentSummary]) -> str | None:
-    for experiment in experiments:
-        for table in experiment.comparisons:
-            row = table.row("peak_connections")
-            if row and row.baseline is not None and row.variant is not None:
-                change = f" ({fmt.pct(row.change_pct, 0)})" if row.change_pct is not None else ""
-                return (
-                    f"Peak connections {fmt.count(row.baseline)} → {fmt.count(row.variant)}{change}"
-                )
-    for experiment in experiments:
-        for variant in experiment.variants:
-            if variant.first.connections.peak is not None:
-                return (
-                    f"Peak connections {fmt.count(variant.first.connections.peak)} ({variant.name})"
-                )
+def _sweep_headline(sweep: Sweep) -> str:
+    sizes = f"{sweep.points[0].pool_size}–{sweep.points[-1].pool_size}" if sweep.points else "?"
+    if sweep.recommended is not None:
+        return f"Pool-size sweep of {sweep.variant} ({sizes}): pool_size {sweep.recommended} per worker"
+    return f"Pool-size sweep of {sweep.variant} ({sizes}): no recommendation"
+
+
+def _connections_headline(experiment: ExperimentSummary) -> str | None:
+    for table in experiment.comparisons:
+        row = table.row("peak_connections")
+        if row and row.baseline is not None and row.variant is not None:
+            change = fmt.change(row.baseline, row.variant, row.unit)
+            change = f" ({change})" if change != fmt.NA else ""
+            return f"Peak connections {fmt.count(row.baseline)} → {fmt.count(row.variant)}{change}"
+    for variant in experiment.variants:
+        if variant.first.connections.peak is not None:
+            return f"Peak connections {fmt.count(variant.first.connections.peak)} ({variant.name})"
     return None

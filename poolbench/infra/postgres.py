@@ -78,6 +78,7 @@ class Database:
     settings: dict[str, str] = field(default_factory=dict)
     server_log: Path | None = None  # the server's log while it runs (embedded only)
     bindir: str | None = None  # the embedded server's binaries when not the wheel's
+    socket_dir: str | None = None  # the embedded server's Unix socket (trust auth), while it runs
 
     @property
     def server_name(self) -> str:
@@ -483,6 +484,7 @@ def embedded_server(
             postmaster_pid=postmaster.pid,
             settings=reported,
             server_log=log,
+            socket_dir=str(root),
         )
     finally:
         with signals_deferred():  # a second Ctrl-C must not leave the server or its files

@@ -94,7 +94,7 @@ def run(args: argparse.Namespace) -> int:
     loaded = load_run(args.run_dir)
     analysis = analyse(loaded)
     path = build_report(args.run_dir, analysis, charts=not args.no_charts, fail_if=args.fail_if)
-    print(analysis.summary.headline)
+    print(analysis.summary.headline)  # one line per experiment
     for experiment in analysis.summary.experiments:
         for item in experiment.claims.items if experiment.claims else []:
             print(f"  {item.verdict:<14} {item.claim.text}")

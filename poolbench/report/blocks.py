@@ -1,14 +1,19 @@
 """The blocks a report is made of: plain data that markdown.py, html.py and terminal.py render.
 
 Text in a block is plain (never markup): every string from the data stays a string until a
-renderer escapes it for its format.
+renderer escapes it for its format. One exception, shared by every renderer: a span between
+backticks is inline code (`CODE_SPAN`: a command, a log message, a setting), shown as code in
+HTML and Markdown and as is in the terminal.
 """
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+CODE_SPAN = re.compile(r"`([^`]+)`")
 
 
 @dataclass

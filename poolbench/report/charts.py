@@ -22,6 +22,7 @@ legends, downsampling); split per chart they would each import the same dozen he
 
 from __future__ import annotations
 
+import math
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -250,6 +251,7 @@ def chart_connections(analysis: Analysis, experiment: str, path: Path, clock: _C
     colors = {k: ENGINE_COLORS[i % len(ENGINE_COLORS)] for i, k in enumerate(keys)}
     fig = _figure(len(pairs), 2.9, f"Connections per engine over time — {experiment}")
     axes = fig.subplots(len(pairs), 1, sharex=True, sharey=True, squeeze=False)[:, 0]
+    top = max((r.figures.connections.run_peak or 0 for _, r in pairs), default=0)
     twins = []
     for ax, (name, run) in zip(axes, pairs, strict=True):
         _shade_phases(ax, run, clock)
@@ -273,6 +275,7 @@ def chart_connections(analysis: Analysis, experiment: str, path: Path, clock: _C
             )
         )
         ax.set_ylabel("connections")
+        _usable_line(ax, m, top)  # the axes are shared: within reach of any panel's data
         users = run.series.users
         _mark_events(ax, run, clock)  # labelled: the legend lists them
         _shade_stalls(ax, run, clock)
@@ -299,6 +302,22 @@ def chart_connections(analysis: Analysis, experiment: str, path: Path, clock: _C
     fig.subplots_adjust(left=0.07, right=0.72, top=1 - 0.55 / fig.get_figheight(), hspace=0.35,
                         bottom=0.5 / fig.get_figheight())  # fmt: skip
     _save(fig, path)
+
+
+USABLE_COLOR = "#8b0000"
+REACH = 1.5  # the server's usable-slot line is drawn when it is at most this × the data's top
+
+
+def within_reach(usable: float | None, top: float | None) -> bool:
+    """The server's usable slots are close enough to the plotted data to matter to it."""
+    return usable is not None and top is not None and top > 0 and usable <= REACH * top
+
+
+def _usable_line(ax, m, top: float | None) -> None:
+    """A dashed line at the slots the server could give the app, when within reach."""
+    if within_reach(m.usable_slots, top):
+        ax.axhline(m.usable_slots, color=USABLE_COLOR, lw=1.4, ls="--", zorder=5,
+                   label=f"server's usable slots ({_fmt(m.usable_slots)})")  # fmt: skip
 
 
 def chart_peak_idle(analysis: Analysis, experiment: ExperimentSummary, path: Path) -> None:
@@ -333,15 +352,27 @@ def chart_peak_idle(analysis: Analysis, experiment: ExperimentSummary, path: Pat
                           zorder=4)  # fmt: skip
                 ax.annotate(f"model {_fmt(p)}", (xi, p), xytext=(0, 4), textcoords="offset points",
                             ha="center", va="bottom", fontsize=8.5, color=MODEL_COLOR)  # fmt: skip
+    top = max((v.first.connections.peak or 0 for v in variants), default=0)
+    for xi, v in zip(x, variants, strict=True):
+        usable = v.first.connections.usable_slots
+        if within_reach(usable, top):
+            ax.hlines(usable, xi - width * 1.1, xi + width * 1.1, color=USABLE_COLOR, lw=1.6,
+                      ls="--", zorder=4)  # fmt: skip
+            ax.annotate(f"server's usable slots {_fmt(usable)}", (xi, usable), xytext=(0, 4),
+                        textcoords="offset points", ha="center", va="bottom", fontsize=8.5,
+                        color=USABLE_COLOR)  # fmt: skip
     ax.plot([], [], color=MODEL_COLOR, lw=3, label="configuration: ceiling / full pools idle")
+    if any(within_reach(v.first.connections.usable_slots, top) for v in variants):
+        ax.plot([], [], color=USABLE_COLOR, lw=1.6, ls="--", label="server's usable slots")
     ax.set_xticks(x, [v.name for v in variants])
     ax.set_ylabel("connections")
     ax.set_xlabel("variant (medians over repeats; whiskers: min–max)" if any(
         len(v.repeats) > 1 for v in variants) else "variant")  # fmt: skip
     ax.set_ylim(0, ax.get_ylim()[1] * 1.12)
     ax.grid(axis="x", visible=False)
-    ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0))
-    fig.subplots_adjust(left=0.07, right=0.78, top=0.86, bottom=0.16)
+    # below the axes, across the figure's width: a legend at the side clipped its longest entry
+    ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.2), ncol=4)
+    fig.subplots_adjust(left=0.07, right=0.98, top=0.86, bottom=0.27)
     _save(fig, path)
 
 
@@ -419,8 +450,14 @@ def chart_marginal(analysis: Analysis, experiment: str, path: Path, clock: _Cloc
     ax.set_xlabel("PostgreSQL client backends")
     ax.set_ylabel("PostgreSQL PSS (MiB)")
     ax.set_ylim(bottom=0)
-    _legend(ax)
-    fig.subplots_adjust(left=0.07, right=0.62, top=0.86, bottom=0.16)
+    entries = len(ax.get_legend_handles_labels()[1])
+    if entries:  # below the axes, two columns of the figure's width: nothing clipped
+        ax.legend(loc="upper left", bbox_to_anchor=(0.0, -0.16), ncol=2)
+    rows = math.ceil(entries / 2)
+    fig.set_figheight(fig.get_figheight() + 0.25 * rows)
+    fig.subplots_adjust(
+        left=0.07, right=0.98, top=0.86, bottom=(0.6 + 0.25 * rows) / fig.get_figheight()
+    )
     _save(fig, path)
 
 
@@ -497,29 +534,48 @@ def _state_frame(run: VariantRun) -> pd.DataFrame:
 
 
 def chart_states(analysis: Analysis, experiment: str, path: Path, clock: _Clock) -> None:
+    """Per variant: the states stacked, then the active connections alone on their own scale
+    (under a large idle band, a band of 1–10 active connections is invisible)."""
     pairs = _first_repeats(analysis, experiment)
-    fig = _figure(len(pairs), 2.4, f"Connection states over time — {experiment}")
-    axes = fig.subplots(len(pairs), 1, sharex=True, sharey=True, squeeze=False)[:, 0]
-    for ax, (name, run) in zip(axes, pairs, strict=True):
-        _shade_phases(ax, run, clock)
+    fig = _figure(len(pairs), 3.6, f"Connection states over time — {experiment}")
+    grid = fig.add_gridspec(2 * len(pairs), 1, height_ratios=[2.4, 1.2] * len(pairs))
+    first = None
+    shown: set[str] = set()
+    for i, (name, run) in enumerate(pairs):
+        ax = fig.add_subplot(grid[2 * i], sharex=first)
+        low = fig.add_subplot(grid[2 * i + 1], sharex=ax)
+        first = first or ax
         frame = decimate(_state_frame(run))
+        frame = frame[[c for c in frame.columns if c != "other" or frame[c].abs().sum() > 0]]
+        shown.update(frame.columns)
+        for a in (ax, low):
+            _shade_phases(a, run, clock)
         if not frame.empty:
-            ax.stackplot(
-                clock.x(run, frame.index), *(frame[c].to_numpy() for c in frame.columns),
-                colors=[STATE_COLORS[c] for c in frame.columns],
-                linewidth=0, alpha=0.9, zorder=2,
-            )  # fmt: skip
-        active = run.figures.connections.active
+            x = clock.x(run, frame.index)
+            ax.stackplot(x, *(frame[c].to_numpy() for c in frame.columns),
+                         colors=[STATE_COLORS[c] for c in frame.columns],
+                         linewidth=0, alpha=0.9, zorder=2)  # fmt: skip
+            low.fill_between(x, frame["active"].to_numpy(), color=STATE_COLORS["active"],
+                             step="mid", lw=0, zorder=2)  # fmt: skip
+        c = run.figures.connections
         ax.set_title(
-            f"{name}: active connections at full load p50 {_fmt(active.p50)}, "
-            f"p99 {_fmt(active.p99)}, max {_fmt(active.max)}"
+            f"{name}: active at full load p50 {_fmt(c.active.p50)}, p99 {_fmt(c.active.p99)}, "
+            f"max {_fmt(c.active.max)}; idle in transaction mean "
+            f"{_fmt(c.idle_in_transaction.mean)}, max {_fmt(c.idle_in_transaction.max)}"
         )
         ax.set_ylabel("connections")
-    axes[0].set_ylim(bottom=0)
-    handles = [Patch(color=STATE_COLORS[s], label=s) for s in STATE_COLORS]
-    _legend(axes[0], handles + _phase_handles([r for _, r in pairs]))
-    axes[-1].set_xlabel(clock.label)
-    fig.subplots_adjust(left=0.07, right=0.83, top=1 - 0.55 / fig.get_figheight(), hspace=0.35,
+        low.set_ylabel("active")
+        ax.set_ylim(bottom=0)
+        low.set_ylim(bottom=0)
+        ax.tick_params(labelbottom=False)
+        if i < len(pairs) - 1:
+            low.tick_params(labelbottom=False)
+        else:
+            low.set_xlabel(clock.label)
+    handles = [Patch(color=STATE_COLORS[s], label=s) for s in STATE_COLORS if s in shown]
+    handles.append(Patch(color=STATE_COLORS["active"], label="active alone (lower panel)"))
+    _legend(fig.axes[0], handles + _phase_handles([r for _, r in pairs]))
+    fig.subplots_adjust(left=0.07, right=0.77, top=1 - 0.55 / fig.get_figheight(), hspace=0.45,
                         bottom=0.5 / fig.get_figheight())  # fmt: skip
     _save(fig, path)
 
@@ -543,7 +599,8 @@ ALT = {
     "throughput": "Line charts of successful and failed requests per second and response-time "
     "percentiles per variant, from every request, with the full-load window marked.",
     "states": "Stacked area chart of connection states (active, idle in transaction, idle) "
-    "over time per variant.",
+    "over time per variant, each with the active connections alone beneath it on their own "
+    "scale.",
 }
 
 

@@ -6,12 +6,14 @@ its change column and footnotes — which `poolbench compare` shares.
 
 from __future__ import annotations
 
+import re
+import shlex
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from poolbench import format as fmt
 from poolbench.analysis.compare import ComparisonTable, Row
-from poolbench.analysis.metrics import METRICS
+from poolbench.analysis.metrics import BY_NAME, METRICS
 from poolbench.analysis.summary import ExperimentSummary, Summary
 from poolbench.report.blocks import (
     Badge,
@@ -26,6 +28,7 @@ from poolbench.report.blocks import (
     Table,
 )
 from poolbench.report.sections import (
+    attempts_section,
     census_section,
     claims_section,
     details_section,
@@ -34,6 +37,7 @@ from poolbench.report.sections import (
     exact_section,
     instrument_section,
     leak_section,
+    limits_section,
     little_section,
     model_section,
     sizing_section,
@@ -69,8 +73,27 @@ def _p(row: Row) -> str:
     return "" if p is None else f"p = {p:.2g}"
 
 
-def change_cell(row: Row, notes: Footnotes) -> Cell:
-    """The change from the two values shown, and how far it is established."""
+def change_cell(row: Row, notes: Footnotes, directed: bool = True) -> Cell:
+    """The change from the two values shown, and how far it is established; a ✅/❌ badge only
+    when `directed` (the bench file says which way is better for this metric)."""
+    cell = _change_cell(row, notes)
+    return cell if directed or not isinstance(cell, Badge) else cell.text
+
+
+def directed_metrics(summary: Summary, experiment: ExperimentSummary) -> set[str]:
+    """The metrics whose better direction the bench file declares for this experiment: those
+    its claims name and those its thresholds (fail_if) test. Elsewhere a change has no "good"
+    side (1 vs 4 workers), so it gets no ✅/❌."""
+    names = {
+        m for j in (experiment.claims.items if experiment.claims else []) for m in j.claim.metrics
+    }
+    for gate in summary.thresholds:
+        if gate.experiment in (experiment.name, ""):
+            names |= {m for m in BY_NAME if re.search(rf"\b{m}\b", gate.expression)}
+    return names
+
+
+def _change_cell(row: Row, notes: Footnotes) -> Cell:
     texts = [*row.result.footnotes, *row.result.warnings]
     if row.result.status == "untested":  # one side's interval or spread says nothing then
         texts = [t for t in row.result.footnotes if "too small for a 95 % interval" not in t]
@@ -79,26 +102,33 @@ def change_cell(row: Row, notes: Footnotes) -> Cell:
         change = fmt.NA if row.change_pct is None else fmt.pct(row.change_pct)
         return f"{change}, not measured{mark}"
     mark = notes.mark(texts)
-    if row.change_pct is None:
-        same = row.baseline is not None and row.baseline == row.variant
-        return ("±0" if same else fmt.NA) + mark
-    change = fmt.pct(row.change_pct)
+    change = fmt.change(row.baseline, row.variant, row.unit)  # from the values shown
+    if change == fmt.NA:
+        return change + mark
     good = row.verdict == "better"
     if row.result.status == "exact":
         if row.verdict == "same":
             return f"±0 (exact){mark}"
         return Badge(f"{change} (exact){mark}", "good" if good else "bad")
+    noise = ", within this run's noise" if within_noise(row) else ""
     if row.within_run and row.verdict != "untested":
         tilde = "~ " if row.verdict == "no difference" else ""
-        return f"{tilde}{change} (within-run {_p(row)}){mark}"
+        return f"{tilde}{change} (within-run {_p(row)}{noise}){mark}"
     if row.verdict in ("better", "worse"):
         return Badge(f"{change} ({_p(row)}){mark}", "good" if good else "bad")
     if row.verdict == "no difference":
         return f"~ {change} ({_p(row)}){mark}"
-    return f"{change}, untested{mark}"
+    return f"{change}, untested{noise}{mark}"
 
 
-def glance_table(table: ComparisonTable, notes: Footnotes, every_metric: bool = False) -> Table:
+def glance_table(
+    table: ComparisonTable,
+    notes: Footnotes,
+    every_metric: bool = False,
+    directed: set[str] | None = None,
+) -> Table:
+    """The comparison's rows; badges only for `directed` metrics (None: every metric)."""
+
     def head(name: str, n: int) -> str:
         return name if n == 1 else f"{name} (median of {n})"
 
@@ -109,7 +139,8 @@ def glance_table(table: ComparisonTable, notes: Footnotes, every_metric: bool = 
             continue
         rows.append([
             row.label, row.window, fmt.value(row.baseline, row.unit),
-            fmt.value(row.variant, row.unit), change_cell(row, notes),
+            fmt.value(row.variant, row.unit),
+            change_cell(row, notes, directed is None or row.metric in directed),
         ])  # fmt: skip
     headers = [
         "",
@@ -121,53 +152,129 @@ def glance_table(table: ComparisonTable, notes: Footnotes, every_metric: bool = 
     return Table(headers, rows, "llrrl")
 
 
-def glance_note(table: ComparisonTable) -> Para:
+NOISE_FACTOR = 2.0  # a single-run change within this × the run's own spread is noise
+
+
+def own_spread(row: Row) -> float | None:
+    """The larger relative half-width (in %) of the two windows' block medians: how much the
+    figure moves within one run. None without per-block values."""
+    if not row.within_run:
+        return None
+    spreads = [s for s in (row.result.a.spread, row.result.b.spread) if s is not None]
+    return max(spreads) * 100 if spreads else None
+
+
+def within_noise(row: Row) -> bool:
+    """An untested single-run change no larger than NOISE_FACTOR × the run's own spread."""
+    spread, change = own_spread(row), fmt.change_pct(row.baseline, row.variant, row.unit)
+    return spread is not None and change is not None and abs(change) <= NOISE_FACTOR * spread
+
+
+def noise_note(table: ComparisonTable) -> str:
+    """How big an untested change must be to mean anything here, from what one run can know."""
+    spreads = [
+        f"{r.label.split(' (')[0].lower()} ±{fmt.number(own_spread(r), 1)} %"
+        for r in table.rows if own_spread(r) is not None
+    ]  # fmt: skip
+    text = " How big an untested change must be to mean anything: "
+    if spreads:
+        text += (
+            f"within this run the figures move by {', '.join(spreads)} from block to block of the "
+            f"full-load window, so a change below {NOISE_FACTOR:.0f}× that is noise even inside "
+            "one run (marked “within this run's noise”). Beyond it a change "
+        )
+    else:
+        text += (
+            "the full-load windows are too short for this run to measure its own spread (fewer "
+            "than 5 independent blocks), and in any case a change "
+        )
+    return text + (
+        "may still be drift between runs, which one run cannot measure: two "
+        "runs of the same variant on a shared 2-core machine, 70 minutes apart, differed by 22 % "
+        "in goodput and 56 % in p95 (poolbench compare, issue 22). Only --repeats measures it."
+    )
+
+
+def glance_note(table: ComparisonTable, directed: set[str] | None = None) -> Para:
     text = (
-        "Each change is computed from the two values beside it. Exact rows are counts compared "
+        "Each change is computed from the two values beside it, at the precision shown (past "
+        "+1 000 % as a ratio, e.g. 38×). Exact rows are counts compared "
         "without a test. Memory is PSS/USS (summed RSS would count shared buffers once per "
         "process)."
     )
+    if directed is not None:
+        text += (
+            " ✅/❌ mark a change only for the metrics whose better direction the bench file "
+            "declares (its claims and thresholds); "
+            + (
+                "none here."
+                if not directed
+                else f"here {', '.join(f'`{m}`' for m in sorted(directed))}."
+            )
+        )
     if table.n_baseline == 1 or table.n_variant == 1:
         text += (
             " One repeat per variant: differences in goodput, latency and memory are untested "
             "across runs, so none carries a verdict; where shown, the within-run test over "
             "independent blocks of the full-load window only says the two windows differ beyond "
-            "their own noise (`~`: they do not). Run with --repeats 5 to test them."
-        )
+            "their own noise (~: they do not). Run with --repeats 5 to test them."
+        ) + noise_note(table)
     else:
         text += (
-            " Noisy rows are tested with Mann-Whitney U across repeats (α = 0.05); `~` marks no "
+            " Noisy rows are tested with Mann-Whitney U across repeats (α = 0.05); ~ marks no "
             "significant difference."
         )
     return Para(text, muted=True)
 
 
+def largest_latency_change(table: ComparisonTable) -> Row | None:
+    """The latency percentile that moved most (by the change computed from the values shown)."""
+    rows = [
+        r for m in ("p50_ms", "p95_ms", "p99_ms")
+        if (r := table.row(m)) is not None and fmt.change_pct(r.baseline, r.variant, r.unit) is not None
+    ]  # fmt: skip
+    return max(
+        rows, key=lambda r: abs(fmt.change_pct(r.baseline, r.variant, r.unit) or 0), default=None
+    )
+
+
 def _lead(experiment: ExperimentSummary, table: ComparisonTable) -> str:
     parts = []
+    latency = largest_latency_change(table)
     for metric, words in (
         ("idle_connections", "connections held when idle"),
         ("postgres_pss_idle", "PostgreSQL memory (PSS, idle)"),
         ("goodput", "goodput"),
-        ("refusals", "requests refused by PostgreSQL"),
+        (latency.metric if latency else "", f"latency {latency.metric[:3]}" if latency else ""),
+        ("refusals", "connection attempts refused by PostgreSQL (its log)"),
+        ("failed_requests", "failed requests"),
     ):
         row = table.row(metric)
         if row is None or row.baseline is None or row.variant is None:
             continue
-        if metric == "refusals" and not (row.baseline or row.variant):
+        if metric in ("refusals", "failed_requests") and not (row.baseline or row.variant):
             continue
         text = f"{words} {fmt.value(row.baseline, row.unit)} → {fmt.value(row.variant, row.unit)}"
+        change = fmt.change(row.baseline, row.variant, row.unit)
+        text += f" ({change}" if change != fmt.NA else " ("
         if row.verdict == "untested" or row.within_run:
-            text += " (untested)"
+            text += ", untested)"
         elif row.verdict == "no difference":
-            text += " (no significant difference)"
-        parts.append(text)
+            text += ", no significant difference)"
+        else:
+            text += ")"
+        parts.append(text.replace(" ()", ""))
     who = f"{experiment.name}: {table.baseline} → {table.variant}"
     text = "; ".join(parts)
     return f"{who}. {text[:1].upper()}{text[1:]}." if text else f"{who}."
 
 
 def experiment_section(
-    experiment: ExperimentSummary, charts: list[Chart], run_dir: Path, primary: bool
+    experiment: ExperimentSummary,
+    charts: list[Chart],
+    run_dir: Path,
+    primary: bool,
+    directed: set[str] | None = None,
 ) -> list[Any]:
     blocks: list[Any] = [Heading(2, f"Experiment: {experiment.name}", opens_experiment=True)]
     intro = f"{experiment.description.rstrip()} " if experiment.description else ""
@@ -179,12 +286,15 @@ def experiment_section(
     for table in experiment.comparisons[1 if primary else 0 :]:
         notes = Footnotes()
         blocks += [Heading(3, f"At a glance — {experiment.name}: {table.baseline} → {table.variant}"),
-                   glance_table(table, notes), *notes.block(), glance_note(table)]  # fmt: skip
+                   glance_table(table, notes, directed=directed), *notes.block(),
+                   glance_note(table, directed)]  # fmt: skip
     if experiment.claims is not None and not primary:
         blocks += claims_section(experiment.claims)
     blocks += events_section(experiment)
     blocks += little_section(experiment)
     blocks += instrument_section(experiment)
+    blocks += limits_section(experiment)
+    blocks += attempts_section(experiment)
     blocks += sizing_section(experiment)
     mine = [c for c in charts if c.experiment == experiment.name]
     if mine:
@@ -205,13 +315,28 @@ def experiment_section(
     return blocks  # fmt: skip
 
 
+def reproduce(command: str | None, run_dir: Path) -> str:
+    """The run's own command, then the report's, on the folder the run was written to (its
+    --out, wherever that was), not on a guessed results/RUN_ID."""
+    where = run_dir.resolve()  # results/latest is a link that the next run moves
+    if where.is_relative_to(Path.cwd()):
+        where = where.relative_to(Path.cwd())
+    return (command or "# run.json records no command") + (
+        f"\npoolbench report {shlex.quote(where.as_posix())}   # re-analyse the recorded files"
+    )
+
+
 def build_document(summary: Summary, charts: list[Chart], run_dir: Path) -> Document:
     run = summary.run
     subtitle = f"poolbench report · run {run.run_id} · status {run.status or 'unknown'}"
     if run.started_at:
         subtitle += f" · {when(run.started_at)}"
-    doc = Document(title=summary.headline, subtitle=subtitle)
+    lines = summary.headlines or [summary.headline]
+    title = lines[0] if len(lines) == 1 else f"poolbench run {run.run_id}: {len(lines)} experiments"
+    doc = Document(title=title, subtitle=subtitle)
     add = doc.blocks.extend
+    if len(lines) > 1:  # each experiment's own headline, nothing mixed across them
+        add(Para(line, strong=True) for line in lines)
     primary = summary.primary()
     if primary is not None:
         doc.blocks.append(Para(_lead(*primary), strong=True))
@@ -233,7 +358,8 @@ def build_document(summary: Summary, charts: list[Chart], run_dir: Path) -> Docu
         experiment, table = primary
         notes = Footnotes()
         add([Heading(2, f"At a glance — {experiment.name}: {table.baseline} → {table.variant}"),
-             glance_table(table, notes), *notes.block(), glance_note(table)])  # fmt: skip
+             glance_table(table, notes, directed=directed_metrics(summary, experiment)),
+             *notes.block(), glance_note(table, directed_metrics(summary, experiment))])  # fmt: skip
         if experiment.claims is not None:
             add(claims_section(experiment.claims))
     add(thresholds_section(summary))
@@ -244,10 +370,10 @@ def build_document(summary: Summary, charts: list[Chart], run_dir: Path) -> Docu
         if experiment.name in swept:
             continue  # a point of a sweep: its figures are in the sweep's table
         is_primary = primary is not None and experiment is primary[0]
-        add(experiment_section(experiment, charts, run_dir, is_primary))
+        directed = directed_metrics(summary, experiment)
+        add(experiment_section(experiment, charts, run_dir, is_primary, directed))
     add(census_section(summary))
     add(environment_section(summary))
     doc.blocks.append(Heading(2, "Reproduce"))
-    doc.blocks.append(Code((run.command or "# run.json records no command")
-                           + f"\npoolbench report results/{run.run_id}   # re-analyse the recorded files"))  # fmt: skip
+    doc.blocks.append(Code(reproduce(run.command, run_dir)))
     return doc

@@ -1,15 +1,17 @@
 """report.md: the document as GitHub-flavoured Markdown (pastes into a pull request).
 
-Every string from the data is escaped: HTML special characters become entities (GitHub
-renders inline HTML), and Markdown's own table and emphasis characters are backslashed.
+Every string from the data is escaped with backslashes, never with HTML entities (which a
+reader of the raw file would see as "-&gt;"): `<` and `&` (GitHub renders inline HTML and
+entities), a leading `>` (a quote), and Markdown's own table and emphasis characters. A span
+between backticks is inline code (blocks.CODE_SPAN) and is written as one, verbatim.
 """
 
 from __future__ import annotations
 
-import html
 import re
 
 from poolbench.report.blocks import (
+    CODE_SPAN,
     Badge,
     Bullets,
     Code,
@@ -22,13 +24,21 @@ from poolbench.report.blocks import (
 )
 
 BADGE_MARK = {"good": "✅", "mixed": "🟡", "bad": "❌", "neutral": "⚪"}
-_MD_SPECIAL = re.compile(r"([\\`*_\[\]|#])")
+_MD_SPECIAL = re.compile(r"([\\`*_\[\]|#<&])")
+
+
+def _plain(value: str) -> str:
+    escaped = _MD_SPECIAL.sub(r"\\\1", value)
+    return "\\" + escaped if escaped.startswith(">") else escaped
 
 
 def text(value: str) -> str:
-    """Plain text for a Markdown paragraph or table cell."""
+    """Plain text for a Markdown paragraph or table cell; `spans` stay code spans."""
     value = " ".join(str(value).split())  # no newlines inside a block or a cell
-    return _MD_SPECIAL.sub(r"\\\1", html.escape(value, quote=False))
+    parts = CODE_SPAN.split(value)  # odd indices: the insides of code spans
+    code = [f"`{part}`".replace("|", "\\|") for part in parts[1::2]]  # GFM tables: \| in code too
+    plain = [_plain(part) for part in parts[::2]]
+    return "".join(p + c for p, c in zip(plain, [*code, ""], strict=True))
 
 
 def _cell(cell) -> str:

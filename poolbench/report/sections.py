@@ -10,6 +10,7 @@ from poolbench import format as fmt
 from poolbench.analysis.claims import ClaimsTable
 from poolbench.analysis.figures import VariantFigures
 from poolbench.analysis.leak import GROWING
+from poolbench.analysis.limits import Bound
 from poolbench.analysis.pool_sweep import Sweep
 from poolbench.analysis.summary import ExperimentSummary, Summary
 from poolbench.report.blocks import (
@@ -31,6 +32,7 @@ VERDICT_KIND = {
     "holds": "good",
     "partly": "mixed",
     "does not hold": "bad",
+    "untested": "neutral",
     "not measured": "neutral",
 }
 
@@ -47,8 +49,9 @@ def claims_section(claims: ClaimsTable) -> list[Any]:
         Para(
             f"Each claim of the bench file against {claims.baseline} → {claims.variant}. One rule: "
             "holds when the measurement meets or beats the claim, partly when it moves the claimed "
-            "way but falls short, does not hold when it does not move or moves the wrong way, not "
-            "measured when the data cannot decide.",
+            "way but falls short, does not hold when it does not move or moves the wrong way, "
+            "untested when both sides were measured but one repeat per variant cannot establish "
+            "the difference, not measured when something was not measured.",
             muted=True,
         ),
     ]
@@ -144,7 +147,10 @@ def _figure_rows(f: VariantFigures) -> list[tuple[str, str]]:
         ("goodput; failures/s", f"{fmt.rate(t.goodput)}; {fmt.rate(t.failures_per_s)}"),
         ("latency p50 / p95 / p99 / mean (successful)", " / ".join(fmt.ms(v) for v in (t.latency.p50, t.latency.p95, t.latency.p99, t.latency.mean))),
         ("failed requests by kind (whole load, Locust)", _kinds(t.failure_kinds)),
-        ("refusals in app.log (SQLSTATE 53300)", fmt.count(t.refusals_app_log)),
+        ("records of app.log naming a refusal (cross-check)", fmt.count(t.refusals_app_log)),
+        ("connection attempts refused (server log)", fmt.count(f.exact.attempts.refused) if f.exact.attempts else fmt.NA),
+        ("“idle in transaction” at full load, mean / max", f"{fmt.count(c.idle_in_transaction.mean)} / {fmt.count(c.idle_in_transaction.max)}"),
+        ("connections bound by", str(f.limit.bound) if f.limit else fmt.NA),
     ]  # fmt: skip
     for component, value in sorted(f.cpu.full_load.items()):
         rows.append((f"CPU {component} (full load)", fmt.percent_of_core(value)))
@@ -298,7 +304,7 @@ def model_section(experiment: ExperimentSummary) -> list[Any]:
             continue
         rows: list[list[Cell]] = [
             [e.name, fmt.count(e.pool_size), fmt.count(e.max_overflow), fmt.count(e.ceiling),
-             fmt.count(e.measured_peak), fmt.count(e.idle) if e.filled else f"{fmt.count(e.idle)} (never filled)",
+             fmt.count(e.measured_peak), fmt.count(e.idle) if e.filled else f"{fmt.count(e.idle)} ({_unfilled(v.first)})",
              fmt.count(e.measured_idle)]
             for e in model.engines
         ]  # fmt: skip
@@ -315,6 +321,81 @@ def model_section(experiment: ExperimentSummary) -> list[Any]:
             Notice("warning" if f.level == "warning" else "info", f.message) for f in model.flags
         ]
     return blocks
+
+
+def _unfilled(f: VariantFigures) -> str:
+    """Why a pool's idle prediction cannot be checked: the server stopped it, or the load."""
+    return "server full" if f.limit and f.limit.bound == Bound.SERVER_SLOTS else "never filled"
+
+
+def limits_section(experiment: ExperimentSummary) -> list[Any]:
+    """Which limit bound each variant's connections (poolbench.analysis.limits)."""
+    kinds = {Bound.SERVER_SLOTS: "bad", Bound.POOL_CEILING: "mixed", Bound.DEMAND: "good"}
+    rows = [
+        [f"{f.variant}-{f.repeat}" if len(v.repeats) > 1 else v.name,
+         Badge(str(f.limit.bound), kinds.get(f.limit.bound, "neutral")), f.limit.reason]
+        for v in experiment.variants for f in v.repeats if f.limit is not None
+    ]  # fmt: skip
+    return _table_section(
+        f"What limited the connections — {experiment.name}",
+        ["variant", "bound by", "why"], rows, "lll",
+        intro="Server slots: the server had no slot left for the app (its fewest free slots "
+        "reached 0, or it refused connection attempts), so the pools could not open more. Pool "
+        "ceiling: the pools opened all the configuration allows and requests waited for a "
+        "connection. Demand: the load did not ask for more.",
+    )  # fmt: skip
+
+
+def attempts_section(experiment: ExperimentSummary) -> list[Any]:
+    """Connection attempts from the server's log beside the failed requests (Locust), so a
+    refusal is counted on the side that refused it, and the two counts are related."""
+    rows, notes = [], []
+    for v in experiment.variants:
+        f = v.first
+        for a in (f.exact.attempts, f.exact.attempts_after_fill):
+            if a is None:
+                continue
+            rows.append([
+                v.name, a.window.label(), fmt.count(a.started), fmt.rate(a.per_s(a.started)),
+                fmt.count(a.authenticated), fmt.count(a.refused), fmt.rate(a.per_s(a.refused)),
+                fmt.count(a.refused_reserved), fmt.count(a.refused_no_slot),
+                fmt.count(a.refused_other),
+            ])  # fmt: skip
+        notes += _attempt_notes(f)
+    blocks = _table_section(
+        f"Connection attempts, as the server counted them — {experiment.name}",
+        ["variant", "window", "backends started", "per s", "authenticated", "refused", "refused per s",
+         "slots reserved", "too many clients", "role/db limit"],
+        rows, "llrrrrrrrr",
+        intro="Every backend PostgreSQL started for a client (`connection received` in its log: "
+        "one fork each), how many authenticated, and how many it refused with SQLSTATE 53300. "
+        "“Slots reserved”: the slots an ordinary role may use were taken; “too many clients”: "
+        "every slot was taken, the superuser reserve too. At exhaustion every refused attempt "
+        "still costs the server a fork (and, for the reserved kind, an authentication).",
+    )  # fmt: skip
+    return blocks + [Notice("warning" if "superuser" in n else "info", n) for n in notes]
+
+
+def _attempt_notes(f: VariantFigures) -> list[str]:
+    a, t = f.exact.attempts, f.traffic
+    if a is None or not a.refused:
+        return []
+    notes = []
+    if a.refused_no_slot:
+        notes.append(
+            f"{f.variant}: {fmt.count(a.refused_no_slot)} attempts were refused with “too many "
+            "clients already”: even the superuser reserve ran out, so a DBA could not have "
+            "connected to look."
+        )
+    notes.append(
+        f"{f.variant}: the server refused {fmt.count(a.refused)} connection attempts over "
+        f"{a.window.name}; Locust counted {fmt.count(t.failures)} failed requests in the "
+        f"full-load window ({_kinds(t.failure_kinds)} over the whole load); the app's log names a "
+        f"refusal in {fmt.count(t.refusals_app_log)} records. A refused attempt fails the request "
+        "that made it unless the app retries, so the counts differ by retries, by requests that "
+        "failed for another reason (e.g. a health check answering 503), and by the windows."
+    )
+    return notes
 
 
 def events_section(experiment: ExperimentSummary) -> list[Any]:
@@ -443,13 +524,31 @@ def environment_section(summary: Summary) -> list[Any]:
         for k in ("provider", "server_version", "version")
         if pg.get(k) is not None
     ]
-    if isinstance(pg.get("settings"), dict) and pg["settings"]:
-        rows.append(
-            ["PostgreSQL settings", ", ".join(f"{k}={v}" for k, v in pg["settings"].items())]
-        )
+    rows += _server_settings_rows(summary, pg.get("settings"))
     if isinstance(env.get("packages"), dict) and env["packages"]:
         rows.append(["packages", ", ".join(f"{k} {v}" for k, v in env["packages"].items())])
     return [Heading(2, "Environment"), Table(["", ""], rows, "ll")]  # fmt: skip
+
+
+def _settings_text(settings: dict) -> str:
+    return ", ".join(f"{k} {fmt.pg_setting(k, v)}" for k, v in settings.items())
+
+
+def _server_settings_rows(summary: Summary, run_wide: Any) -> list[list[str]]:
+    """The server's settings per variant (each experiment may configure its own server), one
+    row per distinct set; run.json's for a variant that recorded none of its own."""
+    fallback = run_wide if isinstance(run_wide, dict) else {}
+    groups: dict[str, list[str]] = {}
+    for experiment in summary.experiments:
+        for v in experiment.variants:
+            settings = v.first.server_settings or fallback
+            if settings:
+                groups.setdefault(_settings_text(settings), []).append(
+                    f"{experiment.name} / {v.name}"
+                )
+    if len(groups) == 1:
+        return [["PostgreSQL settings", next(iter(groups))]]
+    return [[f"PostgreSQL settings ({', '.join(where)})", text] for text, where in groups.items()]
 
 
 def _table_section(

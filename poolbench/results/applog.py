@@ -1,4 +1,8 @@
-"""Refused connections (SQLSTATE 53300), counted from the app's log and Locust's failures.
+"""Failed requests whose error names a refusal (SQLSTATE 53300): the app's log and Locust's.
+
+These count *requests*, from the client's side: a cross-check. The refused connection
+*attempts* are the server's own count, from its log (poolbench.results.pglog, the report's
+`refusals` row); a pool may retry, and one request may make several attempts or none.
 
 A server out of slots refuses a connection with SQLSTATE 53300 ("too many clients already",
 "remaining connection slots are reserved …"). The app turns that into an HTTP 500, which

@@ -30,7 +30,8 @@ KINDS: tuple[tuple[str, re.Pattern[str]], ...] = (
 )
 KIND_NAMES = (*(name for name, _ in KINDS), "other")
 LABELS = {
-    "too_many_connections": "refused by PostgreSQL (SQLSTATE 53300)",
+    # the request's error names a refusal; the server's own count is in postgres.log (pglog)
+    "too_many_connections": "error names a refusal (SQLSTATE 53300)",
     "pool_timeout": "pool timeout",
     "timeout": "timeout",
     "connection_error": "connection error",

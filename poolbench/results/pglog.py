@@ -21,7 +21,13 @@ What the log says, and how it is read (PostgreSQL 13+, checked on 16):
   (disconnections are logged only for sessions that finished starting): not a session.
   With SQLSTATE 53300 (``sorry, too many clients already``, ``remaining connection slots
   are reserved …``, too many connections for a role or database) it is a *refusal*; the
-  first kind comes before authorization, so its user and database are unknown.
+  first kind comes before authorization, so its user and database are unknown. "Remaining
+  connection slots are reserved" means the slots an ordinary role may use were taken;
+  "too many clients already" means every slot was, the superuser reserve included
+  (`refusal_reason`).
+- Every ``connection received`` is a backend the postmaster forked (`ServerLog.backends`),
+  whether it then authenticated, was refused, or failed otherwise: at exhaustion each
+  refused attempt still costs a fork (and, for the reserved-slot kind, an authentication).
 - The postmaster's ``server process (PID n) was terminated by signal …`` ends pid n, and
   ``all server processes terminated; reinitializing`` / ``database system is shut down``
   end every session still open (a crash writes no disconnections).
@@ -121,6 +127,24 @@ class Session:
         return self.end != "startup_failed"
 
 
+RESERVED, NO_SLOT, ROLE_OR_DATABASE = "reserved", "no_slot", "role_or_database"
+REFUSAL_REASONS = {
+    RESERVED: "remaining connection slots are reserved (for superusers or roles with "
+    "pg_use_reserved_connections): the slots an application role may use were all taken",
+    NO_SLOT: "sorry, too many clients already: every slot was taken, the superuser reserve too",
+    ROLE_OR_DATABASE: "too many connections for a role or database (CONNECTION LIMIT)",
+}
+
+
+def refusal_reason(message: str) -> str:
+    """Which limit a 53300 refusal hit (RESERVED, NO_SLOT or ROLE_OR_DATABASE), by its text."""
+    if "remaining connection slots are reserved" in message:
+        return RESERVED
+    if "too many clients already" in message:
+        return NO_SLOT
+    return ROLE_OR_DATABASE
+
+
 @dataclass(frozen=True)
 class Refusal:
     """A connection refused with SQLSTATE 53300; user etc. known only if refused after
@@ -134,6 +158,23 @@ class Refusal:
     application_name: str | None = None
     line: int = 0
 
+    @property
+    def reason(self) -> str:
+        return refusal_reason(self.message)
+
+
+@dataclass
+class Backend:
+    """One backend the postmaster started for a client (``connection received``): a fork,
+    whether or not it then authenticated, and whether the server then refused it (53300)."""
+
+    pid: int
+    started_at: float
+    authorized: bool = False
+    database: str | None = None  # known once authorized
+    application_name: str | None = None
+    refused: str | None = None  # refusal_reason() when refused
+
 
 @dataclass
 class ServerLog:
@@ -141,6 +182,7 @@ class ServerLog:
 
     sessions: list[Session] = field(default_factory=list)
     refusals: list[Refusal] = field(default_factory=list)
+    backends: list[Backend] = field(default_factory=list)  # every ``connection received``
     start: float | None = None  # first message
     end: float | None = None  # last message
     records: int = 0
@@ -193,6 +235,7 @@ class _Reader:
         self.log = ServerLog()
         self.open: dict[int, Session] = {}  # authorized, not ended
         self.received: dict[int, tuple[float, str | None]] = {}  # received, not authorized
+        self.backend: dict[int, Backend] = {}  # the latest backend of each pid
 
     def feed(self, rec: Record) -> None:
         log = self.log
@@ -210,6 +253,8 @@ class _Reader:
             self._close(rec.pid, rec.ts, rec.line, "lost")
             client = f"{match['host']}:{match['port']}" if match["port"] else match["host"]
             self.received[rec.pid] = (rec.ts, client)
+            self.backend[rec.pid] = Backend(rec.pid, rec.ts)
+            self.log.backends.append(self.backend[rec.pid])
         elif match := _AUTHORIZED.match(msg):
             self._close(rec.pid, rec.ts, rec.line, "lost")
             received_at, client = self.received.pop(rec.pid, (None, None))
@@ -225,6 +270,9 @@ class _Reader:
             )
             self.log.sessions.append(session)
             self.open[rec.pid] = session
+            if (backend := self.backend.get(rec.pid)) is not None:
+                backend.authorized, backend.database = True, session.database
+                backend.application_name = session.application_name
         elif match := _DISCONNECTION.match(msg):
             session = self.open.get(rec.pid)
             if session is not None:
@@ -253,6 +301,8 @@ class _Reader:
                     line=rec.line,
                 )
             )
+            if (backend := self.backend.get(rec.pid)) is not None:
+                backend.refused = refusal_reason(rec.message)
         self.received.pop(rec.pid, None)
         if session is not None:
             # a session that finished starting logs its disconnection after this; until

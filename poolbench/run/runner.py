@@ -177,6 +177,8 @@ class Runner:
 
     def _phases(self, experiment, variant, entry, db, app, ref: VariantRef, dog) -> None:
         phases, out = experiment.phases, ref.dir
+        self.display.message(f"[{experiment.name}] {ref.variant}: the server, while it runs: "
+                             f"{stack.psql_line(db)}")  # fmt: skip
         collector_config = stack.collector_config(db, app, variant, out)
         collector = CollectorThread(collector_config)
         entry["collector"] = stack.collector_entry(collector_config, variant)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import math
+import shlex
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, replace
 from pathlib import Path
@@ -22,6 +23,7 @@ from poolbench.infra import app_launch, postgres
 from poolbench.infra.app_server import RunningVariant
 from poolbench.infra.environment import collect_environment
 from poolbench.infra.postgres import Database
+from poolbench.redact import mask_url
 from poolbench.results.run_folder import POSTGRES_LOG_FILE, RunRecord, new_run_id, write_json
 from poolbench.results.status import Status
 
@@ -51,12 +53,28 @@ def engines_from_census(app_dir: Path, label: str, experiment: Experiment) -> tu
 
 
 def add_census(entry: dict[str, Any], experiment: Experiment, variant: Variant, out: Path) -> None:
-    """For an app directory: its engines into the entry, the full census into census.json."""
+    """For an app directory: its engines into the entry, the full census into census.json.
+    For a command variant with a `cwd`: the census of the code it runs from into census.json
+    (its engines stay as the bench file declares them: a command may run code from elsewhere)."""
     if variant.app_dir:
         entry["engines"], census = engines_from_census(
             Path(variant.app_dir), entry["label"], experiment
         )
         write_json(out / "census.json", census)
+    elif variant.cwd and Path(variant.cwd).is_dir():
+        from poolbench.lint import census as lint
+
+        write_json(out / "census.json", lint.census_data(lint.census(Path(variant.cwd))))
+
+
+def psql_line(db: Database) -> str:
+    """A psql command that reaches the variant's server while it runs (docs: README, "Looking
+    at the server during a run"). The embedded server's password is random and masked, so it
+    goes through its Unix socket, where the superuser needs none; another server by its URL,
+    password masked (it is the one you gave)."""
+    if db.socket_dir:
+        return f'psql "host={db.socket_dir} port={db.port} user={db.admin_user} dbname={db.dbname}"'
+    return f"psql {shlex.quote(mask_url(db.admin_url))}   # with the password you gave"
 
 
 def connection_ceiling(entry: dict[str, Any]) -> int | None:
