@@ -126,13 +126,13 @@ What it costs
 from poolbench.collector.core import Collector
 from poolbench.collector.latest import Latest
 from poolbench.collector.settings import (
-    APPLICATION_NAME,
     MAX_CONNECTIONS_HZ,
     MAX_MEMORY_HZ,
     CollectorConfig,
     PidSource,
 )
 from poolbench.collector.thread import CollectorThread, run
+from poolbench.results.names import APPLICATION_NAME
 
 __all__ = [
     "APPLICATION_NAME",
