@@ -101,7 +101,7 @@ def _still_filling(connections: Trend, model: PoolModel | None) -> Trend:
     """A count that grows below the pools' ceiling is pools filling, not (yet) a leak."""
     if connections.verdict != GROWING or model is None or model.measured_peak is None:
         return connections
-    if model.measured_peak >= model.ceiling:
+    if model.ceiling is None or model.measured_peak >= model.ceiling:
         return connections
     return replace(
         connections,

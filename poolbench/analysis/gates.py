@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from collections.abc import Collection
 from dataclasses import replace
+from typing import Any
 
 import numpy as np
 
@@ -22,7 +23,8 @@ from poolbench.analysis.figures import VariantRun
 from poolbench.analysis.metrics import BY_NAME
 from poolbench.analysis.stats import Comparison
 from poolbench.analysis.summary import Gate
-from poolbench.analysis.thresholds import EXIT_THRESHOLD, check, parse
+from poolbench.analysis.thresholds import EXIT_THRESHOLD, check
+from poolbench.config.thresholds import parse
 from poolbench.errors import PoolbenchError
 
 WITHIN_RUN = "one run per side: only a within-run test, which cannot decide a gate (use --repeats)"
@@ -89,7 +91,7 @@ def check_analysis(analysis: Analysis, expressions: dict[str, list[str]]) -> lis
     return gates
 
 
-def recorded(meta: dict) -> dict[str, list[str]]:
+def recorded(meta: dict[str, Any]) -> dict[str, list[str]]:
     """The bench file's thresholds as run.json recorded them, per experiment."""
     out: dict[str, list[str]] = {}
     for entry in meta.get("experiments") or []:

@@ -14,6 +14,7 @@ is the second half of the load phase and is named so.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any, overload
 
 import numpy as np
 import pandas as pd
@@ -33,7 +34,7 @@ class Windows(Json):
     t0: float  # the first phase's start: time zero of the charts
 
 
-def recorded_phases(meta: dict) -> dict[str, Window]:
+def recorded_phases(meta: dict[str, Any]) -> dict[str, Window]:
     phases: dict[str, Window] = {}
     for phase in meta.get("phases") or []:
         if not isinstance(phase, dict):
@@ -68,7 +69,7 @@ def full_load_window(load: Window, users: pd.Series) -> Window:
     return Window("load, 2nd half", half, load.end)
 
 
-def windows_for(meta: dict, users: pd.Series, first_sample: float | None) -> Windows:
+def windows_for(meta: dict[str, Any], users: pd.Series, first_sample: float | None) -> Windows:
     phases = recorded_phases(meta)
     load = phases.get("load")
     idle = phases.get("idle")
@@ -85,7 +86,11 @@ def windows_for(meta: dict, users: pd.Series, first_sample: float | None) -> Win
     )
 
 
-def within(series: pd.Series | pd.DataFrame, window: Window | None):
+@overload
+def within(series: pd.Series, window: Window | None) -> pd.Series: ...
+@overload
+def within(series: pd.DataFrame, window: Window | None) -> pd.DataFrame: ...
+def within(series: pd.Series | pd.DataFrame, window: Window | None) -> pd.Series | pd.DataFrame:
     """The part of a time-indexed series inside a window (empty when there is no window)."""
     if window is None:
         return series.iloc[0:0]
@@ -94,4 +99,5 @@ def within(series: pd.Series | pd.DataFrame, window: Window | None):
 
 
 def ticks_between(index: np.ndarray, window: Window) -> np.ndarray:
-    return index[window.contains(index)]
+    inside: np.ndarray = index[window.contains(index)]
+    return inside
