@@ -11,6 +11,7 @@ import html
 from poolbench.report.blocks import (
     Badge,
     Bullets,
+    Cell,
     Code,
     Document,
     Heading,
@@ -69,7 +70,7 @@ def esc(value: object) -> str:
     return html.escape(str(value), quote=True)
 
 
-def _cell(cell, tag: str, align: str) -> str:
+def _cell(cell: Cell, tag: str, align: str) -> str:
     cls = ' class="r"' if align == "r" else ""
     if isinstance(cell, Badge):
         wrap = " wrap" if len(cell.text) > 28 else ""

@@ -12,6 +12,7 @@ import re
 from poolbench.report.blocks import (
     Badge,
     Bullets,
+    Cell,
     Code,
     Document,
     Heading,
@@ -31,7 +32,7 @@ def text(value: str) -> str:
     return _MD_SPECIAL.sub(r"\\\1", html.escape(value, quote=False))
 
 
-def _cell(cell) -> str:
+def _cell(cell: Cell) -> str:
     if isinstance(cell, Badge):
         mark = BADGE_MARK.get(cell.kind, "")
         return f"{mark} **{text(cell.text)}**" if cell.kind != "neutral" else f"{text(cell.text)}"
