@@ -40,7 +40,9 @@ PLUGGED = {
 }
 
 
-def _plug(subparsers: argparse._SubParsersAction, name: str, wanted: str | None) -> None:
+def _plug(
+    subparsers: argparse._SubParsersAction[argparse.ArgumentParser], name: str, wanted: str | None
+) -> None:
     """Register a subcommand whose module offers add_arguments(parser) and run(args).
 
     Only the command being run has its module imported (report and compare pull in pandas,

@@ -53,8 +53,16 @@ def out_root(text: str) -> Path:
 
 
 def add_fail_if(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--fail-if", action="append", metavar="EXPR", default=[],
-                        help="a threshold, e.g. 'after.p95_ms > 1.2 * before.p95_ms' (repeatable): "
-                        "a breach exits with code 3")  # fmt: skip
-    parser.add_argument("--strict-thresholds", action="store_true",
-                        help="an inconclusive threshold (untested difference) fails too")  # fmt: skip
+    parser.add_argument(
+        "--fail-if",
+        action="append",
+        metavar="EXPR",
+        default=[],
+        help="a threshold, e.g. 'after.p95_ms > 1.2 * before.p95_ms' (repeatable): "
+        "a breach exits with code 3",
+    )
+    parser.add_argument(
+        "--strict-thresholds",
+        action="store_true",
+        help="an inconclusive threshold (untested difference) fails too",
+    )

@@ -71,8 +71,12 @@ def _warnings(loaded: RunResult, runs: list[VariantRun]) -> list[str]:
     status = loaded.meta.get("status")
     if status not in (None, Status.COMPLETE):
         error = loaded.meta.get("error")
-        warnings.insert(0, f"run status is {status!r}" + (f" ({error})" if error else "")
-                        + ": the numbers cover only what was recorded")  # fmt: skip
+        warnings.insert(
+            0,
+            f"run status is {status!r}"
+            + (f" ({error})" if error else "")
+            + ": the numbers cover only what was recorded",
+        )
     for run in runs:
         f = run.figures
         if f.status not in (None, Status.COMPLETE):
@@ -116,7 +120,9 @@ def _stall_warnings(f: VariantFigures) -> list[str]:
 def _experiment(
     name: str, loaded: RunResult, runs: list[VariantRun], cores: int | None
 ) -> ExperimentSummary:
-    entry = next((e for e in loaded.meta["experiments"] if e.get("name") == name), {})
+    entry: dict[str, Any] = next(
+        (e for e in loaded.meta["experiments"] if e.get("name") == name), {}
+    )
     by_variant: dict[str, list[VariantRun]] = {}
     for run in runs:
         if run.figures.experiment == name:
@@ -136,10 +142,14 @@ def _experiment(
     elif claims_spec:  # declared, so said: nothing to judge them against
         claims = not_compared(claims_spec, name, names[0])
     return ExperimentSummary(
-        name=name, description=entry.get("description") or None, baseline=names[0],
-        variants=variants, comparisons=tables,
-        sizing=right_sizing([v.repeats[0] for v in variants], cores), claims=claims,
-    )  # fmt: skip
+        name=name,
+        description=entry.get("description") or None,
+        baseline=names[0],
+        variants=variants,
+        comparisons=tables,
+        sizing=right_sizing([v.repeats[0] for v in variants], cores),
+        claims=claims,
+    )
 
 
 def analyse(source: str | Path | RunResult) -> Analysis:
@@ -151,7 +161,8 @@ def analyse(source: str | Path | RunResult) -> Analysis:
     if not runs:
         raise PoolbenchError(f"{loaded.path}: no variant with a samples.csv to analyse")
     meta = loaded.meta
-    environment = meta.get("environment") if isinstance(meta.get("environment"), dict) else {}
+    recorded_env = meta.get("environment")
+    environment: dict[str, Any] = recorded_env if isinstance(recorded_env, dict) else {}
     cores = int(num(environment.get("cpu_count")) or 0) or None
     order = list(dict.fromkeys(r.figures.experiment for r in runs))
     experiments = [_experiment(name, loaded, runs, cores) for name in order]
@@ -160,12 +171,21 @@ def analyse(source: str | Path | RunResult) -> Analysis:
     command = meta.get("command")
     lines = headline(experiments, run_id, meta.get("status"), found_sweeps)
     summary = Summary(
-        schema=SCHEMA, generated_by=f"poolbench {__version__}",
-        run=RunInfo(run_id, meta.get("status"), meta.get("error"),
-                    " ".join(command) if isinstance(command, list) else command,
-                    num(meta.get("started_at")), num(meta.get("finished_at")), environment),
-        headline="\n".join(lines), headlines=lines,
-        warnings=_warnings(loaded, runs), experiments=experiments,
+        schema=SCHEMA,
+        generated_by=f"poolbench {__version__}",
+        run=RunInfo(
+            run_id,
+            meta.get("status"),
+            meta.get("error"),
+            " ".join(command) if isinstance(command, list) else command,
+            num(meta.get("started_at")),
+            num(meta.get("finished_at")),
+            environment,
+        ),
+        headline="\n".join(lines),
+        headlines=lines,
+        warnings=_warnings(loaded, runs),
+        experiments=experiments,
         sweeps=found_sweeps,
-    )  # fmt: skip
+    )
     return Analysis(summary, runs, loaded.path, meta)

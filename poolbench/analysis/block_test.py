@@ -104,14 +104,15 @@ def integrated_time(series: Values) -> float | None:
 def choose_block_length(*series: Values, factor: float = BLOCK_FACTOR) -> BlockLength:
     """One block length for every series given (the longest any of them needs)."""
     taus = tuple(integrated_time(s) for s in series)
-    if not taus or any(t is None for t in taus):
+    known = [t for t in taus if t is not None]
+    if not taus or len(known) < len(taus):
         return BlockLength(
             None,
             taus,
             "steady window too short to estimate its autocorrelation "
             f"(needs more than {SOKAL_C:g} τ seconds)",
         )
-    return BlockLength(max(1, math.ceil(factor * max(taus))), taus)  # type: ignore[type-var]
+    return BlockLength(max(1, math.ceil(factor * max(known))), taus)
 
 
 def block_edges(start: float, end: float, length: float) -> np.ndarray:
@@ -126,7 +127,8 @@ def block_means(series: Values, length: int) -> np.ndarray:
     k = x.size // length if length > 0 else 0
     if k == 0:
         return np.empty(0)
-    return np.nanmean(x[: k * length].reshape(k, length), axis=1)
+    means: np.ndarray = np.nanmean(x[: k * length].reshape(k, length), axis=1)
+    return means
 
 
 def lag1(values: Values) -> tuple[float | None, float | None]:
@@ -287,4 +289,5 @@ def _invalid(
 def _lag1_stat(x: np.ndarray, axis: int = -1) -> np.ndarray:
     x = x - x.mean(axis=axis, keepdims=True)
     num = (x[..., 1:] * x[..., :-1]).sum(axis=axis)
-    return num / (x * x).sum(axis=axis)
+    stat: np.ndarray = num / (x * x).sum(axis=axis)
+    return stat

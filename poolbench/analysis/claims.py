@@ -21,6 +21,7 @@ across repeats (poolbench.analysis.compare); a within-run test alone never decid
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 from poolbench import format as fmt
 from poolbench.analysis.compare import ComparisonTable, Row
@@ -96,9 +97,7 @@ def _undecided_verdict(rows: list[Row]) -> str:
     """Untested when every undecided row has both values (measured, one repeat), else not
     measured: "not measured" is said only when something was not measured — or when a row's
     values are spoiled (a failed variant, one capped by another client)."""
-    measured = all(
-        r.baseline is not None and r.variant is not None and not r.spoiled for r in rows
-    )
+    measured = all(r.baseline is not None and r.variant is not None and not r.spoiled for r in rows)
     return UNTESTED if rows and measured else NOT_MEASURED
 
 
@@ -116,11 +115,14 @@ def _moved(row: Row, sign: int) -> bool | None:
 def _meets_level(row: Row, claim: Claim, sign: int) -> bool:
     """The variant reaches the claimed level and the change is at least the claimed one."""
     target = claim.after
+    # _judge_level asks only when _moved found both figures; a level claim has both levels
+    assert row.variant is not None and row.baseline is not None
+    assert target is not None and claim.before is not None
     reach = (
         row.variant if row.exact else (row.result.b.ci_low if sign < 0 else row.result.b.ci_high)
     )
     reach = row.variant if reach is None else reach
-    change_ok = abs(row.variant - row.baseline) >= abs(claim.after - claim.before)
+    change_ok = abs(row.variant - row.baseline) >= abs(target - claim.before)
     return (reach - target) * sign >= 0 and change_ok
 
 
@@ -145,9 +147,11 @@ def _judge_level(claim: Claim, row: Row) -> Judgement:
             claim, measured, HOLDS, f"{row.label}: {measured}, as claimed or better{extra}."
         )
     return Judgement(
-        claim, measured, PARTLY,
+        claim,
+        measured,
+        PARTLY,
         f"{row.label} moved the claimed way ({measured}) but not as far as {claim.claimed()}.",
-    )  # fmt: skip
+    )
 
 
 def _judge_change(claim: Claim, row: Row) -> Judgement:
@@ -160,14 +164,17 @@ def _judge_change(claim: Claim, row: Row) -> Judgement:
         return Judgement(
             claim, measured, FAILS, f"{row.label} changed by {measured} ({_shown(row)})."
         )
+    assert claim.change_pct is not None  # a change claim has its percentage (config checks)
     if (row.change_pct - claim.change_pct) * sign >= 0:
         return Judgement(
             claim, measured, HOLDS, f"{row.label} changed by {measured} ({_shown(row)})."
         )
     return Judgement(
-        claim, measured, PARTLY,
+        claim,
+        measured,
+        PARTLY,
         f"{row.label} changed by {measured} ({_shown(row)}), short of {claim.claimed()}.",
-    )  # fmt: skip
+    )
 
 
 def _judge_direction(claim: Claim, rows: list[Row]) -> Judgement:
@@ -235,13 +242,21 @@ def _judge_no_leak(
     (b, b_text), (a, a_text) = _leak_state(before), _leak_state(after)
     measured = f"before: {b_text}; after: {a_text}"
     if b == FLAT:
-        return Judgement(claim, measured, FAILS,
-                         "There was no leak to eliminate: memory did not grow at a constant load "
-                         "before the change either. Fewer pools hold fewer connections — a fixed "
-                         "multiplier, not a leak.")  # fmt: skip
+        return Judgement(
+            claim,
+            measured,
+            FAILS,
+            "There was no leak to eliminate: memory did not grow at a constant load "
+            "before the change either. Fewer pools hold fewer connections — a fixed "
+            "multiplier, not a leak.",
+        )
     if b != GROWING or a not in (GROWING, FLAT):
-        return Judgement(claim, measured, NOT_MEASURED,
-                         f"The leak test could not decide ({b_text if b != GROWING else a_text}).")  # fmt: skip
+        return Judgement(
+            claim,
+            measured,
+            NOT_MEASURED,
+            f"The leak test could not decide ({b_text if b != GROWING else a_text}).",
+        )
     if a == FLAT:
         return Judgement(
             claim,
@@ -255,9 +270,12 @@ def _judge_no_leak(
 
 
 def judge(
-    claims: list[Claim], table: ComparisonTable, experiment: str,
-    before: list[VariantFigures], after: list[VariantFigures],
-) -> ClaimsTable:  # fmt: skip
+    claims: list[Claim],
+    table: ComparisonTable,
+    experiment: str,
+    before: list[VariantFigures],
+    after: list[VariantFigures],
+) -> ClaimsTable:
     spoiled = _faults(before + after)
     items = []
     for claim in claims:
@@ -312,8 +330,9 @@ def _faults(figures: list[VariantFigures]) -> str:
     """What went wrong in the compared variants (a status other than complete), in words."""
     return "; ".join(
         f"{f.variant}-{f.repeat} is {f.status}" + (f" ({f.fault})" if f.fault else "")
-        for f in figures if f.status not in (None, Status.COMPLETE)
-    )  # fmt: skip
+        for f in figures
+        if f.status not in (None, Status.COMPLETE)
+    )
 
 
 def not_compared(claims: list[Claim], experiment: str, baseline: str) -> ClaimsTable:
@@ -323,7 +342,7 @@ def not_compared(claims: list[Claim], experiment: str, baseline: str) -> ClaimsT
     return ClaimsTable(experiment, baseline, fmt.NA, items)
 
 
-def claim_from_config(claim_id: str, table: dict) -> Claim:
+def claim_from_config(claim_id: str, table: dict[str, Any]) -> Claim:
     """A Claim from its bench-file table (already validated by poolbench.config.bench)."""
     metrics = table.get("metrics") or ([table["metric"]] if table.get("metric") else [])
     if table.get("kind") == "no_leak":
@@ -335,10 +354,15 @@ def claim_from_config(claim_id: str, table: dict) -> Claim:
     else:
         kind = "level"
     return Claim(
-        id=claim_id, text=str(table["text"]), metrics=list(metrics),
-        before=table.get("before"), after=table.get("after"),
-        change_pct=table.get("change_pct"), direction=table.get("direction"), kind=kind,
-    )  # fmt: skip
+        id=claim_id,
+        text=str(table["text"]),
+        metrics=list(metrics),
+        before=table.get("before"),
+        after=table.get("after"),
+        change_pct=table.get("change_pct"),
+        direction=table.get("direction"),
+        kind=kind,
+    )
 
 
 def metric_names() -> tuple[str, ...]:

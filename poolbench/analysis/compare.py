@@ -97,13 +97,18 @@ def _cut(a: VariantRun, b: VariantRun) -> _WithinRun | None:
     runs = (a, b)
     if any(r.series.requests is None or r.figures.traffic.source != "requests" for r in runs):
         return None
-    logs = [r.series.requests for r in runs]
-    windows = [r.figures.traffic.window for r in runs]
+    pairs = [
+        (log, w)
+        for r in runs
+        if (log := r.series.requests) is not None and (w := r.figures.traffic.window) is not None
+    ]
+    if len(pairs) < len(runs):  # a "requests" source always has its window
+        return None
     seconds = [
         within.per_block(
             log.start, log.response_ms, log.ok, within.block_edges(w.start, w.end, 1.0)
         )
-        for log, w in zip(logs, windows, strict=True)
+        for log, w in pairs
     ]
     length = within.choose_block_length(
         *(s.goodput for s in seconds), *(s.mean_ms for s in seconds)
@@ -113,13 +118,17 @@ def _cut(a: VariantRun, b: VariantRun) -> _WithinRun | None:
         within.per_block(
             log.start, log.response_ms, log.ok, within.block_edges(w.start, w.end, size)
         )
-        for log, w in zip(logs, windows, strict=True)
+        for log, w in pairs
     ]
     return _WithinRun(length, blocks)
 
 
 def compare_row(
-    metric: Metric, base: list[VariantRun], other: list[VariantRun], names, cut: _WithinRun | None
+    metric: Metric,
+    base: list[VariantRun],
+    other: list[VariantRun],
+    names: tuple[str, str],
+    cut: _WithinRun | None,
 ) -> Row:
     a = [metric.get(r.figures) for r in base]
     b = [metric.get(r.figures) for r in other]
@@ -127,14 +136,12 @@ def compare_row(
     within_run = False
     if metric.exact:
         result = compare_exact(_floats(a), _floats(b), names=names)
+    elif cut is not None and metric.block is not None:
+        values = [getattr(b, metric.block) for b in cut.blocks]
+        result = within.compare_blocks(values[0], values[1], cut.length, names=names)
+        within_run = True
     else:
-        result = None
-        if cut is not None and metric.block is not None:
-            values = [getattr(b, metric.block) for b in cut.blocks]
-            result = within.compare_blocks(values[0], values[1], cut.length, names=names)
-            within_run = True
-        if result is None:
-            result = compare(_floats(a), _floats(b), names=names)
+        result = compare(_floats(a), _floats(b), names=names)
     change = pct_change(shown_a, shown_b, what=metric.name)
     windows = _windows([metric.window(r.figures) for r in (*base, *other)])
     spoiled = _spoiled(metric, [*base, *other])

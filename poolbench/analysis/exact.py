@@ -18,7 +18,7 @@ from poolbench.analysis.timeline import SamplingCheck, compare_by_application, t
 from poolbench.analysis.typed import Json, Window
 from poolbench.analysis.windows import Windows, within
 from poolbench.results.names import APPLICATION_NAME
-from poolbench.results.pglog import NO_SLOT, RESERVED, ROLE_OR_DATABASE, ServerLog
+from poolbench.results.pglog import NO_SLOT, RESERVED, ROLE_OR_DATABASE, ServerLog, Session
 from poolbench.results.run_folder import VariantResult
 
 
@@ -76,14 +76,17 @@ class ExactFigures(Json):
 
 def _peak(name: str, check: SamplingCheck) -> ExactPeak:
     return ExactPeak(
-        name=name or "(untagged)", exact=check.exact.count, exact_ts=check.exact.ts,
-        sampled=float(check.sampled.count), spikes=len(check.spikes),
+        name=name or "(untagged)",
+        exact=check.exact.count,
+        exact_ts=check.exact.ts,
+        sampled=float(check.sampled.count),
+        spikes=len(check.spikes),
         longest_spike_s=max((s.above_s for s in check.spikes), default=0.0),
-    )  # fmt: skip
+    )
 
 
-def _churn(sessions, window: Window) -> list[SessionChurn]:
-    by_name: dict[str, list] = {}
+def _churn(sessions: list[Session], window: Window) -> list[SessionChurn]:
+    by_name: dict[str, list[Session]] = {}
     for s in sessions:
         by_name.setdefault(s.application_name, []).append(s)
     out = []
@@ -95,11 +98,15 @@ def _churn(sessions, window: Window) -> list[SessionChurn]:
         if not opened and not closed:
             continue
         lengths = sorted(s.ended_at - s.authorized_at for s in opened if s.ended_at is not None)
-        out.append(SessionChurn(
-            name=name or "(untagged)", opened=len(opened), closed=len(closed),
-            opened_per_s=len(opened) / window.seconds,
-            median_session_s=lengths[len(lengths) // 2] if lengths else None,
-        ))  # fmt: skip
+        out.append(
+            SessionChurn(
+                name=name or "(untagged)",
+                opened=len(opened),
+                closed=len(closed),
+                opened_per_s=len(opened) / window.seconds,
+                median_session_s=lengths[len(lengths) // 2] if lengths else None,
+            )
+        )
     return sorted(out, key=lambda c: -c.opened)
 
 
@@ -142,9 +149,10 @@ def exact_figures(
         exact, list(wide.index), {c: wide[c].tolist() for c in wide.columns}
     )
     sessions = [
-        x for x in log.sessions
+        x
+        for x in log.sessions
         if x.database == database and x.established and x.application_name != APPLICATION_NAME
-    ]  # fmt: skip
+    ]
     return ExactFigures(
         available=True,
         total=_peak("total", found.total),

@@ -120,7 +120,7 @@ def _still_filling(connections: Trend, model: PoolModel | None) -> Trend:
     """A count that grows below the pools' ceiling is pools filling, not (yet) a leak."""
     if connections.verdict != GROWING or model is None or model.measured_peak is None:
         return connections
-    if model.measured_peak >= model.ceiling:
+    if model.ceiling is None or model.measured_peak >= model.ceiling:
         return connections
     return replace(
         connections,
@@ -144,7 +144,7 @@ def leak_window(w: Windows, churn: ChurnFigures) -> Window | None:
     )
 
 
-def _server_settings(meta: dict) -> dict[str, str]:
+def _server_settings(meta: dict[str, Any]) -> dict[str, str]:
     settings = (meta.get("database") or {}).get("settings")
     return {str(k): str(v) for k, v in settings.items()} if isinstance(settings, dict) else {}
 

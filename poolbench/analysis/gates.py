@@ -22,7 +22,8 @@ from poolbench.analysis.figures import VariantRun
 from poolbench.analysis.metrics import BY_NAME
 from poolbench.analysis.stats import Comparison
 from poolbench.analysis.summary import Gate
-from poolbench.analysis.thresholds import EXIT_THRESHOLD, check, parse
+from poolbench.analysis.thresholds import EXIT_THRESHOLD, check
+from poolbench.config.thresholds import parse
 from poolbench.errors import PoolbenchError
 from poolbench.results.record import RunEntry
 

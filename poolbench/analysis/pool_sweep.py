@@ -13,10 +13,13 @@ HikariCP's rule of thumb (2 × cores + 1) is printed beside it.
 
 from __future__ import annotations
 
+import math
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 from poolbench.analysis.compare import Row, compare_variants
-from poolbench.analysis.figures import VariantRun
+from poolbench.analysis.figures import VariantFigures, VariantRun
 from poolbench.analysis.typed import Json
 
 TOLERANCE_GOODPUT_PCT = 5.0
@@ -70,17 +73,21 @@ def _worse(row: Row | None, tolerance: float) -> tuple[bool, str]:
 
 
 def _point(size: int, experiment: str, runs: list[VariantRun]) -> SweepPoint:
-    def median(get) -> float | None:
+    def median(get: Callable[[VariantFigures], float | None]) -> float | None:
         values = sorted(v for r in runs if (v := get(r.figures)) is not None)
         return values[len(values) // 2] if values else None
 
     return SweepPoint(
-        pool_size=size, experiment=experiment, n=len(runs),
+        pool_size=size,
+        experiment=experiment,
+        n=len(runs),
         goodput=median(lambda f: f.traffic.goodput),
         failures_per_s=median(lambda f: f.traffic.failures_per_s),
-        p50=median(lambda f: f.traffic.latency.p50), p95=median(lambda f: f.traffic.latency.p95),
-        p99=median(lambda f: f.traffic.latency.p99), refusals=median(lambda f: f.traffic.refusals),
-    )  # fmt: skip
+        p50=median(lambda f: f.traffic.latency.p50),
+        p95=median(lambda f: f.traffic.latency.p95),
+        p99=median(lambda f: f.traffic.latency.p99),
+        refusals=median(lambda f: f.traffic.refusals),
+    )
 
 
 def sweep(
@@ -96,7 +103,7 @@ def sweep(
         return Sweep(
             group, variant, workers, base, None, None, "no traffic was measured", cores, hikari
         )
-    best = max(with_goodput, key=lambda p: p.goodput)
+    best = max(with_goodput, key=lambda p: p.goodput if p.goodput is not None else -math.inf)
     best_runs = next(runs for size, _, runs in measured if size == best.pool_size)
     out = []
     for point, (size, _, runs) in zip(base, measured, strict=True):
@@ -104,15 +111,24 @@ def sweep(
             out.append(SweepPoint(**{**point.__dict__, "as_good": True, "why": "the best goodput"}))
             continue
         table = compare_variants(best_runs, runs, (f"pool {best.pool_size}", f"pool {size}"))
-        g_worse, g_how = _worse(table.row("goodput"), TOLERANCE_GOODPUT_PCT)
-        p_worse, p_how = _worse(table.row("p95_ms"), TOLERANCE_P95_PCT)
-        why = (f"goodput {'lower' if g_worse else 'as good'} ({g_how}); "
-               f"p95 {'worse' if p_worse else 'no worse'} ({p_how})")  # fmt: skip
-        out.append(SweepPoint(**{
-            **point.__dict__, "as_good": not (g_worse or p_worse), "why": why,
-            "goodput_change_pct": table.row("goodput").change_pct,
-            "p95_change_pct": table.row("p95_ms").change_pct,
-        }))  # fmt: skip
+        goodput, p95 = table.row("goodput"), table.row("p95_ms")
+        g_worse, g_how = _worse(goodput, TOLERANCE_GOODPUT_PCT)
+        p_worse, p_how = _worse(p95, TOLERANCE_P95_PCT)
+        why = (
+            f"goodput {'lower' if g_worse else 'as good'} ({g_how}); "
+            f"p95 {'worse' if p_worse else 'no worse'} ({p_how})"
+        )
+        out.append(
+            SweepPoint(
+                **{
+                    **point.__dict__,
+                    "as_good": not (g_worse or p_worse),
+                    "why": why,
+                    "goodput_change_pct": goodput.change_pct if goodput is not None else None,
+                    "p95_change_pct": p95.change_pct if p95 is not None else None,
+                }
+            )
+        )
     chosen = next((p for p in out if p.as_good), None)
     reason = (
         f"the smallest pool whose goodput is within the noise of the best (pool {best.pool_size}: "
@@ -130,12 +146,22 @@ def sweep(
             "run-to-run variation is not included (use --repeats, and a longer load phase)."
         )
     return Sweep(
-        group, variant, workers, out, best.pool_size,
-        chosen.pool_size if chosen else None, reason, cores, hikari, notes,
-    )  # fmt: skip
+        group,
+        variant,
+        workers,
+        out,
+        best.pool_size,
+        chosen.pool_size if chosen else None,
+        reason,
+        cores,
+        hikari,
+        notes,
+    )
 
 
-def sweeps(meta_experiments: list[dict], runs: list[VariantRun], cores: int | None) -> list[Sweep]:
+def sweeps(
+    meta_experiments: list[dict[str, Any]], runs: list[VariantRun], cores: int | None
+) -> list[Sweep]:
     """Every sweep group recorded in run.json, from the runs of its experiments."""
     groups: dict[tuple[str, str], list[tuple[int, str, list[VariantRun]]]] = {}
     for entry in meta_experiments:

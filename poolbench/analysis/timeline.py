@@ -85,7 +85,8 @@ def timelines(
     events.sort()
     total: list[tuple[float, int]] = []
     per_app: dict[str, list[tuple[float, int]]] = {}
-    open_total, open_app = 0, {}
+    open_total = 0
+    open_app: dict[str, int] = {}
     for ts, _, delta, app in events:
         open_total += delta
         open_app[app] = open_app.get(app, 0) + delta

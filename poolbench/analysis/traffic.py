@@ -114,16 +114,21 @@ def _latency(log: RequestLog, window: Window) -> Latency:
     whole = per_block(log.start, log.response_ms, log.ok, np.array([window.start, window.end]))
     served = log.response_ms[served_in(log, window) & log.ok]
     return Latency(
-        p50=num(whole.p50_ms[0]), p95=num(whole.p95_ms[0]), p99=num(whole.p99_ms[0]),
-        mean=num(whole.mean_ms[0]), max=float(served.max()) if served.size else None,
-    )  # fmt: skip
+        p50=num(whole.p50_ms[0]),
+        p95=num(whole.p95_ms[0]),
+        p99=num(whole.p99_ms[0]),
+        mean=num(whole.mean_ms[0]),
+        max=float(served.max()) if served.size else None,
+    )
 
 
 def _users_mean(users: pd.Series, window: Window) -> float | None:
     return stat(within(users, window), "mean")
 
 
-def _little(log, inside: np.ndarray, window: Window, users: float | None) -> LittleCheck | None:
+def _little(
+    log: RequestLog, inside: np.ndarray, window: Window, users: float | None
+) -> LittleCheck | None:
     user = log.user_keys()
     if user is None or users is None or users <= 0 or not inside.any():
         return None
@@ -140,10 +145,14 @@ def _little(log, inside: np.ndarray, window: Window, users: float | None) -> Lit
     predicted = users / throughput - think
     disagreement = (predicted - mean_response) / mean_response * 100 if mean_response else 0.0
     return LittleCheck(
-        users=users, throughput=float(throughput), mean_response_s=mean_response,
-        mean_think_s=think, predicted_response_s=float(predicted),
-        disagreement_pct=float(disagreement), agrees=abs(disagreement) <= LITTLE_TOLERANCE_PCT,
-    )  # fmt: skip
+        users=users,
+        throughput=float(throughput),
+        mean_response_s=mean_response,
+        mean_think_s=think,
+        predicted_response_s=float(predicted),
+        disagreement_pct=float(disagreement),
+        agrees=abs(disagreement) <= LITTLE_TOLERANCE_PCT,
+    )
 
 
 def traffic_figures(result: VariantResult, s: VariantSeries, w: Windows) -> TrafficFigures:
@@ -155,17 +164,26 @@ def traffic_figures(result: VariantResult, s: VariantSeries, w: Windows) -> Traf
         good, bad = int((inside & log.ok).sum()), int((inside & ~log.ok).sum())
         users = _users_mean(s.users, window)
         return TrafficFigures(
-            source="requests", window=window, requests=good + bad, successes=good,
-            failures=bad, goodput=good / window.seconds, failures_per_s=bad / window.seconds,
-            latency=_latency(log, window), users_mean=users,
-            failure_kinds=kinds, refusals_app_log=refusals,
+            source="requests",
+            window=window,
+            requests=good + bad,
+            successes=good,
+            failures=bad,
+            goodput=good / window.seconds,
+            failures_per_s=bad / window.seconds,
+            latency=_latency(log, window),
+            users_mean=users,
+            failure_kinds=kinds,
+            refusals_app_log=refusals,
             per_second=per_second(log, w.load or window).tolist(),
             littles_law=_little(log, inside, window, users),
-        )  # fmt: skip
+        )
     return _from_locust_totals(result, w, kinds, refusals)
 
 
-def _from_locust_totals(result: VariantResult, w: Windows, kinds, refusals) -> TrafficFigures:
+def _from_locust_totals(
+    result: VariantResult, w: Windows, kinds: dict[str, int], refusals: int | None
+) -> TrafficFigures:
     stats = result.locust.get("stats")
     if stats is None or stats.empty or "Name" not in stats.columns or w.load is None:
         return TrafficFigures("none", None, failure_kinds=kinds, refusals_app_log=refusals)
@@ -177,11 +195,20 @@ def _from_locust_totals(result: VariantResult, w: Windows, kinds, refusals) -> T
     window = Window("load (Locust's totals, all requests)", w.load.start, w.load.end)
     successes = (requests or 0.0) - failures
     return TrafficFigures(
-        source="locust totals", window=window,
+        source="locust totals",
+        window=window,
         requests=int(requests) if requests is not None else None,
-        successes=int(successes), failures=int(failures),
-        goodput=successes / window.seconds, failures_per_s=failures / window.seconds,
-        latency=Latency(num(row.get("50%")), num(row.get("95%")), num(row.get("99%")),
-                        num(row.get("Average Response Time")), num(row.get("Max Response Time"))),
-        failure_kinds=kinds, refusals_app_log=refusals,
-    )  # fmt: skip
+        successes=int(successes),
+        failures=int(failures),
+        goodput=successes / window.seconds,
+        failures_per_s=failures / window.seconds,
+        latency=Latency(
+            num(row.get("50%")),
+            num(row.get("95%")),
+            num(row.get("99%")),
+            num(row.get("Average Response Time")),
+            num(row.get("Max Response Time")),
+        ),
+        failure_kinds=kinds,
+        refusals_app_log=refusals,
+    )

@@ -12,14 +12,16 @@ import json
 import math
 from dataclasses import dataclass
 from functools import cache
-from typing import Any, Self
+from typing import Any, Self, TypeVar
 
 import numpy as np
 from pydantic import TypeAdapter
 
+T = TypeVar("T")
+
 
 @cache
-def _adapter(cls: type) -> TypeAdapter:
+def _adapter(cls: type[T]) -> TypeAdapter[T]:
     return TypeAdapter(cls)
 
 
@@ -27,11 +29,12 @@ class Json:
     """Mixin for frozen dataclasses: `to_json()` gives plain JSON data (NaN → null)."""
 
     def to_json(self) -> Any:
-        return json.loads(_adapter(type(self)).dump_json(self))
+        return json.loads(_adapter(type(self)).dump_json(self))  # type: ignore[arg-type]  # mypy#11470: a class object is hashable
 
     @classmethod
     def from_json(cls, data: Any) -> Self:
-        return _adapter(cls).validate_python(data)
+        adapter: TypeAdapter[Self] = _adapter(cls)  # type: ignore[arg-type]  # mypy#11470, as above
+        return adapter.validate_python(data)
 
 
 @dataclass(frozen=True)

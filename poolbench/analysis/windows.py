@@ -15,6 +15,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import overload
 
 import numpy as np
 import pandas as pd
@@ -84,7 +85,11 @@ def windows_for(entry: VariantEntry, users: pd.Series, first_sample: float | Non
     )
 
 
-def within(series: pd.Series | pd.DataFrame, window: Window | None):
+@overload
+def within(series: pd.Series, window: Window | None) -> pd.Series: ...
+@overload
+def within(series: pd.DataFrame, window: Window | None) -> pd.DataFrame: ...
+def within(series: pd.Series | pd.DataFrame, window: Window | None) -> pd.Series | pd.DataFrame:
     """The part of a time-indexed series inside a window (empty when there is no window)."""
     if window is None:
         return series.iloc[0:0]
@@ -93,4 +98,5 @@ def within(series: pd.Series | pd.DataFrame, window: Window | None):
 
 
 def ticks_between(index: np.ndarray, window: Window) -> np.ndarray:
-    return index[window.contains(index)]
+    inside: np.ndarray = index[window.contains(index)]
+    return inside

@@ -124,13 +124,15 @@ What it costs
     reads and their CPU (`Latest.footprint`).
 """
 
+from typing import Any
+
 from poolbench.collector.settings import (
-    APPLICATION_NAME,
     MAX_CONNECTIONS_HZ,
     MAX_MEMORY_HZ,
     CollectorConfig,
     PidSource,
 )
+from poolbench.results.names import APPLICATION_NAME
 
 # The running parts are imported on first use (PEP 562): the report and the analysis import
 # this package for a name or two (APPLICATION_NAME, attribution) and need none of them.
@@ -142,7 +144,7 @@ _LAZY = {
 }
 
 
-def __getattr__(name: str):
+def __getattr__(name: str) -> Any:
     if name in _LAZY:
         import importlib
 

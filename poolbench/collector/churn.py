@@ -140,7 +140,7 @@ def subtract_own(
             deltas[metric] = None  # cannot separate our own transactions
         return OwnStatements(0, 0)
     ran = (own.commits - own_prev.commits, own.rollbacks - own_prev.rollbacks)
-    carry = []
+    carry: list[float] = []
     for metric, count, late in zip(OWN_METRICS, ran, unseen, strict=True):
         owed = count + late
         value = deltas[metric]

@@ -9,7 +9,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from poolbench.collector.attribution import UNTAGGED, BackendOwners
+from poolbench.collector.attribution import BackendOwners
+from poolbench.results.names import UNTAGGED
 from poolbench.results.samples import Row, row
 
 Counts = dict[tuple[str, str, str], int]  # (label, state, wait_event_type) -> connections

@@ -27,7 +27,7 @@ from typing import Any
 import psycopg
 
 from poolbench.collector import connections
-from poolbench.collector.attribution import UNTAGGED, BackendOwners, PostmasterFinder, socket_ends
+from poolbench.collector.attribution import BackendOwners, PostmasterFinder, socket_ends
 from poolbench.collector.churn import ChurnReader
 from poolbench.collector.latest import Latest
 from poolbench.collector.memory import MemoryStats, MemoryTracker
@@ -42,9 +42,10 @@ from poolbench.collector.server import (
     check_server,
     connect,
 )
-from poolbench.collector.settings import APPLICATION_NAME, CollectorConfig
+from poolbench.collector.settings import CollectorConfig
 from poolbench.errors import PoolbenchError, first_line
 from poolbench.redact import mask_url
+from poolbench.results.names import APPLICATION_NAME, UNTAGGED
 from poolbench.results.samples import Row, SamplesWriter, row
 
 log = logging.getLogger(__package__)  # "poolbench.collector": `watch` shows its messages
@@ -79,6 +80,7 @@ class Collector:
         )
         self._sweeper = ProcessSweeper(self._tids, self.warn_once, memory)
         self._plans: queue.Queue[Plan | None] = queue.Queue(maxsize=1)
+        assert config.dbname is not None  # CollectorConfig.__post_init__ sets it or raises
         self._churn = ChurnReader(config.dbname)
         self._failure: BaseException | None = None
         self._stopping = False
@@ -172,7 +174,9 @@ class Collector:
     def _running(self, stop: threading.Event) -> bool:
         return not (stop.is_set() or self._stopping or self._failure is not None)
 
-    def _every(self, hz: float, halt: threading.Event, tick: Callable, *args: Any) -> None:
+    def _every(
+        self, hz: float, halt: threading.Event, tick: Callable[..., None], *args: Any
+    ) -> None:
         """Call `tick` `hz` times a second on a fixed grid until `halt`; a late tick skips."""
         period = 1.0 / hz
         next_t = time.monotonic()
@@ -230,6 +234,7 @@ class Collector:
             except psycopg.Error as exc:
                 error = exc
         if conn is None:
+            assert error is not None  # candidates are never empty: each one failed
             raise PoolbenchError(
                 f"cannot connect to {mask_url(self.config.admin_url)}: {first_line(error)}"
             )

@@ -13,9 +13,10 @@ from dataclasses import dataclass
 import psycopg
 from psycopg import conninfo
 
-from poolbench.collector.settings import APPLICATION_NAME, CollectorConfig
+from poolbench.collector.settings import CollectorConfig
 from poolbench.errors import PoolbenchError
 from poolbench.redact import mask_url
+from poolbench.results.names import APPLICATION_NAME
 
 QUERY_TIMEOUT_S = 10.0  # a monitoring query that takes longer is abandoned (connection lost)
 

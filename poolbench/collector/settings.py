@@ -14,7 +14,6 @@ from psycopg import conninfo
 from poolbench.config.variants import COLLECTOR_PROFILES
 from poolbench.errors import PoolbenchError, first_line
 from poolbench.redact import mask_url
-from poolbench.results.names import APPLICATION_NAME  # noqa: F401 (the collector's own name)
 
 MAX_CONNECTIONS_HZ = 100.0
 MAX_MEMORY_HZ = 10.0
@@ -52,7 +51,8 @@ class CollectorConfig:
                 f"malformed database URL {mask_url(self.admin_url)!r}: {first_line(exc)}"
             ) from None
         if not self.dbname:
-            self.dbname = parsed.get("dbname") or None
+            dbname = parsed.get("dbname")  # a parsed URL's values are strings
+            self.dbname = str(dbname) if dbname else None
         if not self.dbname:
             raise PoolbenchError(f"{mask_url(self.admin_url)} names no database to monitor")
         if not 0 < self.connections_hz <= MAX_CONNECTIONS_HZ:

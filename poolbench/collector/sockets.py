@@ -84,8 +84,9 @@ class SocketTable:
                 + _SOCKET_ID.pack(local[1], remote[1], src.ljust(16, b"\0"), dst.ljust(16, b"\0"))
                 + _TAIL.pack(0, _NO_COOKIE, _NO_COOKIE)
             )
-            header = _HEADER.pack(_HEADER.size + len(body), _SOCK_DIAG_BY_FAMILY, _NLM_F_REQUEST,
-                                  self._seq, 0)  # fmt: skip
+            header = _HEADER.pack(
+                _HEADER.size + len(body), _SOCK_DIAG_BY_FAMILY, _NLM_F_REQUEST, self._seq, 0
+            )
             self._diag.send(header + body)
             reply = self._diag.recv(65536)
         except OSError:
@@ -97,7 +98,7 @@ class SocketTable:
         kind = _HEADER.unpack_from(reply)[1]
         if kind == _NLMSG_ERROR or reply[_HEADER.size + 1] == _TCP_LISTEN:
             return 0  # ENOENT: no such socket (a listener is not a client's socket)
-        return struct.unpack_from("=I", reply, _INODE_OFFSET)[0]
+        return int(struct.unpack_from("=I", reply, _INODE_OFFSET)[0])
 
 
 def _packed(address: str) -> tuple[int, bytes]:

@@ -258,9 +258,14 @@ class _View:
         if churn:
             rates = [
                 "–" if churn.get(m) is None else f"{churn[m]:.0f}"
-                for m in ("sessions_new", "sessions_abandoned", "sessions_fatal",
-                          "xact_commit", "xact_rollback")
-            ]  # fmt: skip
+                for m in (
+                    "sessions_new",
+                    "sessions_abandoned",
+                    "sessions_fatal",
+                    "xact_commit",
+                    "xact_rollback",
+                )
+            ]
             lines.append(
                 "churn /s   new sessions {} · abandoned {} · fatal {} · commits {} · "
                 "rollbacks {}".format(*rates)

@@ -18,9 +18,18 @@ from collections.abc import Iterable, Mapping
 from poolbench.errors import PoolbenchError
 
 PLACEHOLDERS = (
-    "database_url", "db_host", "db_port", "db_user", "db_password", "db_name",
-    "host", "port", "workers", "pool_size", "max_overflow",
-)  # fmt: skip
+    "database_url",
+    "db_host",
+    "db_port",
+    "db_user",
+    "db_password",
+    "db_name",
+    "host",
+    "port",
+    "workers",
+    "pool_size",
+    "max_overflow",
+)
 DRIVERS = ("asyncpg", "psycopg", "psycopg2", "pg8000", "psycopg2cffi")  # SQLAlchemy dialects
 _TOKEN = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}|\{([a-z_]+)(?::([a-z0-9_]+))?\}")
 

@@ -135,6 +135,7 @@ def validate(threshold: Threshold, variants: Collection[str], metrics: Collectio
 def compute(node: ast.expr, numbers: Sequence[float]) -> float:
     """Evaluate a node already checked by _check_node."""
     if isinstance(node, ast.Constant):
+        assert isinstance(node.value, int | float)  # _check_node let numbers only through
         return float(node.value)
     if isinstance(node, ast.Name):
         return numbers[ref_index(node.id)]

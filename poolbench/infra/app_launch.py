@@ -15,8 +15,9 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from poolbench.config.bench import Experiment, Variant
+from poolbench.config.bench import Experiment
 from poolbench.config.placeholders import env_refs, expand
+from poolbench.config.variants import Variant
 from poolbench.infra.app_server import PoolSettings, RunningVariant, VariantSpec, VariantStartError
 from poolbench.infra.app_setup import (
     SETUP_LOG,
@@ -146,6 +147,7 @@ def _prepare(
         return
     log = out / SETUP_LOG
     entry["setup"] = {"commands": [list(c) for c in variant.setup], "log": SETUP_LOG}
+    assert app.port is not None  # launch() gives the app its port before preparing
     try:
         entry["setup"]["seconds"] = run_setup(
             [[expand(a, app.spec.placeholder_values(app.port)) for a in c] for c in variant.setup],

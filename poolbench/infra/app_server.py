@@ -68,9 +68,17 @@ class VariantSpec:
         if self.app_dir is None:
             raise VariantStartError(f"variant {self.name!r} needs an app_dir or a command")
         return [
-            sys.executable, "-m", "uvicorn", "app.main:app",
-            "--host", HOST, "--port", str(port), "--workers", str(self.workers),
-        ]  # fmt: skip
+            sys.executable,
+            "-m",
+            "uvicorn",
+            "app.main:app",
+            "--host",
+            HOST,
+            "--port",
+            str(port),
+            "--workers",
+            str(self.workers),
+        ]
 
 
 @dataclass(frozen=True)

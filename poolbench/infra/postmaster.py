@@ -26,7 +26,7 @@ from poolbench.infra.process_group import spawn
 
 def start_postmaster(
     bin_dir: Path, data: Path, log: Path, argv: list[str], user: str | None, timeout: float = 30
-) -> subprocess.Popen:
+) -> subprocess.Popen[bytes]:
     """Start `postgres -D data ARGV` as `user`; return once postmaster.pid says "ready"
     (as `pg_ctl -w` waits), or raise with the log's tail."""
     log.touch()
@@ -35,9 +35,13 @@ def start_postmaster(
     with log.open("ab") as out:
         proc = spawn(
             [str(bin_dir / "postgres"), "-D", str(data), *argv],
-            what="postgres", death_signal=signal.SIGQUIT, user=user,
-            stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
-        )  # fmt: skip
+            what="postgres",
+            death_signal=signal.SIGQUIT,
+            user=user,
+            stdin=subprocess.DEVNULL,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
     deadline = time.monotonic() + timeout
     while _postmaster_status(data) != "ready":
         if proc.poll() is not None or time.monotonic() > deadline:
@@ -76,7 +80,9 @@ def stop_stray_postmaster(data: Path, timeout: float = 15) -> None:
         return
 
 
-def stop_postmaster(proc: subprocess.Popen, fast_s: float = 5.0, timeout: float = 10.0) -> None:
+def stop_postmaster(
+    proc: subprocess.Popen[bytes], fast_s: float = 5.0, timeout: float = 10.0
+) -> None:
     """Fast shutdown (SIGINT: backends end and log it); immediate (SIGQUIT) if it takes more
     than `fast_s` (it waits for a crash recovery under way); SIGKILL last. Reaped always."""
     for sig, wait in ((signal.SIGINT, fast_s), (signal.SIGQUIT, timeout), (signal.SIGKILL, None)):

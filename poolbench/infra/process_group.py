@@ -100,7 +100,7 @@ def signals_deferred() -> Iterator[None]:
 
 def spawn(
     argv: list[str], *, what: str, death_signal: signal.Signals = signal.SIGTERM, **popen: Any
-) -> subprocess.Popen:
+) -> subprocess.Popen[bytes]:
     """Popen in a new session that dies with poolbench, noted in the run's ledger.
 
     `death_signal` is what the child receives when poolbench dies: SIGTERM lets uvicorn and
@@ -161,7 +161,7 @@ def wait_gone(procs: list[psutil.Process], deadline: float) -> list[psutil.Proce
         time.sleep(0.05)
 
 
-def stop_group(proc: subprocess.Popen, timeout: float = 5.0) -> None:
+def stop_group(proc: subprocess.Popen[bytes], timeout: float = 5.0) -> None:
     """SIGTERM to the group, wait `timeout`, then SIGKILL; kill stragglers; reap `proc`."""
     members = tree(proc.pid)
     signal_group(proc.pid, signal.SIGTERM)

@@ -340,9 +340,9 @@ class _FileVisitor(ast.NodeVisitor):
         arguments = node.args
         for arg in (*arguments.posonlyargs, *arguments.args, *arguments.kwonlyargs):
             scope.names[arg.arg] = None
-        for arg in (arguments.vararg, arguments.kwarg):
-            if arg is not None:
-                scope.names[arg.arg] = None
+        for star in (arguments.vararg, arguments.kwarg):
+            if star is not None:
+                scope.names[star.arg] = None
         self._chain = [*chain, scope]
         for statement in [node.body] if isinstance(node, ast.Lambda) else node.body:
             self.visit(statement)
@@ -436,7 +436,7 @@ class _FileVisitor(ast.NodeVisitor):
         scope = self._chain[-1]
         # `make = sa.create_engine` makes `make` an alias of the factory
         is_reference = isinstance(value, ast.Name | ast.Attribute)
-        scope.names[name] = self._qualify(value) if is_reference else None
+        scope.names[name] = self._qualify(value) if is_reference and value is not None else None
         if flow:
             scope.holders[name] = flow
         else:

@@ -27,13 +27,16 @@ import logging
 import math
 import signal
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import gevent
 import numpy as np
 from locust import LoadTestShape, events
-from locust.runners import MasterRunner, WorkerRunner
+from locust.argument_parser import LocustArgumentParser
+from locust.env import Environment
+from locust.runners import MasterRunner, Runner, WorkerRunner
 
 from poolbench.files import atomic_write
 from poolbench.infra.process_group import tie_to_parent
@@ -51,8 +54,10 @@ class PoolbenchShape(LoadTestShape):
     use_common_options = True
 
     def tick(self) -> tuple[int, float] | None:
+        assert self.runner is not None  # Locust sets the runner before it ticks a shape
         options = self.runner.environment.parsed_options
-        elapsed = self.get_run_time()
+        assert options is not None  # the plugin's options exist: Locust's command line ran
+        elapsed: float = self.get_run_time()  # type: ignore[no-untyped-call]  # unannotated in locust
         duration = float(options.run_time or math.inf)
         if elapsed >= duration:
             return None
@@ -61,16 +66,34 @@ class PoolbenchShape(LoadTestShape):
         return users, options.spawn_rate or 1
 
 
-@events.init_command_line_parser.add_listener
-def _add_options(parser) -> None:
-    parser.add_argument("--poolbench-shape", choices=sorted(shapes.SHAPES), default=None,
-                        include_in_web_ui=False, help="poolbench load shape (default: none, plain Locust)")  # fmt: skip
-    parser.add_argument("--poolbench-ramp-s", type=float, default=0.0, include_in_web_ui=False,
-                        help="ramp shape: seconds to reach all users, then hold")  # fmt: skip
-    parser.add_argument("--poolbench-requests-out", default=None, include_in_web_ui=False,
-                        help="record every request to this file (poolbench requests format)")  # fmt: skip
-    parser.add_argument("--poolbench-status-out", default=None, include_in_web_ui=False,
-                        help="write the test's real start/stop and workers to this JSON file")  # fmt: skip
+@events.init_command_line_parser.add_listener  # type: ignore[untyped-decorator]  # locust's EventHook.add_listener is unannotated
+def _add_options(parser: LocustArgumentParser) -> None:
+    parser.add_argument(
+        "--poolbench-shape",
+        choices=sorted(shapes.SHAPES),
+        default=None,
+        include_in_web_ui=False,
+        help="poolbench load shape (default: none, plain Locust)",
+    )
+    parser.add_argument(
+        "--poolbench-ramp-s",
+        type=float,
+        default=0.0,
+        include_in_web_ui=False,
+        help="ramp shape: seconds to reach all users, then hold",
+    )
+    parser.add_argument(
+        "--poolbench-requests-out",
+        default=None,
+        include_in_web_ui=False,
+        help="record every request to this file (poolbench requests format)",
+    )
+    parser.add_argument(
+        "--poolbench-status-out",
+        default=None,
+        include_in_web_ui=False,
+        help="write the test's real start/stop and workers to this JSON file",
+    )
 
 
 class Recorder:
@@ -82,7 +105,15 @@ class Recorder:
         self._rows: list[tuple[float, float, int, bool, int]] = []
         self._users: dict[int, int] = {}  # greenlet → a small user number
 
-    def on_request(self, request_type, name, response_time, exception, start_time=None, **_):
+    def on_request(
+        self,
+        request_type: object,
+        name: object,
+        response_time: float | None,
+        exception: BaseException | None,
+        start_time: float | None = None,
+        **_: Any,
+    ) -> None:
         key = (str(request_type), str(name))
         code = self._codes.get(key)
         if code is None:
@@ -105,9 +136,15 @@ class Status:
 
     def __init__(self, path: str | None) -> None:
         self.path = Path(path) if path else None
-        self.data: dict[str, Any] = {"launched": time.time(), "test_start": None,
-                                     "test_stop": None, "tests": 0, "workers": 0,
-                                     "shape": None, "requests": None}  # fmt: skip
+        self.data: dict[str, Any] = {
+            "launched": time.time(),
+            "test_start": None,
+            "test_stop": None,
+            "tests": 0,
+            "workers": 0,
+            "shape": None,
+            "requests": None,
+        }
 
     def update(self, **values: Any) -> None:
         self.data.update(values)
@@ -115,8 +152,9 @@ class Status:
             atomic_write(self.path, json.dumps(self.data) + "\n")
 
 
-def _shape_status(environment) -> dict[str, Any] | None:
+def _shape_status(environment: Environment) -> dict[str, Any] | None:
     """Whether poolbench's shape drives the users; never imposes it on a user's own shape."""
+    assert environment.parsed_options is not None  # checked by _init
     requested = environment.parsed_options.poolbench_shape
     current = environment.shape_class
     ours = isinstance(current, PoolbenchShape)
@@ -131,22 +169,28 @@ def _shape_status(environment) -> dict[str, Any] | None:
         f"it drives the users and --poolbench-shape {requested} is not applied"
     )
     logger.warning(message)
-    return {"requested": requested, "class": type(current).__name__, "applied": False,
-            "message": message}  # fmt: skip
+    return {
+        "requested": requested,
+        "class": type(current).__name__,
+        "applied": False,
+        "message": message,
+    }
 
 
-def _stop_at_run_time(environment) -> None:
+def _stop_at_run_time(environment: Environment) -> None:
     """Asked for a poolbench shape but the user's own drives the users: it may outlast -t
     (Locust ignores -t under a shape), and poolbench's phase has a length, so end it there."""
     options, shape = environment.parsed_options, environment.shape_class
+    assert options is not None  # checked by _init
     if not options.poolbench_shape or isinstance(shape, PoolbenchShape | None):
         return
     if run_time := options.run_time:
+        assert environment.runner is not None  # set before a test starts
         gevent.spawn_later(run_time, environment.runner.stop)
 
 
-@events.init.add_listener
-def _init(environment, runner, **_) -> None:
+@events.init.add_listener  # type: ignore[untyped-decorator]  # locust's EventHook.add_listener is unannotated
+def _init(environment: Environment, runner: Runner, **_: Any) -> None:
     options = environment.parsed_options
     if options is None or not hasattr(options, "poolbench_shape"):
         return  # used as a library, without Locust's command line
@@ -183,7 +227,7 @@ class RequestFiles:
             self.writer = RequestWriter(self.path, time.time())
 
 
-def _init_worker(environment) -> None:
+def _init_worker(environment: Environment) -> None:
     """A worker sends its requests to the master with every stats report (and the last one).
 
     A worker that `--processes` forked dies with its master (which dies with poolbench):
@@ -201,7 +245,9 @@ def _init_worker(environment) -> None:
     environment.events.report_to_master.add_listener(report)
 
 
-def _init_owner(environment, runner, status: Status, files: RequestFiles | None) -> None:
+def _init_owner(
+    environment: Environment, runner: Runner, status: Status, files: RequestFiles | None
+) -> None:
     """The process that owns the test: status file, and the requests file if asked for."""
     events_ = environment.events
     events_.test_start.add_listener(
@@ -212,7 +258,7 @@ def _init_owner(environment, runner, status: Status, files: RequestFiles | None)
     if isinstance(runner, MasterRunner):
         joined: set[str] = set()  # worker_connect fires before Locust counts the worker
 
-        def worker_joined(client_id: str, **_) -> None:
+        def worker_joined(client_id: str, **_: Any) -> None:
             joined.add(client_id)
             status.update(workers=len(joined))
 
@@ -223,24 +269,26 @@ def _init_owner(environment, runner, status: Status, files: RequestFiles | None)
         events_.worker_report.add_listener(
             lambda client_id, data: _from_worker(files.writer, runner, client_id, data)
         )
-        flush = None
+        flush: Callable[[], None] | None = None
     else:
         recorder = Recorder()
         events_.request.add_listener(recorder.on_request)
 
-        def flush() -> None:
+        def flush_requests() -> None:
             files.writer.write(recorder.take(), recorder.keys)
+
+        flush = flush_requests
 
         gevent.spawn(_every, FLUSH_INTERVAL_S, flush)
 
-    def test_started(**_) -> None:
+    def test_started(**_: Any) -> None:
         if flush is not None:  # what came before belongs to the previous file
             flush()
         files.test_started()
 
     events_.test_start.add_listener(test_started)
 
-    def close(**_) -> None:
+    def close(**_: Any) -> None:
         if flush is not None:
             flush()
         files.writer.close()
@@ -249,7 +297,9 @@ def _init_owner(environment, runner, status: Status, files: RequestFiles | None)
     events_.quit.add_listener(close)
 
 
-def _from_worker(writer: RequestWriter, runner, client_id: str, data: dict[str, Any]) -> None:
+def _from_worker(
+    writer: RequestWriter, runner: MasterRunner, client_id: str, data: dict[str, Any]
+) -> None:
     batch = data.get(REPORT_KEY)
     if not batch:
         return
@@ -258,7 +308,7 @@ def _from_worker(writer: RequestWriter, runner, client_id: str, data: dict[str, 
     writer.write(rows, keys, worker=1 + runner.get_worker_index(client_id))
 
 
-def _every(interval: float, action) -> None:
+def _every(interval: float, action: Callable[[], None]) -> None:
     while True:
         gevent.sleep(interval)
         action()

@@ -17,9 +17,11 @@ from pathlib import Path
 
 from poolbench.analysis import Analysis, analyse
 from poolbench.analysis.compare import ComparisonTable, compare_variants
+from poolbench.analysis.figures import VariantRun
 from poolbench.analysis.gates import RunsSource, gate_exit
 from poolbench.analysis.summary import Gate
-from poolbench.analysis.thresholds import check, parse
+from poolbench.analysis.thresholds import check
+from poolbench.config.thresholds import parse
 from poolbench.errors import PoolbenchError
 from poolbench.files import atomic_write
 from poolbench.options import add_fail_if
@@ -58,7 +60,7 @@ def _parse_pair(text: str, count: int) -> list[tuple[int, str]]:
     return sides
 
 
-def _runs(analysis: Analysis, experiment: str, variant: str):
+def _runs(analysis: Analysis, experiment: str, variant: str) -> list[VariantRun]:
     return analysis.experiment_runs(experiment).get(variant) or []
 
 
@@ -107,7 +109,7 @@ def document(runs: list[Path], found: list[Pairing]) -> Document:
     return doc
 
 
-def threshold_groups(analyses: list[Analysis], experiment: str) -> dict[str, list]:
+def threshold_groups(analyses: list[Analysis], experiment: str) -> dict[str, list[VariantRun]]:
     """`A_before`, `B_before`, …: each run's variants, for --fail-if across runs."""
     return {
         f"{_letter(i)}_{variant}": runs
@@ -126,8 +128,10 @@ def check_thresholds(analyses: list[Analysis], expressions: list[str]) -> list[G
             groups = threshold_groups(analyses, experiment)
             if wanted <= set(groups):
                 matched = True
-                gates += [Gate(experiment, r.expression, r.outcome, r.explanation)
-                          for r in check([text], RunsSource(groups))]  # fmt: skip
+                gates += [
+                    Gate(experiment, r.expression, r.outcome, r.explanation)
+                    for r in check([text], RunsSource(groups))
+                ]
         if not matched:
             known = sorted({g for e in names for g in threshold_groups(analyses, e)})
             raise PoolbenchError(
@@ -161,8 +165,13 @@ def run(args: argparse.Namespace) -> int:
     doc = document(args.runs, found)
     if gates:
         doc.blocks.append(Heading(2, "Thresholds"))
-        doc.blocks.append(Table(["experiment", "fail if", "outcome", "why"],
-                                [[g.experiment, g.expression, g.outcome, g.explanation] for g in gates], "llll"))  # fmt: skip
+        doc.blocks.append(
+            Table(
+                ["experiment", "fail if", "outcome", "why"],
+                [[g.experiment, g.expression, g.outcome, g.explanation] for g in gates],
+                "llll",
+            )
+        )
     print_document(doc)
     if args.markdown:
         atomic_write(args.markdown, render_markdown(doc))

@@ -12,6 +12,7 @@ from poolbench.report.blocks import (
     CODE_SPAN,
     Badge,
     Bullets,
+    Cell,
     Code,
     Document,
     Heading,
@@ -82,7 +83,7 @@ def attr(value: object) -> str:
     return html.escape(str(value), quote=True)
 
 
-def _cell(cell, tag: str, align: str) -> str:
+def _cell(cell: Cell, tag: str, align: str) -> str:
     cls = ' class="r"' if align == "r" else ""
     if isinstance(cell, Badge):
         wrap = " wrap" if len(cell.text) > 28 else ""

@@ -14,6 +14,7 @@ from poolbench.report.blocks import (
     CODE_SPAN,
     Badge,
     Bullets,
+    Cell,
     Code,
     Document,
     Heading,
@@ -41,7 +42,7 @@ def text(value: str) -> str:
     return "".join(p + c for p, c in zip(plain, [*code, ""], strict=True))
 
 
-def _cell(cell) -> str:
+def _cell(cell: Cell) -> str:
     if isinstance(cell, Badge):
         mark = BADGE_MARK.get(cell.kind, "")
         return f"{mark} **{text(cell.text)}**" if cell.kind != "neutral" else f"{text(cell.text)}"

@@ -6,12 +6,12 @@ from rich.console import Console
 from rich.table import Table as RichTable
 from rich.text import Text
 
-from poolbench.report.blocks import Badge, Bullets, Document, Heading, Notice, Para, Table
+from poolbench.report.blocks import Badge, Bullets, Cell, Document, Heading, Notice, Para, Table
 
 STYLE = {"good": "bold green", "bad": "bold red", "mixed": "bold yellow", "neutral": ""}
 
 
-def _cell(cell) -> Text:
+def _cell(cell: Cell) -> Text:
     if isinstance(cell, Badge):
         return Text(cell.text, style=STYLE.get(cell.kind, ""))
     return Text(str(cell))

@@ -6,6 +6,7 @@ import argparse
 import os
 import sys
 from pathlib import Path
+from typing import Any
 
 from poolbench.config.bench import BenchConfig, Experiment
 from poolbench.options import add_fail_if, count, duration, names, out_root
@@ -14,7 +15,7 @@ from poolbench.results.status import Status
 EXIT_VARIANT_FAILED = 1
 
 
-def load_overrides(args: argparse.Namespace) -> dict:
+def load_overrides(args: argparse.Namespace) -> dict[str, Any]:
     """The load settings given on the command line (poolbench.config.bench.LoadSettings fields)."""
     given = {
         "locust_workers": args.locust_workers,
@@ -25,31 +26,65 @@ def load_overrides(args: argparse.Namespace) -> dict:
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--config", type=Path, default=Path("scenarios/bench.toml"),
-                        help="bench file (default: scenarios/bench.toml)")  # fmt: skip
-    parser.add_argument("--experiment", action="append", dest="experiments", metavar="NAME",
-                        help="experiment to run (repeatable; default: the file's defaults)")  # fmt: skip
-    parser.add_argument("--variants", type=names,
-                        help="comma-separated variants, e.g. before,after")  # fmt: skip
-    parser.add_argument("--quick", action="store_true",
-                        help="a small, fast run (pool_size=4, ~25 s per variant)")  # fmt: skip
+    parser.add_argument(
+        "--config",
+        type=Path,
+        default=Path("scenarios/bench.toml"),
+        help="bench file (default: scenarios/bench.toml)",
+    )
+    parser.add_argument(
+        "--experiment",
+        action="append",
+        dest="experiments",
+        metavar="NAME",
+        help="experiment to run (repeatable; default: the file's defaults)",
+    )
+    parser.add_argument(
+        "--variants", type=names, help="comma-separated variants, e.g. before,after"
+    )
+    parser.add_argument(
+        "--quick", action="store_true", help="a small, fast run (pool_size=4, ~25 s per variant)"
+    )
     parser.add_argument("--repeats", type=int, help="runs per variant (alternating order)")
-    parser.add_argument("--database-url", default=os.environ.get("DATABASE_URL"),
-                        help="use this PostgreSQL instead of an embedded one (superuser or pg_monitor + CREATEROLE/CREATEDB)")  # fmt: skip
-    parser.add_argument("--pg-bindir", metavar="DIR",
-                        help="run the throwaway PostgreSQL from these binaries (e.g. /usr/lib/postgresql/15/bin: every contrib extension)")  # fmt: skip
-    parser.add_argument("--load-processes", type=int,
-                        help="Locust processes (passed as --processes)")  # fmt: skip
-    parser.add_argument("--locust-workers", type=count, metavar="N",
-                        help="a Locust master waits for N workers started separately (prints their command)")  # fmt: skip
-    parser.add_argument("--locust-workers-timeout", type=float, metavar="S",
-                        help="seconds to wait for the workers to join (default 120)")  # fmt: skip
-    parser.add_argument("--locust-master-bind", metavar="ADDRESS",
-                        help="where the Locust master listens (default 127.0.0.1; exposing it is deliberate)")  # fmt: skip
-    parser.add_argument("--soak", type=duration, metavar="DURATION",
-                        help="continue the load at constant users this long (e.g. 10m): the leak test's window")  # fmt: skip
-    parser.add_argument("--out", type=out_root, default=Path("results"),
-                        help="results root (default: results/)")  # fmt: skip
+    parser.add_argument(
+        "--database-url",
+        default=os.environ.get("DATABASE_URL"),
+        help="use this PostgreSQL instead of an embedded one (superuser or pg_monitor + CREATEROLE/CREATEDB)",
+    )
+    parser.add_argument(
+        "--pg-bindir",
+        metavar="DIR",
+        help="run the throwaway PostgreSQL from these binaries (e.g. /usr/lib/postgresql/15/bin: every contrib extension)",
+    )
+    parser.add_argument(
+        "--load-processes", type=int, help="Locust processes (passed as --processes)"
+    )
+    parser.add_argument(
+        "--locust-workers",
+        type=count,
+        metavar="N",
+        help="a Locust master waits for N workers started separately (prints their command)",
+    )
+    parser.add_argument(
+        "--locust-workers-timeout",
+        type=float,
+        metavar="S",
+        help="seconds to wait for the workers to join (default 120)",
+    )
+    parser.add_argument(
+        "--locust-master-bind",
+        metavar="ADDRESS",
+        help="where the Locust master listens (default 127.0.0.1; exposing it is deliberate)",
+    )
+    parser.add_argument(
+        "--soak",
+        type=duration,
+        metavar="DURATION",
+        help="continue the load at constant users this long (e.g. 10m): the leak test's window",
+    )
+    parser.add_argument(
+        "--out", type=out_root, default=Path("results"), help="results root (default: results/)"
+    )
     parser.add_argument("--no-report", action="store_true", help="skip the report at the end")
     add_fail_if(parser)
 

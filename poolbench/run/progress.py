@@ -10,13 +10,14 @@ import math
 import sys
 import time
 from dataclasses import dataclass, field
+from types import TracebackType
 
 from rich.console import Console
 from rich.live import Live
 from rich.table import Table
 
 from poolbench.results.events import EventKind
-from poolbench.run.events import RunEvents
+from poolbench.run.events import RunEvents, VariantRef
 
 
 @dataclass
@@ -53,9 +54,14 @@ class ProgressDisplay:
             self._live.__enter__()
         return self
 
-    def __exit__(self, *exc: object) -> None:
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
         if self._live is not None:
-            self._live.__exit__(*exc)
+            self._live.__exit__(exc_type, exc, tb)
             self._live = None
 
     def subscribe(self, events: RunEvents) -> None:
@@ -71,7 +77,7 @@ class ProgressDisplay:
         events.live.add_listener(lambda ref, **values: self.update(**values))
         events.lifecycle.add_listener(self._lifecycle)
 
-    def _lifecycle(self, ref, kind: str, ts: float, **details: object) -> None:
+    def _lifecycle(self, ref: VariantRef, kind: str, ts: float, **details: object) -> None:
         """A process exit, a restart, lost users: one line, above the live panel."""
         from poolbench.run.watchdog import describe_event
 
@@ -115,15 +121,32 @@ class ProgressDisplay:
         elapsed = time.monotonic() - s.phase_started
         remaining = max(0.0, s.phase_length - elapsed) if s.phase_length else math.nan
         table = Table(title="poolbench run", show_header=True, header_style="bold")
-        for column in ("experiment", "variant", "phase", "elapsed", "left", "users",
-                       "req/s", "failures", "connections", "peak"):  # fmt: skip
+        for column in (
+            "experiment",
+            "variant",
+            "phase",
+            "elapsed",
+            "left",
+            "users",
+            "req/s",
+            "failures",
+            "connections",
+            "peak",
+        ):
             table.add_column(
                 column,
                 justify="right" if column not in ("experiment", "variant", "phase") else "left",
             )
         table.add_row(
-            s.experiment, f"{s.variant} ({s.position})", s.phase, f"{elapsed:.0f} s",
-            f"{_fmt(remaining)} s", _fmt(s.users), _fmt(s.rps, ".1f"), _fmt(s.failures),
-            _fmt(s.connections), _fmt(s.peak),
-        )  # fmt: skip
+            s.experiment,
+            f"{s.variant} ({s.position})",
+            s.phase,
+            f"{elapsed:.0f} s",
+            f"{_fmt(remaining)} s",
+            _fmt(s.users),
+            _fmt(s.rps, ".1f"),
+            _fmt(s.failures),
+            _fmt(s.connections),
+            _fmt(s.peak),
+        )
         return table

@@ -11,9 +11,13 @@ from __future__ import annotations
 import argparse
 from dataclasses import replace
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from poolbench.errors import PoolbenchError
 from poolbench.options import add_fail_if, out_root
+
+if TYPE_CHECKING:
+    from poolbench.config.bench import Experiment
 
 DEFAULT_SIZES = (1, 2, 4, 8, 16, 32)
 
@@ -28,7 +32,7 @@ def _sizes(text: str) -> list[int]:
     return sizes
 
 
-def sweep_experiments(experiment, variant: str, sizes: list[int]) -> list:
+def sweep_experiments(experiment: Experiment, variant: str, sizes: list[int]) -> list[Experiment]:
     """One experiment per pool size: the same load, the one variant, its pools set to the size."""
     return [
         replace(
@@ -45,12 +49,20 @@ def sweep_experiments(experiment, variant: str, sizes: list[int]) -> list:
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--config", type=Path, default=Path("scenarios/bench.toml"),
-                        help="bench file (default: scenarios/bench.toml)")  # fmt: skip
+    parser.add_argument(
+        "--config",
+        type=Path,
+        default=Path("scenarios/bench.toml"),
+        help="bench file (default: scenarios/bench.toml)",
+    )
     parser.add_argument("--experiment", help="whose load and settings (default: the first default)")
     parser.add_argument("--variant", default="after", help="the variant to size (default: after)")
-    parser.add_argument("--sizes", type=_sizes, default=list(DEFAULT_SIZES),
-                        help="pool sizes per worker (default: 1,2,4,8,16,32)")  # fmt: skip
+    parser.add_argument(
+        "--sizes",
+        type=_sizes,
+        default=list(DEFAULT_SIZES),
+        help="pool sizes per worker (default: 1,2,4,8,16,32)",
+    )
     parser.add_argument("--quick", action="store_true", help="the bench file's quick load")
     parser.add_argument("--repeats", type=int, help="runs per size")
     parser.add_argument("--database-url", help="use this PostgreSQL instead of an embedded one")

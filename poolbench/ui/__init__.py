@@ -28,18 +28,33 @@ DEFAULT_VARIANT = "before"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--variant", default=DEFAULT_VARIANT,
-                        help=f"the variant to serve (default: {DEFAULT_VARIANT})")  # fmt: skip
-    parser.add_argument("--experiment", metavar="NAME",
-                        help="whose settings to use (default: the bench file's first default)")  # fmt: skip
-    parser.add_argument("--config", type=Path, default=DEFAULT_CONFIG,
-                        help=f"bench file (default: {DEFAULT_CONFIG})")  # fmt: skip
-    parser.add_argument("--database-url", default=os.environ.get("DATABASE_URL"),
-                        help="use this PostgreSQL instead of an embedded one")  # fmt: skip
-    parser.add_argument("--port", type=int,
-                        help="the web UI's port on 127.0.0.1 (default: a free one)")  # fmt: skip
-    parser.add_argument("--out", type=Path, default=Path("results"),
-                        help="results root (default: results/)")  # fmt: skip
+    parser.add_argument(
+        "--variant",
+        default=DEFAULT_VARIANT,
+        help=f"the variant to serve (default: {DEFAULT_VARIANT})",
+    )
+    parser.add_argument(
+        "--experiment",
+        metavar="NAME",
+        help="whose settings to use (default: the bench file's first default)",
+    )
+    parser.add_argument(
+        "--config",
+        type=Path,
+        default=DEFAULT_CONFIG,
+        help=f"bench file (default: {DEFAULT_CONFIG})",
+    )
+    parser.add_argument(
+        "--database-url",
+        default=os.environ.get("DATABASE_URL"),
+        help="use this PostgreSQL instead of an embedded one",
+    )
+    parser.add_argument(
+        "--port", type=int, help="the web UI's port on 127.0.0.1 (default: a free one)"
+    )
+    parser.add_argument(
+        "--out", type=Path, default=Path("results"), help="results root (default: results/)"
+    )
     parser.add_argument("--no-report", action="store_true", help="skip the report at the end")
 
 

@@ -78,7 +78,9 @@ class FeedWriter:
         )
         events.phase_ended.add_listener(lambda ref, phase, ts: self._marker(ts, phase, "ended"))
 
-    def _on_live(self, ref: VariantRef, users=None, rps=None, **_: Any) -> None:
+    def _on_live(
+        self, ref: VariantRef, users: float | None = None, rps: float | None = None, **_: Any
+    ) -> None:
         values = point(self._latest(), users, rps)
         if values is not None:
             self._write({"type": "point", **values})

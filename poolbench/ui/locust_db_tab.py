@@ -7,12 +7,16 @@ It only reads: the feed file `poolbench ui` writes (see poolbench/ui/feed.py). W
 """
 
 from pathlib import Path
+from typing import Any
 
 from locust import events
+from locust.argument_parser import LocustArgumentParser
+from locust.env import Environment
+from locust.web import WebUI
 
 
-@events.init_command_line_parser.add_listener
-def _add_options(parser) -> None:
+@events.init_command_line_parser.add_listener  # type: ignore[untyped-decorator]  # locust's EventHook.add_listener is unannotated
+def _add_options(parser: LocustArgumentParser) -> None:
     parser.add_argument(
         "--poolbench-feed",
         default="",
@@ -21,8 +25,8 @@ def _add_options(parser) -> None:
     )
 
 
-@events.init.add_listener
-def _install(environment, web_ui=None, **kwargs) -> None:
+@events.init.add_listener  # type: ignore[untyped-decorator]  # locust's EventHook.add_listener is unannotated
+def _install(environment: Environment, web_ui: WebUI | None = None, **kwargs: Any) -> None:
     feed = getattr(environment.parsed_options, "poolbench_feed", "")
     if web_ui is not None and feed:
         from poolbench.ui.webtab import install

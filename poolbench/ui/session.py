@@ -31,7 +31,8 @@ from typing import Any
 import httpx
 
 from poolbench.collector import CollectorThread
-from poolbench.config.bench import BenchConfig, Experiment, Variant
+from poolbench.config.bench import BenchConfig, Experiment
+from poolbench.config.variants import Variant
 from poolbench.errors import PoolbenchError
 from poolbench.infra import ledger
 from poolbench.infra.app_server import HOST, RunningVariant, VariantStartError
@@ -80,9 +81,13 @@ class UiSession:
     def run(self) -> RunRecord:
         experiment, variant = self.experiment, self.variant
         self.record = record = stack.create_record(
-            self.config, [experiment], self.out_root, f"ui-{experiment.name}",
-            shlex.join(self.command), self.database_url,
-        )  # fmt: skip
+            self.config,
+            [experiment],
+            self.out_root,
+            f"ui-{experiment.name}",
+            shlex.join(self.command),
+            self.database_url,
+        )
         keep_record(record, self.events)
         event_log = EventLog(self.events)
         entry = self._entry = stack.new_entry(experiment, variant, 1)
@@ -117,7 +122,9 @@ class UiSession:
             record.finish(status, error)
         return record
 
-    def _serve(self, entry: dict, db: Database, app: RunningVariant, ref: VariantRef) -> None:
+    def _serve(
+        self, entry: dict[str, Any], db: Database, app: RunningVariant, ref: VariantRef
+    ) -> None:
         collector_config = stack.collector_config(db, app, self.variant, ref.dir)
         entry["collector"] = stack.collector_entry(collector_config, self.variant)
         collector = CollectorThread(collector_config)
@@ -151,9 +158,14 @@ class UiSession:
         port = self.port or free_port(HOST)
         master_port = free_port(settings.locust_master_bind if settings.locust_workers else HOST)
         cmd = locust.web_ui_command(
-            settings, app.base_url, outputs, port, master_port,
-            plugins=(DB_TAB,), plugin_args=("--poolbench-feed", str(feed)),
-        )  # fmt: skip
+            settings,
+            app.base_url,
+            outputs,
+            port,
+            master_port,
+            plugins=(DB_TAB,),
+            plugin_args=("--poolbench-feed", str(feed)),
+        )
         process = locust.start_locust(cmd, ref.dir / "locust.log", outputs)
         self.url = f"http://{HOST}:{port}"
         if settings.locust_workers:
@@ -165,6 +177,7 @@ class UiSession:
         return process
 
     def _feed_header(self, entry: dict[str, Any]) -> dict[str, Any]:
+        assert self.record is not None  # set by run()
         engines = entry.get("engines") or []
         workers = int(entry.get("workers") or 1)
         return {
@@ -207,6 +220,7 @@ class UiSession:
         self, process: locust.LocustProcess, collector: CollectorThread, ref: VariantRef
     ) -> None:
         """Until the person quits: phases from Locust's tests, live figures twice a second."""
+        assert self.record is not None  # set by run()
         with httpx.Client(trust_env=False, timeout=2.0) as client:
             try:  # from the moment the address is out, Ctrl-C means "quit and save"
                 print(f"Locust web UI: {self.url}", flush=True)  # one line, for people and scripts
@@ -230,9 +244,10 @@ class UiSession:
 
     def _status(self, client: httpx.Client) -> dict[str, Any]:
         try:
-            return client.get(f"{self.url}/poolbench/status").json()
+            answer = client.get(f"{self.url}/poolbench/status").json()
         except (httpx.HTTPError, ValueError):
             return {}  # a busy moment; the next tick asks again
+        return answer if isinstance(answer, dict) else {}
 
     def _follow_tests(self, tests: list[dict[str, Any]], ref: VariantRef) -> None:
         """Each test start opens a `load` phase, each stop an `idle` one, at Locust's times.

@@ -21,8 +21,11 @@ from __future__ import annotations
 import json
 import time
 from pathlib import Path
+from typing import Any
 
 from flask import Blueprint, Response, jsonify, request, send_from_directory
+from locust.env import Environment
+from locust.web import WebUI
 
 from poolbench.load.locust import LOOPBACK
 from poolbench.ui.feed import FeedReader
@@ -32,24 +35,25 @@ TAB = {"title": "Database", "key": "database"}
 SCRIPT_TAG = '<script src="/poolbench/database.js" defer></script>'
 
 
-def install(environment, web_ui, feed_path: Path) -> FeedReader:
+def install(environment: Environment, web_ui: WebUI, feed_path: Path) -> FeedReader:
     """Add the Database tab and its routes to a Locust `WebUI`; returns the feed's reader."""
     reader = FeedReader(feed_path)
     blueprint = Blueprint("poolbench", __name__)
     tests: list[dict[str, float | None]] = []
 
-    @environment.events.test_start.add_listener
-    def test_started(**kwargs) -> None:
+    @environment.events.test_start.add_listener  # type: ignore[untyped-decorator]  # unannotated in locust
+    def test_started(**kwargs: Any) -> None:
         tests.append({"started": time.time(), "stopped": None})
 
-    @environment.events.test_stop.add_listener
-    def test_stopped(**kwargs) -> None:
+    @environment.events.test_stop.add_listener  # type: ignore[untyped-decorator]  # unannotated in locust
+    def test_stopped(**kwargs: Any) -> None:
         if tests and tests[-1]["stopped"] is None:
             tests[-1]["stopped"] = time.time()
 
     @blueprint.route("/poolbench/status")
     def status() -> Response:
         runner = environment.runner
+        assert runner is not None  # Locust creates its runner before its web UI
         total = runner.stats.total
         return Response(
             json.dumps(
@@ -80,6 +84,7 @@ def install(environment, web_ui, feed_path: Path) -> FeedReader:
     def script() -> Response:
         return send_from_directory(STATIC, "database.js", max_age=0)
 
+    assert web_ui.app is not None  # WebUI.__init__ creates it
     web_ui.app.register_blueprint(blueprint)
     tabs = [t for t in web_ui.template_args.get("extended_tabs", []) if t["key"] != TAB["key"]]
     web_ui.template_args["extended_tabs"] = [*tabs, TAB]
