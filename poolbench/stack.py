@@ -152,10 +152,37 @@ def database_and_app(
             "reason": db.server_log_reason,
         }
         record.data["environment"].setdefault("postgres", db.describe())
-        # extensions, setup commands, the app itself, its process tree watched
-        with app_launch.launch(experiment, variant, entry, db, out) as app:
+        # PgBouncer if any; extensions, setup commands, the app itself, its processes watched
+        with (
+            pooler(variant, db, entry, out) as app_db,
+            app_launch.launch(experiment, variant, entry, db, out, app_db) as app,
+        ):
             entry["pids"] = {"app": app.pid, "postmaster": db.postmaster_pid}
+            if "pgbouncer" in entry:
+                entry["pids"]["pgbouncer"] = entry["pgbouncer"]["pid"]
             yield db, app
+
+
+@contextlib.contextmanager
+def pooler(variant: Variant, db: Database, entry: dict[str, Any], out: Path) -> Iterator[Database]:
+    """The database as the app reaches it: `db` itself, or PgBouncer in front of it (started,
+    described in the entry, its console sampled to pgbouncer.csv at the collector's rate)."""
+    if variant.pgbouncer is None:
+        yield db
+        return
+    from poolbench.collector.config import PROFILES
+    from poolbench.collector.pgbouncer import SAMPLES_FILE, PgBouncerSampler
+    from poolbench.infra import pgbouncer
+
+    with pgbouncer.running(variant.pgbouncer, db, out) as bouncer:
+        entry["pgbouncer"] = bouncer.describe()
+        hz = PROFILES[variant.collector].get("connections_hz", CollectorConfig.connections_hz)
+        sampler = PgBouncerSampler(bouncer.admin_conninfo, db.dbname, out / SAMPLES_FILE, hz)
+        with sampler:
+            try:
+                yield bouncer.app_database(db)
+            finally:
+                entry["pgbouncer"]["sampler"] = sampler.stop()
 
 
 def collector_config(

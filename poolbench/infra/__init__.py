@@ -1,0 +1,1 @@
+"""The processes a run stands up besides the app: servers and poolers poolbench owns."""
