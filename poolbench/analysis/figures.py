@@ -15,6 +15,7 @@ from poolbench.analysis.exact import ExactFigures, exact_figures
 from poolbench.analysis.leak import GROWING, Trend, trend
 from poolbench.analysis.memory import CpuFigures, MemoryFigures, cpu_figures, memory_figures
 from poolbench.analysis.model import PoolModel, pool_model
+from poolbench.analysis.pgbouncer import PgBouncerFigures, pgbouncer_figures
 from poolbench.analysis.series import VariantSeries, build_series
 from poolbench.analysis.traffic import TrafficFigures, traffic_figures
 from poolbench.analysis.typed import Json, Window, num
@@ -54,6 +55,8 @@ class VariantFigures(Json):
     collector_gap_s: float
     collector: dict[str, Any] = field(default_factory=dict)  # variant.json's collector entry
     events: list[dict[str, Any]] = field(default_factory=list)
+    pgbouncer: PgBouncerFigures | None = None  # the pooler's side, for a variant behind one
+    app_dir: str | None = None  # the app measured (variants of one app compare the extra hop)
 
 
 @dataclass
@@ -161,5 +164,7 @@ def analyse_variant(result: VariantResult) -> VariantRun:
         collector_gap_s=series.gap_seconds,
         collector=result.meta.get("collector") or {},
         events=_lifecycle(result.events, windows),
+        pgbouncer=pgbouncer_figures(result.meta, result.path, result.app_log, windows.full_load),
+        app_dir=result.meta.get("app_dir") or None,
     )
     return VariantRun(result, series, figures)

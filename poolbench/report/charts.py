@@ -566,6 +566,13 @@ def render_charts(analysis: Analysis, out_dir: Path) -> list[Chart]:
                 else:
                     TIME_CHARTS[key](analysis, name, path, clock)
                 charts.append(Chart(key, title, path, ALT[key], name))
+            if any(r.figures.pgbouncer is not None for r in runs):
+                from poolbench.report import pgbouncer
+
+                path = out_dir / "charts" / f"{base}-fan_in.png"
+                title = "PgBouncer: the app's connections over PostgreSQL's (fan-in)"
+                pgbouncer.chart_fan_in(_first_repeats(analysis, name), path, title)
+                charts.append(Chart("fan_in", title, path, pgbouncer.ALT, name))
         for sweep in analysis.summary.sweeps:
             path = out_dir / "charts" / f"sweep-{slug(sweep.group)}-{slug(sweep.variant)}.png"
             chart_sweep(sweep, path)

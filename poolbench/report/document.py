@@ -26,6 +26,7 @@ from poolbench.report.blocks import (
     Table,
 )
 from poolbench.report.charts import Chart
+from poolbench.report.pgbouncer import pgbouncer_section
 from poolbench.report.sections import (
     census_section,
     claims_section,
@@ -180,6 +181,7 @@ def experiment_section(
     blocks += little_section(experiment)
     blocks += instrument_section(experiment)
     blocks += sizing_section(experiment)
+    blocks += pgbouncer_section(experiment)
     mine = [c for c in charts if c.experiment == experiment.name]
     if mine:
         blocks.append(Heading(3, f"Charts — {experiment.name}"))

@@ -1,0 +1,203 @@
+"""The report's PgBouncer section and its fan-in chart: both sides of a pooler, side by side.
+
+For an experiment with a variant behind PgBouncer: per variant, PostgreSQL's backends beside
+the app's client connections to the pooler (the fan-in), the pooler's client wait beside the
+request latency, the extra hop's cost against the same app connected directly, the failure
+modes (prepared-statement errors with the server's message; refusals by the pooler, apart
+from PostgreSQL's SQLSTATE 53300), both configuration layers, and the advice for
+`default_pool_size`. Nothing at all for an experiment without a pooler.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any
+
+from poolbench import format as fmt
+from poolbench.analysis import VariantRun
+from poolbench.analysis.figures import VariantFigures
+from poolbench.analysis.pgbouncer import SAMPLES_FILE, read_samples
+from poolbench.analysis.summary import ExperimentSummary
+from poolbench.report.blocks import Bullets, Cell, Heading, Notice, Para, Table
+from poolbench.report.charts import _Clock, _figure, _legend, _save, _shade_phases
+
+HEADROOM = 1.25  # as the pool advice's (poolbench.analysis.sizing)
+
+
+def has_pooler(experiment: ExperimentSummary) -> bool:
+    return any(v.first.pgbouncer is not None for v in experiment.variants)
+
+
+def _glance_row(f: VariantFigures) -> list[Cell]:
+    b, t = f.pgbouncer, f.traffic
+    direct = "direct"
+    return [
+        f.variant,
+        fmt.count(f.connections.peak),
+        fmt.count(b.peak_clients) if b else direct,
+        fmt.number(b.fan_in, 1) + " : 1" if b and b.fan_in else "",
+        fmt.count(b.peak_waiting) if b else "",
+        fmt.ms(b.wait_p95_ms) if b else "",
+        fmt.rate(t.goodput),
+        fmt.ms(t.latency.p95),
+        fmt.count(b.prepared_statement_errors) if b else "",
+        fmt.count(b.pooler_refusals) if b else "",
+        fmt.count(t.refusals),
+    ]
+
+
+def glance_table(experiment: ExperimentSummary) -> Table:
+    rows = [_glance_row(v.first) for v in experiment.variants]
+    return Table(
+        ["variant", "PostgreSQL backends, peak", "client connections to the pooler, peak",
+         "fan-in", "waiting clients, peak", "pooler wait p95", "goodput", "request p95",
+         "prepared-statement errors", "refused by the pooler", "refused by PostgreSQL (53300)"],
+        rows, "lrrrrrrrrrr",
+    )  # fmt: skip
+
+
+def _hop(f: VariantFigures, direct: VariantFigures | None) -> str | None:
+    """The extra hop: median latency behind the pooler against the same app connected directly."""
+    b = f.pgbouncer
+    if b is None or direct is None:
+        return None
+    mine, theirs = f.traffic.latency.p50, direct.traffic.latency.p50
+    if mine is None or theirs is None:
+        return None
+    return (
+        f"{f.variant}: median request {fmt.ms(mine)} against {fmt.ms(theirs)} for {direct.variant} "
+        f"(the same app, direct): {fmt.ms(mine - theirs)} for the extra hop and the pooler's queue "
+        f"together; of it, the mean wait for a server is {fmt.ms(b.wait_per_xact_ms)} per "
+        "transaction (a request runs one or more)"
+    )
+
+
+def hop_bullets(experiment: ExperimentSummary) -> list[str]:
+    figures = [v.first for v in experiment.variants]
+    directs = {f.app_dir: f for f in figures if f.pgbouncer is None and f.app_dir}
+    return [h for f in figures if (h := _hop(f, directs.get(f.app_dir))) is not None]
+
+
+def layers_table(experiment: ExperimentSummary) -> Table:
+    """Both configuration layers: the app's pools (client side) and the pooler's (server side)."""
+    rows: list[list[Cell]] = []
+    for v in experiment.variants:
+        f, b = v.first, v.first.pgbouncer
+        model = f.model
+        app_ceiling = model.app_ceiling if model and model.app_ceiling is not None else None
+        if app_ceiling is None and model is not None and b is None:
+            app_ceiling = model.ceiling
+        rows.append([
+            f.variant, fmt.count(app_ceiling),
+            f"{b.pool_mode}" if b else "none (direct)",
+            fmt.count(b.default_pool_size) if b else "", fmt.count(b.reserve_pool_size) if b else "",
+            fmt.count(b.max_client_conn) if b else "",
+            fmt.count(b.server_ceiling if b else app_ceiling), fmt.count(f.connections.peak),
+        ])  # fmt: skip
+    return Table(
+        ["variant", "app pools: ceiling (client side)", "pool_mode", "default_pool_size",
+         "reserve_pool_size", "max_client_conn", "PostgreSQL can see at most", "measured peak"],
+        rows, "lrlrrrrr",
+    )  # fmt: skip
+
+
+def advice(experiment: ExperimentSummary) -> list[str]:
+    """default_pool_size from the measured server-side demand; max_client_conn from the peak."""
+    out = []
+    total = experiment.sizing.recommended_total
+    if total is not None:
+        out.append(
+            f"default_pool_size {total}: the server-side demand measured above (active "
+            "connections plus 25 % headroom) is what the pooler's server pool must cover; with "
+            "PgBouncer in front the app's own pools size the client side only"
+        )
+    peaks = [v.first.pgbouncer.peak_clients for v in experiment.variants if v.first.pgbouncer]
+    peak = max((p for p in peaks if p is not None), default=None)
+    if peak is not None:
+        out.append(
+            f"max_client_conn at least {math.ceil(peak * HEADROOM)}: the most client connections "
+            f"an app held here was {fmt.count(peak)}; beyond max_client_conn PgBouncer refuses logins"
+        )
+    return out
+
+
+def failure_blocks(experiment: ExperimentSummary) -> list[Any]:
+    blocks: list[Any] = []
+    for v in experiment.variants:
+        b = v.first.pgbouncer
+        if b is None:
+            continue
+        if b.prepared_statement_errors:
+            said = "; ".join(f"“{m}” × {n}" for m, n in b.messages.items()) or "no message found"
+            blocks.append(Notice("warning", f"{v.name}: {fmt.count(b.prepared_statement_errors)} requests failed on prepared statements through {b.pool_mode} pooling (app.log, whole run): {said}. Turn the statement caches off (DB_PREPARED_STATEMENTS=off in the specimen apps; SQLAlchemy: prepared_statement_cache_size=0 and unique statement names) or use PgBouncer ≥ 1.21 with max_prepared_statements."))  # fmt: skip
+        if b.pooler_refusals:
+            blocks.append(Notice("warning", f"{v.name}: PgBouncer refused {fmt.count(b.pooler_refusals)} client logins at max_client_conn {fmt.count(b.max_client_conn)} (pgbouncer.log); PostgreSQL's own refusals (53300) are counted apart."))  # fmt: skip
+    return blocks
+
+
+def pgbouncer_section(experiment: ExperimentSummary) -> list[Any]:
+    if not has_pooler(experiment):
+        return []
+    window = next(
+        (v.first.pgbouncer.window for v in experiment.variants if v.first.pgbouncer), None
+    )
+    blocks: list[Any] = [
+        Heading(3, f"PgBouncer: both sides — {experiment.name}"),
+        Para(
+            "PostgreSQL's backends (pg_stat_activity) beside the app's client connections to "
+            "PgBouncer (SHOW CLIENTS), sampled at the collector's rate over the full-load window"
+            + (f" ({window.label()})" if window else "")
+            + ". Pooler wait p95: the 95th percentile of SHOW POOLS' maxwait (the oldest waiting "
+            "client's wait) over the samples. Refusals by the pooler (max_client_conn) are "
+            "counted from pgbouncer.log, apart from PostgreSQL's SQLSTATE 53300.",
+            muted=True,
+        ),
+        glance_table(experiment),
+    ]
+    hops = hop_bullets(experiment)
+    if hops:
+        blocks += [Para("The extra hop:"), Bullets(hops)]
+    blocks += failure_blocks(experiment)
+    blocks += [Para("Configuration, both layers:"), layers_table(experiment)]
+    tips = advice(experiment)
+    if tips:
+        blocks += [Para("Sizing behind PgBouncer:", strong=True), Bullets(tips)]
+    return blocks
+
+
+# --------------------------------------------------------------------------- chart
+
+ALT = (
+    "Per variant, over time: PostgreSQL backends, PgBouncer's server connections, the app's "
+    "client connections to PgBouncer and the clients waiting for a server, with "
+    "default_pool_size marked."
+)
+
+
+def chart_fan_in(runs: list[tuple[str, VariantRun]], path: Path, title: str) -> None:
+    """One row per variant: the app's side of the pooler over PostgreSQL's."""
+    clock = _Clock([r for _, r in runs])
+    fig = _figure(len(runs), 2.2, title)
+    axes = fig.subplots(len(runs), 1, sharex=True, squeeze=False)[:, 0]
+    for ax, (name, run) in zip(axes, runs, strict=True):
+        _shade_phases(ax, run, clock)
+        total = run.series.total
+        ax.plot(clock.x(run, total.index), total.to_numpy(), color="#c44e52", lw=1.6,
+                label="PostgreSQL backends")  # fmt: skip
+        b = run.figures.pgbouncer
+        frame = read_samples(run.result.path / SAMPLES_FILE) if b else None
+        if frame is not None and not frame.empty:
+            x = clock.x(run, frame["ts"].to_numpy(dtype=float))
+            ax.plot(x, frame["clients"], color="#4c72b0", lw=1.4, label="client connections to PgBouncer")  # fmt: skip
+            ax.plot(x, frame["servers"], color="#dd8452", lw=1.0, ls="--", label="PgBouncer's server connections")  # fmt: skip
+            ax.fill_between(x, 0, frame["cl_waiting"], color="#8172b2", alpha=0.35, lw=0, label="clients waiting for a server")  # fmt: skip
+        if b is not None and b.server_ceiling is not None:
+            ax.axhline(b.server_ceiling, color="#d55e00", lw=1, ls=":", label=f"default_pool_size (+ reserve) = {b.server_ceiling}")  # fmt: skip
+        ax.set_title(f"{name}" + (f" — PgBouncer {b.pool_mode}" if b else " — direct"))
+        ax.set_ylabel("connections")
+        ax.set_ylim(bottom=0)
+        _legend(ax)
+    axes[-1].set_xlabel(clock.label)
+    fig.subplots_adjust(left=0.07, right=0.72, top=0.93, bottom=0.08, hspace=0.45)
+    _save(fig, path)
