@@ -67,6 +67,7 @@ class Runner:
     def run(self) -> RunRecord:
         if self.database_url:  # a URL that cannot work is refused before anything is written
             postgres.check_server(self.database_url)
+        stack.check_binaries(self.config, self.experiments)  # PgBouncer, when a variant needs it
         name = self.experiments[0].name if len(self.experiments) == 1 else "bench"
         self.record = stack.create_record(
             self.config,

@@ -60,13 +60,27 @@ def add_census(entry: dict[str, Any], experiment: Experiment, variant: Variant, 
 def connection_ceiling(entry: dict[str, Any]) -> int | None:
     """The model's most connections: workers × Σ(pool_size + max_overflow) over the engines.
 
-    None when the engines are unknown (a command variant without a census).
+    None when the engines are unknown (a command variant without a census). Behind PgBouncer
+    PostgreSQL sees at most its server ceiling (default_pool_size + reserve), whatever the pools.
     """
+    bouncer = entry.get("pgbouncer")
+    if isinstance(bouncer, dict) and bouncer.get("server_ceiling") is not None:
+        return int(bouncer["server_ceiling"])
     engines = entry.get("engines") or []
     if not engines:
         return None
     per_worker = sum(int(e["pool_size"]) + int(e["max_overflow"]) for e in engines)
     return int(entry.get("workers") or 1) * per_worker
+
+
+def check_binaries(config: BenchConfig, experiments: list[Experiment]) -> None:
+    """Every binary a chosen variant needs (PgBouncer), before anything starts; else one line."""
+    from poolbench.infra.pgbouncer import find_binary
+
+    for name in dict.fromkeys(v for e in experiments for v in e.variants):
+        settings = config.variants[name].pgbouncer
+        if settings is not None:
+            find_binary(settings)
 
 
 def as_recorded(experiments: list[Experiment], database_url: str | None) -> list[Experiment]:

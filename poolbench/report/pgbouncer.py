@@ -112,6 +112,18 @@ def advice(experiment: ExperimentSummary) -> list[str]:
             "connections plus 25 % headroom) is what the pooler's server pool must cover; with "
             "PgBouncer in front the app's own pools size the client side only"
         )
+    capped = [
+        v.name for v in experiment.variants
+        if (b := v.first.pgbouncer) and (b.peak_waiting or 0) > 0
+        and v.first.connections.peak is not None and v.first.connections.peak >= (b.server_ceiling or math.inf)
+    ]  # fmt: skip
+    if total is not None and capped:
+        out.append(
+            f"the demand is capped where clients waited for a full server pool ({', '.join(capped)}): "
+            "PostgreSQL could not show more active connections than the pooler gave it, so a "
+            "larger default_pool_size may still help — measure one (`poolbench size`, or a variant "
+            "with a larger pool)"
+        )
     peaks = [v.first.pgbouncer.peak_clients for v in experiment.variants if v.first.pgbouncer]
     peak = max((p for p in peaks if p is not None), default=None)
     if peak is not None:
@@ -199,5 +211,8 @@ def chart_fan_in(runs: list[tuple[str, VariantRun]], path: Path, title: str) -> 
         ax.set_ylim(bottom=0)
         _legend(ax)
     axes[-1].set_xlabel(clock.label)
-    fig.subplots_adjust(left=0.07, right=0.72, top=0.93, bottom=0.08, hspace=0.45)
+    height = fig.get_figheight()
+    fig.subplots_adjust(
+        left=0.07, right=0.72, top=1 - 0.75 / height, bottom=0.6 / height, hspace=0.5
+    )
     _save(fig, path)
