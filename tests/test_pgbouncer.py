@@ -11,7 +11,12 @@ max_client_conn refuses logins, counted apart from PostgreSQL's 53300.
 from __future__ import annotations
 
 import json
+import os
 import shutil
+import signal
+import subprocess
+import sys
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -25,8 +30,11 @@ from poolbench.config import load_config
 from poolbench.errors import PoolbenchError
 from poolbench.ledger import leftovers
 
+# CI installs PgBouncer (.ci/run): there its absence fails these tests instead of skipping them
 pytestmark = pytest.mark.skipif(
-    shutil.which("pgbouncer") is None and not Path("/usr/sbin/pgbouncer").exists(),
+    shutil.which("pgbouncer") is None
+    and not Path("/usr/sbin/pgbouncer").exists()
+    and not os.environ.get("CI"),
     reason="PgBouncer is not installed (apt-get install pgbouncer; .ci/run installs it)",
 )
 
@@ -165,3 +173,53 @@ def test_pgbouncer_settings_are_checked(tmp_path: Path) -> None:
     tight = config.variants["tight"].pgbouncer
     assert tight.max_client_conn == 6 and tight.default_pool_size == SERVER_POOL  # merged
     assert config.variants["misconfigured"].env["DB_PREPARED_STATEMENTS"] == "on"
+
+
+HARD_KILLED = """
+import json, sys, time
+from pathlib import Path
+from poolbench import ledger
+from poolbench.config_variants import PgBouncerSettings
+from poolbench.infra import pgbouncer
+from poolbench.postgres import Database
+from poolbench.results import owner
+
+run_dir, fields = Path(sys.argv[1]), json.loads(sys.argv[2])
+(run_dir / "e" / "v-1").mkdir(parents=True)
+entry = {"experiment": "e", "variant": "v", "repeat": 1, "dir": "e/v-1", "status": "running"}
+meta = {"schema": 1, "run_id": run_dir.name, "status": "running", "error": None,
+        "owner": owner(), "experiments": [{"name": "e", "variants": [entry]}]}
+(run_dir / "run.json").write_text(json.dumps(meta))
+with ledger.recording(run_dir):
+    with pgbouncer.running(PgBouncerSettings(), Database(**fields), run_dir / "e" / "v-1") as b:
+        print(b.pid, flush=True)
+        time.sleep(120)
+"""
+
+
+def test_a_hard_killed_run_leaves_no_pgbouncer_and_clean_removes_its_secrets(
+    pg, tmp_path: Path
+) -> None:
+    fields = {k: getattr(pg, k) for k in ("provider", "host", "port", "dbname", "app_user",
+              "app_password", "admin_user", "admin_password", "server_version")}  # fmt: skip
+    run_dir = tmp_path / "20261206-000000-e"
+    proc = subprocess.Popen(
+        [sys.executable, "-c", HARD_KILLED, str(run_dir), json.dumps(fields)],
+        cwd=REPO, stdout=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        bouncer_pid = int(proc.stdout.readline())
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+    private = [Path(i["path"]) for i in leftovers(run_dir / "started.jsonl") if i["kind"] == "data_dir"]  # fmt: skip
+    assert len(private) == 1 and (private[0] / "users.txt").exists()  # the clear passwords
+    deadline = time.monotonic() + 10
+    while pid_alive(bouncer_pid) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not pid_alive(bouncer_pid)  # died with its parent (PR_SET_PDEATHSIG)
+    cleaned = poolbench_cli("clean", str(tmp_path), timeout=60)
+    assert cleaned.returncode == 0, cleaned.stderr
+    assert f"removed {private[0]}" in cleaned.stdout
+    assert not private[0].exists()
+    assert leftovers(run_dir / "started.jsonl") == []
