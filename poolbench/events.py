@@ -28,6 +28,7 @@ LIFECYCLE_KINDS = (
     "app_process_exited",
     "postgres_exited",
     "postgres_restarted",
+    "pgbouncer_exited",
     "locust_exited",
     "users_dropped",
 )

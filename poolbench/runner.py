@@ -134,6 +134,8 @@ class Runner:
                 with Watchdog(self.events, ref) as dog:
                     dog.watch_app(app.pid)
                     dog.watch_postgres(db.postmaster_pid, db.port)
+                    if "pgbouncer" in entry["pids"]:
+                        dog.watch_pgbouncer(entry["pids"]["pgbouncer"])
                     self._phases(experiment, variant, entry, db, app, ref, dog)
                 status, error = dog.outcome()
         except KeyboardInterrupt:

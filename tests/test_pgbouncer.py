@@ -223,3 +223,24 @@ def test_a_hard_killed_run_leaves_no_pgbouncer_and_clean_removes_its_secrets(
     assert f"removed {private[0]}" in cleaned.stdout
     assert not private[0].exists()
     assert leftovers(run_dir / "started.jsonl") == []
+
+
+def test_pgbouncer_killed_mid_run_fails_the_variant_with_its_time(pg, tmp_path: Path) -> None:
+    from poolbench.config_variants import PgBouncerSettings
+    from poolbench.events import RunEvents, VariantRef
+    from poolbench.infra import pgbouncer
+    from poolbench.watchdog import VariantFault, Watchdog
+
+    with (
+        pgbouncer.running(PgBouncerSettings(), pg, tmp_path) as bouncer,
+        Watchdog(RunEvents(), VariantRef("e", "v", 1, "1/1", tmp_path)) as dog,
+    ):
+        dog.watch_pgbouncer(bouncer.pid)
+        dog.check()  # alive: nothing to say
+        os.kill(bouncer.pid, signal.SIGKILL)
+        with pytest.raises(VariantFault, match=rf"PgBouncer \(pid {bouncer.pid}\) exited \(signal 9\)"):  # fmt: skip
+            deadline = time.monotonic() + 5
+            while time.monotonic() < deadline:
+                dog.check()
+                time.sleep(0.1)
+    assert dog.outcome()[0] == "failed"
