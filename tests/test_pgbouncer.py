@@ -244,3 +244,36 @@ def test_pgbouncer_killed_mid_run_fails_the_variant_with_its_time(pg, tmp_path: 
                 dog.check()
                 time.sleep(0.1)
     assert dog.outcome()[0] == "failed"
+
+
+@pytest.mark.parametrize("snapshot", ["apps_before", "apps_after"])
+def test_the_apps_nullpool_switch_keeps_no_connection_between_requests(
+    pg, tmp_path: Path, snapshot: str
+) -> None:
+    """DB_NULLPOOL=1 (with DB_PREPARED_STATEMENTS=off), identical in both snapshots: every
+    route works, /debug/pools says NullPool, and nothing stays open after the requests."""
+    import httpx
+    import psycopg
+    from conftest import fresh_database, with_db
+
+    from poolbench.variants import PoolSettings, VariantSpec, start_variant
+
+    with fresh_database(pg, "nullpool") as dbname:
+        spec = VariantSpec(
+            name="nullpool", app_dir=REPO / snapshot,
+            env={"DB_NULLPOOL": "1", "DB_PREPARED_STATEMENTS": "off"},
+        )  # fmt: skip
+        with start_variant(
+            spec, database_url=with_db(pg.app_url, dbname), log_path=tmp_path / "app.log",
+            pools=PoolSettings(pool_size=5, max_overflow=0),
+        ) as app:  # fmt: skip
+            with httpx.Client(base_url=app.base_url, trust_env=False, timeout=10) as client:
+                for path in ("/users/1", "/items/2", "/orders/3", "/reports/top-items", "/health"):
+                    assert client.get(path).status_code == 200, path
+                engines = client.get("/debug/pools").json()["engines"]
+            assert engines and {e["pool_class"] for e in engines} == {"NullPool"}
+            with psycopg.connect(with_db(pg.admin_url, "postgres")) as admin:
+                held = admin.execute(
+                    "SELECT count(*) FROM pg_stat_activity WHERE datname = %s", (dbname,)
+                ).fetchone()[0]
+            assert held == 0
