@@ -76,7 +76,10 @@ class PgBouncerFigures(Json):
 
 
 def read_samples(path: Path) -> pd.DataFrame:
-    """pgbouncer.csv (empty when absent or unreadable; a cut last line is dropped)."""
+    """pgbouncer.csv, else what a run that ended hard left in pgbouncer.csv.part (empty when
+    neither is readable; a cut last line is dropped)."""
+    if not path.exists():
+        path = path.with_name(path.name + ".part")
     try:
         frame = pd.read_csv(path, on_bad_lines="skip")
     except (OSError, pd.errors.ParserError, pd.errors.EmptyDataError):

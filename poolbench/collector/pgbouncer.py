@@ -4,7 +4,8 @@ PostgreSQL's `pg_stat_activity` sees only PgBouncer's server connections; how ma
 the app holds, how many wait for a server and for how long, are PgBouncer's to say. Each
 sample runs `SHOW POOLS`, `SHOW STATS`, `SHOW CLIENTS` and `SHOW SERVERS` on one kept
 console connection (simple query protocol: the console knows no other) and writes one row
-of `pgbouncer.csv` for the app's database (columns: `COLUMNS`, docs/results.md). The
+of `pgbouncer.csv` for the app's database (columns: `COLUMNS`, docs/results.md; written as
+`pgbouncer.csv.part`, renamed when the sampler stops, as samples.csv is). The
 counters of `SHOW STATS` are written as they are (cumulative); rates and the wait per
 transaction are differences between rows (poolbench/analysis/pgbouncer.py).
 """
@@ -90,7 +91,7 @@ class PgBouncerSampler:
 
     def _main(self) -> None:
         conn: psycopg.Connection | None = None
-        with self.path.open("w", newline="") as handle:
+        with self.partial.open("w", newline="") as handle:
             writer = csv.DictWriter(handle, fieldnames=COLUMNS)
             writer.writeheader()
             next_at = time.monotonic()
@@ -112,6 +113,12 @@ class PgBouncerSampler:
         if conn is not None:
             with contextlib.suppress(psycopg.Error):
                 conn.close()
+        self.partial.replace(self.path)  # whole now: under its own name
+
+    @property
+    def partial(self) -> Path:
+        """Where rows go while sampling: `pgbouncer.csv.part` until the sampler stops."""
+        return self.path.with_name(self.path.name + ".part")
 
     def start(self) -> PgBouncerSampler:
         self._thread = threading.Thread(target=self._main, name="poolbench-pgbouncer", daemon=True)
