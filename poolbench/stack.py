@@ -184,14 +184,20 @@ def pooler(variant: Variant, db: Database, entry: dict[str, Any], out: Path) -> 
     if variant.pgbouncer is None:
         yield db
         return
-    from poolbench.collector.config import PROFILES
-    from poolbench.collector.pgbouncer import SAMPLES_FILE, PgBouncerSampler
+    from poolbench.collector.config import APPLICATION_NAME, PROFILES
+    from poolbench.collector.pgbouncer import PROBE_NAME, SAMPLES_FILE, PgBouncerSampler
     from poolbench.infra import pgbouncer
 
     with pgbouncer.running(variant.pgbouncer, db, out) as bouncer:
         entry["pgbouncer"] = bouncer.describe()
         hz = PROFILES[variant.collector].get("connections_hz", CollectorConfig.connections_hz)
-        sampler = PgBouncerSampler(bouncer.admin_conninfo, db.dbname, out / SAMPLES_FILE, hz)
+        probe = (  # the hop: through the pooler as the app's role, and direct as an instrument
+            f"{bouncer.app_database(db).app_url}?application_name={PROBE_NAME}",
+            f"{db.admin_url}?application_name={APPLICATION_NAME}",
+        )
+        sampler = PgBouncerSampler(
+            bouncer.admin_conninfo, db.dbname, out / SAMPLES_FILE, hz, probe=probe
+        )
         with sampler:
             try:
                 yield bouncer.app_database(db)

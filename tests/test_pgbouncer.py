@@ -25,6 +25,7 @@ import pytest
 from conftest import REPO, pid_alive, poolbench_cli
 
 from poolbench.analysis import analyse
+from poolbench.analysis.metrics import BY_NAME
 from poolbench.analysis.pgbouncer import POOLER_REFUSAL, read_samples
 from poolbench.config import load_config
 from poolbench.errors import PoolbenchError
@@ -92,7 +93,14 @@ def test_clients_wait_when_the_server_pool_is_smaller_than_the_concurrency(
     assert f.peak_waiting is not None and f.peak_waiting > 0
     assert f.wait_p95_ms is not None and f.wait_p95_ms > 0
     assert f.prepared_statement_errors == 0 and f.pooler_refusals == 0
-    assert _figures(bouncer_run, "behind").traffic.failures == 0
+    figures = _figures(bouncer_run, "behind")
+    assert figures.traffic.failures == 0
+    assert BY_NAME["pooler_wait_p95_ms"].get(figures) == f.wait_p95_ms  # for thresholds
+    assert BY_NAME["client_connections"].get(figures) == f.peak_clients
+    assert "pooler clients" in bouncer_run.stdout  # the terminal's summary line
+    probes = frame.dropna(subset=["probe_pooler_ms", "probe_direct_ms"])
+    assert len(probes) >= 10  # once a second
+    assert f.hop_ms is not None and 0 < f.hop_samples <= len(probes)
 
 
 @pytest.mark.e2e
@@ -197,6 +205,7 @@ with ledger.recording(run_dir):
 """
 
 
+@pytest.mark.slow  # real PgBouncer and PostgreSQL processes
 def test_a_hard_killed_run_leaves_no_pgbouncer_and_clean_removes_its_secrets(
     pg, tmp_path: Path
 ) -> None:
@@ -225,6 +234,7 @@ def test_a_hard_killed_run_leaves_no_pgbouncer_and_clean_removes_its_secrets(
     assert leftovers(run_dir / "started.jsonl") == []
 
 
+@pytest.mark.slow  # real PgBouncer and PostgreSQL processes
 def test_pgbouncer_killed_mid_run_fails_the_variant_with_its_time(pg, tmp_path: Path) -> None:
     from poolbench.config_variants import PgBouncerSettings
     from poolbench.events import RunEvents, VariantRef
@@ -246,6 +256,7 @@ def test_pgbouncer_killed_mid_run_fails_the_variant_with_its_time(pg, tmp_path: 
     assert dog.outcome()[0] == "failed"
 
 
+@pytest.mark.slow  # real PgBouncer and PostgreSQL processes
 @pytest.mark.parametrize("snapshot", ["apps_before", "apps_after"])
 def test_the_apps_nullpool_switch_keeps_no_connection_between_requests(
     pg, tmp_path: Path, snapshot: str

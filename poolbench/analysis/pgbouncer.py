@@ -12,6 +12,9 @@ goodput use) this module computes:
   percentile of `maxwait`, the oldest waiting client's wait, over the samples), and the wait
   per transaction (Δ total_wait_time ÷ Δ total_xact_count);
 - transactions and queries per second (Δ of PgBouncer's counters ÷ seconds);
+- the hop's own cost: a `SELECT 1` through PgBouncer minus one straight to PostgreSQL, timed
+  back to back once a second, the median over the probes taken while no client waited (the
+  whole run: warm-up and idle included, where the queue is empty);
 - failure modes, from the logs: prepared-statement errors in app.log (asyncpg's statement
   cache through transaction mode) with the server's messages, and refusals by the pooler
   (`no more connections allowed (max_client_conn)` in pgbouncer.log), never mixed with
@@ -66,6 +69,8 @@ class PgBouncerFigures(Json):
     prepared_statement_errors: int | None
     messages: dict[str, int] = field(default_factory=dict)  # server's message → records
     pooler_refusals: int | None = None
+    hop_ms: float | None = None  # median of paired probes, pooler − direct, no client waiting
+    hop_samples: int = 0
 
     @property
     def fan_in(self) -> float | None:
@@ -135,6 +140,7 @@ def pgbouncer_figures(
     if not isinstance(entry, dict):
         return None
     frame = read_samples(path / SAMPLES_FILE)
+    hop, hop_samples = hop_ms(frame)
     if window is not None and not frame.empty:
         frame = frame[window.contains(frame["ts"].to_numpy(dtype=float))]
     maxwait = frame["maxwait_s"] * 1000 if not frame.empty else pd.Series(dtype=float)
@@ -161,7 +167,19 @@ def pgbouncer_figures(
         prepared_statement_errors=count_log_records(app_log, PREPARED_STATEMENT),
         messages=server_messages(app_log),
         pooler_refusals=_pooler_refusals(path / LOG_FILE),
+        hop_ms=hop, hop_samples=hop_samples,
     )  # fmt: skip
+
+
+def hop_ms(frame: pd.DataFrame) -> tuple[float | None, int]:
+    """The hop's own cost: the median, over the whole run's probes taken while no client
+    waited for a server, of (SELECT 1 through PgBouncer − SELECT 1 direct), timed back to back."""
+    if frame.empty or not {"probe_pooler_ms", "probe_direct_ms"} <= set(frame.columns):
+        return None, 0
+    quiet = frame[(frame["cl_waiting"] == 0)].dropna(subset=["probe_pooler_ms", "probe_direct_ms"])
+    if quiet.empty:
+        return None, 0
+    return float((quiet["probe_pooler_ms"] - quiet["probe_direct_ms"]).median()), len(quiet)
 
 
 def _pooler_refusals(log: Path) -> int | None:

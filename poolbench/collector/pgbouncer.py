@@ -39,7 +39,10 @@ COLUMNS = (
     "total_wait_time_us",  # cumulative time clients waited for a server
     "avg_wait_time_us",  # PgBouncer's own average over its last stats_period
     "query_ms",  # how long this sample's four commands took
+    "probe_pooler_ms",  # SELECT 1 through PgBouncer as the app's role (1 Hz; else empty)
+    "probe_direct_ms",  # the same straight to PostgreSQL, right after (1 Hz; else empty)
 )
+PROBE_NAME = "poolbench-probe"  # the probe's application_name, left out of `clients`
 
 
 def _rows(cur: psycopg.Cursor, query: str) -> list[dict[str, Any]]:
@@ -54,7 +57,10 @@ def sample(conn: psycopg.Connection, dbname: str) -> dict[str, float]:
     with conn.cursor() as cur:
         pools = [r for r in _rows(cur, "SHOW POOLS") if r["database"] == dbname]
         stats = [r for r in _rows(cur, "SHOW STATS") if r["database"] == dbname]
-        clients = [r for r in _rows(cur, "SHOW CLIENTS") if r["database"] == dbname]
+        clients = [
+            r for r in _rows(cur, "SHOW CLIENTS")
+            if r["database"] == dbname and r.get("application_name") != PROBE_NAME
+        ]  # fmt: skip
         servers = [r for r in _rows(cur, "SHOW SERVERS") if r["database"] == dbname]
     row: dict[str, float] = {"ts": started}
     for key in ("cl_active", "cl_waiting", "sv_active", "sv_idle", "sv_used", "sv_tested", "sv_login"):  # fmt: skip
@@ -72,47 +78,94 @@ def sample(conn: psycopg.Connection, dbname: str) -> dict[str, float]:
     return row
 
 
-class PgBouncerSampler:
-    """Samples in a background thread until stopped; a console that fails is reconnected.
+class _Link:
+    """One kept connection, opened on first use and dropped (to be reopened) when it fails."""
 
-    `rows_written` and `errors` say what it did (variant.json's `pgbouncer.sampler`).
+    def __init__(self, conninfo: str, **options: Any) -> None:
+        self.conninfo, self.options = conninfo, options
+        self.conn: psycopg.Connection | None = None
+
+    def get(self) -> psycopg.Connection:
+        if self.conn is None:
+            self.conn = psycopg.connect(self.conninfo, autocommit=True, **self.options)
+        return self.conn
+
+    def drop(self) -> None:
+        if self.conn is not None:
+            with contextlib.suppress(psycopg.Error):
+                self.conn.close()
+        self.conn = None
+
+
+def probe_ms(link: _Link) -> float:
+    """One `SELECT 1` round trip, in ms (autocommit: one transaction, one server turn)."""
+    conn = link.get()
+    t0 = time.perf_counter()
+    conn.execute("SELECT 1").fetchone()
+    return (time.perf_counter() - t0) * 1000
+
+
+class PgBouncerSampler:
+    """Samples in a background thread until stopped; a link that fails is reconnected.
+
+    `probe` = (through PgBouncer as the app's role, straight to PostgreSQL) conninfos: once a
+    second a `SELECT 1` is timed on each, back to back, so the hop's own cost can be read where
+    no client waited (poolbench/analysis/pgbouncer.py). `rows_written` and `errors` say what
+    it did (variant.json's `pgbouncer.sampler`).
     """
 
-    def __init__(self, conninfo: str, dbname: str, out: Path, hz: float = 10.0) -> None:
-        self.conninfo, self.dbname, self.path, self.interval = conninfo, dbname, out, 1.0 / hz
+    def __init__(
+        self, conninfo: str, dbname: str, out: Path, hz: float = 10.0,
+        probe: tuple[str, str] | None = None,
+    ) -> None:  # fmt: skip
+        self.dbname, self.path, self.interval = dbname, out, 1.0 / hz
+        self.console = _Link(conninfo, cursor_factory=psycopg.ClientCursor)
+        self.probes = (
+            (_Link(probe[0], prepare_threshold=None), _Link(probe[1], prepare_threshold=None))
+            if probe
+            else None
+        )
+        self.probe_every = max(1, round(hz))  # samples between probes: once a second
         self.rows_written = 0
         self.errors = 0
         self.last_error: str | None = None
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
-    def _connect(self) -> psycopg.Connection:
-        return psycopg.connect(self.conninfo, autocommit=True, cursor_factory=psycopg.ClientCursor)
+    def _row(self, n: int) -> dict[str, float]:
+        row = sample(self.console.get(), self.dbname)
+        if self.probes is not None and n % self.probe_every == 0:
+            pooler, direct = self.probes
+            for column, link in (("probe_pooler_ms", pooler), ("probe_direct_ms", direct)):
+                try:
+                    row[column] = probe_ms(link)
+                except psycopg.Error as exc:
+                    link.drop()
+                    self._failed(exc)
+        return row
+
+    def _failed(self, exc: Exception) -> None:
+        self.errors += 1
+        self.last_error = str(exc).strip().splitlines()[0] if str(exc) else type(exc).__name__
 
     def _main(self) -> None:
-        conn: psycopg.Connection | None = None
         with self.partial.open("w", newline="") as handle:
             writer = csv.DictWriter(handle, fieldnames=COLUMNS)
             writer.writeheader()
-            next_at = time.monotonic()
+            next_at, n = time.monotonic(), 0
             while not self._stop.is_set():
                 try:
-                    conn = conn or self._connect()
-                    writer.writerow({k: _cell(v) for k, v in sample(conn, self.dbname).items()})
+                    writer.writerow({k: _cell(v) for k, v in self._row(n).items()})
                     handle.flush()
                     self.rows_written += 1
                 except psycopg.Error as exc:
-                    self.errors += 1
-                    self.last_error = str(exc).strip().splitlines()[0] if str(exc) else type(exc).__name__  # fmt: skip
-                    if conn is not None:
-                        with contextlib.suppress(psycopg.Error):
-                            conn.close()
-                    conn = None
+                    self._failed(exc)
+                    self.console.drop()
+                n += 1
                 next_at = max(next_at + self.interval, time.monotonic())
                 self._stop.wait(max(0.0, next_at - time.monotonic()))
-        if conn is not None:
-            with contextlib.suppress(psycopg.Error):
-                conn.close()
+        for link in (self.console, *(self.probes or ())):
+            link.drop()
         self.partial.replace(self.path)  # whole now: under its own name
 
     @property

@@ -58,19 +58,25 @@ def glance_table(experiment: ExperimentSummary) -> Table:
 
 
 def _hop(f: VariantFigures, direct: VariantFigures | None) -> str | None:
-    """The extra hop: median latency behind the pooler against the same app connected directly."""
+    """The extra hop: probed on its own, and the request latency against the same app direct."""
     b = f.pgbouncer
-    if b is None or direct is None:
+    if b is None:
         return None
-    mine, theirs = f.traffic.latency.p50, direct.traffic.latency.p50
-    if mine is None or theirs is None:
-        return None
-    return (
-        f"{f.variant}: median request {fmt.ms(mine)} against {fmt.ms(theirs)} for {direct.variant} "
-        f"(the same app, direct): {fmt.ms(mine - theirs)} for the extra hop and the pooler's queue "
-        f"together; of it, the mean wait for a server is {fmt.ms(b.wait_per_xact_ms)} per "
-        "transaction (a request runs one or more)"
-    )
+    parts = []
+    if b.hop_ms is not None:
+        parts.append(
+            f"{f.variant}: the hop itself costs {fmt.ms(b.hop_ms)} per round trip (SELECT 1 through "
+            f"PgBouncer minus direct, median of {b.hop_samples} paired probes while no client waited)"
+        )
+    mine = f.traffic.latency.p50
+    theirs = direct.traffic.latency.p50 if direct is not None else None
+    if mine is not None and theirs is not None and not f.traffic.failures:
+        parts.append(
+            f"median request {fmt.ms(mine)} against {fmt.ms(theirs)} for {direct.variant} (the "
+            f"same app, direct, same load): {fmt.ms(mine - theirs)} more, the hop's round trips "
+            "plus the wait for a server and whatever else the variants change"
+        )
+    return "; ".join(parts) or None
 
 
 def hop_bullets(experiment: ExperimentSummary) -> list[str]:
