@@ -80,7 +80,7 @@ def check_binaries(config: BenchConfig, experiments: list[Experiment]) -> None:
     for name in dict.fromkeys(v for e in experiments for v in e.variants):
         settings = config.variants[name].pgbouncer
         if settings is not None:
-            find_binary(settings)
+            find_binary(settings, name)
 
 
 def as_recorded(experiments: list[Experiment], database_url: str | None) -> list[Experiment]:
@@ -188,7 +188,7 @@ def pooler(variant: Variant, db: Database, entry: dict[str, Any], out: Path) -> 
     from poolbench.collector.pgbouncer import PROBE_NAME, SAMPLES_FILE, PgBouncerSampler
     from poolbench.infra import pgbouncer
 
-    with pgbouncer.running(variant.pgbouncer, db, out) as bouncer:
+    with pgbouncer.running(variant.pgbouncer, db, out, variant.name) as bouncer:
         entry["pgbouncer"] = bouncer.describe()
         hz = PROFILES[variant.collector].get("connections_hz", CollectorConfig.connections_hz)
         probe = (  # the hop: through the pooler as the app's role, and direct as an instrument

@@ -163,6 +163,20 @@ def test_missing_binary_is_one_line_and_starts_nothing(tmp_path: Path) -> None:
     assert not any(tmp_path.iterdir())  # no results folder: nothing was started
 
 
+def test_no_binary_on_path_names_the_package_and_the_setting(monkeypatch) -> None:
+    from poolbench.config_variants import PgBouncerSettings
+    from poolbench.infra import pgbouncer
+
+    monkeypatch.setenv("PATH", "/nonexistent")
+    monkeypatch.setattr(pgbouncer, "SBIN", ())
+    with pytest.raises(PoolbenchError) as error:
+        pgbouncer.find_binary(PgBouncerSettings(), "mine")
+    assert str(error.value) == (
+        "PgBouncer is not installed: install Debian's package `pgbouncer` (apt-get install "
+        "pgbouncer), or set pgbouncer_bin in [variants.mine.pgbouncer]"
+    )
+
+
 def test_pgbouncer_settings_are_checked(tmp_path: Path) -> None:
     base = BENCH.read_text()
     for good, bad, words in (

@@ -48,25 +48,24 @@ ADMIN_DB = "pgbouncer"  # PgBouncer's virtual database: its console
 INI_FILE = "pgbouncer.ini"
 LOG_FILE = "pgbouncer.log"
 USERS_FILE = "pgbouncer-users.txt"  # the auth file as kept: passwords masked
-MISSING_BINARY = (
-    "PgBouncer is not installed: install Debian's package `pgbouncer` "
-    "(apt-get install pgbouncer) or set pgbouncer_bin in [variants.X.pgbouncer]"
-)
+SBIN = ("/usr/sbin/pgbouncer", "/usr/local/sbin/pgbouncer")  # not on a user's PATH
+PACKAGE = "install Debian's package `pgbouncer` (apt-get install pgbouncer)"
 
 
-def find_binary(settings: PgBouncerSettings) -> str:
+def find_binary(settings: PgBouncerSettings, variant: str = "X") -> str:
     """The binary to run, or a one-line error naming the package and the setting."""
+    setting = f"pgbouncer_bin in [variants.{variant}.pgbouncer]"
     if settings.pgbouncer_bin:
         path = Path(settings.pgbouncer_bin).expanduser()
         if path.is_file() and os.access(path, os.X_OK):
             return str(path)
-        raise PoolbenchError(f"pgbouncer_bin {settings.pgbouncer_bin!r} is not an executable file; {MISSING_BINARY}")  # fmt: skip
-    found = shutil.which("pgbouncer") or next(
-        (p for p in ("/usr/sbin/pgbouncer", "/usr/local/sbin/pgbouncer") if os.access(p, os.X_OK)),
-        None,
-    )
+        raise PoolbenchError(
+            f"{setting} = {settings.pgbouncer_bin!r} is not an executable file: fix the path, "
+            f"or {PACKAGE} and remove the setting"
+        )
+    found = shutil.which("pgbouncer") or next((p for p in SBIN if os.access(p, os.X_OK)), None)
     if not found:
-        raise PoolbenchError(MISSING_BINARY)
+        raise PoolbenchError(f"PgBouncer is not installed: {PACKAGE}, or set {setting}")
     return found
 
 
@@ -154,9 +153,11 @@ def _version(binary: str) -> str:
 
 
 @contextlib.contextmanager
-def running(settings: PgBouncerSettings, db: Database, out: Path) -> Iterator[RunningPgBouncer]:
+def running(
+    settings: PgBouncerSettings, db: Database, out: Path, variant: str = "X"
+) -> Iterator[RunningPgBouncer]:
     """Start PgBouncer in front of `db` for the app's role; stop it and remove its secrets after."""
-    binary = find_binary(settings)  # nothing started when it is missing
+    binary = find_binary(settings, variant)  # nothing started when it is missing
     version = _version(binary)
     admin_password = secrets.token_hex(12)
     add_secret(admin_password)

@@ -140,7 +140,15 @@ def advice(experiment: ExperimentSummary) -> list[str]:
     return out
 
 
+FIX = (
+    "Turn the statement caches off (DB_PREPARED_STATEMENTS=off in the specimen apps; "
+    "SQLAlchemy: prepared_statement_cache_size=0 and unique statement names) or use "
+    "PgBouncer ≥ 1.21 with max_prepared_statements."
+)
+
+
 def failure_blocks(experiment: ExperimentSummary) -> list[Any]:
+    """The pooler's failure modes, each a warning with its count and where it was counted."""
     blocks: list[Any] = []
     for v in experiment.variants:
         b = v.first.pgbouncer
@@ -148,9 +156,18 @@ def failure_blocks(experiment: ExperimentSummary) -> list[Any]:
             continue
         if b.prepared_statement_errors:
             said = "; ".join(f"“{m}” × {n}" for m, n in b.messages.items()) or "no message found"
-            blocks.append(Notice("warning", f"{v.name}: {fmt.count(b.prepared_statement_errors)} requests failed on prepared statements through {b.pool_mode} pooling (app.log, whole run): {said}. Turn the statement caches off (DB_PREPARED_STATEMENTS=off in the specimen apps; SQLAlchemy: prepared_statement_cache_size=0 and unique statement names) or use PgBouncer ≥ 1.21 with max_prepared_statements."))  # fmt: skip
+            blocks.append(Notice(
+                "warning",
+                f"{v.name}: {fmt.count(b.prepared_statement_errors)} requests failed on prepared "
+                f"statements through {b.pool_mode} pooling (app.log, whole run): {said}. {FIX}",
+            ))  # fmt: skip
         if b.pooler_refusals:
-            blocks.append(Notice("warning", f"{v.name}: PgBouncer refused {fmt.count(b.pooler_refusals)} client logins at max_client_conn {fmt.count(b.max_client_conn)} (pgbouncer.log); PostgreSQL's own refusals (53300) are counted apart."))  # fmt: skip
+            blocks.append(Notice(
+                "warning",
+                f"{v.name}: PgBouncer refused {fmt.count(b.pooler_refusals)} client logins at "
+                f"max_client_conn {fmt.count(b.max_client_conn)} (pgbouncer.log); PostgreSQL's "
+                "own refusals (53300) are counted apart.",
+            ))  # fmt: skip
     return blocks
 
 
