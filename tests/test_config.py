@@ -85,8 +85,8 @@ def test_unknown_experiment_and_variant_list_the_valid_names() -> None:
         select(config, experiments=["nope"])
     with pytest.raises(
         PoolbenchError,
-        match="valid variants are after, after-minimal, after-pgbouncer, after-pgbouncer-nullpool, "
-        "before, before-pgbouncer, before-pgbouncer-misconfigured$",
+        match=r"valid variants are after, after-minimal, after-pgbouncer, after-pgbouncer-nullpool, "
+        r"before, before-pgbouncer, before-pgbouncer-misconfigured$",
     ):
         select(config, variants=["before", "middle"])
 
