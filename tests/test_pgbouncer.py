@@ -148,6 +148,7 @@ def test_report_shows_both_sides_and_the_fan_in_chart(bouncer_run: Run) -> None:
     assert "client connections to the pooler, peak" in report
     assert "default_pool_size 4" in report  # demand 3 active (the capped pool) + 25 %
     assert "max_client_conn at least" in report and "capped" in report
+    assert "| PgBouncer → PostgreSQL (server connections) | 3 | 3 |" in report  # model by layer
     assert (bouncer_run.run_dir / "charts" / "pgbouncer-test-fan_in.png").stat().st_size > 10_000
 
 
