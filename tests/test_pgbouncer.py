@@ -303,3 +303,34 @@ def test_the_apps_nullpool_switch_keeps_no_connection_between_requests(
                     "SELECT count(*) FROM pg_stat_activity WHERE datname = %s", (dbname,)
                 ).fetchone()[0]
             assert held == 0
+
+
+@pytest.mark.slow  # a real PostgreSQL
+def test_a_pgbouncer_that_fails_to_start_is_one_error_with_its_log_and_leaves_nothing(
+    pg, tmp_path: Path
+) -> None:
+    import tempfile
+
+    from poolbench.config_variants import PgBouncerSettings
+    from poolbench.infra import pgbouncer
+
+    shared = Path(tempfile.mkdtemp())  # PgBouncer runs unprivileged when we are root
+    shared.chmod(0o755)
+    fake = shared / "pgbouncer"  # answers --version, then fails as a bad ini would
+    fake.write_text(
+        '#!/bin/sh\n[ "$1" = --version ] && { echo "PgBouncer 1.18.0"; exit 0; }\n'
+        'echo "FATAL cannot load config file"; exit 1\n'
+    )
+    fake.chmod(0o755)
+    out = tmp_path / "v"
+    out.mkdir()
+    settings = PgBouncerSettings(pgbouncer_bin=str(fake))
+    private = set(Path(tempfile.gettempdir()).glob("poolbench-pg-pgbouncer-*"))
+    try:
+        with pytest.raises(PoolbenchError) as error, pgbouncer.running(settings, pg, out, "v"):
+            pytest.fail("started")
+    finally:
+        shutil.rmtree(shared)
+    assert str(error.value) == "starting PgBouncer failed: exit status 1: FATAL cannot load config file"  # fmt: skip
+    assert set(Path(tempfile.gettempdir()).glob("poolbench-pg-pgbouncer-*")) == private
+    assert (out / "pgbouncer.log").read_text().strip() == "FATAL cannot load config file"

@@ -40,7 +40,7 @@ from poolbench.errors import PoolbenchError
 from poolbench.postgres import EMBEDDED_DIR_PREFIX, EMBEDDED_SYSTEM_USER, Database, free_port
 from poolbench.postmaster import log_tail
 from poolbench.process_group import spawn, stop_group
-from poolbench.redact import MASK, add_secret, mask_file
+from poolbench.redact import MASK, add_secret, mask_file, mask_text
 
 HOST = "127.0.0.1"
 ADMIN_USER = "poolbench_pgbouncer"
@@ -85,10 +85,7 @@ class RunningPgBouncer:
 
     @property
     def admin_conninfo(self) -> str:
-        return (
-            f"host={HOST} port={self.port} dbname={ADMIN_DB} user={ADMIN_USER} "
-            f"password={self.admin_password} connect_timeout=5"
-        )
+        return console_conninfo(self.port, self.admin_password)
 
     def describe(self) -> dict[str, Any]:
         """variant.json's `pgbouncer`: version, address and the settings (no password)."""
@@ -202,6 +199,14 @@ def _unprivileged_user(private: Path) -> str | None:
     return EMBEDDED_SYSTEM_USER
 
 
+def console_conninfo(port: int, admin_password: str, timeout: int = 5) -> str:
+    """The admin console's conninfo (its virtual database `pgbouncer`)."""
+    return (
+        f"host={HOST} port={port} dbname={ADMIN_DB} user={ADMIN_USER} "
+        f"password={admin_password} connect_timeout={timeout}"
+    )
+
+
 def _start(
     binary: str,
     ini: Path,
@@ -212,16 +217,25 @@ def _start(
     timeout: float = 15,
 ) -> subprocess.Popen:
     """`pgbouncer INI` in the foreground; return once its console answers, or raise with the
-    log's tail (and nothing left running)."""
-    with log.open("ab") as out:  # in the foreground it logs to stderr
-        proc = spawn(
-            [binary, str(ini)], what="pgbouncer", death_signal=signal.SIGTERM, user=user,
-            stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
-        )  # fmt: skip
-    conninfo = (
-        f"host={HOST} port={port} dbname={ADMIN_DB} user={ADMIN_USER} "
-        f"password={admin_password} connect_timeout=2"
-    )
+    log's tail (and nothing left running, also on Ctrl-C while waiting)."""
+    try:
+        with log.open("ab") as out:  # in the foreground it logs to stderr
+            proc = spawn(
+                [binary, str(ini)], what="pgbouncer", death_signal=signal.SIGTERM, user=user,
+                stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
+            )  # fmt: skip
+    except OSError as exc:  # e.g. a pgbouncer_bin the unprivileged user may not run
+        as_user = f" as {user}" if user else ""
+        raise PoolbenchError(f"cannot start {binary}{as_user}: {exc.strerror or exc}") from None
+    try:
+        _await_console(proc, console_conninfo(port, admin_password, 2), log, timeout)
+    except BaseException:
+        stop_group(proc, timeout=2.0)
+        raise
+    return proc
+
+
+def _await_console(proc: subprocess.Popen, conninfo: str, log: Path, timeout: float) -> None:
     deadline = time.monotonic() + timeout
     while True:
         try:
@@ -229,12 +243,12 @@ def _start(
                 conninfo, autocommit=True, cursor_factory=psycopg.ClientCursor
             ) as conn:
                 conn.execute("SHOW VERSION")
-            return proc
+            return
         except psycopg.Error:
             pass
         if proc.poll() is not None or time.monotonic() > deadline:
-            stop_group(proc, timeout=2.0)
-            tail = log_tail(log)
+            stop_group(proc, timeout=2.0)  # so its log is complete
+            tail = mask_text(log_tail(log))
             raise PoolbenchError(
                 "starting PgBouncer failed"
                 + (f": exit status {proc.returncode}" if proc.returncode else ": not ready in time")
