@@ -334,3 +334,21 @@ def test_a_pgbouncer_that_fails_to_start_is_one_error_with_its_log_and_leaves_no
     assert str(error.value) == "starting PgBouncer failed: exit status 1: FATAL cannot load config file"  # fmt: skip
     assert set(Path(tempfile.gettempdir()).glob("poolbench-pg-pgbouncer-*")) == private
     assert (out / "pgbouncer.log").read_text().strip() == "FATAL cannot load config file"
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="PgBouncer runs as another user only under root")
+def test_a_binary_the_unprivileged_user_cannot_run_is_one_error(pg, tmp_path: Path) -> None:
+    from poolbench.config_variants import PgBouncerSettings
+    from poolbench.infra import pgbouncer
+
+    private = tmp_path / "root-only"  # mode 0700 under pytest's root-owned tmp directory
+    private.mkdir(mode=0o700)
+    binary = private / "pgbouncer"
+    binary.symlink_to(pgbouncer.find_binary(PgBouncerSettings()))
+    out = tmp_path / "v"
+    out.mkdir()
+    with (
+        pytest.raises(PoolbenchError, match=r"^cannot start .*/pgbouncer as pgserver: Permission denied$"),
+        pgbouncer.running(PgBouncerSettings(pgbouncer_bin=str(binary)), pg, out, "v"),
+    ):  # fmt: skip
+        pytest.fail("started")
