@@ -20,6 +20,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 from conftest import REPO, pid_alive, poolbench_cli
@@ -352,3 +353,52 @@ def test_a_binary_the_unprivileged_user_cannot_run_is_one_error(pg, tmp_path: Pa
         pgbouncer.running(PgBouncerSettings(pgbouncer_bin=str(binary)), pg, out, "v"),
     ):  # fmt: skip
         pytest.fail("started")
+
+
+def test_pooler_figures_from_a_synthetic_series_with_known_answers(tmp_path: Path) -> None:
+    """10 Hz for 10 s: clients 30, servers 5, waiting 0 then 12; maxwait i ms on row i; 50
+    transactions/s waiting 2 ms each; probes 3.0 ms through the pooler, 1.0 ms direct."""
+    from poolbench.analysis.pgbouncer import pgbouncer_figures
+    from poolbench.analysis.typed import Window
+    from poolbench.collector.pgbouncer import COLUMNS
+
+    rows = []
+    for i in range(100):
+        waiting = 0 if i < 50 else 12
+        rows.append({
+            "ts": 1000 + i / 10, "cl_active": 30 - waiting, "cl_waiting": waiting, "sv_active": 5,
+            "sv_idle": 0, "sv_used": 0, "sv_tested": 0, "sv_login": 0, "maxwait_s": i / 1000,
+            "clients": 30, "servers": 5, "total_xact_count": 5 * i, "total_query_count": 15 * i,
+            "total_wait_time_us": 5 * i * 2000, "avg_wait_time_us": 2000, "query_ms": 1.0,
+            "probe_pooler_ms": 3.0 if i % 10 == 0 else None,
+            "probe_direct_ms": 1.0 if i % 10 == 0 else None,
+        })  # fmt: skip
+    pd.DataFrame(rows, columns=list(COLUMNS)).to_csv(tmp_path / "pgbouncer.csv", index=False)
+    (tmp_path / "app.log").write_text(
+        "ERROR:    Exception in ASGI application\n"
+        "asyncpg.exceptions.InvalidSQLStatementNameError: prepared statement "
+        '"__asyncpg_stmt_7__" does not exist\n'
+        "INFO:     127.0.0.1:1 - GET /users 200\n"
+    )
+    (tmp_path / "pgbouncer.log").write_text(
+        "LOG max_client_conn: 6, max expected fd use: 26\n"
+        "WARNING C-0x1: (nodb)/(nouser)@127.0.0.1:1 pooler error: no more connections allowed "
+        "(max_client_conn)\n"
+    )
+    meta = {"pgbouncer": {"version": "1.18.0", "pool_mode": "transaction",
+                          "default_pool_size": 5, "reserve_pool_size": 0,
+                          "max_client_conn": 6, "server_ceiling": 5}}  # fmt: skip
+    f = pgbouncer_figures(meta, tmp_path, tmp_path / "app.log", Window("full load", 1002, 1008))
+    assert f is not None and f.samples == 60  # rows 20..79
+    assert (f.peak_clients, f.peak_servers, f.fan_in) == (30, 5, 6.0)
+    assert (f.peak_waiting, f.mean_waiting) == (12, 12 * 30 / 60)
+    assert f.wait_p95_ms == pytest.approx(np.percentile(np.arange(20, 80), 95))
+    assert f.wait_per_xact_ms == pytest.approx(2.0)
+    assert f.xact_per_s == pytest.approx(50.0) and f.query_per_s == pytest.approx(150.0)
+    assert (f.hop_ms, f.hop_samples) == (2.0, 5)  # probes on rows 0..40: no client waited
+    assert f.prepared_statement_errors == 1 and f.pooler_refusals == 1
+    assert f.messages == {
+        'asyncpg.exceptions.InvalidSQLStatementNameError: prepared statement "__asyncpg_…__" '
+        "does not exist": 1
+    }
+    assert pgbouncer_figures({}, tmp_path, None, None) is None  # a variant without a pooler
