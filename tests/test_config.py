@@ -80,10 +80,14 @@ def test_unknown_experiment_and_variant_list_the_valid_names() -> None:
     config = load_config(BENCH)
     with pytest.raises(
         PoolbenchError,
-        match="valid experiments are observer-effect, seed-claim, soak, stock-postgres",
+        match="valid experiments are observer-effect, pgbouncer, seed-claim, soak, stock-postgres",
     ):
         select(config, experiments=["nope"])
-    with pytest.raises(PoolbenchError, match="valid variants are after, after-minimal, before"):
+    with pytest.raises(
+        PoolbenchError,
+        match=r"valid variants are after, after-minimal, after-pgbouncer, after-pgbouncer-nullpool, "
+        r"before, before-pgbouncer, before-pgbouncer-misconfigured$",
+    ):
         select(config, variants=["before", "middle"])
 
 

@@ -16,6 +16,7 @@ from poolbench.analysis.leak import GROWING, Trend, trend
 from poolbench.analysis.limits import Limit, binding_limit, reword_model
 from poolbench.analysis.memory import CpuFigures, MemoryFigures, cpu_figures, memory_figures
 from poolbench.analysis.model import PoolModel, pool_model
+from poolbench.analysis.pgbouncer import PgBouncerFigures, pgbouncer_figures
 from poolbench.analysis.series import VariantSeries, build_series
 from poolbench.analysis.traffic import TrafficFigures, traffic_figures
 from poolbench.analysis.typed import Json, Window
@@ -60,6 +61,8 @@ class VariantFigures(Json):
     capped: str | None = None
     limit: Limit | None = None  # which limit bound its connections (poolbench.analysis.limits)
     server_settings: dict[str, str] = field(default_factory=dict)  # the server it ran against
+    pgbouncer: PgBouncerFigures | None = None  # the pooler's side, for a variant behind one
+    app_dir: str | None = None  # the app measured (variants of one app compare the extra hop)
 
 
 @dataclass
@@ -190,5 +193,7 @@ def analyse_variant(result: VariantResult) -> VariantRun:
         capped=capped_by_others(result.meta.get("preflight")),
         limit=limit,
         server_settings=_server_settings(result.meta),
+        pgbouncer=pgbouncer_figures(result.meta, result.path, result.app_log, windows.full_load),
+        app_dir=result.meta.get("app_dir") or None,
     )
     return VariantRun(result, series, figures)

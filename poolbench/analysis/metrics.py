@@ -60,6 +60,11 @@ def _backends_per_s(f: VariantFigures) -> float | None:
     return a.per_s(a.started) if a else None
 
 
+def _pooler_window(f: VariantFigures) -> str:
+    window = f.pgbouncer.window if f.pgbouncer else None
+    return window.label() if window else "n/a"
+
+
 def _census(f: VariantFigures) -> float | None:
     return float(f.census.sites) if f.census else None
 
@@ -119,6 +124,20 @@ METRICS: tuple[Metric, ...] = (
     Metric("ceiling", "Connection ceiling (configuration)", "connections", "lower", True,
            lambda f: f.model.ceiling if f.model else None, _fixed("configuration"),
            glance=False, measured=False),
+    # behind PgBouncer (None for a variant without one): poolbench/analysis/pgbouncer.py
+    Metric("client_connections", "Client connections to PgBouncer, peak", "connections",
+           "lower", True, lambda f: f.pgbouncer.peak_clients if f.pgbouncer else None,
+           _pooler_window, glance=False),
+    Metric("pooler_wait_p95_ms", "PgBouncer client wait p95 (maxwait)", "ms", "lower", False,
+           lambda f: f.pgbouncer.wait_p95_ms if f.pgbouncer else None, _pooler_window,
+           glance=False),
+    Metric("prepared_statement_errors", "Requests failed on prepared statements", "count",
+           "lower", True,
+           lambda f: f.pgbouncer.prepared_statement_errors if f.pgbouncer else None,
+           _fixed("whole run"), glance=False),
+    Metric("pooler_refusals", "Logins refused by PgBouncer (max_client_conn)", "count", "lower",
+           True, lambda f: f.pgbouncer.pooler_refusals if f.pgbouncer else None,
+           _fixed("whole run"), glance=False),
 )  # fmt: skip
 BY_NAME = {m.name: m for m in METRICS}
 

@@ -60,6 +60,11 @@ class PoolModel(Json):
     measured_peak: float | None
     measured_idle: float | None
     flags: list[Flag] = field(default_factory=list)
+    # Behind PgBouncer: `ceiling` is the pooler's server ceiling (default_pool_size + reserve
+    # per database/user pair, what PostgreSQL can see); the app's pools, client connections
+    # to the pooler, can open `app_ceiling`.
+    app_ceiling: float | None = None
+    pooler: str | None = None  # e.g. "PgBouncer 1.18.0, transaction mode"
 
     @property
     def idle_checkable(self) -> bool:
@@ -121,10 +126,15 @@ def pool_model(meta: dict, conn: ConnectionFigures) -> PoolModel | None:
     unlisted = {
         e.name: e.peak or 0.0 for e in conn.engines if e.name not in modelled and (e.peak or 0) > 0
     }
+    bouncer = meta.get("pgbouncer") if isinstance(meta.get("pgbouncer"), dict) else {}
+    server_ceiling = num(bouncer.get("server_ceiling"))
+    app_ceiling = sum(e.ceiling for e in engines)
     model = PoolModel(
         workers=workers, measured_processes=_processes(meta, conn), engines=engines, unlisted=unlisted,
-        ceiling=sum(e.ceiling for e in engines), idle=sum(e.idle for e in engines),
-        measured_peak=conn.peak, measured_idle=conn.idle,
+        ceiling=server_ceiling if server_ceiling is not None else app_ceiling,
+        idle=sum(e.idle for e in engines), measured_peak=conn.peak, measured_idle=conn.idle,
+        app_ceiling=app_ceiling if server_ceiling is not None else None,
+        pooler=f"PgBouncer {bouncer.get('version')}, {bouncer.get('pool_mode')} mode" if bouncer else None,
     )  # fmt: skip
     model.flags.extend(model_flags(model))
     return model
@@ -136,6 +146,9 @@ def model_flags(model: PoolModel) -> list[Flag]:
 
     def flag(level: str, code: str, message: str) -> None:
         flags.append(Flag(level, code, message))
+
+    if model.pooler is not None:  # the app's pools are the pooler's clients, not backends
+        return pooler_flags(model)
 
     if model.measured_processes is not None and model.measured_processes != model.workers:
         flag(
@@ -201,5 +214,29 @@ def model_flags(model: PoolModel) -> list[Flag]:
             "Connections from application names outside the model: "
             + ", ".join(f"{n} (peak {count(v)})" for n, v in model.unlisted.items())
             + " — short-lived engines (e.g. per-call health checks) open and close them.",
+        )  # fmt: skip
+    return flags
+
+
+def pooler_flags(model: PoolModel) -> list[Flag]:
+    """Behind a pooler: PostgreSQL's count against the pooler's server ceiling, not the app's
+    pools (their application names on server connections are whichever client last set one)."""
+    peak, ceiling = model.measured_peak, model.ceiling
+    app = f"; the app's pools could open {count(model.app_ceiling)} client connections to it"
+    flags = [
+        Flag(
+            "info", "pooler",
+            f"{model.pooler} between the app and PostgreSQL: PostgreSQL can see at most "
+            f"default_pool_size (+ reserve_pool_size) = {count(ceiling)} connections from the "
+            f"app{app if model.app_ceiling is not None else ''}.",
+        )
+    ]  # fmt: skip
+    if peak is not None and ceiling is not None and peak > ceiling:
+        flags.append(
+            Flag(
+                "warning", "above_pooler_ceiling",
+                f"Measured peak {count(peak)} exceeds the pooler's ceiling {count(ceiling)}: "
+                "connections reached PostgreSQL around the pooler.",
+            )
         )  # fmt: skip
     return flags

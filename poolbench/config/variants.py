@@ -10,6 +10,7 @@ from __future__ import annotations
 import math
 import re
 from dataclasses import dataclass, field
+from enum import StrEnum
 from typing import Any
 
 from poolbench.errors import PoolbenchError
@@ -99,6 +100,7 @@ class Variant:
     workers: int | None = None  # declared; None: the experiment's app.workers
     engines: tuple[Engine, ...] = ()  # declared, per process; () = not declared
     collector: str = "default"  # the collector's profile (COLLECTOR_PROFILES)
+    pgbouncer: PgBouncerSettings | None = None  # the app reaches PostgreSQL through PgBouncer
 
     def texts(self) -> list[tuple[str, str]]:
         """(where, text) of every string that may hold placeholders, for checking them."""
@@ -107,6 +109,75 @@ class Variant:
         items += [(f"{where}.env.{key}", value) for key, value in self.env.items()]
         items += [(f"{where}.setup[{i}]", a) for i, cmd in enumerate(self.setup) for a in cmd]
         return items
+
+
+class PoolMode(StrEnum):
+    """PgBouncer's pool_mode: when a server connection goes back to its pool."""
+
+    SESSION = "session"
+    TRANSACTION = "transaction"
+    STATEMENT = "statement"
+
+
+@dataclass(frozen=True)
+class PgBouncerSettings:
+    """`[variants.X.pgbouncer]`: PgBouncer between the app and PostgreSQL, and its sizes.
+
+    The server-side ceiling is `default_pool_size` (+ `reserve_pool_size`) per
+    database/user pair, whatever the app's pools; `max_client_conn` caps the app's side.
+    `pgbouncer_bin`: the binary (default: `pgbouncer` on PATH).
+    """
+
+    pool_mode: PoolMode = PoolMode.TRANSACTION
+    default_pool_size: int = 20
+    max_client_conn: int = 100
+    reserve_pool_size: int = 0
+    reserve_pool_timeout_s: float = 5.0
+    min_pool_size: int = 0
+    max_db_connections: int = 0  # 0: no limit beyond default_pool_size per pair
+    pgbouncer_bin: str = ""
+
+    @property
+    def server_ceiling(self) -> int:
+        """The most server connections one database/user pair can get from the pooler."""
+        pair = self.default_pool_size + self.reserve_pool_size
+        return min(pair, self.max_db_connections) if self.max_db_connections else pair
+
+
+PGBOUNCER_KEYS = {
+    "pool_mode", "default_pool_size", "max_client_conn", "reserve_pool_size",
+    "reserve_pool_timeout_s", "min_pool_size", "max_db_connections", "pgbouncer_bin",
+}  # fmt: skip
+
+
+def _parse_pgbouncer(table: Any, where: str) -> PgBouncerSettings:
+    where = f"{where}.pgbouncer"
+    if not isinstance(table, dict):
+        raise PoolbenchError(f"{where} must be a table (pool_mode, default_pool_size, …)")
+    check_keys(table, PGBOUNCER_KEYS, where)
+    mode = table.get("pool_mode", PgBouncerSettings.pool_mode.value)
+    if mode not in {m.value for m in PoolMode}:
+        modes = ", ".join(m.value for m in PoolMode)
+        raise PoolbenchError(f"{where}.pool_mode must be one of {modes}, got {mode!r}")
+    base = PgBouncerSettings()
+    counts = {
+        key: _count(table, key, where, 1 if key in ("default_pool_size", "max_client_conn") else 0,
+                    getattr(base, key))
+        for key in ("default_pool_size", "max_client_conn", "reserve_pool_size",
+                    "min_pool_size", "max_db_connections")
+    }  # fmt: skip
+    timeout = table.get("reserve_pool_timeout_s", base.reserve_pool_timeout_s)
+    if isinstance(timeout, bool) or not isinstance(timeout, int | float) or timeout < 0:
+        raise PoolbenchError(
+            f"{where}.reserve_pool_timeout_s must be a number >= 0, got {timeout!r}"
+        )
+    binary = table.get("pgbouncer_bin", "")
+    if not isinstance(binary, str):
+        raise PoolbenchError(f"{where}.pgbouncer_bin must be a path (a string)")
+    return PgBouncerSettings(
+        pool_mode=PoolMode(mode), reserve_pool_timeout_s=float(timeout), pgbouncer_bin=binary,
+        **counts,
+    )  # fmt: skip
 
 
 def check_keys(table: dict[str, Any], allowed: set[str], where: str) -> None:
@@ -120,7 +191,7 @@ def check_keys(table: dict[str, Any], allowed: set[str], where: str) -> None:
 VARIANT_KEYS = {
     "app_dir", "command", "health_path", "pools_path", "label", "env", "cwd", "setup",
     "setup_timeout_s", "extensions", "workers", "pool_size", "max_overflow", "engines",
-    "extends", "collector",
+    "extends", "collector", "pgbouncer",
 }  # fmt: skip
 SQLALCHEMY_POOL = {"pool_size": 5, "max_overflow": 10}  # create_engine()'s defaults
 
@@ -203,6 +274,8 @@ def extended(name: str, tables: dict[str, Any]) -> dict[str, Any]:
         parent = tables[base]
         inherited = {k: v for k, v in parent.items() if k != "label"}  # names stay apart
         merged = {**inherited, **table, "env": {**parent.get("env", {}), **table.get("env", {})}}
+        if isinstance(parent.get("pgbouncer"), dict) and isinstance(table.get("pgbouncer"), dict):
+            merged["pgbouncer"] = {**parent["pgbouncer"], **table["pgbouncer"]}  # key by key
         if "engines" in table:  # a declaration replaces the other form, not mixes with it
             merged = {k: v for k, v in merged.items() if k not in ("pool_size", "max_overflow")}
         elif {"pool_size", "max_overflow"} & table.keys():
@@ -260,4 +333,5 @@ def parse_variant(name: str, table: dict[str, Any]) -> Variant:
         workers=_count(table, "workers", where, 1, 1) if "workers" in table else None,
         engines=engines,
         collector=collector,
+        pgbouncer=_parse_pgbouncer(table["pgbouncer"], where) if "pgbouncer" in table else None,
     )

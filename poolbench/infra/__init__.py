@@ -1,1 +1,1 @@
-"""What a run starts and stops: PostgreSQL, the app, process groups, the ledger."""
+"""What a run starts and stops: PostgreSQL, PgBouncer, the app, process groups, the ledger."""

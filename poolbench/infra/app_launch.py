@@ -96,11 +96,20 @@ def register_secrets(db: Database, variant: Variant, values: dict[str, str]) -> 
 
 @contextlib.contextmanager
 def launch(
-    experiment: Experiment, variant: Variant, entry: dict[str, Any], db: Database, out: Path
+    experiment: Experiment,
+    variant: Variant,
+    entry: dict[str, Any],
+    db: Database,
+    out: Path,
+    app_db: Database | None = None,
 ) -> Iterator[RunningVariant]:
-    """Prepare the database, start the app, watch its processes; stop it all on exit."""
+    """Prepare the database, start the app, watch its processes; stop it all on exit.
+
+    `app_db`: the database as the app reaches it when that is not `db` itself (PgBouncer in
+    between): the app's URL and placeholders, and the port its connections are counted on."""
+    app_db = app_db or db
     pools = pool_settings(experiment, variant)
-    values = placeholder_values(db, pools)
+    values = placeholder_values(app_db, pools)
     register_secrets(db, variant, values)
     spec = VariantSpec(
         name=variant.name,
@@ -114,13 +123,14 @@ def launch(
         values=values,
     )
     app = RunningVariant(
-        spec, database_url=db.app_url, log_path=out / "app.log", pools=pools, port=free_port()
+        spec, database_url=app_db.app_url, log_path=out / "app.log", pools=pools, port=free_port()
     )
     entry["app"] = {**entry.get("app", {}), **vars(pools), "workers": entry["workers"]}
     entry["env"] = {k: mask_text(v) for k, v in app.env().items() if k in variant.env}
     where = (experiment.name, variant.name)
     _prepare(experiment, variant, entry, db, app, out)
-    watch = AppProcessWatch(app.pids, db.port).start()  # from the first pid: start-up deaths too
+    # from the first pid: start-up deaths too
+    watch = AppProcessWatch(app.pids, app_db.port).start()
     try:
         try:
             app.start()

@@ -41,6 +41,8 @@ from matplotlib.patches import Patch
 from poolbench import format as fmt
 from poolbench.analysis import Analysis, VariantRun
 from poolbench.analysis.block_test import block_edges, per_block
+from poolbench.analysis.pgbouncer import SAMPLES_FILE as PGBOUNCER_FILE
+from poolbench.analysis.pgbouncer import read_samples as read_pgbouncer
 from poolbench.analysis.summary import ExperimentSummary
 from poolbench.files import atomic_file
 from poolbench.format import MiB
@@ -664,6 +666,11 @@ def render_charts(analysis: Analysis, out_dir: Path) -> list[Chart]:
                 else:
                     TIME_CHARTS[key](analysis, name, path, clock)
                 charts.append(Chart(key, title, path, ALT[key], name))
+            if any(r.figures.pgbouncer is not None for r in runs):
+                path = out_dir / "charts" / f"{base}-fan_in.png"
+                title = "PgBouncer: the app's connections over PostgreSQL's (fan-in)"
+                chart_fan_in(_first_repeats(analysis, name), path, title)
+                charts.append(Chart("fan_in", title, path, FAN_IN_ALT, name))
         for sweep in analysis.summary.sweeps:
             path = out_dir / "charts" / f"sweep-{slug(sweep.group)}-{slug(sweep.variant)}.png"
             chart_sweep(sweep, path)
@@ -671,3 +678,42 @@ def render_charts(analysis: Analysis, out_dir: Path) -> list[Chart]:
                                 "Goodput and latency percentiles against pool size, with the "
                                 "recommended size marked.", f"sweep:{sweep.group}:{sweep.variant}"))  # fmt: skip
     return charts
+
+
+# behind PgBouncer: the app's client connections beside PostgreSQL's backends (the fan-in)
+FAN_IN_ALT = (
+    "Per variant, over time: PostgreSQL backends, PgBouncer's server connections, the app's "
+    "client connections to PgBouncer and the clients waiting for a server, with "
+    "default_pool_size marked."
+)
+
+
+def chart_fan_in(runs: list[tuple[str, VariantRun]], path: Path, title: str) -> None:
+    """One row per variant: the app's side of the pooler over PostgreSQL's."""
+    clock = _Clock([r for _, r in runs])
+    fig = _figure(len(runs), 2.2, title)
+    axes = fig.subplots(len(runs), 1, sharex=True, squeeze=False)[:, 0]
+    for ax, (name, run) in zip(axes, runs, strict=True):
+        _shade_phases(ax, run, clock)
+        total = run.series.total
+        ax.plot(clock.x(run, total.index), total.to_numpy(), color="#c44e52", lw=1.6,
+                label="PostgreSQL backends")  # fmt: skip
+        b = run.figures.pgbouncer
+        frame = read_pgbouncer(run.result.path / PGBOUNCER_FILE) if b else None
+        if frame is not None and not frame.empty:
+            x = clock.x(run, frame["ts"].to_numpy(dtype=float))
+            ax.plot(x, frame["clients"], color="#4c72b0", lw=1.4, label="client connections to PgBouncer")  # fmt: skip
+            ax.plot(x, frame["servers"], color="#dd8452", lw=1.0, ls="--", label="PgBouncer's server connections")  # fmt: skip
+            ax.fill_between(x, 0, frame["cl_waiting"], color="#8172b2", alpha=0.35, lw=0, label="clients waiting for a server")  # fmt: skip
+        if b is not None and b.server_ceiling is not None:
+            ax.axhline(b.server_ceiling, color="#d55e00", lw=1, ls=":", label=f"default_pool_size (+ reserve) = {b.server_ceiling}")  # fmt: skip
+        ax.set_title(f"{name}" + (f" — PgBouncer {b.pool_mode}" if b else " — direct"))
+        ax.set_ylabel("connections")
+        ax.set_ylim(bottom=0)
+        _legend(ax)
+    axes[-1].set_xlabel(clock.label)
+    height = fig.get_figheight()
+    fig.subplots_adjust(
+        left=0.07, right=0.72, top=1 - 0.75 / height, bottom=0.6 / height, hspace=0.5
+    )
+    _save(fig, path)

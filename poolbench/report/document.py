@@ -27,6 +27,8 @@ from poolbench.report.blocks import (
     Para,
     Table,
 )
+from poolbench.report.charts import Chart
+from poolbench.report.pgbouncer import pgbouncer_section
 from poolbench.report.sections import (
     attempts_section,
     census_section,
@@ -296,6 +298,7 @@ def experiment_section(
     blocks += limits_section(experiment)
     blocks += attempts_section(experiment)
     blocks += sizing_section(experiment)
+    blocks += pgbouncer_section(experiment)
     mine = [c for c in charts if c.experiment == experiment.name]
     if mine:
         blocks.append(Heading(3, f"Charts — {experiment.name}"))

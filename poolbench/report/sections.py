@@ -11,6 +11,7 @@ from poolbench.analysis.claims import ClaimsTable
 from poolbench.analysis.figures import VariantFigures
 from poolbench.analysis.leak import GROWING
 from poolbench.analysis.limits import Bound
+from poolbench.analysis.model import PoolModel
 from poolbench.analysis.pool_sweep import Sweep
 from poolbench.analysis.summary import ExperimentSummary, Summary
 from poolbench.report.blocks import (
@@ -302,6 +303,9 @@ def model_section(experiment: ExperimentSummary) -> list[Any]:
                 )
             )
             continue
+        if model.pooler is not None:  # server connections carry any client's name: by layer
+            blocks += _pooler_model(v.name, v.first, model)
+            continue
         rows: list[list[Cell]] = [
             [e.name, fmt.count(e.pool_size), fmt.count(e.max_overflow), fmt.count(e.ceiling),
              fmt.count(e.measured_peak), fmt.count(e.idle) if e.filled else f"{fmt.count(e.idle)} ({_unfilled(v.first)})",
@@ -396,6 +400,22 @@ def _attempt_notes(f: VariantFigures) -> list[str]:
         "failed for another reason (e.g. a health check answering 503), and by the windows."
     )
     return notes
+
+
+def _pooler_model(name: str, f: VariantFigures, model: PoolModel) -> list[Any]:
+    """Behind PgBouncer, the model by layer: the app's pools are the pooler's clients."""
+    clients = f.pgbouncer.peak_clients if f.pgbouncer else None
+    rows: list[list[Cell]] = [
+        ["the app's pools → PgBouncer (client connections, full load)",
+         fmt.count(model.app_ceiling), fmt.count(clients)],
+        ["PgBouncer → PostgreSQL (server connections)", fmt.count(model.ceiling),
+         fmt.count(model.measured_peak)],
+    ]  # fmt: skip
+    table = Table(["layer", "ceiling (configuration)", "measured peak"], rows, "lrr", caption=name)
+    notices = [
+        Notice("warning" if x.level == "warning" else "info", x.message) for x in model.flags
+    ]
+    return [table, *notices]
 
 
 def events_section(experiment: ExperimentSummary) -> list[Any]:

@@ -21,12 +21,17 @@ def variant_line(result: VariantResult, figures: VariantFigures | None = None) -
     status = result.entry.status or "?"
     if figures is None:
         return f"  {result.variant:<12} {status:<9} (no samples)"
-    c, t = figures.connections, figures.traffic
+    c, t, b = figures.connections, figures.traffic, figures.pgbouncer
+    pooler = (  # behind PgBouncer: its clients and their wait beside PostgreSQL's backends
+        f"  pooler clients {fmt.count(b.peak_clients)}, wait p95 {fmt.ms(b.wait_p95_ms)}"
+        if b is not None
+        else ""
+    )
     return (
         f"  {result.variant:<12} {status:<9} "
         f"peak {fmt.count(c.peak):>4}  idle {fmt.count(c.idle):>4}  "
         f"goodput {fmt.rate(t.goodput):>9}  failed {fmt.count(t.failures):>6}  "
-        f"p95 {fmt.ms(t.latency.p95):>8}"
+        f"p95 {fmt.ms(t.latency.p95):>8}{pooler}"
     )
 
 

@@ -34,6 +34,11 @@ LOG_RECORD_START = re.compile(r"^(?:CRITICAL|ERROR|WARNING|INFO|DEBUG)\b")
 
 def count_log_refusals(path: Path | None) -> int | None:
     """Records of the app log that name a refusal; None when there is no log to read."""
+    return count_log_records(path, REFUSAL)
+
+
+def count_log_records(path: Path | None, pattern: re.Pattern[str]) -> int | None:
+    """Records of the app log with a line matching `pattern`; None when there is no log."""
     if path is None:
         return None
     count, in_record, matched = 0, False, False
@@ -44,7 +49,7 @@ def count_log_refusals(path: Path | None) -> int | None:
                 if starts or not in_record:
                     count += matched
                     in_record, matched = starts, False
-                matched = matched or bool(REFUSAL.search(line))
+                matched = matched or bool(pattern.search(line))
     except OSError:
         return None
     return count + matched

@@ -28,6 +28,7 @@ class EventKind(StrEnum):
     APP_PROCESS_EXITED = "app_process_exited"
     POSTGRES_EXITED = "postgres_exited"
     POSTGRES_RESTARTED = "postgres_restarted"
+    PGBOUNCER_EXITED = "pgbouncer_exited"
     LOCUST_EXITED = "locust_exited"
     USERS_DROPPED = "users_dropped"
     STALLED = "stalled"  # a span (ts to `end`) in which the app or PostgreSQL did no work

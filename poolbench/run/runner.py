@@ -71,6 +71,7 @@ class Runner:
     def run(self) -> RunRecord:
         if self.database_url:  # a URL that cannot work is refused before anything is written
             postgres.check_server(self.database_url)
+        stack.check_binaries(self.config, self.experiments)  # PgBouncer, when a variant needs it
         name = self.experiments[0].name if len(self.experiments) == 1 else "bench"
         self.record = stack.create_record(
             self.config,
@@ -139,6 +140,8 @@ class Runner:
                 with Watchdog(self.events, ref) as dog:
                     dog.watch_app(app.pid)
                     dog.watch_postgres(db.postmaster_pid, db.port)
+                    if "pgbouncer" in entry["pids"]:
+                        dog.watch_pgbouncer(entry["pids"]["pgbouncer"])
                     self._phases(experiment, variant, entry, db, app, ref, dog)
                 status, error = dog.outcome()
         except KeyboardInterrupt:

@@ -80,13 +80,27 @@ def psql_line(db: Database) -> str:
 def connection_ceiling(entry: dict[str, Any]) -> int | None:
     """The model's most connections: workers × Σ(pool_size + max_overflow) over the engines.
 
-    None when the engines are unknown (a command variant without a census).
+    None when the engines are unknown (a command variant without a census). Behind PgBouncer
+    PostgreSQL sees at most its server ceiling (default_pool_size + reserve), whatever the pools.
     """
+    bouncer = entry.get("pgbouncer")
+    if isinstance(bouncer, dict) and bouncer.get("server_ceiling") is not None:
+        return int(bouncer["server_ceiling"])
     engines = entry.get("engines") or []
     if not engines:
         return None
     workers = int(entry.get("workers") or 1)
     return int(sum(ceiling(workers, e["pool_size"], e["max_overflow"]) for e in engines))
+
+
+def check_binaries(config: BenchConfig, experiments: list[Experiment]) -> None:
+    """Every binary a chosen variant needs (PgBouncer), before anything starts; else one line."""
+    from poolbench.infra.pgbouncer import find_binary
+
+    for name in dict.fromkeys(v for e in experiments for v in e.variants):
+        settings = config.variants[name].pgbouncer
+        if settings is not None:
+            find_binary(settings, name)
 
 
 def as_recorded(experiments: list[Experiment], database_url: str | None) -> list[Experiment]:
@@ -176,10 +190,46 @@ def database_and_app(
         record.data["environment"].setdefault("postgres", db.describe())
         if on_database is not None:
             on_database(db)
-        # extensions, setup commands, the app itself, its process tree watched
-        with app_launch.launch(experiment, variant, entry, db, out) as app:
+        # PgBouncer if any; extensions, setup commands, the app itself, its processes watched
+        with (
+            pooler(variant, db, entry, out) as app_db,
+            app_launch.launch(experiment, variant, entry, db, out, app_db) as app,
+        ):
             entry["pids"] = {"app": app.pid, "postmaster": db.postmaster_pid}
+            if "pgbouncer" in entry:
+                entry["pids"]["pgbouncer"] = entry["pgbouncer"]["pid"]
             yield db, app
+
+
+@contextlib.contextmanager
+def pooler(variant: Variant, db: Database, entry: dict[str, Any], out: Path) -> Iterator[Database]:
+    """The database as the app reaches it: `db` itself, or PgBouncer in front of it (started,
+    described in the entry, its console sampled to pgbouncer.csv at the collector's rate)."""
+    if variant.pgbouncer is None:
+        yield db
+        return
+    from poolbench.collector.pgbouncer import PROBE_NAME, SAMPLES_FILE, PgBouncerSampler
+    from poolbench.config.variants import COLLECTOR_PROFILES
+    from poolbench.infra import pgbouncer
+    from poolbench.results.names import APPLICATION_NAME
+
+    with pgbouncer.running(variant.pgbouncer, db, out, variant.name) as bouncer:
+        entry["pgbouncer"] = bouncer.describe()
+        hz = COLLECTOR_PROFILES[variant.collector].get(
+            "connections_hz", CollectorConfig.connections_hz
+        )
+        probe = (  # the hop: through the pooler as the app's role, and direct as an instrument
+            f"{bouncer.app_database(db).app_url}?application_name={PROBE_NAME}",
+            f"{db.admin_url}?application_name={APPLICATION_NAME}",
+        )
+        sampler = PgBouncerSampler(
+            bouncer.admin_conninfo, db.dbname, out / SAMPLES_FILE, hz, probe=probe
+        )
+        with sampler:
+            try:
+                yield bouncer.app_database(db)
+            finally:
+                entry["pgbouncer"]["sampler"] = sampler.stop()
 
 
 def collector_config(

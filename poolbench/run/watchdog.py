@@ -154,6 +154,7 @@ class Watchdog:
         self._app: _Tracked | None = None
         self._workers: dict[int, _Tracked] = {}
         self._postmaster: _Tracked | None = None
+        self._pgbouncer: _Tracked | None = None
         self._port: int | None = None
         self._checkpointer: _Tracked | None = None
         self._recovering = False  # the checkpointer is gone: crash recovery under way
@@ -198,6 +199,13 @@ class Watchdog:
             if pid and self._postmaster is None:
                 self._fail(self._event(EventKind.POSTGRES_EXITED, time.time(), pid=pid))
             self._checkpointer = self._find_checkpointer()
+
+    def watch_pgbouncer(self, pid: int) -> None:
+        """PgBouncer between the app and the server: without it the app reaches nothing."""
+        with self._lock:
+            self._pgbouncer = _track(pid, "pgbouncer")
+            if self._pgbouncer is None:
+                self._fail(self._event("pgbouncer_exited", time.time(), pid=pid))
 
     def watch_locust(
         self,
@@ -254,6 +262,7 @@ class Watchdog:
             "poll_hz": POLL_HZ,
             "app": self._app is not None,
             "postgres": self._postmaster is not None,
+            **({"pgbouncer": True} if self._pgbouncer is not None else {}),
             "users": self._users_checked,
         }
 
@@ -340,6 +349,7 @@ class Watchdog:
             with self._lock:
                 self._poll_app()
                 self._poll_postgres()
+                self._poll_pgbouncer()
                 self._poll_locust()
                 self._poll_stall()
 
@@ -408,6 +418,13 @@ class Watchdog:
                     crash_recovery=True,
                 )
             )  # fmt: skip
+
+    def _poll_pgbouncer(self) -> None:
+        bouncer = self._pgbouncer
+        if bouncer is not None and bouncer.gone():
+            self._pgbouncer = None
+            status = procfs.exit_status(bouncer.pid)
+            self._fail(self._event("pgbouncer_exited", time.time(), pid=bouncer.pid, exit_status=status))  # fmt: skip
 
     def _await_postmaster(self) -> None:
         """After the postmaster exited: a new one on the same port is a restart; none within
@@ -575,6 +592,8 @@ def describe_event(kind: str, ts: float, details: dict[str, Any]) -> str:
         return f"the PostgreSQL server restarted after a crash (all connections lost) {when}"
     if kind == EventKind.POSTGRES_RESTARTED:
         return f"the PostgreSQL server restarted (new postmaster pid {pid}) {when}"
+    if kind == EventKind.PGBOUNCER_EXITED:
+        return f"PgBouncer (pid {pid}) exited{how} {when}"
     if kind == EventKind.LOCUST_EXITED:
         return f"Locust (pid {pid}) exited before its time{how} {when}"
     if kind == EventKind.STALLED:

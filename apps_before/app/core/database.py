@@ -6,14 +6,12 @@ from collections.abc import AsyncIterator
 
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker, create_async_engine
 
-from app.core.config import application_name, async_connect_args, settings
+from app.core.config import application_name, async_connect_args, pool_options, settings
 from app.db.pools import register
 
 engine = create_async_engine(
     settings.async_url,
-    pool_size=settings.pool_size,
-    max_overflow=settings.max_overflow,
-    pool_timeout=settings.pool_timeout,
+    **pool_options(),
     connect_args=async_connect_args(__name__),
 )
 register(engine, application_name(__name__))

@@ -9,6 +9,7 @@ from sqlalchemy.orm import sessionmaker
 from app.core.config import (
     application_name,
     async_connect_args,
+    pool_options,
     settings,
     sync_connect_args,
 )
@@ -16,9 +17,7 @@ from app.db.pools import register
 
 engine = create_async_engine(
     settings.async_url,
-    pool_size=settings.pool_size,
-    max_overflow=settings.max_overflow,
-    pool_timeout=settings.pool_timeout,
+    **pool_options(),
     connect_args=async_connect_args(__name__),
 )
 register(engine, application_name(__name__))
@@ -26,9 +25,7 @@ AsyncSessionFactory = async_sessionmaker(engine, expire_on_commit=False)
 
 sync_engine = create_engine(
     settings.sync_url,
-    pool_size=settings.pool_size,
-    max_overflow=settings.max_overflow,
-    pool_timeout=settings.pool_timeout,
+    **pool_options(),
     connect_args=sync_connect_args(__name__),
 )
 register(sync_engine, application_name(__name__, sync=True))

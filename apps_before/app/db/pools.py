@@ -26,11 +26,12 @@ def describe() -> list[dict[str, Any]]:
                 "name": name,
                 "kind": "async" if is_async else "sync",
                 "pool_class": type(pool).__name__,
-                "size": pool.size(),
-                "checked_in": pool.checkedin(),  # open and idle
-                "checked_out": pool.checkedout(),  # open and in use
+                # NullPool (DB_NULLPOOL=1) keeps nothing: it has no sizes to report
+                "size": pool.size() if hasattr(pool, "size") else 0,
+                "checked_in": pool.checkedin() if hasattr(pool, "checkedin") else 0,  # open, idle
+                "checked_out": pool.checkedout() if hasattr(pool, "checkedout") else 0,  # in use
                 # SQLAlchemy counts overflow from -size; report connections beyond size.
-                "overflow": max(0, pool.overflow()),
+                "overflow": max(0, pool.overflow()) if hasattr(pool, "overflow") else 0,
                 "max_overflow": getattr(pool, "_max_overflow", None),
             }
         )
