@@ -568,7 +568,7 @@ def describe_event(kind: str, ts: float, details: dict[str, Any]) -> str:
     if kind == "stalled":
         causes = "; ".join(STALL_CAUSES.get(c, c) for c in details.get("causes") or [])
         until = " until the variant ended" if details.get("ongoing") else ""
-        return f"the variant stalled for {details.get('duration_s')} s{until} from {when}: {causes}"
+        return f"the variant stalled for {details.get('duration_s')} s{until}, starting {when}: {causes}"
     if kind == "users_dropped":
         return (
             f"Locust's users fell to {details.get('users')} (the shape asked for "
