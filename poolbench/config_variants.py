@@ -45,6 +45,9 @@ class Variant:
     workers: int | None = None  # declared; None: the experiment's app.workers
     engines: tuple[Engine, ...] = ()  # declared, per process; () = not declared
     collector: str = "default"  # the collector's profile (poolbench.collector.config.PROFILES)
+    # the app may listen beyond loopback (its own bind, e.g. 0.0.0.0): recorded and warned
+    # about, not refused
+    listen_beyond_loopback: bool = False
 
     def texts(self) -> list[tuple[str, str]]:
         """(where, text) of every string that may hold placeholders, for checking them."""
@@ -66,7 +69,7 @@ def check_keys(table: dict[str, Any], allowed: set[str], where: str) -> None:
 VARIANT_KEYS = {
     "app_dir", "command", "health_path", "pools_path", "label", "env", "cwd", "setup",
     "setup_timeout_s", "extensions", "workers", "pool_size", "max_overflow", "engines",
-    "extends", "collector",
+    "extends", "collector", "listen_beyond_loopback",
 }  # fmt: skip
 SQLALCHEMY_POOL = {"pool_size": 5, "max_overflow": 10}  # create_engine()'s defaults
 
@@ -180,6 +183,11 @@ def parse_variant(name: str, table: dict[str, Any]) -> Variant:
     timeout = table.get("setup_timeout_s", Variant.setup_timeout_s)
     if isinstance(timeout, bool) or not isinstance(timeout, int | float) or timeout <= 0:
         raise PoolbenchError(f"{where}.setup_timeout_s must be a positive number, got {timeout!r}")
+    exposed = table.get("listen_beyond_loopback", False)
+    if not isinstance(exposed, bool):
+        raise PoolbenchError(
+            f"{where}.listen_beyond_loopback must be true or false, got {exposed!r}"
+        )
     from poolbench.collector.config import PROFILES  # the collector's own list
 
     collector = table.get("collector", "default")
@@ -200,4 +208,5 @@ def parse_variant(name: str, table: dict[str, Any]) -> Variant:
         workers=_count(table, "workers", where, 1, 1) if "workers" in table else None,
         engines=engines,
         collector=collector,
+        listen_beyond_loopback=exposed,
     )
