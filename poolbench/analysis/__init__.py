@@ -84,6 +84,8 @@ def _warnings(loaded: RunResult, runs: list[VariantRun]) -> list[str]:
                 f"{f.dir}: variant status is {f.status!r}; its numbers may cover only part of the run"
             )
         warnings += _stall_warnings(f)
+        if exposed := run.result.meta.get("listening_warning"):
+            warnings.append(f"{f.dir}: {exposed}")
         if f.collector_gap_s:
             warnings.append(
                 f"{f.dir}: the collector lost contact for {f.collector_gap_s:.1f} s (gap samples)"
