@@ -27,6 +27,7 @@ from poolbench.config import Experiment, Variant
 from poolbench.errors import PoolbenchError
 from poolbench.placeholders import env_refs, expand
 from poolbench.postgres import Database, free_port
+from poolbench.probe import PROBE_DIRNAME
 from poolbench.redact import add_secret, looks_secret, mask_text
 from poolbench.variants import PoolSettings, RunningVariant, VariantSpec, VariantStartError
 
@@ -112,12 +113,14 @@ def launch(
         env=variant.env,
         cwd=Path(variant.cwd) if variant.cwd else None,
         values=values,
+        probe_dir=out / PROBE_DIRNAME if variant.probe else None,
     )
     app = RunningVariant(
         spec, database_url=db.app_url, log_path=out / "app.log", pools=pools, port=free_port()
     )
     entry["app"] = {**entry.get("app", {}), **vars(pools), "workers": entry["workers"]}
     entry["env"] = {k: mask_text(v) for k, v in app.env().items() if k in variant.env}
+    entry["probe"] = {"enabled": variant.probe, "dir": PROBE_DIRNAME if variant.probe else None}
     where = (experiment.name, variant.name)
     _prepare(experiment, variant, entry, db, app, out)
     watch = AppProcessWatch(app.pids, db.port).start()  # from the first pid: start-up deaths too

@@ -45,6 +45,7 @@ class Variant:
     workers: int | None = None  # declared; None: the experiment's app.workers
     engines: tuple[Engine, ...] = ()  # declared, per process; () = not declared
     collector: str = "default"  # the collector's profile (poolbench.collector.config.PROFILES)
+    probe: bool = True  # load the pool probe into the app's Python processes (poolbench/probe)
 
     def texts(self) -> list[tuple[str, str]]:
         """(where, text) of every string that may hold placeholders, for checking them."""
@@ -66,7 +67,7 @@ def check_keys(table: dict[str, Any], allowed: set[str], where: str) -> None:
 VARIANT_KEYS = {
     "app_dir", "command", "health_path", "pools_path", "label", "env", "cwd", "setup",
     "setup_timeout_s", "extensions", "workers", "pool_size", "max_overflow", "engines",
-    "extends", "collector",
+    "extends", "collector", "probe",
 }  # fmt: skip
 SQLALCHEMY_POOL = {"pool_size": 5, "max_overflow": 10}  # create_engine()'s defaults
 
@@ -182,6 +183,9 @@ def parse_variant(name: str, table: dict[str, Any]) -> Variant:
         raise PoolbenchError(f"{where}.setup_timeout_s must be a positive number, got {timeout!r}")
     from poolbench.collector.config import PROFILES  # the collector's own list
 
+    probe = table.get("probe", True)
+    if not isinstance(probe, bool):
+        raise PoolbenchError(f"{where}.probe must be true or false, got {probe!r}")
     collector = table.get("collector", "default")
     if collector not in PROFILES:
         raise PoolbenchError(f"{where}.collector {collector!r} is not one of {', '.join(PROFILES)}")
@@ -200,4 +204,5 @@ def parse_variant(name: str, table: dict[str, Any]) -> Variant:
         workers=_count(table, "workers", where, 1, 1) if "workers" in table else None,
         engines=engines,
         collector=collector,
+        probe=probe,
     )

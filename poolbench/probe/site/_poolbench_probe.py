@@ -29,6 +29,7 @@ stderr. Stays Python 3.8-compatible and standard-library only: it runs in the ap
 from __future__ import annotations
 
 import atexit
+import contextlib
 import json
 import os
 import struct
@@ -54,10 +55,8 @@ def log_once(what: str, exc: BaseException) -> None:
     """The probe's first failure goes to stderr; later ones are silent (the app goes on)."""
     if not _logged:
         _logged.append(what)
-        try:
+        with contextlib.suppress(Exception):
             sys.stderr.write(f"poolbench probe: {what} failed ({exc!r}); app unaffected\n")
-        except Exception:  # noqa: BLE001 - stderr closed: nothing more to do
-            pass
 
 
 # ------------------------------------------------------------------ creation site
@@ -84,7 +83,7 @@ def _call_line(frame) -> int:
             for i, pos in enumerate(positions()):
                 if i == frame.f_lasti // 2:
                     return pos[0] or frame.f_lineno
-        except Exception:  # noqa: BLE001
+        except Exception:
             pass
     return frame.f_lineno
 
@@ -128,7 +127,8 @@ class EngineState:
         values = {
             "out": out, "idle": max(0, opened - out), "open": opened,
             "overflow": max(0, out - self.pool_size) if self.settings.get("queue") else None,
-            "pending": pending, "out_max": out_max, "pending_max": pending_max,
+            "pending": pending, "connecting": len(self.connecting),
+            "out_max": out_max, "pending_max": pending_max,
             **self.counts,
         }  # fmt: skip
         if values == self.last and t - self.last_t < HEARTBEAT_S:
@@ -172,7 +172,7 @@ class Probe:
         self.pid = os.getpid()
         os.makedirs(self.directory, exist_ok=True)
         base = os.path.join(self.directory, str(self.pid))
-        self.files = (open(base + ".jsonl", "a", encoding="utf-8"), open(base + ".bin", "ab"))
+        self.files = (open(base + ".jsonl", "a", encoding="utf-8"), open(base + ".bin", "ab"))  # noqa: SIM115 - open for the life of the process
         self._write_line({
             "type": "process", "schema": SCHEMA, "pid": self.pid, "ppid": os.getppid(),
             "t": time.time(), "python": sys.version.split()[0], "sqlalchemy": _sa_version(),
@@ -192,7 +192,7 @@ class Probe:
         while not self.stop.wait(self.interval):
             try:
                 self.flush()
-            except Exception as exc:  # noqa: BLE001
+            except Exception as exc:
                 log_once("writing its files", exc)
 
     def flush(self, final: bool = False) -> None:
@@ -251,7 +251,7 @@ class Probe:
                 for f in self.files:
                     f.close()
                 self.files = None
-        except Exception as exc:  # noqa: BLE001
+        except Exception as exc:
             log_once("closing its files", exc)
 
 
@@ -309,7 +309,7 @@ def _guard(what: str, fn):
     def guarded(*args):
         try:
             fn(*args)
-        except Exception as exc:  # noqa: BLE001
+        except Exception as exc:
             log_once(what, exc)
 
     return guarded
@@ -380,7 +380,7 @@ def _do_connect(state: EngineState, name):
                 PROBE.name_line(state, own or name, "app" if own else "probe")
             if name is not None and not _own_name(dialect.driver, cparams):
                 _set_name(dialect.driver, cparams, name)
-        except Exception as exc:  # noqa: BLE001
+        except Exception as exc:
             log_once("do_connect", exc)
         return None
 
@@ -419,7 +419,7 @@ def _reattach(state: EngineState):
     def engine_disposed(engine) -> None:
         try:
             engine.pool._poolbench_state = state  # dispose() made a new pool
-        except Exception as exc:  # noqa: BLE001
+        except Exception as exc:
             log_once("engine_disposed", exc)
 
     return engine_disposed
@@ -468,7 +468,7 @@ def _wrap_engine_init(original):
         original(self, *args, **kwargs)
         try:
             register_engine(self, sys._getframe(1))
-        except Exception as exc:  # noqa: BLE001
+        except Exception as exc:
             log_once("engine registration", exc)
 
     __init__.__wrapped__ = original
@@ -513,7 +513,7 @@ class _SqlalchemyHook:
             _remove_finder(self)
             try:
                 install_hooks()
-            except Exception as exc:  # noqa: BLE001
+            except Exception as exc:
                 log_once("installing its hooks", exc)
 
         spec.loader.exec_module = exec_module
@@ -521,10 +521,8 @@ class _SqlalchemyHook:
 
 
 def _remove_finder(finder) -> None:
-    try:
+    with contextlib.suppress(ValueError):
         sys.meta_path.remove(finder)
-    except ValueError:
-        pass
 
 
 def start() -> None:
@@ -539,6 +537,7 @@ def start() -> None:
         interval = 0.1
     PROBE = Probe(directory, max(0.01, interval))
     atexit.register(PROBE.close)
+    _flush_before_raised_signals()
     if hasattr(os, "register_at_fork"):
         os.register_at_fork(after_in_child=_after_fork)
     if "sqlalchemy" in sys.modules:
@@ -547,8 +546,30 @@ def start() -> None:
         sys.meta_path.insert(0, _SqlalchemyHook())
 
 
+def _flush_before_raised_signals() -> None:
+    """uvicorn ends a worker by re-raising SIGTERM with the default handler once it has shut
+    down (no atexit then): write the files out first, so the last 0.1 s is not lost."""
+    import signal
+
+    original = getattr(signal, "raise_signal", None)
+    if original is None:
+        return
+
+    def raise_signal(signum):
+        try:
+            if signal.getsignal(signum) == signal.SIG_DFL:
+                PROBE.close()
+            else:
+                PROBE.flush()
+        except Exception as exc:
+            log_once("flushing before a signal", exc)
+        return original(signum)
+
+    signal.raise_signal = raise_signal
+
+
 def _after_fork() -> None:
     try:
         PROBE.after_fork()
-    except Exception as exc:  # noqa: BLE001
+    except Exception as exc:
         log_once("after fork", exc)

@@ -1,0 +1,190 @@
+"""Read what the pool probe wrote in a variant's `probe/` folder: engines, gauges, checkouts.
+
+Each Python process of the app that created an engine wrote two files (docs/results.md):
+`<pid>.jsonl` (its process, its engines by creation site, their application_name, and the
+gauges and counters whenever they changed, at most every 0.1 s) and `<pid>.bin` (one 20-byte
+record per checkout, timeout, failed checkout and new connection). They are streamed while the
+app runs, so a process killed hard leaves a last line or record cut short: it is dropped, and
+the process is marked `ended=False` (no `end` line).
+
+Here the reader sits at the root (poolbench/results.py is still a module at this branch point;
+the lead's layout move puts it under `results/`).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from poolbench.probe import PROBE_DIRNAME
+
+RECORD_DTYPE = np.dtype(
+    [("t", "<f8"), ("a", "<f4"), ("b", "<f4"), ("engine", "<u2"), ("kind", "<u2")]
+)
+KINDS = {0: "checkout", 1: "timeout", 2: "error", 3: "connect"}
+SAMPLE_COLUMNS = (
+    "out", "idle", "open", "overflow", "pending", "connecting", "out_max", "pending_max", "checkouts",
+    "connects", "closes", "closes_detached", "detaches", "invalidations", "soft_invalidations",
+    "pre_ping_failures", "timeouts", "errors", "engines",
+)  # fmt: skip
+
+
+class ProbeFileError(Exception):
+    """A probe file that is not what the probe writes (not JSON lines of its schema)."""
+
+
+@dataclass(frozen=True)
+class ProbeEngine:
+    """One creation site in one process: where, against what, and its pool's settings."""
+
+    pid: int
+    engine: int  # the process's own number for it
+    site: str  # module:line, as `poolbench lint` names it
+    file: str
+    pool_class: str
+    pool_size: int | None
+    max_overflow: int | None
+    ceiling: int | None  # pool_size + max_overflow; None when unbounded (NullPool, -1)
+    pool_timeout: float | None
+    pool_recycle: float | None
+    pool_pre_ping: bool
+    driver: str
+    database: str | None
+    user: str | None
+    application_name: str | None  # what its connections are named, once one was opened
+    name_source: str | None  # "app" (its own) or "probe" (the creation site)
+
+
+@dataclass(frozen=True)
+class ProbeProcess:
+    pid: int
+    ppid: int
+    started: float
+    python: str
+    sqlalchemy: str
+    interval_s: float
+    ended: bool  # wrote its `end` line (exited normally)
+
+
+@dataclass(frozen=True)
+class ProbeData:
+    """A variant's probe files, joined: `samples` and `checkouts` carry `pid` and `site`."""
+
+    processes: tuple[ProbeProcess, ...]
+    engines: tuple[ProbeEngine, ...]
+    samples: pd.DataFrame  # t, pid, engine, site, SAMPLE_COLUMNS
+    checkouts: pd.DataFrame  # t, pid, engine, site, kind, wait_s / use_s / create_s
+
+    def sites(self) -> list[str]:
+        return sorted({e.site for e in self.engines})
+
+
+def read_probe(variant_dir: Path) -> ProbeData | None:
+    """The probe's data for a variant folder; None when the probe wrote nothing there."""
+    folder = Path(variant_dir) / PROBE_DIRNAME
+    files = sorted(folder.glob("*.jsonl")) if folder.is_dir() else []
+    if not files:
+        return None
+    processes, engines, samples, checkouts = [], [], [], []
+    for path in files:
+        process, found, rows = _read_lines(path)
+        processes.append(process)
+        engines += found
+        samples += rows
+        checkouts.append(_read_records(path.with_suffix(".bin"), process.pid))
+    return _join(processes, engines, samples, checkouts)
+
+
+def _read_lines(path: Path) -> tuple[ProbeProcess, list[ProbeEngine], list[dict[str, Any]]]:
+    text = path.read_text(encoding="utf-8", errors="replace")
+    lines = text.split("\n")
+    if lines and lines[-1] and not text.endswith("\n"):
+        lines = lines[:-1]  # cut short by a kill: dropped
+    objs = []
+    for number, line in enumerate(filter(None, lines), 1):
+        try:
+            objs.append(json.loads(line))
+        except json.JSONDecodeError:
+            raise ProbeFileError(f"{path}:{number}: not a JSON line") from None
+    heads = [o for o in objs if o.get("type") == "process"]
+    if not heads:
+        raise ProbeFileError(f"{path}: no process line (not a probe file)")
+    head = heads[0]
+    process = ProbeProcess(
+        pid=int(head["pid"]), ppid=int(head.get("ppid", 0)), started=float(head["t"]),
+        python=str(head.get("python", "?")), sqlalchemy=str(head.get("sqlalchemy", "?")),
+        interval_s=float(head.get("interval_s", 0.1)),
+        ended=any(o.get("type") == "end" for o in objs),
+    )  # fmt: skip
+    names = {o["engine"]: o for o in objs if o.get("type") == "application_name"}
+    engines = [
+        _engine(process.pid, o, names.get(o["engine"])) for o in objs if o.get("type") == "engine"
+    ]
+    rows = [{"pid": process.pid, **o} for o in objs if o.get("type") == "sample"]
+    return process, engines, rows
+
+
+def _engine(pid: int, o: dict[str, Any], name: dict[str, Any] | None) -> ProbeEngine:
+    return ProbeEngine(
+        pid=pid, engine=int(o["engine"]), site=str(o["site"]), file=str(o.get("file", "")),
+        pool_class=str(o.get("pool_class", "?")), pool_size=o.get("pool_size"),
+        max_overflow=o.get("max_overflow"), ceiling=o.get("ceiling"),
+        pool_timeout=o.get("pool_timeout"), pool_recycle=o.get("pool_recycle"),
+        pool_pre_ping=bool(o.get("pool_pre_ping")), driver=str(o.get("driver", "?")),
+        database=o.get("database"), user=o.get("user"),
+        application_name=name["name"] if name else None,
+        name_source=name["source"] if name else None,
+    )  # fmt: skip
+
+
+def _read_records(path: Path, pid: int) -> pd.DataFrame:
+    data = path.read_bytes() if path.exists() else b""
+    whole = len(data) - len(data) % RECORD_DTYPE.itemsize  # a cut last record is dropped
+    arr = np.frombuffer(data[:whole], dtype=RECORD_DTYPE)
+    frame = pd.DataFrame(
+        {
+            "t": arr["t"],
+            "pid": pid,
+            "engine": arr["engine"].astype(int),
+            "kind": pd.Categorical.from_codes(arr["kind"].astype(int), list(KINDS.values()))
+            if len(arr) and int(arr["kind"].max()) < len(KINDS)
+            else pd.Categorical([KINDS.get(int(k), "?") for k in arr["kind"]]),
+            "wait_s": arr["a"].astype(float),
+            "use_s": arr["b"].astype(float),
+        }
+    )
+    connect = frame["kind"] == "connect"
+    frame["create_s"] = np.where(connect, frame["wait_s"], np.nan)
+    frame.loc[connect, ["wait_s", "use_s"]] = np.nan
+    return frame
+
+
+def _join(
+    processes: list[ProbeProcess],
+    engines: list[ProbeEngine],
+    samples: list[dict[str, Any]],
+    checkouts: list[pd.DataFrame],
+) -> ProbeData:
+    sites = pd.DataFrame(
+        [(e.pid, e.engine, e.site) for e in engines], columns=["pid", "engine", "site"]
+    )
+    frame = pd.DataFrame(samples, columns=["t", "pid", "engine", *SAMPLE_COLUMNS])
+    frame = frame.merge(sites, on=["pid", "engine"], how="left").sort_values("t")
+    records = pd.concat(checkouts, ignore_index=True) if checkouts else pd.DataFrame()
+    if len(records):
+        records = records.merge(sites, on=["pid", "engine"], how="left").sort_values("t")
+    else:
+        records = pd.DataFrame(
+            columns=["t", "pid", "engine", "kind", "wait_s", "use_s", "create_s", "site"]
+        )
+    return ProbeData(
+        processes=tuple(sorted(processes, key=lambda p: p.pid)),
+        engines=tuple(engines),
+        samples=frame.reset_index(drop=True),
+        checkouts=records.reset_index(drop=True),
+    )
