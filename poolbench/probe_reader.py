@@ -27,6 +27,7 @@ RECORD_DTYPE = np.dtype(
     [("t", "<f8"), ("a", "<f4"), ("b", "<f4"), ("engine", "<u2"), ("kind", "<u2")]
 )
 KINDS = {0: "checkout", 1: "timeout", 2: "error", 3: "connect"}
+OPENED = 0x100  # a checkout that opened a new connection
 SAMPLE_COLUMNS = (
     "out", "idle", "open", "overflow", "pending", "connecting", "out_max", "pending_max", "checkouts",
     "connects", "closes", "closes_detached", "detaches", "invalidations", "soft_invalidations",
@@ -146,14 +147,16 @@ def _read_records(path: Path, pid: int) -> pd.DataFrame:
     data = path.read_bytes() if path.exists() else b""
     whole = len(data) - len(data) % RECORD_DTYPE.itemsize  # a cut last record is dropped
     arr = np.frombuffer(data[:whole], dtype=RECORD_DTYPE)
+    kinds = arr["kind"].astype(int)
     frame = pd.DataFrame(
         {
             "t": arr["t"],
             "pid": pid,
             "engine": arr["engine"].astype(int),
-            "kind": pd.Categorical.from_codes(arr["kind"].astype(int), list(KINDS.values()))
-            if len(arr) and int(arr["kind"].max()) < len(KINDS)
-            else pd.Categorical([KINDS.get(int(k), "?") for k in arr["kind"]]),
+            "kind": pd.Categorical(
+                [KINDS.get(k & 0xFF, "?") for k in kinds], categories=[*KINDS.values(), "?"]
+            ),
+            "opened": (kinds & OPENED) != 0,  # the checkout's wait includes opening a connection
             "wait_s": arr["a"].astype(float),
             "use_s": arr["b"].astype(float),
         }

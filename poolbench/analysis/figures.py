@@ -15,10 +15,12 @@ from poolbench.analysis.exact import ExactFigures, exact_figures
 from poolbench.analysis.leak import GROWING, Trend, trend
 from poolbench.analysis.memory import CpuFigures, MemoryFigures, cpu_figures, memory_figures
 from poolbench.analysis.model import PoolModel, pool_model
+from poolbench.analysis.pool_probe import ProbeFigures, probe_figures
 from poolbench.analysis.series import VariantSeries, build_series
 from poolbench.analysis.traffic import TrafficFigures, traffic_figures
 from poolbench.analysis.typed import Json, Window, num
 from poolbench.analysis.windows import Windows, windows_for
+from poolbench.probe_reader import ProbeData, read_probe
 from poolbench.results import VariantResult
 
 
@@ -54,6 +56,7 @@ class VariantFigures(Json):
     collector_gap_s: float
     collector: dict[str, Any] = field(default_factory=dict)  # variant.json's collector entry
     events: list[dict[str, Any]] = field(default_factory=list)
+    probe: ProbeFigures | None = None  # inside the pools (poolbench/probe), when it ran
 
 
 @dataclass
@@ -63,6 +66,7 @@ class VariantRun:
     result: VariantResult
     series: VariantSeries
     figures: VariantFigures
+    probe: ProbeData | None = None  # the pool probe's data, for the charts
 
 
 def _census(data: Any) -> Census | None:
@@ -132,7 +136,10 @@ def analyse_variant(result: VariantResult) -> VariantRun:
     first = float(result.samples["ts"].min()) if not result.samples.empty else None
     windows = windows_for(result.meta, series.users, first)
     connections = connection_figures(series, windows)
-    model = pool_model(result.meta, connections)
+    traffic = traffic_figures(result, series, windows)
+    probe_data = read_probe(result.path)
+    probe = probe_figures(probe_data, traffic.window or windows.full_load)
+    model = pool_model(result.meta, connections, probe)
     churn = churn_figures(series, windows)
     window = leak_window(windows, churn)
     figures = VariantFigures(
@@ -149,7 +156,7 @@ def analyse_variant(result: VariantResult) -> VariantRun:
         churn=churn,
         memory=memory_figures(series, windows),
         cpu=cpu_figures(series, windows),
-        traffic=traffic_figures(result, series, windows),
+        traffic=traffic,
         model=model,
         leak=[
             trend("app USS", "bytes", series.memory["app_uss"], window, series.total),
@@ -161,5 +168,6 @@ def analyse_variant(result: VariantResult) -> VariantRun:
         collector_gap_s=series.gap_seconds,
         collector=result.meta.get("collector") or {},
         events=_lifecycle(result.events, windows),
+        probe=probe,
     )
-    return VariantRun(result, series, figures)
+    return VariantRun(result, series, figures, probe_data)

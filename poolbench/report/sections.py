@@ -464,3 +464,79 @@ def _table(
     if not rows:
         return []
     return [*([Para(intro, muted=True)] if intro else []), Table(header, rows, align)]
+
+
+def pool_probe_section(experiment: ExperimentSummary) -> list[Any]:
+    """Inside the pools: per engine, checkout wait beside request latency, time at the ceiling."""
+    probed = [(v, v.first.probe) for v in experiment.variants if v.first.probe is not None]
+    if not probed:
+        return []
+    blocks: list[Any] = [
+        Heading(3, f"Inside the pools — {experiment.name}"),
+        Para(
+            "Measured in the app by poolbench's pool probe, per engine (its creation site, "
+            "module:line, as `poolbench lint` names it), over the window of the request "
+            "latency beside it. Wait: from asking the pool for a connection to getting one "
+            "(queueing, opening a new one, pre-ping), exact percentiles over every checkout "
+            "requested in the window, timeouts included. At ceiling: share of the window each "
+            "worker's pool had every connection it may open checked out (0.1 s ticks).",
+            muted=True,
+        ),
+    ]
+    rows: list[list[Cell]] = []
+    for v, probe in probed:
+        lat = v.first.traffic.latency
+        requests = f"{fmt.ms(lat.p50)} / {fmt.ms(lat.p95)} / {fmt.ms(lat.p99)}"
+        for e in probe.engines:
+            rows.append(_probe_row(v.name, e, requests))
+    blocks.append(
+        Table(
+            [
+                "variant",
+                "engine (site)",
+                "application_name",
+                "pool",
+                "checkouts",
+                "wait p50 / p95 / p99 / max",
+                "requests p50 / p95 / p99",
+                "at ceiling",
+                "peak out / ceiling",
+                "timeouts",
+                "connects / closes",
+            ],
+            rows,
+            "lllllrllrrr",
+        )
+    )
+    advice = [f"{v.name} {e.site}: {e.advice}" for v, p in probed for e in p.engines if e.wait.n]
+    if advice:
+        blocks.append(Bullets(advice))
+    cut = [f"{v.name}: {p.processes_cut}" for v, p in probed if p.processes_cut]
+    if cut:
+        blocks.append(
+            Notice(
+                "info",
+                "Processes killed before the probe's last write (their last ≤ 0.1 s is "
+                f"missing): {', '.join(cut)}.",
+            )
+        )
+    return blocks
+
+
+def _probe_row(variant: str, e: Any, requests: str) -> list[Cell]:
+    w = e.wait
+    pool = e.pool_class if e.ceiling is None else f"{e.pool_class} {e.pool_size} + {e.max_overflow}"
+    if e.processes > 1:
+        pool += f" × {e.processes} processes"
+    name = e.application_name or fmt.NA
+    if e.name_source == "probe":
+        name += " (set by the probe)"
+    return [
+        variant, e.site, name, pool, fmt.count(e.checkouts),
+        f"{fmt.ms(w.p50_ms)} / {fmt.ms(w.p95_ms)} / {fmt.ms(w.p99_ms)} / {fmt.ms(w.max_ms)}",
+        requests,
+        fmt.share(e.at_ceiling_share),
+        f"{e.peak_out} / {e.ceiling if e.ceiling is not None else '∞'}",
+        fmt.count(e.counters.get("timeouts")),
+        f"{fmt.count(e.counters.get('connects'))} / {fmt.count(e.counters.get('closes'))}",
+    ]  # fmt: skip

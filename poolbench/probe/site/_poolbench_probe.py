@@ -43,6 +43,7 @@ INTERVAL_ENV = "POOLBENCH_PROBE_INTERVAL_S"
 SCHEMA = 1
 RECORD = struct.Struct("<dffHH")  # t (wall, request), a, b (seconds), engine id, kind
 KIND_CHECKOUT, KIND_TIMEOUT, KIND_ERROR, KIND_CONNECT = 0, 1, 2, 3
+OPENED = 0x100  # on a checkout's kind: it opened a new connection (its wait includes that)
 NAME_MAX = 63  # PostgreSQL keeps NAMEDATALEN - 1 bytes of application_name
 HEARTBEAT_S = 1.0
 _LIBRARY_PREFIXES = ("sqlalchemy", "sqlmodel", "_poolbench_probe")
@@ -113,6 +114,7 @@ class EngineState:
              "engines"), 0)  # fmt: skip
         self.in_use = {}  # record -> (t_wall, wait_s, t_out)
         self.connecting = {}  # record -> perf_counter at do_connect
+        self.opened = set()  # records connected since their checkout began
         self.named = False
         self.last = None  # the last sample written, to skip unchanged ones
         self.last_t = 0.0
@@ -236,6 +238,7 @@ class Probe:
             state.lock = threading.Lock()
             state.out = state.pending = state.out_max = state.pending_max = state.open = 0
             state.in_use, state.connecting, state.named, state.last = {}, {}, False, None
+            state.opened = set()
             state.counts = dict.fromkeys(state.counts, 0)
         if self.states:
             with self.io_lock:
@@ -322,13 +325,14 @@ def _pool_listeners(state: EngineState) -> dict:
         started = state.in_use.pop(rec, None)
         if started is None:
             return
-        t_wall, wait, t_out = started
+        t_wall, wait, t_out, kind = started
         with state.lock:
             state.out -= 1
-        PROBE.record(t_wall, wait, perf() - t_out, state.id, KIND_CHECKOUT)
+        PROBE.record(t_wall, wait, perf() - t_out, state.id, kind)
 
     def connect(_dbapi, rec) -> None:
         began = state.connecting.pop(rec, None)
+        state.opened.add(rec)
         with state.lock:
             state.open += 1
             state.counts["connects"] += 1
@@ -456,7 +460,11 @@ def _wrap_connect(original, timeout_error):
                 state.out += 1
                 if state.out > state.out_max:
                     state.out_max = state.out
-                state.in_use[rec] = (t_wall, t1 - t0, t1)
+                kind = KIND_CHECKOUT
+                if rec in state.opened:
+                    state.opened.discard(rec)
+                    kind |= OPENED
+                state.in_use[rec] = (t_wall, t1 - t0, t1, kind)
         return fairy
 
     connect.__wrapped__ = original
