@@ -107,8 +107,8 @@ def test_wait_percentiles_are_exact_over_the_window_timeouts_included(tmp_path: 
     assert x.create.n == 1 and x.create.p50_ms == pytest.approx(7, rel=1e-6)
 
 
-def test_time_at_ceiling_peaks_and_counters_over_the_window(tmp_path: Path) -> None:
-    _, f = _analysis(tmp_path, MEASURED)
+def test_time_at_ceiling_peaks_counters_and_sizing_advice(tmp_path: Path) -> None:
+    analysis, f = _analysis(tmp_path, MEASURED)
     x = f.probe.engine("app.x:10")
     # pid 100 full for 30 of its 60 ticks, pid 101 for 15 of 60
     assert x.at_ceiling_share == pytest.approx(45 / 120)
@@ -123,6 +123,8 @@ def test_time_at_ceiling_peaks_and_counters_over_the_window(tmp_path: Path) -> N
     assert y.application_name == "shop-y" and y.name_source == "app"
     assert y.peak_out == 3 and y.at_ceiling_share == 0
     assert "can shrink to 4" in y.advice  # 3 at most, no queueing: 3 + headroom
+    sizing = analysis.summary.experiments[0].sizing
+    assert sizing.waits == [f"v app.x:10: {x.advice}", f"v app.y:20: {y.advice}"]
 
 
 def test_the_model_takes_the_measured_pools_when_none_are_declared(tmp_path: Path) -> None:

@@ -68,7 +68,8 @@ def sizing_section(experiment: ExperimentSummary) -> list[Any]:
     s = experiment.sizing
     blocks: list[Any] = [Heading(3, f"Right-sizing from measured demand — {experiment.name}")]
     if not s.measured:
-        return [*blocks, Para("Active connections were not sampled: no estimate.", muted=True)]
+        return [*blocks, Para("Active connections were not sampled: no estimate.", muted=True),
+                *_wait_evidence(s.waits)]  # fmt: skip
     split = ", ".join(f"{name} pool_size {n}" for name, n in s.per_engine.items())
     per_worker = (
         f"{s.pool_size_per_worker} per worker, split over its engines ({split})"
@@ -117,7 +118,15 @@ def sizing_section(experiment: ExperimentSummary) -> list[Any]:
             muted=True,
         )
     )
-    return blocks
+    return [*blocks, *_wait_evidence(s.waits)]
+
+
+def _wait_evidence(waits: list[str]) -> list[Any]:
+    """The pool probe's evidence on each pool's size: how long its checkouts queued."""
+    if not waits:
+        return []
+    return [Para("Inside the pools (the app's pool probe): checkout queueing per engine.",
+                 muted=True), Bullets(waits)]  # fmt: skip
 
 
 def _figure_rows(f: VariantFigures) -> list[tuple[str, str]]:
@@ -508,9 +517,6 @@ def pool_probe_section(experiment: ExperimentSummary) -> list[Any]:
             "lllllrllrrr",
         )
     )
-    advice = [f"{v.name} {e.site}: {e.advice}" for v, p in probed for e in p.engines if e.wait.n]
-    if advice:
-        blocks.append(Bullets(advice))
     cut = [f"{v.name}: {p.processes_cut}" for v, p in probed if p.processes_cut]
     if cut:
         blocks.append(
