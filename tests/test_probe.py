@@ -18,7 +18,7 @@ from pathlib import Path
 
 import httpx
 import pytest
-from conftest import fresh_database, with_db
+from conftest import fresh_database, maintenance, with_db
 
 from poolbench.config_variants import parse_variant
 from poolbench.errors import PoolbenchError
@@ -258,53 +258,75 @@ def test_probe_key_of_a_variant() -> None:
         parse_variant("v", {"app_dir": "apps_after", "probe": "no"})
 
 
-def test_probe_and_debug_pools_agree_on_checked_out_in_every_worker(
-    pg: Database, tmp_path: Path
+@pytest.mark.parametrize("snapshot", ["before", "after"])
+def test_probe_agrees_with_debug_pools_and_pg_stat_activity(
+    pg: Database, tmp_path: Path, snapshot: str
 ) -> None:
-    """apps_after, two workers: while each worker's async pool holds what /debug/pools says,
-    the probe's last sample of that worker says the same."""
-    spec = VariantSpec(name="after", app_dir=ROOT / "apps_after", workers=2,
+    """Our two apps, two workers each: while requests hold connections, every engine's
+    checked-out count in each worker is what its /debug/pools says; once they are done, the
+    connections the probe counts open per application_name are what PostgreSQL shows."""
+    spec = VariantSpec(name=snapshot, app_dir=ROOT / f"apps_{snapshot}", workers=2,
                        probe_dir=tmp_path / "probe")  # fmt: skip
-    with fresh_database(pg, prefix="probe_after") as dbname:
+    with fresh_database(pg, prefix=f"probe_{snapshot}") as dbname:
         app = RunningVariant(
             spec, database_url=with_db(pg.app_url, dbname), log_path=tmp_path / "app.log"
         )
         with app:
-            agreed = asyncio.run(_held_and_polled(app.base_url, tmp_path))
-    assert len(agreed) == 2, agreed  # both workers seen
-    assert sum(debug for debug, _ in agreed.values()) > 0, agreed
-    for pid, (debug, probe) in agreed.items():
-        assert debug == probe, (pid, debug, probe)
-    data = read_probe(tmp_path)
-    site = next(e for e in data.engines if e.pool_class == "AsyncAdaptedQueuePool")
-    assert site.site.startswith("app.db.session:")
-    assert site.name_source == "app" and site.application_name == "after:app.db.session"
+            held = asyncio.run(_held_and_polled(app.base_url, tmp_path))
+            time.sleep(0.5)  # every hold returned; the probe wrote it down
+            with maintenance(pg) as admin:
+                rows = admin.execute(
+                    "SELECT application_name, count(*) FROM pg_stat_activity "
+                    "WHERE datname = %s GROUP BY 1",
+                    (dbname,),
+                ).fetchall()
+            idle = read_probe(tmp_path)
+    assert {pid for pid, _ in held} == set(app_pids(idle)), held  # both workers polled
+    assert sum(debug for debug, _ in held.values()) > 0, held
+    assert {k: debug for k, (debug, _) in held.items()} == {k: p for k, (_, p) in held.items()}
+    assert dict(rows) == _open_by_name(idle)
+    named = [e for e in idle.engines if e.application_name]
+    assert named and all(e.name_source == "app" for e in named)  # the apps' own names, kept
+    for e in named:  # `before:app.core.db:sync` was created in module app.core.db
+        assert e.site.startswith(e.application_name.split(":")[1] + ":"), e
 
 
-async def _held_and_polled(base: str, out: Path) -> dict[int, tuple[int, int]]:
-    """Hold connections of both workers' async pools, then read /debug/pools and the probe."""
+def app_pids(data) -> list[int]:
+    return sorted({e.pid for e in data.engines})
+
+
+def _open_by_name(data) -> dict[str, int]:
+    """Connections open per application_name, over all processes, from the last samples."""
+    last = data.samples.sort_values("t").groupby(["pid", "engine"]).last()["open"]
+    names = {(e.pid, e.engine): e.application_name for e in data.engines}
+    out: dict[str, int] = {}
+    for key, n in last.items():
+        if n and names.get(key):
+            out[names[key]] = out.get(names[key], 0) + int(n)
+    return out
+
+
+async def _held_and_polled(base: str, out: Path) -> dict[tuple[int, str], tuple[int, int]]:
+    """Hold connections of both workers' pools, then read /debug/pools and the probe:
+    {(pid, engine name): (checked out per /debug/pools, checked out per the probe)}."""
     fresh = httpx.Limits(max_keepalive_connections=0)  # each poll on a new connection: any worker
     async with httpx.AsyncClient(
         base_url=base, timeout=30, trust_env=False, limits=fresh
     ) as client:
-        holds = [asyncio.create_task(client.get("/items?sleep_ms=1000")) for _ in range(12)]
-        await asyncio.sleep(0.3)  # all 12 hold their connections from here to ~1 s
-        seen: dict[int, int] = {}
+        paths = ["/items?sleep_ms=1000"] * 10 + ["/orders/1?sleep_ms=1000"] * 6
+        holds = [asyncio.create_task(client.get(p)) for p in paths]
+        await asyncio.sleep(0.3)  # all hold their connections from here to ~1 s
+        seen: dict[tuple[int, str], int] = {}
         for _ in range(20):
             body = (await client.get("/debug/pools")).json()
-            [engine] = [e for e in body["engines"] if e["name"] == "after:app.db.session"]
-            seen[body["pid"]] = engine["checked_out"]
+            for engine in body["engines"]:
+                seen[(body["pid"], engine["name"])] = engine["checked_out"]
         await asyncio.sleep(0.15)  # the probe writes every 0.1 s
         data = read_probe(out)
-        await asyncio.gather(*holds)
-    result = {}
-    for pid, debug in seen.items():
-        rows = data.samples[
-            (data.samples["pid"] == pid) & data.samples["site"].str.startswith("app.db.session:")
-        ]
-        pooled = [
-            e.site for e in data.engines if e.pid == pid and e.pool_class == "AsyncAdaptedQueuePool"
-        ]
-        rows = rows[rows["site"].isin(pooled)]
-        result[pid] = (debug, int(rows.iloc[-1]["out"]))
-    return result
+        assert all(r.status_code == 200 for r in await asyncio.gather(*holds))
+    last = data.samples.sort_values("t").groupby(["pid", "engine"]).last()["out"]
+    by_name = {(e.pid, e.application_name): (e.pid, e.engine) for e in data.engines}
+    return {
+        key: (debug, int(last.get(by_name[key], 0)) if key in by_name else 0)
+        for key, debug in seen.items()
+    }
