@@ -191,3 +191,67 @@ def _join(
         samples=frame.reset_index(drop=True),
         checkouts=records.reset_index(drop=True),
     )
+
+
+class ProbeTail:
+    """The probe's newest gauges while the app runs (for the UI's live Database tab).
+
+    Reads only the bytes appended to each `<pid>.jsonl` since the last call; keeps each
+    engine's description and last sample. `pools()` sums them per engine over the processes:
+    checked out, ceiling (the pools' sum; None when one is unbounded), waiting."""
+
+    def __init__(self, folder: Path) -> None:
+        self.folder = Path(folder)
+        self._offsets: dict[Path, int] = {}
+        self._rest: dict[Path, bytes] = {}
+        self._engines: dict[tuple[int, int], dict[str, Any]] = {}
+        self._last: dict[tuple[int, int], dict[str, Any]] = {}
+        self._names: dict[tuple[int, int], str] = {}
+
+    def poll(self) -> None:
+        for path in sorted(self.folder.glob("*.jsonl")) if self.folder.is_dir() else []:
+            try:
+                with path.open("rb") as handle:
+                    handle.seek(self._offsets.get(path, 0))
+                    data = handle.read()
+            except OSError:
+                continue
+            self._offsets[path] = self._offsets.get(path, 0) + len(data)
+            *lines, self._rest[path] = (self._rest.get(path, b"") + data).split(b"\n")
+            pid = int(path.stem) if path.stem.isdigit() else 0
+            for line in lines:
+                self._take(pid, line)
+
+    def _take(self, pid: int, line: bytes) -> None:
+        try:
+            item = json.loads(line)
+        except json.JSONDecodeError:
+            return
+        kind, key = item.get("type"), (pid, item.get("engine"))
+        if kind == "engine":
+            self._engines[key] = item
+        elif kind == "sample":
+            self._last[key] = item
+        elif kind == "application_name":
+            self._names[key] = str(item.get("name"))
+
+    def pools(self) -> list[dict[str, Any]]:
+        by_site: dict[str, dict[str, Any]] = {}
+        for key, engine in self._engines.items():
+            sample = self._last.get(key, {})
+            site = str(engine.get("site"))
+            row = by_site.setdefault(
+                site,
+                {"site": site, "name": self._names.get(key), "pool_class": engine.get("pool_class"),
+                 "out": 0, "ceiling": 0, "waiting": 0, "processes": 0},
+            )  # fmt: skip
+            row["name"] = row["name"] or self._names.get(key)
+            row["out"] += int(sample.get("out") or 0)
+            queued = int(sample.get("pending") or 0) - int(sample.get("connecting") or 0)
+            row["waiting"] += max(0, queued)
+            row["processes"] += 1
+            ceiling = engine.get("ceiling")
+            row["ceiling"] = (
+                None if ceiling is None or row["ceiling"] is None else row["ceiling"] + ceiling
+            )
+        return sorted(by_site.values(), key=lambda r: r["site"])

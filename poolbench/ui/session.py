@@ -37,6 +37,7 @@ from poolbench.config import BenchConfig, Experiment, Variant
 from poolbench.errors import PoolbenchError
 from poolbench.events import EventLog, RunEvents, VariantRef
 from poolbench.postgres import Database, free_port
+from poolbench.probe_reader import ProbeTail
 from poolbench.progress import ProgressDisplay
 from poolbench.results import RunRecord
 from poolbench.ui.feed import FeedWriter
@@ -117,7 +118,10 @@ class UiSession:
         entry["collector"] = stack.collector_entry(collector_config, self.variant)
         collector = CollectorThread(collector_config)
         feed_dir = Path(tempfile.mkdtemp(prefix="poolbench-ui-"))
-        feed = FeedWriter(feed_dir / "feed.jsonl", self._feed_header(entry), collector.latest)
+        probe = ProbeTail(app.spec.probe_dir) if app.spec.probe_dir else None
+        feed = FeedWriter(
+            feed_dir / "feed.jsonl", self._feed_header(entry), collector.latest, probe
+        )
         try:
             with collector:
                 feed.subscribe(self.events)
