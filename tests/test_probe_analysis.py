@@ -165,3 +165,27 @@ def test_a_variant_without_probe_files_has_no_probe_figures(tmp_path: Path) -> N
     f = analysis.summary.experiments[0].variants[0].first
     assert f.probe is None
     assert "Inside the pools" not in render_markdown(build_document(analysis.summary, [], tmp_path))
+
+
+def test_the_report_sets_the_change_in_p95_beside_the_change_in_wait(tmp_path: Path) -> None:
+    """b's requests are slower at p95 and its checkouts wait three times longer: the wait
+    accounts for the change; with the same waits on both sides it does not."""
+    a = VariantSpec(name="a", engines=MEASURED, workers=2, latency_cycle=(10.0,))
+    b = VariantSpec(name="b", engines=MEASURED, workers=2, latency_cycle=(200.0,))
+    run_dir = write_run(tmp_path / "slower", [a, b])
+    slower = _probe_processes()
+    for p in slower.values():
+        p["records"] = [(t, w * 3, u, e, k) for t, w, u, e, k in p["records"]]
+    write_probe(run_dir / a.dir, _probe_processes())
+    write_probe(run_dir / b.dir, slower)
+    text = render_markdown(build_document(analyse(run_dir).summary, [], tmp_path))
+    [line] = [x for x in text.splitlines() if x.startswith("a → b: request p95")]
+    assert line.startswith("a → b: request p95 10 ms → 200 ms (+190 ms); checkout wait p95 of")
+    assert "the pool requests waited on longest 96.0 ms (app.x:10)" in line
+    assert "(app.x:10) → 288" in line and "accounts for at least half of that change" in line
+
+    run_dir = write_run(tmp_path / "same", [a, b])
+    write_probe(run_dir / a.dir, _probe_processes())
+    write_probe(run_dir / b.dir, _probe_processes())
+    text = render_markdown(build_document(analyse(run_dir).summary, [], tmp_path))
+    assert "the wait for a connection does not account for it" in text

@@ -517,6 +517,9 @@ def pool_probe_section(experiment: ExperimentSummary) -> list[Any]:
             "lllllrllrrr",
         )
     )
+    explained = _wait_explains(probed)
+    if explained:
+        blocks.append(Para(explained))
     cut = [f"{v.name}: {p.processes_cut}" for v, p in probed if p.processes_cut]
     if cut:
         blocks.append(
@@ -546,3 +549,43 @@ def _probe_row(variant: str, e: Any, requests: str) -> list[Cell]:
         fmt.count(e.counters.get("timeouts")),
         f"{fmt.count(e.counters.get('connects'))} / {fmt.count(e.counters.get('closes'))}",
     ]  # fmt: skip
+
+
+def _busiest(probe: Any) -> Any:
+    """The bounded engine whose checkouts waited longest at p95 (the one requests queue on)."""
+    bounded = [e for e in probe.engines if e.ceiling is not None and e.wait.p95_ms is not None]
+    return max(bounded, key=lambda e: e.wait.p95_ms, default=None)
+
+
+def _wait_explains(probed: list[tuple[Any, Any]]) -> str | None:
+    """Request p95 from the first variant to each other beside the busiest pool's wait p95:
+    does the time spent waiting for a connection account for the change?"""
+    (base, base_probe), *others = probed
+    a_engine, a_p95 = _busiest(base_probe), base.first.traffic.latency.p95
+    if a_engine is None or a_p95 is None:
+        return None
+    texts = []
+    for v, probe in others:
+        b_engine, b_p95 = _busiest(probe), v.first.traffic.latency.p95
+        if b_engine is None or b_p95 is None:
+            continue
+        a_wait, b_wait = a_engine.wait.p95_ms, b_engine.wait.p95_ms
+        d_req, d_wait = b_p95 - a_p95, b_wait - a_wait
+        share = d_wait / d_req if d_req else None
+        verdict = (
+            "the wait for a connection accounts for at least half of that change"
+            if share is not None and share >= 0.5
+            else "the wait for a connection does not account for it"
+        )
+        texts.append(
+            f"{base.name} → {v.name}: request p95 {fmt.ms(a_p95)} → {fmt.ms(b_p95)} "
+            f"({_signed_ms(d_req)}); checkout wait p95 of the pool requests waited on longest "
+            f"{fmt.ms(a_wait)} ({a_engine.site}) → {fmt.ms(b_wait)} ({b_engine.site}) "
+            f"({_signed_ms(d_wait)}): {verdict} (percentiles do not add: a comparison, not a "
+            "decomposition)."
+        )
+    return " ".join(texts) or None
+
+
+def _signed_ms(value: float) -> str:
+    return ("+" if value > 0 else "") + fmt.ms(value)
