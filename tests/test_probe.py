@@ -251,6 +251,23 @@ def test_probe_off_leaves_the_app_environment_untouched(app_dir: Path, tmp_path:
     assert not (tmp_path / "probe").exists()
 
 
+def test_a_relative_probe_folder_is_poolbench_s_not_the_app_s(
+    app_dir: Path, database: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`poolbench run` names the variant's folder relative to its own directory (results/…),
+    and the app runs in its own: the files must land in poolbench's folder. The old code
+    passed the relative path on, so they went to <app_dir>/results/… (and into git)."""
+    monkeypatch.chdir(tmp_path)
+    relative = Path("results") / "run" / "v-1"
+    app = RunningVariant(
+        _spec(app_dir, relative / "probe"), database_url=database, log_path=tmp_path / "app.log"
+    )
+    with app, httpx.Client(base_url=app.base_url, trust_env=False) as client:
+        client.get("/null").raise_for_status()
+    assert read_probe(tmp_path / relative) is not None
+    assert not (app_dir / "results").exists()
+
+
 def test_probe_key_of_a_variant() -> None:
     assert parse_variant("v", {"app_dir": "apps_after"}).probe is True
     assert parse_variant("v", {"app_dir": "apps_after", "probe": False}).probe is False

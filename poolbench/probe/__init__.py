@@ -19,7 +19,8 @@ PROBE_DIRNAME = "probe"
 
 
 def probe_env(base: Mapping[str, str], probe_dir: Path) -> dict[str, str]:
-    """The two variables that load the probe: PYTHONPATH (ours first) and its output folder."""
+    """The two variables that load the probe: PYTHONPATH (ours first) and its output folder,
+    absolute: the app runs in its own directory, where a relative one would land."""
     existing = base.get("PYTHONPATH", "")
     path = os.pathsep.join([str(SITE_DIR), existing]) if existing else str(SITE_DIR)
-    return {"PYTHONPATH": path, DIR_ENV: str(probe_dir)}
+    return {"PYTHONPATH": path, DIR_ENV: str(Path(probe_dir).resolve())}
