@@ -487,7 +487,8 @@ def pool_probe_section(experiment: ExperimentSummary) -> list[Any]:
             "module:line, as `poolbench lint` names it), over the window of the request "
             "latency beside it. Wait: from asking the pool for a connection to getting one "
             "(queueing, opening a new one, pre-ping), exact percentiles over every checkout "
-            "requested in the window, timeouts included. At ceiling: share of the window each "
+            "requested in the window, timeouts included. Failed: checkouts that raised (e.g. "
+            "PostgreSQL refused the connection). At ceiling: share of the window each "
             "worker's pool had every connection it may open checked out (0.1 s ticks).",
             muted=True,
         ),
@@ -510,7 +511,7 @@ def pool_probe_section(experiment: ExperimentSummary) -> list[Any]:
                 "requests p50 / p95 / p99",
                 "at ceiling",
                 "peak out / ceiling",
-                "timeouts",
+                "timeouts / failed",
                 "connects / closes",
             ],
             rows,
@@ -546,7 +547,7 @@ def _probe_row(variant: str, e: Any, requests: str) -> list[Cell]:
         requests,
         fmt.share(e.at_ceiling_share),
         f"{e.peak_out} / {e.ceiling if e.ceiling is not None else '∞'}",
-        fmt.count(e.counters.get("timeouts")),
+        f"{fmt.count(e.counters.get('timeouts'))} / {fmt.count(e.counters.get('errors'))}",
         f"{fmt.count(e.counters.get('connects'))} / {fmt.count(e.counters.get('closes'))}",
     ]  # fmt: skip
 
