@@ -3,8 +3,11 @@
 Each mode runs in its own Python process (the probe loads at interpreter start-up, as in an
 app): a sync and an async engine (QueuePool / AsyncAdaptedQueuePool, pool_size 4) against a
 real PostgreSQL, `--checkouts` checkouts and returns of an already-open connection per round
-(no SQL: the pool path alone, where the probe's hooks are), `--rounds` rounds; the median
-round's cost per checkout in µs is printed, and the difference from `none`.
+(no SQL: the pool path alone, where the probe's hooks are), `--rounds` rounds. The cost is the
+process's CPU time (all its threads: the probe's writer thread is part of its cost), not wall
+time, which on a shared machine measures the neighbours; the modes run `--trials` times,
+interleaved, and the median over trials of each trial's median round is printed, in µs per
+checkout, with the difference from `none`.
 
 Modes: `none`; `probe` (poolbench's probe, as poolbench loads it: PYTHONPATH +
 POOLBENCH_PROBE_DIR); `otel` (opentelemetry-instrumentation-sqlalchemy with the SDK's
@@ -49,19 +52,19 @@ def child(url: str, checkouts: int, rounds: int, mode: str) -> dict[str, float]:
         )
     per_sync = []
     for _ in range(rounds):
-        t0 = time.perf_counter()
+        t0 = time.process_time()
         for _ in range(checkouts):
             sync.raw_connection().close()
-        per_sync.append((time.perf_counter() - t0) / checkouts * 1e6)
+        per_sync.append((time.process_time() - t0) / checkouts * 1e6)
 
     async def run_async() -> list[float]:
         out = []
         for _ in range(rounds):
-            t0 = time.perf_counter()
+            t0 = time.process_time()
             for _ in range(checkouts):
                 conn = await aeng.raw_connection()
                 conn.close()  # returns it to the pool (no I/O for a kept connection)
-            out.append((time.perf_counter() - t0) / checkouts * 1e6)
+            out.append((time.process_time() - t0) / checkouts * 1e6)
         await aeng.dispose()
         return out
 
@@ -88,13 +91,26 @@ def main() -> None:
     parser.add_argument("--database-url", default=URL)
     parser.add_argument("--checkouts", type=int, default=20000)
     parser.add_argument("--rounds", type=int, default=7)
+    parser.add_argument("--trials", type=int, default=3)
     parser.add_argument("--child", choices=MODES)
     args = parser.parse_args()
     if args.child:
         print(json.dumps(child(args.database_url, args.checkouts, args.rounds, args.child)))
         return
-    results = {mode: run_mode(mode, args) for mode in MODES}
+    trials: dict[str, list[dict[str, float]]] = {mode: [] for mode in MODES}
+    for _ in range(args.trials):
+        for mode in MODES:
+            result = run_mode(mode, args)
+            if result is not None:
+                trials[mode].append(result)
+    results = {
+        mode: {k: statistics.median(r[k] for r in runs) for k in ("sync_us", "async_us")}
+        if runs
+        else None
+        for mode, runs in trials.items()
+    }
     base = results["none"]
+    print(f"CPU µs per checkout, median of {args.trials} interleaved trials")
     print(f"{'mode':<6} {'sync µs/checkout':>17} {'async µs/checkout':>18}   (+ over none)")
     for mode, r in results.items():
         if r is None or base is None:
