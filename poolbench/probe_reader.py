@@ -70,6 +70,7 @@ class ProbeProcess:
     sqlalchemy: str
     interval_s: float
     ended: bool  # wrote its `end` line (exited normally)
+    damaged_lines: int = 0  # lines that were not JSON (skipped)
 
 
 @dataclass(frozen=True)
@@ -80,6 +81,7 @@ class ProbeData:
     engines: tuple[ProbeEngine, ...]
     samples: pd.DataFrame  # t, pid, engine, site, SAMPLE_COLUMNS
     checkouts: pd.DataFrame  # t, pid, engine, site, kind, wait_s / use_s / create_s
+    skipped: tuple[str, ...] = ()  # files left out: not the probe's, or damaged at the head
 
     def sites(self) -> list[str]:
         return sorted({e.site for e in self.engines})
@@ -92,13 +94,20 @@ def read_probe(variant_dir: Path) -> ProbeData | None:
     if not files:
         return None
     processes, engines, samples, checkouts = [], [], [], []
+    skipped = []
     for path in files:
-        process, found, rows = _read_lines(path)
+        try:
+            process, found, rows = _read_lines(path)
+        except (ProbeFileError, KeyError, TypeError, ValueError):
+            skipped.append(path.name)  # not the probe's (or its head is damaged): left out
+            continue
         processes.append(process)
         engines += found
         samples += rows
         checkouts.append(_read_records(path.with_suffix(".bin"), process.pid))
-    return _join(processes, engines, samples, checkouts)
+    if not processes:
+        return None
+    return _join(processes, engines, samples, checkouts, skipped)
 
 
 def _read_lines(path: Path) -> tuple[ProbeProcess, list[ProbeEngine], list[dict[str, Any]]]:
@@ -106,12 +115,15 @@ def _read_lines(path: Path) -> tuple[ProbeProcess, list[ProbeEngine], list[dict[
     lines = text.split("\n")
     if lines and lines[-1] and not text.endswith("\n"):
         lines = lines[:-1]  # cut short by a kill: dropped
-    objs = []
-    for number, line in enumerate(filter(None, lines), 1):
+    objs, bad = [], 0
+    for line in filter(None, lines):
         try:
-            objs.append(json.loads(line))
+            obj = json.loads(line)
         except json.JSONDecodeError:
-            raise ProbeFileError(f"{path}:{number}: not a JSON line") from None
+            bad += 1  # a damaged line: counted, the rest still read
+            continue
+        if isinstance(obj, dict):
+            objs.append(obj)
     heads = [o for o in objs if o.get("type") == "process"]
     if not heads:
         raise ProbeFileError(f"{path}: no process line (not a probe file)")
@@ -120,7 +132,7 @@ def _read_lines(path: Path) -> tuple[ProbeProcess, list[ProbeEngine], list[dict[
         pid=int(head["pid"]), ppid=int(head.get("ppid", 0)), started=float(head["t"]),
         python=str(head.get("python", "?")), sqlalchemy=str(head.get("sqlalchemy", "?")),
         interval_s=float(head.get("interval_s", 0.1)),
-        ended=any(o.get("type") == "end" for o in objs),
+        ended=any(o.get("type") == "end" for o in objs), damaged_lines=bad,
     )  # fmt: skip
     names = {o["engine"]: o for o in objs if o.get("type") == "application_name"}
     engines = [
@@ -172,6 +184,7 @@ def _join(
     engines: list[ProbeEngine],
     samples: list[dict[str, Any]],
     checkouts: list[pd.DataFrame],
+    skipped: list[str],
 ) -> ProbeData:
     sites = pd.DataFrame(
         [(e.pid, e.engine, e.site) for e in engines], columns=["pid", "engine", "site"]
@@ -190,6 +203,7 @@ def _join(
         engines=tuple(engines),
         samples=frame.reset_index(drop=True),
         checkouts=records.reset_index(drop=True),
+        skipped=tuple(skipped),
     )
 
 

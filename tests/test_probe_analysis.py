@@ -149,7 +149,10 @@ def test_a_declaration_that_disagrees_with_the_probe_is_flagged(tmp_path: Path) 
     assert "pool_size 5, max_overflow 10" in flag.message and "2 + 1 at app.x:10" in flag.message
     text = render_markdown(build_document(analysis.summary, [], tmp_path))
     assert "### Inside the pools" in text
-    assert "| v | app.x:10 | app.x:10 (set by the probe) | QueuePool 2 + 1 × 2 processes |" in text
+    assert (
+        "| v | app.x:10 | app.x:10 (set by the probe) | QueuePool 2 + 1 × 2 processes, timeout 30 s |"
+        in text
+    )
 
 
 def test_spread_is_the_inverted_cdf_and_headroom_adds_a_quarter() -> None:
@@ -189,3 +192,20 @@ def test_the_report_sets_the_change_in_p95_beside_the_change_in_wait(tmp_path: P
     write_probe(run_dir / b.dir, _probe_processes())
     text = render_markdown(build_document(analyse(run_dir).summary, [], tmp_path))
     assert "the wait for a connection does not account for it" in text
+
+
+def test_a_damaged_line_or_a_foreign_file_is_skipped_and_said(tmp_path: Path) -> None:
+    spec = VariantSpec(name="v", engines=MEASURED, workers=2)
+    run_dir = write_run(tmp_path, [spec])
+    vdir = run_dir / spec.dir
+    write_probe(vdir, _probe_processes())
+    text = (vdir / "probe" / "101.jsonl").read_text().splitlines(keepends=True)
+    text.insert(3, '{"type": "sample", "t": 17\n')  # a line broken in the middle
+    (vdir / "probe" / "101.jsonl").write_text("".join(text))
+    (vdir / "probe" / "notes.jsonl").write_text("not the probe's\n")
+    analysis = analyse(run_dir)
+    f = analysis.summary.experiments[0].variants[0].first
+    assert f.probe.damaged == ["notes.jsonl: not read", "101.jsonl: 1 damaged lines skipped"]
+    assert f.probe.engine("app.x:10").wait.n == 101  # everything else still read
+    text = render_markdown(build_document(analysis.summary, [], tmp_path))
+    assert "Damaged probe files: v notes.jsonl: not read; v 101.jsonl: 1 damaged" in text

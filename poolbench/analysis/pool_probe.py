@@ -15,7 +15,7 @@ one engine, each process its own pool of that size.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
@@ -78,6 +78,7 @@ class ProbeFigures(Json):
     processes: int
     processes_cut: int  # ended without their final line (killed hard)
     engines: list[ProbedEngine]
+    damaged: list[str] = field(default_factory=list)  # files left out, damaged lines skipped
 
     def engine(self, site: str) -> ProbedEngine | None:
         return next((e for e in self.engines if e.site == site), None)
@@ -106,6 +107,12 @@ def probe_figures(data: ProbeData | None, window: Window | None) -> ProbeFigures
         processes=len(data.processes),
         processes_cut=sum(not p.ended for p in data.processes),
         engines=engines,
+        damaged=[f"{name}: not read" for name in data.skipped]
+        + [
+            f"{p.pid}.jsonl: {p.damaged_lines} damaged lines skipped"
+            for p in data.processes
+            if p.damaged_lines
+        ],
     )
 
 

@@ -521,6 +521,9 @@ def pool_probe_section(experiment: ExperimentSummary) -> list[Any]:
     explained = _wait_explains(probed)
     if explained:
         blocks.append(Para(explained))
+    damaged = [f"{v.name} {d}" for v, p in probed for d in p.damaged]
+    if damaged:
+        blocks.append(Notice("warning", "Damaged probe files: " + "; ".join(damaged) + "."))
     cut = [f"{v.name}: {p.processes_cut}" for v, p in probed if p.processes_cut]
     if cut:
         blocks.append(
@@ -538,6 +541,12 @@ def _probe_row(variant: str, e: Any, requests: str) -> list[Cell]:
     pool = e.pool_class if e.ceiling is None else f"{e.pool_class} {e.pool_size} + {e.max_overflow}"
     if e.processes > 1:
         pool += f" × {e.processes} processes"
+    if e.pool_timeout is not None:
+        pool += f", timeout {fmt.seconds(e.pool_timeout)}"
+    if e.pool_recycle is not None and e.pool_recycle > 0:
+        pool += f", recycle {fmt.seconds(e.pool_recycle)}"
+    if e.pool_pre_ping:
+        pool += ", pre-ping"
     name = e.application_name or fmt.NA
     if e.name_source == "probe":
         name += " (set by the probe)"
