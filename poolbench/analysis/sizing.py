@@ -65,6 +65,7 @@ class Sizing(Json):
     hikari: int | None = None
     findings: list[str] = field(default_factory=list)
     savings: list[Saving] = field(default_factory=list)
+    waits: list[str] = field(default_factory=list)  # the pool probe's evidence: wait_evidence()
 
 
 def _demand(f: VariantFigures) -> Demand:
@@ -195,3 +196,16 @@ def _findings(demand: list[Demand], cores, total, usable, want) -> list[str]:
             "queries the server's cores are the limit, not the pool."
         )
     return out
+
+
+def wait_evidence(variants: list[VariantFigures]) -> list[str]:
+    """What the pool probe saw inside each bounded pool (poolbench/analysis/pool_probe.py):
+    checkouts that queued at p95 mean the pool is not over-provisioned; a pool that never had
+    more than k checked out and never queued can shrink to k plus headroom."""
+    return [
+        f"{f.variant} {e.site}: {e.advice}"
+        for f in variants
+        if f.probe is not None
+        for e in f.probe.engines
+        if e.wait.n and e.ceiling is not None
+    ]
