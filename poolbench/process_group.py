@@ -61,14 +61,14 @@ def die_with_parent(sig: signal.Signals) -> Callable[[], None] | None:
     return hook
 
 
-def tie_to_parent(sig: signal.Signals = signal.SIGTERM) -> bool:
-    """Make this process receive `sig` when its parent dies: for a process its parent forked
-    (Locust's `--processes` workers), which spawn's pre-exec hook never saw. Whether it took."""
-    parent = os.getppid()
-    if _PRCTL is None or parent == 1:
+def tie_to_parent(parent: int, sig: signal.Signals = signal.SIGKILL) -> bool:
+    """Make this process receive `sig` when `parent`, the process that forked it, dies: for
+    Locust's `--processes` workers, which spawn's pre-exec hook never saw. If `parent` is
+    already gone (this process was orphaned before it got here), exit now. Whether it took."""
+    if _PRCTL is None:
         return False
     _PRCTL(PR_SET_PDEATHSIG, int(sig), 0, 0, 0)
-    if os.getppid() != parent:  # the parent died before the hook was set
+    if os.getppid() != parent:
         os._exit(1)
     return True
 
@@ -162,7 +162,15 @@ def wait_gone(procs: list[psutil.Process], deadline: float) -> list[psutil.Proce
 
 
 def stop_group(proc: subprocess.Popen, timeout: float = 5.0) -> None:
-    """SIGTERM to the group, wait `timeout`, then SIGKILL; kill stragglers; reap `proc`."""
+    """SIGTERM to the group, wait `timeout`, then SIGKILL; kill stragglers; reap `proc`.
+
+    Ctrl-C and SIGTERM wait until it is done (signals_deferred): a second Ctrl-C must not
+    leave the group half stopped and unreleased in the ledger."""
+    with signals_deferred():
+        _stop_group(proc, timeout)
+
+
+def _stop_group(proc: subprocess.Popen, timeout: float) -> None:
     members = tree(proc.pid)
     signal_group(proc.pid, signal.SIGTERM)
     deadline = time.monotonic() + timeout
