@@ -124,12 +124,14 @@ def test_a_ui_session_killed_hard_is_cleaned_up(tmp_path: Path) -> None:
     out = tmp_path / "ui"
     proc = _start("ui", "--config", str(_bench(tmp_path)), "--experiment", "e", "--variant",
                   "after", "--out", str(out), "--no-report")  # fmt: skip
-    deadline = time.monotonic() + 120
-    for line in proc.stdout:
-        if line.startswith("Locust web UI: ") or time.monotonic() > deadline:
-            break
-    os.killpg(proc.pid, signal.SIGKILL)
-    proc.wait(30)
+    try:
+        deadline = time.monotonic() + 120
+        for line in proc.stdout:
+            if line.startswith("Locust web UI: ") or time.monotonic() > deadline:
+                break
+    finally:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait(30)
     [data_dir] = _data_dirs(out)
     assert data_dir.exists()  # SIGKILL unwinds nothing: clean's job
     cleaned = poolbench_cli("clean", str(out), timeout=60)
@@ -144,18 +146,23 @@ def test_locust_workers_die_with_a_sigkilled_poolbench(tmp_path: Path) -> None:
     out = tmp_path / "r"
     proc = _start("run", "--config", str(_bench(tmp_path, load_s=30)), "--out", str(out),
                   "--load-processes", "2", "--no-report")  # fmt: skip
-    entry = _in_load(out, proc, "e/after-1")
-    master = psutil.Process(entry["pids"]["load"])
-    deadline = time.monotonic() + 30
-    while len(master.children()) < 2 and time.monotonic() < deadline:
-        time.sleep(0.2)
-    workers = [p.pid for p in master.children()]
-    assert len(workers) == 2
-    os.killpg(proc.pid, signal.SIGKILL)
-    proc.wait(30)
-    left = _gone([master.pid, *workers], 10)
-    assert left == [], f"master {master.pid}, workers {workers}: {_describe(left)}"
-    poolbench_cli("clean", str(out), timeout=60)
+    try:
+        entry = _in_load(out, proc, "e/after-1")
+        master = psutil.Process(entry["pids"]["load"])
+        deadline = time.monotonic() + 30
+        while len(master.children()) < 2 and time.monotonic() < deadline:
+            time.sleep(0.2)
+        workers = [p.pid for p in master.children()]
+        assert len(workers) == 2
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait(30)
+        left = _gone([master.pid, *workers], 10)
+        assert left == [], f"master {master.pid}, workers {workers}: {_describe(left)}"
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(30)
+        poolbench_cli("clean", str(out), timeout=60)  # what SIGKILL left, for the next test
 
 
 def _describe(pids: list[int]) -> list[str]:
@@ -225,12 +232,14 @@ def test_clean_finds_the_role_a_killed_run_left_with_the_readme_privileges(
     before = _app_roles()
     proc = _start("run", "--config", str(_bench(tmp_path, load_s=30)), "--out", str(out),
                   "--no-report", "--database-url", half_privileged_url)  # fmt: skip
-    _in_load(out, proc, "e/after-1")
-    os.killpg(proc.pid, signal.SIGKILL)
-    proc.wait(30)
+    try:
+        _in_load(out, proc, "e/after-1")
+    finally:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait(30)
     left = _app_roles() - before
-    assert len(left) == 1
     cleaned = poolbench_cli("clean", str(out), "--database-url", half_privileged_url, timeout=60)
+    assert len(left) == 1
     assert cleaned.returncode == 0, cleaned.stdout + cleaned.stderr
     assert f"role {left.pop()}" in cleaned.stdout
     assert _app_roles() - before == set()
