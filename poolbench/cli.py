@@ -5,9 +5,9 @@ Ctrl-C and SIGTERM unwind through the same cleanup (exit 130), so no child is le
 Everything printed goes through poolbench.redact first: the URL given with --database-url
 (or DATABASE_URL) is registered as a secret before anything else happens.
 
-Exit codes: 0 success; 1 a run with a failed variant (`run`), a finding (`lint`), something
-left behind (`clean`); 2 bad input (PoolbenchError); 3 damaged data (`report`, see
-docs/results.md); 130 interrupted.
+Exit codes: 0 success; 1 a run with a failed variant or a file it could not write (`run`), a
+finding (`lint`), something left behind (`clean`); 2 bad input (PoolbenchError); 3 a
+threshold breached; 4 damaged data (`report`, see docs/results.md); 130 interrupted.
 """
 
 from __future__ import annotations
