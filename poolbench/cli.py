@@ -13,6 +13,7 @@ threshold breached; 4 damaged data (`report`, see docs/results.md); 130 interrup
 from __future__ import annotations
 
 import argparse
+import errno
 import importlib
 import math
 import os
@@ -26,6 +27,7 @@ from poolbench.errors import PoolbenchError
 
 EXIT_VARIANT_FAILED = 1
 EXIT_INTERRUPTED = 130
+DISK_ERRORS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM, errno.EFBIG}
 
 
 def _names(text: str) -> list[str]:
@@ -238,9 +240,22 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("poolbench: interrupted; children stopped, run marked partial", file=sys.stderr)
         return EXIT_INTERRUPTED
-    except Exception:  # a bug: its traceback helps, its secrets must not show
-        print(redact.mask_text(traceback.format_exc()), file=sys.stderr, end="")
-        return 1
+    except OSError as exc:
+        if exc.errno not in DISK_ERRORS:
+            return _bug()
+        # a write no caller turned into a WriteFailed (poolbench.files): still one line
+        where = exc.filename or "a file"
+        print(redact.mask_text(f"poolbench {args.command}: error: cannot write {where}: "
+                               f"{exc.strerror}"), file=sys.stderr)  # fmt: skip
+        return EXIT_VARIANT_FAILED
+    except Exception:
+        return _bug()
+
+
+def _bug() -> int:
+    """A bug: its traceback helps, its secrets must not show."""
+    print(redact.mask_text(traceback.format_exc()), file=sys.stderr, end="")
+    return 1
 
 
 if __name__ == "__main__":

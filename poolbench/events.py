@@ -21,6 +21,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TextIO
 
+from poolbench.files import write_failed
+
 EVENTS_FILE = "events.jsonl"
 # The kinds of `lifecycle` events the watchdog fires (poolbench/watchdog.py, docs/results.md).
 LIFECYCLE_KINDS = (
@@ -116,8 +118,11 @@ class EventLog:
             ref.dir.mkdir(parents=True, exist_ok=True)
             handle = self._files[ref.dir] = (ref.dir / EVENTS_FILE).open("a", encoding="utf-8")
         line = {"ts": time.time() if ts is None else ts, "event": event, **fields}
-        handle.write(json.dumps(line, default=str) + "\n")
-        handle.flush()
+        try:
+            handle.write(json.dumps(line, default=str) + "\n")
+            handle.flush()
+        except OSError as exc:  # a full disk: one line naming the file
+            raise write_failed(ref.dir / EVENTS_FILE, exc) from None
 
     def _variant_ended(self, ref: VariantRef, status: str, error: str | None) -> None:
         self._write(ref, "variant_ended", status=status, error=error)
