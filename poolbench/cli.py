@@ -24,6 +24,7 @@ from pathlib import Path
 
 from poolbench import __version__, redact
 from poolbench.errors import PoolbenchError
+from poolbench.files import results_root_arg
 
 EXIT_VARIANT_FAILED = 1
 EXIT_INTERRUPTED = 130
@@ -62,13 +63,6 @@ def _duration(text: str) -> float:
             f"a positive duration such as 300, 10m or 1h, got {text!r}"
         )
     return value
-
-
-def _out_root(text: str) -> Path:
-    """The results root: a folder poolbench can write in (created if need be), never ""."""
-    if not text.strip():
-        raise argparse.ArgumentTypeError('must name a folder, e.g. results (not "")')
-    return Path(text)
 
 
 def _load_overrides(args: argparse.Namespace) -> dict:
@@ -113,7 +107,7 @@ def _add_run_arguments(parser: argparse.ArgumentParser) -> None:
                         help="where the Locust master listens (default 127.0.0.1; exposing it is deliberate)")  # fmt: skip
     parser.add_argument("--soak", type=_duration, metavar="DURATION",
                         help="continue the load at constant users this long (e.g. 10m): the leak test's window")  # fmt: skip
-    parser.add_argument("--out", type=_out_root, default=Path("results"),
+    parser.add_argument("--out", type=results_root_arg, default=Path("results"),
                         help="results root (default: results/)")  # fmt: skip
     parser.add_argument("--no-report", action="store_true", help="skip the report at the end")
     add_fail_if(parser)

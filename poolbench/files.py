@@ -80,6 +80,16 @@ def rewrite_in_place(path: Path | str, content: str) -> bool:
     return True
 
 
+def results_root_arg(text: str) -> Path:
+    """`--out`'s type: a results root is never "" (that would write into the current folder).
+    Whether it can be written in is checked before a run starts (results.check_results_root)."""
+    if not text.strip():
+        import argparse
+
+        raise argparse.ArgumentTypeError('must name a folder, e.g. results (not "")')
+    return Path(text)
+
+
 def inside(root: Path, path: Path) -> bool:
     """Whether `path` (resolved: `..`, symlinks) lies strictly under `root`."""
     return root.resolve() in path.resolve().parents

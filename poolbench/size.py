@@ -15,6 +15,7 @@ from pathlib import Path
 
 from poolbench.cli import add_fail_if
 from poolbench.errors import PoolbenchError
+from poolbench.files import results_root_arg
 
 DEFAULT_SIZES = (1, 2, 4, 8, 16, 32)
 
@@ -55,7 +56,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--quick", action="store_true", help="the bench file's quick load")
     parser.add_argument("--repeats", type=int, help="runs per size")
     parser.add_argument("--database-url", help="use this PostgreSQL instead of an embedded one")
-    parser.add_argument("--out", type=Path, default=Path("results"), help="results root")
+    parser.add_argument(
+        "--out", type=results_root_arg, default=Path("results"), help="results root"
+    )
     parser.add_argument("--no-report", action="store_true", help="skip the report at the end")
     add_fail_if(parser)
 
@@ -63,8 +66,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from poolbench.cli import report_run
     from poolbench.config import load_config, select
+    from poolbench.results import check_free_space, check_results_root
     from poolbench.runner import Runner
 
+    check_results_root(args.out)
     config = load_config(args.config)
     if args.variant not in config.variants:
         raise PoolbenchError(
@@ -82,6 +87,7 @@ def run(args: argparse.Namespace) -> int:
             "a sweep needs a steady window: use an experiment with shape steady or ramp"
         )
     experiments = sweep_experiments(base, args.variant, args.sizes)
+    check_free_space(args.out, experiments)
     runner = Runner(config, experiments, args.out, ["poolbench", *sys.argv[1:]], args.database_url)
     record = runner.run()
     print(f"results: {record.run_dir}")

@@ -23,6 +23,7 @@ from pathlib import Path
 
 from poolbench.config import DEFAULT_CONFIG
 from poolbench.errors import PoolbenchError
+from poolbench.files import results_root_arg
 
 DEFAULT_VARIANT = "before"
 
@@ -38,7 +39,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="use this PostgreSQL instead of an embedded one")  # fmt: skip
     parser.add_argument("--port", type=int,
                         help="the web UI's port on 127.0.0.1 (default: a free one)")  # fmt: skip
-    parser.add_argument("--out", type=Path, default=Path("results"),
+    parser.add_argument("--out", type=results_root_arg, default=Path("results"),
                         help="results root (default: results/)")  # fmt: skip
     parser.add_argument("--no-report", action="store_true", help="skip the report at the end")
 
@@ -47,8 +48,10 @@ def run(args: argparse.Namespace) -> int:
     from poolbench import stack
     from poolbench.config import load_config, select
     from poolbench.postgres import port_is_free
+    from poolbench.results import check_results_root
     from poolbench.ui.session import UiSession
 
+    check_results_root(args.out)
     config = load_config(args.config)
     experiments = select(
         config,
