@@ -130,6 +130,8 @@ def claim_run_dir(root: Path, run_id: str, attempts: int = 1000) -> Path:
         raise write_failed(root, exc) from None
     for n in range(1, attempts + 1):
         run_dir = root / (run_id if n == 1 else f"{run_id}-{n}")
+        if not inside(root, run_dir) or run_dir.parent != root:
+            raise PoolbenchError(f"run folder {run_dir.name!r} would not be a folder of {root}")
         try:
             run_dir.mkdir()
         except FileExistsError:
