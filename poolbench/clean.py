@@ -207,6 +207,10 @@ UNDO = {"process": stop_process, "data_dir": remove_data_dir}
 def clean_run(run_dir: Path, database_url: str | None = None) -> Cleaned:
     """Undo what an abandoned run left, release it in its ledger, mark the run abandoned."""
     result = Cleaned(run_dir)
+    for tmp in _temporary_files(run_dir):  # half-written files a killed run left (disk room too)
+        with contextlib.suppress(OSError):
+            tmp.unlink()
+            result.done.append(f"removed {tmp.relative_to(run_dir)}")
     path = run_dir / ledger.LEDGER_FILE
     order = {"process": 0, "data_dir": 1, "database": 2}  # stop before removing files
     for item in sorted(ledger.leftovers(path), key=lambda i: order.get(i.get("kind"), 9)):
@@ -234,6 +238,12 @@ def clean_run(run_dir: Path, database_url: str | None = None) -> Cleaned:
     except (PoolbenchError, OSError) as exc:
         result.left.append(mask_text(first_line(exc)))
     return result
+
+
+def _temporary_files(run_dir: Path) -> list[Path]:
+    """Files poolbench.files writes before renaming them into place (`.NAME.PID.tmp`), and
+    those of older versions (`.NAME.tmp`): never whole, never read."""
+    return [p for p in run_dir.rglob(".*.tmp") if p.is_file() and not p.is_symlink()]
 
 
 def mark_abandoned(run_dir: Path, result: Cleaned) -> None:

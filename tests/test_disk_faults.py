@@ -151,6 +151,7 @@ def test_clean_on_a_full_disk_marks_the_run_and_does_not_crash(tmp_path: Path) -
         (data_dir / "data").mkdir(parents=True, exist_ok=True)
         item = {"kind": "data_dir", "id": f"data_dir/{data_dir}", "path": str(data_dir)}
         run_dir = _abandoned_run(disk, _dead_owner(), [item])
+        (run_dir / ".run.json.tmp").write_text("{")  # what the old code's crash left
         _fill(disk)
         proc = poolbench_cli("clean", str(disk), timeout=60)
         assert "Traceback" not in proc.stderr, proc.stderr
