@@ -13,7 +13,8 @@ keeps its status. For each abandoned run, `clean`:
 1. stops every recorded process still alive, with what is left of its process group
    (the signal the ledger names: SIGTERM, SIGQUIT for the throwaway postmaster; SIGKILL
    after 10 s);
-2. removes the embedded server's data directory (only a `poolbench-pg-*` directory);
+2. removes the embedded server's data directory (only a `poolbench-pg-*` directory) and a
+   ui session's feed folder (`poolbench-ui-*`);
 3. drops the private role and database on a `--database-url` server. The admin password
    was never written down, so this needs the URL again (`--database-url` or
    `DATABASE_URL`), for the same host and port; without it the run lists them as left;
@@ -166,7 +167,7 @@ def stop_process(item: dict[str, Any]) -> str | None:
 def remove_data_dir(item: dict[str, Any]) -> str | None:
     """Remove an embedded server's directory, after stopping a postmaster still serving it."""
     path = Path(str(item["path"]))
-    if not path.name.startswith(postgres.EMBEDDED_DIR_PREFIX):
+    if not path.name.startswith((postgres.EMBEDDED_DIR_PREFIX, ledger.UI_FEED_DIR_PREFIX)):
         raise PoolbenchError(f"{path} is not a poolbench data directory: left alone")
     if not path.exists():
         return None

@@ -32,6 +32,7 @@ from typing import Any, TextIO
 from poolbench.files import write_failed
 
 LEDGER_FILE = "started.jsonl"
+UI_FEED_DIR_PREFIX = "poolbench-ui-"  # a ui session's feed folder (a `data_dir` entry)
 
 _active: Ledger | None = None
 

@@ -132,12 +132,12 @@ def test_a_ui_session_killed_hard_is_cleaned_up(tmp_path: Path) -> None:
     finally:
         os.killpg(proc.pid, signal.SIGKILL)
         proc.wait(30)
-    [data_dir] = _data_dirs(out)
-    assert data_dir.exists()  # SIGKILL unwinds nothing: clean's job
+    data_dir, feed_dir = sorted(_data_dirs(out))  # poolbench-pg-*, poolbench-ui-*
+    assert data_dir.exists() and feed_dir.exists()  # SIGKILL unwinds nothing: clean's job
     cleaned = poolbench_cli("clean", str(out), timeout=60)
     assert cleaned.returncode == 0, cleaned.stdout + cleaned.stderr
-    assert f"removed {data_dir}" in cleaned.stdout
-    assert not data_dir.exists()
+    assert f"removed {data_dir}" in cleaned.stdout and f"removed {feed_dir}" in cleaned.stdout
+    assert not data_dir.exists() and not feed_dir.exists()
     assert _gone(_processes(out), 10) == []
 
 

@@ -19,6 +19,7 @@ stopping must finish, or processes would be left behind.
 from __future__ import annotations
 
 import contextlib
+import secrets
 import shlex
 import shutil
 import signal
@@ -116,7 +117,11 @@ class UiSession:
         collector_config = stack.collector_config(db, app, self.variant, ref.dir)
         entry["collector"] = stack.collector_entry(collector_config, self.variant)
         collector = CollectorThread(collector_config)
-        feed_dir = Path(tempfile.mkdtemp(prefix="poolbench-ui-"))
+        feed_dir = (
+            Path(tempfile.gettempdir()) / f"{ledger.UI_FEED_DIR_PREFIX}{secrets.token_hex(6)}"
+        )
+        noted = ledger.started("data_dir", str(feed_dir), path=str(feed_dir))  # for clean
+        feed_dir.mkdir(mode=0o700)
         feed = FeedWriter(feed_dir / "feed.jsonl", self._feed_header(entry), collector.latest)
         try:
             with collector:
@@ -137,6 +142,7 @@ class UiSession:
         finally:
             feed.close()
             shutil.rmtree(feed_dir, ignore_errors=True)
+            ledger.released(noted)
 
     def _start_locust(
         self, app: RunningVariant, ref: VariantRef, feed: Path
