@@ -75,7 +75,9 @@ def tie_to_parent(parent: int, sig: signal.Signals = signal.SIGKILL) -> bool:
 
 @contextlib.contextmanager
 def signals_deferred() -> Iterator[None]:
-    """Ctrl-C and SIGTERM wait until the block ends (then raise KeyboardInterrupt as usual).
+    """Ctrl-C and SIGTERM wait until the block ends, then reach the handler that was there
+    before (KeyboardInterrupt as usual; ignored if it was ignored; an enclosing block's own
+    deferral).
 
     For teardown that must finish, such as removing a server's data directory: a second
     Ctrl-C a moment after the first would otherwise skip it. Outside the main thread (where
@@ -84,18 +86,18 @@ def signals_deferred() -> Iterator[None]:
     if threading.current_thread() is not threading.main_thread():
         yield
         return
-    caught: list[int] = []
+    caught: list[signal.Signals] = []
     wanted = (signal.SIGINT, signal.SIGTERM)
     previous = {sig: signal.getsignal(sig) for sig in wanted}
     for sig in wanted:
-        signal.signal(sig, lambda signum, frame: caught.append(signum))
+        signal.signal(sig, lambda signum, frame: caught.append(signal.Signals(signum)))
     try:
         yield
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
-    if caught and sys.exc_info()[0] is None:
-        raise KeyboardInterrupt
+    for sig in dict.fromkeys(caught):
+        signal.raise_signal(sig)
 
 
 def spawn(

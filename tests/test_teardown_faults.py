@@ -243,3 +243,27 @@ def test_clean_finds_the_role_a_killed_run_left_with_the_readme_privileges(
     assert cleaned.returncode == 0, cleaned.stdout + cleaned.stderr
     assert f"role {left.pop()}" in cleaned.stdout
     assert _app_roles() - before == set()
+
+
+def test_signals_wait_for_a_deferred_block_and_reach_the_handler_before_it() -> None:
+    """A nested deferral hands its signal to the enclosing one; an ignored signal stays
+    ignored (a ui session quitting ignores a second Ctrl-C)."""
+    script = (
+        "import os, signal, time\n"
+        "from poolbench.process_group import signals_deferred\n"
+        "done = []\n"
+        "try:\n"
+        "    with signals_deferred():\n"
+        "        with signals_deferred():\n"
+        "            os.kill(os.getpid(), signal.SIGINT); time.sleep(0.2); done.append('inner')\n"
+        "        done.append('outer')\n"
+        "except KeyboardInterrupt:\n"
+        "    done.append('interrupted')\n"
+        "signal.signal(signal.SIGINT, signal.SIG_IGN)\n"
+        "with signals_deferred():\n"
+        "    os.kill(os.getpid(), signal.SIGINT); time.sleep(0.2)\n"
+        "print(','.join(done + ['ignored']))\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                          timeout=60, cwd=REPO)  # fmt: skip
+    assert proc.stdout.strip() == "inner,outer,interrupted,ignored", proc.stderr
