@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 from conftest import REPO, poolbench_cli
 
+from poolbench.config import load_config, select
 from poolbench.errors import PoolbenchError
 from poolbench.results import RunRecord
 
@@ -35,44 +36,76 @@ def _refused(tmp_path: Path, bench: str, *extra: str) -> str:
     return proc.stderr.strip().splitlines()[-1]
 
 
+def _config_error(tmp_path: Path, bench: str) -> str:
+    """The one-line error of load_config (in-process: the command line's path is tested below)."""
+    config = tmp_path / "bench.toml"
+    config.write_text(bench)
+    with pytest.raises(PoolbenchError) as info:
+        select(load_config(config))
+    assert "\n" not in str(info.value) and "\x1b" not in str(info.value)
+    return str(info.value)
+
+
+def _toml(name: str) -> str:
+    return (
+        name.replace("\\", "\\\\")
+        .replace('"', '\\"')
+        .replace("\x1b", "\\u001b")
+        .replace("\t", "\\t")
+    )
+
+
 @pytest.mark.parametrize(
     "name",
     ["../../../../escaped", "../x", "x/y", "", ".hidden", "a..b", "a\x1b[31mred", "a" * 65,
      "tab\tname", "sp ace"],
 )  # fmt: skip
 def test_a_hostile_variant_name_is_refused(tmp_path: Path, name: str) -> None:
-    quoted = name.replace("\\", "\\\\").replace('"', '\\"').replace("\x1b", "\\u001b")
-    quoted = quoted.replace("\t", "\\t")
     bench = (
-        f'[variants."{quoted}"]\napp_dir = "{REPO}/apps_after"\n'
-        f'[experiments.e]\nvariants = ["{quoted}"]\n'
+        f'[variants."{_toml(name)}"]\napp_dir = "{REPO}/apps_after"\n'
+        f'[experiments.e]\nvariants = ["{_toml(name)}"]\n'
     )
-    line = _refused(tmp_path, bench)
-    assert "variants: bad name" in line and "1 to 64 letters" in line
+    error = _config_error(tmp_path, bench)
+    assert "variants: bad name" in error and "1 to 64 letters" in error
 
 
 @pytest.mark.parametrize("name", ["x/y", "a" * 300, "..", "a\x1b[2Jb"])
 def test_a_hostile_experiment_name_is_refused(tmp_path: Path, name: str) -> None:
-    quoted = name.replace("\x1b", "\\u001b")
-    line = _refused(tmp_path, GOOD + f'[experiments."{quoted}"]\nvariants = ["after"]\n')
-    assert "experiments: bad name" in line
-    assert len(line) < 400  # a 300-character name is cut when shown
+    error = _config_error(tmp_path, GOOD + f'[experiments."{_toml(name)}"]\nvariants = ["after"]\n')
+    assert "experiments: bad name" in error
+    assert len(error) < 400  # a 300-character name is cut when shown
+
+
+def test_hostile_names_from_the_command_line_write_nothing(tmp_path: Path) -> None:
+    """The real command: one line, exit 2, no results folder, nothing outside it, no escape."""
+    bench = (
+        f'[variants."../../../../escaped"]\napp_dir = "{REPO}/apps_after"\n'
+        f'[experiments."a\\u001b[31mred"]\nvariants = ["../../../../escaped"]\n'
+    )
+    line = _refused(tmp_path, bench)
+    assert "bad name '../../../../escaped'" in line
 
 
 def test_a_label_with_control_characters_is_refused(tmp_path: Path) -> None:
     bench = GOOD + 'label = "x\\u001b[31my"\n[experiments.e]\nvariants = ["after"]\n'
-    assert "variants.after.label must be 1 to 64 printable" in _refused(tmp_path, bench)
+    assert "variants.after.label must be 1 to 64 printable" in _config_error(tmp_path, bench)
 
 
 @pytest.mark.parametrize(
     ("key", "value"),
-    [("phases.load_s", "nan"), ("phases.idle_s", "inf"), ("load.spawn_rate", "-inf")],
-)
+    [("phases.load_s", "nan"), ("phases.idle_s", "inf"), ("load.spawn_rate", "-inf"),
+     ("phases.warmup_s", "nan"), ("app.pool_timeout", "inf")],
+)  # fmt: skip
 def test_every_number_of_the_bench_file_is_finite(tmp_path: Path, key: str, value: str) -> None:
     section, field = key.split(".")
     bench = GOOD + f'[experiments.e]\nvariants = ["after"]\n{section} = {{{field} = {value}}}\n'
-    line = _refused(tmp_path, bench)
-    assert f"experiments.e.{key} must be" in line
+    assert f"experiments.e.{key} must be a finite number" in _config_error(tmp_path, bench)
+
+
+def test_a_number_from_the_bench_file_reaches_the_command_line_as_one_line(tmp_path: Path) -> None:
+    """Before: load_s = nan was a 34-line traceback (cannot convert float NaN to integer)."""
+    bench = GOOD + '[experiments.e]\nvariants = ["after"]\nphases = {load_s = nan}\n'
+    assert "experiments.e.phases.load_s must be a finite number" in _refused(tmp_path, bench)
 
 
 @pytest.mark.parametrize(
