@@ -14,6 +14,8 @@ from pathlib import Path
 import pytest
 from conftest import REPO, poolbench_cli
 
+from poolbench.cli import main
+
 pytestmark = pytest.mark.e2e
 
 BENCH = """
@@ -55,23 +57,34 @@ DAMAGES = {
 }
 
 
+def _report(run_dir: Path, capsys: pytest.CaptureFixture[str]) -> tuple[int, str]:
+    """`poolbench report RUN --no-charts` in this process (the command's own entry point;
+    the analysis imports are paid once, not per case): its exit code and stderr."""
+    code = main(["report", str(run_dir), "--no-charts"])
+    return code, capsys.readouterr().err
+
+
 @pytest.mark.parametrize("case", list(DAMAGES))
-def test_every_damage_exits_4_naming_the_variant(real_run: Path, tmp_path: Path, case: str) -> None:
+def test_every_damage_exits_4_naming_the_variant(
+    real_run: Path, tmp_path: Path, case: str, capsys: pytest.CaptureFixture[str]
+) -> None:
     name, damage, said = DAMAGES[case]
     run_dir = tmp_path / real_run.name
     shutil.copytree(real_run, run_dir, symlinks=True)
     damage(run_dir / "e/after_2-1" / name)
-    proc = poolbench_cli("report", str(run_dir), "--no-charts", timeout=120)
-    assert proc.returncode == 4, proc.stdout[-2000:] + proc.stderr[-2000:]
-    assert "Traceback" not in proc.stderr
-    warnings = [line for line in proc.stderr.splitlines() if "damaged data" in line]
-    assert warnings and all("e/after_2-1" in line for line in warnings), proc.stderr
-    assert any(said in line for line in warnings), proc.stderr
+    code, stderr = _report(run_dir, capsys)
+    assert code == 4, stderr[-2000:]
+    assert "Traceback" not in stderr
+    warnings = [line for line in stderr.splitlines() if "damaged data" in line]
+    assert warnings and all("e/after_2-1" in line for line in warnings), stderr
+    assert any(said in line for line in warnings), stderr
 
 
-def test_an_undamaged_run_reports_with_exit_0(real_run: Path, tmp_path: Path) -> None:
+def test_an_undamaged_run_reports_with_exit_0(
+    real_run: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     run_dir = tmp_path / real_run.name
     shutil.copytree(real_run, run_dir, symlinks=True)
-    proc = poolbench_cli("report", str(run_dir), "--no-charts", timeout=120)
-    assert proc.returncode == 0, proc.stderr[-2000:]
-    assert "damaged" not in proc.stderr
+    code, stderr = _report(run_dir, capsys)
+    assert code == 0, stderr[-2000:]
+    assert "damaged" not in stderr
