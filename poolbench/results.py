@@ -253,11 +253,12 @@ class RunRecord:
         self.data.update(status=status, error=error, finished_at=time.time())
         try:
             self.save()
-        except WriteFailed:
-            if not write_json_in_place(self.run_dir / "run.json", self.data) or status in (
-                "complete",
-                "degraded",
-            ):
+        except WriteFailed as exc:
+            if status in ("complete", "degraded"):  # a run that cannot record itself failed
+                self.data.update(status="failed", error=str(exc))
+                write_json_in_place(self.run_dir / "run.json", self.data)
+                raise
+            if not write_json_in_place(self.run_dir / "run.json", self.data):
                 raise
 
 
