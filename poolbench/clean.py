@@ -44,7 +44,7 @@ import psutil
 from poolbench import ledger, postgres
 from poolbench.errors import PoolbenchError, first_line
 from poolbench.files import WriteFailed
-from poolbench.process_group import alive, wait_gone
+from poolbench.process_group import alive, signals_deferred, wait_gone
 from poolbench.redact import mask_file, mask_text, mask_url
 from poolbench.results import read_run_json, write_json, write_json_in_place
 
@@ -202,6 +202,7 @@ def drop_database(item: dict[str, Any], database_url: str | None) -> str:
     return f"dropped {what}"
 
 
+ORDER = {"process": 0, "data_dir": 1, "database": 2}  # stop before removing files
 UNDO = {"process": stop_process, "data_dir": remove_data_dir}
 
 
@@ -213,8 +214,7 @@ def clean_run(run_dir: Path, database_url: str | None = None) -> Cleaned:
             tmp.unlink()
             result.done.append(f"removed {tmp.relative_to(run_dir)}")
     path = run_dir / ledger.LEDGER_FILE
-    order = {"process": 0, "data_dir": 1, "database": 2}  # stop before removing files
-    for item in sorted(ledger.leftovers(path), key=lambda i: order.get(i.get("kind"), 9)):
+    for item in sorted(ledger.leftovers(path), key=lambda i: ORDER.get(i.get("kind"), 9)):
         try:
             if item.get("kind") == "database":
                 done = drop_database(item, database_url)
@@ -279,6 +279,25 @@ def _write_json_anyhow(path: Path, data: dict[str, Any]) -> None:
     except WriteFailed:
         if not write_json_in_place(path, data):
             raise
+
+
+def settle(run_dir: Path) -> list[str]:
+    """At the end of a run (ledger.recording): stop and remove what it started and did not
+    release, and release it. Best effort and silent (what it could not undo stays listed for
+    `clean`); a database on the user's server is left to `clean --database-url`."""
+    path = run_dir / ledger.LEDGER_FILE
+    done = []
+    with signals_deferred():
+        for item in sorted(ledger.leftovers(path), key=lambda i: ORDER.get(i.get("kind"), 9)):
+            if item.get("kind") not in UNDO:
+                continue
+            try:
+                if outcome := UNDO[item["kind"]](item):
+                    done.append(outcome)
+                ledger.append(path, {"released": item["id"], "by": "settle"})
+            except (PoolbenchError, OSError, psutil.Error):
+                continue
+    return done
 
 
 def clean_root(root: Path, database_url: str | None = None) -> list[Cleaned]:

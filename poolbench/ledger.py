@@ -70,7 +70,12 @@ class Ledger:
 
 @contextlib.contextmanager
 def recording(run_dir: Path) -> Iterator[Ledger]:
-    """Record into run_dir/started.jsonl everything started inside the block."""
+    """Record into run_dir/started.jsonl everything started inside the block.
+
+    When the block ends, whatever it did not release is undone now (poolbench.clean.settle,
+    with Ctrl-C held): a teardown cut short by a second Ctrl-C in code that is not itself
+    protected leaves neither a process nor a data directory, nor a line for `clean`.
+    """
     global _active
     ledger = Ledger(run_dir / LEDGER_FILE)
     previous, _active = _active, ledger
@@ -79,6 +84,9 @@ def recording(run_dir: Path) -> Iterator[Ledger]:
     finally:
         _active = previous
         ledger.close()
+        from poolbench.clean import settle  # clean reads ledgers; this module writes them
+
+        settle(run_dir)
 
 
 def started(kind: str, key: str, **fields: Any) -> str:

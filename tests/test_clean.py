@@ -194,3 +194,18 @@ def test_an_ended_run_with_leftovers_is_cleaned_and_keeps_its_status(tmp_path: P
     assert not data_dir.exists()
     assert load_run(run_dir).meta["status"] == "partial"
     assert abandoned_runs(tmp_path) == []
+
+
+def test_what_a_run_did_not_release_is_undone_when_its_ledger_closes(tmp_path: Path) -> None:
+    """A teardown cut short (a second Ctrl-C outside protected code) left a process and a
+    data directory unreleased; the end of the ledger's block undoes them, and says so."""
+    from poolbench.process_group import spawn
+
+    data_dir = Path(os.environ.get("TMPDIR", "/tmp")) / f"poolbench-pg-settle-{os.getpid()}"
+    with ledger.recording(tmp_path):
+        child = spawn([sys.executable, "-c", "import time; time.sleep(120)"], what="app v")
+        data_dir.mkdir()
+        ledger.started("data_dir", str(data_dir), path=str(data_dir))
+    assert child.wait(timeout=15) is not None
+    assert not data_dir.exists()
+    assert ledger.leftovers(tmp_path / ledger.LEDGER_FILE) == []
