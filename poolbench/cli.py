@@ -5,14 +5,15 @@ Ctrl-C and SIGTERM unwind through the same cleanup (exit 130), so no child is le
 Everything printed goes through poolbench.redact first: the URL given with --database-url
 (or DATABASE_URL) is registered as a secret before anything else happens.
 
-Exit codes: 0 success; 1 a run with a failed variant (`run`), a finding (`lint`), something
-left behind (`clean`); 2 bad input (PoolbenchError); 3 damaged data (`report`, see
-docs/results.md); 130 interrupted.
+Exit codes: 0 success; 1 a run with a failed variant or a file it could not write (`run`), a
+finding (`lint`), something left behind (`clean`); 2 bad input (PoolbenchError); 3 a
+threshold breached; 4 damaged data (`report`, see docs/results.md); 130 interrupted.
 """
 
 from __future__ import annotations
 
 import argparse
+import errno
 import importlib
 import os
 import signal
@@ -22,7 +23,9 @@ import traceback
 from poolbench import __version__, redact
 from poolbench.errors import PoolbenchError
 
+EXIT_FAILED = 1  # a run that could not finish (here: a write the disk refused)
 EXIT_INTERRUPTED = 130
+DISK_ERRORS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM, errno.EFBIG}
 
 
 PLUGGED = {
@@ -92,9 +95,22 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("poolbench: interrupted; children stopped, run marked partial", file=sys.stderr)
         return EXIT_INTERRUPTED
-    except Exception:  # a bug: its traceback helps, its secrets must not show
-        print(redact.mask_text(traceback.format_exc()), file=sys.stderr, end="")
-        return 1
+    except OSError as exc:
+        if exc.errno not in DISK_ERRORS:
+            return _bug()
+        # a write no caller turned into a WriteFailed (poolbench.files): still one line
+        where = exc.filename or "a file"
+        print(redact.mask_text(f"poolbench {args.command}: error: cannot write {where}: "
+                               f"{exc.strerror}"), file=sys.stderr)  # fmt: skip
+        return EXIT_FAILED
+    except Exception:
+        return _bug()
+
+
+def _bug() -> int:
+    """A bug: its traceback helps, its secrets must not show."""
+    print(redact.mask_text(traceback.format_exc()), file=sys.stderr, end="")
+    return 1
 
 
 if __name__ == "__main__":

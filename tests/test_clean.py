@@ -20,7 +20,7 @@ import psutil
 import pytest
 from conftest import pid_alive, poolbench_cli
 
-from poolbench.infra import ledger
+from poolbench.infra import ledger, undo
 from poolbench.infra.process_group import die_with_parent
 from poolbench.results.run_folder import load_run, owner
 from poolbench.run.clean import abandoned_runs, clean_run
@@ -176,3 +176,36 @@ def test_children_die_with_their_parent_even_by_sigkill(tmp_path: Path) -> None:
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="PR_SET_PDEATHSIG is Linux's")
 def test_the_death_hook_exists_on_linux() -> None:
     assert die_with_parent(signal.SIGTERM) is not None
+
+
+def test_an_ended_run_with_leftovers_is_cleaned_and_keeps_its_status(tmp_path: Path) -> None:
+    """A run that ended `partial` (Ctrl-C twice) but never released its data directory.
+    Before: `poolbench clean` said "nothing to clean" and the directory stayed."""
+    data_dir = Path(os.environ.get("TMPDIR", "/tmp")) / f"poolbench-pg-ended-{os.getpid()}"
+    (data_dir / "data").mkdir(parents=True, exist_ok=True)
+    item = {"kind": "data_dir", "id": f"data_dir/{data_dir}", "path": str(data_dir)}
+    run_dir = _abandoned_run(tmp_path, _dead_owner(), [item])
+    meta = json.loads((run_dir / "run.json").read_text())
+    meta["status"], meta["error"] = "partial", "interrupted (Ctrl-C or SIGTERM)"
+    (run_dir / "run.json").write_text(json.dumps(meta))
+    proc = poolbench_cli("clean", str(tmp_path), timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    assert f"{run_dir}: partial: removed {data_dir}" in proc.stdout
+    assert not data_dir.exists()
+    assert load_run(run_dir).meta["status"] == "partial"
+    assert abandoned_runs(tmp_path) == []
+
+
+def test_what_a_run_did_not_release_is_undone_when_its_ledger_closes(tmp_path: Path) -> None:
+    """A teardown cut short (a second Ctrl-C outside protected code) left a process and a
+    data directory unreleased; the end of the ledger's block undoes them, and says so."""
+    from poolbench.infra.process_group import spawn
+
+    data_dir = Path(os.environ.get("TMPDIR", "/tmp")) / f"poolbench-pg-settle-{os.getpid()}"
+    with undo.recording(tmp_path):
+        child = spawn([sys.executable, "-c", "import time; time.sleep(120)"], what="app v")
+        data_dir.mkdir()
+        ledger.started("data_dir", str(data_dir), path=str(data_dir))
+    assert child.wait(timeout=15) is not None
+    assert not data_dir.exists()
+    assert ledger.leftovers(tmp_path / ledger.LEDGER_FILE) == []

@@ -151,6 +151,7 @@ def test_clean_on_a_full_disk_marks_the_run_and_does_not_crash(tmp_path: Path) -
         (data_dir / "data").mkdir(parents=True, exist_ok=True)
         item = {"kind": "data_dir", "id": f"data_dir/{data_dir}", "path": str(data_dir)}
         run_dir = _abandoned_run(disk, _dead_owner(), [item])
+        (run_dir / ".run.json.tmp").write_text("{")  # what the old code's crash left
         _fill(disk)
         proc = poolbench_cli("clean", str(disk), timeout=60)
         assert "Traceback" not in proc.stderr, proc.stderr
@@ -189,3 +190,14 @@ def test_out_and_config_are_checked_before_anything_starts(
     assert "Traceback" not in proc.stderr
     assert expected in proc.stderr.strip().splitlines()[-1], proc.stderr
     assert not (tmp_path / "r").exists()
+
+
+@pytest.mark.parametrize("command", ["ui", "size"])
+def test_ui_and_size_check_out_before_anything_starts(tmp_path: Path, command: str) -> None:
+    """Before: a traceback once the session or sweep tried to write its results folder."""
+    (tmp_path / "FILE").write_text("x")
+    proc = poolbench_cli(command, "--out", str(tmp_path / "FILE"), timeout=60)
+    assert proc.returncode == 2, proc.stderr
+    assert proc.stderr.strip() == (
+        f"poolbench {command}: error: --out {tmp_path / 'FILE'} is not a folder (it is a file)"
+    )

@@ -141,3 +141,35 @@ def test_role_without_monitoring_rights_is_told_the_fix() -> None:
         existing_server(db.app_url),
     ):
         pass
+
+
+def test_a_role_with_the_readme_privileges_owns_its_database_on_the_embedded_server(
+    pg: Database,
+) -> None:
+    """pg_monitor + CREATEDB + CREATEROLE on the embedded server (PostgreSQL 18, where
+    CREATEROLE no longer implies membership of the roles it creates). Before: on 15,
+    InsufficientPrivilege "must be member of role poolbench_app_…" and the role left."""
+    from conftest import maintenance
+
+    name, password = f"half_{os.getpid()}", "half-pw"
+    with maintenance(pg) as admin:
+        admin.execute(f"CREATE ROLE {name} LOGIN CREATEDB CREATEROLE PASSWORD '{password}'")
+        admin.execute(f"GRANT pg_monitor TO {name}")
+    url = f"postgresql://{name}:{password}@127.0.0.1:{pg.port}/postgres"
+    try:
+        with existing_server(url) as db:
+            with psycopg.connect(db.app_url) as conn:
+                conn.execute("CREATE TABLE t (x int)")  # the app role owns the database
+                owner = conn.execute(
+                    "SELECT pg_get_userbyid(datdba) FROM pg_database WHERE datname = %s",
+                    (db.dbname,),
+                ).fetchone()[0]
+            assert owner == db.app_user
+        with maintenance(pg) as admin:
+            left = admin.execute(
+                "SELECT count(*) FROM pg_roles WHERE rolname = %s", (db.app_user,)
+            ).fetchone()[0]
+            assert left == 0
+    finally:
+        with maintenance(pg) as admin:
+            admin.execute(f"DROP ROLE IF EXISTS {name}")

@@ -128,7 +128,7 @@ def test_unknown_experiment_lists_the_valid_names() -> None:
     proc = poolbench_cli("run", "--experiment", "nope")
     assert proc.returncode == 2
     assert proc.stderr.strip() == (
-        "poolbench run: error: unknown experiment 'nope': valid experiments are observer-effect, seed-claim, soak, stock-postgres"
+        "poolbench run: error: unknown experiment 'nope': valid experiments are observer-effect, pgbouncer, seed-claim, soak, stock-postgres"
     )
 
 
@@ -137,7 +137,9 @@ def test_unknown_variant_lists_the_valid_names() -> None:
     proc = poolbench_cli("run", "--variants", "before,sideways")
     assert proc.returncode == 2
     assert (
-        "unknown variant 'sideways': valid variants are after, after-minimal, before" in proc.stderr
+        "unknown variant 'sideways': valid variants are after, after-minimal, after-pgbouncer, "
+        "after-pgbouncer-nullpool, before, before-pgbouncer, before-pgbouncer-misconfigured"
+        in proc.stderr
     )
     assert "Traceback" not in proc.stderr
 

@@ -401,8 +401,10 @@ def select(
 ) -> list[Experiment]:
     """The experiments to run, after --experiment, --variants, --quick and friends.
 
-    Also checks the thresholds against each experiment's variants (--fail-if: `fail_if`), every placeholder of the chosen variants (an unset `${VAR}` is an error here,
-    before anything starts) and resolves relative paths against the bench file's directory.
+    Also checks the thresholds (the bench file's, and `fail_if` from --fail-if) against the
+    chosen variants, and every placeholder of the chosen variants (an unset `${VAR}` is an
+    error here, before anything starts), and resolves relative paths against the bench file's
+    directory.
     """
     names = experiments or (
         list(config.default_experiments[:1]) if quick else config.default_experiments

@@ -242,6 +242,7 @@ def _parse_engines(table: dict[str, Any], where: str) -> tuple[Engine, ...]:
                 raise PoolbenchError(
                     f'{at}.name must be the engine\'s application_name, or "untagged"'
                 )
+            check_label(item["name"], f"{at}.name")  # shown in the terminal and the report
             sizes = {k: _count(item, k, at, 0, d) for k, d in SQLALCHEMY_POOL.items()}
             engines.append(Engine(item["name"], **sizes))
         if len({e.name for e in engines}) < len(engines):

@@ -29,7 +29,10 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, TextIO
 
+from poolbench.files import write_failed
+
 LEDGER_FILE = "started.jsonl"
+UI_FEED_DIR_PREFIX = "poolbench-ui-"  # a ui session's feed folder (a `data_dir` entry)
 
 _active: Ledger | None = None
 
@@ -40,25 +43,37 @@ class Ledger:
     def __init__(self, path: Path) -> None:
         self.path = path
         self._lock = threading.Lock()
-        self._file: TextIO | None = path.open("a", encoding="utf-8")
+        try:
+            self._file: TextIO | None = path.open("a", encoding="utf-8")
+        except OSError as exc:
+            raise write_failed(path, exc) from None
 
     def write(self, line: dict[str, Any]) -> None:
+        """Append a line; a full disk is a WriteFailed (what is not recorded is not started:
+        the starters note before they start)."""
         with self._lock:
             if self._file is None:
                 return
-            self._file.write(json.dumps({"ts": time.time(), **line}) + "\n")
-            self._file.flush()
+            try:
+                self._file.write(json.dumps({"ts": time.time(), **line}) + "\n")
+                self._file.flush()
+            except OSError as exc:
+                raise write_failed(self.path, exc) from None
 
     def close(self) -> None:
         with self._lock:
             if self._file is not None:
-                self._file.close()
+                with contextlib.suppress(OSError):
+                    self._file.close()
                 self._file = None
 
 
 @contextlib.contextmanager
 def recording(run_dir: Path) -> Iterator[Ledger]:
-    """Record into run_dir/started.jsonl everything started inside the block."""
+    """Record into run_dir/started.jsonl everything started inside the block.
+
+    A run uses infra/undo.recording, which also undoes what the block did not release.
+    """
     global _active
     ledger = Ledger(run_dir / LEDGER_FILE)
     previous, _active = _active, ledger

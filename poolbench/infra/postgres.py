@@ -313,7 +313,13 @@ def existing_server(url: str, provider: str = "url") -> Iterator[Database]:
     )  # fmt: skip
     try:
         with connect(url) as admin:
-            _create_app_database(admin, dbname, role, password, grant_to_self=not is_super)
+            try:
+                _create_app_database(admin, dbname, role, password, grant_to_self=not is_super)
+            except psycopg.Error as exc:  # the role is dropped below, whatever was made
+                raise PoolbenchError(
+                    f"cannot create the test database and role at {mask_url(url)}: "
+                    f"{first_line(exc)}"
+                ) from None
             settings = _settings(admin, REPORTED_SETTINGS)
             pid = _postmaster_pid(admin)
         yield Database(

@@ -61,21 +61,23 @@ def die_with_parent(sig: signal.Signals) -> Callable[[], None] | None:
     return hook
 
 
-def tie_to_parent(sig: signal.Signals = signal.SIGTERM) -> bool:
-    """Make this process receive `sig` when its parent dies: for a process its parent forked
-    (Locust's `--processes` workers), which spawn's pre-exec hook never saw. Whether it took."""
-    parent = os.getppid()
-    if _PRCTL is None or parent == 1:
+def tie_to_parent(parent: int, sig: signal.Signals = signal.SIGKILL) -> bool:
+    """Make this process receive `sig` when `parent`, the process that forked it, dies: for
+    Locust's `--processes` workers, which spawn's pre-exec hook never saw. If `parent` is
+    already gone (this process was orphaned before it got here), exit now. Whether it took."""
+    if _PRCTL is None:
         return False
     _PRCTL(PR_SET_PDEATHSIG, int(sig), 0, 0, 0)
-    if os.getppid() != parent:  # the parent died before the hook was set
+    if os.getppid() != parent:
         os._exit(1)
     return True
 
 
 @contextlib.contextmanager
 def signals_deferred() -> Iterator[None]:
-    """Ctrl-C and SIGTERM wait until the block ends (then raise KeyboardInterrupt as usual).
+    """Ctrl-C and SIGTERM wait until the block ends, then reach the handler that was there
+    before (KeyboardInterrupt as usual; ignored if it was ignored; an enclosing block's own
+    deferral).
 
     For teardown that must finish, such as removing a server's data directory: a second
     Ctrl-C a moment after the first would otherwise skip it. Outside the main thread (where
@@ -84,18 +86,18 @@ def signals_deferred() -> Iterator[None]:
     if threading.current_thread() is not threading.main_thread():
         yield
         return
-    caught: list[int] = []
+    caught: list[signal.Signals] = []
     wanted = (signal.SIGINT, signal.SIGTERM)
     previous = {sig: signal.getsignal(sig) for sig in wanted}
     for sig in wanted:
-        signal.signal(sig, lambda signum, frame: caught.append(signum))
+        signal.signal(sig, lambda signum, frame: caught.append(signal.Signals(signum)))
     try:
         yield
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
-    if caught and sys.exc_info()[0] is None:
-        raise KeyboardInterrupt
+    for sig in dict.fromkeys(caught):
+        signal.raise_signal(sig)
 
 
 def spawn(
@@ -162,7 +164,15 @@ def wait_gone(procs: list[psutil.Process], deadline: float) -> list[psutil.Proce
 
 
 def stop_group(proc: subprocess.Popen[bytes], timeout: float = 5.0) -> None:
-    """SIGTERM to the group, wait `timeout`, then SIGKILL; kill stragglers; reap `proc`."""
+    """SIGTERM to the group, wait `timeout`, then SIGKILL; kill stragglers; reap `proc`.
+
+    Ctrl-C and SIGTERM wait until it is done (signals_deferred): a second Ctrl-C must not
+    leave the group half stopped and unreleased in the ledger."""
+    with signals_deferred():
+        _stop_group(proc, timeout)
+
+
+def _stop_group(proc: subprocess.Popen[bytes], timeout: float) -> None:
     members = tree(proc.pid)
     signal_group(proc.pid, signal.SIGTERM)
     deadline = time.monotonic() + timeout

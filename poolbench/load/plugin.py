@@ -25,6 +25,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+import os
 import signal
 import time
 from collections.abc import Callable
@@ -46,6 +47,7 @@ from poolbench.results.requests import TRANSFER, RequestWriter, move_requests, n
 logger = logging.getLogger("poolbench")
 FLUSH_INTERVAL_S = 1.0
 REPORT_KEY = "poolbench_requests"
+_TIED = False  # _tie_forked_workers ran in this process
 
 
 class PoolbenchShape(LoadTestShape):
@@ -66,8 +68,25 @@ class PoolbenchShape(LoadTestShape):
         return users, options.spawn_rate or 1
 
 
+def _tie_forked_workers() -> None:
+    """Every process Locust forks from here (its `--processes` workers) dies with it.
+
+    Locust, which dies with poolbench, forks its workers after reading its command line, and
+    nothing else of theirs runs between the fork and their waiting for the master: a worker
+    orphaned by a SIGKILLed poolbench waited 30-60 s for a master that was gone. SIGKILL: a
+    worker has nothing to save, its requests are the master's.
+    """
+    global _TIED
+    if _TIED:
+        return
+    _TIED = True
+    master = os.getpid()
+    os.register_at_fork(after_in_child=lambda: tie_to_parent(master, signal.SIGKILL))
+
+
 @events.init_command_line_parser.add_listener  # type: ignore[untyped-decorator]  # locust's EventHook.add_listener is unannotated
 def _add_options(parser: LocustArgumentParser) -> None:
+    _tie_forked_workers()
     parser.add_argument(
         "--poolbench-shape",
         choices=sorted(shapes.SHAPES),
@@ -228,13 +247,7 @@ class RequestFiles:
 
 
 def _init_worker(environment: Environment) -> None:
-    """A worker sends its requests to the master with every stats report (and the last one).
-
-    A worker that `--processes` forked dies with its master (which dies with poolbench):
-    otherwise it waits 30-60 s for heartbeats that never come once poolbench is SIGKILLed.
-    """
-    if getattr(environment.parsed_options, "processes", None):
-        tie_to_parent(signal.SIGTERM)
+    """A worker sends its requests to the master with every stats report (and the last one)."""
     recorder = Recorder()
     environment.events.request.add_listener(recorder.on_request)
 

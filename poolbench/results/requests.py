@@ -199,14 +199,44 @@ def _read_names(path: Path) -> dict[str, Any]:
     return data
 
 
-def read_requests(path: str | os.PathLike[str]) -> RequestLog:
+def requests_damage(variant_dir: Path, expected: bool) -> list[str]:
+    """Why a variant's requests file is not whole, without reading its records: missing (when
+    `expected`: Locust ran with poolbench's plugin), shorter than its header, a cut last
+    record, a record count other than the one written, a missing endpoint table. The same
+    rule as samples.csv's (poolbench.results.samples.samples_damage): `report` exits 4 on any."""
+    path = requests_file(variant_dir)
+    if path is None:
+        return [f"{REQUESTS_FILE} is missing (Locust ran)"] if expected else []
+    if path.name.endswith(PARTIAL_SUFFIX):
+        return []  # a crash's .part: read up to its last whole record, said by the reader
+    size = path.stat().st_size
+    if size < HEADER.size:
+        return [
+            f"{path.name} is {'empty' if size == 0 else f'{size} bytes'}, shorter than its header"
+        ]
+    damage = []
+    body = size - HEADER.size
+    if body % RECORD.itemsize:
+        damage.append(f"{path.name}: its last record is cut ({body % RECORD.itemsize} stray bytes)")
+    try:
+        count = _read_names(path).get("count")
+    except PoolbenchError as exc:
+        return [*damage, str(exc).removeprefix(f"{path} is damaged: ")]
+    if isinstance(count, int) and count != body // RECORD.itemsize:
+        damage.append(f"{path.name}: {body // RECORD.itemsize} records where {count} were written")
+    return damage
+
+
+def read_requests(path: str | os.PathLike[str], *, damaged: bool = False) -> RequestLog:
     """A requests file (or its `.part`, whose cut last record is dropped) as a RequestLog.
 
     Anything else that does not add up (bad header, a closed file cut short or longer than its
-    recorded count, an endpoint code outside the table) is a one-line PoolbenchError.
+    recorded count, an endpoint code outside the table) is a one-line PoolbenchError, unless
+    `damaged` (the damage is already reported: requests_damage): then its whole records are
+    read, as from a `.part`.
     """
     path = Path(path)
-    partial = path.name.endswith(PARTIAL_SUFFIX)
+    partial = path.name.endswith(PARTIAL_SUFFIX) or damaged
     try:
         raw = path.read_bytes()
     except OSError as exc:

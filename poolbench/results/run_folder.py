@@ -36,7 +36,10 @@ from poolbench.files import inside
 from poolbench.files import rewrite_in_place
 from poolbench.files import write_failed
 from poolbench.redact import mask_tree
-from poolbench.results.requests import RequestLog, read_requests, requests_file
+from poolbench.results.requests import RequestLog
+from poolbench.results.requests import read_requests
+from poolbench.results.requests import requests_damage
+from poolbench.results.requests import requests_file
 
 if TYPE_CHECKING:
     from poolbench.results.pglog import ServerLog
@@ -130,6 +133,8 @@ def claim_run_dir(root: Path, run_id: str, attempts: int = 1000) -> Path:
         raise write_failed(root, exc) from None
     for n in range(1, attempts + 1):
         run_dir = root / (run_id if n == 1 else f"{run_id}-{n}")
+        if not inside(root, run_dir) or run_dir.parent != root:
+            raise PoolbenchError(f"run folder {run_dir.name!r} would not be a folder of {root}")
         try:
             run_dir.mkdir()
         except FileExistsError:
@@ -222,11 +227,12 @@ class RunRecord:
         self.data.update(status=status, error=error, finished_at=time.time())
         try:
             self.save()
-        except WriteFailed:
-            if not write_json_in_place(self.run_dir / "run.json", self.data) or status in (
-                "complete",
-                "degraded",
-            ):
+        except WriteFailed as exc:
+            if status in ("complete", "degraded"):  # a run that cannot record itself failed
+                self.data.update(status="failed", error=str(exc))
+                write_json_in_place(self.run_dir / "run.json", self.data)
+                raise
+            if not write_json_in_place(self.run_dir / "run.json", self.data):
                 raise
 
 
@@ -286,7 +292,8 @@ class VariantResult:
     app_log: Path | None = None
     events: list[dict[str, Any]] = field(default_factory=list)  # events.jsonl, oldest first
     postgres_log: Path | None = None  # the embedded server's log (poolbench.results.pglog reads it)
-    damage: list[str] = field(default_factory=list)  # why samples.csv is not whole, if so
+    damage: list[str] = field(default_factory=list)  # why samples.csv or requests.bin is not whole
+    requests_damaged: bool = False
     _server_log: ServerLog | None = field(default=None, init=False, repr=False, compare=False)
 
     @functools.cached_property
@@ -326,9 +333,17 @@ class VariantResult:
 
     def requests(self) -> RequestLog | None:
         """Every request of the load phase (requests.bin, or the .part a crash left), read on
-        demand (a long run holds millions); None when the variant recorded none."""
+        demand (a long run holds millions); None when the variant recorded none. A damaged
+        file (listed in `damage`) gives its whole records, or None when none can be read."""
         path = requests_file(self.path)
-        return read_requests(path) if path is not None else None
+        if path is None:
+            return None
+        if not self.requests_damaged:
+            return read_requests(path)
+        try:
+            return read_requests(path, damaged=True)
+        except PoolbenchError:
+            return None
 
     @property
     def postgres_log_reason(self) -> str | None:
@@ -439,6 +454,8 @@ def read_samples_file(
     source = path if path.is_file() else partial if partial.is_file() else None
     if source is None:
         return _no_samples(), None, []
+    if source.stat().st_size == 0:
+        return _no_samples(), None, [f"{source.name} is empty (0 bytes)"]
     damage = samples_damage(source, rows_written) if source == path else []
     try:
         frame = read_samples(path, allow_partial=True, categorical=True)  # fast groupbys
@@ -479,14 +496,20 @@ def load_variant(run_dir: Path, entry: dict[str, Any], path: Path) -> VariantRes
     samples, samples_path, damage = read_samples_file(
         path / SAMPLES_FILE, rows_written if isinstance(rows_written, int) else None
     )
+    if samples_path is None and not damage and meta.get("collector"):
+        damage = [f"{SAMPLES_FILE} is missing (the collector ran: variant.json says how)"]
+    requests_damage_ = requests_damage(path, expected=(path / "load.json").is_file())
     locust = {key: _read_csv(path / name) for key, name in LOCUST_FILES.items()}
     census = _json_file(path / "census.json") if (path / "census.json").is_file() else None
     app_log = path / "app.log" if (path / "app.log").is_file() else None
     events = read_events(path / EVENTS_FILE)
     pg_log = path / POSTGRES_LOG_FILE if (path / POSTGRES_LOG_FILE).is_file() else None
-    return VariantResult(
-        meta, path, samples, locust, samples_path, census, app_log, events, pg_log, damage
-    )
+    result = VariantResult(
+        meta, path, samples, locust, samples_path, census, app_log, events, pg_log,
+        [*damage, *requests_damage_],
+    )  # fmt: skip
+    result.requests_damaged = bool(requests_damage_)
+    return result
 
 
 def load_run(run_dir: str | os.PathLike[str]) -> RunResult:
@@ -509,7 +532,7 @@ def load_run(run_dir: str | os.PathLike[str]) -> RunResult:
             continue
         variant = load_variant(run_dir, entry, path)
         status = variant.meta.get("status") or "unknown"
-        if variant.samples_path is None:
+        if variant.samples_path is None and not variant.damage:
             warnings.append(
                 f"{relative}: no samples.csv (variant status: {status}): nothing to analyse"
             )

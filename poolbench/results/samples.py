@@ -19,11 +19,12 @@ import csv
 import math
 import os
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, TextIO
 
 from poolbench.errors import PoolbenchError
+from poolbench.files import write_failed
 
 if TYPE_CHECKING:  # pandas is imported by the readers only: the collector stays light
     import pandas as pd
@@ -84,11 +85,20 @@ class SamplesWriter:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             self._file: TextIO | None = open(self.partial_path, "w", newline="", encoding="utf-8")  # noqa: SIM115
         except OSError as exc:
-            raise PoolbenchError(f"cannot write samples to {self.path}: {exc.strerror}") from None
+            raise write_failed(self.partial_path, exc) from None
         self._csv = csv.writer(self._file, lineterminator="\n")
-        self._csv.writerow(COLUMNS)
-        self._file.flush()
+        with self._writing():
+            self._csv.writerow(COLUMNS)
+            self._file.flush()
         self._last_flush = time.monotonic()
+
+    @contextlib.contextmanager
+    def _writing(self) -> Iterator[None]:
+        """A write that fails (a full disk) is a WriteFailed naming the file, not an OSError."""
+        try:
+            yield
+        except OSError as exc:
+            raise write_failed(self.partial_path, exc) from None
 
     @property
     def closed(self) -> bool:
@@ -103,7 +113,8 @@ class SamplesWriter:
         for ts, metric, app, state, wait, component, value in rows:
             lines.append((f"{ts:.3f}", metric, app, state, wait, component, format_value(value)))
             n += 1
-        self._csv.writerows(lines)
+        with self._writing():
+            self._csv.writerows(lines)
         self.rows_written += n
         self.maybe_flush()
 
@@ -113,7 +124,8 @@ class SamplesWriter:
 
     def flush(self) -> None:
         if self._file is not None:
-            self._file.flush()
+            with self._writing():
+                self._file.flush()
             self._last_flush = time.monotonic()
 
     def close(self) -> None:
@@ -122,11 +134,13 @@ class SamplesWriter:
             return
         file, self._file = self._file, None
         try:
-            file.flush()
+            with self._writing():
+                file.flush()
             with contextlib.suppress(OSError):
                 os.fsync(file.fileno())
         finally:
-            file.close()
+            with contextlib.suppress(OSError):  # what a full disk kept is in the .part
+                file.close()
         os.replace(self.partial_path, self.path)
 
     def __enter__(self) -> SamplesWriter:

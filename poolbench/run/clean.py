@@ -13,7 +13,8 @@ keeps its status. For each abandoned run, `clean`:
 1. stops every recorded process still alive, with what is left of its process group
    (the signal the ledger names: SIGTERM, SIGQUIT for the throwaway postmaster; SIGKILL
    after 10 s);
-2. removes the embedded server's data directory (only a `poolbench-pg-*` directory);
+2. removes the embedded server's data directory (only a `poolbench-pg-*` directory) and a
+   ui session's feed folder (`poolbench-ui-*`);
 3. drops the private role and database on a `--database-url` server. The admin password
    was never written down, so this needs the URL again (`--database-url` or
    `DATABASE_URL`), for the same host and port; without it the run lists them as left;
@@ -29,8 +30,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import os
-import shutil
-import signal
 import socket
 import sys
 import time
@@ -43,13 +42,10 @@ import psutil
 from poolbench.errors import PoolbenchError, first_line
 from poolbench.files import WriteFailed
 from poolbench.infra import ledger, postgres
-from poolbench.infra.process_group import alive, wait_gone
+from poolbench.infra.undo import ORDER, UNDO, live_process
 from poolbench.redact import mask_file, mask_text, mask_url
 from poolbench.results.run_folder import read_run_json, write_json, write_json_in_place
 from poolbench.results.status import Status
-
-STOP_GRACE_S = 10.0
-SAME_START_S = 1.0  # create times this close are the same process (psutil rounds them)
 
 
 @dataclass
@@ -69,17 +65,6 @@ class Cleaned:
 # --------------------------------------------------------------------------- finding runs
 
 
-def _process(pid: int, create_time: float | None) -> psutil.Process | None:
-    """The live process with that pid and start time, or None (gone, zombie, or reused)."""
-    try:
-        proc = psutil.Process(pid)
-        if create_time is not None and abs(proc.create_time() - create_time) > SAME_START_S:
-            return None
-    except (psutil.Error, OSError):
-        return None
-    return proc if alive(proc) else None
-
-
 def owner_gone(meta: dict[str, Any]) -> bool:
     """The run's own process has ended; False when that cannot be told (another host)."""
     owner = meta.get("owner")
@@ -90,7 +75,7 @@ def owner_gone(meta: dict[str, Any]) -> bool:
         create_time = float(owner["create_time"])
     except (KeyError, TypeError, ValueError):
         return False
-    return _process(pid, create_time) is None
+    return live_process(pid, create_time) is None
 
 
 def abandoned_runs(root: Path) -> list[Path]:
@@ -116,69 +101,6 @@ def abandoned_runs(root: Path) -> list[Path]:
     return found
 
 
-# --------------------------------------------------------------------------- undoing
-
-
-def _group(pgid: int, since: float) -> list[psutil.Process]:
-    """Live processes of a process group that started no earlier than its leader did."""
-    members = []
-    for proc in psutil.process_iter():
-        with contextlib.suppress(psutil.Error, OSError):
-            if (
-                os.getpgid(proc.pid) == pgid
-                and proc.create_time() >= since - SAME_START_S
-                and alive(proc)
-            ):
-                members.append(proc)
-    return members
-
-
-def stop_process(item: dict[str, Any]) -> str | None:
-    """Stop a recorded child and what is left of its group; None when nothing was left."""
-    pid, since = int(item["pid"]), float(item.get("create_time") or 0.0)
-    pgid = int(item.get("pgid") or pid)
-    leader = _process(pid, since)
-    if leader is None and _process(pgid, None) is not None:
-        return None  # the pid (and so the group id) now belongs to another process
-    members = {p.pid: p for p in _group(pgid, since)}
-    if leader is not None:
-        with contextlib.suppress(psutil.Error):
-            members.update({p.pid: p for p in [leader, *leader.children(recursive=True)]})
-    if not members:
-        return None
-    sig = signal.Signals(int(item.get("stop_signal") or signal.SIGTERM))
-    # the postmaster shuts its own processes down; any other group is signalled whole
-    postmaster = leader is not None and item.get("what") == "postgres"
-    for proc in [leader] if postmaster else members.values():
-        with contextlib.suppress(psutil.Error):
-            proc.send_signal(sig)
-    remaining = wait_gone(list(members.values()), time.monotonic() + STOP_GRACE_S)
-    for proc in remaining:
-        with contextlib.suppress(psutil.Error):
-            proc.kill()
-    if wait_gone(remaining, time.monotonic() + STOP_GRACE_S):
-        raise PoolbenchError(f"could not stop {item.get('what')} (pid {pid})")
-    count = len(members)
-    return f"stopped {item.get('what', 'a process')} (pid {pid}, {count} process" + (
-        "es)" if count != 1 else ")"
-    )
-
-
-def remove_data_dir(item: dict[str, Any]) -> str | None:
-    """Remove an embedded server's directory, after stopping a postmaster still serving it."""
-    path = Path(str(item["path"]))
-    if not path.name.startswith(postgres.EMBEDDED_DIR_PREFIX):
-        raise PoolbenchError(f"{path} is not a poolbench data directory: left alone")
-    if not path.exists():
-        return None
-    with contextlib.suppress(OSError, ValueError):
-        pid = int((path / "data" / "postmaster.pid").read_text().split("\n", 1)[0])
-        if _process(pid, None) is not None:
-            stop_process({"pid": pid, "what": "postgres", "stop_signal": int(signal.SIGQUIT)})
-    shutil.rmtree(path)
-    return f"removed {path}"
-
-
 def drop_database(item: dict[str, Any], database_url: str | None) -> str:
     """Drop a private database and role on the user's server; needs its URL again."""
     where = f"{item.get('host')}:{item.get('port')}"
@@ -202,15 +124,15 @@ def drop_database(item: dict[str, Any], database_url: str | None) -> str:
     return f"dropped {what}"
 
 
-UNDO = {"process": stop_process, "data_dir": remove_data_dir}
-
-
 def clean_run(run_dir: Path, database_url: str | None = None) -> Cleaned:
     """Undo what an abandoned run left, release it in its ledger, mark the run abandoned."""
     result = Cleaned(run_dir)
+    for tmp in _temporary_files(run_dir):  # half-written files a killed run left (disk room too)
+        with contextlib.suppress(OSError):
+            tmp.unlink()
+            result.done.append(f"removed {tmp.relative_to(run_dir)}")
     path = run_dir / ledger.LEDGER_FILE
-    order = {"process": 0, "data_dir": 1, "database": 2}  # stop before removing files
-    for item in sorted(ledger.leftovers(path), key=lambda i: order.get(i.get("kind"), 9)):
+    for item in sorted(ledger.leftovers(path), key=lambda i: ORDER.get(i.get("kind"), 9)):
         try:
             if item.get("kind") == "database":
                 done = drop_database(item, database_url)
@@ -235,6 +157,12 @@ def clean_run(run_dir: Path, database_url: str | None = None) -> Cleaned:
     except (PoolbenchError, OSError) as exc:
         result.left.append(mask_text(first_line(exc)))
     return result
+
+
+def _temporary_files(run_dir: Path) -> list[Path]:
+    """Files poolbench.files writes before renaming them into place (`.NAME.PID.tmp`), and
+    those of older versions (`.NAME.tmp`): never whole, never read."""
+    return [p for p in run_dir.rglob(".*.tmp") if p.is_file() and not p.is_symlink()]
 
 
 def mark_abandoned(run_dir: Path, result: Cleaned) -> None:

@@ -25,6 +25,7 @@ from poolbench.results.events import EVENTS_FILE, EventKind
 
 if TYPE_CHECKING:
     from poolbench.results.run_folder import RunRecord
+from poolbench.files import write_failed
 
 
 @dataclass(frozen=True)
@@ -112,8 +113,11 @@ class EventLog:
             ref.dir.mkdir(parents=True, exist_ok=True)
             handle = self._files[ref.dir] = (ref.dir / EVENTS_FILE).open("a", encoding="utf-8")
         line = {"ts": time.time() if ts is None else ts, "event": event, **fields}
-        handle.write(json.dumps(line, default=str) + "\n")
-        handle.flush()
+        try:
+            handle.write(json.dumps(line, default=str) + "\n")
+            handle.flush()
+        except OSError as exc:  # a full disk: one line naming the file
+            raise write_failed(ref.dir / EVENTS_FILE, exc) from None
 
     def _variant_ended(self, ref: VariantRef, status: str, error: str | None) -> None:
         self._write(ref, EventKind.VARIANT_ENDED, status=status, error=error)

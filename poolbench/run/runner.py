@@ -24,7 +24,7 @@ from typing import Any
 from poolbench.collector import CollectorThread, sockets
 from poolbench.config.bench import BenchConfig, Experiment, Variant
 from poolbench.errors import PoolbenchError, first_line
-from poolbench.infra import ledger, postgres
+from poolbench.infra import postgres, undo
 from poolbench.infra.app_server import VariantStartError
 from poolbench.load import locust
 from poolbench.results.events import EventKind
@@ -84,7 +84,7 @@ class Runner:
         keep_record(self.record, self.events)
         event_log = EventLog(self.events)
         try:
-            with ledger.recording(self.record.run_dir), self.display:
+            with undo.recording(self.record.run_dir), self.display:
                 for experiment in self.experiments:
                     self._run_experiment(experiment)
         except KeyboardInterrupt:

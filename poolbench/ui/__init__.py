@@ -23,6 +23,7 @@ from pathlib import Path
 
 from poolbench.config.bench import DEFAULT_CONFIG
 from poolbench.errors import PoolbenchError
+from poolbench.options import out_root
 
 DEFAULT_VARIANT = "before"
 
@@ -53,7 +54,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--port", type=int, help="the web UI's port on 127.0.0.1 (default: a free one)"
     )
     parser.add_argument(
-        "--out", type=Path, default=Path("results"), help="results root (default: results/)"
+        "--out", type=out_root, default=Path("results"), help="results root (default: results/)"
     )
     parser.add_argument("--no-report", action="store_true", help="skip the report at the end")
 
@@ -61,9 +62,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from poolbench.config.bench import load_config, select
     from poolbench.infra.postgres import port_is_free
+    from poolbench.results.run_folder import check_results_root
     from poolbench.run import stack
     from poolbench.ui.session import UiSession
 
+    check_results_root(args.out)
     config = load_config(args.config)
     experiments = select(
         config,

@@ -19,6 +19,7 @@ stopping must finish, or processes would be left behind.
 from __future__ import annotations
 
 import contextlib
+import secrets
 import shlex
 import shutil
 import signal
@@ -34,7 +35,7 @@ from poolbench.collector import CollectorThread
 from poolbench.config.bench import BenchConfig, Experiment
 from poolbench.config.variants import Variant
 from poolbench.errors import PoolbenchError
-from poolbench.infra import ledger
+from poolbench.infra import ledger, undo
 from poolbench.infra.app_server import HOST, RunningVariant, VariantStartError
 from poolbench.infra.postgres import Database, free_port
 from poolbench.load import locust
@@ -96,7 +97,7 @@ class UiSession:
         ref = VariantRef(experiment.name, variant.name, 1, "1/1", record.variant_dir(entry))
         status, error = Status.COMPLETE, None
         try:
-            with ledger.recording(record.run_dir), self.display, _restored_signals():
+            with undo.recording(record.run_dir), self.display, _restored_signals():
                 self.events.variant_started.fire(ref=ref)
                 stack.add_census(entry, experiment, variant, ref.dir)
                 record.save_variant(entry)
@@ -129,7 +130,11 @@ class UiSession:
         collector_config = stack.collector_config(db, app, self.variant, ref.dir)
         entry["collector"] = stack.collector_entry(collector_config, self.variant)
         collector = CollectorThread(collector_config)
-        feed_dir = Path(tempfile.mkdtemp(prefix="poolbench-ui-"))
+        feed_dir = (
+            Path(tempfile.gettempdir()) / f"{ledger.UI_FEED_DIR_PREFIX}{secrets.token_hex(6)}"
+        )
+        noted = ledger.started("data_dir", str(feed_dir), path=str(feed_dir))  # for clean
+        feed_dir.mkdir(mode=0o700)
         probe = ProbeTail(app.spec.probe_dir) if app.spec.probe_dir else None
         feed = FeedWriter(
             feed_dir / "feed.jsonl", self._feed_header(entry), collector.latest, probe
@@ -153,6 +158,7 @@ class UiSession:
         finally:
             feed.close()
             shutil.rmtree(feed_dir, ignore_errors=True)
+            ledger.released(noted)
 
     def _start_locust(
         self, app: RunningVariant, ref: VariantRef, feed: Path
