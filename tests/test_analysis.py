@@ -206,7 +206,9 @@ def test_model_of_untagged_connections_counts_client_processes(tmp_path):
     model = f.model
     assert model.measured_processes == 3
     [engine] = model.engines
-    assert engine.members == [f"untagged:python3:{pid}" for pid in (11, 12, 13)]
+    # one engine in three processes is one engine: the per-process labels are merged
+    assert engine.members == ["untagged"]
+    assert [p.pid for p in f.connections.processes] == [11, 12, 13]
     assert engine.ceiling == 60 and engine.idle == 20  # 4 × (5 + 10), 4 × 5
     assert engine.measured_peak == 45 and engine.measured_idle == 15
     assert engine.opened == 45 and engine.filled
@@ -222,21 +224,22 @@ def test_right_sizing_uses_active_connections_and_littles_law(tmp_path):
     # 500 requests/s of 10 ms each, every second alike: 3000 served in the 6 s window.
     # Active connections in the window: level 4 (all active) for 36 samples, then level 20
     # (8 active) for 24 → mean 5.6, p99 8
-    engine = EngineSpec("r:a", load=[(0.76, 4), (0.24, 20)], active=8)
+    engine = EngineSpec("r:a", pool_size=30, load=[(0.76, 4), (0.24, 20)], active=8)
     spec = VariantSpec(name="r", engines=[engine], rps=500.0, rps_sd=0.0, latency_cycle=(10.0,))
     analysis, _ = one(tmp_path, spec)
     sizing = analysis.summary.experiments[0].sizing
-    [demand] = sizing.demand
+    [advice] = sizing.advice
+    demand = advice.demand
     assert demand.requests_per_s == pytest.approx(500.0)
     assert demand.active_mean == pytest.approx(5.6)
     assert demand.active_p99 == 8 and demand.active_max == 8
     assert demand.db_time_ms == pytest.approx(11.2)  # L / λ = 5.6 / 500 s
     assert sizing.measured
-    assert sizing.needed == 8  # p99 active beats Little's 5.6
-    assert sizing.recommended_total == 10  # ceil(8 × 1.25)
-    assert sizing.pool_size_per_worker == 10 and sizing.per_engine == {"r:a": 10}
-    assert sizing.usable_slots == 197  # max_connections 200 − 3 reserved
-    assert not sizing.capped
+    assert advice.needed == 8  # p99 active beats Little's 5.6
+    assert advice.recommended_total == 10  # ceil(8 × 1.25)
+    assert advice.pool_size_per_worker == 10 and advice.per_engine == {"r:a": 10}
+    assert advice.usable_slots == 197  # max_connections 200 − 3 reserved
+    assert not advice.capped and advice.bound == "demand"
     assert (sizing.cores, sizing.hikari) == (2, 5)
 
 
@@ -244,11 +247,11 @@ def test_right_sizing_never_exceeds_the_slots_the_server_can_give(tmp_path):
     # 170 active connections want ceil(170 × 1.25) = 213; the server has 197 for this app
     engine = EngineSpec("c:a", pool_size=200, load=[(1.0, 170)], active=170)
     analysis, _ = one(tmp_path, VariantSpec(name="c", engines=[engine]))
-    sizing = analysis.summary.experiments[0].sizing
-    assert sizing.needed == 170
-    assert sizing.usable_slots == 197
-    assert sizing.recommended_total == 197 and sizing.capped
-    assert any("want 213 connections" in f and "only 197" in f for f in sizing.findings)
+    [advice] = analysis.summary.experiments[0].sizing.advice
+    assert advice.needed == 170
+    assert advice.usable_slots == 197
+    assert advice.recommended_total == 197 and advice.capped
+    assert any("more than the 197 connections" in f for f in advice.findings)
 
 
 def test_checked_out_connections_are_not_demand(tmp_path):
@@ -257,10 +260,12 @@ def test_checked_out_connections_are_not_demand(tmp_path):
     spec = VariantSpec(name="c", engines=[engine], pool_metrics=True)
     analysis, f = one(tmp_path, spec)
     assert f.connections.checked_out.p99 == 8
-    sizing = analysis.summary.experiments[0].sizing
-    assert sizing.demand[0].checked_out_p99 == 8
-    assert sizing.needed == 2 and sizing.recommended_total == 3  # ceil(2 × 1.25)
-    assert any("p99 8 checked out, 2 active" in f for f in sizing.findings)
+    [advice] = analysis.summary.experiments[0].sizing.advice
+    assert advice.demand.checked_out_p99 == 8
+    assert advice.needed == 2
+    # the pool of 20 sat at its ceiling all through full load: not advised smaller
+    assert advice.kept and advice.recommended_total == 20
+    assert any("p99 8 checked out, 2 active" in f for f in advice.findings)
 
 
 def test_a_pool_at_its_ceiling_is_flagged(tmp_path):
@@ -272,7 +277,9 @@ def test_a_pool_at_its_ceiling_is_flagged(tmp_path):
     assert row.active_max == 4 and row.checked_out_max == 4
     flags = {flag.code: flag.message for flag in f.model.flags}
     assert "at_ceiling" in flags and "Peak 4 is the ceiling" in flags["at_ceiling"]
-    assert analysis.summary.experiments[0].sizing.recommended_total == 5  # ceil(4 × 1.25)
+    [advice] = analysis.summary.experiments[0].sizing.advice
+    assert advice.recommended_total == 5 and advice.saturated  # ceil(4 × 1.25), not smaller
+    assert advice.bound == "pool ceiling"
 
 
 # --- churn, memory, CPU ---------------------------------------------------------------------

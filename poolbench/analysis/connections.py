@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
-from poolbench.analysis.series import VariantSeries
+from poolbench.analysis.series import VariantSeries, process_pid
 from poolbench.analysis.typed import Json, Window, stat
 from poolbench.analysis.windows import Windows, within
 
@@ -48,6 +48,16 @@ class EngineFigures(Json):
 
 
 @dataclass(frozen=True)
+class ProcessFigures(Json):
+    """One client process holding untagged connections (detail of the `untagged` engine)."""
+
+    label: str  # as the collector wrote it: untagged:<executable>:<pid>
+    pid: int
+    peak: float | None  # load phase
+    idle: float | None  # idle, settled (median)
+
+
+@dataclass(frozen=True)
 class ConnectionFigures(Json):
     peak: float | None
     p95: float | None
@@ -63,7 +73,8 @@ class ConnectionFigures(Json):
     states_idle: dict[str, float]
     active: Spread
     checked_out: Spread
-    pools_holding_idle: int | None  # application names still holding a connection when idle
+    pools_holding_idle: int | None  # engines still holding a connection when idle
+    processes: list[ProcessFigures] = field(default_factory=list)  # untagged, per client process
 
     def engine(self, name: str) -> EngineFigures | None:
         return next((e for e in self.engines if e.name == name), None)
@@ -132,6 +143,14 @@ def connection_figures(s: VariantSeries, w: Windows) -> ConnectionFigures:
         active=Spread.of(within(s.active, w.full_load)),
         checked_out=Spread.of(within(s.checked_out, w.full_load)),
         pools_holding_idle=len(holding) if w.idle_settled is not None else None,
+        processes=[
+            ProcessFigures(
+                label=str(name), pid=process_pid(str(name)) or 0,
+                peak=stat(within(s.by_process[name], w.load), "max"),
+                idle=stat(within(s.by_process[name], w.idle_settled), "median"),
+            )  # fmt: skip
+            for name in s.by_process.columns
+        ],
     )
 
 

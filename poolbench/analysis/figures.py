@@ -18,7 +18,7 @@ from poolbench.analysis.model import PoolModel, pool_model
 from poolbench.analysis.series import VariantSeries, build_series
 from poolbench.analysis.traffic import TrafficFigures, traffic_figures
 from poolbench.analysis.typed import Json, Window, num
-from poolbench.analysis.windows import Windows, windows_for
+from poolbench.analysis.windows import Windows, after_backlog, within, windows_for
 from poolbench.results import VariantResult
 
 
@@ -127,12 +127,29 @@ def leak_window(w: Windows, churn: ChurnFigures) -> Window | None:
     )
 
 
+def _busy(series: VariantSeries):
+    """Backends working for a request: active or idle in transaction."""
+    busy = series.active
+    if "idle in transaction" in series.by_state.columns:
+        busy = busy.add(series.by_state["idle in transaction"], fill_value=0.0)
+    return busy
+
+
+def _completions(series: VariantSeries):
+    log = series.requests
+    return None if log is None else log.start + log.response_ms / 1000
+
+
 def analyse_variant(result: VariantResult) -> VariantRun:
     series = build_series(result)
     first = float(result.samples["ts"].min()) if not result.samples.empty else None
-    windows = windows_for(result.meta, series.users, first)
+    windows = after_backlog(
+        windows_for(result.meta, series.users, first), _busy(series), _completions(series)
+    )
     connections = connection_figures(series, windows)
-    model = pool_model(result.meta, connections)
+    model = pool_model(
+        result.meta, connections, within(series.by_engine, windows.full_load), windows.idle_note
+    )
     churn = churn_figures(series, windows)
     window = leak_window(windows, churn)
     figures = VariantFigures(

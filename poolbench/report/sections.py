@@ -69,55 +69,58 @@ def sizing_section(experiment: ExperimentSummary) -> list[Any]:
     blocks: list[Any] = [Heading(3, f"Right-sizing from measured demand — {experiment.name}")]
     if not s.measured:
         return [*blocks, Para("Active connections were not sampled: no estimate.", muted=True)]
-    split = ", ".join(f"{name} pool_size {n}" for name, n in s.per_engine.items())
-    per_worker = (
-        f"{s.pool_size_per_worker} per worker, split over its engines ({split})"
-        if len(s.per_engine) > 1
-        else f"pool_size {s.pool_size_per_worker} per worker"
-    )
-    text = (
-        f"Recommended: {s.recommended_total} connections in total — {per_worker} × "
-        f"{s.workers} worker(s), max_overflow 0; from a demand of {fmt.count(s.needed)} active "
-        "connections plus 25 % headroom"
-    )
-    if s.usable_slots is not None:
-        text += f", within the {fmt.count(s.usable_slots)} slots the server can give this app"
-    if s.hikari:
-        text += f". HikariCP's rule of thumb for {s.cores} cores: {s.hikari}"
-    blocks.append(Para(text + ".", strong=True))
     rows = [
-        [d.variant, fmt.number(d.active_mean, 1), fmt.count(d.active_p99), fmt.count(d.active_max),
+        [a.variant, fmt.number(d.active_mean, 1), fmt.count(d.active_p99), fmt.count(d.active_max),
          fmt.rate(d.requests_per_s), fmt.ms(d.db_time_ms), fmt.count(d.checked_out_p99),
-         fmt.percent_of_core(d.app_cpu)]
-        for d in s.demand
+         fmt.percent_of_core(d.app_cpu), str(a.bound)]
+        for a in s.advice
+        for d in [a.demand]
     ]  # fmt: skip
     blocks.append(
         Table(
             ["variant", "active, mean (Little's L)", "active p99", "active max", "requests/s",
-             "database time per request", "checked out p99 (app's view)", "app CPU"],
-            rows, "lrrrrrrr",
+             "database time per request", "checked out p99 (app's view)", "app CPU",
+             "bound by"],
+            rows, "lrrrrrrrl",
         )
     )  # fmt: skip
-    saved = [
-        f"Against {x.variant}'s {fmt.count(x.idle)} connections held when idle: "
-        f"{fmt.count(x.fewer_connections)} fewer"
-        + (f", ≈ {fmt.mib(x.pss_bytes)} of PostgreSQL PSS ({fmt.mib(x.pss_low)} … "
-           f"{fmt.mib(x.pss_high)}, at the marginal cost per backend)" if x.pss_bytes is not None else "")
-        for x in s.savings
-    ]  # fmt: skip
-    if saved or s.findings:
-        blocks.append(Bullets([*saved, *s.findings]))
+    for a in s.advice:
+        blocks.append(Para(f"{a.variant}: {a.action}", strong=True))
+        lines = [*a.findings]
+        if a.saving is not None:
+            lines.append(_saving_line(a.saving))
+        if lines:
+            blocks.append(Bullets(lines))
+    if s.findings:
+        blocks.append(Bullets(s.findings))
+    hikari = f" HikariCP's rule of thumb for {s.cores} cores: {s.hikari}." if s.hikari else ""
     blocks.append(
         Para(
             "How: demand is PostgreSQL's own view — connections in state active at full load. "
             "L = requests/s × database time per request (Little's law) is the mean demand; the "
-            "advice covers its p99 with headroom. Connections checked out of the app's pools are "
-            "not demand: a request can hold one while it does other work. A sweep "
-            "(`poolbench size`) measures the knee instead of estimating it.",
+            "advice covers its p99 with 25 % headroom, per worker, and the total is always "
+            "pool_size per worker × workers. A pool at its ceiling in at least a quarter of the "
+            "full-load samples is never advised smaller: the demand measured through it is a "
+            "lower bound. Connections checked out of the app's pools are not demand: a request "
+            "can hold one while it does other work. A sweep (`poolbench size`) measures the "
+            f"knee instead of estimating it.{hikari}",
             muted=True,
         )
     )
     return blocks
+
+
+def _saving_line(x: Any) -> str:
+    text = (
+        f"Against {x.variant}'s {fmt.count(x.idle)} connections held when idle: "
+        f"{fmt.count(x.fewer_connections)} fewer"
+    )
+    if x.pss_bytes is not None:
+        text += (
+            f", ≈ {fmt.mib(x.pss_bytes)} of PostgreSQL PSS ({fmt.mib(x.pss_low)} … "
+            f"{fmt.mib(x.pss_high)}, at {x.slope_from})"
+        )
+    return text + "."
 
 
 def _figure_rows(f: VariantFigures) -> list[tuple[str, str]]:
@@ -312,7 +315,20 @@ def model_section(experiment: ExperimentSummary) -> list[Any]:
         blocks += [
             Notice("warning" if f.level == "warning" else "info", f.message) for f in model.flags
         ]
+        blocks += _processes_table(v.first)
     return blocks
+
+
+def _processes_table(f: VariantFigures) -> list[Any]:
+    """Per-process detail of the `untagged` engine (one engine, however many workers)."""
+    if len(f.connections.processes) < 2:
+        return []
+    rows: list[list[Cell]] = [
+        [str(p.pid), p.label, fmt.count(p.peak), fmt.count(p.idle)]
+        for p in f.connections.processes
+    ]
+    caption = f"{f.variant}: untagged connections per client process (one engine)"
+    return [Table(["pid", "as labelled", "peak", "idle"], rows, "lrrr", caption=caption)]
 
 
 def events_section(experiment: ExperimentSummary) -> list[Any]:
