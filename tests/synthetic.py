@@ -65,6 +65,8 @@ class EngineSpec:
     active: int = 5
     idle_in_transaction: int = 0
     listed: bool = True  # appears in variant.json `engines`
+    # a backlog still served in the idle phase: (fraction of the idle phase, active connections)
+    idle_active: list[tuple[float, int]] | None = None
 
     def idle_segments(self) -> list[tuple[float, int]]:
         if self.idle is not None:
@@ -208,6 +210,11 @@ def samples_frame(spec: VariantSpec) -> pd.DataFrame:
         level = engine_levels(spec, engine, ts)
         total += level
         active = np.where(in_load, np.minimum(level, engine.active), 0)
+        if engine.idle_active:
+            idle = spec.phases()[2]
+            in_idle = (ts >= idle["start"]) & (ts < idle["end"])
+            busy = _segment_levels(ts, idle["start"], idle["end"], engine.idle_active)
+            active = np.where(in_idle, np.minimum(level, busy), active)
         iit = np.where(in_load, np.minimum(level - active, engine.idle_in_transaction), 0)
         idle = level - active - iit
         for state, value, wait in (

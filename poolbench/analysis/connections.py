@@ -145,10 +145,11 @@ def connection_figures(s: VariantSeries, w: Windows) -> ConnectionFigures:
         pools_holding_idle=len(holding) if w.idle_settled is not None else None,
         processes=[
             ProcessFigures(
-                label=str(name), pid=process_pid(str(name)) or 0,
+                label=str(name),
+                pid=process_pid(str(name)) or 0,
                 peak=stat(within(s.by_process[name], w.load), "max"),
                 idle=stat(within(s.by_process[name], w.idle_settled), "median"),
-            )  # fmt: skip
+            )
             for name in s.by_process.columns
         ],
     )

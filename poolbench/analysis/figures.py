@@ -18,7 +18,7 @@ from poolbench.analysis.model import PoolModel, pool_model
 from poolbench.analysis.series import VariantSeries, build_series
 from poolbench.analysis.traffic import TrafficFigures, traffic_figures
 from poolbench.analysis.typed import Json, Window, num
-from poolbench.analysis.windows import Windows, after_backlog, within, windows_for
+from poolbench.analysis.windows import Windows, after_backlog, windows_for, within
 from poolbench.results import VariantResult
 
 

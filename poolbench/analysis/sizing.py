@@ -138,8 +138,8 @@ def _split(total: int, f: VariantFigures) -> dict[str, int]:
 def _saturated(f: VariantFigures) -> list[str]:
     engines = f.model.engines if f.model else []
     return [
-        f"{e.name} ({fmt.pct(100 * e.at_ceiling_share, 0).lstrip('+')} of full-load samples at "
-        f"its ceiling of {fmt.count(e.ceiling)})"
+        f"{e.name} sat at its ceiling of {fmt.count(e.ceiling)} in "
+        f"{fmt.number(100 * e.at_ceiling_share, 0, '%')} of the full-load samples"
         for e in engines
         if e.at_ceiling_share is not None and e.at_ceiling_share >= SATURATED_SHARE
     ]
@@ -213,7 +213,7 @@ def _action(a: Advice, f: VariantFigures) -> str:
     if a.saturated:
         keep = "Keep" if a.kept else "At least"
         text = (
-            f"{keep} {_sizes(a)}{cap}: the pool sat at its ceiling ({'; '.join(a.saturated)}), "
+            f"{keep} {_sizes(a)}{cap}. {'; '.join(a.saturated)}, "
             "so the demand measured through it is a lower bound and a smaller pool is not "
             "advised without a sweep (`poolbench size`) showing it is as fast."
         )

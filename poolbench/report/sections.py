@@ -324,8 +324,7 @@ def _processes_table(f: VariantFigures) -> list[Any]:
     if len(f.connections.processes) < 2:
         return []
     rows: list[list[Cell]] = [
-        [str(p.pid), p.label, fmt.count(p.peak), fmt.count(p.idle)]
-        for p in f.connections.processes
+        [str(p.pid), p.label, fmt.count(p.peak), fmt.count(p.idle)] for p in f.connections.processes
     ]
     caption = f"{f.variant}: untagged connections per client process (one engine)"
     return [Table(["pid", "as labelled", "peak", "idle"], rows, "lrrr", caption=caption)]

@@ -1,0 +1,161 @@
+"""Issue 22 (part B): the report stays true when pools saturate, apps run many processes, idle
+is not idle, the server is shared. One test per defect, each on a synthetic run with a known
+answer (tests/synthetic.py); each docstring records what the code before the fix printed."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from synthetic import EngineSpec, MiB, VariantSpec, write_run
+
+from poolbench.analysis import Analysis, analyse
+from poolbench.analysis.figures import VariantFigures
+from poolbench.analysis.summary import read_summary, write_summary
+from poolbench.report import build_report
+
+
+def run(tmp_path: Path, specs: list[VariantSpec]) -> tuple[Analysis, str]:
+    run_dir = write_run(tmp_path, specs)
+    analysis = analyse(run_dir)
+    build_report(run_dir, analysis, charts=False)
+    return analysis, (run_dir / "report.md").read_text().replace("\\", "")  # md escapes
+
+
+def figures(analysis: Analysis, variant: str) -> VariantFigures:
+    return next(r.figures for r in analysis.runs if r.figures.variant == variant)
+
+
+def advice(analysis: Analysis, variant: str):
+    return next(a for a in analysis.summary.experiments[0].sizing.advice if a.variant == variant)
+
+
+# --- 5: a saturated pool is never advised smaller ---------------------------------------------
+
+
+def test_a_saturated_pool_is_never_advised_smaller(tmp_path):
+    """after's single pool of 20 sits at its ceiling through the whole load with 8 of its
+    connections active and the app at 95 % of its one core. Before the fix the report read
+    "Recommended: 10 connections in total — pool_size 10 per worker × 1 worker(s)" beside
+    "after: ... reached its ceiling ... the advice from it is a lower bound"."""
+    before = VariantSpec(
+        name="before", engines=[EngineSpec("before:db", pool_size=40, load=[(1.0, 20)], active=8)]
+    )
+    after = VariantSpec(
+        name="after",
+        engines=[EngineSpec("after:db", pool_size=20, load=[(1.0, 20)], active=8)],
+        cpu={"app": 95.0, "postgres": 40.0},
+        seed=2,
+    )
+    analysis, md = run(tmp_path, [before, after])
+    a = advice(analysis, "after")
+    assert a.saturated and a.kept
+    assert a.pool_size_per_worker == 20 and a.recommended_total == 20  # not 10
+    assert a.bound == "app CPU"
+    assert "another worker is the first change" in a.action
+    # before's pool (ceiling 40) never filled: its advice comes from the demand, 8 × 1.25
+    b = advice(analysis, "before")
+    assert not b.saturated and b.bound == "demand" and b.recommended_total == 10
+    assert "after: Keep 20 connections in total — pool_size 20 per worker × 1 worker(s)" in md
+    assert "pool_size 10 per worker × 1 worker(s)" not in md.split("after: ", 1)[1]
+
+
+# --- 6: total = per worker × workers ----------------------------------------------------------
+
+
+def test_advice_total_is_per_worker_times_workers(tmp_path):
+    """2 workers, 7 active connections: ceil(7 × 1.25) = 9 wanted, 5 per worker, so 10 in
+    total. Before the fix: "Recommended: 9 connections in total — pool_size 5 per worker ×
+    2 worker(s)" and summary.json recommended_total 9, pool_size_per_worker 5."""
+    spec = VariantSpec(
+        name="w2",
+        workers=2,
+        engines=[EngineSpec("w2:db", pool_size=20, load=[(1.0, 20)], active=7)],
+    )
+    analysis, md = run(tmp_path, [spec])
+    a = advice(analysis, "w2")
+    assert a.needed == 7
+    assert (a.pool_size_per_worker, a.workers, a.recommended_total) == (5, 2, 10)
+    assert "10 connections in total — pool_size 5 per worker × 2 worker(s)" in md
+    # the saving follows from the total: 20 held when idle, 10 advised
+    assert a.saving.idle == 20 and a.saving.fewer_connections == 10
+    assert "20 connections held when idle: 10 fewer" in md
+    write_summary(analysis.summary, analysis.run_dir)
+    back = read_summary(analysis.run_dir).experiments[0].sizing.advice[0]
+    assert back.recommended_total == back.pool_size_per_worker * back.workers == 10
+
+
+# --- 7: one engine in N worker processes is one engine ----------------------------------------
+
+
+def untagged(name: str, labels: list[str], workers: int, seed: int) -> VariantSpec:
+    engines = [EngineSpec(label, load=[(1.0, 5)], listed=False) for label in labels]
+    engines.append(EngineSpec("untagged", pool_size=5, max_overflow=0, load=[(1.0, 0)]))
+    return VariantSpec(name=name, engines=engines, workers=workers, seed=seed)
+
+
+def test_worker_processes_are_not_phantom_engines(tmp_path):
+    """One engine without application_name in 1 vs 2 uvicorn workers, labelled by the
+    collector after each client process. Before the fix: "Application names holding
+    connections when idle 1 → 2 ❌ +100 % (exact)", and the engines were
+    `untagged:fastapi:28268` vs `untagged:python3.11:32531` / `untagged:python3.11:32532`."""
+    one = untagged("one", ["untagged:fastapi:28268"], 1, 1)
+    two = untagged("two", ["untagged:python3.11:32531", "untagged:python3.11:32532"], 2, 2)
+    analysis, md = run(tmp_path, [one, two])
+    row = analysis.summary.experiments[0].comparisons[0].row("pools_holding_idle")
+    assert (row.baseline, row.variant) == (1, 1)
+    for name, pids in (("one", [28268]), ("two", [32531, 32532])):
+        f = figures(analysis, name)
+        assert [e.name for e in f.connections.engines] == ["untagged"]
+        assert [p.pid for p in f.connections.processes] == pids
+        assert f.model.measured_processes == len(pids)
+        [engine] = f.model.engines
+        assert engine.measured_idle == 5 * len(pids) == engine.idle
+    line = next(x for x in md.splitlines() if "holding connections when idle" in x)
+    assert "+100" not in line
+    # the per-process detail has its own table (for the variant with more than one process)
+    assert "two: untagged connections per client process (one engine)" in md
+    assert "| 32531 |" in md
+
+
+# --- 8: idle that is not idle -----------------------------------------------------------------
+
+
+def test_a_backlog_in_the_idle_phase_is_not_blamed_on_the_configuration(tmp_path):
+    """pool 5 + overflow 10: the app is still serving the load's backlog (15 connections
+    active) through the whole idle phase. Before the fix: "untagged keeps 15 connections when
+    idle, not the 5 its full pools should keep (pool_recycle, a failed pre-ping, a disposed
+    engine, or sessions never returned)"."""
+    engine = EngineSpec(
+        "app:db", pool_size=5, max_overflow=10, load=[(1.0, 15)], idle=[(1.0, 15)],
+        active=15, idle_active=[(1.0, 15)],
+    )  # fmt: skip
+    analysis, md = run(tmp_path, [VariantSpec(name="slow", engines=[engine])])
+    f = figures(analysis, "slow")
+    codes = {flag.code for flag in f.model.flags}
+    assert "idle_mismatch" not in codes and "idle_not_reached" in codes
+    assert f.connections.idle is None and f.windows.idle_settled is None
+    assert "idle was not reached" in f.windows.idle_note
+    assert "pool_recycle" not in md and "Idle was not reached" in md
+
+
+def test_idle_is_measured_once_the_backlog_drained(tmp_path):
+    """The backlog drains 9 s into a 12 s idle phase (15 active, then 5 idle). Before the fix
+    the idle count was the median over the 2nd half, 10 — "keeps 10 connections when idle, not
+    the 5 its full pools should keep (pool_recycle, …)"; after it, 5, measured from when the
+    backlog drained."""
+    engine = EngineSpec(
+        "app:db", pool_size=5, max_overflow=10, load=[(1.0, 15)],
+        idle=[(0.75, 15), (0.25, 5)], active=15, idle_active=[(0.75, 15), (0.25, 0)],
+    )  # fmt: skip
+    analysis, _ = run(tmp_path, [VariantSpec(name="drain", engines=[engine], idle_s=12.0)])
+    f = figures(analysis, "drain")
+    idle = f.windows.phases["idle"]
+    assert f.windows.idle_settled.name == "idle, after the backlog drained"
+    assert idle.start + 9 <= f.windows.idle_settled.start <= idle.start + 10
+    assert f.connections.idle == 5
+    codes = {flag.code for flag in f.model.flags}
+    assert "idle_mismatch" not in codes and "idle_matches" in codes
+
+
+_ = (MiB, pytest)
