@@ -116,6 +116,12 @@ class VariantSpec:
     # PSS of pages shared by the backends (shared_buffers they touched), spread over them:
     # PostgreSQL PSS = fixed + shared_pss + n × pss_per_connection while n > 0
     shared_pss: int = 0
+    # clients of other databases on the same server (a shared `--database-url`): connections
+    # they hold in warm-up, load and idle, and the PSS of each one's backend
+    other_clients: tuple[int, int, int] = (0, 0, 0)
+    other_client_pss: int = 2 * MiB
+    # PostgreSQL PSS growing with time whatever the backend count (pages faulted in)
+    pss_drift_bytes_per_s: float = 0.0
     # the collector's CPU components (PostgreSQL as one tree)
     cpu: dict[str, float] = field(
         default_factory=lambda: {"app": 80.0, "postgres": 53.0, "load": 30.0, "collector": 3.0}
@@ -198,6 +204,14 @@ def _rows(ts, metric, value, application_name="", state="", wait_event_type="", 
     )
 
 
+def others_at(spec: VariantSpec, ts: np.ndarray) -> np.ndarray:
+    """Connections other databases' clients hold at each tick (by phase)."""
+    out = np.zeros(len(ts))
+    for phase, n in zip(spec.phases(), spec.other_clients, strict=True):
+        out[(ts >= phase["start"]) & (ts < phase["end"])] = n
+    return out
+
+
 def samples_frame(spec: VariantSpec) -> pd.DataFrame:
     phases = spec.phases()
     start, end = phases[0]["start"], phases[-1]["end"]
@@ -227,7 +241,7 @@ def samples_frame(spec: VariantSpec) -> pd.DataFrame:
                 parts.append(_rows(ts[keep], "connections", value[keep], engine.name, state, wait))
     parts.append(_rows(ts, "connections_total", total))
     parts.append(_rows(ts, "max_connections", np.full(len(ts), 200.0)))
-    parts.append(_rows(ts, "slots_left", 197.0 - total))
+    parts.append(_rows(ts, "slots_left", 197.0 - total - others_at(spec, ts)))
 
     # 1 Hz series: churn, memory, processes, cpu
     mts = _ticks(start, end, spec.mem_hz)
@@ -275,6 +289,8 @@ def samples_frame(spec: VariantSpec) -> pd.DataFrame:
         parts.append(
             _rows(mts[keep], "processes", level[keep], engine.name, component="postgres_backends")
         )
+    others = others_at(spec, mts)
+    extra = others * spec.other_client_pss + spec.pss_drift_bytes_per_s * (mts - mts[0])
     for component, pss in (
         ("postgres_postmaster", spec.postmaster_pss),
         ("postgres_other", spec.other_pss),
@@ -283,16 +299,19 @@ def samples_frame(spec: VariantSpec) -> pd.DataFrame:
             value = np.full(len(mts), float(pss))
             if component == "postgres_postmaster" and metric == "mem_pss_bytes":
                 value += np.where(total_conn > 0, 0, spec.shared_pss)  # alone, it holds them all
+            if component == "postgres_other":
+                value = value + extra
             parts.append(_rows(mts, metric, value, component=component))
-        parts.append(_rows(mts, "processes", np.full(len(mts), 1.0), component=component))
+        n = 1.0 + (others if component == "postgres_other" else 0.0)
+        parts.append(_rows(mts, "processes", np.full(len(mts), 1.0) * n, component=component))
     # the collector also writes `postgres`: every server process (the sum of the parts above)
     for metric, size in per_conn.items():
         fixed = spec.postmaster_pss + spec.other_pss
-        value = total_conn * size + fixed + (leak if metric != "mem_rss_bytes" else 0)
+        value = total_conn * size + fixed + (leak if metric != "mem_rss_bytes" else 0) + extra
         if metric == "mem_pss_bytes":
             value = value + spec.shared_pss
         parts.append(_rows(mts, metric, value, component="postgres"))
-    parts.append(_rows(mts, "processes", total_conn + 2, component="postgres"))
+    parts.append(_rows(mts, "processes", total_conn + 2 + others, component="postgres"))
     app_growth = spec.app_leak_bytes_per_s * since_load
     for metric, base in (
         ("mem_uss_bytes", spec.app_uss),
@@ -457,6 +476,11 @@ def variant_json(spec: VariantSpec) -> dict:
         ],
         "phases": spec.phases(),
         "pids": {"app": 1234, "load": 1300, "postmaster": 999},
+        "preflight": {
+            "reserved": 3,
+            "poolbench_clients": 0,  # the synthetic slots_left leaves no room for a collector
+            "other_clients": spec.other_clients[0],
+        },
     }
 
 

@@ -66,7 +66,8 @@ def test_a_saturated_pool_is_never_advised_smaller(tmp_path):
 def test_advice_total_is_per_worker_times_workers(tmp_path):
     """2 workers, 7 active connections: ceil(7 × 1.25) = 9 wanted, 5 per worker, so 10 in
     total. Before the fix: "Recommended: 9 connections in total — pool_size 5 per worker ×
-    2 worker(s)" and summary.json recommended_total 9, pool_size_per_worker 5."""
+    2 worker(s)" (summary.json recommended_total 9, pool_size_per_worker 5) and "Against w2's
+    20 connections held when idle: 11 fewer"."""
     spec = VariantSpec(
         name="w2",
         workers=2,
@@ -158,4 +159,68 @@ def test_idle_is_measured_once_the_backlog_drained(tmp_path):
     assert "idle_mismatch" not in codes and "idle_matches" in codes
 
 
-_ = (MiB, pytest)
+# --- 9: memory on a shared server -------------------------------------------------------------
+
+
+def test_memory_on_a_shared_server_counts_only_the_variants_own_backends(tmp_path):
+    """Another database's client holds 40 connections (2 MiB each) through `before` and 40 → 10
+    through `after`, while the variant's own connections go 4 → 15 (1 MiB each, postmaster
+    10 MiB). Before the fix: "PostgreSQL memory, PSS | idle | 100 MiB | 51.0 MiB | −49.0 %"
+    (server-wide) and for after "PSS per additional backend −3.0 MiB (−3.0 MiB … −3.0 MiB)"."""
+    before = VariantSpec(
+        name="before",
+        engines=[EngineSpec("before:db", pool_size=4, load=[(1.0, 4)], warmup=4)],
+        other_clients=(40, 40, 40),
+    )
+    after = VariantSpec(
+        name="after",
+        engines=[EngineSpec("after:db", pool_size=15, load=[(1.0, 15)])],
+        other_clients=(40, 10, 10),
+        seed=2,
+    )
+    analysis, md = run(tmp_path, [before, after])
+    b, a = figures(analysis, "before").memory, figures(analysis, "after").memory
+    assert (
+        b.scope == a.scope == "the variant's own backends + the postmaster (other clients present)"
+    )
+    assert (b.other_clients, a.other_clients) == (40, 40)
+    assert b.postgres_pss.idle == (4 + 10) * MiB and a.postgres_pss.idle == (15 + 10) * MiB
+    assert a.pss_per_backend.value == pytest.approx(MiB)  # 0 → 15 own backends, +1 MiB each
+    row = analysis.summary.experiments[0].comparisons[0].row("postgres_pss_idle")
+    assert row.change_pct > 0  # more connections cost more memory, not less
+    assert "other clients held up to 40 connections" in md
+
+
+def test_a_negative_marginal_cost_is_not_measured_never_a_saving():
+    """PSS falling while backends rise (another client left): before the fix, a slope of
+    −3.0 MiB per backend that the savings multiplied."""
+    import pandas as pd
+
+    from poolbench.analysis.memory import marginal_pss
+
+    t = pd.Index([float(i) for i in range(20)])
+    backends = pd.Series([0.0] * 10 + [15.0] * 10, index=t)
+    pss = pd.Series([96.0 * MiB] * 10 + [51.0 * MiB] * 10, index=t)
+    slope, note = marginal_pss(pss, backends)
+    assert slope is None and "PSS fell as backends were added" in note
+
+
+# --- 10: intervals as wide as the data --------------------------------------------------------
+
+
+def test_marginal_cost_interval_respects_time_drift_and_autocorrelation(tmp_path):
+    """Backends step 4 → 8 → 12 → 16 → 20 over 100 s (1 MiB each) while PostgreSQL's PSS also
+    grows 0.05 MiB/s with time (pages faulted in). The known cost per backend is 1 MiB. Before
+    the fix, with every 1 Hz sample taken as independent: "1.3 MiB (1.3 MiB … 1.3 MiB)" (1.28,
+    95 % CI 1.26 … 1.29 MiB, n = 122) — an interval that excludes the truth."""
+    steps = [(0.2, 4), (0.2, 8), (0.2, 12), (0.2, 16), (0.2, 20)]
+    spec = VariantSpec(
+        name="drift", engines=[EngineSpec("drift:db", load=steps)], load_s=100.0, idle_s=20.0,
+        pss_drift_bytes_per_s=0.05 * MiB, rps=50.0, rps_sd=0.0, latency_cycle=(10.0,),
+    )  # fmt: skip
+    analysis, md = run(tmp_path, [spec])
+    slope = figures(analysis, "drift").memory.pss_per_backend
+    assert slope.low <= MiB <= slope.high
+    assert slope.value == pytest.approx(MiB, rel=0.02)
+    assert slope.n < slope.samples  # one observation per stretch at one backend count
+    assert "levels" in md and "samples)" in md

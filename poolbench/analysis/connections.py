@@ -223,3 +223,24 @@ def _total(series: pd.Series | None) -> float | None:
     if series is None or series.dropna().empty:
         return None
     return float(np.nansum(series.to_numpy(dtype=float)))
+
+
+def other_clients(s: VariantSeries, w: Windows, meta: dict) -> float | None:
+    """The most connections clients outside the variant's database held during its phases:
+    max_connections − reserved − slots left − the variant's connections − poolbench's own
+    (the collector), from the reserved count the preflight read; None when it is unknown."""
+    preflight = meta.get("preflight") if isinstance(meta.get("preflight"), dict) else {}
+    reserved = preflight.get("reserved")
+    if not isinstance(reserved, int | float) or s.slots_left.empty or s.total.empty:
+        return None
+    own = float(preflight.get("poolbench_clients") or 1)
+    total = s.total.reindex(s.slots_left.index, method="nearest", tolerance=0.05)
+    limit = s.max_connections.reindex(s.slots_left.index, method="nearest", tolerance=0.05)
+    others = limit - reserved - s.slots_left - total - own
+    span = [p for p in w.phases.values()]
+    if span:
+        others = within(others, Window("run", min(p.start for p in span), max(p.end for p in span)))
+    seen = stat(others, "max")
+    at_start = preflight.get("other_clients")
+    values = [v for v in (seen, at_start) if isinstance(v, int | float)]
+    return max(0.0, float(max(values))) if values else None

@@ -10,6 +10,7 @@ from poolbench.analysis.connections import (
     ConnectionFigures,
     churn_figures,
     connection_figures,
+    other_clients,
 )
 from poolbench.analysis.exact import ExactFigures, exact_figures
 from poolbench.analysis.leak import GROWING, Trend, trend
@@ -164,7 +165,7 @@ def analyse_variant(result: VariantResult) -> VariantRun:
         windows=windows,
         connections=connections,
         churn=churn,
-        memory=memory_figures(series, windows),
+        memory=memory_figures(series, windows, other_clients(series, windows, result.meta)),
         cpu=cpu_figures(series, windows),
         traffic=traffic_figures(result, series, windows),
         model=model,

@@ -67,6 +67,9 @@ class VariantSeries:
     memory: dict[str, pd.Series] = field(default_factory=dict)  # e.g. "postgres_pss", "app_uss"
     backends: pd.Series = field(default_factory=_empty)  # PostgreSQL client backend processes
     backends_pss: pd.Series = field(default_factory=_empty)
+    # per application_name (untagged merged), for the variant's own share of a shared server
+    backend_memory: dict[str, pd.DataFrame] = field(default_factory=dict)  # "pss" → by name
+    backends_by_app: pd.DataFrame = field(default_factory=pd.DataFrame)
     churn: dict[str, pd.Series] = field(default_factory=dict)  # pg_stat_database deltas
     cpu: pd.DataFrame = field(default_factory=pd.DataFrame)  # % of a core per component
     gap_seconds: float = 0.0
@@ -161,6 +164,13 @@ def build_series(result: VariantResult) -> VariantSeries:
     return series
 
 
+def _by_app(frame: pd.DataFrame, index: pd.Index) -> pd.DataFrame:
+    """PostgreSQL backends' rows, one column per engine (untagged processes merged)."""
+    rows = frame[frame["component"] == "postgres_backends"]
+    rows = rows.assign(application_name=rows["application_name"].astype(str).map(engine_of))
+    return _wide(rows, "application_name", index)
+
+
 def _add_memory(series: VariantSeries, rows) -> None:
     """Memory per process group, summed over the processes alive at each sweep."""
     for key, metric in MEMORY_METRICS.items():
@@ -174,6 +184,14 @@ def _add_memory(series: VariantSeries, rows) -> None:
     series.backends_pss = per_ts_sum(pss[pss["component"] == "postgres_backends"])
     processes = rows("processes")
     ticks = np.sort(processes["ts"].unique())
+    index = pd.Index(ticks, name="ts")
+    for key, metric in MEMORY_METRICS.items():
+        frame = rows(metric)
+        series.memory[f"postmaster_{key}"] = per_ts_sum(
+            frame[frame["component"] == "postgres_postmaster"]
+        )
+        series.backend_memory[key] = _by_app(frame, index)
+    series.backends_by_app = _by_app(processes, index)
     # backends at every `processes` tick, 0 when none (the collector writes no row for them)
     series.backends = (
         processes[processes["component"] == "postgres_backends"]

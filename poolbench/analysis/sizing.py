@@ -244,8 +244,8 @@ def _saving(f: VariantFigures, total: int) -> Saving | None:
     return Saving(
         variant=f.variant, idle=idle, fewer_connections=fewer,
         pss_bytes=fewer * slope.value if slope else None,
-        pss_low=fewer * slope.low if slope else None,
-        pss_high=fewer * slope.high if slope else None,
+        pss_low=fewer * slope.low if slope and slope.low is not None else None,
+        pss_high=fewer * slope.high if slope and slope.high is not None else None,
         slope_from=f"{f.variant}'s own marginal PSS per backend" if slope else "",
     )  # fmt: skip
 
@@ -295,7 +295,8 @@ def _slopes(variants: list[VariantFigures]) -> list[str]:
     slopes = [(f.variant, f.memory.pss_per_backend) for f in variants if f.memory.pss_per_backend]
     if len(slopes) < 2:
         return []
-    disjoint = any(a.high < b.low or b.high < a.low for _, a in slopes for _, b in slopes)
+    bounded = [(n, s) for n, s in slopes if s.low is not None and s.high is not None]
+    disjoint = any(a.high < b.low or b.high < a.low for _, a in bounded for _, b in bounded)
     if not disjoint:
         return []
     parts = ", ".join(

@@ -116,10 +116,12 @@ def _saving_line(x: Any) -> str:
         f"{fmt.count(x.fewer_connections)} fewer"
     )
     if x.pss_bytes is not None:
-        text += (
-            f", ≈ {fmt.mib(x.pss_bytes)} of PostgreSQL PSS ({fmt.mib(x.pss_low)} … "
-            f"{fmt.mib(x.pss_high)}, at {x.slope_from})"
+        interval = (
+            f"{fmt.mib(x.pss_low)} … {fmt.mib(x.pss_high)}"
+            if x.pss_low is not None
+            else "no interval: two backend levels only"
         )
+        text += f", ≈ {fmt.mib(x.pss_bytes)} of PostgreSQL PSS ({interval}, at {x.slope_from})"
     return text + "."
 
 
@@ -139,7 +141,8 @@ def _figure_rows(f: VariantFigures) -> list[tuple[str, str]]:
         ("PostgreSQL PSS idle / full load / peak", " / ".join(fmt.mib(v) for v in (m.postgres_pss.idle, m.postgres_pss.full_load, m.postgres_pss.peak))),
         ("PostgreSQL USS idle", fmt.mib(m.postgres_uss.idle)),
         ("summed RSS ÷ PSS of PostgreSQL (how much RSS would overstate)", f"{m.rss_overstatement:.1f} ×" if m.rss_overstatement else fmt.NA),
-        ("PSS per additional backend (marginal, 95 % CI)", f"{fmt.mib(m.pss_per_backend.value)} ({fmt.mib(m.pss_per_backend.low)} … {fmt.mib(m.pss_per_backend.high)})" if m.pss_per_backend else fmt.NA),
+        ("PostgreSQL memory measured over", f"{m.scope}" + (f"; other clients held up to {fmt.count(m.other_clients)} connections" if m.other_clients else "")),
+        ("PSS per additional backend (marginal, 95 % CI over independent backend levels)", _slope(m)),
         ("app USS / PSS / RSS, full load (mean)", " / ".join(fmt.mib(v) for v in (m.app_uss.full_load, m.app_pss.full_load, m.app_rss.full_load))),
         ("requests served in the window (successful / failed)", f"{fmt.count(t.successes)} / {fmt.count(t.failures)}"),
         ("goodput; failures/s", f"{fmt.rate(t.goodput)}; {fmt.rate(t.failures_per_s)}"),
@@ -150,6 +153,14 @@ def _figure_rows(f: VariantFigures) -> list[tuple[str, str]]:
     for component, value in sorted(f.cpu.full_load.items()):
         rows.append((f"CPU {component} (full load)", fmt.percent_of_core(value)))
     return rows
+
+
+def _slope(m: Any) -> str:
+    p = m.pss_per_backend
+    if p is None:
+        return f"not measured ({m.pss_per_backend_note})" if m.pss_per_backend_note else fmt.NA
+    interval = f"{fmt.mib(p.low)} … {fmt.mib(p.high)}" if p.low is not None else "no interval"
+    return f"{fmt.mib(p.value)} ({interval}; {p.n} levels, {p.samples} samples)"
 
 
 def _kinds(kinds: dict[str, int]) -> str:
