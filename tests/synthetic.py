@@ -92,6 +92,7 @@ class VariantSpec:
     # Locust: per-second requests/s ~ N(rps, rps_sd), seeded by `seed`
     rps: float = 600.0
     rps_sd: float = 10.0
+    rps_trend_per_s: float = 0.0  # requests/s gained (lost, if negative) each second of load
     latency_ms: tuple[float, float, float] = (20.0, 60.0, 90.0)  # p50, p95, p99
     latency_sd: float = 1.0
     failures: list[tuple[str, str, str, int]] = field(default_factory=list)
@@ -379,7 +380,8 @@ def request_arrays(spec: VariantSpec) -> tuple[np.ndarray, np.ndarray, np.ndarra
     rng = np.random.default_rng(spec.seed + 100)
     starts = []
     for second in range(int(spec.load_s)):
-        n = max(1, round(rng.normal(spec.rps, spec.rps_sd)))
+        rate = spec.rps + spec.rps_trend_per_s * (second + 0.5 - spec.load_s / 2)
+        n = max(1, round(rng.normal(rate, spec.rps_sd)))
         starts.append(load["start"] + second + (np.arange(n) + 0.5) / n)
     start = np.concatenate(starts)
     if spec.latency_cycle:

@@ -224,3 +224,31 @@ def test_marginal_cost_interval_respects_time_drift_and_autocorrelation(tmp_path
     assert slope.value == pytest.approx(MiB, rel=0.02)
     assert slope.n < slope.samples  # one observation per stretch at one backend count
     assert "levels" in md and "samples)" in md
+
+
+# --- 11: unsteady windows ---------------------------------------------------------------------
+
+
+def test_a_trend_in_the_full_load_window_is_flagged(tmp_path):
+    """Goodput falls 1 request/s every second of a 60 s load around 230 /s (≈ 232 → 204 /s
+    between the full-load window's halves). Before the fix nothing said so: the goodput row read
+    "goodput; failures/s | 228 /s; 0.00 /s" and Little's law "+1.2 % | ✅ agrees"."""
+    falling = VariantSpec(
+        name="falling", engines=[EngineSpec("f:db")], load_s=60.0, rps=230.0, rps_sd=2.0,
+        rps_trend_per_s=-1.0, latency_cycle=(10.0,),
+    )  # fmt: skip
+    steady = VariantSpec(
+        name="steady", engines=[EngineSpec("s:db")], load_s=60.0, rps=230.0, rps_sd=2.0,
+        latency_cycle=(10.0,), seed=2,
+    )  # fmt: skip
+    analysis, md = run(tmp_path, [falling, steady])
+    [drop] = figures(analysis, "falling").traffic.unsteady
+    assert drop.what == "goodput" and drop.high < 0
+    assert drop.first_half == pytest.approx(230 + 14, abs=3)  # window = load from 4 s to 60 s
+    assert drop.second_half == pytest.approx(230 - 14, abs=3)
+    assert figures(analysis, "steady").traffic.unsteady == []
+    note = f"not steady: goodput {drop.first_half:.0f} /s → {drop.second_half:.0f} /s"
+    assert any(
+        "falling-1: the full-load window is not steady" in w for w in analysis.summary.warnings
+    )
+    assert md.count(note) >= 2  # beside goodput, and in Little's law's table

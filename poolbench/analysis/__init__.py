@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from poolbench import format as fmt
 from poolbench.analysis.claims import claim_from_config, judge, not_compared
 from poolbench.analysis.compare import compare_variants
 from poolbench.analysis.figures import VariantRun, analyse_variant
@@ -75,6 +76,13 @@ def _warnings(loaded: RunResult, runs: list[VariantRun]) -> list[str]:
             )
         if f.connections.samples_in_load == 0:
             warnings.append(f"{f.dir}: no connection samples in the load phase")
+        for d in f.traffic.unsteady:
+            show = fmt.rate if d.what == "goodput" else fmt.ms
+            warnings.append(
+                f"{f.dir}: the full-load window is not steady: {d.what} {show(d.first_half)} → "
+                f"{show(d.second_half)} between its halves ({fmt.pct(d.change_pct, 0)}); its "
+                "figures average a moving target and Little's law cannot see it"
+            )
         little = f.traffic.littles_law
         if little is not None and not little.agrees:
             warnings.append(

@@ -145,14 +145,28 @@ def _figure_rows(f: VariantFigures) -> list[tuple[str, str]]:
         ("PSS per additional backend (marginal, 95 % CI over independent backend levels)", _slope(m)),
         ("app USS / PSS / RSS, full load (mean)", " / ".join(fmt.mib(v) for v in (m.app_uss.full_load, m.app_pss.full_load, m.app_rss.full_load))),
         ("requests served in the window (successful / failed)", f"{fmt.count(t.successes)} / {fmt.count(t.failures)}"),
-        ("goodput; failures/s", f"{fmt.rate(t.goodput)}; {fmt.rate(t.failures_per_s)}"),
-        ("latency p50 / p95 / p99 / mean (successful)", " / ".join(fmt.ms(v) for v in (t.latency.p50, t.latency.p95, t.latency.p99, t.latency.mean))),
+        ("goodput; failures/s", f"{fmt.rate(t.goodput)}; {fmt.rate(t.failures_per_s)}" + _unsteady(t, "goodput")),
+        ("latency p50 / p95 / p99 / mean (successful)", " / ".join(fmt.ms(v) for v in (t.latency.p50, t.latency.p95, t.latency.p99, t.latency.mean)) + _unsteady(t, "mean response")),
         ("failed requests by kind (whole load, Locust)", _kinds(t.failure_kinds)),
         ("refusals in app.log (SQLSTATE 53300)", fmt.count(t.refusals_app_log)),
     ]  # fmt: skip
     for component, value in sorted(f.cpu.full_load.items()):
         rows.append((f"CPU {component} (full load)", fmt.percent_of_core(value)))
     return rows
+
+
+def unsteady_note(d: Any) -> str:
+    """A trend inside the full-load window, in words (beside the figures it affects)."""
+    show = fmt.rate if d.what == "goodput" else fmt.ms
+    return (
+        f"not steady: {d.what} {show(d.first_half)} → {show(d.second_half)} between the "
+        f"window's halves ({fmt.pct(d.change_pct, 0)})"
+    )
+
+
+def _unsteady(t: Any, what: str) -> str:
+    found = [d for d in t.unsteady if d.what == what]
+    return f" — ⚠ {unsteady_note(found[0])}" if found else ""
 
 
 def _slope(m: Any) -> str:
@@ -216,15 +230,18 @@ def little_section(experiment: ExperimentSummary) -> list[Any]:
             fmt.ms(check.mean_think_s * 1000), fmt.ms(check.predicted_response_s * 1000),
             fmt.ms(check.mean_response_s * 1000), fmt.pct(check.disagreement_pct),
             Badge("agrees", "good") if check.agrees else Badge("disagrees", "bad"),
+            "; ".join(unsteady_note(d) for d in v.first.traffic.unsteady) or "steady",
         ])  # fmt: skip
     return _table_section(
         f"Little's law, a self-check of the instrument — {experiment.name}",
-        ["variant", "users", "requests/s", "think time", "predicted response", "measured response", "difference", ""],
-        rows, "lrrrrrrl",
+        ["variant", "users", "requests/s", "think time", "predicted response", "measured response", "difference", "", "trend in the window"],
+        rows, "lrrrrrrll",
         intro="In a closed loop each user waits for its answer, then thinks: response time ≈ users ÷ "
         "throughput − think time. Think time is measured per user from the records; a "
         "disagreement over 10 % means users were idle, the load generator stalled, or the "
-        "window is not steady.",
+        "window is not steady. Little's law holds for averages, so it cannot see a trend: each "
+        "window is also tested for one (goodput and mean response per second against time, "
+        "interval corrected for autocorrelation; flagged when its halves differ by 5 % or more).",
     )  # fmt: skip
 
 
