@@ -112,6 +112,10 @@ class VariantSpec:
     app_pss: int = 65 * MiB
     app_rss: int = 80 * MiB
     app_leak_bytes_per_s: float = 0.0
+    # allocator arenas filling: the app's USS/PSS/RSS climb by this over the first
+    # `app_warmup_s` seconds of the load, then hold
+    app_warmup_bytes: int = 0
+    app_warmup_s: float = 0.0
     # (fraction of the load phase, USS from then on): e.g. one of four workers exits
     app_uss_drop: tuple[float, int] | None = None
     # PSS of pages shared by the backends (shared_buffers they touched), spread over them:
@@ -291,7 +295,8 @@ def samples_frame(spec: VariantSpec) -> pd.DataFrame:
             _rows(mts[keep], "processes", level[keep], engine.name, component="postgres_backends")
         )
     others = others_at(spec, mts)
-    extra = others * spec.other_client_pss + spec.pss_drift_bytes_per_s * (mts - mts[0])
+    extra = others * spec.other_client_pss
+    drift = spec.pss_drift_bytes_per_s * (mts - mts[0])  # shared pages: PSS only
     for component, pss in (
         ("postgres_postmaster", spec.postmaster_pss),
         ("postgres_other", spec.other_pss),
@@ -301,7 +306,7 @@ def samples_frame(spec: VariantSpec) -> pd.DataFrame:
             if component == "postgres_postmaster" and metric == "mem_pss_bytes":
                 value += np.where(total_conn > 0, 0, spec.shared_pss)  # alone, it holds them all
             if component == "postgres_other":
-                value = value + extra
+                value = value + extra + (drift if metric == "mem_pss_bytes" else 0.0)
             parts.append(_rows(mts, metric, value, component=component))
         n = 1.0 + (others if component == "postgres_other" else 0.0)
         parts.append(_rows(mts, "processes", np.full(len(mts), 1.0) * n, component=component))
@@ -309,11 +314,16 @@ def samples_frame(spec: VariantSpec) -> pd.DataFrame:
     for metric, size in per_conn.items():
         fixed = spec.postmaster_pss + spec.other_pss
         value = total_conn * size + fixed + (leak if metric != "mem_rss_bytes" else 0) + extra
+        value = value + (drift if metric == "mem_pss_bytes" else 0.0)
         if metric == "mem_pss_bytes":
             value = value + spec.shared_pss
         parts.append(_rows(mts, metric, value, component="postgres"))
     parts.append(_rows(mts, "processes", total_conn + 2 + others, component="postgres"))
     app_growth = spec.app_leak_bytes_per_s * since_load
+    if spec.app_warmup_bytes:
+        app_growth = app_growth + spec.app_warmup_bytes * np.clip(
+            since_load / spec.app_warmup_s, 0.0, 1.0
+        )
     for metric, base in (
         ("mem_uss_bytes", spec.app_uss),
         ("mem_pss_bytes", spec.app_pss),

@@ -252,3 +252,70 @@ def test_a_trend_in_the_full_load_window_is_flagged(tmp_path):
         "falling-1: the full-load window is not steady" in w for w in analysis.summary.warnings
     )
     assert md.count(note) >= 2  # beside goodput, and in Little's law's table
+
+
+# --- 15: a leak verdict needs warm-up excluded, a threshold that matters, private memory ------
+
+
+def test_warm_up_and_shared_pages_are_not_a_leak(tmp_path):
+    """The app's USS climbs 2 MiB over the first 60 s of a 500 s load (allocator arenas), then
+    holds; PostgreSQL's PSS grows 36 MiB/h as backends fault in shared_buffers while its USS
+    holds. Before the fix: PostgreSQL PSS "❌ growing" (+36.0 MiB/h) — a leak verdict from
+    shared pages — and app USS "not measured" (4.2 MiB/h, 95 % CI −51.7 … 60.2: the warm-up
+    inside the window widened the interval past any verdict)."""
+    spec = VariantSpec(
+        name="soak", engines=[EngineSpec("s:db")], load_s=500.0, rps=50.0, rps_sd=0.0,
+        latency_cycle=(10.0,), app_warmup_bytes=2 * MiB, app_warmup_s=60.0,
+        pss_drift_bytes_per_s=0.01 * MiB,
+    )  # fmt: skip
+    analysis, md = run(tmp_path, [spec])
+    trends = {t.what: t for t in figures(analysis, "soak").leak}
+    app = trends["app USS"]
+    assert app.verdict == "no growth"
+    assert app.warmup_s == pytest.approx(124, abs=1)  # the window's first quarter, 496 s / 4
+    assert app.threshold_per_h == 3 * MiB  # 60 MiB doubling in a day is 2.5 MiB/h: the floor
+    assert trends["PostgreSQL USS"].verdict == "no growth"
+    pss = trends["PostgreSQL PSS"]
+    assert pss.verdict == "not judged" and not pss.judged
+    assert pss.slope_per_h == pytest.approx(36 * MiB, rel=0.01)  # shown, not judged
+    table = md.split("Growth at a constant load")[1].split("\n\n#")[0]
+    assert "of warm-up" in table and "| growing |" not in table
+
+
+def test_a_short_soak_gives_no_leak_verdict(tmp_path):
+    """`--soak 70`: 70 s at a constant load, the app growing 13 MiB/h. Before the fix: app USS
+    "growing" (+13 MiB/h). 70 s cannot tell 3 MiB/h from 0.25 MiB of jitter (that takes
+    300 s): not measured. Before the fix: "app USS | full load, pools filled, 70 s | 13.0 MiB/h |
+    ❌ growing"."""
+    spec = VariantSpec(
+        name="quick", engines=[EngineSpec("q:db")], load_s=74.0, rps=50.0, rps_sd=0.0,
+        latency_cycle=(10.0,), app_leak_bytes_per_s=13 * MiB / 3600,
+    )  # fmt: skip
+    analysis, _ = run(tmp_path, [spec])
+    app = next(t for t in figures(analysis, "quick").leak if t.what == "app USS")
+    assert app.verdict == "not measured"
+    assert "too short" in app.reason and "at least 300 s" in app.reason
+
+
+def test_connections_below_their_ceiling_are_never_a_leak():
+    """A connection count rising 10 → 25 over a 120 s soak, under a ceiling of 40. Before the
+    fix: "connections ❌ growing" beside "that is a leak only if the count passes it"."""
+    import numpy as np
+    import pandas as pd
+
+    from poolbench.analysis.figures import _below_ceiling
+    from poolbench.analysis.leak import trend
+    from poolbench.analysis.model import PoolModel
+    from poolbench.analysis.typed import Window
+
+    t = np.arange(0.0, 120.0, 0.1)
+    count = pd.Series(np.floor(10 + 15 * t / 120), index=t)
+    raw = trend("connections", "connections", count, Window("soak", 0.0, 120.0))
+    assert raw.verdict == "growing"
+    model = PoolModel(1, None, [], {}, ceiling=40, idle=20, measured_peak=25, measured_idle=None)
+    judged = _below_ceiling(raw, model)
+    assert judged.verdict == "not judged" and "below the pools' ceiling (25 of 40)" in judged.reason
+    at_ceiling = PoolModel(
+        1, None, [], {}, ceiling=25, idle=20, measured_peak=25, measured_idle=None
+    )
+    assert _below_ceiling(raw, at_ceiling).verdict == "growing"

@@ -13,7 +13,7 @@ from poolbench.analysis.connections import (
     other_clients,
 )
 from poolbench.analysis.exact import ExactFigures, exact_figures
-from poolbench.analysis.leak import GROWING, Trend, trend
+from poolbench.analysis.leak import NOT_JUDGED, NOT_MEASURED, Trend, trend
 from poolbench.analysis.memory import CpuFigures, MemoryFigures, cpu_figures, memory_figures
 from poolbench.analysis.model import PoolModel, pool_model
 from poolbench.analysis.series import VariantSeries, build_series
@@ -100,16 +100,17 @@ def _lifecycle(events: list[dict[str, Any]], w: Windows) -> list[dict[str, Any]]
     return out
 
 
-def _still_filling(connections: Trend, model: PoolModel | None) -> Trend:
-    """A count that grows below the pools' ceiling is pools filling, not (yet) a leak."""
-    if connections.verdict != GROWING or model is None or model.measured_peak is None:
+def _below_ceiling(connections: Trend, model: PoolModel | None) -> Trend:
+    """A count below the pools' ceiling is pools filling (or breathing), never a leak."""
+    if model is None or model.measured_peak is None or model.ceiling is None:
         return connections
-    if model.measured_peak >= model.ceiling:
+    if model.measured_peak >= model.ceiling or connections.verdict == NOT_MEASURED:
         return connections
     return replace(
         connections,
-        reason=f"the pools are still filling toward their ceiling ({model.measured_peak:.0f} of "
-        f"{model.ceiling:.0f}): that is a leak only if the count passes it",
+        verdict=NOT_JUDGED,
+        reason=f"below the pools' ceiling ({model.measured_peak:.0f} of {model.ceiling:.0f}): "
+        "pools filling, not a leak — a connection leak passes the ceiling",
     )
 
 
@@ -171,8 +172,16 @@ def analyse_variant(result: VariantResult) -> VariantRun:
         model=model,
         leak=[
             trend("app USS", "bytes", series.memory["app_uss"], window, series.total),
-            trend("PostgreSQL PSS", "bytes", series.memory["postgres_pss"], window, series.total),
-            _still_filling(trend("connections", "connections", series.total, window), model),
+            trend("PostgreSQL USS", "bytes", series.memory["postgres_uss"], window, series.total),
+            trend(
+                "PostgreSQL PSS",
+                "bytes",
+                series.memory["postgres_pss"],
+                window,
+                series.total,
+                judged=False,
+            ),
+            _below_ceiling(trend("connections", "connections", series.total, window), model),
         ],
         census=_census(result.census),
         exact=exact_figures(result, series, windows, churn.churn_window),

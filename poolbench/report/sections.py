@@ -293,15 +293,25 @@ def leak_section(experiment: ExperimentSummary) -> list[Any]:
             kind = (
                 "bad" if t.verdict == GROWING else "good" if t.verdict == "no growth" else "neutral"
             )
-            rows.append([v.name, t.what, t.window.label() if t.window else fmt.NA, slope,
-                         Badge(t.verdict, kind), t.reason])  # fmt: skip
+            window = t.window.label() if t.window else fmt.NA
+            if t.warmup_s:
+                window += f" (after {fmt.seconds(t.warmup_s)} of warm-up)"
+            threshold = (
+                (unit(t.threshold_per_h) + "/h") if t.threshold_per_h is not None else fmt.NA
+            )
+            rows.append([v.name, t.what, window, slope, threshold, Badge(t.verdict, kind), t.reason])  # fmt: skip
     return _table_section(
         f"Growth at a constant load (leak test) — {experiment.name}",
-        ["variant", "series", "window", "slope", "verdict", "why"],
+        ["variant", "series", "window", "slope", "matters from", "verdict", "why"],
         rows,
-        "lllrll",
+        "lllrrll",
         intro="A slope fitted over a window at a constant user count after the pools filled (a "
-        "soak phase when there is one), with a 95 % interval corrected for autocorrelation.",
+        "soak phase when there is one), with a 95 % interval corrected for autocorrelation. "
+        "Warm-up is excluded (decelerating growth at the window's start: a quarter growing more "
+        "than 3 × faster than the rest); private memory (USS) is judged, PSS is shown only "
+        "(backends faulting in shared_buffers move it); growth matters when it would double the "
+        "process within a day (at least 3 MiB/h), and the window must be long enough to see "
+        "that; a connection count below the pools' ceiling is never a leak.",
     )
 
 
