@@ -26,6 +26,7 @@ from poolbench.analysis.figures import VariantRun, analyse_variant
 from poolbench.analysis.sizing import right_sizing
 from poolbench.analysis.summary import (
     ExperimentSummary,
+    SCHEMA,
     RunInfo,
     Summary,
     VariantSummary,
@@ -141,7 +142,7 @@ def analyse(source: str | Path | RunResult) -> Analysis:
     run_id = str(meta.get("run_id") or loaded.path.name)
     command = meta.get("command")
     summary = Summary(
-        schema=2, generated_by=f"poolbench {__version__}",
+        schema=SCHEMA, generated_by=f"poolbench {__version__}",
         run=RunInfo(run_id, meta.get("status"), meta.get("error"),
                     " ".join(command) if isinstance(command, list) else command,
                     num(meta.get("started_at")), num(meta.get("finished_at")), environment),

@@ -16,7 +16,7 @@ from poolbench.analysis.sweep import Sweep
 from poolbench.analysis.typed import Json
 from poolbench.errors import PoolbenchError
 
-SCHEMA = 2
+SCHEMA = 3  # 3: sizing per variant (advice), memory scope, leak thresholds, window drift
 FILE = "summary.json"
 
 
