@@ -265,6 +265,8 @@ def test_checked_out_connections_are_not_demand(tmp_path):
     assert advice.needed == 2
     # the pool of 20 sat at its ceiling all through full load: not advised smaller
     assert advice.kept and advice.recommended_total == 20
+    # and it names why: sessions held idle in transaction (6) far more than active (2)
+    assert advice.bound == "sessions held" and "releasing them sooner" in advice.action
     assert any("p99 8 checked out, 2 active" in f for f in advice.findings)
 
 

@@ -56,7 +56,10 @@ def test_a_saturated_pool_is_never_advised_smaller(tmp_path):
     # before's pool (ceiling 40) never filled: its advice comes from the demand, 8 × 1.25
     b = advice(analysis, "before")
     assert not b.saturated and b.bound == "demand" and b.recommended_total == 10
-    assert "after: Keep 20 connections in total — pool_size 20 per worker × 1 worker(s)" in md
+    assert (
+        "after: Keep 20 connections in total — 20 per worker (pool_size + max_overflow: "
+        "after:db 20 + 0) × 1 worker(s)" in md
+    )
     assert "pool_size 10 per worker × 1 worker(s)" not in md.split("after: ", 1)[1]
 
 

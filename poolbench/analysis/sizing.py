@@ -12,6 +12,9 @@ Each variant gets exactly one recommendation, and it names what bound the varian
   measured through a full pool is a lower bound, so a smaller pool is never advised — only a
   sweep (`poolbench size`) can show a smaller one is as fast; when the app's CPU is also near
   its cores, that CPU is the bottleneck and another worker is the first change;
+- sessions held (a saturated pool whose connections sat idle in transaction far more than
+  they were active): requests keep their sessions across non-database work, so releasing them
+  sooner is the first change, not a larger pool;
 - the app's CPU (one worker near a whole core): another worker helps, connections do not;
 - else the demand: pool_size per worker = ceil(max(active p99, L) × HEADROOM / workers).
 
@@ -42,6 +45,7 @@ class Bound(StrEnum):
     DEMAND = "demand"
     POOL = "pool ceiling"
     APP_CPU = "app CPU"
+    HELD = "sessions held"
     SERVER_SLOTS = "server slots"
 
 
@@ -56,6 +60,7 @@ class Demand(Json):
     checked_out_p99: float | None  # the app's view × workers
     app_cpu: float | None  # % of one core
     workers: int
+    idle_in_transaction_mean: float | None = None  # PostgreSQL's view, full load
 
 
 @dataclass(frozen=True)
@@ -85,6 +90,7 @@ class Advice(Json):
     recommended_total: int
     per_engine: dict[str, int]
     current_per_worker: float | None  # Σ (pool_size + max_overflow) of its engines
+    current: str = ""  # the engines' settings now, e.g. "untagged 5 + 10"
     saturated: list[str] = field(default_factory=list)  # "engine (share at ceiling)"
     kept: bool = False  # a smaller pool was not advised because the pool saturated
     capped: bool = False  # by the slots the server can give
@@ -112,6 +118,7 @@ def _demand(f: VariantFigures) -> Demand:
         active_max=c.active.max, requests_per_s=rate,
         db_time_ms=c.active.mean / rate * 1000 if c.active.mean is not None and rate else None,
         checked_out_p99=out, app_cpu=f.cpu.full_load.get("app"), workers=f.workers,
+        idle_in_transaction_mean=c.states_full_load.get("idle in transaction"),
     )  # fmt: skip
 
 
@@ -151,7 +158,15 @@ def _bound(f: VariantFigures, d: Demand, saturated: list[str]) -> Bound:
     cpu_bound = d.app_cpu is not None and d.app_cpu >= CPU_BOUND_SHARE * 100 * d.workers
     if cpu_bound:
         return Bound.APP_CPU
+    if saturated and _held(d):
+        return Bound.HELD
     return Bound.POOL if saturated else Bound.DEMAND
+
+
+def _held(d: Demand) -> bool:
+    """Connections idle in transaction far more than active: sessions held across other work."""
+    held = d.idle_in_transaction_mean or 0.0
+    return held > HELD_FACTOR * max(d.active_mean or 0.0, 1.0)
 
 
 def advise(f: VariantFigures, cores: int | None) -> Advice | None:
@@ -177,6 +192,10 @@ def advise(f: VariantFigures, cores: int | None) -> Advice | None:
         variant=f.variant, demand=d, bound=bound, needed=needed, workers=workers,
         pool_size_per_worker=per_worker, recommended_total=per_worker * workers,
         per_engine=_split(per_worker, f), current_per_worker=current, saturated=saturated,
+        current=", ".join(
+            f"{e.name} {fmt.count(e.pool_size)} + {fmt.count(e.max_overflow)}"
+            for e in (f.model.engines if f.model else [])
+        ),
         kept=kept, capped=capped, usable_slots=usable,
     )  # fmt: skip
     return _worded(advice, f, cores)
@@ -194,7 +213,10 @@ def _worded(a: Advice, f: VariantFigures, cores: int | None) -> Advice:
 def _sizes(a: Advice) -> str:
     split = ", ".join(f"{name} {n}" for name, n in a.per_engine.items())
     per = f"pool_size {a.pool_size_per_worker} per worker"
-    if len(a.per_engine) > 1:
+    if a.kept:  # the ceiling as configured: pool_size + max_overflow, kept as it is
+        per = f"{a.pool_size_per_worker} per worker (pool_size + max_overflow: {a.current})"
+        split = ""
+    if len(a.per_engine) > 1 and split:
         per += f" (split over its engines: {split})"
     return f"{a.recommended_total} connections in total — {per} × {a.workers} worker(s)"
 
@@ -221,6 +243,13 @@ def _action(a: Advice, f: VariantFigures) -> str:
             return text + (
                 f" The app's CPU is the bottleneck ({cpu}): another worker is the first change, "
                 "then measure again; more connections would not help."
+            )
+        if a.bound is Bound.HELD:
+            return text + (
+                f" Its connections sat idle in transaction (mean "
+                f"{fmt.number(d.idle_in_transaction_mean, 1)}) while "
+                f"{fmt.number(d.active_mean, 1)} were active: requests hold their sessions across "
+                "non-database work, so releasing them sooner is the first change, not a larger pool."
             )
         return text + " The pool is the limit: a sweep of larger pools shows whether more help."
     text = (
