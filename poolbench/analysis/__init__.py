@@ -25,8 +25,8 @@ from poolbench.analysis.compare import compare_variants
 from poolbench.analysis.figures import VariantRun, analyse_variant
 from poolbench.analysis.sizing import right_sizing
 from poolbench.analysis.summary import (
-    ExperimentSummary,
     SCHEMA,
+    ExperimentSummary,
     RunInfo,
     Summary,
     VariantSummary,
