@@ -192,6 +192,9 @@ def test_memory_on_a_shared_server_counts_only_the_variants_own_backends(tmp_pat
     row = analysis.summary.experiments[0].comparisons[0].row("postgres_pss_idle")
     assert row.change_pct > 0  # more connections cost more memory, not less
     assert "other clients held up to 40 connections" in md
+    assert any(
+        "before-1: other clients held 40 connections" in w for w in analysis.summary.warnings
+    )
 
 
 def test_a_negative_marginal_cost_is_not_measured_never_a_saving():

@@ -77,6 +77,11 @@ def _warnings(loaded: RunResult, runs: list[VariantRun]) -> list[str]:
             )
         if f.connections.samples_in_load == 0:
             warnings.append(f"{f.dir}: no connection samples in the load phase")
+        if f.memory.other_clients:
+            warnings.append(
+                f"{f.dir}: other clients held {f.memory.other_clients:.0f} connections to this "
+                f"server: PostgreSQL's memory figures cover {f.memory.scope}"
+            )
         for d in f.traffic.unsteady:
             show = fmt.rate if d.what == "goodput" else fmt.ms
             warnings.append(
