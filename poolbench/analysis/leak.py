@@ -109,7 +109,8 @@ def fit_trend(
     residuals = y - x @ coef
     rho = 0.0
     if residuals.std() > 0:
-        rho = float(np.corrcoef(residuals[:-1], residuals[1:])[0, 1])
+        with np.errstate(invalid="ignore", divide="ignore"):  # a constant half: NaN, then 0
+            rho = float(np.corrcoef(residuals[:-1], residuals[1:])[0, 1])
         rho = min(max(rho if np.isfinite(rho) else 0.0, 0.0), 0.99)
     n_eff = max(float(x.shape[1] + 1), len(y) * (1 - rho) / (1 + rho))
     dof = max(1, len(y) - x.shape[1])

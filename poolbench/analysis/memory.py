@@ -120,7 +120,8 @@ def _fit(levels: np.ndarray, times: np.ndarray, means: np.ndarray) -> tuple[floa
     residuals = means - x @ coef
     rho = 0.0
     if levels.size > 3 and residuals.std() > 0:
-        rho = float(np.corrcoef(residuals[:-1], residuals[1:])[0, 1])
+        with np.errstate(invalid="ignore", divide="ignore"):  # a constant half: NaN, then 0
+            rho = float(np.corrcoef(residuals[:-1], residuals[1:])[0, 1])
         rho = min(max(rho if np.isfinite(rho) else 0.0, 0.0), 0.99)
     n_eff = max(float(x.shape[1] + 1), levels.size * (1 - rho) / (1 + rho))
     variance = float(residuals @ residuals) / dof * np.linalg.pinv(x.T @ x)[1, 1]
