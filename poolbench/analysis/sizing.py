@@ -26,7 +26,7 @@ thumb (2 × cores + 1 for one disk) is printed beside it as context, not as a ca
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from enum import StrEnum
 
 from poolbench import format as fmt
@@ -142,6 +142,11 @@ def _split(total: int, f: VariantFigures) -> dict[str, int]:
     return parts
 
 
+def _kept(f: VariantFigures) -> dict[str, int]:
+    """Each engine's ceiling per worker as configured (pool_size + max_overflow)."""
+    return {e.name: int(e.pool_size + e.max_overflow) for e in (f.model.engines if f.model else [])}
+
+
 def _saturated(f: VariantFigures) -> list[str]:
     engines = f.model.engines if f.model else []
     return [
@@ -191,7 +196,8 @@ def advise(f: VariantFigures, cores: int | None) -> Advice | None:
     advice = Advice(
         variant=f.variant, demand=d, bound=bound, needed=needed, workers=workers,
         pool_size_per_worker=per_worker, recommended_total=per_worker * workers,
-        per_engine=_split(per_worker, f), current_per_worker=current, saturated=saturated,
+        per_engine=_kept(f) if kept else _split(per_worker, f),
+        current_per_worker=current, saturated=saturated,
         current=", ".join(
             f"{e.name} {fmt.count(e.pool_size)} + {fmt.count(e.max_overflow)}"
             for e in (f.model.engines if f.model else [])
@@ -202,8 +208,6 @@ def advise(f: VariantFigures, cores: int | None) -> Advice | None:
 
 
 def _worded(a: Advice, f: VariantFigures, cores: int | None) -> Advice:
-    from dataclasses import replace
-
     return replace(
         a, action=_action(a, f), findings=_findings(a, cores),
         saving=_saving(f, a.recommended_total),

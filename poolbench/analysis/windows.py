@@ -16,7 +16,7 @@ is the second half of the load phase and is named so.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 import pandas as pd
@@ -128,8 +128,6 @@ def drained_at(idle: Window, busy: pd.Series, completions: np.ndarray | None) ->
 
 def after_backlog(w: Windows, busy: pd.Series, completions: np.ndarray | None) -> Windows:
     """The windows with idle measured only once the load's backlog drained (or not at all)."""
-    from dataclasses import replace
-
     idle = w.phases.get("idle")
     if idle is None or w.idle_settled is None:
         return w
