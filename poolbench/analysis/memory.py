@@ -13,16 +13,17 @@ interval is Student's t over those stretches, with n shrunk to the effective sam
 n·(1−ρ)/(1+ρ) by the lag-1 autocorrelation ρ of the stretches' residuals. With enough
 stretches, PSS drifting with time whatever the backend count (backends faulting in shared
 buffers) is fitted as its own term, so a drift that happens to coincide with the pools filling
-is not counted as a cost per backend. With only two levels
-there is a slope but no interval. A slope at or below zero is not a cost that could be saved:
-it is reported as not measured, with the reason (`pss_per_backend_note`).
+is not counted as a cost per backend. With only two levels there is a slope but no interval. A
+slope at or below zero is not a cost that could be saved: it is reported as not measured, with
+the reason (`pss_per_backend_note`).
 
 On a server other clients use (`--database-url`), PostgreSQL's memory as a whole moves with
 their connections. When other clients held connections during the variant (from the slots the
 server had left: max_connections − reserved − slots left − this variant's connections − the
-collector's own), every PostgreSQL figure is measured over the variant's own backends (their
-pids are known from pg_stat_activity, per application_name) plus the postmaster; when they
-cannot be told apart the figures are withheld (`scope` says which).
+collector's own: poolbench.analysis.connections.other_clients), every PostgreSQL figure is
+measured over the variant's own backends (client backends of its database, known by pid from
+pg_stat_activity) plus the postmaster; when they cannot be told apart the figures are withheld
+(`scope` says which).
 """
 
 from __future__ import annotations
@@ -158,16 +159,15 @@ def marginal_pss(pss: pd.Series, backends: pd.Series) -> tuple[Slope | None, str
     return Slope(value, value - half, value + half, int(levels.size), int(x.size)), ""
 
 
-def _own(s: VariantSeries, key: str, names: list[str] | None) -> pd.Series:
+def _own(s: VariantSeries, key: str) -> pd.Series:
     """PostgreSQL memory of the variant's own backends plus the postmaster."""
     frame = s.backend_memory.get(key, pd.DataFrame())
-    cols = [c for c in frame.columns if names is None or c in names]
-    backends = frame[cols].sum(axis=1) if cols else pd.Series(0.0, index=frame.index)
+    backends = frame.sum(axis=1) if not frame.empty else pd.Series(0.0, index=frame.index)
     postmaster = s.memory.get(f"postmaster_{key}", pd.Series(dtype=float))
     return backends.add(postmaster.reindex(backends.index), fill_value=0.0).dropna()
 
 
-def _scoped(s: VariantSeries, others: float | None, names: list[str] | None):
+def _scoped(s: VariantSeries, others: float | None):
     """(PSS, USS, RSS series, backend counts, scope) for the memory figures."""
     m = s.memory
     if not others:
@@ -177,19 +177,14 @@ def _scoped(s: VariantSeries, others: float | None, names: list[str] | None):
         empty = pd.Series(dtype=float)
         return empty, empty, empty, s.backends, Scope.WITHHELD
     counts = s.backends_by_app
-    cols = [c for c in counts.columns if names is None or c in names]
-    own_count = counts[cols].sum(axis=1) if cols else pd.Series(0.0, index=counts.index)
-    return (_own(s, "pss", names), _own(s, "uss", names), _own(s, "rss", names), own_count,
-            Scope.OWN)  # fmt: skip
+    own_count = counts.sum(axis=1) if not counts.empty else pd.Series(0.0, index=counts.index)
+    return _own(s, "pss"), _own(s, "uss"), _own(s, "rss"), own_count, Scope.OWN
 
 
-def memory_figures(
-    s: VariantSeries, w: Windows, others: float | None = None, names: list[str] | None = None
-) -> MemoryFigures:
-    """`others`: connections other clients held; `names`: the variant's own application names
-    (None: every one in the target database)."""
+def memory_figures(s: VariantSeries, w: Windows, others: float | None = None) -> MemoryFigures:
+    """`others`: connections other clients held (None: unknown, taken as none)."""
     m = s.memory
-    pss, uss, rss, backends, scope = _scoped(s, others, names)
+    pss, uss, rss, backends, scope = _scoped(s, others)
     pss_idle = stat(within(pss, w.idle_settled), "median")
     rss_idle = stat(within(rss, w.idle_settled), "median")
     slope, note = marginal_pss(pss, backends)
