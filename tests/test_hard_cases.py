@@ -57,8 +57,8 @@ def test_a_saturated_pool_is_never_advised_smaller(tmp_path):
     b = advice(analysis, "before")
     assert not b.saturated and b.bound == "demand" and b.recommended_total == 10
     assert (
-        "after: Keep 20 connections in total — 20 per worker (pool_size + max_overflow: "
-        "after:db 20 + 0) × 1 worker(s)" in md
+        "after: Keep 20 connections in total — 20 per worker (after:db 20 (pool_size 20 + "
+        "max_overflow 0, kept)) × 1 worker(s)" in md
     )
     assert "pool_size 10 per worker × 1 worker(s)" not in md.split("after: ", 1)[1]
 

@@ -90,8 +90,7 @@ class Advice(Json):
     recommended_total: int
     per_engine: dict[str, int]
     current_per_worker: float | None  # Σ (pool_size + max_overflow) of its engines
-    current: str = ""  # the engines' settings now, e.g. "untagged 5 + 10"
-    saturated: list[str] = field(default_factory=list)  # "engine (share at ceiling)"
+    saturated: dict[str, float] = field(default_factory=dict)  # engine → share at its ceiling
     kept: bool = False  # a smaller pool was not advised because the pool saturated
     capped: bool = False  # by the slots the server can give
     usable_slots: float | None = None
@@ -142,19 +141,36 @@ def _split(total: int, f: VariantFigures) -> dict[str, int]:
     return parts
 
 
-def _kept(f: VariantFigures) -> dict[str, int]:
-    """Each engine's ceiling per worker as configured (pool_size + max_overflow)."""
-    return {e.name: int(e.pool_size + e.max_overflow) for e in (f.model.engines if f.model else [])}
+def _kept(f: VariantFigures, saturated: dict[str, float]) -> dict[str, int]:
+    """Per worker: a saturated engine keeps its ceiling (pool_size + max_overflow as configured),
+    any other one the most it held (at least 1)."""
+    out = {}
+    for e in f.model.engines if f.model else []:
+        per = e.ceiling if e.name in saturated else max(1.0, e.measured_peak)
+        out[e.name] = max(1, math.ceil(per / max(1, f.model.workers) - 1e-9))
+    return out
 
 
-def _saturated(f: VariantFigures) -> list[str]:
+def _saturated(f: VariantFigures) -> dict[str, float]:
     engines = f.model.engines if f.model else []
-    return [
-        f"{e.name} sat at its ceiling of {fmt.count(e.ceiling)} in "
-        f"{fmt.number(100 * e.at_ceiling_share, 0, '%')} of the full-load samples"
+    return {
+        e.name: e.at_ceiling_share
         for e in engines
         if e.at_ceiling_share is not None and e.at_ceiling_share >= SATURATED_SHARE
-    ]
+    }
+
+
+def _saturation(a: Advice, f: VariantFigures) -> str:
+    """Which pools sat at their ceiling, and for how much of the full-load window."""
+    shares = [round(100 * v) for v in a.saturated.values()]
+    span = f"{min(shares)}" if min(shares) == max(shares) else f"{min(shares)}–{max(shares)}"
+    names = list(a.saturated)
+    total = len(f.model.engines) if f.model else len(names)
+    who = (
+        names[0] if len(names) == 1 else f"{len(names)} of its {total} engines ({', '.join(names)})"
+    )
+    verb = "sat at its ceiling" if len(names) == 1 else "sat at their ceilings"
+    return f"{who} {verb} in {span} % of the full-load samples"
 
 
 def _bound(f: VariantFigures, d: Demand, saturated: list[str]) -> Bound:
@@ -185,10 +201,10 @@ def advise(f: VariantFigures, cores: int | None) -> Advice | None:
     saturated = _saturated(f)
     bound = _bound(f, d, saturated)
     current = f.model.ceiling / f.model.workers if f.model and f.model.workers else None
-    kept = bool(saturated) and bound is not Bound.SERVER_SLOTS and current is not None
-    kept = kept and per_worker < current
+    keep = _kept(f, saturated)
+    kept = bool(saturated) and bound is not Bound.SERVER_SLOTS and per_worker < sum(keep.values())
     if kept:
-        per_worker = int(current)
+        per_worker = sum(keep.values())
     usable = f.connections.usable_slots
     capped = usable is not None and per_worker * workers > usable
     if capped:
@@ -196,12 +212,8 @@ def advise(f: VariantFigures, cores: int | None) -> Advice | None:
     advice = Advice(
         variant=f.variant, demand=d, bound=bound, needed=needed, workers=workers,
         pool_size_per_worker=per_worker, recommended_total=per_worker * workers,
-        per_engine=_kept(f) if kept else _split(per_worker, f),
+        per_engine=keep if kept else _split(per_worker, f),
         current_per_worker=current, saturated=saturated,
-        current=", ".join(
-            f"{e.name} {fmt.count(e.pool_size)} + {fmt.count(e.max_overflow)}"
-            for e in (f.model.engines if f.model else [])
-        ),
         kept=kept, capped=capped, usable_slots=usable,
     )  # fmt: skip
     return _worded(advice, f, cores)
@@ -214,15 +226,35 @@ def _worded(a: Advice, f: VariantFigures, cores: int | None) -> Advice:
     )  # fmt: skip
 
 
-def _sizes(a: Advice) -> str:
+def _sizes(a: Advice, f: VariantFigures) -> str:
     split = ", ".join(f"{name} {n}" for name, n in a.per_engine.items())
     per = f"pool_size {a.pool_size_per_worker} per worker"
-    if a.kept:  # the ceiling as configured: pool_size + max_overflow, kept as it is
-        per = f"{a.pool_size_per_worker} per worker (pool_size + max_overflow: {a.current})"
+    if a.kept:
+        per = f"{a.pool_size_per_worker} per worker ({_kept_parts(a, f)})"
         split = ""
     if len(a.per_engine) > 1 and split:
         per += f" (split over its engines: {split})"
     return f"{a.recommended_total} connections in total — {per} × {a.workers} worker(s)"
+
+
+def _kept_parts(a: Advice, f: VariantFigures) -> str:
+    """The kept sizes in words, engines with the same settings grouped."""
+    engines = {e.name: e for e in (f.model.engines if f.model else [])}
+    groups: dict[str, list[str]] = {}
+    for name, n in a.per_engine.items():
+        e = engines.get(name)
+        if name in a.saturated and e is not None:
+            how = (
+                f"{n} (pool_size {fmt.count(e.pool_size)} + max_overflow "
+                f"{fmt.count(e.max_overflow)}, kept)"
+            )
+        else:
+            how = f"{n} (the most it held)"
+        groups.setdefault(how, []).append(name)
+    return "; ".join(
+        f"{names[0]} {how}" if len(names) == 1 else f"{', '.join(names)}: {how} each"
+        for how, names in groups.items()
+    )
 
 
 def _action(a: Advice, f: VariantFigures) -> str:
@@ -232,15 +264,16 @@ def _action(a: Advice, f: VariantFigures) -> str:
     cap = slots if a.capped else ""
     if a.bound is Bound.SERVER_SLOTS:
         return (
-            f"{_sizes(a)}, max_overflow 0{cap}. The server's slots bound this variant "
+            f"{_sizes(a, f)}, max_overflow 0{cap}. The server's slots bound this variant "
             f"({fmt.count(f.traffic.refusals)} requests refused): fewer connections in total, not "
             "more, is the first change."
         )
     if a.saturated:
         keep = "Keep" if a.kept else "At least"
         text = (
-            f"{keep} {_sizes(a)}{cap}. {'; '.join(a.saturated)}, "
-            "so the demand measured through it is a lower bound and a smaller pool is not "
+            f"{keep} {_sizes(a, f)}{cap}. {_saturation(a, f)}, "
+            f"so the demand measured through {'it' if len(a.saturated) == 1 else 'them'} is a "
+            "lower bound and a smaller pool is not "
             "advised without a sweep (`poolbench size`) showing it is as fast."
         )
         if a.bound is Bound.APP_CPU:
@@ -257,7 +290,7 @@ def _action(a: Advice, f: VariantFigures) -> str:
             )
         return text + " The pool is the limit: a sweep of larger pools shows whether more help."
     text = (
-        f"{_sizes(a)}, max_overflow 0{cap}: a demand of {fmt.count(a.needed)} active "
+        f"{_sizes(a, f)}, max_overflow 0{cap}: a demand of {fmt.count(a.needed)} active "
         "connections plus 25 % headroom."
     )
     if a.bound is Bound.APP_CPU:
