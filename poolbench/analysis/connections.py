@@ -226,9 +226,11 @@ def _total(series: pd.Series | None) -> float | None:
 
 
 def other_clients(s: VariantSeries, w: Windows, meta: dict) -> float | None:
-    """Connections clients outside the variant's database held (in ≥ 10 % of its samples):
-    max_connections − reserved − slots left − the variant's connections − poolbench's own
-    (the collector), from the reserved count the preflight read; None when it is unknown."""
+    """Connections clients outside the variant's database held: max_connections − reserved −
+    slots left − the variant's connections − poolbench's own (the collector), read where the
+    app opens none — before it started (the preflight) and over the idle phase (median) — since
+    under load a backend still authenticating has no database yet and shows there for an
+    instant, which a churning app does all the time. None when the reserved count is unknown."""
     preflight = meta.get("preflight") if isinstance(meta.get("preflight"), dict) else {}
     reserved = preflight.get("reserved")
     if not isinstance(reserved, int | float) or s.slots_left.empty or s.total.empty:
@@ -237,14 +239,7 @@ def other_clients(s: VariantSeries, w: Windows, meta: dict) -> float | None:
     total = s.total.reindex(s.slots_left.index, method="nearest", tolerance=0.05)
     limit = s.max_connections.reindex(s.slots_left.index, method="nearest", tolerance=0.05)
     others = limit - reserved - s.slots_left - total - own
-    span = [p for p in w.phases.values()]
-    if span:
-        others = within(others, Window("run", min(p.start for p in span), max(p.end for p in span)))
-    # a backend still authenticating has no database yet: counted in the slots, not in the
-    # variant's connections, for an instant (a pool filling shows 1–10 for a few samples).
-    # Other clients hold theirs: what was held in at least a tenth of the samples.
-    seen = stat(others, "p90")
-    seen = float(np.floor(seen)) if seen is not None else None
+    idle = stat(within(others, w.phases.get("idle")), "median")
     at_start = preflight.get("other_clients")
-    values = [v for v in (seen, at_start) if isinstance(v, int | float)]
-    return max(0.0, float(max(values))) if values else None
+    values = [v for v in (idle, at_start) if isinstance(v, int | float)]
+    return max(0.0, float(np.floor(max(values)))) if values else None
