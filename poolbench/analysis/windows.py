@@ -136,13 +136,17 @@ def after_backlog(w: Windows, busy: pd.Series, completions: np.ndarray | None) -
         return w
     if idle.end - at >= MIN_IDLE_S:
         return replace(w, idle_settled=Window("idle, after the backlog drained", at, idle.end))
+    until = (
+        f"through the whole {idle.seconds:.0f} s idle phase"
+        if idle.end - at < 1.0
+        else f"until {at - idle.start:.0f} s into the {idle.seconds:.0f} s idle phase"
+    )
     return replace(
         w,
         idle_settled=None,
         idle_note=(
             "idle was not reached: the app was still serving the load's backlog (backends "
-            "active or idle in transaction, or requests completing) until "
-            f"{at - idle.start:.0f} s into the {idle.seconds:.0f} s idle phase, so what it held "
+            f"active or idle in transaction, or requests completing) {until}, so what it held "
             "then is the backlog's, not what its pools keep; lengthen the idle phase"
         ),
     )
