@@ -325,3 +325,19 @@ def test_connections_below_their_ceiling_are_never_a_leak():
         1, None, [], {}, ceiling=25, idle=20, measured_peak=25, measured_idle=None
     )
     assert _below_ceiling(raw, at_ceiling).verdict == "growing"
+
+
+def test_split_over_engines_adds_up_to_the_per_worker_size(tmp_path):
+    """Three engines, one doing nearly all the work (4 active): 1 each, the rest by activity,
+    summing to pool_size per worker. Before the fix: "5 connections in total — 5 per worker,
+    split over its engines (m:busy pool_size 4, m:rare pool_size 1, m:idle pool_size 1)": 6."""
+    engines = [
+        EngineSpec("m:busy", pool_size=40, load=[(1.0, 20)], active=4),
+        EngineSpec("m:rare", pool_size=40, load=[(1.0, 2)], active=0),
+        EngineSpec("m:idle", pool_size=40, load=[(1.0, 1)], active=0),
+    ]
+    analysis, _ = run(tmp_path, [VariantSpec(name="m", engines=engines)])
+    a = advice(analysis, "m")
+    assert a.recommended_total == a.pool_size_per_worker == 5  # ceil(4 × 1.25)
+    assert sum(a.per_engine.values()) == a.pool_size_per_worker
+    assert a.per_engine["m:rare"] >= 1 and a.per_engine["m:idle"] >= 1

@@ -122,8 +122,9 @@ def _demand(f: VariantFigures) -> Demand:
 
 
 def _split(total: int, f: VariantFigures) -> dict[str, int]:
-    """`total` connections per worker over the variant's engines, in proportion to each one's
-    active connections (at least 1 each; largest remainders, so the parts add up to `total`)."""
+    """`total` connections per worker over the variant's engines: 1 each, the rest in proportion
+    to each one's active connections (largest remainders), so the parts add up to `total`
+    (which the caller makes at least the number of engines)."""
     names = [e.name for e in (f.model.engines if f.model else [])]
     if len(names) <= 1:
         return dict.fromkeys(names, total)
@@ -132,10 +133,11 @@ def _split(total: int, f: VariantFigures) -> dict[str, int]:
         engine = f.connections.engine(name)
         weights[name] = (engine.active_max or 0.0) + 0.5 if engine else 0.5
     scale = sum(weights.values())
-    share = {n: max(1.0, total * w / scale) for n, w in weights.items()}
-    parts = {n: int(v) for n, v in share.items()}
-    for name in sorted(names, key=lambda n: share[n] - parts[n], reverse=True):
-        if sum(parts.values()) >= total:
+    rest = max(0, total - len(names))
+    share = {n: rest * w / scale for n, w in weights.items()}
+    parts = {n: 1 + int(v) for n, v in share.items()}
+    for name in sorted(names, key=lambda n: share[n] - int(share[n]), reverse=True):
+        if sum(parts.values()) >= max(total, len(names)):
             break
         parts[name] += 1
     return parts
@@ -197,7 +199,8 @@ def advise(f: VariantFigures, cores: int | None) -> Advice | None:
         return None
     needed = max(d.active_p99 or 0.0, d.active_mean or 0.0)
     workers = max(1, f.workers)
-    per_worker = max(1, math.ceil(needed * HEADROOM / workers - 1e-9))
+    engines = len(f.model.engines) if f.model else 1
+    per_worker = max(engines, math.ceil(needed * HEADROOM / workers - 1e-9))
     saturated = _saturated(f)
     bound = _bound(f, d, saturated)
     current = f.model.ceiling / f.model.workers if f.model and f.model.workers else None
