@@ -258,6 +258,9 @@ def test_a_trend_in_the_full_load_window_is_flagged(tmp_path):
         "falling-1: the full-load window is not steady" in w for w in analysis.summary.warnings
     )
     assert md.count(note) >= 2  # beside goodput, and in Little's law's table
+    row = analysis.summary.experiments[0].comparisons[0].row("goodput")
+    assert any(t.startswith("falling: not steady, goodput") for t in row.result.footnotes)
+    assert not any(t.startswith("steady: not steady") for t in row.result.footnotes)
 
 
 # --- 15: a leak verdict needs warm-up excluded, a threshold that matters, private memory ------

@@ -19,7 +19,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from poolbench import format as fmt
 from poolbench.analysis.claims import claim_from_config, judge, not_compared
 from poolbench.analysis.compare import compare_variants
 from poolbench.analysis.figures import VariantRun, analyse_variant
@@ -83,11 +82,9 @@ def _warnings(loaded: RunResult, runs: list[VariantRun]) -> list[str]:
                 f"server: PostgreSQL's memory figures cover {f.memory.scope}"
             )
         for d in f.traffic.unsteady:
-            show = fmt.rate if d.what == "goodput" else fmt.ms
             warnings.append(
-                f"{f.dir}: the full-load window is not steady: {d.what} {show(d.first_half)} → "
-                f"{show(d.second_half)} between its halves ({fmt.pct(d.change_pct, 0)}); its "
-                "figures average a moving target and Little's law cannot see it"
+                f"{f.dir}: the full-load window is not steady: {d.describe()}; its figures "
+                "average a moving target and Little's law cannot see it"
             )
         little = f.traffic.littles_law
         if little is not None and not little.agrees:

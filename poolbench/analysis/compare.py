@@ -13,7 +13,7 @@ values. Whether a change is real is decided by
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
@@ -135,12 +135,28 @@ def compare_row(
             result = compare(_floats(a), _floats(b), names=names)
     change = pct_change(shown_a, shown_b, what=metric.name)
     windows = _windows([metric.window(r.figures) for r in (*base, *other)])
+    unsteady = _unsteady(metric, (*base, *other))
+    if unsteady:
+        result = replace(result, footnotes=(*result.footnotes, *unsteady))
     return Row(
         metric=metric.name, label=metric.label, window=windows, unit=metric.unit,
         better=metric.better, exact=metric.exact, baseline=shown_a, variant=shown_b,
         baseline_values=a, variant_values=b, change_pct=change, result=result,
         verdict=_verdict(metric, result, change), within_run=within_run,
     )  # fmt: skip
+
+
+def _unsteady(metric: Metric, runs: tuple[VariantRun, ...]) -> list[str]:
+    """A trend inside a full-load window this row is computed over (poolbench.analysis.traffic),
+    said beside the figure it affects."""
+    out = []
+    for r in runs:
+        window = r.figures.traffic.window
+        if metric.block is None or window is None or metric.window(r.figures) != window.label():
+            continue
+        for d in r.figures.traffic.unsteady:
+            out.append(f"{r.figures.variant}: not steady, {d.describe()}")
+    return out
 
 
 def _windows(labels: list[str]) -> str:

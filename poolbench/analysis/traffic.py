@@ -27,6 +27,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
+from poolbench import format as fmt
 from poolbench.analysis.blocks import block_edges, per_block
 from poolbench.analysis.series import VariantSeries
 from poolbench.analysis.typed import Json, Window, num, stat
@@ -83,6 +84,14 @@ class Drift(Json):
     high: float
     change_pct: float  # second half vs first, from the two values shown
     unsteady: bool
+
+    def describe(self) -> str:
+        """E.g. "goodput 231 /s → 204 /s between the window's halves (−12 %)"."""
+        show = fmt.rate if self.what == "goodput" else fmt.ms
+        return (
+            f"{self.what} {show(self.first_half)} → {show(self.second_half)} between the "
+            f"window's halves ({fmt.pct(self.change_pct, 0)})"
+        )
 
 
 @dataclass(frozen=True)

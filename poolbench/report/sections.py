@@ -157,11 +157,7 @@ def _figure_rows(f: VariantFigures) -> list[tuple[str, str]]:
 
 def unsteady_note(d: Any) -> str:
     """A trend inside the full-load window, in words (beside the figures it affects)."""
-    show = fmt.rate if d.what == "goodput" else fmt.ms
-    return (
-        f"not steady: {d.what} {show(d.first_half)} → {show(d.second_half)} between the "
-        f"window's halves ({fmt.pct(d.change_pct, 0)})"
-    )
+    return f"not steady: {d.describe()}"
 
 
 def _unsteady(t: Any, what: str) -> str:
