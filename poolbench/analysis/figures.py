@@ -10,9 +10,10 @@ from poolbench.analysis.connections import (
     ConnectionFigures,
     churn_figures,
     connection_figures,
+    other_clients,
 )
 from poolbench.analysis.exact import ExactFigures, exact_figures
-from poolbench.analysis.leak import GROWING, Trend, trend
+from poolbench.analysis.leak import NOT_JUDGED, NOT_MEASURED, Trend, trend
 from poolbench.analysis.limits import Limit, binding_limit, reword_model
 from poolbench.analysis.memory import CpuFigures, MemoryFigures, cpu_figures, memory_figures
 from poolbench.analysis.model import PoolModel, pool_model
@@ -20,7 +21,7 @@ from poolbench.analysis.pgbouncer import PgBouncerFigures, pgbouncer_figures
 from poolbench.analysis.series import VariantSeries, build_series
 from poolbench.analysis.traffic import TrafficFigures, traffic_figures
 from poolbench.analysis.typed import Json, Window
-from poolbench.analysis.windows import Windows, windows_for
+from poolbench.analysis.windows import Windows, after_backlog, windows_for, within
 from poolbench.results.events import ROUTINE, EventKind
 from poolbench.results.run_folder import VariantResult
 
@@ -119,16 +120,17 @@ def _lifecycle(events: list[dict[str, Any]], w: Windows) -> list[dict[str, Any]]
     return out
 
 
-def _still_filling(connections: Trend, model: PoolModel | None) -> Trend:
-    """A count that grows below the pools' ceiling is pools filling, not (yet) a leak."""
-    if connections.verdict != GROWING or model is None or model.measured_peak is None:
+def _below_ceiling(connections: Trend, model: PoolModel | None) -> Trend:
+    """A count below the pools' ceiling is pools filling (or breathing), never a leak."""
+    if model is None or model.measured_peak is None or model.ceiling is None:
         return connections
-    if model.ceiling is None or model.measured_peak >= model.ceiling:
+    if model.measured_peak >= model.ceiling or connections.verdict == NOT_MEASURED:
         return connections
     return replace(
         connections,
-        reason=f"the pools are still filling toward their ceiling ({model.measured_peak:.0f} of "
-        f"{model.ceiling:.0f}): that is a leak only if the count passes it",
+        verdict=NOT_JUDGED,
+        reason=f"below the pools' ceiling ({model.measured_peak:.0f} of {model.ceiling:.0f}): "
+        "pools filling, not a leak — a connection leak passes the ceiling",
     )
 
 
@@ -152,12 +154,29 @@ def _server_settings(meta: dict[str, Any]) -> dict[str, str]:
     return {str(k): str(v) for k, v in settings.items()} if isinstance(settings, dict) else {}
 
 
+def _busy(series: VariantSeries):
+    """Backends working for a request: active or idle in transaction."""
+    busy = series.active
+    if "idle in transaction" in series.by_state.columns:
+        busy = busy.add(series.by_state["idle in transaction"], fill_value=0.0)
+    return busy
+
+
+def _completions(series: VariantSeries):
+    log = series.requests
+    return None if log is None else log.start + log.response_ms / 1000
+
+
 def analyse_variant(result: VariantResult) -> VariantRun:
     series = build_series(result)
     first = float(result.samples["ts"].min()) if not result.samples.empty else None
-    windows = windows_for(result.entry, series.users, first)
+    windows = after_backlog(
+        windows_for(result.entry, series.users, first), _busy(series), _completions(series)
+    )
     connections = connection_figures(series, windows)
-    model = pool_model(result.meta, connections)
+    model = pool_model(
+        result.meta, connections, within(series.by_engine, windows.full_load), windows.idle_note
+    )
     churn = churn_figures(series, windows)
     window = leak_window(windows, churn)
     traffic = traffic_figures(result, series, windows)
@@ -176,14 +195,22 @@ def analyse_variant(result: VariantResult) -> VariantRun:
         windows=windows,
         connections=connections,
         churn=churn,
-        memory=memory_figures(series, windows),
+        memory=memory_figures(series, windows, other_clients(series, windows, result.meta)),
         cpu=cpu_figures(series, windows),
         traffic=traffic,
         model=model,
         leak=[
             trend("app USS", "bytes", series.memory["app_uss"], window, series.total),
-            trend("PostgreSQL PSS", "bytes", series.memory["postgres_pss"], window, series.total),
-            _still_filling(trend("connections", "connections", series.total, window), model),
+            trend("PostgreSQL USS", "bytes", series.memory["postgres_uss"], window, series.total),
+            trend(
+                "PostgreSQL PSS",
+                "bytes",
+                series.memory["postgres_pss"],
+                window,
+                series.total,
+                judged=False,
+            ),
+            _below_ceiling(trend("connections", "connections", series.total, window), model),
         ],
         census=_census(result.census),
         exact=exact,
