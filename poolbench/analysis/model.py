@@ -38,6 +38,9 @@ class Flag(Json):
     message: str
 
 
+SATURATED_SHARE = 0.25  # of full-load samples at an engine's ceiling: its pool bound the load
+
+
 @dataclass(frozen=True)
 class EngineModel(Json):
     name: str
@@ -51,6 +54,11 @@ class EngineModel(Json):
     opened: float  # the most it held before the idle phase
     filled: bool  # opened ≥ workers × pool_size: the idle prediction can be checked
     at_ceiling_share: float | None = None  # of full-load samples at the ceiling (saturation)
+
+    @property
+    def saturated(self) -> bool:
+        """At its ceiling in at least SATURATED_SHARE of the full-load samples."""
+        return self.at_ceiling_share is not None and self.at_ceiling_share >= SATURATED_SHARE
 
 
 @dataclass(frozen=True)

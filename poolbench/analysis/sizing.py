@@ -8,7 +8,7 @@ mean demand: L = mean active connections = requests/s × database time per reque
 Each variant gets exactly one recommendation, and it names what bound the variant first:
 
 - the server's slots (requests were refused): fewer connections in total is the first change;
-- the pool (it sat at its ceiling in ≥ SATURATED_SHARE of the full-load samples): the demand
+- the pool (it sat at its ceiling in ≥ 25 % of the full-load samples: model.SATURATED_SHARE): the demand
   measured through a full pool is a lower bound, so a smaller pool is never advised — only a
   sweep (`poolbench size`) can show a smaller one is as fast; when the app's CPU is also near
   its cores, that CPU is the bottleneck and another worker is the first change;
@@ -36,7 +36,6 @@ from poolbench.analysis.typed import Json
 HEADROOM = 1.25
 CPU_BOUND_SHARE = 0.85  # of one core per worker
 HELD_FACTOR = 2.0  # checked out more than this × active: sessions held across other work
-SATURATED_SHARE = 0.25  # of full-load samples at the pool's ceiling: the pool bound the load
 
 
 class Bound(StrEnum):
@@ -155,11 +154,7 @@ def _kept(f: VariantFigures, saturated: dict[str, float]) -> dict[str, int]:
 
 def _saturated(f: VariantFigures) -> dict[str, float]:
     engines = f.model.engines if f.model else []
-    return {
-        e.name: e.at_ceiling_share
-        for e in engines
-        if e.at_ceiling_share is not None and e.at_ceiling_share >= SATURATED_SHARE
-    }
+    return {e.name: e.at_ceiling_share or 0.0 for e in engines if e.saturated}
 
 
 def _saturation(a: Advice, f: VariantFigures) -> str:
