@@ -5,6 +5,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field, replace
 from typing import Any
 
+import numpy as np
+import pandas as pd
+
 from poolbench.analysis.connections import (
     ChurnFigures,
     ConnectionFigures,
@@ -129,7 +132,7 @@ def leak_window(w: Windows, churn: ChurnFigures) -> Window | None:
     )
 
 
-def _busy(series: VariantSeries):
+def _busy(series: VariantSeries) -> pd.Series:
     """Backends working for a request: active or idle in transaction."""
     busy = series.active
     if "idle in transaction" in series.by_state.columns:
@@ -137,7 +140,7 @@ def _busy(series: VariantSeries):
     return busy
 
 
-def _completions(series: VariantSeries):
+def _completions(series: VariantSeries) -> np.ndarray | None:
     log = series.requests
     return None if log is None else log.start + log.response_ms / 1000
 
