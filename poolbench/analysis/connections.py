@@ -9,6 +9,7 @@ sessions opened after they stopped growing (a per-second cost that lasts as long
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -240,13 +241,14 @@ def _total(series: pd.Series | None) -> float | None:
     return float(np.nansum(series.to_numpy(dtype=float)))
 
 
-def other_clients(s: VariantSeries, w: Windows, meta: dict) -> float | None:
+def other_clients(s: VariantSeries, w: Windows, meta: dict[str, Any]) -> float | None:
     """Connections clients outside the variant's database held: max_connections − reserved −
     slots left − the variant's connections − poolbench's own (the collector), read where the
     app opens none — before it started (the preflight) and over the idle phase (median) — since
     under load a backend still authenticating has no database yet and shows there for an
     instant, which a churning app does all the time. None when the reserved count is unknown."""
-    preflight = meta.get("preflight") if isinstance(meta.get("preflight"), dict) else {}
+    raw = meta.get("preflight")
+    preflight: dict[str, Any] = raw if isinstance(raw, dict) else {}
     reserved = preflight.get("reserved")
     if not isinstance(reserved, int | float) or s.slots_left.empty or s.total.empty:
         return None

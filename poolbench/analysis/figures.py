@@ -5,6 +5,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field, replace
 from typing import Any
 
+import numpy as np
+import pandas as pd
+
 from poolbench.analysis.connections import (
     ChurnFigures,
     ConnectionFigures,
@@ -154,7 +157,7 @@ def _server_settings(meta: dict[str, Any]) -> dict[str, str]:
     return {str(k): str(v) for k, v in settings.items()} if isinstance(settings, dict) else {}
 
 
-def _busy(series: VariantSeries):
+def _busy(series: VariantSeries) -> pd.Series:
     """Backends working for a request: active or idle in transaction."""
     busy = series.active
     if "idle in transaction" in series.by_state.columns:
@@ -162,7 +165,7 @@ def _busy(series: VariantSeries):
     return busy
 
 
-def _completions(series: VariantSeries):
+def _completions(series: VariantSeries) -> np.ndarray | None:
     log = series.requests
     return None if log is None else log.start + log.response_ms / 1000
 

@@ -170,23 +170,28 @@ def trend(
     start = warmup_end(inside, window, resolution) if unit == "bytes" else window.start
     fit_window = Window(window.name, start, window.end)
     needed = max(MIN_WINDOW_S, resolution / threshold * HOUR) if unit == "bytes" else MIN_WINDOW_S
-    base = {"threshold_per_h": threshold, "warmup_s": start - window.start, "judged": judged}
+    warmup = start - window.start
     if fit_window.seconds < needed:
         return Trend(
             what, unit, fit_window, NOT_MEASURED, samples=len(inside), level=level,
-            reason=_short(fit_window, window, needed, threshold, unit), **base,
+            reason=_short(fit_window, window, needed, threshold, unit),
+            threshold_per_h=threshold, warmup_s=warmup, judged=judged,
         )  # fmt: skip
     fitted = fit_trend(
         within(inside, fit_window),
         within(connections, fit_window) if connections is not None else None,
     )
     if fitted is None:
-        return Trend(what, unit, fit_window, NOT_MEASURED, reason="too few samples", **base)
+        return Trend(
+            what, unit, fit_window, NOT_MEASURED, reason="too few samples",
+            threshold_per_h=threshold, warmup_s=warmup, judged=judged,
+        )  # fmt: skip
     slope, low, high = (v * HOUR for v in fitted[:3])
     verdict, reason = _verdict(slope, low, high, threshold, unit, judged)
     return Trend(
-        what, unit, fit_window, verdict, slope, low, high, level, fitted[3], reason, **base
-    )
+        what, unit, fit_window, verdict, slope, low, high, level, fitted[3], reason,
+        threshold_per_h=threshold, warmup_s=warmup, judged=judged,
+    )  # fmt: skip
 
 
 def _short(fit: Window, window: Window, needed: float, threshold: float, unit: str) -> str:
@@ -206,7 +211,9 @@ def _per_h(value: float, unit: str) -> str:
     return f"{value / MiB:.1f} MiB/h" if unit == "bytes" else f"{value:.0f}/h"
 
 
-def _verdict(slope, low, high, threshold, unit, judged) -> tuple[str, str]:
+def _verdict(
+    slope: float, low: float, high: float, threshold: float, unit: str, judged: bool
+) -> tuple[str, str]:
     matters = f"growth that would matter, {_per_h(threshold, unit)} (doubling within a day, at least {FLOOR_MIB_PER_H:.0f} MiB/h)"
     if not judged:
         return NOT_JUDGED, (

@@ -167,7 +167,9 @@ def _own(s: VariantSeries, key: str) -> pd.Series:
     return backends.add(postmaster.reindex(backends.index), fill_value=0.0).dropna()
 
 
-def _scoped(s: VariantSeries, others: float | None):
+def _scoped(
+    s: VariantSeries, others: float | None
+) -> tuple[pd.Series, pd.Series, pd.Series, pd.Series, Scope]:
     """(PSS, USS, RSS series, backend counts, scope) for the memory figures."""
     m = s.memory
     if not others:

@@ -22,6 +22,7 @@ and no configuration is blamed for it (poolbench.analysis.backlog).
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 import pandas as pd
 
@@ -120,7 +121,10 @@ def _at_ceiling(full_load: pd.DataFrame | None, names: list[str], ceiling: float
 
 
 def pool_model(
-    meta: dict, conn: ConnectionFigures, full_load: pd.DataFrame | None = None, idle_note: str = ""
+    meta: dict[str, Any],
+    conn: ConnectionFigures,
+    full_load: pd.DataFrame | None = None,
+    idle_note: str = "",
 ) -> PoolModel | None:
     """The model of one variant × repeat, or None when no pool settings are known.
 

@@ -145,10 +145,13 @@ def _split(total: int, f: VariantFigures) -> dict[str, int]:
 def _kept(f: VariantFigures, saturated: dict[str, float]) -> dict[str, int]:
     """Per worker: a saturated engine keeps its ceiling (pool_size + max_overflow as configured),
     any other one the most it held (at least 1)."""
-    out = {}
-    for e in f.model.engines if f.model else []:
+    out: dict[str, int] = {}
+    if f.model is None:
+        return out
+    workers = max(1, f.model.workers)
+    for e in f.model.engines:
         per = e.ceiling if e.name in saturated else max(1.0, e.measured_peak)
-        out[e.name] = max(1, math.ceil(per / max(1, f.model.workers) - 1e-9))
+        out[e.name] = max(1, math.ceil(per / workers - 1e-9))
     return out
 
 
@@ -170,7 +173,7 @@ def _saturation(a: Advice, f: VariantFigures) -> str:
     return f"{who} {verb} in {span} % of the full-load samples"
 
 
-def _bound(f: VariantFigures, d: Demand, saturated: list[str]) -> Bound:
+def _bound(f: VariantFigures, d: Demand, saturated: dict[str, float]) -> Bound:
     if (f.traffic.refusals or 0) > 0:
         return Bound.SERVER_SLOTS
     cpu_bound = d.app_cpu is not None and d.app_cpu >= CPU_BOUND_SHARE * 100 * d.workers
@@ -198,15 +201,20 @@ def advise(f: VariantFigures, cores: int | None) -> Advice | None:
     per_worker = max(engines, math.ceil(needed * HEADROOM / workers - 1e-9))
     saturated = _saturated(f)
     bound = _bound(f, d, saturated)
-    current = f.model.ceiling / f.model.workers if f.model and f.model.workers else None
+    model = f.model
+    current = (
+        model.ceiling / model.workers
+        if model is not None and model.ceiling is not None and model.workers
+        else None
+    )
     keep = _kept(f, saturated)
     kept = bool(saturated) and bound is not Bound.SERVER_SLOTS and per_worker < sum(keep.values())
     if kept:
         per_worker = sum(keep.values())
     usable = f.connections.usable_slots
-    capped = usable is not None and per_worker * workers > usable
-    if capped:
-        per_worker = max(1, int(usable // workers))
+    capped = False
+    if usable is not None and per_worker * workers > usable:
+        capped, per_worker = True, max(1, int(usable // workers))
     advice = Advice(
         variant=f.variant, demand=d, bound=bound, needed=needed, workers=workers,
         pool_size_per_worker=per_worker, recommended_total=per_worker * workers,
@@ -359,8 +367,8 @@ def _slopes(variants: list[VariantFigures]) -> list[str]:
     slopes = [(f.variant, f.memory.pss_per_backend) for f in variants if f.memory.pss_per_backend]
     if len(slopes) < 2:
         return []
-    bounded = [(n, s) for n, s in slopes if s.low is not None and s.high is not None]
-    disjoint = any(a.high < b.low or b.high < a.low for _, a in bounded for _, b in bounded)
+    bounds = [(s.low, s.high) for _, s in slopes if s.low is not None and s.high is not None]
+    disjoint = any(ah < bl or bh < al for al, ah in bounds for bl, bh in bounds)
     if not disjoint:
         return []
     parts = ", ".join(

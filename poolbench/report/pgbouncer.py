@@ -15,7 +15,6 @@ from typing import Any
 
 from poolbench import format as fmt
 from poolbench.analysis.figures import VariantFigures
-from poolbench.analysis.sizing import HEADROOM
 from poolbench.analysis.summary import ExperimentSummary
 from poolbench.report.blocks import Bullets, Cell, Heading, Notice, Para, Table
 
