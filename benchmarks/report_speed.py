@@ -16,7 +16,10 @@ variants, 20 series of 36,000 samples at 10 Hz and 360,000 requests each) into a
 directory and reports on it. The budget is issue 26's: 3 s on a machine whose `make test`
 costs ≥ 250 s of CPU, 1.8 s (× 0.6) on one under 200 s.
 
-Usage: .venv/bin/python benchmarks/report_speed.py [RUN_DIR] [--repeats 3]
+Usage: .venv/bin/python benchmarks/report_speed.py [RUN_DIR] [--repeats 3] [--source DIR]
+
+--source measures the poolbench of another checkout (e.g. `git archive main | tar -x -C DIR`)
+with this venv: before and after a change, on the same machine at the same time.
 """
 
 from __future__ import annotations
@@ -35,11 +38,17 @@ PHASES = ("import", "load", "analysis", "charts", "render")
 BUDGET_CPU_S = {"slow machine (make test ≥ 250 CPU s)": 3.0, "fast machine (< 200 CPU s)": 1.8}
 
 
+def use_source(source: str) -> None:
+    """Import poolbench from `source` rather than from the venv's editable install."""
+    sys.meta_path[:] = [f for f in sys.meta_path if "editable" not in type(f).__module__]
+    sys.path.insert(0, source)
+
+
 def child(run_dir: Path) -> dict[str, float]:
     """One report, timed per phase in this (fresh) process."""
     cpu: dict[str, float] = {}
     t = time.process_time()
-    import poolbench.cli  # noqa: F401  (what `poolbench report` imports before it runs)
+    import poolbench.cli  # what `poolbench report` imports before it runs
     from poolbench.analysis import analyse
     from poolbench.analysis.summary import write_summary
     from poolbench.report import apply_thresholds
@@ -67,14 +76,22 @@ def child(run_dir: Path) -> dict[str, float]:
     (run_dir / "report.md").write_text(render_markdown(document), encoding="utf-8")
     (run_dir / "report.html").write_text(render_html(document), encoding="utf-8")
     cpu["render"] = time.process_time() - t
-    return cpu
+    import poolbench
+
+    return {**cpu, "source": str(Path(poolbench.__file__).parent.parent)}
 
 
-def measure(run_dir: Path, repeats: int) -> list[dict[str, float]]:
+def measure(run_dir: Path, repeats: int, source: str | None) -> list[dict[str, float]]:
     out = []
     for _ in range(repeats):
         done = subprocess.run(
-            [sys.executable, __file__, "--child", str(run_dir)],
+            [
+                sys.executable,
+                __file__,
+                "--child",
+                str(run_dir),
+                *(["--source", source] if source else []),
+            ],
             check=True,
             capture_output=True,
             text=True,
@@ -85,11 +102,12 @@ def measure(run_dir: Path, repeats: int) -> list[dict[str, float]]:
 
 def show(results: list[dict[str, float]], run_dir: Path) -> None:
     print(f"poolbench report {run_dir}: CPU seconds, median of {len(results)} fresh processes")
+    print(f"  (poolbench from {results[0].get('source', '?')})")
     for phase in PHASES:
-        values = [r[phase] for r in results]
+        values = [float(r[phase]) for r in results]
         spread = f"({min(values):.2f}-{max(values):.2f})" if len(values) > 1 else ""
         print(f"  {phase:9} {statistics.median(values):6.2f} s {spread}")
-    totals = [sum(r.values()) for r in results]
+    totals = [sum(float(r[phase]) for phase in PHASES) for r in results]
     total = statistics.median(totals)
     print(f"  {'total':9} {total:6.2f} s")
     for machine, budget in BUDGET_CPU_S.items():
@@ -101,20 +119,23 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("run_dir", nargs="?", help="a results run directory (default: the hour)")
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--source", help="measure the poolbench of this checkout instead")
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
+        if args.source:
+            use_source(args.source)
         print(json.dumps(child(Path(args.run_dir))))
         return 0
     if args.run_dir:
-        show(measure(Path(args.run_dir), args.repeats), Path(args.run_dir))
+        show(measure(Path(args.run_dir), args.repeats, args.source), Path(args.run_dir))
         return 0
     sys.path.insert(0, str(REPO / "tests"))
     from synthetic import hour_specs, write_run
 
     with tempfile.TemporaryDirectory() as tmp:
         run_dir = write_run(Path(tmp), hour_specs(), run_id="hour")
-        show(measure(run_dir, args.repeats), run_dir)
+        show(measure(run_dir, args.repeats, args.source), run_dir)
     return 0
 
 

@@ -24,6 +24,7 @@ class WriteFailed(PoolbenchError):
     """A file could not be written (disk full, read-only folder, …): its path and why."""
 
     exit_code = 1
+    ends_run = True  # the next variant would write to the same full or read-only disk
 
 
 def write_failed(path: Path | str, exc: OSError) -> WriteFailed:

@@ -54,6 +54,13 @@ def rate(value: float | None) -> str:
     return number(value, None if value is None or abs(value) >= 10 else 2, "/s")
 
 
+def share(value: float | None) -> str:
+    """A fraction of a whole (0.56 → "56 %"), unsigned: one decimal below 10 %."""
+    if value is None:
+        return NA
+    return number(value * 100, 1 if 0 < value < 0.1 else 0, "%")
+
+
 def percent_of_core(value: float | None) -> str:
     return number(value, 1, "% of a core")
 

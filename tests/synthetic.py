@@ -802,3 +802,26 @@ def main(argv: list[str] | None = None) -> int:
 
 if __name__ == "__main__":
     raise SystemExit(main())
+
+
+def write_probe(vdir: Path, processes: dict[int, dict]) -> None:
+    """The pool probe's files for a variant, in its format (poolbench/probe/site):
+    `processes` maps a pid to {"engines": [engine line fields], "samples": [sample fields],
+    "records": [(t, a, b, engine, kind)], "names": {engine: (name, source)}}."""
+    from poolbench.results.pool_probe import RECORD_DTYPE
+
+    folder = vdir / "probe"
+    folder.mkdir(parents=True, exist_ok=True)
+    for pid, p in processes.items():
+        lines = [{"type": "process", "schema": 1, "pid": pid, "ppid": 1, "t": T0,
+                  "python": "3.11.7", "sqlalchemy": "2.1.9", "interval_s": 0.1}]  # fmt: skip
+        lines += [{"type": "engine", **e} for e in p["engines"]]
+        lines += [
+            {"type": "application_name", "engine": e, "name": n, "source": s, "t": T0}
+            for e, (n, s) in p.get("names", {}).items()
+        ]
+        lines += [{"type": "sample", **s} for s in p["samples"]]
+        lines.append({"type": "end", "t": T0 + 100})
+        (folder / f"{pid}.jsonl").write_text("".join(json.dumps(x) + "\n" for x in lines))
+        records = np.array([tuple(r) for r in p["records"]], dtype=RECORD_DTYPE)
+        (folder / f"{pid}.bin").write_bytes(records.tobytes())

@@ -16,9 +16,10 @@ COMMON = {"poolbench", "errors", "format", "redact", "options", "files"}
 # what each stage may import besides the common modules; anything else is a layer leak
 ALLOWED = {
     "config": set(),
-    "results": set(),
+    "probe": set(),  # runs inside the app's own Python: the standard library only
+    "results": {"probe"},  # the probe's files: their format is the probe's
     "lint": set(),
-    "infra": {"config", "results"},
+    "infra": {"config", "results", "probe"},
     "load": {"config", "infra", "results"},
     "collector": {"config", "infra", "results"},
     "analysis": {"config", "results"},

@@ -24,10 +24,12 @@ import pytest
 from conftest import REPO, pid_alive
 
 from poolbench.results.events import read_events
+from poolbench.results.pool_probe import read_probe
 from poolbench.results.run_folder import load_run
 
 FIXTURE = REPO / "tests" / "fixtures" / "thirdparty"
 BENCH = FIXTURE / "bench.toml"
+SITE = "service.main:36"  # create_engine(...) in tests/fixtures/thirdparty/service/main.py
 SECRET_KEY = "fixture-signing-key-5f2b9c"  # what the service must never see written out
 KILL_AFTER_S = 3.0  # into the 6 s load: the pools have filled by then
 
@@ -161,10 +163,30 @@ def test_byo_peak_is_workers_times_pool_and_connections_are_per_process(byo_run:
     assert total.value.max() == ceiling
     labels = set(samples[samples.metric == "connections"].application_name)
     worker_pids = {p["pid"] for p in meta["app_processes"]["pids"] if p["db_connections_max"] > 0}
-    attributed = {label for label in labels if label.startswith("untagged:")}
-    assert {int(label.rsplit(":", 1)[1]) for label in attributed} >= worker_pids - {
-        byo_run.killed_pid
-    }
+    # The service names no connection: the pool probe names them after the engine's creation
+    # site, one name over all workers; which worker held what is in the probe's own files.
+    assert SITE in labels
+    probe = read_probe(byo_run.run_dir / "thirdparty" / "service-1")
+    assert {e.pid for e in probe.engines if e.site == SITE} >= worker_pids
+    assert any(not p.ended for p in probe.processes)  # the worker killed mid-load
+
+
+@pytest.mark.e2e
+def test_byo_report_shows_each_engine_by_its_site_with_its_wait(byo_run: ByoRun) -> None:
+    """Nothing declared but `pool_size`/`max_overflow` of an `untagged` engine: the probe
+    measured the same sizes, the model counts its site-named connections as that engine, and
+    the report shows its wait beside the request latency."""
+    [variant] = load_run(byo_run.run_dir).variants
+    from poolbench.analysis.figures import analyse_variant
+
+    figures = analyse_variant(variant).figures
+    engine = figures.probe.engine(SITE)
+    assert (engine.pool_class, engine.pool_size, engine.max_overflow) == ("QueuePool", 2, 1)
+    assert engine.name_source == "probe" and engine.wait.n > 0 and engine.wait.p95_ms is not None
+    assert SITE in figures.model.engines[0].members
+    assert not [f for f in figures.model.flags if f.code == "declaration_mismatch"]
+    report = (byo_run.run_dir / "report.md").read_text()
+    assert f"| service | {SITE} | {SITE} (set by the probe) | QueuePool 2 + 1 × " in report
 
 
 @pytest.mark.e2e

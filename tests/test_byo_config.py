@@ -65,6 +65,10 @@ def test_pool_size_alone_declares_one_untagged_engine(tmp_path: Path) -> None:
         (COMMAND + "setup = ['alembic upgrade head']\n", "variants.svc.setup[0] must be a list"),
         (COMMAND + "setup = [[]]\n", "variants.svc.setup holds an empty command"),
         (COMMAND + "setup_timeout_s = 0\n", "setup_timeout_s must be a positive number"),
+        (
+            COMMAND + "listen_beyond_loopback = 'yes'\n",
+            "variants.svc.listen_beyond_loopback must be true or false, got 'yes'",
+        ),
         (COMMAND + "[variants.svc.env]\nX = [1]\n", "variants.svc.env.X must be a string"),
         ('app_dir = "apps_before"\npool_size = 5\n', "declare pool_size/max_overflow/engines only"),
         ('app_dir = "apps_before"\ncwd = "x"\n', "variants.svc.cwd must be a directory"),

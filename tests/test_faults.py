@@ -324,7 +324,7 @@ def test_a_frozen_app_a_frozen_postgres_and_a_killed_locust_are_marked_and_the_r
 
 LOAD_FAULTS = """
 [defaults]
-experiments = ["raising", "failing"]
+experiments = ["raising", "failing", "allowed"]
 [variants.after]
 app_dir = "{repo}/apps_after"
 [variants.exposed]
@@ -340,6 +340,14 @@ variants = ["after"]
 app = {{pool_size = 2, max_overflow = 0}}
 load = {{users = 4, spawn_rate = 4, shape = "steady", locustfile = "{failing}"}}
 phases = {{warmup_s = 0, load_s = 4, idle_s = 0}}
+[variants.exposed-on-purpose]
+extends = "exposed"
+listen_beyond_loopback = true
+[experiments.allowed]
+variants = ["exposed-on-purpose"]
+app = {{pool_size = 2, max_overflow = 0}}
+load = {{users = 4, spawn_rate = 4, shape = "steady"}}
+phases = {{warmup_s = 0, load_s = 3, idle_s = 0}}
 """
 RAISING = """
 from locust import HttpUser, constant, task
@@ -379,9 +387,12 @@ def test_an_exposed_app_users_failing_on_start_and_every_request_failing_fail_th
     assert proc.returncode == 1, stderr[-3000:]
     run = load_run(tmp_path / "r" / "latest")
     errors = {v.key: v.meta["error"] for v in run.variants}
-    assert {v.key: v.meta["status"] for v in run.variants} == {
+    statuses = {v.key: v.meta["status"] for v in run.variants}
+    allowed = statuses.pop("allowed/exposed-on-purpose-1")
+    assert statuses == {
         "raising/exposed-1": "failed", "raising/after-1": "failed", "failing/after-1": "failed",
     }  # fmt: skip
+    errors.pop("allowed/exposed-on-purpose-1")
     port = errors["raising/exposed-1"].split("0.0.0.0:")[1].split(",")[0]
     assert errors["raising/exposed-1"].startswith(
         f"the app listens on 0.0.0.0:{port}, beyond loopback"
@@ -397,6 +408,15 @@ def test_an_exposed_app_users_failing_on_start_and_every_request_failing_fail_th
     assert "Traceback" not in stderr
     report = (run.path / "report.md").read_text()
     assert "login refused: no token" in report and "/no-such-route" in report
+    # allowed explicitly: recorded and warned about, not refused
+    assert allowed == "complete"
+    meta = run.variants[-1].meta
+    exposed_at = next(end for end in meta["listening"] if end.startswith("0.0.0.0:"))
+    assert meta["listening_warning"].startswith(f"the app listens on {exposed_at}, beyond loopback")
+    assert f"warning: allowed/exposed-on-purpose: {meta['listening_warning']}" in stderr
+    assert (
+        f"exposed-on-purpose-1: the app listens on {exposed_at}, beyond loopback: other" in report
+    )
 
 
 FULL = """

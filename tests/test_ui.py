@@ -231,6 +231,14 @@ def test_database_tab_shows_connections_then_the_session_saves_a_run(ui: Session
     meta = ui.variant_meta()
     engine_names = {e["name"] for e in meta["engines"]}
     assert set(totals) <= engine_names, (totals, engine_names)
+    # Inside the pools: the app's engines by creation site, from the pool probe, live.
+    pools = _wait(
+        lambda: driver.find_elements(By.CSS_SELECTOR, "#poolbench-pools-table tr[data-site]"),
+        10,
+        "the pool probe's table",
+    )
+    sites = {row.get_attribute("data-site") for row in pools}
+    assert all(re.fullmatch(r"app(\.\w+)*:\d+", site) for site in sites), sites
     # The model's ceiling as a line on the chart, the server's headroom and memory as tiles.
     ceiling = connection_ceiling(meta)
     chart = _text(driver, By.CSS_SELECTOR, "#poolbench-db svg.pb-chart")

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 from poolbench.collector import Latest
+from poolbench.results.pool_probe import ProbeTail
 from poolbench.run.events import RunEvents, VariantRef
 from poolbench.ui.feed import FeedReader, FeedWriter
 
@@ -72,4 +74,33 @@ def test_no_point_before_the_collector_has_sampled(tmp_path: Path) -> None:
     reader = FeedReader(tmp_path / "feed.jsonl")
     reader.poll()
     assert reader.header == {"seq": 1} and not reader.points
+    writer.close()
+
+
+def test_points_carry_what_the_pool_probe_saw_inside_the_app(tmp_path: Path) -> None:
+    """Two workers' probe files (one engine, ceiling 3 each): the point sums them, and a
+    sample appended later is read on the next tick (only the new bytes)."""
+    folder = tmp_path / "probe"
+    folder.mkdir()
+    engine = {"type": "engine", "engine": 1, "site": "app.db:12", "pool_class": "QueuePool",
+              "ceiling": 3}  # fmt: skip
+    name = {"type": "application_name", "engine": 1, "name": "app.db:12", "source": "probe"}
+    for pid, out, pending in ((11, 3, 5), (12, 1, 0)):
+        sample = {"type": "sample", "engine": 1, "t": 1.0, "out": out, "pending": pending,
+                  "connecting": 1 if pending else 0}  # fmt: skip
+        lines = [{"type": "process", "pid": pid}, engine, name, sample]
+        (folder / f"{pid}.jsonl").write_text("".join(json.dumps(x) + "\n" for x in lines))
+    events, ref = RunEvents(), VariantRef("e", "v", 1, "1/1", tmp_path)
+    writer = FeedWriter(tmp_path / "feed.jsonl", {}, lambda: _latest(1.0, 1, 2), ProbeTail(folder))
+    writer.subscribe(events)
+    events.live.fire(ref=ref, users=3, rps=10.0, failures=0, connections=3, peak=3)
+    with (folder / "12.jsonl").open("a") as handle:
+        handle.write(json.dumps({"type": "sample", "engine": 1, "t": 2.0, "out": 3}) + "\n")
+    events.live.fire(ref=ref, users=3, rps=10.0, failures=0, connections=3, peak=3)
+    reader = FeedReader(tmp_path / "feed.jsonl")
+    reader.poll()
+    first, second = (p["pools"] for p in reader.points)
+    assert first == [{"site": "app.db:12", "name": "app.db:12", "pool_class": "QueuePool",
+                      "out": 4, "ceiling": 6, "waiting": 4, "processes": 2}]  # fmt: skip
+    assert second[0]["out"] == 6 and second[0]["waiting"] == 4
     writer.close()

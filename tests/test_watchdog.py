@@ -263,7 +263,7 @@ def test_an_app_stopped_with_sigstop_is_a_stall_with_its_span(tmp_path: Path) ->
         assert stall["phase"] == "load" and 0.3 < stall["t"] < 1.2
         status, reason = dog.outcome()
         assert status == "degraded"
-        assert reason.startswith(f"the variant stalled for {stall['duration_s']} s from ")
+        assert reason.startswith(f"the variant stalled for {stall['duration_s']} s, starting at ")
         assert reason.endswith("(load phase, t = " + f"{stall['t']:.1f} s): the app's processes were stopped (state T)")  # fmt: skip
     finally:
         app.kill()

@@ -16,7 +16,7 @@ file's thresholds or failing on a bad argument should not pay for it.
 from __future__ import annotations
 
 import functools
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -24,7 +24,7 @@ from poolbench.analysis.claims import claim_from_config, judge, not_compared
 from poolbench.analysis.compare import compare_variants
 from poolbench.analysis.figures import VariantFigures, VariantRun, analyse_variant
 from poolbench.analysis.pool_sweep import sweeps
-from poolbench.analysis.sizing import right_sizing
+from poolbench.analysis.sizing import right_sizing, wait_evidence
 from poolbench.analysis.summary import (
     SCHEMA,
     ExperimentSummary,
@@ -84,6 +84,8 @@ def _warnings(loaded: RunResult, runs: list[VariantRun]) -> list[str]:
                 f"{f.dir}: variant status is {f.status!r}; its numbers may cover only part of the run"
             )
         warnings += _stall_warnings(f)
+        if exposed := run.result.meta.get("listening_warning"):
+            warnings.append(f"{f.dir}: {exposed}")
         if f.collector_gap_s:
             warnings.append(
                 f"{f.dir}: the collector lost contact for {f.collector_gap_s:.1f} s (gap samples)"
@@ -151,13 +153,14 @@ def _experiment(
         claims = judge(claims_spec, tables[0], name, variants[0].repeats, variants[1].repeats)
     elif claims_spec:  # declared, so said: nothing to judge them against
         claims = not_compared(claims_spec, name, names[0])
+    firsts = [v.repeats[0] for v in variants]
     return ExperimentSummary(
         name=name,
         description=entry.get("description") or None,
         baseline=names[0],
         variants=variants,
         comparisons=tables,
-        sizing=right_sizing([v.repeats[0] for v in variants], cores),
+        sizing=replace(right_sizing(firsts, cores), waits=wait_evidence(firsts)),
         claims=claims,
     )
 

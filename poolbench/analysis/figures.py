@@ -21,11 +21,13 @@ from poolbench.analysis.limits import Limit, binding_limit, reword_model
 from poolbench.analysis.memory import CpuFigures, MemoryFigures, cpu_figures, memory_figures
 from poolbench.analysis.model import PoolModel, pool_model
 from poolbench.analysis.pgbouncer import PgBouncerFigures, pgbouncer_figures
+from poolbench.analysis.pool_probe import ProbeFigures, probe_figures
 from poolbench.analysis.series import VariantSeries, build_series
 from poolbench.analysis.traffic import TrafficFigures, traffic_figures
 from poolbench.analysis.typed import Json, Window
 from poolbench.analysis.windows import Windows, after_backlog, windows_for, within
 from poolbench.results.events import ROUTINE, EventKind
+from poolbench.results.pool_probe import ProbeData, read_probe
 from poolbench.results.run_folder import VariantResult
 
 
@@ -67,6 +69,7 @@ class VariantFigures(Json):
     server_settings: dict[str, str] = field(default_factory=dict)  # the server it ran against
     pgbouncer: PgBouncerFigures | None = None  # the pooler's side, for a variant behind one
     app_dir: str | None = None  # the app measured (variants of one app compare the extra hop)
+    probe: ProbeFigures | None = None  # inside the pools (poolbench/probe), when it ran
 
 
 @dataclass
@@ -76,6 +79,7 @@ class VariantRun:
     result: VariantResult
     series: VariantSeries
     figures: VariantFigures
+    probe: ProbeData | None = None  # the pool probe's data, for the charts
 
 
 def _census(data: Any) -> Census | None:
@@ -177,12 +181,15 @@ def analyse_variant(result: VariantResult) -> VariantRun:
         windows_for(result.entry, series.users, first), _busy(series), _completions(series)
     )
     connections = connection_figures(series, windows)
+    traffic = traffic_figures(result, series, windows)
+    probe_data = read_probe(result.path)
+    probe = probe_figures(probe_data, traffic.window or windows.full_load)
     model = pool_model(
-        result.meta, connections, within(series.by_engine, windows.full_load), windows.idle_note
-    )
+        result.meta, connections, probe,
+        full_load=within(series.by_engine, windows.full_load), idle_note=windows.idle_note,
+    )  # fmt: skip
     churn = churn_figures(series, windows)
     window = leak_window(windows, churn)
-    traffic = traffic_figures(result, series, windows)
     exact = exact_figures(result, series, windows, churn.churn_window)
     limit = binding_limit(connections, model, exact, traffic.refusals)
     model = reword_model(model, limit)
@@ -225,5 +232,6 @@ def analyse_variant(result: VariantResult) -> VariantRun:
         server_settings=_server_settings(result.meta),
         pgbouncer=pgbouncer_figures(result.meta, result.path, result.app_log, windows.full_load),
         app_dir=result.meta.get("app_dir") or None,
+        probe=probe,
     )
-    return VariantRun(result, series, figures)
+    return VariantRun(result, series, figures, probe_data)

@@ -27,6 +27,7 @@ from typing import Any
 import pandas as pd
 
 from poolbench.analysis.connections import ConnectionFigures
+from poolbench.analysis.pool_probe import ProbeFigures
 from poolbench.analysis.typed import Json, num
 from poolbench.format import count
 from poolbench.results.names import UNTAGGED
@@ -84,10 +85,14 @@ class PoolModel(Json):
         return bool(self.engines) and all(e.filled for e in self.engines)
 
 
-def _members(name: str, conn: ConnectionFigures) -> list[str]:
+def _members(name: str, conn: ConnectionFigures, probe_named: frozenset[str]) -> list[str]:
+    """The application names measured as a declared engine; `untagged` also takes the names
+    the pool probe gave an app's unnamed engines (their creation sites)."""
     if name == UNTAGGED:
         return [
-            e.name for e in conn.engines if e.name == UNTAGGED or e.name.startswith(UNTAGGED + ":")
+            e.name
+            for e in conn.engines
+            if e.name == UNTAGGED or e.name.startswith(UNTAGGED + ":") or e.name in probe_named
         ]
     return [name] if conn.engine(name) else []
 
@@ -123,21 +128,29 @@ def _at_ceiling(full_load: pd.DataFrame | None, names: list[str], ceiling: float
 def pool_model(
     meta: dict[str, Any],
     conn: ConnectionFigures,
+    probe: ProbeFigures | None = None,
     full_load: pd.DataFrame | None = None,
     idle_note: str = "",
 ) -> PoolModel | None:
     """The model of one variant × repeat, or None when no pool settings are known.
 
-    `full_load`: connections per engine over the full-load window (for saturation);
-    `idle_note`: why idle was not reached, if it was not."""
+    With the pool probe's figures, an app that declares nothing is modelled from the pools
+    the probe measured, and a declaration that disagrees with them is flagged. `full_load`:
+    connections per engine over the full-load window (for saturation); `idle_note`: why idle
+    was not reached, if it was not."""
     listed = [e for e in meta.get("engines") or [] if isinstance(e, dict) and e.get("name")]
+    if not listed and probe is not None:
+        listed = probed_engines(probe)
+    probe_named = frozenset(
+        e.application_name for e in (probe.engines if probe else []) if e.name_source == "probe"
+    )
     workers = int(num(meta.get("workers")) or 1)
     engines = []
     for e in listed:
         pool_size, overflow = num(e.get("pool_size")), num(e.get("max_overflow")) or 0.0
         if pool_size is None:
             continue
-        names = _members(str(e["name"]), conn)
+        names = _members(str(e["name"]), conn, probe_named)
         opened = _sum(conn, names, "peak_before_idle")
         idle_values = [conn.engine(n).idle for n in names if conn.engine(n).idle is not None]
         engines.append(
@@ -171,7 +184,47 @@ def pool_model(
             Flag("warning", "idle_not_reached", idle_note[0].upper() + idle_note[1:] + ".")
         )
     model.flags.extend(model_flags(model))
+    if probe is not None:
+        model.flags.extend(declaration_flags(listed, probe, probe_named))
     return model
+
+
+def probed_engines(probe: ProbeFigures) -> list[dict]:
+    """The engines the probe measured, as a declaration would list them (bounded pools)."""
+    return [
+        {"name": e.application_name or e.site, "pool_size": e.pool_size,
+         "max_overflow": e.max_overflow, "per_process": True, "source": "probe"}
+        for e in probe.engines
+        if e.ceiling is not None and e.pool_class != "StaticPool"
+    ]  # fmt: skip
+
+
+def declaration_flags(
+    listed: list[dict], probe: ProbeFigures, probe_named: frozenset[str]
+) -> list[Flag]:
+    """A declared engine whose sizes differ from what the probe measured in the app."""
+    flags = []
+    for declared in listed:
+        if declared.get("source") == "probe":
+            continue
+        name = str(declared["name"])
+        for e in probe.engines:
+            matches = e.application_name == name or (
+                name == UNTAGGED and e.application_name in probe_named
+            )
+            sizes = (num(declared.get("pool_size")), num(declared.get("max_overflow")) or 0.0)
+            if matches and e.ceiling is not None and sizes != (e.pool_size, e.max_overflow):
+                flags.append(
+                    Flag(
+                        "warning",
+                        "declaration_mismatch",
+                        f"{name} is declared with pool_size {count(sizes[0])}, max_overflow "
+                        f"{count(sizes[1])}, but the probe measured {e.pool_size} + "
+                        f"{e.max_overflow} at {e.site}: the model uses the declaration; fix it, "
+                        "or drop it and let the probe's figures stand.",
+                    )
+                )
+    return flags
 
 
 def model_flags(model: PoolModel) -> list[Flag]:

@@ -105,6 +105,7 @@ class Sizing(Json):
     cores: int | None = None
     hikari: int | None = None
     findings: list[str] = field(default_factory=list)  # about the experiment as a whole
+    waits: list[str] = field(default_factory=list)  # the pool probe's evidence: wait_evidence()
 
 
 def _demand(f: VariantFigures) -> Demand:
@@ -377,4 +378,17 @@ def _slopes(variants: list[VariantFigures]) -> list[str]:
     return [
         f"The marginal PSS per backend differs between variants ({parts}): each saving uses its "
         "own variant's slope, and none is a property of PostgreSQL alone."
+    ]
+
+
+def wait_evidence(variants: list[VariantFigures]) -> list[str]:
+    """What the pool probe saw inside each bounded pool (poolbench/analysis/pool_probe.py):
+    checkouts that queued at p95 mean the pool is not over-provisioned; a pool that never had
+    more than k checked out and never queued can shrink to k plus headroom."""
+    return [
+        f"{f.variant} {e.site}: {e.advice}"
+        for f in variants
+        if f.probe is not None
+        for e in f.probe.engines
+        if e.wait.n and e.ceiling is not None
     ]

@@ -101,6 +101,10 @@ class Variant:
     engines: tuple[Engine, ...] = ()  # declared, per process; () = not declared
     collector: str = "default"  # the collector's profile (COLLECTOR_PROFILES)
     pgbouncer: PgBouncerSettings | None = None  # the app reaches PostgreSQL through PgBouncer
+    # the app may listen beyond loopback (its own bind, e.g. 0.0.0.0): recorded and warned
+    # about, not refused
+    listen_beyond_loopback: bool = False
+    probe: bool = True  # load the pool probe into the app's Python processes (poolbench/probe)
 
     def texts(self) -> list[tuple[str, str]]:
         """(where, text) of every string that may hold placeholders, for checking them."""
@@ -191,7 +195,7 @@ def check_keys(table: dict[str, Any], allowed: set[str], where: str) -> None:
 VARIANT_KEYS = {
     "app_dir", "command", "health_path", "pools_path", "label", "env", "cwd", "setup",
     "setup_timeout_s", "extensions", "workers", "pool_size", "max_overflow", "engines",
-    "extends", "collector", "pgbouncer",
+    "extends", "collector", "pgbouncer", "listen_beyond_loopback", "probe",
 }  # fmt: skip
 SQLALCHEMY_POOL = {"pool_size": 5, "max_overflow": 10}  # create_engine()'s defaults
 
@@ -313,6 +317,14 @@ def parse_variant(name: str, table: dict[str, Any]) -> Variant:
         or timeout <= 0
     ):
         raise PoolbenchError(f"{where}.setup_timeout_s must be a positive number, got {timeout!r}")
+    exposed = table.get("listen_beyond_loopback", False)
+    if not isinstance(exposed, bool):
+        raise PoolbenchError(
+            f"{where}.listen_beyond_loopback must be true or false, got {exposed!r}"
+        )
+    probe = table.get("probe", True)
+    if not isinstance(probe, bool):
+        raise PoolbenchError(f"{where}.probe must be true or false, got {probe!r}")
     collector = table.get("collector", "default")
     if collector not in COLLECTOR_PROFILES:
         raise PoolbenchError(
@@ -334,4 +346,6 @@ def parse_variant(name: str, table: dict[str, Any]) -> Variant:
         engines=engines,
         collector=collector,
         pgbouncer=_parse_pgbouncer(table["pgbouncer"], where) if "pgbouncer" in table else None,
+        listen_beyond_loopback=exposed,
+        probe=probe,
     )

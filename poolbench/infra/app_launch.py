@@ -28,6 +28,7 @@ from poolbench.infra.app_setup import (
 )
 from poolbench.infra.app_tree import AppProcessWatch
 from poolbench.infra.postgres import Database, free_port
+from poolbench.probe import PROBE_DIRNAME
 from poolbench.redact import add_secret, looks_secret, mask_text
 
 
@@ -121,12 +122,14 @@ def launch(
         env=variant.env,
         cwd=Path(variant.cwd) if variant.cwd else None,
         values=values,
+        probe_dir=out / PROBE_DIRNAME if variant.probe else None,
     )
     app = RunningVariant(
         spec, database_url=app_db.app_url, log_path=out / "app.log", pools=pools, port=free_port()
     )
     entry["app"] = {**entry.get("app", {}), **vars(pools), "workers": entry["workers"]}
     entry["env"] = {k: mask_text(v) for k, v in app.env().items() if k in variant.env}
+    entry["probe"] = {"enabled": variant.probe, "dir": PROBE_DIRNAME if variant.probe else None}
     where = (experiment.name, variant.name)
     _prepare(experiment, variant, entry, db, app, out)
     # from the first pid: start-up deaths too

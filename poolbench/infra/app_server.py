@@ -30,6 +30,7 @@ from poolbench.errors import PoolbenchError
 from poolbench.infra.masked_log import MaskedLog, log_tail
 from poolbench.infra.postgres import free_port
 from poolbench.infra.process_group import alive, stop_group
+from poolbench.probe import probe_env
 
 HOST = "127.0.0.1"
 LOG_TAIL_LINES = 5  # the error's first line says it all; these lines show the cause
@@ -57,6 +58,7 @@ class VariantSpec:
     label: str | None = None  # APP_VARIANT, the application_name prefix; default: name
     cwd: Path | None = None
     values: Mapping[str, str] = field(default_factory=dict)
+    probe_dir: Path | None = None  # the pool probe writes here; None: no probe, env untouched
 
     def placeholder_values(self, port: int) -> dict[str, str]:
         return {**self.values, "port": str(port), "host": HOST, "workers": str(self.workers)}
@@ -163,6 +165,14 @@ class RunningVariant:
             **{key: expand(value, values) for key, value in self.spec.env.items()},
         }
 
+    def app_env(self) -> dict[str, str]:
+        """The app's own environment: env(), plus what loads the pool probe when it is on
+        (setup commands get env() alone, so a migration's engines are not probed)."""
+        env = self.env()
+        if self.spec.probe_dir is not None:
+            env.update(probe_env(env, self.spec.probe_dir))
+        return env
+
     def start(self) -> RunningVariant:
         if self._proc is not None:
             raise RuntimeError(f"variant {self.spec.name!r} is already started")
@@ -183,7 +193,7 @@ class RunningVariant:
         started = time.monotonic()
         try:
             self._proc = self._log.spawn(
-                argv, what=f"app {self.spec.name}", cwd=cwd, env=self.env()
+                argv, what=f"app {self.spec.name}", cwd=cwd, env=self.app_env()
             )
             self._pid = self._proc.pid
         except OSError as exc:

@@ -312,7 +312,7 @@ def load_problem(outputs: LoadOutputs) -> str | None:
         for r in _csv_rows(Path(f"{prefix}_failures.csv"))[:MAX_QUOTED]
     ]
     first = "; ".join(mask_text(x[:200]) for x in seen) or "no exception recorded"
-    return f"{what}: {first} (see {prefix.name}_exceptions.csv and locust.log)"
+    return f"{what}: {first} (see {prefix.name}_exceptions.csv, _failures.csv and locust.log)"
 
 
 # --------------------------------------------------------------------------- processes

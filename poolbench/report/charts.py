@@ -43,6 +43,7 @@ from poolbench.analysis import Analysis, VariantRun
 from poolbench.analysis.block_test import block_edges, per_block
 from poolbench.analysis.pgbouncer import SAMPLES_FILE as PGBOUNCER_FILE
 from poolbench.analysis.pgbouncer import read_samples as read_pgbouncer
+from poolbench.analysis.pool_probe import probe_timeline
 from poolbench.analysis.summary import ExperimentSummary
 from poolbench.files import atomic_file
 from poolbench.format import MiB
@@ -647,6 +648,58 @@ def chart_sweep(sweep, path: Path) -> None:
     _save(fig, path)
 
 
+POOL_PROBE_ALT = (
+    "Per variant, connections checked out of each engine's pools over all workers against "
+    "their ceiling, and the p95 of checkout wait per second, from the app's pool probe."
+)
+POOL_PROBE_ENGINES = 6  # per variant: the engines with the most checkouts
+
+
+def _probed_sites(run: VariantRun) -> list[str]:
+    """The bounded engines of a run's probe with checkouts, busiest first."""
+    probe = run.figures.probe
+    if probe is None or run.probe is None:
+        return []
+    busy = [e for e in probe.engines if e.ceiling is not None and e.checkouts]
+    busy.sort(key=lambda e: -e.checkouts)
+    return [e.site for e in busy[:POOL_PROBE_ENGINES]]
+
+
+def chart_pool_probe(analysis: Analysis, experiment: str, path: Path, clock: _Clock) -> bool:
+    """Per variant: connections checked out against the ceiling, and checkout wait p95."""
+    pairs = [(n, r) for n, r in _first_repeats(analysis, experiment) if _probed_sites(r)]
+    if not pairs:
+        return False
+    fig = _figure(2 * len(pairs), 2.3, f"Inside the pools (the app's pool probe) — {experiment}")
+    axes = fig.subplots(2 * len(pairs), 1, sharex=True, squeeze=False)[:, 0]
+    for i, (name, run) in enumerate(pairs):
+        top, bottom = axes[2 * i], axes[2 * i + 1]
+        _shade_phases(top, run, clock)
+        _shade_phases(bottom, run, clock)
+        for j, site in enumerate(_probed_sites(run)):
+            frame = probe_timeline(run.probe, site)
+            color = ENGINE_COLORS[j % len(ENGINE_COLORS)]
+            gauges = frame.dropna(subset=["out"])
+            x = clock.x(run, gauges.index)
+            top.step(x, gauges["out"], where="post", color=color, lw=1.3, label=site)
+            top.step(x, gauges["ceiling"], where="post", color=color, lw=1, ls="--", alpha=0.7)
+            waits = frame["wait_p95_ms"].dropna()
+            bottom.plot(
+                clock.x(run, waits.index), waits, color=color, lw=1.3, marker=".", label=site
+            )
+        top.set_title(f"{name}: checked out, all workers (dashed: the pools' ceiling)")
+        top.set_ylabel("connections")
+        top.set_ylim(bottom=0)
+        _legend(top, fontsize=7)
+        bottom.set_title(f"{name}: checkout wait p95 per second (request → connection)")
+        bottom.set_ylabel("wait p95 (ms)")
+        bottom.set_ylim(bottom=0)
+    axes[-1].set_xlabel(clock.label)
+    fig.subplots_adjust(left=0.07, right=0.78, top=0.94, bottom=0.06, hspace=0.45)
+    _save(fig, path)
+    return True
+
+
 def render_charts(analysis: Analysis, out_dir: Path) -> list[Chart]:
     """Draw every chart of every experiment into out_dir/charts; return them in report order."""
     charts: list[Chart] = []
@@ -672,6 +725,9 @@ def render_charts(analysis: Analysis, out_dir: Path) -> list[Chart]:
                 title = "PgBouncer: the app's connections over PostgreSQL's (fan-in)"
                 chart_fan_in(_first_repeats(analysis, name), path, title)
                 charts.append(Chart("fan_in", title, path, FAN_IN_ALT, name))
+            path = out_dir / "charts" / f"{base}-pool_probe.png"
+            if chart_pool_probe(analysis, name, path, clock):
+                charts.append(Chart("pool_probe", "Inside the pools", path, POOL_PROBE_ALT, name))
         for sweep in analysis.summary.sweeps:
             path = out_dir / "charts" / f"sweep-{slug(sweep.group)}-{slug(sweep.variant)}.png"
             chart_sweep(sweep, path)

@@ -42,6 +42,7 @@ from poolbench.report.sections import (
     limits_section,
     little_section,
     model_section,
+    pool_probe_section,
     sizing_section,
     sweep_section,
     thresholds_section,
@@ -312,6 +313,7 @@ def experiment_section(
             for c in mine
         ]
     blocks += model_section(experiment)
+    blocks += pool_probe_section(experiment)
     blocks += exact_section(experiment)
     blocks += leak_section(experiment)
     blocks += details_section(experiment)

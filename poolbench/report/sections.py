@@ -74,7 +74,8 @@ def sizing_section(experiment: ExperimentSummary) -> list[Any]:
     s = experiment.sizing
     blocks: list[Any] = [Heading(3, f"Right-sizing from measured demand — {experiment.name}")]
     if not s.measured:
-        return [*blocks, Para("Active connections were not sampled: no estimate.", muted=True)]
+        return [*blocks, Para("Active connections were not sampled: no estimate.", muted=True),
+                *_wait_evidence(s.waits)]  # fmt: skip
     rows = [
         [a.variant, fmt.number(d.active_mean, 1), fmt.count(d.active_p99), fmt.count(d.active_max),
          fmt.rate(d.requests_per_s), fmt.ms(d.db_time_ms), fmt.count(d.checked_out_p99),
@@ -113,7 +114,15 @@ def sizing_section(experiment: ExperimentSummary) -> list[Any]:
             muted=True,
         )
     )
-    return blocks
+    return [*blocks, *_wait_evidence(s.waits)]
+
+
+def _wait_evidence(waits: list[str]) -> list[Any]:
+    """The pool probe's evidence on each pool's size: how long its checkouts queued."""
+    if not waits:
+        return []
+    return [Para("Inside the pools (the app's pool probe): checkout queueing per engine.",
+                 muted=True), Bullets(waits)]  # fmt: skip
 
 
 def _saving_line(x: Any) -> str:
@@ -635,3 +644,129 @@ def _table(
     if not rows:
         return []
     return [*([Para(intro, muted=True)] if intro else []), Table(header, rows, align)]
+
+
+def pool_probe_section(experiment: ExperimentSummary) -> list[Any]:
+    """Inside the pools: per engine, checkout wait beside request latency, time at the ceiling."""
+    probed = [(v, v.first.probe) for v in experiment.variants if v.first.probe is not None]
+    if not probed:
+        return []
+    blocks: list[Any] = [
+        Heading(3, f"Inside the pools — {experiment.name}"),
+        Para(
+            "Measured in the app by poolbench's pool probe, per engine (its creation site, "
+            "module:line, as `poolbench lint` names it), over the window of the request "
+            "latency beside it. Wait: from asking the pool for a connection to getting one "
+            "(queueing, opening a new one, pre-ping), exact percentiles over every checkout "
+            "requested in the window, timeouts included. Failed: checkouts that raised (e.g. "
+            "PostgreSQL refused the connection). At ceiling: share of the window each "
+            "worker's pool had every connection it may open checked out (0.1 s ticks).",
+            muted=True,
+        ),
+    ]
+    rows: list[list[Cell]] = []
+    for v, probe in probed:
+        lat = v.first.traffic.latency
+        requests = f"{fmt.ms(lat.p50)} / {fmt.ms(lat.p95)} / {fmt.ms(lat.p99)}"
+        for e in probe.engines:
+            rows.append(_probe_row(v.name, e, requests))
+    blocks.append(
+        Table(
+            [
+                "variant",
+                "engine (site)",
+                "application_name",
+                "pool",
+                "checkouts",
+                "wait p50 / p95 / p99 / max",
+                "requests p50 / p95 / p99",
+                "at ceiling",
+                "peak out / ceiling",
+                "timeouts / failed",
+                "connects / closes",
+            ],
+            rows,
+            "lllllrllrrr",
+        )
+    )
+    explained = _wait_explains(probed)
+    if explained:
+        blocks.append(Para(explained))
+    damaged = [f"{v.name} {d}" for v, p in probed for d in p.damaged]
+    if damaged:
+        blocks.append(Notice("warning", "Damaged probe files: " + "; ".join(damaged) + "."))
+    cut = [f"{v.name}: {p.processes_cut}" for v, p in probed if p.processes_cut]
+    if cut:
+        blocks.append(
+            Notice(
+                "info",
+                "Processes killed before the probe's last write (their last ≤ 0.1 s is "
+                f"missing): {', '.join(cut)}.",
+            )
+        )
+    return blocks
+
+
+def _probe_row(variant: str, e: Any, requests: str) -> list[Cell]:
+    w = e.wait
+    pool = e.pool_class if e.ceiling is None else f"{e.pool_class} {e.pool_size} + {e.max_overflow}"
+    if e.processes > 1:
+        pool += f" × {e.processes} processes"
+    if e.pool_timeout is not None:
+        pool += f", timeout {fmt.seconds(e.pool_timeout)}"
+    if e.pool_recycle is not None and e.pool_recycle > 0:
+        pool += f", recycle {fmt.seconds(e.pool_recycle)}"
+    if e.pool_pre_ping:
+        pool += ", pre-ping"
+    name = e.application_name or fmt.NA
+    if e.name_source == "probe":
+        name += " (set by the probe)"
+    return [
+        variant, e.site, name, pool, fmt.count(e.checkouts),
+        f"{fmt.ms(w.p50_ms)} / {fmt.ms(w.p95_ms)} / {fmt.ms(w.p99_ms)} / {fmt.ms(w.max_ms)}",
+        requests,
+        fmt.share(e.at_ceiling_share),
+        f"{e.peak_out} / {e.ceiling if e.ceiling is not None else '∞'}",
+        f"{fmt.count(e.counters.get('timeouts'))} / {fmt.count(e.counters.get('errors'))}",
+        f"{fmt.count(e.counters.get('connects'))} / {fmt.count(e.counters.get('closes'))}",
+    ]  # fmt: skip
+
+
+def _busiest(probe: Any) -> Any:
+    """The bounded engine whose checkouts waited longest at p95 (the one requests queue on)."""
+    bounded = [e for e in probe.engines if e.ceiling is not None and e.wait.p95_ms is not None]
+    return max(bounded, key=lambda e: e.wait.p95_ms, default=None)
+
+
+def _wait_explains(probed: list[tuple[Any, Any]]) -> str | None:
+    """Request p95 from the first variant to each other beside the busiest pool's wait p95:
+    does the time spent waiting for a connection account for the change?"""
+    (base, base_probe), *others = probed
+    a_engine, a_p95 = _busiest(base_probe), base.first.traffic.latency.p95
+    if a_engine is None or a_p95 is None:
+        return None
+    texts = []
+    for v, probe in others:
+        b_engine, b_p95 = _busiest(probe), v.first.traffic.latency.p95
+        if b_engine is None or b_p95 is None:
+            continue
+        a_wait, b_wait = a_engine.wait.p95_ms, b_engine.wait.p95_ms
+        d_req, d_wait = b_p95 - a_p95, b_wait - a_wait
+        share = d_wait / d_req if d_req else None
+        verdict = (
+            "the wait for a connection accounts for at least half of that change"
+            if share is not None and share >= 0.5
+            else "the wait for a connection does not account for it"
+        )
+        texts.append(
+            f"{base.name} → {v.name}: request p95 {fmt.ms(a_p95)} → {fmt.ms(b_p95)} "
+            f"({_signed_ms(d_req)}); checkout wait p95 of the pool requests waited on longest "
+            f"{fmt.ms(a_wait)} ({a_engine.site}) → {fmt.ms(b_wait)} ({b_engine.site}) "
+            f"({_signed_ms(d_wait)}): {verdict} (percentiles do not add: a comparison, not a "
+            "decomposition)."
+        )
+    return " ".join(texts) or None
+
+
+def _signed_ms(value: float) -> str:
+    return ("+" if value > 0 else "") + fmt.ms(value)

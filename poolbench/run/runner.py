@@ -136,7 +136,7 @@ class Runner:
                 record, experiment, variant, entry, out, self.database_url,
                 on_database=lambda db: self._preflight(db, entry),
             ) as (db, app):  # fmt: skip
-                self._check_bind(app, entry)
+                self._check_bind(app, entry, variant)
                 with Watchdog(self.events, ref) as dog:
                     dog.watch_app(app.pid)
                     dog.watch_postgres(db.postmaster_pid, db.port)
@@ -162,17 +162,29 @@ class Runner:
             return
         self._end_variant(ref, entry, status, error)
 
-    def _check_bind(self, app, entry: dict) -> None:
+    def _check_bind(self, app, entry: dict, variant: Variant) -> None:
         """The app listens on loopback only, as every server poolbench starts: one reachable
-        from other machines is refused (a load test is no reason to expose it)."""
+        from other machines is refused (a load test is no reason to expose it), unless the
+        variant says `listen_beyond_loopback = true`: then it is recorded and warned about."""
         ends = sockets.listening(app.pids())
         entry["listening"] = [f"{address}:{port}" for address, port in ends]
-        if exposed := sockets.beyond_loopback(ends):
-            where = ", ".join(f"{address}:{port}" for address, port in exposed)
+        exposed = sockets.beyond_loopback(ends)
+        if not exposed:
+            return
+        where = ", ".join(f"{address}:{port}" for address, port in exposed)
+        if not variant.listen_beyond_loopback:
             raise PoolbenchError(
                 f"the app listens on {where}, beyond loopback: poolbench runs servers on "
-                "127.0.0.1 only (in a variant's command, pass --host {host})"
+                "127.0.0.1 only (in a variant's command, pass --host {host}; or set "
+                f"variants.{variant.name}.listen_beyond_loopback = true)"
             )
+        entry["listening_warning"] = (
+            f"the app listens on {where}, beyond loopback: other machines can reach it "
+            "during the run (listen_beyond_loopback = true)"
+        )
+        self.display.message(
+            f"warning: {entry['experiment']}/{entry['variant']}: {entry['listening_warning']}"
+        )
 
     def _end_variant(self, ref: VariantRef, entry: dict, status: str, error: str | None) -> None:
         entry["status"], entry["error"] = status, error

@@ -14,7 +14,8 @@ Lines (one JSON object each, ``type`` first):
 - ``point``: one sample: ``seq``, ``ts``, users, requests/s, connections per engine × state,
   total, peak, ``max_connections``, ``slots_left``, PostgreSQL's PSS and the app's USS (bytes;
   null until the first memory sweep or when not visible), the collector's newest sample and
-  sweep times (ms)
+  sweep times (ms), and ``pools``: what the pool probe saw inside the app last, per engine
+  (site, application_name, checked out, ceiling, waiting, over all worker processes)
 - ``marker``: a phase boundary (a test started or stopped), drawn on the chart
 """
 
@@ -27,6 +28,7 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from poolbench.collector import Latest
+from poolbench.results.pool_probe import ProbeTail
 from poolbench.run.events import RunEvents, VariantRef
 
 KEEP_POINTS = 1200  # ten minutes at two points a second
@@ -64,9 +66,16 @@ class FeedWriter:
     the terminal display sees, at the same moment.
     """
 
-    def __init__(self, path: Path, header: dict[str, Any], latest: Callable[[], Latest]) -> None:
+    def __init__(
+        self,
+        path: Path,
+        header: dict[str, Any],
+        latest: Callable[[], Latest],
+        probe: ProbeTail | None = None,
+    ) -> None:
         self.path = path
         self._latest = latest
+        self._probe = probe
         self._seq = 0
         self._handle: TextIO | None = path.open("w", encoding="utf-8")
         self._write({"type": "header", **header})
@@ -83,6 +92,9 @@ class FeedWriter:
     ) -> None:
         values = point(self._latest(), users, rps)
         if values is not None:
+            if self._probe is not None:
+                self._probe.poll()
+                values["pools"] = self._probe.pools()
             self._write({"type": "point", **values})
 
     def _marker(self, ts: float, phase: str, what: str) -> None:

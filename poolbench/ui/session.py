@@ -38,6 +38,7 @@ from poolbench.infra import ledger
 from poolbench.infra.app_server import HOST, RunningVariant, VariantStartError
 from poolbench.infra.postgres import Database, free_port
 from poolbench.load import locust
+from poolbench.results.pool_probe import ProbeTail
 from poolbench.results.run_folder import RunRecord
 from poolbench.results.status import Status
 from poolbench.run import stack
@@ -129,7 +130,10 @@ class UiSession:
         entry["collector"] = stack.collector_entry(collector_config, self.variant)
         collector = CollectorThread(collector_config)
         feed_dir = Path(tempfile.mkdtemp(prefix="poolbench-ui-"))
-        feed = FeedWriter(feed_dir / "feed.jsonl", self._feed_header(entry), collector.latest)
+        probe = ProbeTail(app.spec.probe_dir) if app.spec.probe_dir else None
+        feed = FeedWriter(
+            feed_dir / "feed.jsonl", self._feed_header(entry), collector.latest, probe
+        )
         try:
             with collector:
                 feed.subscribe(self.events)

@@ -193,6 +193,26 @@
     return tbl;
   }
 
+  // What the pool probe sees inside the app: per engine, over all workers.
+  function pools(last) {
+    const rows = last?.pools || [];
+    if (!rows.length) return [];
+    const tbl = el("table", { id: "poolbench-pools-table", class: "pb-table" });
+    const head = el("tr");
+    for (const c of ["inside the pools: engine (site)", "application_name", "checked out", "ceiling", "waiting"]) head.append(el("th", {}, c));
+    tbl.append(head);
+    for (const p of rows) {
+      const row = el("tr", { "data-site": p.site });
+      const full = p.ceiling != null && p.out >= p.ceiling;
+      row.append(el("td", {}, p.site), el("td", {}, p.name || "–"),
+        el("td", { class: full ? "pb-full" : "" }, String(p.out)),
+        el("td", {}, p.ceiling == null ? `${p.pool_class}: none` : String(p.ceiling)),
+        el("td", { class: "waiting" }, String(p.waiting)));
+      tbl.append(row);
+    }
+    return [tbl];
+  }
+
   function render() {
     if (!panel) return;
     const h = feed.header;
@@ -216,6 +236,7 @@
       note: "dark: active, light: idle and other states",
     }));
     body.append(table(last, names));
+    body.append(...pools(last));
     body.append(chart({
       title: "memory (MiB)",
       points: feed.points,
@@ -243,6 +264,7 @@
     .pb-tile-value { font-size: 24px; }
     .pb-chart { max-width: 1100px; display: block; margin: 8px 0; font-family: inherit; fill: currentColor; }
     .pb-table { border-collapse: collapse; margin: 8px 0 16px; }
+    .pb-table td.pb-full { color: #d62728; font-weight: 600; }
     .pb-table th, .pb-table td { border-bottom: 1px solid rgba(127,127,127,.3); padding: 4px 10px; text-align: right; }
     .pb-table th:first-child, .pb-table td:first-child { text-align: left; }
     .pb-sum td { font-weight: bold; }
