@@ -188,6 +188,12 @@ def trend(
         )  # fmt: skip
     slope, low, high = (v * HOUR for v in fitted[:3])
     verdict, reason = _verdict(slope, low, high, threshold, unit, judged)
+    if verdict == GROWING and unit == "bytes":  # the size of it, for whoever judges a leak
+        grown = slope * fit_window.seconds / HOUR
+        reason += (
+            f" ({grown / MiB:.2f} MiB over the {fit_window.seconds:.0f} s window: a longer soak "
+            "tells a leak from caches still warming)"
+        )
     return Trend(
         what, unit, fit_window, verdict, slope, low, high, level, fitted[3], reason,
         threshold_per_h=threshold, warmup_s=warmup, judged=judged,
