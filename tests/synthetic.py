@@ -65,6 +65,8 @@ class EngineSpec:
     active: int = 5
     idle_in_transaction: int = 0
     listed: bool = True  # appears in variant.json `engines`
+    # a backlog still served in the idle phase: (fraction of the idle phase, active connections)
+    idle_active: list[tuple[float, int]] | None = None
 
     def idle_segments(self) -> list[tuple[float, int]]:
         if self.idle is not None:
@@ -109,6 +111,7 @@ class VariantSpec:
     # Locust: per-second requests/s ~ N(rps, rps_sd), seeded by `seed`
     rps: float = 600.0
     rps_sd: float = 10.0
+    rps_trend_per_s: float = 0.0  # requests/s gained (lost, if negative) each second of load
     latency_ms: tuple[float, float, float] = (20.0, 60.0, 90.0)  # p50, p95, p99
     latency_sd: float = 1.0
     failures: list[tuple[str, str, str, int]] = field(default_factory=list)
@@ -128,11 +131,21 @@ class VariantSpec:
     app_pss: int = 65 * MiB
     app_rss: int = 80 * MiB
     app_leak_bytes_per_s: float = 0.0
+    # allocator arenas filling: the app's USS/PSS/RSS climb by this over the first
+    # `app_warmup_s` seconds of the load, then hold
+    app_warmup_bytes: int = 0
+    app_warmup_s: float = 0.0
     # (fraction of the load phase, USS from then on): e.g. one of four workers exits
     app_uss_drop: tuple[float, int] | None = None
     # PSS of pages shared by the backends (shared_buffers they touched), spread over them:
     # PostgreSQL PSS = fixed + shared_pss + n × pss_per_connection while n > 0
     shared_pss: int = 0
+    # clients of other databases on the same server (a shared `--database-url`): connections
+    # they hold in warm-up, load and idle, and the PSS of each one's backend
+    other_clients: tuple[int, int, int] = (0, 0, 0)
+    other_client_pss: int = 2 * MiB
+    # PostgreSQL PSS growing with time whatever the backend count (pages faulted in)
+    pss_drift_bytes_per_s: float = 0.0
     # the collector's CPU components (PostgreSQL as one tree)
     cpu: dict[str, float] = field(
         default_factory=lambda: {"app": 80.0, "postgres": 53.0, "load": 30.0, "collector": 3.0}
@@ -219,6 +232,14 @@ def _rows(ts, metric, value, application_name="", state="", wait_event_type="", 
     )
 
 
+def others_at(spec: VariantSpec, ts: np.ndarray) -> np.ndarray:
+    """Connections other databases' clients hold at each tick (by phase)."""
+    out = np.zeros(len(ts))
+    for phase, n in zip(spec.phases(), spec.other_clients, strict=True):
+        out[(ts >= phase["start"]) & (ts < phase["end"])] = n
+    return out
+
+
 def samples_frame(spec: VariantSpec) -> pd.DataFrame:
     phases = spec.phases()
     start, end = phases[0]["start"], phases[-1]["end"]
@@ -231,6 +252,11 @@ def samples_frame(spec: VariantSpec) -> pd.DataFrame:
         level = engine_levels(spec, engine, ts)
         total += level
         active = np.where(in_load, np.minimum(level, engine.active), 0)
+        if engine.idle_active:
+            idle = spec.phases()[2]
+            in_idle = (ts >= idle["start"]) & (ts < idle["end"])
+            busy = _segment_levels(ts, idle["start"], idle["end"], engine.idle_active)
+            active = np.where(in_idle, np.minimum(level, busy), active)
         iit = np.where(in_load, np.minimum(level - active, engine.idle_in_transaction), 0)
         idle = level - active - iit
         for state, value, wait in (
@@ -243,7 +269,8 @@ def samples_frame(spec: VariantSpec) -> pd.DataFrame:
                 parts.append(_rows(ts[keep], "connections", value[keep], engine.name, state, wait))
     parts.append(_rows(ts, "connections_total", total))
     parts.append(_rows(ts, "max_connections", np.full(len(ts), float(spec.max_connections))))
-    parts.append(_rows(ts, "slots_left", np.maximum(spec.max_connections - 3.0 - total, 0.0)))
+    free = spec.max_connections - 3.0 - total - others_at(spec, ts)
+    parts.append(_rows(ts, "slots_left", np.maximum(free, 0.0)))
 
     # 1 Hz series: churn, memory, processes, cpu
     mts = _ticks(start, end, spec.mem_hz)
@@ -291,6 +318,9 @@ def samples_frame(spec: VariantSpec) -> pd.DataFrame:
         parts.append(
             _rows(mts[keep], "processes", level[keep], engine.name, component="postgres_backends")
         )
+    others = others_at(spec, mts)
+    extra = others * spec.other_client_pss
+    drift = spec.pss_drift_bytes_per_s * (mts - mts[0])  # shared pages: PSS only
     for component, pss in (
         ("postgres_postmaster", spec.postmaster_pss),
         ("postgres_other", spec.other_pss),
@@ -299,17 +329,25 @@ def samples_frame(spec: VariantSpec) -> pd.DataFrame:
             value = np.full(len(mts), float(pss))
             if component == "postgres_postmaster" and metric == "mem_pss_bytes":
                 value += np.where(total_conn > 0, 0, spec.shared_pss)  # alone, it holds them all
+            if component == "postgres_other":
+                value = value + extra + (drift if metric == "mem_pss_bytes" else 0.0)
             parts.append(_rows(mts, metric, value, component=component))
-        parts.append(_rows(mts, "processes", np.full(len(mts), 1.0), component=component))
+        n = 1.0 + (others if component == "postgres_other" else 0.0)
+        parts.append(_rows(mts, "processes", np.full(len(mts), 1.0) * n, component=component))
     # the collector also writes `postgres`: every server process (the sum of the parts above)
     for metric, size in per_conn.items():
         fixed = spec.postmaster_pss + spec.other_pss
-        value = total_conn * size + fixed + (leak if metric != "mem_rss_bytes" else 0)
+        value = total_conn * size + fixed + (leak if metric != "mem_rss_bytes" else 0) + extra
+        value = value + (drift if metric == "mem_pss_bytes" else 0.0)
         if metric == "mem_pss_bytes":
             value = value + spec.shared_pss
         parts.append(_rows(mts, metric, value, component="postgres"))
-    parts.append(_rows(mts, "processes", total_conn + 2, component="postgres"))
+    parts.append(_rows(mts, "processes", total_conn + 2 + others, component="postgres"))
     app_growth = spec.app_leak_bytes_per_s * since_load
+    if spec.app_warmup_bytes:
+        app_growth = app_growth + spec.app_warmup_bytes * np.clip(
+            since_load / spec.app_warmup_s, 0.0, 1.0
+        )
     for metric, base in (
         ("mem_uss_bytes", spec.app_uss),
         ("mem_pss_bytes", spec.app_pss),
@@ -454,7 +492,8 @@ def request_arrays(spec: VariantSpec) -> tuple[np.ndarray, np.ndarray, np.ndarra
     rng = np.random.default_rng(spec.seed + 100)
     starts = []
     for second in range(int(spec.load_s)):
-        n = max(1, round(rng.normal(spec.rps, spec.rps_sd)))
+        rate = spec.rps + spec.rps_trend_per_s * (second + 0.5 - spec.load_s / 2)
+        n = max(1, round(rng.normal(rate, spec.rps_sd)))
         starts.append(load["start"] + second + (np.arange(n) + 0.5) / n)
     start = np.concatenate(starts)
     if spec.latency_cycle:
@@ -551,7 +590,13 @@ def variant_json(spec: VariantSpec) -> dict:
         ],
         "phases": spec.phases(),
         "pids": {"app": 1234, "load": 1300, "postmaster": 999},
-        **({"preflight": spec.preflight} if spec.preflight is not None else {}),
+        "preflight": spec.preflight
+        if spec.preflight is not None
+        else {
+            "reserved": 3,
+            "poolbench_clients": 0,  # the synthetic slots_left leaves no room for a collector
+            "other_clients": spec.other_clients[0],
+        },
         **({"database": _database(spec)} if spec.server_log or spec.server_settings else {}),
     }
 

@@ -173,7 +173,7 @@ def test_13_untested_is_not_not_measured_and_the_lead_names_latency(run):
     assert "latency p" in lead  # old: goodput only
     assert "How big an untested change must be to mean anything" in md
     assert "untested, within this run's noise" in md
-    assert summary["schema"] == 3
+    assert summary["schema"] == 4
 
 
 def test_13_a_one_repeat_claim_is_untested(tmp_path):

@@ -73,7 +73,7 @@ def _phase(run_dir: Path, variant: str, phase: str) -> tuple[float, float]:
 def test_summary_matches_the_raw_files(report):
     """summary.json's figures recomputed from samples.csv and the requests, without analysis."""
     summary = json.loads((report / "summary.json").read_text())
-    assert summary["schema"] == 3
+    assert summary["schema"] == 4
     specs = {s.name: s for s in evil_specs()}
     for v in summary["experiments"][0]["variants"]:
         name, [f] = v["name"], v["repeats"]

@@ -92,6 +92,16 @@ def _warnings(loaded: RunResult, runs: list[VariantRun]) -> list[str]:
             )
         if f.connections.samples_in_load == 0:
             warnings.append(f"{f.dir}: no connection samples in the load phase")
+        if f.memory.other_clients:
+            warnings.append(
+                f"{f.dir}: other clients held {f.memory.other_clients:.0f} connections to this "
+                f"server: PostgreSQL's memory figures cover {f.memory.scope}"
+            )
+        for d in f.traffic.unsteady:
+            warnings.append(
+                f"{f.dir}: the full-load window is not steady: {d.describe()}; its figures "
+                "average a moving target and Little's law cannot see it"
+            )
         little = f.traffic.littles_law
         if little is not None and not little.agrees:
             warnings.append(

@@ -222,7 +222,7 @@ def _judge_direction(claim: Claim, rows: list[Row]) -> Judgement:
 
 def _leak_state(figures: list[VariantFigures]) -> tuple[str, str]:
     """(growing | no growth | not measured, words) over the repeats and the memory series."""
-    trends = [t for f in figures for t in f.leak if t.unit == "bytes"]
+    trends = [t for f in figures for t in f.leak if t.unit == "bytes" and t.judged]
     if any(t.verdict == GROWING for t in trends):
         worst = max((t for t in trends if t.verdict == GROWING), key=lambda t: t.slope_per_h or 0)
         return GROWING, f"{worst.what} grows {fmt.mib(worst.slope_per_h)}/h"

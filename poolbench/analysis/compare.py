@@ -13,7 +13,7 @@ values. Whether a change is real is decided by
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
@@ -145,6 +145,9 @@ def compare_row(
     change = pct_change(shown_a, shown_b, what=metric.name)
     windows = _windows([metric.window(r.figures) for r in (*base, *other)])
     spoiled = _spoiled(metric, [*base, *other])
+    unsteady = _unsteady(metric, (*base, *other))
+    if unsteady:
+        result = replace(result, footnotes=(*result.footnotes, *unsteady))
     return Row(
         metric=metric.name, label=metric.label, window=windows, unit=metric.unit,
         better=metric.better, exact=metric.exact, baseline=shown_a, variant=shown_b,
@@ -167,6 +170,19 @@ def _spoiled(metric: Metric, runs: list[VariantRun]) -> str | None:
         for f in (r.figures for r in runs) if f.capped
     ]  # fmt: skip
     return "; ".join(reasons) or None
+
+
+def _unsteady(metric: Metric, runs: tuple[VariantRun, ...]) -> list[str]:
+    """A trend inside a full-load window this row is computed over (poolbench.analysis.traffic),
+    said beside the figure it affects."""
+    out = []
+    for r in runs:
+        window = r.figures.traffic.window
+        if metric.block is None or window is None or metric.window(r.figures) != window.label():
+            continue
+        for d in r.figures.traffic.unsteady:
+            out.append(f"{r.figures.variant}: not steady, {d.describe()}")
+    return out
 
 
 def _windows(labels: list[str]) -> str:

@@ -9,11 +9,12 @@ sessions opened after they stopped growing (a per-second cost that lasts as long
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 import pandas as pd
 
-from poolbench.analysis.series import VariantSeries
+from poolbench.analysis.series import VariantSeries, process_pid
 from poolbench.analysis.typed import Json, Window, stat
 from poolbench.analysis.windows import Windows, within
 
@@ -48,6 +49,16 @@ class EngineFigures(Json):
 
 
 @dataclass(frozen=True)
+class ProcessFigures(Json):
+    """One client process holding untagged connections (detail of the `untagged` engine)."""
+
+    label: str  # as the collector wrote it: untagged:<executable>:<pid>
+    pid: int
+    peak: float | None  # load phase
+    idle: float | None  # idle, settled (median)
+
+
+@dataclass(frozen=True)
 class ConnectionFigures(Json):
     peak: float | None
     p95: float | None
@@ -63,10 +74,11 @@ class ConnectionFigures(Json):
     states_idle: dict[str, float]
     active: Spread
     checked_out: Spread
-    pools_holding_idle: int | None  # application names still holding a connection when idle
+    pools_holding_idle: int | None  # engines still holding a connection when idle
     # sessions in state "idle in transaction" at full load: a transaction left open holds its
     # connection (and its locks, and vacuum's horizon) while the app does something else
     idle_in_transaction: Spread = field(default_factory=Spread)
+    processes: list[ProcessFigures] = field(default_factory=list)  # untagged, per client process
 
     def engine(self, name: str) -> EngineFigures | None:
         return next((e for e in self.engines if e.name == name), None)
@@ -136,6 +148,15 @@ def connection_figures(s: VariantSeries, w: Windows) -> ConnectionFigures:
         checked_out=Spread.of(within(s.checked_out, w.full_load)),
         pools_holding_idle=len(holding) if w.idle_settled is not None else None,
         idle_in_transaction=_state_spread(s, "idle in transaction", w),
+        processes=[
+            ProcessFigures(
+                label=str(name),
+                pid=process_pid(str(name)) or 0,
+                peak=stat(within(s.by_process[name], w.load), "max"),
+                idle=stat(within(s.by_process[name], w.idle_settled), "median"),
+            )
+            for name in s.by_process.columns
+        ],
     )
 
 
@@ -218,3 +239,24 @@ def _total(series: pd.Series | None) -> float | None:
     if series is None or series.dropna().empty:
         return None
     return float(np.nansum(series.to_numpy(dtype=float)))
+
+
+def other_clients(s: VariantSeries, w: Windows, meta: dict[str, Any]) -> float | None:
+    """Connections clients outside the variant's database held: max_connections − reserved −
+    slots left − the variant's connections − poolbench's own (the collector), read where the
+    app opens none — before it started (the preflight) and over the idle phase (median) — since
+    under load a backend still authenticating has no database yet and shows there for an
+    instant, which a churning app does all the time. None when the reserved count is unknown."""
+    raw = meta.get("preflight")
+    preflight: dict[str, Any] = raw if isinstance(raw, dict) else {}
+    reserved = preflight.get("reserved")
+    if not isinstance(reserved, int | float) or s.slots_left.empty or s.total.empty:
+        return None
+    own = float(preflight.get("poolbench_clients") or 1)
+    total = s.total.reindex(s.slots_left.index, method="nearest", tolerance=0.05)
+    limit = s.max_connections.reindex(s.slots_left.index, method="nearest", tolerance=0.05)
+    others = limit - reserved - s.slots_left - total - own
+    idle = stat(within(others, w.phases.get("idle")), "median")
+    at_start = preflight.get("other_clients")
+    values = [v for v in (idle, at_start) if isinstance(v, int | float)]
+    return max(0.0, float(np.floor(max(values)))) if values else None

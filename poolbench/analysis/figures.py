@@ -5,14 +5,18 @@ from __future__ import annotations
 from dataclasses import dataclass, field, replace
 from typing import Any
 
+import numpy as np
+import pandas as pd
+
 from poolbench.analysis.connections import (
     ChurnFigures,
     ConnectionFigures,
     churn_figures,
     connection_figures,
+    other_clients,
 )
 from poolbench.analysis.exact import ExactFigures, exact_figures
-from poolbench.analysis.leak import GROWING, Trend, trend
+from poolbench.analysis.leak import NOT_JUDGED, NOT_MEASURED, Trend, trend
 from poolbench.analysis.limits import Limit, binding_limit, reword_model
 from poolbench.analysis.memory import CpuFigures, MemoryFigures, cpu_figures, memory_figures
 from poolbench.analysis.model import PoolModel, pool_model
@@ -21,7 +25,7 @@ from poolbench.analysis.pool_probe import ProbeFigures, probe_figures
 from poolbench.analysis.series import VariantSeries, build_series
 from poolbench.analysis.traffic import TrafficFigures, traffic_figures
 from poolbench.analysis.typed import Json, Window
-from poolbench.analysis.windows import Windows, windows_for
+from poolbench.analysis.windows import Windows, after_backlog, windows_for, within
 from poolbench.results.events import ROUTINE, EventKind
 from poolbench.results.pool_probe import ProbeData, read_probe
 from poolbench.results.run_folder import VariantResult
@@ -123,16 +127,17 @@ def _lifecycle(events: list[dict[str, Any]], w: Windows) -> list[dict[str, Any]]
     return out
 
 
-def _still_filling(connections: Trend, model: PoolModel | None) -> Trend:
-    """A count that grows below the pools' ceiling is pools filling, not (yet) a leak."""
-    if connections.verdict != GROWING or model is None or model.measured_peak is None:
+def _below_ceiling(connections: Trend, model: PoolModel | None) -> Trend:
+    """A count below the pools' ceiling is pools filling (or breathing), never a leak."""
+    if model is None or model.measured_peak is None or model.ceiling is None:
         return connections
-    if model.ceiling is None or model.measured_peak >= model.ceiling:
+    if model.measured_peak >= model.ceiling or connections.verdict == NOT_MEASURED:
         return connections
     return replace(
         connections,
-        reason=f"the pools are still filling toward their ceiling ({model.measured_peak:.0f} of "
-        f"{model.ceiling:.0f}): that is a leak only if the count passes it",
+        verdict=NOT_JUDGED,
+        reason=f"below the pools' ceiling ({model.measured_peak:.0f} of {model.ceiling:.0f}): "
+        "pools filling, not a leak — a connection leak passes the ceiling",
     )
 
 
@@ -156,18 +161,35 @@ def _server_settings(meta: dict[str, Any]) -> dict[str, str]:
     return {str(k): str(v) for k, v in settings.items()} if isinstance(settings, dict) else {}
 
 
+def _busy(series: VariantSeries) -> pd.Series:
+    """Backends working for a request: active or idle in transaction."""
+    busy = series.active
+    if "idle in transaction" in series.by_state.columns:
+        busy = busy.add(series.by_state["idle in transaction"], fill_value=0.0)
+    return busy
+
+
+def _completions(series: VariantSeries) -> np.ndarray | None:
+    log = series.requests
+    return None if log is None else log.start + log.response_ms / 1000
+
+
 def analyse_variant(result: VariantResult) -> VariantRun:
     series = build_series(result)
     first = float(result.samples["ts"].min()) if not result.samples.empty else None
-    windows = windows_for(result.entry, series.users, first)
+    windows = after_backlog(
+        windows_for(result.entry, series.users, first), _busy(series), _completions(series)
+    )
     connections = connection_figures(series, windows)
     traffic = traffic_figures(result, series, windows)
     probe_data = read_probe(result.path)
     probe = probe_figures(probe_data, traffic.window or windows.full_load)
-    model = pool_model(result.meta, connections, probe)
+    model = pool_model(
+        result.meta, connections, probe,
+        full_load=within(series.by_engine, windows.full_load), idle_note=windows.idle_note,
+    )  # fmt: skip
     churn = churn_figures(series, windows)
     window = leak_window(windows, churn)
-    traffic = traffic_figures(result, series, windows)
     exact = exact_figures(result, series, windows, churn.churn_window)
     limit = binding_limit(connections, model, exact, traffic.refusals)
     model = reword_model(model, limit)
@@ -183,14 +205,22 @@ def analyse_variant(result: VariantResult) -> VariantRun:
         windows=windows,
         connections=connections,
         churn=churn,
-        memory=memory_figures(series, windows),
+        memory=memory_figures(series, windows, other_clients(series, windows, result.meta)),
         cpu=cpu_figures(series, windows),
         traffic=traffic,
         model=model,
         leak=[
             trend("app USS", "bytes", series.memory["app_uss"], window, series.total),
-            trend("PostgreSQL PSS", "bytes", series.memory["postgres_pss"], window, series.total),
-            _still_filling(trend("connections", "connections", series.total, window), model),
+            trend("PostgreSQL USS", "bytes", series.memory["postgres_uss"], window, series.total),
+            trend(
+                "PostgreSQL PSS",
+                "bytes",
+                series.memory["postgres_pss"],
+                window,
+                series.total,
+                judged=False,
+            ),
+            _below_ceiling(trend("connections", "connections", series.total, window), model),
         ],
         census=_census(result.census),
         exact=exact,

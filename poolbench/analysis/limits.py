@@ -8,8 +8,9 @@ is read from what the server said, never guessed from the peak alone:
 - **server slots** — the fewest free slots for an ordinary role reached 0 during the load, or
   the server refused connection attempts (SQLSTATE 53300: its log, or, without one, failed
   requests whose error names a refusal);
-- **pool ceiling** — the measured peak reached workers × (pool_size + max_overflow): requests
-  waited for a connection inside the app;
+- **pool ceiling** — the measured peak reached workers × (pool_size + max_overflow), or one
+  engine sat at its own ceiling in ≥ 25 % of the full-load samples (model.SATURATED_SHARE)
+  while another never filled: requests waited for a connection inside the app;
 - **demand** — neither: the pools opened what the load asked for, with slots to spare;
 - **unknown** — no pool settings and no slot count to decide with.
 
@@ -88,6 +89,17 @@ def binding_limit(
             f"the pools' ceiling: the peak {fmt.count(conn.peak)} is workers × (pool_size + "
             f"max_overflow) = {fmt.count(ceiling)}, so requests waited for a connection",
         )
+    saturated = [e for e in (model.engines if model is not None else []) if e.saturated]
+    if saturated and conn.peak is not None and ceiling is not None:
+        e = saturated[0]
+        more = f" (and {len(saturated) - 1} more)" if len(saturated) > 1 else ""
+        return Limit(
+            Bound.POOL_CEILING,
+            f"the pools' ceiling: {e.name}{more} sat at its ceiling of {fmt.count(e.ceiling)} in "
+            f"{fmt.number(100 * (e.at_ceiling_share or 0.0), 0, '%')} of the full-load samples, "
+            f"so requests waited for a connection, though all pools together opened "
+            f"{fmt.count(conn.peak)} of a possible {fmt.count(ceiling)}",
+        )
     if conn.peak is not None and ceiling is not None:
         free = (
             f", with {fmt.count(conn.slots_left_min)} slots still free"
@@ -105,7 +117,11 @@ def binding_limit(
 def reword_model(model: PoolModel | None, limit: Limit) -> PoolModel | None:
     """The model's notes that assume the load stopped the pools, said right when the server
     did: "a heavier burst would open more" and "never filled its pools" are false then."""
-    if model is None or limit.bound != Bound.SERVER_SLOTS:
+    if model is None:
+        return model
+    if limit.bound == Bound.POOL_CEILING:
+        return _saturated_model(model)
+    if limit.bound != Bound.SERVER_SLOTS:
         return model
     flags = []
     for flag in model.flags:
@@ -126,4 +142,26 @@ def reword_model(model: PoolModel | None, limit: Limit) -> PoolModel | None:
                 "cap stopped its pools, so its idle count cannot test the configuration.",
             )  # fmt: skip
         flags.append(flag)
+    return replace(model, flags=flags)
+
+
+def _saturated_model(model: PoolModel) -> PoolModel:
+    """Below the total ceiling with an engine saturated: a heavier burst would wait for that
+    engine's connections, not open more."""
+    saturated = [e.name for e in model.engines if e.saturated]
+    if not saturated:
+        return model
+    flags = [
+        Flag(
+            "warning",
+            "engine_saturated",
+            f"The pools together reached {fmt.count(model.measured_peak)} of a possible "
+            f"{fmt.count(model.ceiling)}, but {', '.join(saturated)} sat at "
+            f"{'its ceiling' if len(saturated) == 1 else 'their ceilings'}: a heavier burst "
+            "would wait for a connection there, not open more.",
+        )
+        if flag.code == "below_ceiling"
+        else flag
+        for flag in model.flags
+    ]
     return replace(model, flags=flags)

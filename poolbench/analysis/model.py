@@ -11,14 +11,20 @@ A pool keeps min(pool_size, connections it opened) when idle, so the idle predic
 checked for an engine whose pools filled (opened at least workers × pool_size); for the others
 the report says so instead of calling a trivially equal number a match. An engine named
 `untagged` stands for the connections of an app that sets no application_name: the collector
-names them `untagged:<process>:<pid>`, one name per client process, which also measures how
+names them `untagged:<process>:<pid>`, one name per client process; the series merge them into
+one `untagged` engine (poolbench.analysis.series), and the per-process detail measures how
 many processes held connections.
+
+When the idle phase never became idle (a backlog still being served), its count tests nothing
+and no configuration is blamed for it (poolbench.analysis.backlog).
 """
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass, field
+from typing import Any
+
+import pandas as pd
 
 from poolbench.analysis.connections import ConnectionFigures
 from poolbench.analysis.pool_probe import ProbeFigures
@@ -26,14 +32,15 @@ from poolbench.analysis.typed import Json, num
 from poolbench.format import count
 from poolbench.results.names import UNTAGGED
 
-_PID = re.compile(r":(\d+)$")
-
 
 @dataclass(frozen=True)
 class Flag(Json):
     level: str  # "info" or "warning"
     code: str
     message: str
+
+
+SATURATED_SHARE = 0.25  # of full-load samples at an engine's ceiling: its pool bound the load
 
 
 @dataclass(frozen=True)
@@ -48,6 +55,12 @@ class EngineModel(Json):
     measured_idle: float | None
     opened: float  # the most it held before the idle phase
     filled: bool  # opened ≥ workers × pool_size: the idle prediction can be checked
+    at_ceiling_share: float | None = None  # of full-load samples at the ceiling (saturation)
+
+    @property
+    def saturated(self) -> bool:
+        """At its ceiling in at least SATURATED_SHARE of the full-load samples."""
+        return self.at_ceiling_share is not None and self.at_ceiling_share >= SATURATED_SHARE
 
 
 @dataclass(frozen=True)
@@ -94,7 +107,7 @@ def _processes(meta: dict, conn: ConnectionFigures) -> int | None:
     measured = (meta.get("app_processes") or {}).get("max_with_db_connections")
     if isinstance(measured, int) and measured > 0:
         return measured
-    pids = {m.group(1) for e in conn.engines if (m := _PID.search(e.name)) and (e.peak or 0) > 0}
+    pids = {p.pid for p in conn.processes if (p.peak or 0) > 0}
     return len(pids) or None
 
 
@@ -104,13 +117,27 @@ def ceiling(workers: float, pool_size: float, max_overflow: float) -> float:
     return workers * (pool_size + max_overflow)
 
 
+def _at_ceiling(full_load: pd.DataFrame | None, names: list[str], ceiling: float) -> float | None:
+    """Share of the full-load samples in which the engine held its ceiling (saturated)."""
+    if full_load is None or full_load.empty or not names or ceiling <= 0:
+        return None
+    held = full_load.reindex(columns=names, fill_value=0.0).sum(axis=1)
+    return float((held >= ceiling).mean())
+
+
 def pool_model(
-    meta: dict, conn: ConnectionFigures, probe: ProbeFigures | None = None
+    meta: dict[str, Any],
+    conn: ConnectionFigures,
+    probe: ProbeFigures | None = None,
+    full_load: pd.DataFrame | None = None,
+    idle_note: str = "",
 ) -> PoolModel | None:
     """The model of one variant × repeat, or None when no pool settings are known.
 
     With the pool probe's figures, an app that declares nothing is modelled from the pools
-    the probe measured, and a declaration that disagrees with them is flagged."""
+    the probe measured, and a declaration that disagrees with them is flagged. `full_load`:
+    connections per engine over the full-load window (for saturation); `idle_note`: why idle
+    was not reached, if it was not."""
     listed = [e for e in meta.get("engines") or [] if isinstance(e, dict) and e.get("name")]
     if not listed and probe is not None:
         listed = probed_engines(probe)
@@ -133,6 +160,7 @@ def pool_model(
                 members=names, measured_peak=_sum(conn, names, "peak"),
                 measured_idle=float(sum(idle_values)) if idle_values else None,
                 opened=opened, filled=opened >= workers * pool_size,
+                at_ceiling_share=_at_ceiling(full_load, names, workers * (pool_size + overflow)),
             )
         )  # fmt: skip
     if not engines:
@@ -151,6 +179,10 @@ def pool_model(
         app_ceiling=app_ceiling if server_ceiling is not None else None,
         pooler=f"PgBouncer {bouncer.get('version')}, {bouncer.get('pool_mode')} mode" if bouncer else None,
     )  # fmt: skip
+    if idle_note:
+        model.flags.append(
+            Flag("warning", "idle_not_reached", idle_note[0].upper() + idle_note[1:] + ".")
+        )
     model.flags.extend(model_flags(model))
     if probe is not None:
         model.flags.extend(declaration_flags(listed, probe, probe_named))

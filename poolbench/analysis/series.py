@@ -5,10 +5,18 @@ connections in total, per engine (application_name) and per state, active ones, 
 pool view, memory per process group, backends, churn counters, CPU, and Locust's user count.
 A connection group absent at a sample's ts held zero connections (the collector writes only
 groups that exist; every sample has a connections_total row).
+
+Untagged connections are labelled per client process by the collector
+(`untagged:<executable>:<pid>`). One engine in N worker processes is one engine, so every
+per-engine series merges them into `untagged`: the label a reader compares across variants
+depends neither on the number of workers nor on the executable's name (`fastapi` when the
+app runs in-process, `python3.11` for spawned workers). The per-process counts are kept apart
+(`by_process`) for the table that shows them.
 """
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
@@ -23,6 +31,19 @@ if TYPE_CHECKING:
 POSTGRES_PARTS = ("postgres_backends", "postgres_postmaster", "postgres_other")
 MEMORY_METRICS = {"pss": "mem_pss_bytes", "uss": "mem_uss_bytes", "rss": "mem_rss_bytes"}
 CHURN_METRICS = ("sessions_new", "sessions_abandoned", "sessions_fatal")
+UNTAGGED = "untagged"
+_PER_PROCESS = re.compile(r"^untagged:.*:(\d+)$")
+
+
+def engine_of(label: str) -> str:
+    """The engine a connection label belongs to: per-process untagged labels are one engine."""
+    return UNTAGGED if _PER_PROCESS.match(label) else label
+
+
+def process_pid(label: str) -> int | None:
+    """The client pid of a per-process untagged label (`untagged:<executable>:<pid>`)."""
+    m = _PER_PROCESS.match(label)
+    return int(m.group(1)) if m else None
 
 
 def _empty() -> pd.Series:
@@ -34,7 +55,8 @@ class VariantSeries:
     """Every time series of one variant × repeat (index: epoch seconds)."""
 
     total: pd.Series = field(default_factory=_empty)
-    by_engine: pd.DataFrame = field(default_factory=pd.DataFrame)
+    by_engine: pd.DataFrame = field(default_factory=pd.DataFrame)  # untagged merged
+    by_process: pd.DataFrame = field(default_factory=pd.DataFrame)  # untagged, per client pid
     by_state: pd.DataFrame = field(default_factory=pd.DataFrame)
     active: pd.Series = field(default_factory=_empty)
     active_by_engine: pd.DataFrame = field(default_factory=pd.DataFrame)
@@ -45,6 +67,9 @@ class VariantSeries:
     memory: dict[str, pd.Series] = field(default_factory=dict)  # e.g. "postgres_pss", "app_uss"
     backends: pd.Series = field(default_factory=_empty)  # PostgreSQL client backend processes
     backends_pss: pd.Series = field(default_factory=_empty)
+    # per application_name (untagged merged), for the variant's own share of a shared server
+    backend_memory: dict[str, pd.DataFrame] = field(default_factory=dict)  # "pss" → by name
+    backends_by_app: pd.DataFrame = field(default_factory=pd.DataFrame)
     churn: dict[str, pd.Series] = field(default_factory=dict)  # pg_stat_database deltas
     cpu: pd.DataFrame = field(default_factory=pd.DataFrame)  # % of a core per component
     gap_seconds: float = 0.0
@@ -101,7 +126,8 @@ def build_series(result: VariantResult) -> VariantSeries:
     def rows(metric: str) -> pd.DataFrame:
         return by_metric.get(metric, empty)
 
-    conn = rows("connections")
+    raw = rows("connections")
+    conn = raw.assign(application_name=raw["application_name"].astype(str).map(engine_of))
     total_rows = rows("connections_total")
     if not total_rows.empty:
         total = total_rows.groupby("ts", sort=True)["value"].sum(min_count=1)
@@ -118,6 +144,11 @@ def build_series(result: VariantResult) -> VariantSeries:
     series = VariantSeries(
         total=total,
         by_engine=by_engine,
+        by_process=_wide(
+            raw[raw["application_name"].astype(str).str.match(_PER_PROCESS)],
+            "application_name",
+            index,
+        ),
         by_state=by_state,
         active=active,
         active_by_engine=_wide(conn[conn["state"] == "active"], "application_name", index),
@@ -137,6 +168,13 @@ def build_series(result: VariantResult) -> VariantSeries:
     return series
 
 
+def _by_app(frame: pd.DataFrame, index: pd.Index) -> pd.DataFrame:
+    """PostgreSQL backends' rows, one column per engine (untagged processes merged)."""
+    rows = frame[frame["component"] == "postgres_backends"]
+    rows = rows.assign(application_name=rows["application_name"].astype(str).map(engine_of))
+    return _wide(rows, "application_name", index)
+
+
 def _add_memory(series: VariantSeries, rows) -> None:
     """Memory per process group, summed over the processes alive at each sweep."""
     for key, metric in MEMORY_METRICS.items():
@@ -150,6 +188,14 @@ def _add_memory(series: VariantSeries, rows) -> None:
     series.backends_pss = per_ts_sum(pss[pss["component"] == "postgres_backends"])
     processes = rows("processes")
     ticks = np.sort(processes["ts"].unique())
+    index = pd.Index(ticks, name="ts")
+    for key, metric in MEMORY_METRICS.items():
+        frame = rows(metric)
+        series.memory[f"postmaster_{key}"] = per_ts_sum(
+            frame[frame["component"] == "postgres_postmaster"]
+        )
+        series.backend_memory[key] = _by_app(frame, index)
+    series.backends_by_app = _by_app(processes, index)
     # backends at every `processes` tick, 0 when none (the collector writes no row for them)
     series.backends = (
         processes[processes["component"] == "postgres_backends"]

@@ -18,7 +18,8 @@ from poolbench.errors import PoolbenchError
 from poolbench.files import atomic_write
 from poolbench.results.status import Status
 
-SCHEMA = 3  # 3: headlines (one per experiment), exact.attempts, idle in transaction
+SCHEMA = 4  # 3: headlines (one per experiment), exact.attempts, idle in transaction;
+# 4: sizing per variant (advice), memory scope, leak thresholds, window drift
 FILE = "summary.json"
 
 

@@ -10,6 +10,14 @@ load phase are used and the window says so; no test is possible on them.
 
 The per-second counts are kept (for the charts and for the within-run test, which cuts the
 window into independent blocks: poolbench.analysis.compare).
+
+Every figure over the full-load window is an average, and Little's law holds for averages, so
+neither can see a trend: goodput falling from 231 to 204 /s across the window still "agrees".
+Each window is therefore tested for one (`Steadiness`): the slope of goodput (and of the mean
+response time) per second against time, with its interval corrected for autocorrelation
+(poolbench.analysis.leak.fit_trend), and the two halves' means beside it. A window is unsteady
+when the slope's whole interval is on one side of zero and the halves differ by at least
+UNSTEADY_PCT; the report flags it beside the figures it affects.
 """
 
 from __future__ import annotations
@@ -19,6 +27,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
+from poolbench import format as fmt
 from poolbench.analysis.block_test import block_edges, per_block
 from poolbench.analysis.series import VariantSeries
 from poolbench.analysis.typed import Json, Window, num, stat
@@ -28,6 +37,8 @@ from poolbench.results.requests import RequestLog
 from poolbench.results.run_folder import VariantResult
 
 LITTLE_TOLERANCE_PCT = 10.0
+UNSTEADY_PCT = 5.0  # halves of the full-load window differing by less than this: steady enough
+MIN_STEADY_SECONDS = 8  # whole seconds in the window needed to test it
 PERCENTILES = (50, 95, 99)
 
 
@@ -62,6 +73,28 @@ class LittleCheck(Json):
 
 
 @dataclass(frozen=True)
+class Drift(Json):
+    """One per-second series over the full-load window: its halves and its trend."""
+
+    what: str  # "goodput" (successful requests/s) or "mean response" (ms)
+    first_half: float
+    second_half: float
+    slope_per_s: float  # units per second
+    low: float
+    high: float
+    change_pct: float  # second half vs first, from the two values shown
+    unsteady: bool
+
+    def describe(self) -> str:
+        """E.g. "goodput 231 /s → 204 /s between the window's halves (−12 %)"."""
+        show = fmt.rate if self.what == "goodput" else fmt.ms
+        return (
+            f"{self.what} {show(self.first_half)} → {show(self.second_half)} between the "
+            f"window's halves ({fmt.pct(self.change_pct, 0)})"
+        )
+
+
+@dataclass(frozen=True)
 class TrafficFigures(Json):
     source: str  # "requests" (every request recorded), "locust totals", or "none"
     window: Window | None
@@ -76,6 +109,11 @@ class TrafficFigures(Json):
     refusals_app_log: int | None = None  # records of SQLSTATE 53300 in app.log
     per_second: list[list[float]] = field(default_factory=list)  # [second start, ok, failed]
     littles_law: LittleCheck | None = None
+    drift: list[Drift] = field(default_factory=list)  # the full-load window's trend test
+
+    @property
+    def unsteady(self) -> list[Drift]:
+        return [d for d in self.drift if d.unsteady]
 
     @property
     def refusals(self) -> int | None:
@@ -155,6 +193,38 @@ def _little(
     )
 
 
+def _drift(what: str, values: np.ndarray, times: np.ndarray) -> Drift | None:
+    from poolbench.analysis.leak import fit_trend
+
+    keep = np.isfinite(values)
+    if keep.sum() < MIN_STEADY_SECONDS:
+        return None
+    series = pd.Series(values[keep], index=times[keep])
+    fitted = fit_trend(series)
+    if fitted is None:
+        return None
+    slope, low, high, _ = fitted
+    half = len(series) // 2
+    first, second = float(series.iloc[:half].mean()), float(series.iloc[half:].mean())
+    change = (second - first) / first * 100 if first else 0.0
+    unsteady = (low > 0 or high < 0) and abs(change) >= UNSTEADY_PCT
+    return Drift(what, first, second, slope, low, high, change, bool(unsteady))
+
+
+def steadiness(log: RequestLog, window: Window) -> list[Drift]:
+    """Goodput and mean response time per whole second of the window, tested for a trend."""
+    edges = block_edges(window.start, window.end, 1.0)
+    if edges.size < 2:
+        return []
+    blocks = per_block(log.start, log.response_ms, log.ok, edges)
+    times = edges[:-1] + 0.5
+    out = [
+        _drift("goodput", np.asarray(blocks.goodput, dtype=float), times),
+        _drift("mean response", np.asarray(blocks.mean_ms, dtype=float), times),
+    ]
+    return [d for d in out if d is not None]
+
+
 def traffic_figures(result: VariantResult, s: VariantSeries, w: Windows) -> TrafficFigures:
     kinds = _failure_kinds(result)
     refusals = result.refusals["app_log"]
@@ -177,6 +247,7 @@ def traffic_figures(result: VariantResult, s: VariantSeries, w: Windows) -> Traf
             refusals_app_log=refusals,
             per_second=per_second(log, w.load or window).tolist(),
             littles_law=_little(log, inside, window, users),
+            drift=steadiness(log, window),
         )
     return _from_locust_totals(result, w, kinds, refusals)
 

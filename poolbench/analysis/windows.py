@@ -5,7 +5,10 @@
   after `SETTLE_S` seconds for the pools and the queue to settle: where throughput and latency
   are compared (under a ramp, the hold at the top).
 - `idle, 2nd half`: the second half of the idle phase, once the pools have settled: what they
-  keep open.
+  keep open. When the app was still serving a backlog after the load stopped (backends active
+  or idle in transaction, requests still completing), idle starts only once it drained
+  (`idle, after the backlog drained`); when it never drained, there is no idle window and
+  `idle_note` says idle was not reached — the count then held is the backlog's, not the pools'.
 
 Locust's stats history gives the user count once a second; without it the full-load window
 is the second half of the load phase and is named so.
@@ -14,7 +17,7 @@ is the second half of the load phase and is named so.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import overload
 
 import numpy as np
@@ -25,6 +28,8 @@ from poolbench.results.record import Phase, VariantEntry
 
 SETTLE_S = 2.0
 MIN_FULL_LOAD_S = 5.0  # shorter than this after settling: fall back to the 2nd half of load
+MIN_IDLE_S = 2.0  # of idle after a backlog drained, else idle was not reached
+BUSY_SMOOTHING = 10  # samples (1 s at 10 Hz): a one-sample blip is not a backlog
 
 
 @dataclass(frozen=True)
@@ -34,6 +39,7 @@ class Windows(Json):
     full_load: Window | None
     idle_settled: Window | None
     t0: float  # the first phase's start: time zero of the charts
+    idle_note: str = ""  # why there is no idle window although there is an idle phase
 
 
 def recorded_phases(phases: Sequence[Phase]) -> dict[str, Window]:
@@ -100,3 +106,52 @@ def within(series: pd.Series | pd.DataFrame, window: Window | None) -> pd.Series
 def ticks_between(index: np.ndarray, window: Window) -> np.ndarray:
     inside: np.ndarray = index[window.contains(index)]
     return inside
+
+
+def drained_at(idle: Window, busy: pd.Series, completions: np.ndarray | None) -> float | None:
+    """When the backlog left by the load drained: after the last second with a backend busy
+    (active or idle in transaction, 1 s rolling median) and the last request completed inside
+    the idle phase. None when nothing was left to serve."""
+    last = None
+    inside = within(busy, Window("idle", idle.start, idle.end)).dropna()
+    if not inside.empty:
+        smooth = inside.rolling(BUSY_SMOOTHING, min_periods=1, center=True).median()
+        busy_ts = smooth.index.to_numpy(dtype=float)[smooth.to_numpy() >= 1]
+        if busy_ts.size:
+            step = (
+                float(np.median(np.diff(inside.index.to_numpy(dtype=float))))
+                if len(inside) > 1
+                else 0.0
+            )
+            last = float(busy_ts.max()) + step
+    if completions is not None and completions.size:
+        done = completions[(completions >= idle.start) & (completions < idle.end)]
+        if done.size:
+            last = max(last or 0.0, float(done.max()))
+    return last
+
+
+def after_backlog(w: Windows, busy: pd.Series, completions: np.ndarray | None) -> Windows:
+    """The windows with idle measured only once the load's backlog drained (or not at all)."""
+    idle = w.phases.get("idle")
+    if idle is None or w.idle_settled is None:
+        return w
+    at = drained_at(idle, busy, completions)
+    if at is None or at <= w.idle_settled.start:
+        return w
+    if idle.end - at >= MIN_IDLE_S:
+        return replace(w, idle_settled=Window("idle, after the backlog drained", at, idle.end))
+    until = (
+        f"through the whole {idle.seconds:.0f} s idle phase"
+        if idle.end - at < 1.0
+        else f"until {at - idle.start:.0f} s into the {idle.seconds:.0f} s idle phase"
+    )
+    return replace(
+        w,
+        idle_settled=None,
+        idle_note=(
+            "idle was not reached: the app was still serving the load's backlog (backends "
+            f"active or idle in transaction, or requests completing) {until}, so what it held "
+            "then is the backlog's, not what its pools keep; lengthen the idle phase"
+        ),
+    )

@@ -446,7 +446,8 @@ def chart_marginal(analysis: Analysis, experiment: str, path: Path, clock: _Cloc
             y0 = float(np.median(pss.to_numpy()[keep] - slope.value * count.to_numpy()[keep]))
             ax.plot(xs, (y0 + slope.value * xs) / MiB, color=_variant_color(i), lw=2,
                     label=f"{name}: {fmt.mib(slope.value)} per backend "
-                    f"(95 % CI {fmt.mib(slope.low)} … {fmt.mib(slope.high)})")  # fmt: skip
+                    + (f"(95 % CI {fmt.mib(slope.low)} … {fmt.mib(slope.high)})"
+                       if slope.low is not None else "(no interval)"))  # fmt: skip
         drawn = True
     if not drawn:
         _no_data(ax)

@@ -107,7 +107,10 @@ def layers_table(experiment: ExperimentSummary) -> Table:
 def advice(experiment: ExperimentSummary) -> list[str]:
     """default_pool_size from the measured server-side demand; max_client_conn from the peak."""
     out = []
-    total = experiment.sizing.recommended_total
+    # the server-side demand of the variants, each with headroom (not each variant's advice
+    # for its own app pools, which keeps a saturated pool's ceiling)
+    demands = [a.needed for a in experiment.sizing.advice if a.needed is not None]
+    total = max(math.ceil(n * HEADROOM - 1e-9) for n in demands) if demands else None
     if total is not None:
         out.append(
             f"default_pool_size {total}: the server-side demand measured above (active "

@@ -76,51 +76,41 @@ def sizing_section(experiment: ExperimentSummary) -> list[Any]:
     if not s.measured:
         return [*blocks, Para("Active connections were not sampled: no estimate.", muted=True),
                 *_wait_evidence(s.waits)]  # fmt: skip
-    split = ", ".join(f"{name} pool_size {n}" for name, n in s.per_engine.items())
-    per_worker = (
-        f"{s.pool_size_per_worker} per worker, split over its engines ({split})"
-        if len(s.per_engine) > 1
-        else f"pool_size {s.pool_size_per_worker} per worker"
-    )
-    text = (
-        f"Recommended: {s.recommended_total} connections in total — {per_worker} × "
-        f"{s.workers} worker(s), max_overflow 0; from a demand of {fmt.count(s.needed)} active "
-        "connections plus 25 % headroom"
-    )
-    if s.usable_slots is not None:
-        text += f", within the {fmt.count(s.usable_slots)} slots the server can give this app"
-    if s.hikari:
-        text += f". HikariCP's rule of thumb for {s.cores} cores: {s.hikari}"
-    blocks.append(Para(text + ".", strong=True))
     rows = [
-        [d.variant, fmt.number(d.active_mean, 1), fmt.count(d.active_p99), fmt.count(d.active_max),
+        [a.variant, fmt.number(d.active_mean, 1), fmt.count(d.active_p99), fmt.count(d.active_max),
          fmt.rate(d.requests_per_s), fmt.ms(d.db_time_ms), fmt.count(d.checked_out_p99),
-         fmt.percent_of_core(d.app_cpu)]
-        for d in s.demand
+         fmt.percent_of_core(d.app_cpu), str(a.bound)]
+        for a in s.advice
+        for d in [a.demand]
     ]  # fmt: skip
     blocks.append(
         Table(
             ["variant", "active, mean (Little's L)", "active p99", "active max", "requests/s",
-             "database time per request", "checked out p99 (app's view)", "app CPU"],
-            rows, "lrrrrrrr",
+             "database time per request", "checked out p99 (app's view)", "app CPU",
+             "bound by"],
+            rows, "lrrrrrrrl",
         )
     )  # fmt: skip
-    saved = [
-        f"Against {x.variant}'s {fmt.count(x.idle)} connections held when idle: "
-        f"{fmt.count(x.fewer_connections)} fewer"
-        + (f", ≈ {fmt.mib(x.pss_bytes)} of PostgreSQL PSS ({fmt.mib(x.pss_low)} … "
-           f"{fmt.mib(x.pss_high)}, at the marginal cost per backend)" if x.pss_bytes is not None else "")
-        for x in s.savings
-    ]  # fmt: skip
-    if saved or s.findings:
-        blocks.append(Bullets([*saved, *s.findings]))
+    for a in s.advice:
+        blocks.append(Para(f"{a.variant}: {a.action}", strong=True))
+        lines = [*a.findings]
+        if a.saving is not None:
+            lines.append(_saving_line(a.saving))
+        if lines:
+            blocks.append(Bullets(lines))
+    if s.findings:
+        blocks.append(Bullets(s.findings))
+    hikari = f" HikariCP's rule of thumb for {s.cores} cores: {s.hikari}." if s.hikari else ""
     blocks.append(
         Para(
             "How: demand is PostgreSQL's own view — connections in state active at full load. "
             "L = requests/s × database time per request (Little's law) is the mean demand; the "
-            "advice covers its p99 with headroom. Connections checked out of the app's pools are "
-            "not demand: a request can hold one while it does other work. A sweep "
-            "(`poolbench size`) measures the knee instead of estimating it.",
+            "advice covers its p99 with 25 % headroom, per worker, and the total is always "
+            "pool_size per worker × workers. A pool at its ceiling in at least a quarter of the "
+            "full-load samples is never advised smaller: the demand measured through it is a "
+            "lower bound. Connections checked out of the app's pools are not demand: a request "
+            "can hold one while it does other work. A sweep (`poolbench size`) measures the "
+            f"knee instead of estimating it.{hikari}",
             muted=True,
         )
     )
@@ -133,6 +123,21 @@ def _wait_evidence(waits: list[str]) -> list[Any]:
         return []
     return [Para("Inside the pools (the app's pool probe): checkout queueing per engine.",
                  muted=True), Bullets(waits)]  # fmt: skip
+
+
+def _saving_line(x: Any) -> str:
+    text = (
+        f"Against {x.variant}'s {fmt.count(x.idle)} connections held when idle: "
+        f"{fmt.count(x.fewer_connections)} fewer"
+    )
+    if x.pss_bytes is not None:
+        interval = (
+            f"{fmt.mib(x.pss_low)} … {fmt.mib(x.pss_high)}"
+            if x.pss_low is not None
+            else "no interval: two backend levels only"
+        )
+        text += f", ≈ {fmt.mib(x.pss_bytes)} of PostgreSQL PSS ({interval}, at {x.slope_from})"
+    return text + "."
 
 
 def _figure_rows(f: VariantFigures) -> list[tuple[str, str]]:
@@ -151,11 +156,12 @@ def _figure_rows(f: VariantFigures) -> list[tuple[str, str]]:
         ("PostgreSQL PSS idle / full load / peak", " / ".join(fmt.mib(v) for v in (m.postgres_pss.idle, m.postgres_pss.full_load, m.postgres_pss.peak))),
         ("PostgreSQL USS idle", fmt.mib(m.postgres_uss.idle)),
         ("summed RSS ÷ PSS of PostgreSQL (how much RSS would overstate)", f"{m.rss_overstatement:.1f} ×" if m.rss_overstatement else fmt.NA),
-        ("PSS per additional backend (marginal, 95 % CI)", f"{fmt.mib(m.pss_per_backend.value)} ({fmt.mib(m.pss_per_backend.low)} … {fmt.mib(m.pss_per_backend.high)})" if m.pss_per_backend else fmt.NA),
+        ("PostgreSQL memory measured over", f"{m.scope}" + (f"; other clients held up to {fmt.count(m.other_clients)} connections" if m.other_clients else "")),
+        ("PSS per additional backend (marginal, 95 % CI over independent backend levels)", _slope(m)),
         ("app USS / PSS / RSS, full load (mean)", " / ".join(fmt.mib(v) for v in (m.app_uss.full_load, m.app_pss.full_load, m.app_rss.full_load))),
         ("requests served in the window (successful / failed)", f"{fmt.count(t.successes)} / {fmt.count(t.failures)}"),
-        ("goodput; failures/s", f"{fmt.rate(t.goodput)}; {fmt.rate(t.failures_per_s)}"),
-        ("latency p50 / p95 / p99 / mean (successful)", " / ".join(fmt.ms(v) for v in (t.latency.p50, t.latency.p95, t.latency.p99, t.latency.mean))),
+        ("goodput; failures/s", f"{fmt.rate(t.goodput)}; {fmt.rate(t.failures_per_s)}" + _unsteady(t, "goodput")),
+        ("latency p50 / p95 / p99 / mean (successful)", " / ".join(fmt.ms(v) for v in (t.latency.p50, t.latency.p95, t.latency.p99, t.latency.mean)) + _unsteady(t, "mean response")),
         ("failed requests by kind (whole load, Locust)", _kinds(t.failure_kinds)),
         ("records of app.log naming a refusal (cross-check)", fmt.count(t.refusals_app_log)),
         ("connection attempts refused (server log)", fmt.count(f.exact.attempts.refused) if f.exact.attempts else fmt.NA),
@@ -165,6 +171,24 @@ def _figure_rows(f: VariantFigures) -> list[tuple[str, str]]:
     for component, value in sorted(f.cpu.full_load.items()):
         rows.append((f"CPU {component} (full load)", fmt.percent_of_core(value)))
     return rows
+
+
+def unsteady_note(d: Any) -> str:
+    """A trend inside the full-load window, in words (beside the figures it affects)."""
+    return f"not steady: {d.describe()}"
+
+
+def _unsteady(t: Any, what: str) -> str:
+    found = [d for d in t.unsteady if d.what == what]
+    return f" — ⚠ {unsteady_note(found[0])}" if found else ""
+
+
+def _slope(m: Any) -> str:
+    p = m.pss_per_backend
+    if p is None:
+        return f"not measured ({m.pss_per_backend_note})" if m.pss_per_backend_note else fmt.NA
+    interval = f"{fmt.mib(p.low)} … {fmt.mib(p.high)}" if p.low is not None else "no interval"
+    return f"{fmt.mib(p.value)} ({interval}; {p.n} levels, {p.samples} samples)"
 
 
 def _kinds(kinds: dict[str, int]) -> str:
@@ -220,15 +244,18 @@ def little_section(experiment: ExperimentSummary) -> list[Any]:
             fmt.ms(check.mean_think_s * 1000), fmt.ms(check.predicted_response_s * 1000),
             fmt.ms(check.mean_response_s * 1000), fmt.pct(check.disagreement_pct),
             Badge("agrees", "good") if check.agrees else Badge("disagrees", "bad"),
+            "; ".join(unsteady_note(d) for d in v.first.traffic.unsteady) or "steady",
         ])  # fmt: skip
     return _table_section(
         f"Little's law, a self-check of the instrument — {experiment.name}",
-        ["variant", "users", "requests/s", "think time", "predicted response", "measured response", "difference", ""],
-        rows, "lrrrrrrl",
+        ["variant", "users", "requests/s", "think time", "predicted response", "measured response", "difference", "", "trend in the window"],
+        rows, "lrrrrrrll",
         intro="In a closed loop each user waits for its answer, then thinks: response time ≈ users ÷ "
         "throughput − think time. Think time is measured per user from the records; a "
         "disagreement over 10 % means users were idle, the load generator stalled, or the "
-        "window is not steady.",
+        "window is not steady. Little's law holds for averages, so it cannot see a trend: each "
+        "window is also tested for one (goodput and mean response per second against time, "
+        "interval corrected for autocorrelation; flagged when its halves differ by 5 % or more).",
     )  # fmt: skip
 
 
@@ -280,15 +307,25 @@ def leak_section(experiment: ExperimentSummary) -> list[Any]:
             kind = (
                 "bad" if t.verdict == GROWING else "good" if t.verdict == "no growth" else "neutral"
             )
-            rows.append([v.name, t.what, t.window.label() if t.window else fmt.NA, slope,
-                         Badge(t.verdict, kind), t.reason])  # fmt: skip
+            window = t.window.label() if t.window else fmt.NA
+            if t.warmup_s:
+                window += f" (after {fmt.seconds(t.warmup_s)} of warm-up)"
+            threshold = (
+                (unit(t.threshold_per_h) + "/h") if t.threshold_per_h is not None else fmt.NA
+            )
+            rows.append([v.name, t.what, window, slope, threshold, Badge(t.verdict, kind), t.reason])  # fmt: skip
     return _table_section(
         f"Growth at a constant load (leak test) — {experiment.name}",
-        ["variant", "series", "window", "slope", "verdict", "why"],
+        ["variant", "series", "window", "slope", "matters from", "verdict", "why"],
         rows,
-        "lllrll",
+        "lllrrll",
         intro="A slope fitted over a window at a constant user count after the pools filled (a "
-        "soak phase when there is one), with a 95 % interval corrected for autocorrelation.",
+        "soak phase when there is one), with a 95 % interval corrected for autocorrelation. "
+        "Warm-up is excluded (decelerating growth at the window's start: a quarter growing more "
+        "than 3 × faster than the rest); private memory (USS) is judged, PSS is shown only "
+        "(backends faulting in shared_buffers move it); growth matters when it would double the "
+        "process within a day (at least 3 MiB/h), and the window must be long enough to see "
+        "that; a connection count below the pools' ceiling is never a leak.",
     )
 
 
@@ -333,6 +370,7 @@ def model_section(experiment: ExperimentSummary) -> list[Any]:
         blocks += [
             Notice("warning" if f.level == "warning" else "info", f.message) for f in model.flags
         ]
+        blocks += _processes_table(v.first)
     return blocks
 
 
@@ -425,6 +463,17 @@ def _pooler_model(name: str, f: VariantFigures, model: PoolModel) -> list[Any]:
         Notice("warning" if x.level == "warning" else "info", x.message) for x in model.flags
     ]
     return [table, *notices]
+
+
+def _processes_table(f: VariantFigures) -> list[Any]:
+    """Per-process detail of the `untagged` engine (one engine, however many workers)."""
+    if len(f.connections.processes) < 2:
+        return []
+    rows: list[list[Cell]] = [
+        [str(p.pid), p.label, fmt.count(p.peak), fmt.count(p.idle)] for p in f.connections.processes
+    ]
+    caption = f"{f.variant}: untagged connections per client process (one engine)"
+    return [Table(["pid", "as labelled", "peak", "idle"], rows, "lrrr", caption=caption)]
 
 
 def events_section(experiment: ExperimentSummary) -> list[Any]:
