@@ -347,3 +347,49 @@ async def _held_and_polled(base: str, out: Path) -> dict[tuple[int, str], tuple[
         key: (debug, int(last.get(by_name[key], 0)) if key in by_name else 0)
         for key, debug in seen.items()
     }
+
+
+def test_an_engine_made_with_engine_level_arguments_still_starts_under_the_probe(
+    database: str, tmp_path: Path
+) -> None:
+    """create_engine() routes echo, logging_name, hide_parameters… by reading
+    Engine.__init__'s signature: the first probe wrapped that method and every such argument
+    was refused ("TypeError: Invalid argument(s) 'echo' sent to create_engine()"), so a
+    third-party app (rhoboro/async-fastapi-sqlalchemy: `echo=settings.ECHO_SQL`) did not start.
+    The engine still counts, under its creation site."""
+    import os
+    import subprocess
+
+    from poolbench.probe import probe_env
+
+    script = tmp_path / "made.py"
+    script.write_text(
+        textwrap.dedent(
+            f"""
+            import asyncio
+            from sqlalchemy import create_engine, text
+            from sqlalchemy.ext.asyncio import create_async_engine
+
+            url = {database!r}
+            sync = create_engine(url.replace("postgresql://", "postgresql+psycopg://"),
+                                 echo=False, logging_name="mine", hide_parameters=True)
+            with sync.connect() as conn:
+                conn.execute(text("SELECT 1"))
+            made = create_async_engine(url.replace("postgresql://", "postgresql+asyncpg://"),
+                                       echo=False, pool_pre_ping=True)
+
+            async def once():
+                async with made.connect() as conn:
+                    await conn.execute(text("SELECT 1"))
+                await made.dispose()
+
+            asyncio.run(once())
+            """
+        )
+    )
+    env = {**os.environ, **probe_env(os.environ, tmp_path / "probe")}
+    proc = subprocess.run([sys.executable, str(script)], env=env, capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr[-500:]
+    data = read_probe(tmp_path)
+    assert data is not None
+    assert sorted(e.site for e in data.engines) == ["__main__:11", "__main__:7"]

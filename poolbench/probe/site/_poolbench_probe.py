@@ -4,8 +4,8 @@ Loaded by the `sitecustomize` next to it when POOLBENCH_PROBE_DIR is set. It imp
 heavy: it waits for the app to import SQLAlchemy (a meta-path hook), then wraps three places
 once, at class level, so every alias of `create_engine` is covered:
 
-- `Engine.__init__`: an engine is being created; its creation site is the first frame on the
-  stack outside SQLAlchemy (module:line, the identity `poolbench lint` gives). Its pool's
+- `Dialect.engine_created`: create_engine() made an engine; its creation site is the first
+  frame on the stack outside SQLAlchemy (module:line, the identity `poolbench lint` gives). Its pool's
   settings are recorded, its pool events are listened to, and, when the app sets no
   `application_name`, one naming the site is added to each new connection (`do_connect`).
 - `Pool.connect`: a checkout. **Wait time** is measured from the call (the request for a
@@ -471,29 +471,37 @@ def _wrap_connect(original, timeout_error):
     return connect
 
 
-def _wrap_engine_init(original):
-    def __init__(self, *args, **kwargs):
-        original(self, *args, **kwargs)
+def _wrap_engine_created(original):
+    """`Dialect.engine_created`, the hook create_engine() calls with every new engine, from
+    its own frame (so the creation site is found above it). Not `Engine.__init__`:
+    create_engine() reads that signature to route its keyword arguments (echo, logging_name,
+    hide_parameters, …), and a wrapper's `*args, **kwargs` made it refuse them."""
+    func = original.__func__
+
+    def engine_created(cls, engine):
         try:
-            register_engine(self, sys._getframe(1))
+            register_engine(engine, sys._getframe(1))
         except Exception as exc:
             log_once("engine registration", exc)
+        return func(cls, engine)
 
-    __init__.__wrapped__ = original
-    return __init__
+    engine_created.__wrapped__ = func
+    return classmethod(engine_created)
 
 
 def install_hooks() -> None:
-    """Wrap Engine.__init__ and every pool class's connect (SQLAlchemy is imported by now)."""
+    """Wrap Dialect.engine_created and every pool class's connect (SQLAlchemy is imported by
+    now)."""
     from sqlalchemy import exc, pool
-    from sqlalchemy.engine import base
+    from sqlalchemy.engine import interfaces
 
     classes = [getattr(pool, n) for n in dir(pool)]
     for cls in [c for c in classes if isinstance(c, type) and issubclass(c, pool.Pool)]:
         if "connect" in vars(cls) and not hasattr(vars(cls)["connect"], "__wrapped__"):
             cls.connect = _wrap_connect(vars(cls)["connect"], exc.TimeoutError)
-    if not hasattr(base.Engine.__init__, "__wrapped__"):
-        base.Engine.__init__ = _wrap_engine_init(base.Engine.__init__)
+    created = vars(interfaces.Dialect)["engine_created"]
+    if not hasattr(created.__func__, "__wrapped__"):
+        interfaces.Dialect.engine_created = _wrap_engine_created(created)
 
 
 class _SqlalchemyHook:
