@@ -432,16 +432,7 @@ def chart_peak_idle(analysis: Analysis, experiment: ExperimentSummary, path: Pat
                 ax.hlines(
                     p, xi - width * 0.56, xi + width * 0.56, color=MODEL_COLOR, lw=3, zorder=4
                 )
-                ax.annotate(
-                    f"model {_fmt(p)}",
-                    (xi, p),
-                    xytext=(0, 4),
-                    textcoords="offset points",
-                    ha="center",
-                    va="bottom",
-                    fontsize=8.5,
-                    color=MODEL_COLOR,
-                )
+                _note_above(ax, f"model {_fmt(p)}", (xi, p), MODEL_COLOR)
     top = max((v.first.connections.peak or 0 for v in variants), default=0)
     for xi, v in zip(x, variants, strict=True):
         usable = v.first.connections.usable_slots
@@ -455,15 +446,8 @@ def chart_peak_idle(analysis: Analysis, experiment: ExperimentSummary, path: Pat
                 ls="--",
                 zorder=4,
             )
-            ax.annotate(
-                f"server's usable slots {_fmt(usable)}",
-                (xi, usable),
-                xytext=(0, 4),
-                textcoords="offset points",
-                ha="center",
-                va="bottom",
-                fontsize=8.5,
-                color=USABLE_COLOR,
+            _note_above(
+                ax, f"server's usable slots {_fmt(usable)}", (float(xi), usable), USABLE_COLOR
             )
     ax.plot([], [], color=MODEL_COLOR, lw=3, label="configuration: ceiling / full pools idle")
     if any(within_reach(v.first.connections.usable_slots, top) for v in variants):
@@ -481,6 +465,20 @@ def chart_peak_idle(analysis: Analysis, experiment: ExperimentSummary, path: Pat
     ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.2), ncol=4)
     fig.subplots_adjust(left=0.07, right=0.98, top=0.86, bottom=0.27)
     _save(fig, path)
+
+
+def _note_above(ax: Axes, text: str, xy: tuple[float, float], color: str) -> None:
+    """A label just above a mark, centred on it."""
+    ax.annotate(
+        text,
+        xy,
+        xytext=(0, 4),
+        textcoords="offset points",
+        ha="center",
+        va="bottom",
+        fontsize=8.5,
+        color=color,
+    )
 
 
 def _median(values: list[float]) -> float | None:
