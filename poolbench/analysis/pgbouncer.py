@@ -26,6 +26,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -89,7 +90,8 @@ def read_samples(path: Path) -> pd.DataFrame:
         frame = pd.read_csv(path, on_bad_lines="skip")
     except (OSError, pd.errors.ParserError, pd.errors.EmptyDataError):
         return pd.DataFrame()
-    return frame.apply(pd.to_numeric, errors="coerce").dropna(subset=["ts"])
+    numeric: pd.DataFrame = frame.apply(pd.to_numeric, errors="coerce")  # stubs: Any
+    return numeric.dropna(subset=["ts"])
 
 
 def _rate(frame: pd.DataFrame, column: str) -> float | None:
@@ -133,7 +135,7 @@ def _stat(values: pd.Series, how: str) -> float | None:
 
 
 def pgbouncer_figures(
-    meta: dict, path: Path, app_log: Path | None, window: Window | None
+    meta: dict[str, Any], path: Path, app_log: Path | None, window: Window | None
 ) -> PgBouncerFigures | None:
     """The figures of a variant folder `path` whose variant.json has a `pgbouncer` entry."""
     entry = meta.get("pgbouncer")
@@ -153,13 +155,19 @@ def pgbouncer_figures(
         return int(value) if value is not None else None
 
     return PgBouncerFigures(
-        version=entry.get("version"), pool_mode=entry.get("pool_mode"),
-        default_pool_size=integer("default_pool_size"), reserve_pool_size=integer("reserve_pool_size"),
-        max_client_conn=integer("max_client_conn"), server_ceiling=integer("server_ceiling"),
-        window=window, samples=len(frame),
-        peak_clients=_stat(col("clients"), "max"), mean_clients=_stat(col("clients"), "mean"),
+        version=entry.get("version"),
+        pool_mode=entry.get("pool_mode"),
+        default_pool_size=integer("default_pool_size"),
+        reserve_pool_size=integer("reserve_pool_size"),
+        max_client_conn=integer("max_client_conn"),
+        server_ceiling=integer("server_ceiling"),
+        window=window,
+        samples=len(frame),
+        peak_clients=_stat(col("clients"), "max"),
+        mean_clients=_stat(col("clients"), "mean"),
         peak_servers=_stat(col("servers"), "max"),
-        peak_waiting=_stat(col("cl_waiting"), "max"), mean_waiting=_stat(col("cl_waiting"), "mean"),
+        peak_waiting=_stat(col("cl_waiting"), "max"),
+        mean_waiting=_stat(col("cl_waiting"), "mean"),
         wait_p95_ms=_stat(maxwait, "p95"),
         wait_per_xact_ms=_wait_per_xact_ms(frame) if not frame.empty else None,
         xact_per_s=_rate(frame, "total_xact_count") if not frame.empty else None,
@@ -167,8 +175,9 @@ def pgbouncer_figures(
         prepared_statement_errors=count_log_records(app_log, PREPARED_STATEMENT),
         messages=server_messages(app_log),
         pooler_refusals=_pooler_refusals(path / LOG_FILE),
-        hop_ms=hop, hop_samples=hop_samples,
-    )  # fmt: skip
+        hop_ms=hop,
+        hop_samples=hop_samples,
+    )
 
 
 def hop_ms(frame: pd.DataFrame) -> tuple[float | None, int]:

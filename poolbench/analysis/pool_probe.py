@@ -15,7 +15,7 @@ one engine, each process its own pool of that size.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 import pandas as pd
@@ -137,24 +137,36 @@ def _engine(data: ProbeData, members: list[ProbeEngine], window: Window | None) 
     totals = ticks.groupby("tick")["out"].sum() if len(ticks) else pd.Series(dtype=float)
     wait = spread(waited["wait_s"].to_numpy(dtype=float))
     peak_out = int(_in(samples, window)["out_max"].max()) if len(_in(samples, window)) else 0
-    figures = {
-        "site": site, "application_name": first.application_name,
-        "name_source": first.name_source, "database": first.database, "user": first.user,
-        "pool_class": first.pool_class, "pool_size": first.pool_size,
-        "max_overflow": first.max_overflow, "ceiling": ceiling,
-        "pool_timeout": first.pool_timeout, "pool_recycle": first.pool_recycle,
-        "pool_pre_ping": first.pool_pre_ping, "processes": len({e.pid for e in members}),
-        "wait": wait, "queued": spread(queued["wait_s"].to_numpy(dtype=float)),
-        "use": spread(checkouts["use_s"].to_numpy(dtype=float)),
-        "create": spread(records["create_s"].to_numpy(dtype=float)),
-        "checkouts": len(checkouts), "opened": int(checkouts["opened"].astype(bool).sum()),
-        "counters": _increase(samples, window),
-        "peak_out": peak_out, "peak_out_total": int(totals.max()) if len(totals) else 0,
-        "peak_waiting": int(_in(samples, window)["pending_max"].max())
-        if len(_in(samples, window)) else 0,
-        "at_ceiling_share": at_ceiling,
-    }  # fmt: skip
-    return ProbedEngine(**figures, advice=wait_advice(first, peak_out, at_ceiling, figures))
+    engine = ProbedEngine(
+        site=site,
+        application_name=first.application_name,
+        name_source=first.name_source,
+        database=first.database,
+        user=first.user,
+        pool_class=first.pool_class,
+        pool_size=first.pool_size,
+        max_overflow=first.max_overflow,
+        ceiling=ceiling,
+        pool_timeout=first.pool_timeout,
+        pool_recycle=first.pool_recycle,
+        pool_pre_ping=first.pool_pre_ping,
+        processes=len({e.pid for e in members}),
+        wait=wait,
+        queued=spread(queued["wait_s"].to_numpy(dtype=float)),
+        use=spread(checkouts["use_s"].to_numpy(dtype=float)),
+        create=spread(records["create_s"].to_numpy(dtype=float)),
+        checkouts=len(checkouts),
+        opened=int(checkouts["opened"].astype(bool).sum()),
+        counters=_increase(samples, window),
+        peak_out=peak_out,
+        peak_out_total=int(totals.max()) if len(totals) else 0,
+        peak_waiting=int(_in(samples, window)["pending_max"].max())
+        if len(_in(samples, window))
+        else 0,
+        at_ceiling_share=at_ceiling,
+        advice="",  # from the figures, below
+    )
+    return replace(engine, advice=wait_advice(first, peak_out, at_ceiling, engine))
 
 
 def gauge_ticks(samples: pd.DataFrame, window: Window | None) -> pd.DataFrame:
@@ -205,21 +217,23 @@ def headroom(k: int) -> int:
     return k + max(1, math.ceil(k / 4))
 
 
-def wait_advice(engine: ProbeEngine, peak_out: int, at_ceiling: float | None, f: dict) -> str:
+def wait_advice(
+    engine: ProbeEngine, peak_out: int, at_ceiling: float | None, f: ProbedEngine
+) -> str:
     """The sizing input of the wait: queued at p95 → not over-provisioned; never more than
     k checked out and no queueing → can shrink to k plus headroom. The wait of a checkout
     that opened a new connection is the connection's cost, not the pool's size: left out."""
-    wait: Spread = f["queued"]
-    if f["wait"].n == 0:
+    wait: Spread = f.queued
+    if f.wait.n == 0:
         return "no checkouts in the window"
     if engine.ceiling is None:
         return (
             f"{engine.pool_class}: no ceiling, a new connection per checkout "
-            f"(create p50 {fmt.ms(f['create'].p50_ms)})"
+            f"(create p50 {fmt.ms(f.create.p50_ms)})"
             if engine.pool_class == "NullPool"
             else f"{engine.pool_class}: no ceiling"
         )
-    timeouts = f["counters"]["timeouts"]
+    timeouts = f.counters["timeouts"]
     if (wait.p95_ms or 0) >= WAITED_MS or timeouts:
         full = f", at its ceiling {fmt.share(at_ceiling)} of the time" if at_ceiling else ""
         return (

@@ -17,6 +17,7 @@ app runs in-process, `python3.11` for spawned workers). The per-process counts a
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
@@ -81,8 +82,11 @@ def _wide(frame: pd.DataFrame, column: str, index: pd.Index | None = None) -> pd
     """Sum of value per (ts, column), one column per label; missing combinations are 0."""
     if frame.empty:
         return pd.DataFrame(index=index if index is not None else pd.Index([], name="ts"))
-    wide = frame.groupby(["ts", column], sort=True, observed=True)["value"].sum(min_count=1)
-    wide = wide.unstack(column)
+    wide = (
+        frame.groupby(["ts", column], sort=True, observed=True)["value"]
+        .sum(min_count=1)
+        .unstack(column)
+    )
     wide.columns = wide.columns.astype("str")  # labels read as categories: plain names here
     if index is not None:
         if wide.index.isin(index).all():
@@ -175,7 +179,7 @@ def _by_app(frame: pd.DataFrame, index: pd.Index) -> pd.DataFrame:
     return _wide(rows, "application_name", index)
 
 
-def _add_memory(series: VariantSeries, rows) -> None:
+def _add_memory(series: VariantSeries, rows: Callable[[str], pd.DataFrame]) -> None:
     """Memory per process group, summed over the processes alive at each sweep."""
     for key, metric in MEMORY_METRICS.items():
         frame = rows(metric)

@@ -273,9 +273,10 @@ class MemoryTracker:
         if not waiting:
             return []
         horizon = now + period * (1 - JITTER)  # a sweep may come a little late
-        must = sum(1 for e in waiting if e.deadline <= horizon)  # type: ignore[operator]
-        share = sum(period / max(period, e.deadline - e.since) for e in waiting)  # type: ignore[operator]
-        ordered = sorted(waiting, key=lambda e: e.deadline)  # type: ignore[arg-type,return-value]
+        due = [(e.deadline, e) for e in waiting if e.deadline is not None]  # all of them
+        must = sum(1 for deadline, _ in due if deadline <= horizon)
+        share = sum(period / max(period, deadline - e.since) for deadline, e in due)
+        ordered = [e for _, e in sorted(due, key=lambda d: d[0])]
         return ordered[: max(must, math.ceil(share - 1e-9))]
 
     def _read(self, entry: _Entry, now: float, out: MemoryStats) -> None:

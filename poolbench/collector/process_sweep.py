@@ -190,6 +190,8 @@ class ProcessSweeper:
 
     def _sweep_visible_postgres(self, plan: Plan, out: SweepResult, now: float) -> bool:
         postmaster = plan.postmaster
+        if postmaster is None:  # the caller sweeps it only when visible
+            return False
         stats, identity = self._tree_stats([postmaster], depth=1)
         if not (stats and stats[0].pid == postmaster and not stats[0].zombie):
             return False

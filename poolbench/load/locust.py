@@ -58,7 +58,7 @@ class LoadOutputs:
 class LocustProcess:
     """A running Locust: its process, where its files go, and its log (masked on the way)."""
 
-    proc: subprocess.Popen
+    proc: subprocess.Popen[bytes]
     log: MaskedLog
     outputs: LoadOutputs | None = None
 
@@ -144,35 +144,62 @@ def _locust(load: LoadSettings, host: str, files: str, users: int) -> list[str]:
     if not host.startswith(LOOPBACK):
         raise PoolbenchError(f"refusing to load {host}: poolbench targets loopback only")
     return [
-        sys.executable, "-m", "locust", "-f", files, "--host", host,
-        "-u", str(users), "-r", str(load.spawn_rate),
-        "--exit-code-on-error", "0", "--stop-timeout", "2", *load.locust_args,
-    ]  # fmt: skip
+        sys.executable,
+        "-m",
+        "locust",
+        "-f",
+        files,
+        "--host",
+        host,
+        "-u",
+        str(users),
+        "-r",
+        str(load.spawn_rate),
+        "--exit-code-on-error",
+        "0",
+        "--stop-timeout",
+        "2",
+        *load.locust_args,
+    ]
 
 
 def _base(load: LoadSettings, host: str, seconds: float, users: int) -> list[str]:
     return [
         *_locust(load, host, _files(load), users),
-        "--headless", "-t", f"{max(1, round(seconds))}s", "--only-summary",
-    ]  # fmt: skip
+        "--headless",
+        "-t",
+        f"{max(1, round(seconds))}s",
+        "--only-summary",
+    ]
 
 
 def _recorded(outputs: LoadOutputs) -> list[str]:
     """Every request, the status file, and Locust's statistics as CSV and JSON."""
     return [
-        "--poolbench-requests-out", str(outputs.dir / REQUESTS_FILE),
-        "--poolbench-status-out", str(outputs.status),
-        "--csv", str(outputs.csv_prefix), "--csv-full-history",
-        "--json-file", str(outputs.csv_prefix),  # Locust appends .json
-    ]  # fmt: skip
+        "--poolbench-requests-out",
+        str(outputs.dir / REQUESTS_FILE),
+        "--poolbench-status-out",
+        str(outputs.status),
+        "--csv",
+        str(outputs.csv_prefix),
+        "--csv-full-history",
+        "--json-file",
+        str(outputs.csv_prefix),  # Locust appends .json
+    ]
 
 
 def _master(load: LoadSettings, port: int) -> list[str]:
     """A master on `load.locust_master_bind` at `port`: for --processes, or remote workers."""
     bind = ["--master-bind-host", load.locust_master_bind, "--master-bind-port", str(port)]
     if load.locust_workers:
-        return ["--master", "--expect-workers", str(load.locust_workers),
-                "--expect-workers-max-wait", f"{load.locust_workers_timeout_s:g}", *bind]  # fmt: skip
+        return [
+            "--master",
+            "--expect-workers",
+            str(load.locust_workers),
+            "--expect-workers-max-wait",
+            f"{load.locust_workers_timeout_s:g}",
+            *bind,
+        ]
     if load.processes > 1:  # the forked workers connect to --master-port
         return ["--processes", str(load.processes), *bind, "--master-port", str(port)]
     return []
@@ -189,9 +216,13 @@ def load_command(
     """The load phase: poolbench's shape, every request recorded, stats to CSV and JSON."""
     return [
         *_base(load, host, seconds, load.users),
-        "--poolbench-shape", load.shape, "--poolbench-ramp-s", f"{load.ramp_s:g}",
-        *_recorded(outputs), *_master(load, master_port),
-    ]  # fmt: skip
+        "--poolbench-shape",
+        load.shape,
+        "--poolbench-ramp-s",
+        f"{load.ramp_s:g}",
+        *_recorded(outputs),
+        *_master(load, master_port),
+    ]
 
 
 def web_ui_command(
@@ -211,17 +242,30 @@ def web_ui_command(
     """
     return [
         *_locust(load, host, _files(load, *plugins), load.users),
-        "--web-host", "127.0.0.1", "--web-port", str(web_port),
-        *_recorded(outputs), *_master(load, master_port), *plugin_args,
-    ]  # fmt: skip
+        "--web-host",
+        "127.0.0.1",
+        "--web-port",
+        str(web_port),
+        *_recorded(outputs),
+        *_master(load, master_port),
+        *plugin_args,
+    ]
 
 
 def worker_command(load: LoadSettings, master_host: str, master_port: int) -> list[str]:
     """What each worker machine runs to join the master (this machine's paths)."""
     return [
-        sys.executable, "-m", "locust", "-f", _files(load), "--worker",
-        "--master-host", master_host, "--master-port", str(master_port),
-    ]  # fmt: skip
+        sys.executable,
+        "-m",
+        "locust",
+        "-f",
+        _files(load),
+        "--worker",
+        "--master-host",
+        master_host,
+        "--master-port",
+        str(master_port),
+    ]
 
 
 def worker_host(load: LoadSettings) -> str:
@@ -251,8 +295,10 @@ def hold_warning(load: LoadSettings, load_s: float) -> str | None:
 
 def load_record(status: dict[str, Any], load: LoadSettings, load_s: float) -> dict[str, Any]:
     """What variant.json keeps of the load: real start/stop, workers, shape, full-load window."""
-    record = {key: status.get(key) for key in ("launched", "test_start", "test_stop", "tests",
-                                                "workers", "shape", "requests")}  # fmt: skip
+    record = {
+        key: status.get(key)
+        for key in ("launched", "test_start", "test_stop", "tests", "workers", "shape", "requests")
+    }
     shape = status.get("shape") or {}
     start = status.get("test_start")
     if start is not None and shape.get("applied"):

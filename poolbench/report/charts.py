@@ -24,8 +24,10 @@ from __future__ import annotations
 
 import math
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, TypeGuard, TypeVar
 
 import matplotlib
 
@@ -34,16 +36,22 @@ matplotlib.use("Agg")  # before anything imports pyplot; this module itself neve
 import numpy as np
 import pandas as pd
 from matplotlib import rc_context
+from matplotlib.artist import Artist
+from matplotlib.axes import Axes
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
-from matplotlib.patches import Patch
+from matplotlib.lines import Line2D
+from matplotlib.patches import Patch, Rectangle
+from matplotlib.typing import RcKeyType
 
 from poolbench import format as fmt
 from poolbench.analysis import Analysis, VariantRun
 from poolbench.analysis.block_test import block_edges, per_block
+from poolbench.analysis.connections import ConnectionFigures
 from poolbench.analysis.pgbouncer import SAMPLES_FILE as PGBOUNCER_FILE
 from poolbench.analysis.pgbouncer import read_samples as read_pgbouncer
 from poolbench.analysis.pool_probe import probe_timeline
+from poolbench.analysis.pool_sweep import Sweep
 from poolbench.analysis.summary import ExperimentSummary
 from poolbench.files import atomic_file
 from poolbench.format import MiB
@@ -55,7 +63,7 @@ PIXEL_COLUMNS = 850
 DPI = 110
 WIDTH = 11.0  # inches
 
-STYLE = {
+STYLE: dict[RcKeyType, Any] = {
     "font.family": "DejaVu Sans",
     "font.size": 10,
     "axes.titlesize": 11,
@@ -80,9 +88,23 @@ STYLE = {
 }
 VARIANT_COLORS = ["#c44e52", "#4c72b0", "#55a868", "#8172b2", "#ccb974", "#64b5cd", "#937860"]
 ENGINE_COLORS = [
-    "#4c72b0", "#dd8452", "#55a868", "#c44e52", "#8172b2", "#937860", "#da8bc3", "#8c8c8c",
-    "#ccb974", "#64b5cd", "#a1c9f4", "#ffb482", "#8de5a1", "#ff9f9b", "#d0bbff", "#debb9b",
-]  # fmt: skip
+    "#4c72b0",
+    "#dd8452",
+    "#55a868",
+    "#c44e52",
+    "#8172b2",
+    "#937860",
+    "#da8bc3",
+    "#8c8c8c",
+    "#ccb974",
+    "#64b5cd",
+    "#a1c9f4",
+    "#ffb482",
+    "#8de5a1",
+    "#ff9f9b",
+    "#d0bbff",
+    "#debb9b",
+]
 STATE_COLORS = {
     "active": "#dd8452",
     "idle in transaction": "#c44e52",
@@ -116,7 +138,10 @@ def engine_key(name: str) -> str:
     return name.split(":", 1)[1] if ":" in name else name
 
 
-def decimate(data: pd.Series | pd.DataFrame, columns: int = PIXEL_COLUMNS):
+_Data = TypeVar("_Data", pd.Series, pd.DataFrame)
+
+
+def decimate(data: _Data, columns: int = PIXEL_COLUMNS) -> _Data:
     """At most two samples per pixel column, every peak and trough kept (min/max decimation).
 
     The time axis is cut into `columns` equal spans; in each span the samples where the value
@@ -131,8 +156,11 @@ def decimate(data: pd.Series | pd.DataFrame, columns: int = PIXEL_COLUMNS):
     x = data.index.to_numpy(dtype=float)
     span = float(x.max() - x.min()) or 1.0
     bins = np.minimum(((x - x.min()) / span * columns).astype(np.int64), columns - 1)
-    frame = isinstance(data, pd.DataFrame)
-    values = data.sum(axis=1, min_count=1).to_numpy(float) if frame else data.to_numpy(float)
+    values = (
+        data.sum(axis=1, min_count=1).to_numpy(float)
+        if isinstance(data, pd.DataFrame)
+        else data.to_numpy(float)
+    )
     valid = np.flatnonzero(np.isfinite(values))
     order = valid[np.lexsort((values[valid], bins[valid]))]
     first = np.flatnonzero(np.r_[True, bins[order][1:] != bins[order][:-1]])
@@ -155,12 +183,12 @@ class _Clock:
         self.unit = "min" if self.minutes else "s"
         self.label = f"time since the variant started ({self.unit})"
 
-    def x(self, run: VariantRun, index) -> np.ndarray:
+    def x(self, run: VariantRun, index: pd.Index | np.ndarray | list[float]) -> np.ndarray:
         seconds = np.asarray(index, dtype=float) - run.figures.windows.t0
         return seconds / 60 if self.minutes else seconds
 
 
-def _shade_phases(ax, run: VariantRun, clock: _Clock) -> None:
+def _shade_phases(ax: Axes, run: VariantRun, clock: _Clock) -> None:
     for name, window in run.figures.windows.phases.items():
         x0, x1 = clock.x(run, [window.start, window.end])
         ax.axvspan(x0, x1, color=PHASE_COLORS.get(name, "#f7f7f7"), zorder=0, lw=0)
@@ -175,7 +203,7 @@ def _phase_handles(runs: list[VariantRun]) -> list[Patch]:
     return [Patch(color=PHASE_COLORS.get(n, "#f7f7f7"), label=f"{n} phase") for n in names]
 
 
-def _legend(ax, extra: list | None = None, **kwargs) -> None:
+def _legend(ax: Axes, extra: Sequence[Artist] | None = None, **kwargs: Any) -> None:
     """Legend right of the axes: the axes' own entries, then extra handles (e.g. phases)."""
     handles, labels = ax.get_legend_handles_labels()
     for handle in extra or []:
@@ -211,7 +239,7 @@ def _fmt(value: float | None) -> str:
     return fmt.count(value)
 
 
-def _mark_events(ax, run: VariantRun, clock: _Clock) -> list:
+def _mark_events(ax: Axes, run: VariantRun, clock: _Clock) -> list[Line2D]:
     """Vertical lines at the process events of the run (worker exits, restarts), a shaded span
     over each stall."""
     handles = []
@@ -221,21 +249,38 @@ def _mark_events(ax, run: VariantRun, clock: _Clock) -> list:
             continue
         if event["event"] == EventKind.STALLED:  # a span, not a moment
             continue
-        line = ax.axvline(clock.x(run, [float(ts)])[0], color="#222222", lw=1, ls=":", zorder=4,
-                          label=f"{event['event']}" + (f" (pid {event['pid']})" if event.get("pid") else ""))  # fmt: skip
+        line = ax.axvline(
+            clock.x(run, [float(ts)])[0],
+            color="#222222",
+            lw=1,
+            ls=":",
+            zorder=4,
+            label=f"{event['event']}" + (f" (pid {event['pid']})" if event.get("pid") else ""),
+        )
         handles.append(line)
     return handles
 
 
-def _shade_stalls(ax, run: VariantRun, clock: _Clock, color: str = "#d62728") -> list:
+def _shade_stalls(
+    ax: Axes, run: VariantRun, clock: _Clock, color: str = "#d62728"
+) -> list[Rectangle]:
     """A shaded span over each stall of the run (the watchdog's `stalled` events)."""
     handles = []
     for event in run.figures.events:
         if event.get("event") != EventKind.STALLED or event.get("end") is None:
             continue
         start, end = clock.x(run, [float(event["ts"]), float(event["end"])])
-        handles.append(ax.axvspan(start, end, color=color, alpha=0.18, lw=0, zorder=3,
-                                  label=f"{run.figures.variant} stalled ({end - start:.1f} s)"))  # fmt: skip
+        handles.append(
+            ax.axvspan(
+                start,
+                end,
+                color=color,
+                alpha=0.18,
+                lw=0,
+                zorder=3,
+                label=f"{run.figures.variant} stalled ({end - start:.1f} s)",
+            )
+        )
     return handles
 
 
@@ -264,11 +309,14 @@ def chart_connections(analysis: Analysis, experiment: str, path: Path, clock: _C
             x = clock.x(run, frame.index)
             columns = sorted(frame.columns, key=lambda c: engine_key(str(c)))
             ax.stackplot(
-                x, *(frame[c].to_numpy() for c in columns),
+                x,
+                *(frame[c].to_numpy() for c in columns),
                 labels=[str(c) or "(no name)" for c in columns],
                 colors=[colors[engine_key(str(c))] for c in columns],
-                linewidth=0, alpha=0.9, zorder=2,
-            )  # fmt: skip
+                linewidth=0,
+                alpha=0.9,
+                zorder=2,
+            )
         ax.set_title(
             f"{name}: peak {_fmt(m.peak)}, held when idle {_fmt(m.idle)}"
             + (
@@ -285,8 +333,15 @@ def chart_connections(analysis: Analysis, experiment: str, path: Path, clock: _C
         extra = []
         if not users.empty:
             twin = ax.twinx()
-            (line,) = twin.step(clock.x(run, users.index), users.to_numpy(), where="post",
-                                color="#222222", lw=1.2, ls="--", label="Locust users (right axis)")  # fmt: skip
+            (line,) = twin.step(
+                clock.x(run, users.index),
+                users.to_numpy(),
+                where="post",
+                color="#222222",
+                lw=1.2,
+                ls="--",
+                label="Locust users (right axis)",
+            )
             twin.set_ylabel("users")
             twin.grid(False)
             twin.spines["right"].set_visible(True)
@@ -302,8 +357,13 @@ def chart_connections(analysis: Analysis, experiment: str, path: Path, clock: _C
             t.set_ylim(0, top)
     axes[0].set_ylim(bottom=0)
     axes[-1].set_xlabel(clock.label)
-    fig.subplots_adjust(left=0.07, right=0.72, top=1 - 0.55 / fig.get_figheight(), hspace=0.35,
-                        bottom=0.5 / fig.get_figheight())  # fmt: skip
+    fig.subplots_adjust(
+        left=0.07,
+        right=0.72,
+        top=1 - 0.55 / fig.get_figheight(),
+        hspace=0.35,
+        bottom=0.5 / fig.get_figheight(),
+    )
     _save(fig, path)
 
 
@@ -311,16 +371,22 @@ USABLE_COLOR = "#8b0000"
 REACH = 1.5  # the server's usable-slot line is drawn when it is at most this × the data's top
 
 
-def within_reach(usable: float | None, top: float | None) -> bool:
+def within_reach(usable: float | None, top: float | None) -> TypeGuard[float]:
     """The server's usable slots are close enough to the plotted data to matter to it."""
     return usable is not None and top is not None and top > 0 and usable <= REACH * top
 
 
-def _usable_line(ax, m, top: float | None) -> None:
+def _usable_line(ax: Axes, m: ConnectionFigures, top: float | None) -> None:
     """A dashed line at the slots the server could give the app, when within reach."""
     if within_reach(m.usable_slots, top):
-        ax.axhline(m.usable_slots, color=USABLE_COLOR, lw=1.4, ls="--", zorder=5,
-                   label=f"server's usable slots ({_fmt(m.usable_slots)})")  # fmt: skip
+        ax.axhline(
+            m.usable_slots,
+            color=USABLE_COLOR,
+            lw=1.4,
+            ls="--",
+            zorder=5,
+            label=f"server's usable slots ({_fmt(m.usable_slots)})",
+        )
 
 
 def chart_peak_idle(analysis: Analysis, experiment: ExperimentSummary, path: Path) -> None:
@@ -336,13 +402,25 @@ def chart_peak_idle(analysis: Analysis, experiment: ExperimentSummary, path: Pat
         values = [_median([r for r in reps if r is not None]) for reps in repeats]
         xs = x + (j - 0.5) * width
         bars = ax.bar(
-            xs, [0 if v is None else v for v in values], width * 0.92, label=label, zorder=2,
-            color=["#4c72b0", "#a1c9f4"][j], edgecolor="white",
-        )  # fmt: skip
+            xs,
+            [0 if v is None else v for v in values],
+            width * 0.92,
+            label=label,
+            zorder=2,
+            color=["#4c72b0", "#a1c9f4"][j],
+            edgecolor="white",
+        )
         for bar, value in zip(bars, values, strict=True):
-            ax.annotate(_fmt(value), (bar.get_x() + bar.get_width() / 2, bar.get_height() / 2),
-                        ha="center", va="center", fontsize=10, fontweight="bold",
-                        color="white" if j == 0 else "#1f2328", zorder=5)  # fmt: skip
+            ax.annotate(
+                _fmt(value),
+                (bar.get_x() + bar.get_width() / 2, bar.get_height() / 2),
+                ha="center",
+                va="center",
+                fontsize=10,
+                fontweight="bold",
+                color="white" if j == 0 else "#1f2328",
+                zorder=5,
+            )
         for xi, reps in zip(xs, repeats, strict=True):
             reps = [r for r in reps if r is not None]
             if len(reps) > 1:
@@ -351,26 +429,36 @@ def chart_peak_idle(analysis: Analysis, experiment: ExperimentSummary, path: Pat
             model = v.first.model
             p = getattr(model, model_attr) if model else None
             if p is not None:
-                ax.hlines(p, xi - width * 0.56, xi + width * 0.56, color=MODEL_COLOR, lw=3,
-                          zorder=4)  # fmt: skip
-                ax.annotate(f"model {_fmt(p)}", (xi, p), xytext=(0, 4), textcoords="offset points",
-                            ha="center", va="bottom", fontsize=8.5, color=MODEL_COLOR)  # fmt: skip
+                ax.hlines(
+                    p, xi - width * 0.56, xi + width * 0.56, color=MODEL_COLOR, lw=3, zorder=4
+                )
+                _note_above(ax, f"model {_fmt(p)}", (xi, p), MODEL_COLOR)
     top = max((v.first.connections.peak or 0 for v in variants), default=0)
     for xi, v in zip(x, variants, strict=True):
         usable = v.first.connections.usable_slots
         if within_reach(usable, top):
-            ax.hlines(usable, xi - width * 1.1, xi + width * 1.1, color=USABLE_COLOR, lw=1.6,
-                      ls="--", zorder=4)  # fmt: skip
-            ax.annotate(f"server's usable slots {_fmt(usable)}", (xi, usable), xytext=(0, 4),
-                        textcoords="offset points", ha="center", va="bottom", fontsize=8.5,
-                        color=USABLE_COLOR)  # fmt: skip
+            ax.hlines(
+                usable,
+                xi - width * 1.1,
+                xi + width * 1.1,
+                color=USABLE_COLOR,
+                lw=1.6,
+                ls="--",
+                zorder=4,
+            )
+            _note_above(
+                ax, f"server's usable slots {_fmt(usable)}", (float(xi), usable), USABLE_COLOR
+            )
     ax.plot([], [], color=MODEL_COLOR, lw=3, label="configuration: ceiling / full pools idle")
     if any(within_reach(v.first.connections.usable_slots, top) for v in variants):
         ax.plot([], [], color=USABLE_COLOR, lw=1.6, ls="--", label="server's usable slots")
     ax.set_xticks(x, [v.name for v in variants])
     ax.set_ylabel("connections")
-    ax.set_xlabel("variant (medians over repeats; whiskers: min–max)" if any(
-        len(v.repeats) > 1 for v in variants) else "variant")  # fmt: skip
+    ax.set_xlabel(
+        "variant (medians over repeats; whiskers: min–max)"
+        if any(len(v.repeats) > 1 for v in variants)
+        else "variant"
+    )
     ax.set_ylim(0, ax.get_ylim()[1] * 1.12)
     ax.grid(axis="x", visible=False)
     # below the axes, across the figure's width: a legend at the side clipped its longest entry
@@ -379,12 +467,34 @@ def chart_peak_idle(analysis: Analysis, experiment: ExperimentSummary, path: Pat
     _save(fig, path)
 
 
+def _note_above(ax: Axes, text: str, xy: tuple[float, float], color: str) -> None:
+    """A label just above a mark, centred on it."""
+    ax.annotate(
+        text,
+        xy,
+        xytext=(0, 4),
+        textcoords="offset points",
+        ha="center",
+        va="bottom",
+        fontsize=8.5,
+        color=color,
+    )
+
+
 def _median(values: list[float]) -> float | None:
     return float(np.median(values)) if values else None
 
 
-def _lines(ax, pairs, key: str, clock: _Clock, scale: float = 1.0, style: str = "-",
-           label_suffix: str = "", shade: bool = False) -> bool:  # fmt: skip
+def _lines(
+    ax: Axes,
+    pairs: list[tuple[str, VariantRun]],
+    key: str,
+    clock: _Clock,
+    scale: float = 1.0,
+    style: str = "-",
+    label_suffix: str = "",
+    shade: bool = False,
+) -> bool:
     drawn = False
     for i, (name, run) in enumerate(pairs):
         series = run.series.memory.get(key)
@@ -393,13 +503,19 @@ def _lines(ax, pairs, key: str, clock: _Clock, scale: float = 1.0, style: str = 
         if series is None or series.dropna().empty:
             continue
         series = decimate(series.dropna())
-        ax.plot(clock.x(run, series.index), series.to_numpy() / scale, style,
-                color=_variant_color(i), lw=1.6, label=f"{name}{label_suffix}")  # fmt: skip
+        ax.plot(
+            clock.x(run, series.index),
+            series.to_numpy() / scale,
+            style,
+            color=_variant_color(i),
+            lw=1.6,
+            label=f"{name}{label_suffix}",
+        )
         drawn = True
     return drawn
 
 
-def _no_data(ax, text: str = "not sampled") -> None:
+def _no_data(ax: Axes, text: str = "not sampled") -> None:
     ax.text(0.5, 0.5, text, transform=ax.transAxes, ha="center", va="center", color="#999999")
 
 
@@ -438,16 +554,30 @@ def chart_marginal(analysis: Analysis, experiment: str, path: Path, clock: _Cloc
             continue
         count = run.series.backends.reindex(pss.index, method="nearest", tolerance=0.05)
         keep = count.notna().to_numpy()
-        ax.scatter(count.to_numpy()[keep], pss.to_numpy()[keep] / MiB, s=9, alpha=0.5,
-                   color=_variant_color(i), label=f"{name} (sweeps)")  # fmt: skip
+        ax.scatter(
+            count.to_numpy()[keep],
+            pss.to_numpy()[keep] / MiB,
+            s=9,
+            alpha=0.5,
+            color=_variant_color(i),
+            label=f"{name} (sweeps)",
+        )
         slope = run.figures.memory.pss_per_backend
         if slope is not None:
             xs = np.array([count[keep].min(), count[keep].max()])
             y0 = float(np.median(pss.to_numpy()[keep] - slope.value * count.to_numpy()[keep]))
-            ax.plot(xs, (y0 + slope.value * xs) / MiB, color=_variant_color(i), lw=2,
-                    label=f"{name}: {fmt.mib(slope.value)} per backend "
-                    + (f"(95 % CI {fmt.mib(slope.low)} … {fmt.mib(slope.high)})"
-                       if slope.low is not None else "(no interval)"))  # fmt: skip
+            ax.plot(
+                xs,
+                (y0 + slope.value * xs) / MiB,
+                color=_variant_color(i),
+                lw=2,
+                label=f"{name}: {fmt.mib(slope.value)} per backend "
+                + (
+                    f"(95 % CI {fmt.mib(slope.low)} … {fmt.mib(slope.high)})"
+                    if slope.low is not None
+                    else "(no interval)"
+                ),
+            )
         drawn = True
     if not drawn:
         _no_data(ax)
@@ -472,13 +602,18 @@ def _per_second_latency(run: VariantRun) -> pd.DataFrame | None:
     edges = block_edges(load.start, load.end, 1.0)
     blocks = per_block(log.start, log.response_ms, log.ok, edges)
     return pd.DataFrame(
-        {"goodput": blocks.goodput, "failures": blocks.failures, "p50": blocks.p50_ms,
-         "p95": blocks.p95_ms, "p99": blocks.p99_ms},
+        {
+            "goodput": blocks.goodput,
+            "failures": blocks.failures,
+            "p50": blocks.p50_ms,
+            "p95": blocks.p95_ms,
+            "p99": blocks.p99_ms,
+        },
         index=edges[:-1] + 0.5,
-    )  # fmt: skip
+    )
 
 
-def _line(ax, run: VariantRun, clock: _Clock, series: pd.Series, **style) -> None:
+def _line(ax: Axes, run: VariantRun, clock: _Clock, series: pd.Series, **style: Any) -> None:
     """One per-second series, decimated on its own (each line keeps its own peaks)."""
     series = decimate(series)
     ax.plot(clock.x(run, series.index), series.to_numpy(), **style)
@@ -500,11 +635,20 @@ def chart_throughput(analysis: Analysis, experiment: str, path: Path, clock: _Cl
         _shade_stalls(top, run, clock, color)
         _line(top, run, clock, frame["goodput"], color=color, lw=1.6, label=f"{name} successful/s")
         if frame["failures"].any():
-            _line(top, run, clock, frame["failures"], color=color, lw=1.2, ls=":",
-                  label=f"{name} failed/s")  # fmt: skip
+            _line(
+                top,
+                run,
+                clock,
+                frame["failures"],
+                color=color,
+                lw=1.2,
+                ls=":",
+                label=f"{name} failed/s",
+            )
         for key, style in (("p50", "-"), ("p95", "--"), ("p99", ":")):
-            _line(bottom, run, clock, frame[key], color=color, lw=1.4, ls=style,
-                  label=f"{name} {key}")  # fmt: skip
+            _line(
+                bottom, run, clock, frame[key], color=color, lw=1.4, ls=style, label=f"{name} {key}"
+            )
         window = run.figures.traffic.window
         if window is not None:
             for edge in (window.start, window.end):
@@ -556,11 +700,22 @@ def chart_states(analysis: Analysis, experiment: str, path: Path, clock: _Clock)
             _shade_phases(a, run, clock)
         if not frame.empty:
             x = clock.x(run, frame.index)
-            ax.stackplot(x, *(frame[c].to_numpy() for c in frame.columns),
-                         colors=[STATE_COLORS[c] for c in frame.columns],
-                         linewidth=0, alpha=0.9, zorder=2)  # fmt: skip
-            low.fill_between(x, frame["active"].to_numpy(), color=STATE_COLORS["active"],
-                             step="mid", lw=0, zorder=2)  # fmt: skip
+            ax.stackplot(
+                x,
+                *(frame[c].to_numpy() for c in frame.columns),
+                colors=[STATE_COLORS[c] for c in frame.columns],
+                linewidth=0,
+                alpha=0.9,
+                zorder=2,
+            )
+            low.fill_between(
+                x,
+                frame["active"].to_numpy(),
+                color=STATE_COLORS["active"],
+                step="mid",
+                lw=0,
+                zorder=2,
+            )
         c = run.figures.connections
         ax.set_title(
             f"{name}: active at full load p50 {_fmt(c.active.p50)}, p99 {_fmt(c.active.p99)}, "
@@ -579,8 +734,13 @@ def chart_states(analysis: Analysis, experiment: str, path: Path, clock: _Clock)
     handles = [Patch(color=STATE_COLORS[s], label=s) for s in STATE_COLORS if s in shown]
     handles.append(Patch(color=STATE_COLORS["active"], label="active alone (lower panel)"))
     _legend(fig.axes[0], handles + _phase_handles([r for _, r in pairs]))
-    fig.subplots_adjust(left=0.07, right=0.77, top=1 - 0.55 / fig.get_figheight(), hspace=0.45,
-                        bottom=0.5 / fig.get_figheight())  # fmt: skip
+    fig.subplots_adjust(
+        left=0.07,
+        right=0.77,
+        top=1 - 0.55 / fig.get_figheight(),
+        hspace=0.45,
+        bottom=0.5 / fig.get_figheight(),
+    )
     _save(fig, path)
 
 
@@ -617,24 +777,46 @@ TIME_CHARTS = {
 }
 
 
-def chart_sweep(sweep, path: Path) -> None:
+def chart_sweep(sweep: Sweep, path: Path) -> None:
     """Goodput and latency percentiles against pool size (log scale), the choice marked."""
     points = sweep.points
     fig = _figure(2, 2.6, f"Pool-size sweep — {sweep.variant}")
     top, bottom = fig.subplots(2, 1, sharex=True)
     sizes = [p.pool_size for p in points]
-    top.plot(sizes, [p.goodput for p in points], "o-", color=VARIANT_COLORS[1], lw=1.8,
-             label="goodput (successful/s)")  # fmt: skip
+    top.plot(
+        sizes,
+        [p.goodput for p in points],
+        "o-",
+        color=VARIANT_COLORS[1],
+        lw=1.8,
+        label="goodput (successful/s)",
+    )
     for key, style in (("p50", "o-"), ("p95", "s--"), ("p99", "^:")):
-        bottom.plot(sizes, [getattr(p, key) for p in points], style, color=VARIANT_COLORS[0],
-                    lw=1.4, label=key)  # fmt: skip
+        bottom.plot(
+            sizes,
+            [getattr(p, key) for p in points],
+            style,
+            color=VARIANT_COLORS[0],
+            lw=1.4,
+            label=key,
+        )
     for ax in (top, bottom):
         if sweep.recommended is not None:
-            ax.axvline(sweep.recommended, color=MODEL_COLOR, lw=2, alpha=0.7,
-                       label=f"recommended: {sweep.recommended}")  # fmt: skip
+            ax.axvline(
+                sweep.recommended,
+                color=MODEL_COLOR,
+                lw=2,
+                alpha=0.7,
+                label=f"recommended: {sweep.recommended}",
+            )
         if sweep.hikari:
-            ax.axvline(sweep.hikari / max(sweep.workers, 1), color="#555555", lw=1, ls=":",
-                       label=f"HikariCP 2 × cores + 1 = {sweep.hikari}")  # fmt: skip
+            ax.axvline(
+                sweep.hikari / max(sweep.workers, 1),
+                color="#555555",
+                lw=1,
+                ls=":",
+                label=f"HikariCP 2 × cores + 1 = {sweep.hikari}",
+            )
         ax.set_xscale("log", base=2)
         ax.set_ylim(bottom=0)
         _legend(ax)
@@ -677,6 +859,7 @@ def chart_pool_probe(analysis: Analysis, experiment: str, path: Path, clock: _Cl
         _shade_phases(top, run, clock)
         _shade_phases(bottom, run, clock)
         for j, site in enumerate(_probed_sites(run)):
+            assert run.probe is not None  # _probed_sites found the site in it
             frame = probe_timeline(run.probe, site)
             color = ENGINE_COLORS[j % len(ENGINE_COLORS)]
             gauges = frame.dropna(subset=["out"])
@@ -731,9 +914,16 @@ def render_charts(analysis: Analysis, out_dir: Path) -> list[Chart]:
         for sweep in analysis.summary.sweeps:
             path = out_dir / "charts" / f"sweep-{slug(sweep.group)}-{slug(sweep.variant)}.png"
             chart_sweep(sweep, path)
-            charts.append(Chart("sweep", f"Pool-size sweep of {sweep.variant}", path,
-                                "Goodput and latency percentiles against pool size, with the "
-                                "recommended size marked.", f"sweep:{sweep.group}:{sweep.variant}"))  # fmt: skip
+            charts.append(
+                Chart(
+                    "sweep",
+                    f"Pool-size sweep of {sweep.variant}",
+                    path,
+                    "Goodput and latency percentiles against pool size, with the "
+                    "recommended size marked.",
+                    f"sweep:{sweep.group}:{sweep.variant}",
+                )
+            )
     return charts
 
 
@@ -753,17 +943,49 @@ def chart_fan_in(runs: list[tuple[str, VariantRun]], path: Path, title: str) -> 
     for ax, (name, run) in zip(axes, runs, strict=True):
         _shade_phases(ax, run, clock)
         total = run.series.total
-        ax.plot(clock.x(run, total.index), total.to_numpy(), color="#c44e52", lw=1.6,
-                label="PostgreSQL backends")  # fmt: skip
+        ax.plot(
+            clock.x(run, total.index),
+            total.to_numpy(),
+            color="#c44e52",
+            lw=1.6,
+            label="PostgreSQL backends",
+        )
         b = run.figures.pgbouncer
         frame = read_pgbouncer(run.result.path / PGBOUNCER_FILE) if b else None
         if frame is not None and not frame.empty:
             x = clock.x(run, frame["ts"].to_numpy(dtype=float))
-            ax.plot(x, frame["clients"], color="#4c72b0", lw=1.4, label="client connections to PgBouncer")  # fmt: skip
-            ax.plot(x, frame["servers"], color="#dd8452", lw=1.0, ls="--", label="PgBouncer's server connections")  # fmt: skip
-            ax.fill_between(x, 0, frame["cl_waiting"], color="#8172b2", alpha=0.35, lw=0, label="clients waiting for a server")  # fmt: skip
+            ax.plot(
+                x,
+                frame["clients"],
+                color="#4c72b0",
+                lw=1.4,
+                label="client connections to PgBouncer",
+            )
+            ax.plot(
+                x,
+                frame["servers"],
+                color="#dd8452",
+                lw=1.0,
+                ls="--",
+                label="PgBouncer's server connections",
+            )
+            ax.fill_between(
+                x,
+                0,
+                frame["cl_waiting"],
+                color="#8172b2",
+                alpha=0.35,
+                lw=0,
+                label="clients waiting for a server",
+            )
         if b is not None and b.server_ceiling is not None:
-            ax.axhline(b.server_ceiling, color="#d55e00", lw=1, ls=":", label=f"default_pool_size (+ reserve) = {b.server_ceiling}")  # fmt: skip
+            ax.axhline(
+                b.server_ceiling,
+                color="#d55e00",
+                lw=1,
+                ls=":",
+                label=f"default_pool_size (+ reserve) = {b.server_ceiling}",
+            )
         ax.set_title(f"{name}" + (f" — PgBouncer {b.pool_mode}" if b else " — direct"))
         ax.set_ylabel("connections")
         ax.set_ylim(bottom=0)

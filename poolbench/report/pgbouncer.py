@@ -46,11 +46,22 @@ def _glance_row(f: VariantFigures) -> list[Cell]:
 def glance_table(experiment: ExperimentSummary) -> Table:
     rows = [_glance_row(v.first) for v in experiment.variants]
     return Table(
-        ["variant", "PostgreSQL backends, peak", "client connections to the pooler, peak",
-         "fan-in", "waiting clients, peak", "pooler wait p95", "goodput", "request p95",
-         "prepared-statement errors", "refused by the pooler", "refused by PostgreSQL (53300)"],
-        rows, "lrrrrrrrrrr",
-    )  # fmt: skip
+        [
+            "variant",
+            "PostgreSQL backends, peak",
+            "client connections to the pooler, peak",
+            "fan-in",
+            "waiting clients, peak",
+            "pooler wait p95",
+            "goodput",
+            "request p95",
+            "prepared-statement errors",
+            "refused by the pooler",
+            "refused by PostgreSQL (53300)",
+        ],
+        rows,
+        "lrrrrrrrrrr",
+    )
 
 
 def _hop(f: VariantFigures, direct: VariantFigures | None) -> str | None:
@@ -66,7 +77,7 @@ def _hop(f: VariantFigures, direct: VariantFigures | None) -> str | None:
         )
     mine = f.traffic.latency.p50
     theirs = direct.traffic.latency.p50 if direct is not None else None
-    if mine is not None and theirs is not None and not f.traffic.failures:
+    if direct is not None and mine is not None and theirs is not None and not f.traffic.failures:
         parts.append(
             f"median request {fmt.ms(mine)} against {fmt.ms(theirs)} for {direct.variant} (the "
             f"same app, direct, same load): {fmt.ms(mine - theirs)} more, the hop's round trips "
@@ -78,7 +89,11 @@ def _hop(f: VariantFigures, direct: VariantFigures | None) -> str | None:
 def hop_bullets(experiment: ExperimentSummary) -> list[str]:
     figures = [v.first for v in experiment.variants]
     directs = {f.app_dir: f for f in figures if f.pgbouncer is None and f.app_dir}
-    return [h for f in figures if (h := _hop(f, directs.get(f.app_dir))) is not None]
+    return [
+        h
+        for f in figures
+        if (h := _hop(f, directs.get(f.app_dir) if f.app_dir else None)) is not None
+    ]
 
 
 def layers_table(experiment: ExperimentSummary) -> Table:
@@ -90,18 +105,32 @@ def layers_table(experiment: ExperimentSummary) -> Table:
         app_ceiling = model.app_ceiling if model and model.app_ceiling is not None else None
         if app_ceiling is None and model is not None and b is None:
             app_ceiling = model.ceiling
-        rows.append([
-            f.variant, fmt.count(app_ceiling),
-            f"{b.pool_mode}" if b else "none (direct)",
-            fmt.count(b.default_pool_size) if b else "", fmt.count(b.reserve_pool_size) if b else "",
-            fmt.count(b.max_client_conn) if b else "",
-            fmt.count(b.server_ceiling if b else app_ceiling), fmt.count(f.connections.peak),
-        ])  # fmt: skip
+        rows.append(
+            [
+                f.variant,
+                fmt.count(app_ceiling),
+                f"{b.pool_mode}" if b else "none (direct)",
+                fmt.count(b.default_pool_size) if b else "",
+                fmt.count(b.reserve_pool_size) if b else "",
+                fmt.count(b.max_client_conn) if b else "",
+                fmt.count(b.server_ceiling if b else app_ceiling),
+                fmt.count(f.connections.peak),
+            ]
+        )
     return Table(
-        ["variant", "app pools: ceiling (client side)", "pool_mode", "default_pool_size",
-         "reserve_pool_size", "max_client_conn", "PostgreSQL can see at most", "measured peak"],
-        rows, "lrlrrrrr",
-    )  # fmt: skip
+        [
+            "variant",
+            "app pools: ceiling (client side)",
+            "pool_mode",
+            "default_pool_size",
+            "reserve_pool_size",
+            "max_client_conn",
+            "PostgreSQL can see at most",
+            "measured peak",
+        ],
+        rows,
+        "lrlrrrrr",
+    )
 
 
 def advice(experiment: ExperimentSummary) -> list[str]:
@@ -118,10 +147,13 @@ def advice(experiment: ExperimentSummary) -> list[str]:
             "PgBouncer in front the app's own pools size the client side only"
         )
     capped = [
-        v.name for v in experiment.variants
-        if (b := v.first.pgbouncer) and (b.peak_waiting or 0) > 0
-        and v.first.connections.peak is not None and v.first.connections.peak >= (b.server_ceiling or math.inf)
-    ]  # fmt: skip
+        v.name
+        for v in experiment.variants
+        if (b := v.first.pgbouncer)
+        and (b.peak_waiting or 0) > 0
+        and v.first.connections.peak is not None
+        and v.first.connections.peak >= (b.server_ceiling or math.inf)
+    ]
     if total is not None and capped:
         out.append(
             f"the demand is capped where clients waited for a full server pool ({', '.join(capped)}): "
@@ -155,18 +187,22 @@ def failure_blocks(experiment: ExperimentSummary) -> list[Any]:
             continue
         if b.prepared_statement_errors:
             said = "; ".join(f"“{m}” × {n}" for m, n in b.messages.items()) or "no message found"
-            blocks.append(Notice(
-                "warning",
-                f"{v.name}: {fmt.count(b.prepared_statement_errors)} requests failed on prepared "
-                f"statements through {b.pool_mode} pooling (app.log, whole run): {said}. {FIX}",
-            ))  # fmt: skip
+            blocks.append(
+                Notice(
+                    "warning",
+                    f"{v.name}: {fmt.count(b.prepared_statement_errors)} requests failed on prepared "
+                    f"statements through {b.pool_mode} pooling (app.log, whole run): {said}. {FIX}",
+                )
+            )
         if b.pooler_refusals:
-            blocks.append(Notice(
-                "warning",
-                f"{v.name}: PgBouncer refused {fmt.count(b.pooler_refusals)} client logins at "
-                f"max_client_conn {fmt.count(b.max_client_conn)} (pgbouncer.log); PostgreSQL's "
-                "own refusals (53300) are counted apart.",
-            ))  # fmt: skip
+            blocks.append(
+                Notice(
+                    "warning",
+                    f"{v.name}: PgBouncer refused {fmt.count(b.pooler_refusals)} client logins at "
+                    f"max_client_conn {fmt.count(b.max_client_conn)} (pgbouncer.log); PostgreSQL's "
+                    "own refusals (53300) are counted apart.",
+                )
+            )
     return blocks
 
 

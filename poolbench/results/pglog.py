@@ -47,7 +47,7 @@ from __future__ import annotations
 import os
 import re
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta, timezone
 
 from poolbench.errors import PoolbenchError
@@ -204,28 +204,28 @@ def _epoch(date: str, tz: str) -> float:
 
 def records(lines: Iterable[str]) -> Iterable[Record | None]:
     """Messages in log order; None for each line that is neither a message nor a continuation."""
-    pending: dict | None = None
+    pending: Record | None = None
     for number, raw in enumerate(lines, 1):
         line = raw.rstrip("\n")
         if line.startswith("\t") and pending is not None:
-            pending["message"] += "\n" + line[1:]
+            pending = replace(pending, message=pending.message + "\n" + line[1:])
             continue
         match = _PREFIX.match(line)
         if match is None:
             yield None
             continue
         if pending is not None:
-            yield Record(**pending)
-        pending = {
-            "ts": _epoch(match["date"], match["tz"]),
-            "pid": int(match["pid"]),
-            "sqlstate": match["sqlstate"],
-            "level": match["level"],
-            "message": match["message"],
-            "line": number,
-        }
+            yield pending
+        pending = Record(
+            ts=_epoch(match["date"], match["tz"]),
+            pid=int(match["pid"]),
+            sqlstate=match["sqlstate"],
+            level=match["level"],
+            message=match["message"],
+            line=number,
+        )
     if pending is not None:
-        yield Record(**pending)
+        yield pending
 
 
 class _Reader:
@@ -274,9 +274,9 @@ class _Reader:
                 backend.authorized, backend.database = True, session.database
                 backend.application_name = session.application_name
         elif match := _DISCONNECTION.match(msg):
-            session = self.open.get(rec.pid)
-            if session is not None:
-                session.session_time_s = (
+            ended = self.open.get(rec.pid)
+            if ended is not None:
+                ended.session_time_s = (
                     int(match["h"]) * 3600 + int(match["m"]) * 60 + float(match["s"])
                 )
                 self._close(rec.pid, rec.ts, rec.line, "disconnection")

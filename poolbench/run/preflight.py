@@ -41,6 +41,8 @@ def check_slots(admin_url: str, dbname: str, entry: dict[str, Any]) -> dict[str,
     try:
         with _monitoring_connection(admin_url) as conn:
             row = conn.execute(SLOTS_SQL, {"db": dbname, "collector": APPLICATION_NAME}).fetchone()
+            if row is None:  # an aggregate without GROUP BY: always one row
+                raise PoolbenchError("pg_stat_activity returned no row")
     except (PoolbenchError, psycopg.Error, OSError) as exc:
         return {"ceiling": ceiling, "error": first_line(exc), "warning": None}
     max_connections, superuser_reserved, reserved, others, own = row

@@ -18,14 +18,17 @@ from __future__ import annotations
 import re
 import shlex
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from poolbench.collector import CollectorThread, sockets
-from poolbench.config.bench import BenchConfig, Experiment, Variant
+from poolbench.config.bench import BenchConfig, Experiment, LoadSettings
+from poolbench.config.variants import Variant
 from poolbench.errors import PoolbenchError, first_line
 from poolbench.infra import postgres, undo
-from poolbench.infra.app_server import VariantStartError
+from poolbench.infra.app_server import RunningVariant, VariantStartError
+from poolbench.infra.postgres import Database
 from poolbench.load import locust
 from poolbench.results.events import EventKind
 from poolbench.results.run_folder import RunRecord
@@ -68,6 +71,13 @@ class Runner:
         self.display.subscribe(self.events)
         self.record: RunRecord | None = None
 
+    @property
+    def _record(self) -> RunRecord:
+        """The run's record, which `run` creates before any experiment runs."""
+        if self.record is None:
+            raise RuntimeError("the run's record is created by Runner.run first")
+        return self.record
+
     def run(self) -> RunRecord:
         if self.database_url:  # a URL that cannot work is refused before anything is written
             postgres.check_server(self.database_url)
@@ -102,7 +112,7 @@ class Runner:
         return self.record
 
     def _run_experiment(self, experiment: Experiment) -> None:
-        entries = self.record.experiment(
+        entries = self._record.experiment(
             experiment.name,
             experiment.description,
             claims=experiment.claims,
@@ -118,24 +128,29 @@ class Runner:
                 entry = stack.new_entry(experiment, self.config.variants[name], repeat)
                 entries.append(entry)
                 ref = VariantRef(
-                    experiment.name, name, repeat, position, self.record.variant_dir(entry)
+                    experiment.name, name, repeat, position, self._record.variant_dir(entry)
                 )
                 self._run_variant(experiment, self.config.variants[name], entry, ref)
 
     def _run_variant(
-        self, experiment: Experiment, variant: Variant, entry: dict, ref: VariantRef
+        self, experiment: Experiment, variant: Variant, entry: dict[str, Any], ref: VariantRef
     ) -> None:
         """One variant from a fresh database to its end; a fault it suffers ends it alone."""
-        record, out = self.record, ref.dir
+        record, out = self._record, ref.dir
         self.events.variant_started.fire(ref=ref)
         stack.add_census(entry, experiment, variant, out)
         record.save_variant(entry)
         dog = None
         try:
             with stack.database_and_app(
-                record, experiment, variant, entry, out, self.database_url,
+                record,
+                experiment,
+                variant,
+                entry,
+                out,
+                self.database_url,
                 on_database=lambda db: self._preflight(db, entry),
-            ) as (db, app):  # fmt: skip
+            ) as (db, app):
                 self._check_bind(app, entry, variant)
                 with Watchdog(self.events, ref) as dog:
                     dog.watch_app(app.pid)
@@ -162,7 +177,7 @@ class Runner:
             return
         self._end_variant(ref, entry, status, error)
 
-    def _check_bind(self, app, entry: dict, variant: Variant) -> None:
+    def _check_bind(self, app: RunningVariant, entry: dict[str, Any], variant: Variant) -> None:
         """The app listens on loopback only, as every server poolbench starts: one reachable
         from other machines is refused (a load test is no reason to expose it), unless the
         variant says `listen_beyond_loopback = true`: then it is recorded and warned about."""
@@ -186,14 +201,26 @@ class Runner:
             f"warning: {entry['experiment']}/{entry['variant']}: {entry['listening_warning']}"
         )
 
-    def _end_variant(self, ref: VariantRef, entry: dict, status: str, error: str | None) -> None:
+    def _end_variant(
+        self, ref: VariantRef, entry: dict[str, Any], status: str, error: str | None
+    ) -> None:
         entry["status"], entry["error"] = status, error
         self.events.variant_ended.fire(ref=ref, status=status, error=error)
 
-    def _phases(self, experiment, variant, entry, db, app, ref: VariantRef, dog) -> None:
+    def _phases(
+        self,
+        experiment: Experiment,
+        variant: Variant,
+        entry: dict[str, Any],
+        db: Database,
+        app: RunningVariant,
+        ref: VariantRef,
+        dog: Watchdog,
+    ) -> None:
         phases, out = experiment.phases, ref.dir
-        self.display.message(f"[{experiment.name}] {ref.variant}: the server, while it runs: "
-                             f"{stack.psql_line(db)}")  # fmt: skip
+        self.display.message(
+            f"[{experiment.name}] {ref.variant}: the server, while it runs: {stack.psql_line(db)}"
+        )
         collector_config = stack.collector_config(db, app, variant, out)
         collector = CollectorThread(collector_config)
         entry["collector"] = stack.collector_entry(collector_config, variant)
@@ -203,29 +230,46 @@ class Runner:
         try:
             with collector:
                 dog.watch_collector(lambda: collector.latest().ts)
-                self._phase(ref, "warmup", phases.warmup_s,
-                            lambda: self._warmup(experiment, app, ref, dog))  # fmt: skip
-                self._phase(ref, "load", phases.load_s + phases.soak_s, starts_itself=True,
-                            body=lambda begin: self._load(experiment, app, ref, collector, begin, dog))  # fmt: skip
-                self._phase(ref, "idle", phases.idle_s,
-                            lambda: self._idle(ref, phases.idle_s, collector, dog))  # fmt: skip
+                self._phase(
+                    ref, "warmup", phases.warmup_s, lambda: self._warmup(experiment, app, ref, dog)
+                )
+                self._phase(
+                    ref,
+                    "load",
+                    phases.load_s + phases.soak_s,
+                    starts_itself=True,
+                    body=lambda begin: self._load(experiment, app, ref, collector, begin, dog),
+                )
+                self._phase(
+                    ref,
+                    "idle",
+                    phases.idle_s,
+                    lambda: self._idle(ref, phases.idle_s, collector, dog),
+                )
         finally:
             dog.watch_collector(None)  # stopped on purpose: its silence says nothing now
             entry["collector"]["rows_written"] = collector.rows_written
             entry["watchdog"] = dog.describe()
             self.events.load_started.remove_listener(on_load)
             entry["collector"].update(collector.latest().footprint())
-            self.record.save_variant(entry)
+            self._record.save_variant(entry)
 
-    def _preflight(self, db, entry: dict) -> None:
+    def _preflight(self, db: Database, entry: dict[str, Any]) -> None:
         """Free slots against the model's ceiling, before the app starts (an app that cannot
         connect may not start at all: the warning says why first; docs/results.md)."""
         entry["preflight"] = check_slots(db.admin_url, db.dbname, entry)
         if warning := entry["preflight"].get("warning"):
             self.display.message(f"warning: {entry['experiment']}/{entry['variant']}: {warning}")
-        self.record.save_variant(entry)
+        self._record.save_variant(entry)
 
-    def _phase(self, ref: VariantRef, name: str, length: float, body, starts_itself=False) -> None:
+    def _phase(
+        self,
+        ref: VariantRef,
+        name: str,
+        length: float,
+        body: Callable[..., None],
+        starts_itself: bool = False,
+    ) -> None:
         """A timestamped phase; with `starts_itself`, body(begin) calls begin(ts) when it began,
         and may call begin(ts, next_name, next_length) to end it there and start the next."""
         if length <= 0:
@@ -246,7 +290,9 @@ class Runner:
             if current:
                 self.events.phase_ended.fire(ref=ref, phase=current.pop(), ts=time.time())
 
-    def _warmup(self, experiment: Experiment, app, ref: VariantRef, dog) -> None:
+    def _warmup(
+        self, experiment: Experiment, app: RunningVariant, ref: VariantRef, dog: Watchdog
+    ) -> None:
         """A light load over every route, so pools, caches and JIT-like paths are warm."""
         seconds = experiment.phases.warmup_s
         cmd = locust.warmup_command(experiment.load, app.base_url, seconds, WARMUP_USERS)
@@ -266,7 +312,15 @@ class Runner:
         if process.proc.returncode != 0:
             raise PoolbenchError(f"Locust {process.ended(process.proc.returncode)}")
 
-    def _load(self, experiment: Experiment, app, ref: VariantRef, collector, begin, dog) -> None:
+    def _load(
+        self,
+        experiment: Experiment,
+        app: RunningVariant,
+        ref: VariantRef,
+        collector: CollectorThread,
+        begin: Callable[..., None],
+        dog: Watchdog,
+    ) -> None:
         """The load phase begins when Locust's test does (after its workers joined)."""
         settings, out = experiment.load, ref.dir
         load_s, soak_s = experiment.phases.load_s, experiment.phases.soak_s
@@ -290,15 +344,20 @@ class Runner:
             started = process.wait_started(settings, live)
             applied = (process.status().get("shape") or {}).get("applied")
             dog.watch_locust(
-                process.pid, started + load_s + soak_s, process.proc.poll,
+                process.pid,
+                started + load_s + soak_s,
+                process.proc.poll,
                 shape_target(settings, load_s + soak_s) if applied else None,
-            )  # fmt: skip
+            )
             begin(started, "load", load_s)
             soak_at = started + load_s if soak_s > 0 else None
             deadline = time.monotonic() + load_s + soak_s + LOCUST_GRACE_S
             while process.proc.poll() is None:
                 if time.monotonic() > deadline:
-                    raise PoolbenchError(f"Locust overran its {load_s + soak_s:.0f} s load phase; see {out / 'locust.log'}")  # fmt: skip
+                    raise PoolbenchError(
+                        f"Locust overran its {load_s + soak_s:.0f} s load phase; "
+                        f"see {out / 'locust.log'}"
+                    )
                 if soak_at is not None and time.time() >= soak_at:
                     begin(soak_at, "soak", soak_s)  # the same Locust run, at the same users
                     soak_at = None
@@ -313,7 +372,7 @@ class Runner:
             if ended_early is not None and status.get("test_start") and not status.get("test_stop"):
                 status["test_stop"] = ended_early  # killed: its figures end where it did
             record = locust.load_record(status, settings, load_s + soak_s)
-            self.record.entry_for(out)["locust"] = record
+            self._record.entry_for(out)["locust"] = record
             if message := (record.get("shape") or {}).get("message"):
                 self.display.message(f"[{experiment.name}] {ref.variant}: {message}")
         if process.proc.returncode != 0 and ended_early is None:
@@ -323,7 +382,9 @@ class Runner:
         # Locust ended before its time (killed, crashed): the watchdog's event degrades the
         # variant, and what it recorded until then is kept; it does not end the run
 
-    def _await_workers(self, ref: VariantRef, settings, port: int, target: str) -> None:
+    def _await_workers(
+        self, ref: VariantRef, settings: LoadSettings, port: int, target: str
+    ) -> None:
         """Say what each worker machine runs; the command is also kept in events.jsonl."""
         command = locust.shell(locust.worker_command(settings, locust.worker_host(settings), port))
         self.display.message(
@@ -331,18 +392,27 @@ class Runner:
             f"{settings.locust_workers} Locust workers (they load {target}); "
             f"on each worker machine run:\n  {command}"
         )
-        self.events.lifecycle.fire(ref=ref, kind=EventKind.LOCUST_WORKERS_AWAITED, ts=time.time(),
-                                   expected=settings.locust_workers, command=command,
-                                   target=target)  # fmt: skip
+        self.events.lifecycle.fire(
+            ref=ref,
+            kind=EventKind.LOCUST_WORKERS_AWAITED,
+            ts=time.time(),
+            expected=settings.locust_workers,
+            command=command,
+            target=target,
+        )
 
-    def _idle(self, ref: VariantRef, seconds: float, collector, dog) -> None:
+    def _idle(
+        self, ref: VariantRef, seconds: float, collector: CollectorThread, dog: Watchdog
+    ) -> None:
         """No load: what the pools keep open is what stays visible here."""
         end = time.monotonic() + seconds
         while time.monotonic() < end:
             self._show_live(ref, collector, {"users": 0, "rps": 0}, dog)
             time.sleep(min(0.5, max(0.0, end - time.monotonic())))
 
-    def _show_live(self, ref: VariantRef, collector, load: dict[str, float], dog) -> None:
+    def _show_live(
+        self, ref: VariantRef, collector: CollectorThread, load: dict[str, float], dog: Watchdog
+    ) -> None:
         stack.fire_live(self.events, ref, collector, load)
         dog.check()
 

@@ -17,8 +17,9 @@ from pathlib import Path
 from typing import Any
 
 from poolbench.analysis.model import ceiling
-from poolbench.collector import CollectorConfig
-from poolbench.config.bench import BenchConfig, Experiment, Variant
+from poolbench.collector import CollectorConfig, CollectorThread
+from poolbench.config.bench import BenchConfig, Experiment
+from poolbench.config.variants import Variant
 from poolbench.infra import app_launch, postgres
 from poolbench.infra.app_server import RunningVariant
 from poolbench.infra.environment import collect_environment
@@ -26,14 +27,17 @@ from poolbench.infra.postgres import Database
 from poolbench.redact import mask_url
 from poolbench.results.run_folder import POSTGRES_LOG_FILE, RunRecord, new_run_id, write_json
 from poolbench.results.status import Status
+from poolbench.run.events import RunEvents, VariantRef
 
 
-def engines_from_census(app_dir: Path, label: str, experiment: Experiment) -> tuple[list, dict]:
+def engines_from_census(
+    app_dir: Path, label: str, experiment: Experiment
+) -> tuple[list[dict[str, Any]], dict[str, object]]:
     """The app's long-lived engines as the collector will see them, from a static census."""
     from poolbench.lint import census as lint
 
     census = lint.census(app_dir)
-    engines = []
+    engines: list[dict[str, Any]] = []
     for site in census.sites:
         if site.scope not in ("import", "lazy"):
             continue
@@ -252,7 +256,9 @@ def collector_entry(config: CollectorConfig, variant: Variant) -> dict[str, Any]
     return {"profile": variant.collector, **config.describe()}
 
 
-def fire_live(events, ref, collector, load: dict[str, Any]) -> None:
+def fire_live(
+    events: RunEvents, ref: VariantRef, collector: CollectorThread, load: dict[str, Any]
+) -> None:
     """The live figures of a variant — the load's (users, rps, failures) and what the
     collector holds now — on the run's event hub (the display and the UI listen)."""
     latest = collector.latest()

@@ -91,7 +91,7 @@ class _Tracked:
 
 def _track(pid: int | None, role: str) -> _Tracked | None:
     stat = procfs.read_stat(pid) if pid else None
-    if stat is None or stat.zombie:
+    if pid is None or stat is None or stat.zombie:
         return None
     return _Tracked(pid, stat.start, role)
 
@@ -306,7 +306,9 @@ class Watchdog:
                 self._fail(self._down[1])
             if self._stall is not None:  # the variant ended stalled (or just after one)
                 end = self._stall.end
-                self._end_stall(time.time() if end is None else end, ongoing=end is None)
+                self._end_stall(
+                    self._stall, time.time() if end is None else end, ongoing=end is None
+                )
             self._app_stopped.close()
             self._postgres_stopped.close()
         for hook, listener in self._listeners:
@@ -367,10 +369,13 @@ class Watchdog:
             status = procfs.exit_status(app.pid)
             self._fail(
                 self._event(
-                    EventKind.APP_PROCESS_EXITED, time.time(), pid=app.pid, role="master",
+                    EventKind.APP_PROCESS_EXITED,
+                    time.time(),
+                    pid=app.pid,
+                    role="master",
                     exit_status=status,
                 )
-            )  # fmt: skip
+            )
             return
         now = time.time()
         for pid in set(procfs.tree([app.pid])[1:]) - set(self._workers):
@@ -383,9 +388,12 @@ class Watchdog:
                 del self._workers[pid]
                 if worker.announced:
                     reason = self._event(
-                        EventKind.APP_PROCESS_EXITED, now, pid=pid, role=worker.role,
+                        EventKind.APP_PROCESS_EXITED,
+                        now,
+                        pid=pid,
+                        role=worker.role,
                         exit_status=procfs.exit_status(pid),
-                    )  # fmt: skip
+                    )
                     if worker.role != "helper":
                         self._degrade(reason)
             elif not worker.announced and now - _epoch(worker.start) >= MIN_LIFETIME_S:
@@ -396,7 +404,7 @@ class Watchdog:
 
     def _poll_postgres(self) -> None:
         if self._down is not None:
-            self._await_postmaster()
+            self._await_postmaster(self._down)
             return
         postmaster = self._postmaster
         if postmaster is None:
@@ -419,22 +427,26 @@ class Watchdog:
             self._recovering = False
             self._degrade(
                 self._event(
-                    EventKind.POSTGRES_RESTARTED, _epoch(self._checkpointer.start), pid=postmaster.pid,
+                    EventKind.POSTGRES_RESTARTED,
+                    _epoch(self._checkpointer.start),
+                    pid=postmaster.pid,
                     crash_recovery=True,
                 )
-            )  # fmt: skip
+            )
 
     def _poll_pgbouncer(self) -> None:
         bouncer = self._pgbouncer
         if bouncer is not None and bouncer.gone():
             self._pgbouncer = None
             status = procfs.exit_status(bouncer.pid)
-            self._fail(self._event("pgbouncer_exited", time.time(), pid=bouncer.pid, exit_status=status))  # fmt: skip
+            self._fail(
+                self._event("pgbouncer_exited", time.time(), pid=bouncer.pid, exit_status=status)
+            )
 
-    def _await_postmaster(self) -> None:
+    def _await_postmaster(self, down: tuple[float, str]) -> None:
         """After the postmaster exited: a new one on the same port is a restart; none within
         RESTART_GRACE_S, and the server is down."""
-        since, reason = self._down
+        since, reason = down
         now = time.time()
         if now >= self._next_search:
             self._next_search = now + 1.0
@@ -489,10 +501,14 @@ class Watchdog:
                 code = procfs.exit_status(locust.pid)
             self._degrade(
                 self._event(
-                    EventKind.LOCUST_EXITED, now, pid=locust.pid, exit_status=code, early=True,
+                    EventKind.LOCUST_EXITED,
+                    now,
+                    pid=locust.pid,
+                    exit_status=code,
+                    early=True,
                     expected_end=round(ends_at, 3),
                 )
-            )  # fmt: skip
+            )
 
     def _poll_stall(self) -> None:
         """A stall spans from its first cause to the poll that finds none left. Under load it
@@ -511,7 +527,7 @@ class Watchdog:
             if stall.end is None:
                 stall.end = now
             if self._progress is None or self._progress.since > stall.end:
-                self._end_stall(stall.end)
+                self._end_stall(stall, stall.end)
 
     def _stall_causes(self, now: float) -> dict[str, float]:
         """What is stalled now, each with since when it is known to be."""
@@ -530,10 +546,13 @@ class Watchdog:
             causes["postgres_silent"] = newest
         return causes
 
-    def _end_stall(self, end: float, ongoing: bool = False) -> None:
-        stall, self._stall = self._stall, None
-        details = {"end": round(end, 3), "duration_s": round(end - stall.start, 1),
-                   "causes": list(stall.causes)}  # fmt: skip
+    def _end_stall(self, stall: _Stall, end: float, ongoing: bool = False) -> None:
+        self._stall = None
+        details = {
+            "end": round(end, 3),
+            "duration_s": round(end - stall.start, 1),
+            "causes": list(stall.causes),
+        }
         if ongoing:
             details["ongoing"] = True  # the variant ended before the stall did
         self._degrade(self._event(EventKind.STALLED, stall.start, **details))
@@ -563,10 +582,13 @@ class Watchdog:
             self._users_low = users
             self._degrade(
                 self._event(
-                    EventKind.USERS_DROPPED, time.time(), users=int(users), expected=int(expected),
+                    EventKind.USERS_DROPPED,
+                    time.time(),
+                    users=int(users),
+                    expected=int(expected),
                     peak=int(self._users_peak),
                 )
-            )  # fmt: skip
+            )
 
 
 class _StoppedCheck:

@@ -14,7 +14,9 @@ _HERE = os.path.dirname(os.path.abspath(__file__))
 
 def _start_probe() -> None:
     try:
-        import _poolbench_probe
+        # from this directory on the app's PYTHONPATH: mypy knows the file only by its
+        # package path (poolbench.probe.site._poolbench_probe), hence the ignore
+        import _poolbench_probe  # type: ignore[import-not-found]
 
         _poolbench_probe.start()
     except Exception as exc:
