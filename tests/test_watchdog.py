@@ -282,11 +282,13 @@ def test_postgres_stopped_and_not_answering_the_collector_is_a_stall(tmp_path: P
             with Watchdog(events, _ref(tmp_path)) as dog:
                 dog.watch_postgres(server.postmaster_pid, server.port)
                 dog.watch_collector(lambda: newest[0])
-                for pid in pids:
-                    os.kill(pid, signal.SIGSTOP)
+                for pid in pids:  # a backend may end between the listing and the signal
+                    with contextlib.suppress(ProcessLookupError):
+                        os.kill(pid, signal.SIGSTOP)
                 time.sleep(6.0)  # past SILENT_S with no new sample
                 for pid in pids:
-                    os.kill(pid, signal.SIGCONT)
+                    with contextlib.suppress(ProcessLookupError):
+                        os.kill(pid, signal.SIGCONT)
                 newest[0] = time.time()  # the collector's next sample
                 stall = _stalled(dog, seen)
         finally:
@@ -325,6 +327,32 @@ def test_no_request_completed_while_users_are_active_is_a_stall(tmp_path: Path) 
         time.sleep(STALL_S + 0.5)
         dog.check()
     assert [e["kind"] for e in seen] == ["stalled"]
+
+
+def test_figures_that_have_not_been_written_yet_are_no_stall(tmp_path: Path) -> None:
+    """Locust flushes its stats history every few seconds: between flushes the newest row on
+    disk, and so the count, stays as it was. A stall is judged on the rows' own times, so a
+    count that has not moved while no newer row came is no stall (a default `make bench`
+    reported two false 5 s stalls per variant: requests.bin's longest gap was 0.14 s); one
+    that newer rows show still has not moved is."""
+    events = RunEvents()
+    seen = _collect(events)
+    base = time.time()
+    with Watchdog(events, _ref(tmp_path)) as dog:
+        for second in range(3):  # 20 requests a second, rows stamped by Locust
+            dog.load_progress(10, 20 * second, base + second)
+        for _ in range(int(2 * STALL_S) + 2):  # no newer row for over 2 × STALL_S of wall time
+            dog.load_progress(10, 40, base + 2)
+            time.sleep(0.5)
+            dog.check()
+        assert [e["kind"] for e in seen] == []
+        stuck = base + 2
+        for second in range(3, 3 + int(STALL_S) + 2):  # newer rows: the count has not moved
+            dog.load_progress(10, 40, base + second)
+        time.sleep(0.6)  # a poll finds it
+        dog.load_progress(10, 60, base + 3 + int(STALL_S) + 2)
+        stall = _stalled(dog, seen)
+    assert stall["causes"] == ["no_requests"] and stall["ts"] == stuck
 
 
 def test_the_sockets_a_process_listens_on_and_which_are_beyond_loopback() -> None:

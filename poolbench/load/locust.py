@@ -401,6 +401,7 @@ def latest_history(csv_prefix: Path) -> dict[str, float]:
         row = dict(zip(names, next(csv.reader([line]), []), strict=False))
         if row.get("Name") == "Aggregated":
             return {
+                "ts": _num(row.get("Timestamp")),  # what time these figures describe
                 "users": _num(row.get("User Count")),
                 "rps": _num(row.get("Requests/s")),
                 "requests": _num(row.get("Total Request Count")),

@@ -336,7 +336,7 @@ class Runner:
 
         def live() -> None:
             progress = process.progress()
-            dog.load_progress(progress.get("users"), progress.get("requests"))
+            dog.load_progress(progress.get("users"), progress.get("requests"), progress.get("ts"))
             self._show_live(ref, collector, progress, dog)
 
         ended_early: float | None = None

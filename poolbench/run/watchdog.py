@@ -122,16 +122,21 @@ class _Stall:
 
 @dataclass
 class _Progress:
-    """Requests completed in a load phase, as Locust's statistics show them."""
+    """Requests completed in a load phase, as Locust's statistics show them, on Locust's
+    clock: its history file is flushed every few seconds, so a count that has not moved on
+    disk says nothing until a newer row shows it still has not."""
 
     first: float  # when users were first seen active
     count: float = 0.0  # requests completed so far
     since: float = 0.0  # when that count was first seen
+    newest: float = 0.0  # the time the newest figures describe
 
     def stalled_since(self, now: float) -> float | None:
-        """When the last request completed, if that is longer ago than a stall."""
+        """When the last request completed, if the newest figures show that is longer ago
+        than a stall."""
         usual_gap = (self.since - self.first) / self.count if self.count else 0.0
-        return self.since if now - self.since >= max(STALL_S, STALL_GAPS * usual_gap) else None
+        quiet = self.newest - self.since
+        return self.since if quiet >= max(STALL_S, STALL_GAPS * usual_gap) else None
 
 
 @dataclass
@@ -244,10 +249,13 @@ class Watchdog:
         with self._lock:
             self._sampled = newest_sample
 
-    def load_progress(self, users: float | None, requests: float | None) -> None:
+    def load_progress(
+        self, users: float | None, requests: float | None, ts: float | None = None
+    ) -> None:
         """The load's users and requests completed so far (Locust's statistics, from the
-        runner's thread): no request completed for a while with users active is a stall."""
-        now = time.time()
+        runner's thread), as of `ts` (the row's own time; now when not given): no request
+        completed for a while with users active is a stall."""
+        seen = ts if ts is not None and ts == ts else time.time()
         with self._lock:
             if users == 0:
                 self._progress = None
@@ -255,9 +263,11 @@ class Watchdog:
                 return  # no users, or no figures yet (NaN)
             progress = self._progress
             if progress is None:
-                self._progress = _Progress(now, requests, now)
-            elif requests > progress.count:
-                progress.count, progress.since = requests, now
+                self._progress = _Progress(seen, requests, seen, seen)
+                return
+            progress.newest = max(progress.newest, seen)
+            if requests > progress.count:
+                progress.count, progress.since = requests, seen
 
     def describe(self) -> dict[str, Any]:
         """What variant.json records about the watch."""
