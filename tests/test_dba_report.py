@@ -88,6 +88,19 @@ def test_1_each_experiment_has_its_own_headline_line(analysis, run):
     assert "−80.2 % (exact)" in _glance_line(md, "seed-claim", "Peak connections |")
 
 
+def test_2_the_sizing_advice_counts_refusals_as_the_server_did(analysis, run):
+    """The advice of a variant the server's slots bound names the refused connection attempts
+    from the server's log (42), not the failed requests from the app's side (40): a fresh
+    make bench read "(1 020 requests refused)" beside 1 014 refused attempts elsewhere."""
+    md = (run / "report.md").read_text()
+    part = md[md.index("Right-sizing from measured demand — stock-postgres") :]
+    line = next(x for x in part.splitlines() if x.startswith("**before:"))
+    assert (
+        "The server's slots bound this variant (PostgreSQL refused 42 connection attempts" in line
+    )
+    assert "requests refused" not in line
+
+
 def test_2_refused_attempts_come_from_the_server_log_split_by_reason(analysis, run):
     row = _table(analysis, "stock-postgres").row("refusals")
     # old: "Requests refused by PostgreSQL (SQLSTATE 53300)" 40, the larger of app.log (3)

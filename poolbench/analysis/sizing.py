@@ -264,6 +264,15 @@ def _kept_parts(a: Advice, f: VariantFigures) -> str:
     )
 
 
+def _refused(f: VariantFigures) -> str:
+    """What the server refused, as its log counts it (connection attempts), else the requests
+    that failed on a refusal (no log: a server of the user's)."""
+    attempts = f.exact.attempts
+    if attempts is not None:
+        return f"PostgreSQL refused {fmt.count(attempts.refused)} connection attempts (its log)"
+    return f"{fmt.count(f.traffic.refusals)} requests failed on a refusal (no server log)"
+
+
 def _action(a: Advice, f: VariantFigures) -> str:
     d = a.demand
     cpu = f"{fmt.percent_of_core(d.app_cpu)} with {a.workers} worker(s)"
@@ -272,8 +281,7 @@ def _action(a: Advice, f: VariantFigures) -> str:
     if a.bound is Bound.SERVER_SLOTS:
         return (
             f"{_sizes(a, f)}, max_overflow 0{cap}. The server's slots bound this variant "
-            f"({fmt.count(f.traffic.refusals)} requests refused): fewer connections in total, not "
-            "more, is the first change."
+            f"({_refused(f)}): fewer connections in total, not more, is the first change."
         )
     if a.saturated:
         keep = "Keep" if a.kept else "At least"
