@@ -101,7 +101,7 @@ def _sum(conn: ConnectionFigures, names: list[str], attr: str) -> float:
     return float(sum(getattr(conn.engine(n), attr) or 0.0 for n in names))
 
 
-def _processes(meta: dict, conn: ConnectionFigures) -> int | None:
+def _processes(meta: dict[str, Any], conn: ConnectionFigures) -> int | None:
     """Processes of the app that held connections at once: measured from its process tree
     (variant.json `app_processes`), else the client pids of its untagged connections."""
     measured = (meta.get("app_processes") or {}).get("max_with_db_connections")
@@ -142,7 +142,9 @@ def pool_model(
     if not listed and probe is not None:
         listed = probed_engines(probe)
     probe_named = frozenset(
-        e.application_name for e in (probe.engines if probe else []) if e.name_source == "probe"
+        e.application_name
+        for e in (probe.engines if probe else [])
+        if e.name_source == "probe" and e.application_name is not None
     )
     workers = int(num(meta.get("workers")) or 1)
     engines = []
@@ -152,7 +154,9 @@ def pool_model(
             continue
         names = _members(str(e["name"]), conn, probe_named)
         opened = _sum(conn, names, "peak_before_idle")
-        idle_values = [conn.engine(n).idle for n in names if conn.engine(n).idle is not None]
+        idle_values = [
+            idle for n in names if (found := conn.engine(n)) and (idle := found.idle) is not None
+        ]
         engines.append(
             EngineModel(
                 name=str(e["name"]), pool_size=pool_size, max_overflow=overflow,
@@ -169,7 +173,8 @@ def pool_model(
     unlisted = {
         e.name: e.peak or 0.0 for e in conn.engines if e.name not in modelled and (e.peak or 0) > 0
     }
-    bouncer = meta.get("pgbouncer") if isinstance(meta.get("pgbouncer"), dict) else {}
+    recorded = meta.get("pgbouncer")
+    bouncer: dict[str, Any] = recorded if isinstance(recorded, dict) else {}
     server_ceiling = num(bouncer.get("server_ceiling"))
     app_ceiling = sum(e.ceiling for e in engines)
     model = PoolModel(
@@ -189,7 +194,7 @@ def pool_model(
     return model
 
 
-def probed_engines(probe: ProbeFigures) -> list[dict]:
+def probed_engines(probe: ProbeFigures) -> list[dict[str, Any]]:
     """The engines the probe measured, as a declaration would list them (bounded pools)."""
     return [
         {"name": e.application_name or e.site, "pool_size": e.pool_size,
@@ -200,7 +205,7 @@ def probed_engines(probe: ProbeFigures) -> list[dict]:
 
 
 def declaration_flags(
-    listed: list[dict], probe: ProbeFigures, probe_named: frozenset[str]
+    listed: list[dict[str, Any]], probe: ProbeFigures, probe_named: frozenset[str]
 ) -> list[Flag]:
     """A declared engine whose sizes differ from what the probe measured in the app."""
     flags = []

@@ -208,7 +208,8 @@ def mann_whitney(a: np.ndarray, b: np.ndarray) -> tuple[float, str]:
         p = sps.mannwhitneyu(a, b, alternative="two-sided", method="exact").pvalue
         return float(p), "Mann-Whitney U, exact"
     if math.comb(a.size + b.size, a.size) <= MAX_EXACT_SPLITS:
-        method = sps.PermutationMethod(n_resamples=np.inf)
+        # n_resamples=inf: every permutation (scipy's documented form; its stubs say int)
+        method = sps.PermutationMethod(n_resamples=np.inf)  # type: ignore[call-overload]
         p = sps.mannwhitneyu(a, b, alternative="two-sided", method=method).pvalue
         return float(min(1.0, p)), "Mann-Whitney U, exact permutation (ties)"
     p = sps.mannwhitneyu(a, b, alternative="two-sided", method="asymptotic").pvalue
@@ -278,8 +279,8 @@ def compare_exact(
     if xa.size == 0 or xb.size == 0:
         side_a, side_b = summarize(xa), summarize(xb)
         missing = [n for n, x in zip(names, (xa, xb), strict=True) if x.size == 0]
-        notes = (f"no value for {' and '.join(missing)}",)
-        return Comparison(side_a, side_b, None, None, "untested", "none", notes)
+        missing_note = (f"no value for {' and '.join(missing)}",)
+        return Comparison(side_a, side_b, None, None, "untested", "none", missing_note)
     side_a, side_b = _exact_side(xa), _exact_side(xb)
     change = change_pct(side_a.median, side_b.median)
     notes = _dropped(a, xa, names[0]) + _dropped(b, xb, names[1])
@@ -336,4 +337,5 @@ def _with_notes(result: Comparison, notes: Sequence[str]) -> Comparison:
 
 def _finite(values: Values) -> np.ndarray:
     x = np.asarray([np.nan if v is None else v for v in values], dtype=float)
-    return x[np.isfinite(x)]
+    finite: np.ndarray = x[np.isfinite(x)]
+    return finite

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import tomllib
 from collections.abc import Collection, Mapping
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
@@ -119,7 +119,7 @@ def _typed(cls: type, table: dict[str, Any], where: str, base: Any = None) -> An
     if not isinstance(table, dict):
         raise PoolbenchError(f"{where} must be a table, got {type(table).__name__} {table!r}")
     defaults = base if base is not None else cls()
-    allowed = set(cls.__dataclass_fields__)
+    allowed = {f.name for f in fields(cls)}
     check_keys(table, allowed, where)
     values = {}
     for key, value in table.items():

@@ -287,7 +287,7 @@ def extended(name: str, tables: dict[str, Any]) -> dict[str, Any]:
             merged.pop("engines", None)
         merged.pop("extends")
         table = {**merged, **({"extends": parent["extends"]} if "extends" in parent else {})}
-    return table
+    return dict(table)
 
 
 def parse_variant(name: str, table: dict[str, Any]) -> Variant:

@@ -34,6 +34,7 @@ import warnings
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 from urllib.parse import quote
 
 import psycopg
@@ -132,7 +133,7 @@ def free_port(host: str = "127.0.0.1") -> int:
     """A port the kernel says is free now (a later bind can still race; we report it)."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.bind((host, 0))
-        return sock.getsockname()[1]
+        return int(sock.getsockname()[1])
 
 
 def port_is_free(port: int, host: str = "127.0.0.1") -> bool:
@@ -202,6 +203,11 @@ def check_server(url: str) -> None:
         _check_monitoring(admin, url)
 
 
+def _no_row(what: str) -> tuple[Any, ...]:
+    """A query that always answers one row answered none: one line, not a TypeError."""
+    raise PoolbenchError(f"PostgreSQL answered no row to poolbench's {what} query")
+
+
 def _check_monitoring(conn: psycopg.Connection, url: str) -> tuple[str, bool]:
     """Version >= 13 and the right to read every session in pg_stat_activity."""
     version_num, version, is_super, can_read_stats, can_create_role, can_create_db = conn.execute(
@@ -211,7 +217,7 @@ def _check_monitoring(conn: psycopg.Connection, url: str) -> tuple[str, bool]:
                r.rolcreaterole OR r.rolsuper, r.rolcreatedb OR r.rolsuper
         FROM pg_roles r WHERE r.rolname = current_user
         """
-    ).fetchone()
+    ).fetchone() or _no_row("the monitoring check")
     if version_num < MIN_SERVER_VERSION:
         raise PoolbenchError(
             f"PostgreSQL {version} at {mask_url(url)} is too old: need 13 or newer"
@@ -271,7 +277,7 @@ def _postmaster_pid(conn: psycopg.Connection) -> int | None:
     """The server's main pid, when its processes are visible from this host."""
     import psutil
 
-    backend_pid = conn.execute("SELECT pg_backend_pid()").fetchone()[0]
+    backend_pid = (conn.execute("SELECT pg_backend_pid()").fetchone() or _no_row("pid"))[0]
     try:
         parent = psutil.Process(backend_pid).parent()
     except (psutil.NoSuchProcess, psutil.AccessDenied):
@@ -383,6 +389,8 @@ def _prepare_for_root(bin_dir: Path, data_root: Path, own_install: bool) -> str 
         )
 
     entry = ensure_user_exists(EMBEDDED_SYSTEM_USER)
+    if entry is None:
+        raise PoolbenchError(f"cannot find or create the system user {EMBEDDED_SYSTEM_USER}")
     install_root = bin_dir.parent
     stamp = install_root / ".poolbench-permissions"
     if own_install and not stamp.exists():
@@ -451,7 +459,7 @@ def embedded_server(
     admin_password, app_password = secrets.token_hex(12), secrets.token_hex(12)
     add_secret(admin_password)
     add_secret(app_password)
-    postmaster: subprocess.Popen | None = None
+    postmaster: subprocess.Popen[bytes] | None = None
     try:
         user = _prepare_for_root(bin_dir, root, own_install=bindir is None)
         pwfile = root / "pwfile"
@@ -474,7 +482,9 @@ def embedded_server(
         admin_url = _url("postgres", admin_password, "127.0.0.1", port, "postgres")
         with connect(admin_url) as admin:
             _create_app_database(admin, APP_DATABASE, APP_ROLE, app_password)
-            server_version = admin.execute("SHOW server_version").fetchone()[0]
+            server_version = (
+                admin.execute("SHOW server_version").fetchone() or _no_row("version")
+            )[0]
             reported = _settings(admin, sorted({*REPORTED_SETTINGS, *merged}))
         yield Database(
             provider="embedded",

@@ -66,8 +66,9 @@ def stop_process(item: dict[str, Any]) -> str | None:
         return None
     sig = signal.Signals(int(item.get("stop_signal") or signal.SIGTERM))
     # the postmaster shuts its own processes down; any other group is signalled whole
-    postmaster = leader is not None and item.get("what") == "postgres"
-    for proc in [leader] if postmaster else members.values():
+    postmaster = item.get("what") == "postgres"
+    targets = [leader] if leader is not None and postmaster else list(members.values())
+    for proc in targets:
         with contextlib.suppress(psutil.Error):
             proc.send_signal(sig)
     remaining = wait_gone(list(members.values()), time.monotonic() + STOP_GRACE_S)
@@ -124,7 +125,7 @@ def settle(run_dir: Path) -> list[str]:
     path = run_dir / ledger.LEDGER_FILE
     done = []
     with signals_deferred():
-        for item in sorted(ledger.leftovers(path), key=lambda i: ORDER.get(i.get("kind"), 9)):
+        for item in sorted(ledger.leftovers(path), key=lambda i: ORDER.get(str(i.get("kind")), 9)):
             if item.get("kind") not in UNDO:
                 continue
             try:

@@ -9,6 +9,7 @@ HTML and Markdown and as is in the terminal.
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -50,7 +51,7 @@ class Notice:
 @dataclass
 class Table:
     headers: list[str]
-    rows: list[list[Cell]]
+    rows: Sequence[Sequence[Cell]]
     align: str = ""  # one letter per column: l or r (default l)
     caption: str | None = None
 

@@ -56,7 +56,7 @@ def claims_section(claims: ClaimsTable) -> list[Any]:
             muted=True,
         ),
     ]
-    rows = [
+    rows: list[list[Cell]] = [
         [
             j.claim.text,
             j.claim.claimed(),
@@ -511,7 +511,7 @@ def sweep_section(sweep: Sweep, charts: list[Chart], run_dir: Path) -> list[Any]
     if sweep.hikari:
         text += f" HikariCP's rule of thumb for {sweep.cores} cores: {sweep.hikari} connections."
     blocks.append(Para(text, strong=True))
-    rows = [
+    rows: list[list[Cell]] = [
         [fmt.count(p.pool_size), fmt.count(p.n), fmt.rate(p.goodput), fmt.pct(p.goodput_change_pct),
          fmt.ms(p.p50), fmt.ms(p.p95), fmt.pct(p.p95_change_pct), fmt.ms(p.p99),
          fmt.rate(p.failures_per_s), Badge("as good", "good") if p.as_good else Badge("worse", "bad"), p.why]
@@ -534,8 +534,15 @@ def thresholds_section(summary: Summary) -> list[Any]:
     if not summary.thresholds:
         return []
     kinds = {"breached": "bad", "passed": "good", "inconclusive": "neutral"}
-    rows = [[g.experiment, g.expression, Badge(g.outcome, kinds.get(g.outcome, "neutral")), g.explanation]
-            for g in summary.thresholds]  # fmt: skip
+    rows: list[list[Cell]] = [
+        [
+            g.experiment,
+            g.expression,
+            Badge(g.outcome, kinds.get(g.outcome, "neutral")),
+            g.explanation,
+        ]
+        for g in summary.thresholds
+    ]
     return [
         Heading(2, "Thresholds"),
         Para(
@@ -586,7 +593,8 @@ def census_section(summary: Summary) -> list[Any]:
 
 def environment_section(summary: Summary) -> list[Any]:
     run, env = summary.run, summary.run.environment
-    pg = env.get("postgres") if isinstance(env.get("postgres"), dict) else {}
+    recorded = env.get("postgres")
+    pg: dict[str, Any] = recorded if isinstance(recorded, dict) else {}
     rows = [
         ["run", run.run_id],
         ["status", str(run.status)],
@@ -608,7 +616,7 @@ def environment_section(summary: Summary) -> list[Any]:
     return [Heading(2, "Environment"), Table(["", ""], rows, "ll")]  # fmt: skip
 
 
-def _settings_text(settings: dict) -> str:
+def _settings_text(settings: dict[str, Any]) -> str:
     return ", ".join(f"{k} {fmt.pg_setting(k, v)}" for k, v in settings.items())
 
 

@@ -132,7 +132,7 @@ class RequestWriter:
         """Append TRANSFER rows whose `name` indexes `keys`, and flush them to disk."""
         if self._handle is None or len(rows) == 0:
             return
-        mapping = np.array([self._code(tuple(key)) for key in keys] or [0], dtype="<u2")
+        mapping = np.array([self._code((key[0], key[1])) for key in keys] or [0], dtype="<u2")
         records = np.empty(len(rows), dtype=RECORD)
         records["response_ms"] = rows["response_ms"]
         records["start_ms"] = np.round((rows["start"] - self.base) * 1000.0)
@@ -196,7 +196,7 @@ def _read_names(path: Path) -> dict[str, Any]:
     methods = data.get("methods") if isinstance(data, dict) else None
     if not (isinstance(names, list) and isinstance(methods, list) and len(names) == len(methods)):
         raise _damaged(path, f"{side.name} lacks equal 'names' and 'methods' lists")
-    return data
+    return dict(data)
 
 
 def requests_damage(variant_dir: Path, expected: bool) -> list[str]:
@@ -267,5 +267,5 @@ def read_requests(path: str | os.PathLike[str], *, damaged: bool = False) -> Req
         names=tuple(str(n) for n in table["names"]),
         methods=tuple(str(m) for m in table["methods"]),
         worker=records["worker"].copy(),
-        user=records["user"].copy() if "user" in record.names else None,
+        user=records["user"].copy() if "user" in (record.names or ()) else None,
     )

@@ -157,7 +157,7 @@ class RunRecord:
 
     @classmethod
     def create(
-        cls, root: Path, run_id: str, command: str, config: dict[str, Any], environment: dict
+        cls, root: Path, run_id: str, command: str, config: dict[str, Any], environment: dict[str, Any]
     ) -> RunRecord:
         run_dir = claim_run_dir(root, run_id)
         run_id = run_dir.name
@@ -189,16 +189,18 @@ class RunRecord:
         are recorded with it when they hold something."""
         for entry in self.data["experiments"]:
             if entry["name"] == name:
-                return entry["variants"]
+                found: list[dict[str, Any]] = entry["variants"]
+                return found
+        variants: list[dict[str, Any]] = []
         entry = {"name": name, "description": description}
         entry.update({key: value for key, value in fields.items() if value})
-        entry["variants"] = []
+        entry["variants"] = variants
         self.data["experiments"].append(entry)
-        return entry["variants"]
+        return variants
 
     def variant_dir(self, entry: dict[str, Any]) -> Path:
         """The variant's folder, created; a `dir` that would lead out of the run is refused."""
-        path = self.run_dir / entry["dir"]
+        path = self.run_dir / str(entry["dir"])
         if not inside(self.run_dir, path):
             raise PoolbenchError(f"variant folder {entry['dir']!r} would be outside {self.run_dir}")
         try:
@@ -217,7 +219,8 @@ class RunRecord:
         for experiment in self.data["experiments"]:
             for entry in experiment["variants"]:
                 if self.run_dir / entry["dir"] == variant_dir:
-                    return entry
+                    found: dict[str, Any] = entry
+                    return found
         raise KeyError(variant_dir)
 
     def finish(self, status: str, error: str | None = None) -> None:
@@ -541,7 +544,7 @@ def load_run(run_dir: str | os.PathLike[str]) -> RunResult:
                 f"{relative}: damaged data, read up to its last complete row: {item}"
                 for item in variant.damage
             )
-        elif variant.samples_path.name != SAMPLES_FILE:
+        elif variant.samples_path is not None and variant.samples_path.name != SAMPLES_FILE:
             warnings.append(
                 f"{relative}: only {variant.samples_path.name} (the collector did not finish); "
                 "read up to its last complete row"

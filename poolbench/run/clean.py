@@ -132,7 +132,8 @@ def clean_run(run_dir: Path, database_url: str | None = None) -> Cleaned:
             tmp.unlink()
             result.done.append(f"removed {tmp.relative_to(run_dir)}")
     path = run_dir / ledger.LEDGER_FILE
-    for item in sorted(ledger.leftovers(path), key=lambda i: ORDER.get(i.get("kind"), 9)):
+    for item in sorted(ledger.leftovers(path), key=lambda i: ORDER.get(str(i.get("kind")), 9)):
+        done: str | None
         try:
             if item.get("kind") == "database":
                 done = drop_database(item, database_url)

@@ -577,7 +577,7 @@ def _wrap_engine_created(original: Any) -> Any:
             register_engine(engine, sys._getframe(1))
         except Exception as exc:
             log_once("engine registration", exc)
-        return func(cls, engine)
+        func(cls, engine)
 
     engine_created.__wrapped__ = func  # type: ignore[attr-defined]  # marks the hook as ours
     return classmethod(engine_created)
