@@ -19,6 +19,7 @@ import re
 import shlex
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -41,6 +42,20 @@ from poolbench.run.watchdog import Watchdog, shape_target
 
 WARMUP_USERS = 4
 LOCUST_GRACE_S = 60.0
+
+
+@dataclass(frozen=True)
+class Live:
+    """One variant × repeat while it runs: what it is, where it is recorded, and what serves
+    and watches it. Passed whole to each phase instead of seven loose arguments."""
+
+    experiment: Experiment
+    variant: Variant
+    entry: dict[str, Any]  # its run.json entry, kept current on disk
+    ref: VariantRef
+    db: Database
+    app: RunningVariant
+    dog: Watchdog
 
 
 def variant_order(variants: tuple[str, ...], repeat: int) -> list[str]:
@@ -157,7 +172,7 @@ class Runner:
                     dog.watch_postgres(db.postmaster_pid, db.port)
                     if "pgbouncer" in entry["pids"]:
                         dog.watch_pgbouncer(entry["pids"]["pgbouncer"])
-                    self._phases(experiment, variant, entry, db, app, ref, dog)
+                    self._phases(Live(experiment, variant, entry, ref, db, app, dog))
                 status, error = dog.outcome()
         except KeyboardInterrupt:
             self._end_variant(ref, entry, Status.PARTIAL, None)
@@ -207,16 +222,9 @@ class Runner:
         entry["status"], entry["error"] = status, error
         self.events.variant_ended.fire(ref=ref, status=status, error=error)
 
-    def _phases(
-        self,
-        experiment: Experiment,
-        variant: Variant,
-        entry: dict[str, Any],
-        db: Database,
-        app: RunningVariant,
-        ref: VariantRef,
-        dog: Watchdog,
-    ) -> None:
+    def _phases(self, live: Live) -> None:
+        experiment, variant, entry, ref = live.experiment, live.variant, live.entry, live.ref
+        db, app, dog = live.db, live.app, live.dog
         phases, out = experiment.phases, ref.dir
         self.display.message(
             f"[{experiment.name}] {ref.variant}: the server, while it runs: {stack.psql_line(db)}"
@@ -230,21 +238,19 @@ class Runner:
         try:
             with collector:
                 dog.watch_collector(lambda: collector.latest().ts)
-                self._phase(
-                    ref, "warmup", phases.warmup_s, lambda: self._warmup(experiment, app, ref, dog)
-                )
+                self._phase(ref, "warmup", phases.warmup_s, lambda: self._warmup(live))
                 self._phase(
                     ref,
                     "load",
                     phases.load_s + phases.soak_s,
                     starts_itself=True,
-                    body=lambda begin: self._load(experiment, app, ref, collector, begin, dog),
+                    body=lambda begin: self._load(live, collector, begin),
                 )
                 self._phase(
                     ref,
                     "idle",
                     phases.idle_s,
-                    lambda: self._idle(ref, phases.idle_s, collector, dog),
+                    lambda: self._idle(live, collector),
                 )
         finally:
             dog.watch_collector(None)  # stopped on purpose: its silence says nothing now
@@ -290,10 +296,9 @@ class Runner:
             if current:
                 self.events.phase_ended.fire(ref=ref, phase=current.pop(), ts=time.time())
 
-    def _warmup(
-        self, experiment: Experiment, app: RunningVariant, ref: VariantRef, dog: Watchdog
-    ) -> None:
+    def _warmup(self, live: Live) -> None:
         """A light load over every route, so pools, caches and JIT-like paths are warm."""
+        experiment, app, ref, dog = live.experiment, live.app, live.ref, live.dog
         seconds = experiment.phases.warmup_s
         cmd = locust.warmup_command(experiment.load, app.base_url, seconds, WARMUP_USERS)
         process = locust.start_locust(cmd, ref.dir / "locust.log", None)
@@ -312,16 +317,9 @@ class Runner:
         if process.proc.returncode != 0:
             raise PoolbenchError(f"Locust {process.ended(process.proc.returncode)}")
 
-    def _load(
-        self,
-        experiment: Experiment,
-        app: RunningVariant,
-        ref: VariantRef,
-        collector: CollectorThread,
-        begin: Callable[..., None],
-        dog: Watchdog,
-    ) -> None:
+    def _load(self, live: Live, collector: CollectorThread, begin: Callable[..., None]) -> None:
         """The load phase begins when Locust's test does (after its workers joined)."""
+        experiment, app, ref, dog = live.experiment, live.app, live.ref, live.dog
         settings, out = experiment.load, ref.dir
         load_s, soak_s = experiment.phases.load_s, experiment.phases.soak_s
         port = postgres.free_port(
@@ -334,14 +332,14 @@ class Runner:
         if settings.locust_workers:
             self._await_workers(ref, settings, port, app.base_url)
 
-        def live() -> None:
+        def tick() -> None:
             progress = process.progress()
             dog.load_progress(progress.get("users"), progress.get("requests"), progress.get("ts"))
-            self._show_live(ref, collector, progress, dog)
+            self._show_live(live, collector, progress)
 
         ended_early: float | None = None
         try:
-            started = process.wait_started(settings, live)
+            started = process.wait_started(settings, tick)
             applied = (process.status().get("shape") or {}).get("applied")
             dog.watch_locust(
                 process.pid,
@@ -361,7 +359,7 @@ class Runner:
                 if soak_at is not None and time.time() >= soak_at:
                     begin(soak_at, "soak", soak_s)  # the same Locust run, at the same users
                     soak_at = None
-                live()
+                tick()
                 time.sleep(0.5)
             ended_early = dog.locust_ended()  # judged now, not at the watchdog's next poll
             dog.check()  # a fault that ended Locust is the error, not Locust's exit code
@@ -401,20 +399,16 @@ class Runner:
             target=target,
         )
 
-    def _idle(
-        self, ref: VariantRef, seconds: float, collector: CollectorThread, dog: Watchdog
-    ) -> None:
+    def _idle(self, live: Live, collector: CollectorThread) -> None:
         """No load: what the pools keep open is what stays visible here."""
-        end = time.monotonic() + seconds
+        end = time.monotonic() + live.experiment.phases.idle_s
         while time.monotonic() < end:
-            self._show_live(ref, collector, {"users": 0, "rps": 0}, dog)
+            self._show_live(live, collector, {"users": 0, "rps": 0})
             time.sleep(min(0.5, max(0.0, end - time.monotonic())))
 
-    def _show_live(
-        self, ref: VariantRef, collector: CollectorThread, load: dict[str, float], dog: Watchdog
-    ) -> None:
-        stack.fire_live(self.events, ref, collector, load)
-        dog.check()
+    def _show_live(self, live: Live, collector: CollectorThread, load: dict[str, float]) -> None:
+        stack.fire_live(self.events, live.ref, collector, load)
+        live.dog.check()
 
 
 _RAISED = re.compile(r"\b\w*(Error|Exception|Exit)\b: ")  # `pkg.SomeError: message`
