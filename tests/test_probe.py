@@ -298,7 +298,9 @@ def test_probe_agrees_with_debug_pools_and_pg_stat_activity(
                     (dbname,),
                 ).fetchall()
             idle = read_probe(tmp_path)
-    assert {pid for pid, _ in held} == set(app_pids(idle)), held  # both workers polled
+    # both workers made their engines; the polls reach whichever worker accepts them (on a
+    # busy machine one can take them all, as in one CI run): each one polled must agree
+    assert len(app_pids(idle)) == 2 and {pid for pid, _ in held} <= set(app_pids(idle)), held
     assert sum(debug for debug, _ in held.values()) > 0, held
     assert {k: debug for k, (debug, _) in held.items()} == {k: p for k, (_, p) in held.items()}
     assert dict(rows) == _open_by_name(idle)
