@@ -24,6 +24,7 @@ from poolbench.config.variants import (
     parse_variant,
 )
 from poolbench.errors import PoolbenchError, first_line
+from poolbench.options import Overrides
 
 PROVIDERS = ("embedded", "url", "compose")
 SHAPES = ("steady", "ramp", "spike")
@@ -386,70 +387,50 @@ def _require(name: str, known: dict[str, Any], what: str) -> None:
 # --------------------------------------------------------------------------- overrides
 
 
-def select(
-    config: BenchConfig,
-    *,
-    experiments: list[str] | None = None,
-    variants: list[str] | None = None,
-    quick: bool = False,
-    repeats: int | None = None,
-    load_processes: int | None = None,
-    load: dict[str, Any] | None = None,
-    soak_s: float | None = None,
-    pg_bindir: str | None = None,
-    fail_if: list[str] | tuple[str, ...] = (),
-) -> list[Experiment]:
+def select(config: BenchConfig, overrides: Overrides | None = None) -> list[Experiment]:
     """The experiments to run, after --experiment, --variants, --quick and friends.
 
-    Also checks the thresholds (the bench file's, and `fail_if` from --fail-if) against the
-    chosen variants, and every placeholder of the chosen variants (an unset `${VAR}` is an
-    error here, before anything starts), and resolves relative paths against the bench file's
-    directory.
+    Also checks the thresholds (the bench file's, and --fail-if) against the chosen variants,
+    and every placeholder of the chosen variants (an unset `${VAR}` is an error here, before
+    anything starts), and resolves relative paths against the bench file's directory.
     """
-    names = experiments or (
-        list(config.default_experiments[:1]) if quick else config.default_experiments
+    given = overrides or Overrides()
+    names = given.experiments or (
+        config.default_experiments[:1] if given.quick else config.default_experiments
     )
     chosen = []
     for name in names:
         _require(name, config.experiments, "experiment")
         experiment = config.experiments[name]
-        if variants:
-            for variant in variants:
+        if given.variants:
+            for variant in given.variants:
                 _require(variant, config.variants, "variant")
-            experiment = replace(experiment, variants=_distinct(config, variants))
+            experiment = replace(experiment, variants=_distinct(config, list(given.variants)))
         overridden: dict[str, str] = {}
-        if quick:  # claims are about the experiment's own settings, which quick changes
+        if given.quick:  # claims are about the experiment's own settings, which quick changes
             experiment = replace(apply_overrides(experiment, config.quick, "quick"), claims={})
             overridden = _override_keys(config.quick, "quick")
-        if repeats is not None:
-            experiment = replace(experiment, repeats=repeats)
-            overridden["repeats"] = "--repeats"
-        if load_processes is not None:
-            experiment = replace(
-                experiment, load=replace(experiment.load, processes=load_processes)
-            )
-            overridden["load.processes"] = "--load-processes"
-        if load:  # command-line settings of the load, e.g. --locust-workers
-            experiment = replace(experiment, load=replace(experiment.load, **load))
-            overridden.update(
-                {f"load.{k}": f"--{k.removesuffix('_s').replace('_', '-')}" for k in load}
-            )
-        if soak_s is not None:
-            experiment = replace(experiment, phases=replace(experiment.phases, soak_s=soak_s))
-            overridden["phases.soak_s"] = "--soak"
-        if pg_bindir is not None:
-            experiment = replace(
-                experiment, postgres=replace(experiment.postgres, bindir=pg_bindir)
-            )
+        for setting, value, flag in given.settings():
+            experiment = _overridden(experiment, setting, value)
+            overridden[setting] = flag
         _validate_experiment(experiment, config.variants, overridden)
         chosen.append(_resolve_paths(experiment, Path(config.path).parent))
     for experiment in chosen:
         where = f"experiments.{experiment.name}.fail_if"
         parse_fail_if(list(experiment.fail_if), where, experiment.variants)
-    _check_matched(list(fail_if), chosen)
+    _check_matched(list(given.fail_if), chosen)
     for name in dict.fromkeys(v for e in chosen for v in e.variants):
         placeholders.check(config.variants[name].texts())
     return chosen
+
+
+def _overridden(experiment: Experiment, setting: str, value: object) -> Experiment:
+    """The experiment with one setting ("repeats" or "section.key") replaced."""
+    section, _, key = setting.rpartition(".")
+    change: dict[str, Any] = {key: value}
+    if section:
+        change = {section: replace(getattr(experiment, section), **change)}
+    return replace(experiment, **change)
 
 
 def _check_matched(expressions: list[str], chosen: list[Experiment]) -> None:

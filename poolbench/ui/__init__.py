@@ -23,7 +23,7 @@ from pathlib import Path
 
 from poolbench.config.bench import DEFAULT_CONFIG
 from poolbench.errors import PoolbenchError
-from poolbench.options import out_root
+from poolbench.options import Overrides, out_root
 
 DEFAULT_VARIANT = "before"
 
@@ -68,11 +68,7 @@ def run(args: argparse.Namespace) -> int:
 
     check_results_root(args.out)
     config = load_config(args.config)
-    experiments = select(
-        config,
-        experiments=[args.experiment] if args.experiment else None,
-        variants=[args.variant],
-    )
+    experiments = select(config, Overrides.from_args(args))
     if args.port is not None and not (0 < args.port < 65536 and port_is_free(args.port)):
         raise PoolbenchError(f"port {args.port} on 127.0.0.1 is not free: choose another --port")
     experiment = stack.as_recorded(experiments[:1], args.database_url)[0]
