@@ -26,6 +26,7 @@ import signal
 import tempfile
 import time
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -52,23 +53,31 @@ TICK_S = 0.5
 UI_START_TIMEOUT_S = 60.0
 
 
+@dataclass(frozen=True)
+class UiContext:
+    """What a session serves and where it records it, given whole to `UiSession`."""
+
+    config: BenchConfig
+    experiment: Experiment
+    variant: Variant
+    out_root: Path  # the results root: the session's folder is made in it
+    command: tuple[str, ...]  # the command line, as run.json records it
+    database_url: str | None = None  # else the experiment's provider
+    port: int | None = None  # the web UI's; else a free one
+
+
 class UiSession:
     """Brings the stack up, serves Locust's web UI, records what happens, stops everything."""
 
-    def __init__(
-        self,
-        config: BenchConfig,
-        experiment: Experiment,
-        variant: Variant,
-        out_root: Path,
-        command: list[str],
-        database_url: str | None = None,
-        port: int | None = None,
-        display: ProgressDisplay | None = None,
-    ) -> None:
-        self.config, self.experiment, self.variant = config, experiment, variant
-        self.out_root, self.command = out_root, command
-        self.database_url, self.port = database_url, port
+    def __init__(self, context: UiContext, display: ProgressDisplay | None = None) -> None:
+        self.context = context
+        self.config, self.experiment, self.variant = (
+            context.config,
+            context.experiment,
+            context.variant,
+        )
+        self.out_root, self.command = context.out_root, context.command
+        self.database_url, self.port = context.database_url, context.port
         self.events = RunEvents()
         self.display = display or ProgressDisplay()
         self.display.subscribe(self.events)
