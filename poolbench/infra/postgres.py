@@ -32,7 +32,7 @@ import subprocess
 import tempfile
 import warnings
 from collections.abc import Iterator, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
@@ -462,43 +462,17 @@ def embedded_server(
     postmaster: subprocess.Popen[bytes] | None = None
     try:
         user = _prepare_for_root(bin_dir, root, own_install=bindir is None)
-        pwfile = root / "pwfile"
-        pwfile.write_text(admin_password + "\n")
-        if user:
-            shutil.chown(pwfile, user)
-        _run(
-            [
-                str(bin_dir / "initdb"), "-D", str(data), "-U", "postgres", "--pwfile", str(pwfile),
-                "--auth-local=trust", "--auth-host=scram-sha-256", "-E", "UTF8", "--no-sync",
-            ],
-            user,
-            "initdb",
-        )  # fmt: skip
-        pwfile.unlink()
+        _initdb(bin_dir, data, user, admin_password)
         options = ["-h", "127.0.0.1", "-p", str(port), "-k", str(root)]
         for key, value in merged.items():  # argv, not a shell: no quoting needed
             options += ["-c", f"{key}={value}"]
         postmaster = start_postmaster(bin_dir, data, log, options, user)
-        admin_url = _url("postgres", admin_password, "127.0.0.1", port, "postgres")
-        with connect(admin_url) as admin:
-            _create_app_database(admin, APP_DATABASE, APP_ROLE, app_password)
-            server_version = (
-                admin.execute("SHOW server_version").fetchone() or _no_row("version")
-            )[0]
-            reported = _settings(admin, sorted({*REPORTED_SETTINGS, *merged}))
-        yield Database(
-            provider="embedded",
+        yield replace(
+            _app_database(
+                port, admin_password, app_password, sorted({*REPORTED_SETTINGS, *merged})
+            ),
             bindir=str(bin_dir) if bindir else None,
-            host="127.0.0.1",
-            port=port,
-            dbname=APP_DATABASE,
-            app_user=APP_ROLE,
-            app_password=app_password,
-            admin_user="postgres",
-            admin_password=admin_password,
-            server_version=server_version,
             postmaster_pid=postmaster.pid,
-            settings=reported,
             server_log=log,
             socket_dir=str(root),
         )
@@ -512,6 +486,46 @@ def embedded_server(
             shutil.rmtree(root, ignore_errors=True)
             if not root.exists():
                 ledger.released(noted)
+
+
+def _initdb(bin_dir: Path, data: Path, user: str | None, admin_password: str) -> None:
+    """A new cluster in `data`: superuser `postgres` with `admin_password`, TCP by password."""
+    pwfile = data.parent / "pwfile"
+    pwfile.write_text(admin_password + "\n")
+    if user:
+        shutil.chown(pwfile, user)
+    _run(
+        [
+            str(bin_dir / "initdb"), "-D", str(data), "-U", "postgres", "--pwfile", str(pwfile),
+            "--auth-local=trust", "--auth-host=scram-sha-256", "-E", "UTF8", "--no-sync",
+        ],
+        user,
+        "initdb",
+    )  # fmt: skip
+    pwfile.unlink()
+
+
+def _app_database(
+    port: int, admin_password: str, app_password: str, reported: list[str]
+) -> Database:
+    """The embedded server's app database and role, made as its superuser `postgres`; the
+    Database also carries the server's version and its `reported` settings."""
+    admin_url = _url("postgres", admin_password, "127.0.0.1", port, "postgres")
+    with connect(admin_url) as admin:
+        _create_app_database(admin, APP_DATABASE, APP_ROLE, app_password)
+        server_version = (admin.execute("SHOW server_version").fetchone() or _no_row("version"))[0]
+        return Database(
+            provider="embedded",
+            host="127.0.0.1",
+            port=port,
+            dbname=APP_DATABASE,
+            app_user=APP_ROLE,
+            app_password=app_password,
+            admin_user="postgres",
+            admin_password=admin_password,
+            server_version=server_version,
+            settings=_settings(admin, reported),
+        )
 
 
 # --------------------------------------------------------------------------- compose
