@@ -248,3 +248,26 @@ def test_a_command_line_setting_reaches_the_experiment_and_is_blamed_by_its_flag
     assert experiment.load.locust_master_bind == "::1"
     with pytest.raises(PoolbenchError, match=r"^--locust-workers-timeout must be positive$"):
         select(config, Overrides(locust_workers_timeout_s=0.0))
+
+
+def test_the_closed_sets_of_the_file_are_enums_and_a_stray_word_is_named_where_used(
+    tmp_path: Path,
+) -> None:
+    """The provider and the shape come back as members (the same words in run.json); a word
+    outside the set in [defaults] is refused on the experiment that uses it, with the choices."""
+    from poolbench.config.kinds import Provider, Shape
+
+    text = MINIMAL + "[experiments.e.postgres]\nprovider = 'url'\n[experiments.e.load]\n"
+    experiment = load_config(_write(tmp_path, text + "shape = 'spike'\n")).experiments["e"]
+    assert experiment.postgres.provider is Provider.URL and experiment.load.shape is Shape.SPIKE
+    assert load_config(_write(tmp_path, MINIMAL)).experiments["e"].load.shape is Shape.STEADY
+    with pytest.raises(PoolbenchError) as error:
+        load_config(_write(tmp_path, MINIMAL + "[defaults.postgres]\nprovider = 'cloud'\n"))
+    assert str(error.value) == (
+        "experiments.e.postgres.provider 'cloud' is not one of embedded, url, compose"
+    )
+    with pytest.raises(PoolbenchError, match=r"^quick\.load\.shape 'wave' is not one of"):
+        select(
+            load_config(_write(tmp_path, MINIMAL + "[quick.load]\nshape = 'wave'\n")),
+            Overrides(quick=True),
+        )

@@ -10,10 +10,12 @@ from __future__ import annotations
 import tomllib
 from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field, fields, replace
+from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
 from poolbench.config import placeholders
+from poolbench.config.kinds import Provider, Shape
 from poolbench.config.paths import check_bindir
 from poolbench.config.variants import (
     Variant,
@@ -26,8 +28,8 @@ from poolbench.config.variants import (
 from poolbench.errors import PoolbenchError, first_line
 from poolbench.options import Overrides
 
-PROVIDERS = ("embedded", "url", "compose")
-SHAPES = ("steady", "ramp", "spike")
+PROVIDERS = tuple(Provider)
+SHAPES = tuple(Shape)
 DEFAULT_CONFIG = Path("scenarios/bench.toml")
 
 
@@ -45,7 +47,7 @@ class AppSettings:
 class PostgresSettings:
     """Where the database comes from. `bindir`: run the embedded server from these binaries."""
 
-    provider: str = "embedded"
+    provider: Provider = Provider.EMBEDDED
     version: int = 18
     max_connections: int = 100
     bindir: str = ""  # e.g. /usr/lib/postgresql/15/bin: every contrib extension
@@ -64,7 +66,7 @@ class LoadSettings:
 
     locustfile: str = "scenarios/locustfile.py"
     locust_args: tuple[str, ...] = ()
-    shape: str = "steady"
+    shape: Shape = Shape.STEADY
     users: int = 50
     spawn_rate: float = 50.0
     ramp_s: float = 15.0
@@ -125,6 +127,11 @@ def _typed(cls: type, table: dict[str, Any], where: str, base: Any = None) -> An
     values = {}
     for key, value in table.items():
         expected = type(getattr(defaults, key))
+        if issubclass(expected, StrEnum) and isinstance(value, str):
+            # a word outside the set stays a string, for _validate_experiment to refuse where
+            # the experiment got it (a [defaults] value is blamed on the experiment, as before)
+            value = _member(expected, value)
+            expected = type(value)
         if expected is float and isinstance(value, int) and not isinstance(value, bool):
             value = float(value)
         if expected is tuple:  # a list of strings in TOML
@@ -141,6 +148,11 @@ def _typed(cls: type, table: dict[str, Any], where: str, base: Any = None) -> An
             raise PoolbenchError(f"{where}.{key} must not be negative, got {value}")
         values[key] = value
     return replace(defaults, **values)
+
+
+def _member(kind: type[StrEnum], word: str) -> str:
+    """`word` as a member of `kind`, or as it is when it is not one."""
+    return next((member for member in kind if member == word), word)
 
 
 def _count(value: Any, where: str) -> int:
@@ -197,12 +209,12 @@ def _validate_experiment(
         raise PoolbenchError(
             f"{located('phases.load_s')} must be positive, got {exp.phases.load_s}"
         )
-    if exp.phases.soak_s > 0 and exp.load.shape == "spike":
+    if exp.phases.soak_s > 0 and exp.load.shape == Shape.SPIKE:
         raise PoolbenchError(
             f"{located('phases.soak_s')} needs a constant load at its end: use shape steady or "
             "ramp, not spike"
         )
-    if exp.load.shape == "ramp" and exp.load.ramp_s >= exp.phases.load_s:
+    if exp.load.shape == Shape.RAMP and exp.load.ramp_s >= exp.phases.load_s:
         raise PoolbenchError(
             f"{located('load.ramp_s')} ({exp.load.ramp_s:g} s) must be shorter than phases.load_s "
             f"({exp.phases.load_s:g} s): the ramp holds all users for the rest of the phase"

@@ -41,6 +41,7 @@ import psycopg
 from psycopg import sql
 from psycopg.conninfo import conninfo_to_dict
 
+from poolbench.config.kinds import Provider
 from poolbench.config.paths import check_bindir
 from poolbench.errors import PoolbenchError, first_line
 from poolbench.files import WriteFailed, atomic_file
@@ -66,7 +67,7 @@ COMPOSE_URL = "postgresql://postgres:poolbench@127.0.0.1:55432/postgres"
 class Database:
     """A database ready for one experiment: who the app connects as, who monitors."""
 
-    provider: str
+    provider: Provider
     host: str
     port: int
     dbname: str
@@ -85,7 +86,7 @@ class Database:
     def server_name(self) -> str:
         """How an error names this server, e.g. "the embedded PostgreSQL 18.6"."""
         version = self.server_version.split(" ", 1)[0]
-        if self.provider != "embedded":
+        if self.provider != Provider.EMBEDDED:
             return f"PostgreSQL {version} at {self.host}:{self.port}"
         if self.bindir:
             return f"PostgreSQL {version} from {self.bindir}"
@@ -104,7 +105,7 @@ class Database:
         """Why this server's log is not kept (None when it is): counts are then sampled only."""
         if self.server_log is not None:
             return None
-        if self.provider == "compose":
+        if self.provider == Provider.COMPOSE:
             return "the compose server's log stays in its container: connections are sampled only"
         return "an existing server's log is not readable here: connections are sampled only"
 
@@ -298,7 +299,7 @@ REPORTED_SETTINGS = [
 
 
 @contextlib.contextmanager
-def existing_server(url: str, provider: str = "url") -> Iterator[Database]:
+def existing_server(url: str, provider: Provider = Provider.URL) -> Iterator[Database]:
     """Use a server someone else runs: a private database and role, dropped afterwards."""
     url = validate_url(url)
     params = url_params(url)
@@ -515,7 +516,7 @@ def _app_database(
         _create_app_database(admin, APP_DATABASE, APP_ROLE, app_password)
         server_version = (admin.execute("SHOW server_version").fetchone() or _no_row("version"))[0]
         return Database(
-            provider="embedded",
+            provider=Provider.EMBEDDED,
             host="127.0.0.1",
             port=port,
             dbname=APP_DATABASE,
@@ -550,7 +551,7 @@ def compose_server(compose_file: Path, url: str = COMPOSE_URL) -> Iterator[Datab
     """The docker-compose PostgreSQL: started, waited for (health check), then used as a URL."""
     _compose(["up", "-d", "--wait", "postgres"], compose_file, timeout=180)
     try:
-        with existing_server(url, provider="compose") as database:
+        with existing_server(url, provider=Provider.COMPOSE) as database:
             yield database
     finally:
         with contextlib.suppress(PoolbenchError):
@@ -561,7 +562,7 @@ def compose_server(compose_file: Path, url: str = COMPOSE_URL) -> Iterator[Datab
 
 
 def provide(
-    provider: str,
+    provider: Provider,
     *,
     database_url: str | None = None,
     settings: Mapping[str, str] | None = None,
@@ -578,13 +579,13 @@ def provide(
     """
     if database_url:
         return existing_server(database_url)
-    if provider == "embedded":
+    if provider == Provider.EMBEDDED:
         return embedded_server(
             settings=settings, port=port, version=version, bindir=bindir, keep_log=keep_log
         )
-    if provider == "compose":
+    if provider == Provider.COMPOSE:
         return compose_server(compose_file or Path("docker-compose.yml"))
-    if provider == "url":
+    if provider == Provider.URL:
         raise PoolbenchError("provider 'url' needs --database-url or DATABASE_URL")
     raise PoolbenchError(
         f"unknown PostgreSQL provider {provider!r}: choose embedded, url or compose"

@@ -93,7 +93,7 @@ def _add_options(parser: LocustArgumentParser) -> None:
     _tie_forked_workers()
     parser.add_argument(
         "--poolbench-shape",
-        choices=sorted(shapes.SHAPES),
+        choices=sorted(shape.value for shape in shapes.SHAPES),
         default=None,
         include_in_web_ui=False,
         help="poolbench load shape (default: none, plain Locust)",
