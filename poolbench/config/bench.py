@@ -111,20 +111,20 @@ class BenchConfig:
     variants: dict[str, Variant]
     experiments: dict[str, Experiment]
     default_experiments: tuple[str, ...]
-    quick: dict[str, Any] = field(default_factory=dict)
+    quick: Mapping[str, object] = field(default_factory=dict)  # [quick], checked when used
 
 
 # --------------------------------------------------------------------------- parsing
 
 
-def _typed(cls: type, table: dict[str, Any], where: str, base: Any = None) -> Any:
+def _typed(cls: type, table: object, where: str, base: Any = None) -> Any:
     """Build a settings dataclass from a TOML table, checking names, types and ranges."""
     if not isinstance(table, dict):
         raise PoolbenchError(f"{where} must be a table, got {type(table).__name__} {table!r}")
     defaults = base if base is not None else cls()
     allowed = {f.name for f in fields(cls)}
     check_keys(table, allowed, where)
-    values = {}
+    values: dict[str, object] = {}
     for key, value in table.items():
         expected = type(getattr(defaults, key))
         if issubclass(expected, StrEnum) and isinstance(value, str):
@@ -155,14 +155,14 @@ def _member(kind: type[StrEnum], word: str) -> str:
     return next((member for member in kind if member == word), word)
 
 
-def _count(value: Any, where: str) -> int:
+def _count(value: object, where: str) -> int:
     """A whole number from the file (repeats): a one-line error for "abc", 2.5 or true."""
     if isinstance(value, bool) or not isinstance(value, int):
         raise PoolbenchError(f"{where} must be int, got {type(value).__name__} {value!r}")
     return value
 
 
-def _names_list(value: Any, where: str) -> tuple[str, ...]:
+def _names_list(value: object, where: str) -> tuple[str, ...]:
     """A non-empty list of names: a lone string is refused, not read letter by letter."""
     if isinstance(value, str):
         raise PoolbenchError(f"{where} must be a list of names, e.g. [{value!r}], not a string")
@@ -241,27 +241,40 @@ SECTIONS = {
 }
 
 
-def _parse_experiment(name: str, table: dict[str, Any], defaults: dict[str, Any]) -> Experiment:
+@dataclass(frozen=True)
+class _Defaults:
+    """The bench file's [defaults]: what an experiment that does not say otherwise gets."""
+
+    app: AppSettings
+    postgres: PostgresSettings
+    load: LoadSettings
+    phases: Phases
+    variants: tuple[str, ...]
+    repeats: int
+    fail_if: object  # as the file gives it: parse_fail_if checks it per experiment
+
+
+def _parse_experiment(name: str, table: Mapping[str, object], defaults: _Defaults) -> Experiment:
     check_name(name, "experiments")
     where = f"experiments.{name}"
     check_keys(table, {"description", "variants", "repeats", "claims", "fail_if", *SECTIONS}, where)
     sections = {
-        key: _typed(cls, table.get(key, {}), f"{where}.{key}", defaults[key])
+        key: _typed(cls, table.get(key, {}), f"{where}.{key}", getattr(defaults, key))
         for key, cls in SECTIONS.items()
     }
     variants = (
         _names_list(table["variants"], f"{where}.variants")
         if "variants" in table
-        else defaults["variants"]
+        else defaults.variants
     )
     repeats = _count(table["repeats"], f"{where}.repeats") if "repeats" in table else None
     return Experiment(
         name=name,
         description=str(table.get("description", "")),
         variants=variants,
-        repeats=defaults["repeats"] if repeats is None else repeats,
+        repeats=defaults.repeats if repeats is None else repeats,
         claims=_parse_claims(table.get("claims", {}), f"{where}.claims"),
-        fail_if=parse_fail_if(table.get("fail_if", defaults["fail_if"]), f"{where}.fail_if"),
+        fail_if=parse_fail_if(table.get("fail_if", defaults.fail_if), f"{where}.fail_if"),
         **sections,
     )
 
@@ -271,7 +284,7 @@ DIRECTIONS = ("better", "lower", "higher")
 
 
 def parse_fail_if(
-    value: Any,
+    value: object,
     where: str,
     variants: tuple[str, ...] | None = None,
     metrics: Collection[str] | None = None,
@@ -367,15 +380,15 @@ def load_config(path: Path = DEFAULT_CONFIG) -> BenchConfig:
     check_keys(
         default_table, {"experiments", "variants", "repeats", "fail_if", *SECTIONS}, "defaults"
     )
-    defaults: dict[str, Any] = {
-        key: _typed(cls, default_table.get(key, {}), f"defaults.{key}")
-        for key, cls in SECTIONS.items()
-    }
-    defaults["variants"] = _names_list(
-        default_table.get("variants", list(variants)), "defaults.variants"
+    defaults = _Defaults(
+        **{
+            key: _typed(cls, default_table.get(key, {}), f"defaults.{key}")
+            for key, cls in SECTIONS.items()
+        },
+        variants=_names_list(default_table.get("variants", list(variants)), "defaults.variants"),
+        repeats=_count(default_table.get("repeats", 1), "defaults.repeats"),
+        fail_if=default_table.get("fail_if", []),
     )
-    defaults["repeats"] = _count(default_table.get("repeats", 1), "defaults.repeats")
-    defaults["fail_if"] = default_table.get("fail_if", [])
     experiments = {
         name: _parse_experiment(name, t, defaults) for name, t in raw.get("experiments", {}).items()
     }
@@ -389,7 +402,7 @@ def load_config(path: Path = DEFAULT_CONFIG) -> BenchConfig:
     return BenchConfig(str(path), variants, experiments, default_experiments, raw.get("quick", {}))
 
 
-def _require(name: str, known: dict[str, Any], what: str) -> None:
+def _require(name: str, known: Mapping[str, object], what: str) -> None:
     if name not in known:
         raise PoolbenchError(
             f"unknown {what} {name!r}: valid {what}s are {', '.join(sorted(known))}"
@@ -505,7 +518,7 @@ def _resolve_paths(experiment: Experiment, base: Path) -> Experiment:
     return replace(experiment, load=load, postgres=pg)
 
 
-def apply_overrides(experiment: Experiment, table: dict[str, Any], where: str) -> Experiment:
+def apply_overrides(experiment: Experiment, table: Mapping[str, object], where: str) -> Experiment:
     """Overlay a table shaped like an experiment's sections (e.g. [quick]) onto it."""
     check_keys(table, {"repeats", *SECTIONS}, where)
     sections = {
@@ -518,13 +531,13 @@ def apply_overrides(experiment: Experiment, table: dict[str, Any], where: str) -
     return replace(experiment, **sections)
 
 
-def _override_keys(table: dict[str, Any], where: str) -> dict[str, str]:
+def _override_keys(table: Mapping[str, object], where: str) -> dict[str, str]:
     """ "section.key" -> where it was set, for the keys an override table sets."""
     found = {
         f"{section}.{key}": f"{where}.{section}.{key}"
         for section in SECTIONS
-        if isinstance(table.get(section), dict)
-        for key in table[section]
+        if isinstance(settings := table.get(section), dict)
+        for key in settings
     }
     if "repeats" in table:
         found["repeats"] = f"{where}.repeats"

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 import re
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
@@ -184,7 +185,8 @@ def _parse_pgbouncer(table: Any, where: str) -> PgBouncerSettings:
     )  # fmt: skip
 
 
-def check_keys(table: dict[str, Any], allowed: set[str], where: str) -> None:
+def check_keys(table: Iterable[str], allowed: set[str], where: str) -> None:
+    """A table's keys (`table` iterated) all among `allowed`, else a one-line error."""
     unknown = sorted(set(table) - allowed)
     if unknown:
         raise PoolbenchError(
