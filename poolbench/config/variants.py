@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import math
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
@@ -208,7 +208,7 @@ def _strings(value: Any, where: str) -> tuple[str, ...]:
     return tuple(value)
 
 
-def _count(table: dict[str, Any], key: str, where: str, minimum: int, default: int) -> int:
+def _count(table: Mapping[str, object], key: str, where: str, minimum: int, default: int) -> int:
     value = table.get(key, default)
     if not isinstance(value, int) or isinstance(value, bool) or value < minimum:
         raise PoolbenchError(f"{where}.{key} must be an integer >= {minimum}, got {value!r}")
@@ -226,7 +226,7 @@ def _parse_env(table: Any, where: str) -> dict[str, str]:
     return env
 
 
-def _parse_engines(table: dict[str, Any], where: str) -> tuple[Engine, ...]:
+def _parse_engines(table: Mapping[str, object], where: str) -> tuple[Engine, ...]:
     """`engines = [{name, pool_size, max_overflow}, …]`, or `pool_size`/`max_overflow` alone."""
     if "engines" in table:
         if "pool_size" in table or "max_overflow" in table:
@@ -256,7 +256,7 @@ def _parse_engines(table: dict[str, Any], where: str) -> tuple[Engine, ...]:
     return ()
 
 
-def _parse_setup(table: dict[str, Any], where: str) -> tuple[tuple[str, ...], ...]:
+def _parse_setup(table: Mapping[str, object], where: str) -> tuple[tuple[str, ...], ...]:
     setup = table.get("setup", [])
     if not isinstance(setup, list):
         raise PoolbenchError(f"{where}.setup must be a list of commands, each a list of strings")

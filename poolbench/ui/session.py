@@ -46,7 +46,7 @@ from poolbench.results.status import Status
 from poolbench.run import stack
 from poolbench.run.events import EventLog, RunEvents, VariantRef, keep_record
 from poolbench.run.progress import ProgressDisplay
-from poolbench.ui.feed import FeedWriter
+from poolbench.ui.feed import FeedHeader, FeedWriter
 
 DB_TAB = Path(__file__).resolve().with_name("locust_db_tab.py")
 TICK_S = 0.5
@@ -195,7 +195,7 @@ class UiSession:
             )
         return process
 
-    def _feed_header(self, entry: dict[str, Any]) -> dict[str, Any]:
+    def _feed_header(self, entry: dict[str, Any]) -> FeedHeader:
         assert self.record is not None  # set by run()
         engines = entry.get("engines") or []
         workers = int(entry.get("workers") or 1)
