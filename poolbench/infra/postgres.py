@@ -315,7 +315,7 @@ def existing_server(url: str, provider: Provider = Provider.URL) -> Iterator[Dat
     with connect(url) as admin:
         version, is_super = _check_monitoring(admin, url)
     noted = ledger.started(
-        "database", f"{host}:{port}/{dbname}",
+        ledger.Kind.DATABASE, f"{host}:{port}/{dbname}",
         host=host, port=port, user=user, dbname=dbname, role=role,
     )  # fmt: skip
     try:
@@ -454,7 +454,7 @@ def embedded_server(
     port = port or free_port()
     merged = {**DEFAULT_SETTINGS, **(settings or {}), **SERVER_LOG_SETTINGS}
     root = Path(tempfile.gettempdir()) / f"{EMBEDDED_DIR_PREFIX}{secrets.token_hex(6)}"
-    noted = ledger.started("data_dir", str(root), path=str(root))  # before it exists
+    noted = ledger.started(ledger.Kind.DATA_DIR, str(root), path=str(root))  # before it exists
     root.mkdir(mode=0o700)
     data, log = root / "data", root / "server.log"
     admin_password, app_password = secrets.token_hex(12), secrets.token_hex(12)

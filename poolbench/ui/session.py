@@ -142,7 +142,7 @@ class UiSession:
         feed_dir = (
             Path(tempfile.gettempdir()) / f"{ledger.UI_FEED_DIR_PREFIX}{secrets.token_hex(6)}"
         )
-        noted = ledger.started("data_dir", str(feed_dir), path=str(feed_dir))  # for clean
+        noted = ledger.started(ledger.Kind.DATA_DIR, str(feed_dir), path=str(feed_dir))  # for clean
         feed_dir.mkdir(mode=0o700)
         probe = ProbeTail(app.spec.probe_dir) if app.spec.probe_dir else None
         feed = FeedWriter(
