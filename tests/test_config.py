@@ -109,6 +109,22 @@ def test_an_unknown_collector_profile_is_one_line_naming_the_choices(tmp_path: P
     assert str(error.value) == "variants.a.collector 'x' is not one of default, minimal"
 
 
+def test_a_collector_profile_that_is_not_a_word_is_one_line_too(tmp_path: Path) -> None:
+    """Before: collector = ["minimal"] was a traceback (unhashable type: 'list')."""
+    text = MINIMAL.replace('app_dir = "apps_before"', 'app_dir = "apps_before"\ncollector = ["x"]')
+    with pytest.raises(PoolbenchError) as error:
+        load_config(_write(tmp_path, text))
+    assert str(error.value) == "variants.a.collector ['x'] is not one of default, minimal"
+    minimal = MINIMAL.replace(
+        'app_dir = "apps_before"', 'app_dir = "apps_before"\ncollector = "minimal"'
+    )
+    from poolbench.config.variants import CollectorProfile
+
+    assert (
+        load_config(_write(tmp_path, minimal)).variants["a"].collector is CollectorProfile.MINIMAL
+    )
+
+
 def test_missing_file(tmp_path: Path) -> None:
     with pytest.raises(PoolbenchError, match="not found"):
         load_config(tmp_path / "absent.toml")

@@ -12,16 +12,32 @@ import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
-from typing import Any
+from typing import Any, TypedDict
 
 from poolbench.errors import PoolbenchError
+
 
 # What a profile changes. "minimal" is the lightest instrument that still counts
 # connections: 1 Hz, no memory reads, no pools polling (process counts and CPU stay, at
 # memory_hz), to measure what the default collector costs the system it observes.
-COLLECTOR_PROFILES: dict[str, dict[str, Any]] = {
-    "default": {},
-    "minimal": {"connections_hz": 1.0, "memory": False, "pools_url": None},
+class CollectorProfile(StrEnum):
+    """A variant's `collector`: how closely the collector looks (COLLECTOR_PROFILES)."""
+
+    DEFAULT = "default"
+    MINIMAL = "minimal"
+
+
+class ProfileSettings(TypedDict, total=False):
+    """What a profile changes in poolbench.collector.settings.CollectorConfig."""
+
+    connections_hz: float
+    memory: bool
+    pools_url: str | None
+
+
+COLLECTOR_PROFILES: dict[str, ProfileSettings] = {
+    CollectorProfile.DEFAULT: {},
+    CollectorProfile.MINIMAL: {"connections_hz": 1.0, "memory": False, "pools_url": None},
 }
 
 
@@ -100,7 +116,7 @@ class Variant:
     extensions: tuple[str, ...] = ()  # created by the superuser before setup
     workers: int | None = None  # declared; None: the experiment's app.workers
     engines: tuple[Engine, ...] = ()  # declared, per process; () = not declared
-    collector: str = "default"  # the collector's profile (COLLECTOR_PROFILES)
+    collector: CollectorProfile = CollectorProfile.DEFAULT  # (COLLECTOR_PROFILES)
     pgbouncer: PgBouncerSettings | None = None  # the app reaches PostgreSQL through PgBouncer
     # the app may listen beyond loopback (its own bind, e.g. 0.0.0.0): recorded and warned
     # about, not refused
@@ -329,7 +345,7 @@ def parse_variant(name: str, table: dict[str, Any]) -> Variant:
     if not isinstance(probe, bool):
         raise PoolbenchError(f"{where}.probe must be true or false, got {probe!r}")
     collector = table.get("collector", "default")
-    if collector not in COLLECTOR_PROFILES:
+    if not isinstance(collector, str) or collector not in COLLECTOR_PROFILES:
         raise PoolbenchError(
             f"{where}.collector {collector!r} is not one of {', '.join(COLLECTOR_PROFILES)}"
         )
@@ -347,7 +363,7 @@ def parse_variant(name: str, table: dict[str, Any]) -> Variant:
         extensions=_strings(table.get("extensions", []), f"{where}.extensions"),
         workers=_count(table, "workers", where, 1, 1) if "workers" in table else None,
         engines=engines,
-        collector=collector,
+        collector=CollectorProfile(collector),
         pgbouncer=_parse_pgbouncer(table["pgbouncer"], where) if "pgbouncer" in table else None,
         listen_beyond_loopback=exposed,
         probe=probe,
