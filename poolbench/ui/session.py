@@ -27,6 +27,7 @@ import tempfile
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
+from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
@@ -51,6 +52,13 @@ from poolbench.ui.feed import FeedHeader, FeedWriter
 DB_TAB = Path(__file__).resolve().with_name("locust_db_tab.py")
 TICK_S = 0.5
 UI_START_TIMEOUT_S = 60.0
+
+
+class UiPhase(StrEnum):
+    """The phase a person's test in the web UI is in (the analysis reads these names)."""
+
+    LOAD = "load"  # from a test's start
+    IDLE = "idle"  # from its stop to the next start or the end
 
 
 @dataclass(frozen=True)
@@ -83,7 +91,7 @@ class UiSession:
         self.display.subscribe(self.events)
         self.record: RunRecord | None = None
         self.url: str | None = None
-        self._phase: str | None = None  # the open phase: "load", "idle" or None
+        self._phase: UiPhase | None = None  # the open phase
         self._boundaries = 0  # test starts and stops already turned into phases
         self._entry: dict[str, Any] = {}
 
@@ -275,14 +283,14 @@ class UiSession:
         one Locust's final statistics describe, as it clears them when a test starts). When a
         new test starts, the previous test's phases become `load N` and `idle N`.
         """
-        boundaries = []
+        boundaries: list[tuple[UiPhase, float, int]] = []
         for number, test in enumerate(tests, start=1):
-            boundaries.append(("load", test["started"], number))
+            boundaries.append((UiPhase.LOAD, test["started"], number))
             if test.get("stopped") is not None:
-                boundaries.append(("idle", test["stopped"], number))
+                boundaries.append((UiPhase.IDLE, test["stopped"], number))
         for phase, ts, number in boundaries[self._boundaries :]:
             self._close_phase(ref, ts)
-            if phase == "load" and number > 1:
+            if phase == UiPhase.LOAD and number > 1:
                 for item in self._entry["phases"]:
                     if item["name"] in ("load", "idle"):
                         item["name"] = f"{item['name']} {number - 1}"
