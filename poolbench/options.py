@@ -113,19 +113,19 @@ class Overrides:
         given = vars(args)
         experiments = given.get("experiments") or [given.get("experiment")]
         variants = given.get("variants") or [given.get("variant")]
-        bindir = given.get("pg_bindir")
+        # each setting from its flag's argparse destination: --locust-workers-timeout → …_timeout
+        settings = {
+            name: given.get(flag.removeprefix("--").replace("-", "_"))
+            for name, (_, flag) in SETTING_FLAGS.items()
+        }
+        bindir = settings["pg_bindir"]  # relative to here, not to the bench file's folder
+        settings["pg_bindir"] = str(Path(bindir).resolve()) if bindir else None
         return cls(
             experiments=tuple(name for name in experiments if name),
             variants=tuple(name for name in variants if name),
             quick=bool(given.get("quick")),
             fail_if=tuple(given.get("fail_if") or ()) if thresholds else (),
-            repeats=given.get("repeats"),
-            load_processes=given.get("load_processes"),
-            locust_workers=given.get("locust_workers"),
-            locust_workers_timeout_s=given.get("locust_workers_timeout"),
-            locust_master_bind=given.get("locust_master_bind"),
-            soak_s=given.get("soak"),
-            pg_bindir=str(Path(bindir).resolve()) if bindir else None,
+            **settings,
         )
 
     def settings(self) -> list[tuple[str, object, str]]:
