@@ -138,3 +138,37 @@ def test_nothing_imports_the_command_line(module: str) -> None:
 def test_the_root_holds_only_the_entry_point_and_the_common_modules() -> None:
     root = sorted(p.stem for p in PACKAGE.glob("*.py"))
     assert root == ["__init__", "__main__", "cli", "errors", "files", "format", "options", "redact"]
+
+
+MAX_FUNCTION_LINES = 80
+
+
+def _long_functions(source: str, name: str) -> list[str]:
+    """Functions (methods, nested ones) longer than MAX_FUNCTION_LINES, from `def` to their
+    last line, decorators left out."""
+    return [
+        f"{name}:{node.lineno} {node.name} ({node.end_lineno - node.lineno + 1} lines)"
+        for node in ast.walk(ast.parse(source))
+        if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef)
+        and node.end_lineno is not None
+        and node.end_lineno - node.lineno + 1 > MAX_FUNCTION_LINES
+    ]
+
+
+def test_no_function_is_longer_than_80_lines() -> None:
+    long = []
+    for path in sorted(PACKAGE.rglob("*.py")):
+        long += _long_functions(path.read_text(encoding="utf-8"), str(path.relative_to(PACKAGE)))
+    assert long == []
+
+
+def test_a_long_function_is_found() -> None:
+    """The check itself can fail: 81 lines are one too many, 80 are not, nested ones count."""
+    body = "".join(f"    x{i} = {i}\n" for i in range(79))
+    long = f"def f():\n{body}    return 0\n"  # 81 lines
+    fine = f"def g():\n{body}"  # 80 lines
+    nested = "class C:\n    def m(self):\n" + "".join(f"        x{i} = {i}\n" for i in range(80))
+    assert _long_functions(long + fine + nested, "m.py") == [
+        "m.py:1 f (81 lines)",
+        "m.py:163 m (81 lines)",
+    ]

@@ -10,6 +10,7 @@ from poolbench.config import placeholders
 from poolbench.config.bench import load_config, select
 from poolbench.config.variants import Engine
 from poolbench.errors import PoolbenchError
+from poolbench.options import Overrides
 from poolbench.redact import MASK, add_secret, looks_secret, mask_text, mask_tree
 
 COMMAND = 'command = ["python", "-m", "uvicorn", "svc:app", "--port", "{port}"]\n'
@@ -107,7 +108,7 @@ def test_expansion_is_one_pass_and_leaves_other_braces() -> None:
 def test_bad_bindir_is_one_line_before_anything_starts(tmp_path: Path) -> None:
     config = load_config(_bench(tmp_path, COMMAND))
     with pytest.raises(PoolbenchError, match=r"bindir .*nowhere has no executable initdb"):
-        select(config, pg_bindir=str(tmp_path / "nowhere"))
+        select(config, Overrides(pg_bindir=str(tmp_path / "nowhere")))
 
 
 def test_registered_secrets_and_secret_names_are_masked() -> None:

@@ -8,6 +8,7 @@ import pytest
 
 from poolbench.config.bench import load_config, select
 from poolbench.errors import PoolbenchError
+from poolbench.options import Overrides
 
 BENCH = Path(__file__).parents[1] / "scenarios" / "bench.toml"
 
@@ -25,7 +26,7 @@ def test_shipped_bench_file_has_the_two_default_experiments() -> None:
 
 
 def test_quick_runs_the_first_experiment_with_small_pools() -> None:
-    [quick] = select(load_config(BENCH), quick=True)
+    [quick] = select(load_config(BENCH), Overrides(quick=True))
     assert quick.name == "seed-claim"
     assert (quick.app.pool_size, quick.app.max_overflow) == (4, 0)
     assert quick.phases.warmup_s + quick.phases.load_s + quick.phases.idle_s <= 30
@@ -82,13 +83,13 @@ def test_unknown_experiment_and_variant_list_the_valid_names() -> None:
         PoolbenchError,
         match="valid experiments are observer-effect, pgbouncer, seed-claim, soak, stock-postgres",
     ):
-        select(config, experiments=["nope"])
+        select(config, Overrides(experiments=("nope",)))
     with pytest.raises(
         PoolbenchError,
         match=r"valid variants are after, after-minimal, after-pgbouncer, after-pgbouncer-nullpool, "
         r"before, before-pgbouncer, before-pgbouncer-misconfigured$",
     ):
-        select(config, variants=["before", "middle"])
+        select(config, Overrides(variants=("before", "middle")))
 
 
 def test_a_variant_can_run_under_the_minimal_collector() -> None:
@@ -106,6 +107,22 @@ def test_an_unknown_collector_profile_is_one_line_naming_the_choices(tmp_path: P
     with pytest.raises(PoolbenchError) as error:
         load_config(_write(tmp_path, text))
     assert str(error.value) == "variants.a.collector 'x' is not one of default, minimal"
+
+
+def test_a_collector_profile_that_is_not_a_word_is_one_line_too(tmp_path: Path) -> None:
+    """Before: collector = ["minimal"] was a traceback (unhashable type: 'list')."""
+    text = MINIMAL.replace('app_dir = "apps_before"', 'app_dir = "apps_before"\ncollector = ["x"]')
+    with pytest.raises(PoolbenchError) as error:
+        load_config(_write(tmp_path, text))
+    assert str(error.value) == "variants.a.collector ['x'] is not one of default, minimal"
+    minimal = MINIMAL.replace(
+        'app_dir = "apps_before"', 'app_dir = "apps_before"\ncollector = "minimal"'
+    )
+    from poolbench.config.variants import CollectorProfile
+
+    assert (
+        load_config(_write(tmp_path, minimal)).variants["a"].collector is CollectorProfile.MINIMAL
+    )
 
 
 def test_missing_file(tmp_path: Path) -> None:
@@ -152,12 +169,15 @@ def test_wrong_types_are_one_line_errors_not_tracebacks(
 def test_quick_override_is_blamed_where_it_was_set(tmp_path: Path) -> None:
     config = load_config(_write(tmp_path, MINIMAL + "[quick.app]\npool_size = 0\n"))
     with pytest.raises(PoolbenchError) as error:
-        select(config, quick=True)
+        select(config, Overrides(quick=True))
     assert str(error.value) == "quick.app.pool_size must be at least 1, got 0"
     with pytest.raises(PoolbenchError, match=r"^quick\.repeats must be int"):
-        select(load_config(_write(tmp_path, MINIMAL + "[quick]\nrepeats = 'abc'\n")), quick=True)
+        select(
+            load_config(_write(tmp_path, MINIMAL + "[quick]\nrepeats = 'abc'\n")),
+            Overrides(quick=True),
+        )
     with pytest.raises(PoolbenchError, match=r"^--repeats must be at least 1, got 0$"):
-        select(load_config(_write(tmp_path, MINIMAL)), repeats=0)
+        select(load_config(_write(tmp_path, MINIMAL)), Overrides(repeats=0))
 
 
 @pytest.mark.slow
@@ -185,3 +205,85 @@ def test_a_claim_naming_an_unknown_metric_stops_the_run_before_it_starts(tmp_pat
         "valid metrics are peak_connections, "
     )
     assert proc.stderr.count("\n") == 1 and not out.exists()
+
+
+def test_overrides_come_from_any_commands_options(tmp_path: Path) -> None:
+    """One record from `run`'s options and from `size`'s (singular --experiment/--variant)."""
+    import argparse
+
+    from poolbench.run import command, size_sweep
+
+    run_parser, size_parser = argparse.ArgumentParser(), argparse.ArgumentParser()
+    command.add_arguments(run_parser)
+    size_sweep.add_arguments(size_parser)
+    given = run_parser.parse_args(
+        [
+            "--experiment",
+            "a",
+            "--experiment",
+            "b",
+            "--variants",
+            "x,y",
+            "--soak",
+            "2m",
+            "--locust-workers",
+            "2",
+            "--locust-workers-timeout",
+            "30",
+            "--pg-bindir",
+            "bin",
+            "--fail-if",
+            "x.p95_ms > 1",
+        ]
+    )
+    overrides = Overrides.from_args(given)
+    assert (overrides.experiments, overrides.variants) == (("a", "b"), ("x", "y"))
+    assert overrides.fail_if == ("x.p95_ms > 1",) and not overrides.quick
+    assert overrides.pg_bindir == str(Path("bin").resolve())
+    assert overrides.settings() == [
+        ("load.locust_workers", 2, "--locust-workers"),
+        ("load.locust_workers_timeout_s", 30.0, "--locust-workers-timeout"),
+        ("phases.soak_s", 120.0, "--soak"),
+        ("postgres.bindir", str(Path("bin").resolve()), "--pg-bindir"),
+    ]
+    sized = size_parser.parse_args(
+        ["--experiment", "e", "--quick", "--fail-if", "after.p95_ms > 1"]
+    )
+    assert Overrides.from_args(sized, thresholds=False) == Overrides(
+        experiments=("e",), variants=("after",), quick=True
+    )
+    assert Overrides.from_args(size_parser.parse_args([])).experiments == ()
+
+
+def test_a_command_line_setting_reaches_the_experiment_and_is_blamed_by_its_flag(
+    tmp_path: Path,
+) -> None:
+    config = load_config(_write(tmp_path, MINIMAL))
+    [experiment] = select(config, Overrides(load_processes=3, soak_s=5.0, locust_master_bind="::1"))
+    assert (experiment.load.processes, experiment.phases.soak_s) == (3, 5.0)
+    assert experiment.load.locust_master_bind == "::1"
+    with pytest.raises(PoolbenchError, match=r"^--locust-workers-timeout must be positive$"):
+        select(config, Overrides(locust_workers_timeout_s=0.0))
+
+
+def test_the_closed_sets_of_the_file_are_enums_and_a_stray_word_is_named_where_used(
+    tmp_path: Path,
+) -> None:
+    """The provider and the shape come back as members (the same words in run.json); a word
+    outside the set in [defaults] is refused on the experiment that uses it, with the choices."""
+    from poolbench.config.kinds import Provider, Shape
+
+    text = MINIMAL + "[experiments.e.postgres]\nprovider = 'url'\n[experiments.e.load]\n"
+    experiment = load_config(_write(tmp_path, text + "shape = 'spike'\n")).experiments["e"]
+    assert experiment.postgres.provider is Provider.URL and experiment.load.shape is Shape.SPIKE
+    assert load_config(_write(tmp_path, MINIMAL)).experiments["e"].load.shape is Shape.STEADY
+    with pytest.raises(PoolbenchError) as error:
+        load_config(_write(tmp_path, MINIMAL + "[defaults.postgres]\nprovider = 'cloud'\n"))
+    assert str(error.value) == (
+        "experiments.e.postgres.provider 'cloud' is not one of embedded, url, compose"
+    )
+    with pytest.raises(PoolbenchError, match=r"^quick\.load\.shape 'wave' is not one of"):
+        select(
+            load_config(_write(tmp_path, MINIMAL + "[quick.load]\nshape = 'wave'\n")),
+            Overrides(quick=True),
+        )

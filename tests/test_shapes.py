@@ -10,6 +10,7 @@ from poolbench.config.bench import load_config, select
 from poolbench.errors import PoolbenchError
 from poolbench.load import locust as load
 from poolbench.load import shapes
+from poolbench.options import Overrides
 
 
 def test_steady_is_flat() -> None:
@@ -46,7 +47,7 @@ def test_full_load_window_opens_after_the_last_step_has_spawned() -> None:
 
 
 def test_the_shipped_seed_claim_ramp_holds_150_users_for_at_least_30_s() -> None:
-    [seed] = select(load_config(), experiments=["seed-claim"])
+    [seed] = select(load_config(), Overrides(experiments=("seed-claim",)))
     assert seed.load.shape == "ramp" and seed.load.users == 150
     hold = shapes.hold_s("ramp", 150, seed.phases.load_s, seed.load.ramp_s, seed.load.spawn_rate)
     assert hold >= shapes.MIN_HOLD_S

@@ -66,8 +66,9 @@ def test_the_report_has_the_sweep_table_and_chart(tmp_path: Path) -> None:
 
 def test_sweep_experiments_set_the_pool_and_mark_the_points() -> None:
     from poolbench.config.bench import load_config, select
+    from poolbench.options import Overrides
 
-    base = select(load_config(), experiments=["seed-claim"], variants=["after"])[0]
+    base = select(load_config(), Overrides(("seed-claim",), ("after",)))[0]
     points = sweep_experiments(base, "after", [2, 8])
     assert [(e.name, e.app.pool_size, e.app.max_overflow, e.variants) for e in points] == [
         ("seed-claim-pool-2", 2, 0, ("after",)),

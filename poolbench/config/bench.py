@@ -10,10 +10,12 @@ from __future__ import annotations
 import tomllib
 from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field, fields, replace
+from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
 from poolbench.config import placeholders
+from poolbench.config.kinds import Provider, Shape
 from poolbench.config.paths import check_bindir
 from poolbench.config.variants import (
     Variant,
@@ -24,9 +26,10 @@ from poolbench.config.variants import (
     parse_variant,
 )
 from poolbench.errors import PoolbenchError, first_line
+from poolbench.options import Overrides
 
-PROVIDERS = ("embedded", "url", "compose")
-SHAPES = ("steady", "ramp", "spike")
+PROVIDERS = tuple(Provider)
+SHAPES = tuple(Shape)
 DEFAULT_CONFIG = Path("scenarios/bench.toml")
 
 
@@ -44,7 +47,7 @@ class AppSettings:
 class PostgresSettings:
     """Where the database comes from. `bindir`: run the embedded server from these binaries."""
 
-    provider: str = "embedded"
+    provider: Provider = Provider.EMBEDDED
     version: int = 18
     max_connections: int = 100
     bindir: str = ""  # e.g. /usr/lib/postgresql/15/bin: every contrib extension
@@ -63,7 +66,7 @@ class LoadSettings:
 
     locustfile: str = "scenarios/locustfile.py"
     locust_args: tuple[str, ...] = ()
-    shape: str = "steady"
+    shape: Shape = Shape.STEADY
     users: int = 50
     spawn_rate: float = 50.0
     ramp_s: float = 15.0
@@ -108,22 +111,27 @@ class BenchConfig:
     variants: dict[str, Variant]
     experiments: dict[str, Experiment]
     default_experiments: tuple[str, ...]
-    quick: dict[str, Any] = field(default_factory=dict)
+    quick: Mapping[str, object] = field(default_factory=dict)  # [quick], checked when used
 
 
 # --------------------------------------------------------------------------- parsing
 
 
-def _typed(cls: type, table: dict[str, Any], where: str, base: Any = None) -> Any:
+def _typed(cls: type, table: object, where: str, base: Any = None) -> Any:
     """Build a settings dataclass from a TOML table, checking names, types and ranges."""
     if not isinstance(table, dict):
         raise PoolbenchError(f"{where} must be a table, got {type(table).__name__} {table!r}")
     defaults = base if base is not None else cls()
     allowed = {f.name for f in fields(cls)}
     check_keys(table, allowed, where)
-    values = {}
+    values: dict[str, object] = {}
     for key, value in table.items():
         expected = type(getattr(defaults, key))
+        if issubclass(expected, StrEnum) and isinstance(value, str):
+            # a word outside the set stays a string, for _validate_experiment to refuse where
+            # the experiment got it (a [defaults] value is blamed on the experiment, as before)
+            value = _member(expected, value)
+            expected = type(value)
         if expected is float and isinstance(value, int) and not isinstance(value, bool):
             value = float(value)
         if expected is tuple:  # a list of strings in TOML
@@ -142,14 +150,19 @@ def _typed(cls: type, table: dict[str, Any], where: str, base: Any = None) -> An
     return replace(defaults, **values)
 
 
-def _count(value: Any, where: str) -> int:
+def _member(kind: type[StrEnum], word: str) -> str:
+    """`word` as a member of `kind`, or as it is when it is not one."""
+    return next((member for member in kind if member == word), word)
+
+
+def _count(value: object, where: str) -> int:
     """A whole number from the file (repeats): a one-line error for "abc", 2.5 or true."""
     if isinstance(value, bool) or not isinstance(value, int):
         raise PoolbenchError(f"{where} must be int, got {type(value).__name__} {value!r}")
     return value
 
 
-def _names_list(value: Any, where: str) -> tuple[str, ...]:
+def _names_list(value: object, where: str) -> tuple[str, ...]:
     """A non-empty list of names: a lone string is refused, not read letter by letter."""
     if isinstance(value, str):
         raise PoolbenchError(f"{where} must be a list of names, e.g. [{value!r}], not a string")
@@ -196,12 +209,12 @@ def _validate_experiment(
         raise PoolbenchError(
             f"{located('phases.load_s')} must be positive, got {exp.phases.load_s}"
         )
-    if exp.phases.soak_s > 0 and exp.load.shape == "spike":
+    if exp.phases.soak_s > 0 and exp.load.shape == Shape.SPIKE:
         raise PoolbenchError(
             f"{located('phases.soak_s')} needs a constant load at its end: use shape steady or "
             "ramp, not spike"
         )
-    if exp.load.shape == "ramp" and exp.load.ramp_s >= exp.phases.load_s:
+    if exp.load.shape == Shape.RAMP and exp.load.ramp_s >= exp.phases.load_s:
         raise PoolbenchError(
             f"{located('load.ramp_s')} ({exp.load.ramp_s:g} s) must be shorter than phases.load_s "
             f"({exp.phases.load_s:g} s): the ramp holds all users for the rest of the phase"
@@ -228,27 +241,40 @@ SECTIONS = {
 }
 
 
-def _parse_experiment(name: str, table: dict[str, Any], defaults: dict[str, Any]) -> Experiment:
+@dataclass(frozen=True)
+class _Defaults:
+    """The bench file's [defaults]: what an experiment that does not say otherwise gets."""
+
+    app: AppSettings
+    postgres: PostgresSettings
+    load: LoadSettings
+    phases: Phases
+    variants: tuple[str, ...]
+    repeats: int
+    fail_if: object  # as the file gives it: parse_fail_if checks it per experiment
+
+
+def _parse_experiment(name: str, table: Mapping[str, object], defaults: _Defaults) -> Experiment:
     check_name(name, "experiments")
     where = f"experiments.{name}"
     check_keys(table, {"description", "variants", "repeats", "claims", "fail_if", *SECTIONS}, where)
     sections = {
-        key: _typed(cls, table.get(key, {}), f"{where}.{key}", defaults[key])
+        key: _typed(cls, table.get(key, {}), f"{where}.{key}", getattr(defaults, key))
         for key, cls in SECTIONS.items()
     }
     variants = (
         _names_list(table["variants"], f"{where}.variants")
         if "variants" in table
-        else defaults["variants"]
+        else defaults.variants
     )
     repeats = _count(table["repeats"], f"{where}.repeats") if "repeats" in table else None
     return Experiment(
         name=name,
         description=str(table.get("description", "")),
         variants=variants,
-        repeats=defaults["repeats"] if repeats is None else repeats,
+        repeats=defaults.repeats if repeats is None else repeats,
         claims=_parse_claims(table.get("claims", {}), f"{where}.claims"),
-        fail_if=parse_fail_if(table.get("fail_if", defaults["fail_if"]), f"{where}.fail_if"),
+        fail_if=parse_fail_if(table.get("fail_if", defaults.fail_if), f"{where}.fail_if"),
         **sections,
     )
 
@@ -258,7 +284,7 @@ DIRECTIONS = ("better", "lower", "higher")
 
 
 def parse_fail_if(
-    value: Any,
+    value: object,
     where: str,
     variants: tuple[str, ...] | None = None,
     metrics: Collection[str] | None = None,
@@ -354,15 +380,15 @@ def load_config(path: Path = DEFAULT_CONFIG) -> BenchConfig:
     check_keys(
         default_table, {"experiments", "variants", "repeats", "fail_if", *SECTIONS}, "defaults"
     )
-    defaults: dict[str, Any] = {
-        key: _typed(cls, default_table.get(key, {}), f"defaults.{key}")
-        for key, cls in SECTIONS.items()
-    }
-    defaults["variants"] = _names_list(
-        default_table.get("variants", list(variants)), "defaults.variants"
+    defaults = _Defaults(
+        **{
+            key: _typed(cls, default_table.get(key, {}), f"defaults.{key}")
+            for key, cls in SECTIONS.items()
+        },
+        variants=_names_list(default_table.get("variants", list(variants)), "defaults.variants"),
+        repeats=_count(default_table.get("repeats", 1), "defaults.repeats"),
+        fail_if=default_table.get("fail_if", []),
     )
-    defaults["repeats"] = _count(default_table.get("repeats", 1), "defaults.repeats")
-    defaults["fail_if"] = default_table.get("fail_if", [])
     experiments = {
         name: _parse_experiment(name, t, defaults) for name, t in raw.get("experiments", {}).items()
     }
@@ -376,7 +402,7 @@ def load_config(path: Path = DEFAULT_CONFIG) -> BenchConfig:
     return BenchConfig(str(path), variants, experiments, default_experiments, raw.get("quick", {}))
 
 
-def _require(name: str, known: dict[str, Any], what: str) -> None:
+def _require(name: str, known: Mapping[str, object], what: str) -> None:
     if name not in known:
         raise PoolbenchError(
             f"unknown {what} {name!r}: valid {what}s are {', '.join(sorted(known))}"
@@ -386,70 +412,50 @@ def _require(name: str, known: dict[str, Any], what: str) -> None:
 # --------------------------------------------------------------------------- overrides
 
 
-def select(
-    config: BenchConfig,
-    *,
-    experiments: list[str] | None = None,
-    variants: list[str] | None = None,
-    quick: bool = False,
-    repeats: int | None = None,
-    load_processes: int | None = None,
-    load: dict[str, Any] | None = None,
-    soak_s: float | None = None,
-    pg_bindir: str | None = None,
-    fail_if: list[str] | tuple[str, ...] = (),
-) -> list[Experiment]:
+def select(config: BenchConfig, overrides: Overrides | None = None) -> list[Experiment]:
     """The experiments to run, after --experiment, --variants, --quick and friends.
 
-    Also checks the thresholds (the bench file's, and `fail_if` from --fail-if) against the
-    chosen variants, and every placeholder of the chosen variants (an unset `${VAR}` is an
-    error here, before anything starts), and resolves relative paths against the bench file's
-    directory.
+    Also checks the thresholds (the bench file's, and --fail-if) against the chosen variants,
+    and every placeholder of the chosen variants (an unset `${VAR}` is an error here, before
+    anything starts), and resolves relative paths against the bench file's directory.
     """
-    names = experiments or (
-        list(config.default_experiments[:1]) if quick else config.default_experiments
+    given = overrides or Overrides()
+    names = given.experiments or (
+        config.default_experiments[:1] if given.quick else config.default_experiments
     )
     chosen = []
     for name in names:
         _require(name, config.experiments, "experiment")
         experiment = config.experiments[name]
-        if variants:
-            for variant in variants:
+        if given.variants:
+            for variant in given.variants:
                 _require(variant, config.variants, "variant")
-            experiment = replace(experiment, variants=_distinct(config, variants))
+            experiment = replace(experiment, variants=_distinct(config, list(given.variants)))
         overridden: dict[str, str] = {}
-        if quick:  # claims are about the experiment's own settings, which quick changes
+        if given.quick:  # claims are about the experiment's own settings, which quick changes
             experiment = replace(apply_overrides(experiment, config.quick, "quick"), claims={})
             overridden = _override_keys(config.quick, "quick")
-        if repeats is not None:
-            experiment = replace(experiment, repeats=repeats)
-            overridden["repeats"] = "--repeats"
-        if load_processes is not None:
-            experiment = replace(
-                experiment, load=replace(experiment.load, processes=load_processes)
-            )
-            overridden["load.processes"] = "--load-processes"
-        if load:  # command-line settings of the load, e.g. --locust-workers
-            experiment = replace(experiment, load=replace(experiment.load, **load))
-            overridden.update(
-                {f"load.{k}": f"--{k.removesuffix('_s').replace('_', '-')}" for k in load}
-            )
-        if soak_s is not None:
-            experiment = replace(experiment, phases=replace(experiment.phases, soak_s=soak_s))
-            overridden["phases.soak_s"] = "--soak"
-        if pg_bindir is not None:
-            experiment = replace(
-                experiment, postgres=replace(experiment.postgres, bindir=pg_bindir)
-            )
+        for setting, value, flag in given.settings():
+            experiment = _overridden(experiment, setting, value)
+            overridden[setting] = flag
         _validate_experiment(experiment, config.variants, overridden)
         chosen.append(_resolve_paths(experiment, Path(config.path).parent))
     for experiment in chosen:
         where = f"experiments.{experiment.name}.fail_if"
         parse_fail_if(list(experiment.fail_if), where, experiment.variants)
-    _check_matched(list(fail_if), chosen)
+    _check_matched(list(given.fail_if), chosen)
     for name in dict.fromkeys(v for e in chosen for v in e.variants):
         placeholders.check(config.variants[name].texts())
     return chosen
+
+
+def _overridden(experiment: Experiment, setting: str, value: object) -> Experiment:
+    """The experiment with one setting ("repeats" or "section.key") replaced."""
+    section, _, key = setting.rpartition(".")
+    change: dict[str, Any] = {key: value}
+    if section:
+        change = {section: replace(getattr(experiment, section), **change)}
+    return replace(experiment, **change)
 
 
 def _check_matched(expressions: list[str], chosen: list[Experiment]) -> None:
@@ -512,7 +518,7 @@ def _resolve_paths(experiment: Experiment, base: Path) -> Experiment:
     return replace(experiment, load=load, postgres=pg)
 
 
-def apply_overrides(experiment: Experiment, table: dict[str, Any], where: str) -> Experiment:
+def apply_overrides(experiment: Experiment, table: Mapping[str, object], where: str) -> Experiment:
     """Overlay a table shaped like an experiment's sections (e.g. [quick]) onto it."""
     check_keys(table, {"repeats", *SECTIONS}, where)
     sections = {
@@ -525,13 +531,13 @@ def apply_overrides(experiment: Experiment, table: dict[str, Any], where: str) -
     return replace(experiment, **sections)
 
 
-def _override_keys(table: dict[str, Any], where: str) -> dict[str, str]:
+def _override_keys(table: Mapping[str, object], where: str) -> dict[str, str]:
     """ "section.key" -> where it was set, for the keys an override table sets."""
     found = {
         f"{section}.{key}": f"{where}.{section}.{key}"
         for section in SECTIONS
-        if isinstance(table.get(section), dict)
-        for key in table[section]
+        if isinstance(settings := table.get(section), dict)
+        for key in settings
     }
     if "repeats" in table:
         found["repeats"] = f"{where}.repeats"

@@ -9,18 +9,35 @@ from __future__ import annotations
 
 import math
 import re
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
-from typing import Any
+from typing import Any, TypedDict
 
 from poolbench.errors import PoolbenchError
+
 
 # What a profile changes. "minimal" is the lightest instrument that still counts
 # connections: 1 Hz, no memory reads, no pools polling (process counts and CPU stay, at
 # memory_hz), to measure what the default collector costs the system it observes.
-COLLECTOR_PROFILES: dict[str, dict[str, Any]] = {
-    "default": {},
-    "minimal": {"connections_hz": 1.0, "memory": False, "pools_url": None},
+class CollectorProfile(StrEnum):
+    """A variant's `collector`: how closely the collector looks (COLLECTOR_PROFILES)."""
+
+    DEFAULT = "default"
+    MINIMAL = "minimal"
+
+
+class ProfileSettings(TypedDict, total=False):
+    """What a profile changes in poolbench.collector.settings.CollectorConfig."""
+
+    connections_hz: float
+    memory: bool
+    pools_url: str | None
+
+
+COLLECTOR_PROFILES: dict[str, ProfileSettings] = {
+    CollectorProfile.DEFAULT: {},
+    CollectorProfile.MINIMAL: {"connections_hz": 1.0, "memory": False, "pools_url": None},
 }
 
 
@@ -99,7 +116,7 @@ class Variant:
     extensions: tuple[str, ...] = ()  # created by the superuser before setup
     workers: int | None = None  # declared; None: the experiment's app.workers
     engines: tuple[Engine, ...] = ()  # declared, per process; () = not declared
-    collector: str = "default"  # the collector's profile (COLLECTOR_PROFILES)
+    collector: CollectorProfile = CollectorProfile.DEFAULT  # (COLLECTOR_PROFILES)
     pgbouncer: PgBouncerSettings | None = None  # the app reaches PostgreSQL through PgBouncer
     # the app may listen beyond loopback (its own bind, e.g. 0.0.0.0): recorded and warned
     # about, not refused
@@ -184,7 +201,8 @@ def _parse_pgbouncer(table: Any, where: str) -> PgBouncerSettings:
     )  # fmt: skip
 
 
-def check_keys(table: dict[str, Any], allowed: set[str], where: str) -> None:
+def check_keys(table: Iterable[str], allowed: set[str], where: str) -> None:
+    """A table's keys (`table` iterated) all among `allowed`, else a one-line error."""
     unknown = sorted(set(table) - allowed)
     if unknown:
         raise PoolbenchError(
@@ -206,7 +224,7 @@ def _strings(value: Any, where: str) -> tuple[str, ...]:
     return tuple(value)
 
 
-def _count(table: dict[str, Any], key: str, where: str, minimum: int, default: int) -> int:
+def _count(table: Mapping[str, object], key: str, where: str, minimum: int, default: int) -> int:
     value = table.get(key, default)
     if not isinstance(value, int) or isinstance(value, bool) or value < minimum:
         raise PoolbenchError(f"{where}.{key} must be an integer >= {minimum}, got {value!r}")
@@ -224,7 +242,7 @@ def _parse_env(table: Any, where: str) -> dict[str, str]:
     return env
 
 
-def _parse_engines(table: dict[str, Any], where: str) -> tuple[Engine, ...]:
+def _parse_engines(table: Mapping[str, object], where: str) -> tuple[Engine, ...]:
     """`engines = [{name, pool_size, max_overflow}, …]`, or `pool_size`/`max_overflow` alone."""
     if "engines" in table:
         if "pool_size" in table or "max_overflow" in table:
@@ -254,7 +272,7 @@ def _parse_engines(table: dict[str, Any], where: str) -> tuple[Engine, ...]:
     return ()
 
 
-def _parse_setup(table: dict[str, Any], where: str) -> tuple[tuple[str, ...], ...]:
+def _parse_setup(table: Mapping[str, object], where: str) -> tuple[tuple[str, ...], ...]:
     setup = table.get("setup", [])
     if not isinstance(setup, list):
         raise PoolbenchError(f"{where}.setup must be a list of commands, each a list of strings")
@@ -327,7 +345,7 @@ def parse_variant(name: str, table: dict[str, Any]) -> Variant:
     if not isinstance(probe, bool):
         raise PoolbenchError(f"{where}.probe must be true or false, got {probe!r}")
     collector = table.get("collector", "default")
-    if collector not in COLLECTOR_PROFILES:
+    if not isinstance(collector, str) or collector not in COLLECTOR_PROFILES:
         raise PoolbenchError(
             f"{where}.collector {collector!r} is not one of {', '.join(COLLECTOR_PROFILES)}"
         )
@@ -345,7 +363,7 @@ def parse_variant(name: str, table: dict[str, Any]) -> Variant:
         extensions=_strings(table.get("extensions", []), f"{where}.extensions"),
         workers=_count(table, "workers", where, 1, 1) if "workers" in table else None,
         engines=engines,
-        collector=collector,
+        collector=CollectorProfile(collector),
         pgbouncer=_parse_pgbouncer(table["pgbouncer"], where) if "pgbouncer" in table else None,
         listen_beyond_loopback=exposed,
         probe=probe,

@@ -21,6 +21,7 @@ from pathlib import Path
 import psycopg
 from psycopg import sql
 
+from poolbench.config.kinds import Provider
 from poolbench.errors import PoolbenchError, first_line
 from poolbench.infra.masked_log import MaskedLog, log_tail
 from poolbench.infra.postgres import Database, connect
@@ -69,7 +70,7 @@ def extension_problem(log: Path, db: Database, experiment: str, variant: str) ->
 
 
 def _fix(db: Database, experiment: str) -> str:
-    if db.provider != "embedded":
+    if db.provider != Provider.EMBEDDED:
         return "install it on that server (e.g. Debian's postgresql-contrib) or use another --database-url"
     return (
         f"set [experiments.{experiment}.postgres] bindir to a PostgreSQL installation that has "

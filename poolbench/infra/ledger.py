@@ -25,9 +25,10 @@ import contextlib
 import json
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
+from enum import StrEnum
 from pathlib import Path
-from typing import Any, TextIO
+from typing import TextIO, TypedDict, cast
 
 from poolbench.files import write_failed
 
@@ -35,6 +36,34 @@ LEDGER_FILE = "started.jsonl"
 UI_FEED_DIR_PREFIX = "poolbench-ui-"  # a ui session's feed folder (a `data_dir` entry)
 
 _active: Ledger | None = None
+
+
+class Kind(StrEnum):
+    """What a ledger line records (its `kind`): how `poolbench clean` undoes it."""
+
+    PROCESS = "process"
+    DATA_DIR = "data_dir"
+    DATABASE = "database"
+
+
+class Entry(TypedDict, total=False):
+    """A line of the ledger as read back: the fields its `kind` has (see above). Read from a
+    file a killed run wrote, so the undoers check what they use."""
+
+    kind: str
+    id: str
+    ts: float
+    pid: int  # process
+    pgid: int
+    create_time: float
+    what: str
+    stop_signal: int
+    path: str  # data_dir
+    host: str  # database
+    port: int
+    user: str
+    dbname: str
+    role: str
 
 
 class Ledger:
@@ -48,7 +77,7 @@ class Ledger:
         except OSError as exc:
             raise write_failed(path, exc) from None
 
-    def write(self, line: dict[str, Any]) -> None:
+    def write(self, line: Mapping[str, object]) -> None:
         """Append a line; a full disk is a WriteFailed (what is not recorded is not started:
         the starters note before they start)."""
         with self._lock:
@@ -84,7 +113,7 @@ def recording(run_dir: Path) -> Iterator[Ledger]:
         ledger.close()
 
 
-def started(kind: str, key: str, **fields: Any) -> str:
+def started(kind: Kind, key: str, **fields: object) -> str:
     """Note that something was started (or is about to be); returns its id for `released`."""
     item_id = f"{kind}/{key}"
     if _active is not None:
@@ -98,13 +127,13 @@ def released(item_id: str) -> None:
         _active.write({"released": item_id})
 
 
-def leftovers(path: Path) -> list[dict[str, Any]]:
+def leftovers(path: Path) -> list[Entry]:
     """The entries of a ledger file never released, oldest first; a cut last line is dropped."""
     try:
         lines = path.read_text(encoding="utf-8").splitlines()
     except OSError:
         return []
-    entries: dict[str, dict[str, Any]] = {}
+    entries: dict[str, Entry] = {}
     for line in lines:
         try:
             item = json.loads(line)
@@ -115,11 +144,11 @@ def leftovers(path: Path) -> list[dict[str, Any]]:
         if isinstance(item.get("released"), str):
             entries.pop(item["released"], None)
         elif isinstance(item.get("id"), str):
-            entries[item["id"]] = item
+            entries[item["id"]] = cast(Entry, item)  # as written; the undoers check it
     return list(entries.values())
 
 
-def append(path: Path, line: dict[str, Any]) -> None:
+def append(path: Path, line: Mapping[str, object]) -> None:
     """Add a line to a ledger file that no run has open (`clean` releasing what it undid)."""
     with path.open("a", encoding="utf-8") as handle:
         handle.write(json.dumps({"ts": time.time(), **line}) + "\n")

@@ -161,7 +161,7 @@ def running(
     admin_password = secrets.token_hex(12)
     add_secret(admin_password)
     private = Path(tempfile.mkdtemp(prefix=f"{EMBEDDED_DIR_PREFIX}pgbouncer-"))
-    private_id = ledger.started("data_dir", str(private), path=str(private))
+    private_id = ledger.started(ledger.Kind.DATA_DIR, str(private), path=str(private))
     try:
         user = _unprivileged_user(private)
         auth = private / "users.txt"

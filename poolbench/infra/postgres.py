@@ -32,7 +32,7 @@ import subprocess
 import tempfile
 import warnings
 from collections.abc import Iterator, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
@@ -41,6 +41,7 @@ import psycopg
 from psycopg import sql
 from psycopg.conninfo import conninfo_to_dict
 
+from poolbench.config.kinds import Provider
 from poolbench.config.paths import check_bindir
 from poolbench.errors import PoolbenchError, first_line
 from poolbench.files import WriteFailed, atomic_file
@@ -66,7 +67,7 @@ COMPOSE_URL = "postgresql://postgres:poolbench@127.0.0.1:55432/postgres"
 class Database:
     """A database ready for one experiment: who the app connects as, who monitors."""
 
-    provider: str
+    provider: Provider
     host: str
     port: int
     dbname: str
@@ -85,7 +86,7 @@ class Database:
     def server_name(self) -> str:
         """How an error names this server, e.g. "the embedded PostgreSQL 18.6"."""
         version = self.server_version.split(" ", 1)[0]
-        if self.provider != "embedded":
+        if self.provider != Provider.EMBEDDED:
             return f"PostgreSQL {version} at {self.host}:{self.port}"
         if self.bindir:
             return f"PostgreSQL {version} from {self.bindir}"
@@ -104,7 +105,7 @@ class Database:
         """Why this server's log is not kept (None when it is): counts are then sampled only."""
         if self.server_log is not None:
             return None
-        if self.provider == "compose":
+        if self.provider == Provider.COMPOSE:
             return "the compose server's log stays in its container: connections are sampled only"
         return "an existing server's log is not readable here: connections are sampled only"
 
@@ -298,7 +299,7 @@ REPORTED_SETTINGS = [
 
 
 @contextlib.contextmanager
-def existing_server(url: str, provider: str = "url") -> Iterator[Database]:
+def existing_server(url: str, provider: Provider = Provider.URL) -> Iterator[Database]:
     """Use a server someone else runs: a private database and role, dropped afterwards."""
     url = validate_url(url)
     params = url_params(url)
@@ -314,7 +315,7 @@ def existing_server(url: str, provider: str = "url") -> Iterator[Database]:
     with connect(url) as admin:
         version, is_super = _check_monitoring(admin, url)
     noted = ledger.started(
-        "database", f"{host}:{port}/{dbname}",
+        ledger.Kind.DATABASE, f"{host}:{port}/{dbname}",
         host=host, port=port, user=user, dbname=dbname, role=role,
     )  # fmt: skip
     try:
@@ -453,7 +454,7 @@ def embedded_server(
     port = port or free_port()
     merged = {**DEFAULT_SETTINGS, **(settings or {}), **SERVER_LOG_SETTINGS}
     root = Path(tempfile.gettempdir()) / f"{EMBEDDED_DIR_PREFIX}{secrets.token_hex(6)}"
-    noted = ledger.started("data_dir", str(root), path=str(root))  # before it exists
+    noted = ledger.started(ledger.Kind.DATA_DIR, str(root), path=str(root))  # before it exists
     root.mkdir(mode=0o700)
     data, log = root / "data", root / "server.log"
     admin_password, app_password = secrets.token_hex(12), secrets.token_hex(12)
@@ -462,43 +463,17 @@ def embedded_server(
     postmaster: subprocess.Popen[bytes] | None = None
     try:
         user = _prepare_for_root(bin_dir, root, own_install=bindir is None)
-        pwfile = root / "pwfile"
-        pwfile.write_text(admin_password + "\n")
-        if user:
-            shutil.chown(pwfile, user)
-        _run(
-            [
-                str(bin_dir / "initdb"), "-D", str(data), "-U", "postgres", "--pwfile", str(pwfile),
-                "--auth-local=trust", "--auth-host=scram-sha-256", "-E", "UTF8", "--no-sync",
-            ],
-            user,
-            "initdb",
-        )  # fmt: skip
-        pwfile.unlink()
+        _initdb(bin_dir, data, user, admin_password)
         options = ["-h", "127.0.0.1", "-p", str(port), "-k", str(root)]
         for key, value in merged.items():  # argv, not a shell: no quoting needed
             options += ["-c", f"{key}={value}"]
         postmaster = start_postmaster(bin_dir, data, log, options, user)
-        admin_url = _url("postgres", admin_password, "127.0.0.1", port, "postgres")
-        with connect(admin_url) as admin:
-            _create_app_database(admin, APP_DATABASE, APP_ROLE, app_password)
-            server_version = (
-                admin.execute("SHOW server_version").fetchone() or _no_row("version")
-            )[0]
-            reported = _settings(admin, sorted({*REPORTED_SETTINGS, *merged}))
-        yield Database(
-            provider="embedded",
+        yield replace(
+            _app_database(
+                port, admin_password, app_password, sorted({*REPORTED_SETTINGS, *merged})
+            ),
             bindir=str(bin_dir) if bindir else None,
-            host="127.0.0.1",
-            port=port,
-            dbname=APP_DATABASE,
-            app_user=APP_ROLE,
-            app_password=app_password,
-            admin_user="postgres",
-            admin_password=admin_password,
-            server_version=server_version,
             postmaster_pid=postmaster.pid,
-            settings=reported,
             server_log=log,
             socket_dir=str(root),
         )
@@ -512,6 +487,46 @@ def embedded_server(
             shutil.rmtree(root, ignore_errors=True)
             if not root.exists():
                 ledger.released(noted)
+
+
+def _initdb(bin_dir: Path, data: Path, user: str | None, admin_password: str) -> None:
+    """A new cluster in `data`: superuser `postgres` with `admin_password`, TCP by password."""
+    pwfile = data.parent / "pwfile"
+    pwfile.write_text(admin_password + "\n")
+    if user:
+        shutil.chown(pwfile, user)
+    _run(
+        [
+            str(bin_dir / "initdb"), "-D", str(data), "-U", "postgres", "--pwfile", str(pwfile),
+            "--auth-local=trust", "--auth-host=scram-sha-256", "-E", "UTF8", "--no-sync",
+        ],
+        user,
+        "initdb",
+    )  # fmt: skip
+    pwfile.unlink()
+
+
+def _app_database(
+    port: int, admin_password: str, app_password: str, reported: list[str]
+) -> Database:
+    """The embedded server's app database and role, made as its superuser `postgres`; the
+    Database also carries the server's version and its `reported` settings."""
+    admin_url = _url("postgres", admin_password, "127.0.0.1", port, "postgres")
+    with connect(admin_url) as admin:
+        _create_app_database(admin, APP_DATABASE, APP_ROLE, app_password)
+        server_version = (admin.execute("SHOW server_version").fetchone() or _no_row("version"))[0]
+        return Database(
+            provider=Provider.EMBEDDED,
+            host="127.0.0.1",
+            port=port,
+            dbname=APP_DATABASE,
+            app_user=APP_ROLE,
+            app_password=app_password,
+            admin_user="postgres",
+            admin_password=admin_password,
+            server_version=server_version,
+            settings=_settings(admin, reported),
+        )
 
 
 # --------------------------------------------------------------------------- compose
@@ -536,7 +551,7 @@ def compose_server(compose_file: Path, url: str = COMPOSE_URL) -> Iterator[Datab
     """The docker-compose PostgreSQL: started, waited for (health check), then used as a URL."""
     _compose(["up", "-d", "--wait", "postgres"], compose_file, timeout=180)
     try:
-        with existing_server(url, provider="compose") as database:
+        with existing_server(url, provider=Provider.COMPOSE) as database:
             yield database
     finally:
         with contextlib.suppress(PoolbenchError):
@@ -547,7 +562,7 @@ def compose_server(compose_file: Path, url: str = COMPOSE_URL) -> Iterator[Datab
 
 
 def provide(
-    provider: str,
+    provider: Provider,
     *,
     database_url: str | None = None,
     settings: Mapping[str, str] | None = None,
@@ -564,13 +579,13 @@ def provide(
     """
     if database_url:
         return existing_server(database_url)
-    if provider == "embedded":
+    if provider == Provider.EMBEDDED:
         return embedded_server(
             settings=settings, port=port, version=version, bindir=bindir, keep_log=keep_log
         )
-    if provider == "compose":
+    if provider == Provider.COMPOSE:
         return compose_server(compose_file or Path("docker-compose.yml"))
-    if provider == "url":
+    if provider == Provider.URL:
         raise PoolbenchError("provider 'url' needs --database-url or DATABASE_URL")
     raise PoolbenchError(
         f"unknown PostgreSQL provider {provider!r}: choose embedded, url or compose"

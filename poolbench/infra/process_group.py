@@ -119,7 +119,7 @@ def note_process(pid: int, what: str, stop_signal: signal.Signals = signal.SIGTE
     """Record a child in the run's ledger: pid, group and start time (pid reuse is told apart)."""
     with contextlib.suppress(psutil.Error, OSError):
         ledger.started(
-            "process",
+            ledger.Kind.PROCESS,
             str(pid),
             pid=pid,
             pgid=os.getpgid(pid),

@@ -14,7 +14,6 @@ import signal
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
 
 import psutil
 
@@ -51,7 +50,7 @@ def _group(pgid: int, since: float) -> list[psutil.Process]:
     return members
 
 
-def stop_process(item: dict[str, Any]) -> str | None:
+def stop_process(item: ledger.Entry) -> str | None:
     """Stop a recorded child and what is left of its group; None when nothing was left."""
     pid, since = int(item["pid"]), float(item.get("create_time") or 0.0)
     pgid = int(item.get("pgid") or pid)
@@ -83,7 +82,7 @@ def stop_process(item: dict[str, Any]) -> str | None:
     )
 
 
-def remove_data_dir(item: dict[str, Any]) -> str | None:
+def remove_data_dir(item: ledger.Entry) -> str | None:
     """Remove an embedded server's directory, after stopping a postmaster still serving it."""
     path = Path(str(item["path"]))
     if not path.name.startswith((postgres.EMBEDDED_DIR_PREFIX, ledger.UI_FEED_DIR_PREFIX)):
@@ -98,10 +97,11 @@ def remove_data_dir(item: dict[str, Any]) -> str | None:
     return f"removed {path}"
 
 
-ORDER = {"process": 0, "data_dir": 1, "database": 2}  # stop before removing files
-UNDO: dict[str, Callable[[dict[str, Any]], str | None]] = {
-    "process": stop_process,
-    "data_dir": remove_data_dir,
+# by a ledger line's kind (a file's word: a Kind or not): stop before removing files
+ORDER: dict[str, int] = {ledger.Kind.PROCESS: 0, ledger.Kind.DATA_DIR: 1, ledger.Kind.DATABASE: 2}
+UNDO: dict[str, Callable[[ledger.Entry], str | None]] = {
+    ledger.Kind.PROCESS: stop_process,
+    ledger.Kind.DATA_DIR: remove_data_dir,
 }
 
 

@@ -21,13 +21,14 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from poolbench.config.bench import LoadSettings
 from poolbench.errors import PoolbenchError
 from poolbench.infra.masked_log import MaskedLog, log_tail
 from poolbench.infra.process_group import stop_group
 from poolbench.load import shapes
+from poolbench.load.status import StatusFile
 from poolbench.redact import mask_text
 from poolbench.results.requests import REQUESTS_FILE
 
@@ -89,7 +90,7 @@ class LocustProcess:
         """Users, requests/s and totals from the last line Locust wrote (empty before)."""
         return latest_history(self.outputs.csv_prefix) if self.outputs else {}
 
-    def status(self) -> dict[str, Any]:
+    def status(self) -> StatusFile:
         """The plugin's status file (real start and stop, workers, shape); empty before."""
         if self.outputs is None:
             return {}
@@ -97,7 +98,7 @@ class LocustProcess:
             data = json.loads(self.outputs.status.read_text())
         except (OSError, ValueError):
             return {}
-        return data if isinstance(data, dict) else {}
+        return cast(StatusFile, data) if isinstance(data, dict) else {}
 
     def wait_started(self, load: LoadSettings, tick: Callable[[], None]) -> float:
         """When the test really began (the plugin's test_start), waiting for workers if any.
@@ -293,7 +294,7 @@ def hold_warning(load: LoadSettings, load_s: float) -> str | None:
     )
 
 
-def load_record(status: dict[str, Any], load: LoadSettings, load_s: float) -> dict[str, Any]:
+def load_record(status: StatusFile, load: LoadSettings, load_s: float) -> dict[str, Any]:
     """What variant.json keeps of the load: real start/stop, workers, shape, full-load window."""
     record = {
         key: status.get(key)

@@ -30,7 +30,7 @@ import signal
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, Unpack
 
 import gevent
 import locust.stats
@@ -43,6 +43,7 @@ from locust.runners import MasterRunner, Runner, WorkerRunner
 from poolbench.files import atomic_write
 from poolbench.infra.process_group import tie_to_parent
 from poolbench.load import shapes
+from poolbench.load.status import ShapeStatus, StatusFile
 from poolbench.results.requests import TRANSFER, RequestWriter, move_requests, numbered
 
 logger = logging.getLogger("poolbench")
@@ -93,7 +94,7 @@ def _add_options(parser: LocustArgumentParser) -> None:
     _tie_forked_workers()
     parser.add_argument(
         "--poolbench-shape",
-        choices=sorted(shapes.SHAPES),
+        choices=sorted(shape.value for shape in shapes.SHAPES),
         default=None,
         include_in_web_ui=False,
         help="poolbench load shape (default: none, plain Locust)",
@@ -159,7 +160,7 @@ class Status:
 
     def __init__(self, path: str | None) -> None:
         self.path = Path(path) if path else None
-        self.data: dict[str, Any] = {
+        self.data: StatusFile = {
             "launched": time.time(),
             "test_start": None,
             "test_stop": None,
@@ -169,13 +170,13 @@ class Status:
             "requests": None,
         }
 
-    def update(self, **values: Any) -> None:
+    def update(self, **values: Unpack[StatusFile]) -> None:
         self.data.update(values)
         if self.path is not None:
             atomic_write(self.path, json.dumps(self.data) + "\n")
 
 
-def _shape_status(environment: Environment) -> dict[str, Any] | None:
+def _shape_status(environment: Environment) -> ShapeStatus | None:
     """Whether poolbench's shape drives the users; never imposes it on a user's own shape."""
     assert environment.parsed_options is not None  # checked by _init
     requested = environment.parsed_options.poolbench_shape

@@ -12,6 +12,8 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 
+from poolbench.config.kinds import Shape
+
 RAMP_STEPS = 5
 MIN_HOLD_S = 30.0  # shorter than this, a full-load window is too short to compare
 
@@ -41,10 +43,10 @@ def spike(t: float, users: int, duration: float, ramp_s: float = 0.0) -> int:
     return users if duration / 3 <= t < 2 * duration / 3 else baseline
 
 
-SHAPES: dict[str, Callable[[float, int, float, float], int]] = {
-    "steady": steady,
-    "ramp": ramp,
-    "spike": spike,
+SHAPES: dict[Shape, Callable[[float, int, float, float], int]] = {
+    Shape.STEADY: steady,
+    Shape.RAMP: ramp,
+    Shape.SPIKE: spike,
 }
 
 
@@ -57,9 +59,9 @@ def full_load_window(
     step at `spawn_rate`, and closes when the shape lets them go (or the phase ends).
     """
     asked, end, previous = 0.0, duration, 0  # steady: all users spawned from none
-    if shape == "ramp" and ramp_s > 0:
+    if shape == Shape.RAMP and ramp_s > 0:
         asked, previous = ramp_s, math.ceil(users * (RAMP_STEPS - 1) / RAMP_STEPS)
-    elif shape == "spike":
+    elif shape == Shape.SPIKE:
         asked, end, previous = duration / 3, 2 * duration / 3, spike(0, users, duration)
     spawn = (users - previous) / spawn_rate if spawn_rate > 0 else 0.0
     start = min(end, asked + spawn)

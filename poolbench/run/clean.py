@@ -101,7 +101,7 @@ def abandoned_runs(root: Path) -> list[Path]:
     return found
 
 
-def drop_database(item: dict[str, Any], database_url: str | None) -> str:
+def drop_database(item: ledger.Entry, database_url: str | None) -> str:
     """Drop a private database and role on the user's server; needs its URL again."""
     where = f"{item.get('host')}:{item.get('port')}"
     what = f"database {item.get('dbname')} and role {item.get('role')} on {where}"

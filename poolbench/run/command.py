@@ -6,23 +6,12 @@ import argparse
 import os
 import sys
 from pathlib import Path
-from typing import Any
 
 from poolbench.config.bench import BenchConfig, Experiment
-from poolbench.options import add_fail_if, count, duration, names, out_root
+from poolbench.options import Overrides, add_fail_if, count, duration, names, out_root
 from poolbench.results.status import Status
 
 EXIT_VARIANT_FAILED = 1
-
-
-def load_overrides(args: argparse.Namespace) -> dict[str, Any]:
-    """The load settings given on the command line (poolbench.config.bench.LoadSettings fields)."""
-    given = {
-        "locust_workers": args.locust_workers,
-        "locust_workers_timeout_s": args.locust_workers_timeout,
-        "locust_master_bind": args.locust_master_bind,
-    }
-    return {key: value for key, value in given.items() if value is not None}
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -93,18 +82,7 @@ def run(args: argparse.Namespace) -> int:
     from poolbench.config.bench import select
 
     config = checked_config(args)
-    experiments = select(
-        config,
-        experiments=args.experiments,
-        variants=args.variants,
-        quick=args.quick,
-        repeats=args.repeats,
-        load_processes=args.load_processes,
-        load=load_overrides(args),
-        soak_s=args.soak,
-        pg_bindir=str(Path(args.pg_bindir).resolve()) if args.pg_bindir else None,
-        fail_if=args.fail_if,
-    )
+    experiments = select(config, Overrides.from_args(args))
     return run_and_report(config, experiments, args)
 
 

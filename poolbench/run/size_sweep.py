@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from poolbench.errors import PoolbenchError
-from poolbench.options import add_fail_if, out_root
+from poolbench.options import Overrides, add_fail_if, out_root
 
 if TYPE_CHECKING:
     from poolbench.config.bench import Experiment
@@ -80,13 +80,7 @@ def run(args: argparse.Namespace) -> int:
         raise PoolbenchError(
             f"unknown variant {args.variant!r}: valid variants are {', '.join(sorted(config.variants))}"
         )
-    base = select(
-        config,
-        experiments=[args.experiment] if args.experiment else None,
-        variants=[args.variant],
-        quick=args.quick,
-        repeats=args.repeats,
-    )[0]
+    base = select(config, Overrides.from_args(args, thresholds=False))[0]
     if base.load.shape == "spike":
         raise PoolbenchError(
             "a sweep needs a steady window: use an experiment with shape steady or ramp"

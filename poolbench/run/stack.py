@@ -19,6 +19,7 @@ from typing import Any
 from poolbench.analysis.model import ceiling
 from poolbench.collector import CollectorConfig, CollectorThread
 from poolbench.config.bench import BenchConfig, Experiment
+from poolbench.config.kinds import Provider
 from poolbench.config.variants import Variant
 from poolbench.infra import app_launch, postgres
 from poolbench.infra.app_server import RunningVariant
@@ -111,7 +112,7 @@ def as_recorded(experiments: list[Experiment], database_url: str | None) -> list
     """The experiments as they will run: --database-url overrides every provider."""
     if not database_url:
         return experiments
-    return [replace(e, postgres=replace(e.postgres, provider="url")) for e in experiments]
+    return [replace(e, postgres=replace(e.postgres, provider=Provider.URL)) for e in experiments]
 
 
 def create_record(

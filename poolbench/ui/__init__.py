@@ -23,7 +23,7 @@ from pathlib import Path
 
 from poolbench.config.bench import DEFAULT_CONFIG
 from poolbench.errors import PoolbenchError
-from poolbench.options import out_root
+from poolbench.options import Overrides, out_root
 
 DEFAULT_VARIANT = "before"
 
@@ -64,26 +64,24 @@ def run(args: argparse.Namespace) -> int:
     from poolbench.infra.postgres import port_is_free
     from poolbench.results.run_folder import check_results_root
     from poolbench.run import stack
-    from poolbench.ui.session import UiSession
+    from poolbench.ui.session import UiContext, UiSession
 
     check_results_root(args.out)
     config = load_config(args.config)
-    experiments = select(
-        config,
-        experiments=[args.experiment] if args.experiment else None,
-        variants=[args.variant],
-    )
+    experiments = select(config, Overrides.from_args(args))
     if args.port is not None and not (0 < args.port < 65536 and port_is_free(args.port)):
         raise PoolbenchError(f"port {args.port} on 127.0.0.1 is not free: choose another --port")
     experiment = stack.as_recorded(experiments[:1], args.database_url)[0]
     session = UiSession(
-        config,
-        experiment,
-        config.variants[args.variant],
-        args.out,
-        ["poolbench", *sys.argv[1:]],
-        database_url=args.database_url,
-        port=args.port,
+        UiContext(
+            config,
+            experiment,
+            config.variants[args.variant],
+            args.out,
+            ("poolbench", *sys.argv[1:]),
+            database_url=args.database_url,
+            port=args.port,
+        )
     )
     record = session.run()
     print(f"results: {record.run_dir}")

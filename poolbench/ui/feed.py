@@ -25,7 +25,7 @@ import json
 from collections import deque
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, TextIO
+from typing import Any, NotRequired, TextIO, TypedDict, TypeVar
 
 from poolbench.collector import Latest
 from poolbench.results.pool_probe import ProbeTail
@@ -35,7 +35,59 @@ KEEP_POINTS = 1200  # ten minutes at two points a second
 KEEP_MARKERS = 200
 
 
-def point(latest: Latest, users: float | None, rps: float | None) -> dict[str, Any] | None:
+class FeedHeader(TypedDict, total=False):
+    """The `header` line: what does not change during the session."""
+
+    variant: str
+    label: str
+    experiment: str
+    workers: int
+    engines: list[dict[str, object]]  # name, kind, pool_size, max_overflow
+    ceiling: int | None
+    ceiling_formula: str | None
+    results: str
+
+
+class FeedPoint(TypedDict):
+    """A `point` line: one tick's figures (bytes, ms, connections)."""
+
+    ts: float
+    users: float | None
+    rps: float | None
+    engines: dict[str, dict[str, int]]  # engine → state → connections
+    total: int | None
+    peak: int | None
+    max_connections: int | None
+    slots_left: int | None
+    pg_pss: float | None
+    app_uss: float | None
+    sample_ms: float | None
+    sweep_ms: float | None
+    pools: NotRequired[list[dict[str, Any]]]  # the pool probe's, as ProbeTail.pools gives
+    seq: NotRequired[int]  # set when written
+
+
+class FeedMarker(TypedDict):
+    """A `marker` line: a phase started or ended."""
+
+    ts: float
+    phase: str
+    what: str  # "started" or "ended"
+    seq: NotRequired[int]  # set when written
+
+
+class FeedAnswer(TypedDict):
+    """What the tab's route answers: the lines after the browser's last."""
+
+    header: FeedHeader | None
+    points: list[FeedPoint]
+    markers: list[FeedMarker]
+
+
+Line = TypeVar("Line", FeedPoint, FeedMarker)
+
+
+def point(latest: Latest, users: float | None, rps: float | None) -> FeedPoint | None:
     """The figures the tab shows, from the collector's newest snapshot; None before any."""
     if latest.ts is None:
         return None
@@ -69,7 +121,7 @@ class FeedWriter:
     def __init__(
         self,
         path: Path,
-        header: dict[str, Any],
+        header: FeedHeader,
         latest: Callable[[], Latest],
         probe: ProbeTail | None = None,
     ) -> None:
@@ -98,9 +150,10 @@ class FeedWriter:
             self._write({"type": "point", **values})
 
     def _marker(self, ts: float, phase: str, what: str) -> None:
-        self._write({"type": "marker", "ts": ts, "phase": phase, "what": what})
+        marker: FeedMarker = {"ts": ts, "phase": phase, "what": what}
+        self._write({"type": "marker", **marker})
 
-    def _write(self, item: dict[str, Any]) -> None:
+    def _write(self, item: dict[str, object]) -> None:
         if self._handle is None:
             return
         self._seq += 1
@@ -118,9 +171,9 @@ class FeedReader:
 
     def __init__(self, path: Path, keep: int = KEEP_POINTS) -> None:
         self.path = path
-        self.header: dict[str, Any] | None = None
-        self.points: deque[dict[str, Any]] = deque(maxlen=keep)
-        self.markers: deque[dict[str, Any]] = deque(maxlen=KEEP_MARKERS)
+        self.header: FeedHeader | None = None
+        self.points: deque[FeedPoint] = deque(maxlen=keep)
+        self.markers: deque[FeedMarker] = deque(maxlen=KEEP_MARKERS)
         self._offset = 0
         self._rest = b""
 
@@ -144,7 +197,7 @@ class FeedReader:
             elif kind == "marker":
                 self.markers.append(item)
 
-    def since(self, seq: int) -> dict[str, Any]:
+    def since(self, seq: int) -> FeedAnswer:
         """Everything newer than `seq` (the header only for a first request, seq < 0)."""
         return {
             "header": self.header if seq < 0 else None,
@@ -153,7 +206,7 @@ class FeedReader:
         }
 
 
-def _after(items: deque[dict[str, Any]], seq: int) -> list[dict[str, Any]]:
+def _after(items: deque[Line], seq: int) -> list[Line]:
     """The items whose seq is above `seq`, oldest first, reading only those from the end."""
     newer = []
     for item in reversed(items):

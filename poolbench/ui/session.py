@@ -26,6 +26,8 @@ import signal
 import tempfile
 import time
 from collections.abc import Iterator
+from dataclasses import dataclass
+from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
@@ -45,36 +47,51 @@ from poolbench.results.status import Status
 from poolbench.run import stack
 from poolbench.run.events import EventLog, RunEvents, VariantRef, keep_record
 from poolbench.run.progress import ProgressDisplay
-from poolbench.ui.feed import FeedWriter
+from poolbench.ui.feed import FeedHeader, FeedWriter
 
 DB_TAB = Path(__file__).resolve().with_name("locust_db_tab.py")
 TICK_S = 0.5
 UI_START_TIMEOUT_S = 60.0
 
 
+class UiPhase(StrEnum):
+    """The phase a person's test in the web UI is in (the analysis reads these names)."""
+
+    LOAD = "load"  # from a test's start
+    IDLE = "idle"  # from its stop to the next start or the end
+
+
+@dataclass(frozen=True)
+class UiContext:
+    """What a session serves and where it records it, given whole to `UiSession`."""
+
+    config: BenchConfig
+    experiment: Experiment
+    variant: Variant
+    out_root: Path  # the results root: the session's folder is made in it
+    command: tuple[str, ...]  # the command line, as run.json records it
+    database_url: str | None = None  # else the experiment's provider
+    port: int | None = None  # the web UI's; else a free one
+
+
 class UiSession:
     """Brings the stack up, serves Locust's web UI, records what happens, stops everything."""
 
-    def __init__(
-        self,
-        config: BenchConfig,
-        experiment: Experiment,
-        variant: Variant,
-        out_root: Path,
-        command: list[str],
-        database_url: str | None = None,
-        port: int | None = None,
-        display: ProgressDisplay | None = None,
-    ) -> None:
-        self.config, self.experiment, self.variant = config, experiment, variant
-        self.out_root, self.command = out_root, command
-        self.database_url, self.port = database_url, port
+    def __init__(self, context: UiContext, display: ProgressDisplay | None = None) -> None:
+        self.context = context
+        self.config, self.experiment, self.variant = (
+            context.config,
+            context.experiment,
+            context.variant,
+        )
+        self.out_root, self.command = context.out_root, context.command
+        self.database_url, self.port = context.database_url, context.port
         self.events = RunEvents()
         self.display = display or ProgressDisplay()
         self.display.subscribe(self.events)
         self.record: RunRecord | None = None
         self.url: str | None = None
-        self._phase: str | None = None  # the open phase: "load", "idle" or None
+        self._phase: UiPhase | None = None  # the open phase
         self._boundaries = 0  # test starts and stops already turned into phases
         self._entry: dict[str, Any] = {}
 
@@ -133,7 +150,7 @@ class UiSession:
         feed_dir = (
             Path(tempfile.gettempdir()) / f"{ledger.UI_FEED_DIR_PREFIX}{secrets.token_hex(6)}"
         )
-        noted = ledger.started("data_dir", str(feed_dir), path=str(feed_dir))  # for clean
+        noted = ledger.started(ledger.Kind.DATA_DIR, str(feed_dir), path=str(feed_dir))  # for clean
         feed_dir.mkdir(mode=0o700)
         probe = ProbeTail(app.spec.probe_dir) if app.spec.probe_dir else None
         feed = FeedWriter(
@@ -186,7 +203,7 @@ class UiSession:
             )
         return process
 
-    def _feed_header(self, entry: dict[str, Any]) -> dict[str, Any]:
+    def _feed_header(self, entry: dict[str, Any]) -> FeedHeader:
         assert self.record is not None  # set by run()
         engines = entry.get("engines") or []
         workers = int(entry.get("workers") or 1)
@@ -266,14 +283,14 @@ class UiSession:
         one Locust's final statistics describe, as it clears them when a test starts). When a
         new test starts, the previous test's phases become `load N` and `idle N`.
         """
-        boundaries = []
+        boundaries: list[tuple[UiPhase, float, int]] = []
         for number, test in enumerate(tests, start=1):
-            boundaries.append(("load", test["started"], number))
+            boundaries.append((UiPhase.LOAD, test["started"], number))
             if test.get("stopped") is not None:
-                boundaries.append(("idle", test["stopped"], number))
+                boundaries.append((UiPhase.IDLE, test["stopped"], number))
         for phase, ts, number in boundaries[self._boundaries :]:
             self._close_phase(ref, ts)
-            if phase == "load" and number > 1:
+            if phase == UiPhase.LOAD and number > 1:
                 for item in self._entry["phases"]:
                     if item["name"] in ("load", "idle"):
                         item["name"] = f"{item['name']} {number - 1}"
