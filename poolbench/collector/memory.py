@@ -55,6 +55,12 @@ VERIFY_S = 30.0  # every process is re-read at least this often, whatever statm 
 # pass at 120 backends: the reads lagged, the lag moved more PSS between the processes
 # (drift), which made every process due again: values waited 8-10 s for the same CPU.
 BURST_S = 20.0
+# Reads that are not urgent (a sharer moved: within 10 s; the 30 s check) leave this share of
+# the bucket to the urgent ones (a process that moved itself, is new, forked, or a group that
+# drifted): a drift's pass over every process (~55 ms at 120 backends) is always paid at once.
+# Under a `make bench` ramp the reads for sharers spent the whole bucket before full load, and
+# then, ordered by deadline, stood in front of the urgent ones: values waited 5-7 s.
+URGENT_RESERVE = 0.5
 
 
 class MemorySum:
@@ -179,7 +185,7 @@ class MemoryTracker:
             self._due_by(entry, now, self.refresh_s, moved_itself=True)
         waiting = [e for e in held if e.deadline is not None]
         for entry in self._due(waiting, now, period):
-            if self.cpu_budget is not None and self._allowance <= 0:
+            if not self._affordable(entry):
                 break
             self._note_wait(entry, now, out)
             self._read(entry, now, out)
@@ -191,6 +197,13 @@ class MemoryTracker:
         out.cpu_s = time.thread_time() - c0
         out.wall_s = time.perf_counter() - w0
         return out
+
+    def _affordable(self, entry: _Entry) -> bool:
+        """Whether the budget allows this re-read now; one not urgent leaves the reserve."""
+        if self.cpu_budget is None:
+            return True
+        reserve = 0.0 if entry.urgent else URGENT_RESERVE * self.cpu_budget * BURST_S
+        return self._allowance > reserve
 
     def _note_wait(self, entry: _Entry, now: float, out: MemoryStats) -> None:
         if entry.urgent:
@@ -259,25 +272,32 @@ class MemoryTracker:
         urgent: bool = True,
         moved_itself: bool = False,
     ) -> None:
-        """Re-read `entry` within `allowed` seconds of `since` (unless due earlier already)."""
+        """Re-read `entry` within `allowed` seconds of `since` (unless due earlier already).
+        One already due, not urgently, by an earlier deadline (a sharer moved, the 30 s
+        check) keeps it and becomes urgent: its wait counts from `since`, and it goes first."""
         deadline = since + allowed
+        urgent = urgent and allowed <= self.refresh_s
         if entry.deadline is None or deadline < entry.deadline:
-            entry.deadline, entry.since = deadline, since
-            entry.urgent = urgent and allowed <= self.refresh_s
+            entry.deadline, entry.since, entry.urgent = deadline, since, urgent
+        elif urgent and not entry.urgent:
+            entry.since, entry.urgent = since, True
         entry.moved_itself = entry.moved_itself or moved_itself
 
     def _due(self, waiting: list[_Entry], now: float, period: float) -> list[_Entry]:
-        """What to read now, most urgent first: every process whose deadline would pass
-        before the next sweep, and at least an even share of all that wait (each needs
-        `period / its allowed wait` of a read per sweep)."""
+        """What to read now: every process whose deadline would pass before the next
+        sweep, and at least an even share of all that wait (each needs `period / its allowed
+        wait` of a read per sweep), urgent ones first, then the earliest deadlines; read in
+        the order of `_urgency`, so that a budget running out leaves what may wait longer."""
         if not waiting:
             return []
         horizon = now + period * (1 - JITTER)  # a sweep may come a little late
         due = [(e.deadline, e) for e in waiting if e.deadline is not None]  # all of them
-        must = sum(1 for deadline, _ in due if deadline <= horizon)
+        must = [e for deadline, e in due if deadline <= horizon]
         share = sum(period / max(period, deadline - e.since) for deadline, e in due)
-        ordered = [e for _, e in sorted(due, key=lambda d: d[0])]
-        return ordered[: max(must, math.ceil(share - 1e-9))]
+        rest = [(not e.urgent, deadline, e) for deadline, e in due if deadline > horizon]
+        spread = [e for _, _, e in sorted(rest, key=lambda r: r[:2])]
+        chosen = must + spread[: max(0, math.ceil(share - 1e-9) - len(must))]
+        return sorted(chosen, key=_urgency)
 
     def _read(self, entry: _Entry, now: float, out: MemoryStats) -> None:
         c0 = time.thread_time()
@@ -300,6 +320,11 @@ class MemoryTracker:
         entry.values = values
         entry.read_at = now
         entry.deadline, entry.urgent, entry.moved_itself = None, False, False
+
+
+def _urgency(entry: _Entry) -> tuple[bool, float]:
+    """Urgent re-reads (due within refresh_s) first, the longest waiting first among them."""
+    return (not entry.urgent, entry.since if entry.urgent else entry.deadline or 0.0)
 
 
 def _shared(statm: bytes) -> bytes:
