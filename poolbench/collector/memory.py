@@ -40,7 +40,7 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from poolbench.collector.procfs import HAS_PROC, HeldFiles, MemoryValues, Stat, Unreadable
 from poolbench.collector.procfs import read_memory as _read_memory
@@ -110,7 +110,6 @@ class _Entry:
 @dataclass
 class _Group:
     members: frozenset[tuple[int, float]] = frozenset()
-    shared: dict[int, bytes] = field(default_factory=dict)  # pid -> statm's shared count
     # PSS that moved between its processes since they were all re-read: what a process
     # gains in shared pages' PSS (re-read, it moved itself) its sharers lose (not re-read)
     drift: int = 0
@@ -231,26 +230,26 @@ class MemoryTracker:
             if entry is not None and entry.start == start and entry.values is not None:
                 group.drift += max(0, entry.values[1] - entry.values[2])
         group.members = members
-        shared = {}
+        shared_moved = False  # a process's statm *shared* count moved, or a process is new
         mine: list[_Entry] = []
+        read = self._statm.read
         for s in live:
-            statm = self._statm.read(s.pid) if HAS_PROC else b""
+            statm = read(s.pid) if HAS_PROC else b""
             if statm is None:
                 continue  # gone since its stat was read
             seen.add(s.pid)
-            shared[s.pid] = _shared(statm)
             entry = self._entries.get(s.pid)
             if entry is None or entry.start != s.start:
                 entry = self._entries[s.pid] = _Entry(s.pid, s.start, name, statm, now)
                 fresh.append(entry)
+                shared_moved = True
                 continue
             if statm != entry.statm or not statm:  # no statm off Linux: always "moved"
+                shared_moved = shared_moved or _shared(statm) != _shared(entry.statm)
                 entry.statm = statm
                 self._due_by(entry, previous, self.refresh_s, moved_itself=True)
                 out.changed += 1
             mine.append(entry)
-        shared_moved = any(group.shared.get(pid) != count for pid, count in shared.items())
-        group.shared = shared
         pss = sum(e.values[1] for e in mine if e.values is not None)
         drifted = group.drift > self.drift * pss
         if drifted:
