@@ -33,7 +33,7 @@ from poolbench.collector import (
 )
 from poolbench.collector.churn import CHURN_METRICS, OwnStatements, subtract_own
 from poolbench.collector.memory import MemoryStats, MemoryTracker
-from poolbench.collector.procfs import StatReader
+from poolbench.collector.procfs import MemoryFiles, StatReader
 from poolbench.errors import PoolbenchError
 from poolbench.infra.postgres import Database, embedded_server, free_port
 from poolbench.results.samples import SamplesWriter, connections_wide, read_samples, row
@@ -957,6 +957,19 @@ def test_a_short_budget_rereads_what_moved_before_the_checks_that_may_wait() -> 
         assert (moved.reads, moved.stale, moved.refresh_max_s) == (1, 3, 1.0)
         assert tracker.sum(pids[3:]).uss - uss >= 7 * 2**20  # the moved one was the read
     reader.close()
+
+
+def test_held_smaps_rollup_descriptors_follow_their_process_until_it_ends() -> None:
+    files = MemoryFiles()
+    with _growers(1) as procs:
+        pid = procs[0].pid
+        before = files.read(pid)
+        _grow(procs[0], "anon")
+        after = files.read(pid)  # the same descriptor, read again: the new figures
+        assert before is not None and after is not None
+        assert after[2] - before[2] >= 7 * 2**20 and after[0] >= after[1] >= after[2] > 0
+    assert files.read(pid) is None  # ended: nothing to read, no error
+    files.close()
 
 
 def test_memory_rows_keep_the_sweep_rate_while_rereads_wait_for_their_cpu_budget(

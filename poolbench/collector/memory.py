@@ -42,8 +42,14 @@ import time
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from poolbench.collector.procfs import HAS_PROC, HeldFiles, MemoryValues, Stat, Unreadable
-from poolbench.collector.procfs import read_memory as _read_memory
+from poolbench.collector.procfs import (
+    HAS_PROC,
+    HeldFiles,
+    MemoryFiles,
+    MemoryValues,
+    Stat,
+    Unreadable,
+)
 
 JITTER = 0.25  # of a sweep period: a sweep a little late does not force an early read
 SHARED_REFRESH_S = 10.0  # another process of the group mapped or unmapped shared pages
@@ -142,6 +148,7 @@ class MemoryTracker:
         self._entries: dict[int, _Entry] = {}
         self._groups: dict[str, _Group] = {}
         self._statm = HeldFiles("statm")
+        self._smaps = MemoryFiles()
         self._last: float | None = None
         self._allowance = 0.0  # CPU seconds the budget still allows
 
@@ -156,6 +163,7 @@ class MemoryTracker:
 
     def close(self) -> None:
         self._statm.close()
+        self._smaps.close()
 
     def update(self, groups: dict[str, list[Stat]], now: float | None = None) -> MemoryStats:
         """Check every live process of `groups` (name -> its processes) and re-read what may
@@ -175,6 +183,7 @@ class MemoryTracker:
             self._check(now, previous, name, stats, fresh, held, seen, out)
         for pid in [p for p in self._entries if p not in seen]:
             del self._entries[pid]  # gone
+            self._smaps.forget(pid)
         self._statm.end_sweep()
         c0, w0 = time.thread_time(), time.perf_counter()
         for entry in fresh:  # a process never read has no figures: always read
@@ -301,7 +310,7 @@ class MemoryTracker:
     def _read(self, entry: _Entry, now: float, out: MemoryStats) -> None:
         c0 = time.thread_time()
         try:
-            values = _read_memory(entry.pid)
+            values = self._smaps.read(entry.pid)
             gone = values is None
         except Unreadable:
             values, gone = None, False
@@ -310,6 +319,7 @@ class MemoryTracker:
         if gone:  # since its statm was read: no figures to keep
             if self._entries.get(entry.pid) is entry:
                 del self._entries[entry.pid]
+                self._smaps.forget(entry.pid)
             return
         if values is not None and (entry.moved_itself or entry.values is None):
             # PSS of shared pages is conserved among their sharers: what this process
