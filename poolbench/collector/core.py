@@ -468,6 +468,7 @@ class Collector:
             "memory_reads": stats.reads,
             "memory_stale": stats.stale,
             "memory_reads_total": latest.memory_reads_total + stats.reads,
+            "memory_urgent_total": latest.memory_urgent_total + stats.urgent,
             "memory_cpu_s_total": latest.memory_cpu_s_total + stats.cpu_s,
             "memory_refresh_max_s": max(latest.memory_refresh_max_s or 0.0, stats.refresh_max_s),
         }

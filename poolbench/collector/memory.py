@@ -126,6 +126,7 @@ class MemoryStats:
     """What one `MemoryTracker.update` did."""
 
     reads: int = 0  # smaps_rollup reads
+    urgent: int = 0  # of which re-reads due within refresh_s (moved, forked, new, drifted)
     changed: int = 0  # processes whose statm moved since the previous sweep
     cpu_s: float = 0.0  # their CPU time (this thread)
     wall_s: float = 0.0
@@ -196,6 +197,7 @@ class MemoryTracker:
             if not self._affordable(entry):
                 break
             self._note_wait(entry, now, out)
+            out.urgent += entry.urgent
             self._read(entry, now, out)
         for entry in waiting:
             if entry.deadline is not None:
