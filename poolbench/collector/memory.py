@@ -27,12 +27,20 @@ and re-reads a process only when its figures may have moved, by a deadline:
 - every process, whatever statm says, within ``VERIFY_S`` (30 s) of its last read: a
   copy-on-write page written by a sibling is replaced without any resident count moving.
 
-Re-reads are spread over sweeps (the most urgent first, at least an even share of the
-waiting ones each time), so the cost does not come in bursts, and a group where nothing
-moved costs nothing but its statm checks. They stay within a CPU budget (a fraction of one
-core, on average over ``BURST_S``: a whole pass may be spent at once and repaid after); when
-a group is too large to meet its deadlines within it, values wait longer, and
-`MemoryStats.refresh_max_s` says how long.
+Re-reads are spread over sweeps (at least an even share of the waiting ones each time), so
+the cost does not come in bursts, and a group where nothing moved costs nothing but its
+statm checks. They stay within a CPU budget (a fraction of one core, on average over
+``BURST_S``: a whole pass may be spent at once and repaid after). The urgent ones (due
+within ``refresh_s``: moved, new, forked, drifted) are read first, the longest waiting
+first, and may spend the whole bucket; the others (a sharer moved, the 30 s check) leave
+``URGENT_RESERVE`` of it to them. When a group is too large to meet its deadlines within
+the budget, values wait longer, and `MemoryStats.refresh_max_s` says how long.
+
+What a before variant of `make bench` costs (120 backends, a slow 2-core machine, traced):
+~20 re-reads a second at ~0.4 ms of CPU each (the kernel's page-table walk; ~0.03 ms less
+through the held descriptor): ~45 % passes over every process after the group's PSS
+drifted past 1 %, ~40 % processes that moved themselves (or new ones' second reads), ~15 %
+first reads, sharers' and checks': about the budget's 1 % of a core, spent.
 """
 
 from __future__ import annotations
