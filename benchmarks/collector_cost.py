@@ -14,7 +14,11 @@ samples, churn, plans), the sweeps thread (process tree and stat reads, statm ch
 smaps_rollup re-reads: their count and CPU), the rest. `--profile` adds cProfile's top
 functions per collector thread.
 
+`--ramp 20 --moving` is closer to a `make bench` before variant (its 120 backends arrive over a
+20 s ramp, and their memory keeps moving under load): the default load under-states its cost.
+
 Usage: .venv/bin/python benchmarks/collector_cost.py [--backends 120] [--seconds 30] [--profile]
+       [--ramp S] [--moving]
 """
 
 from __future__ import annotations
@@ -24,6 +28,7 @@ import cProfile
 import io
 import os
 import pstats
+import random
 import tempfile
 import threading
 import time
@@ -80,25 +85,41 @@ def watch_threads(profile: bool) -> None:
 
 
 def load(
-    url: str, backends: int, stop: threading.Event, threads: int = 6
+    url: str, args: argparse.Namespace, stop: threading.Event, threads: int = 6
 ) -> list[threading.Thread]:
-    conns = [
-        psycopg.connect(url, application_name=f"load-{i % 4}", autocommit=True)
-        for i in range(backends)
-    ]
+    """`args.backends` sessions kept busy from a few threads; with `--ramp S` they connect
+    one by one over S seconds (as a `make bench` ramp brings the before app's 120), with
+    `--moving` their queries build strings of varying size, so their memory moves as a real
+    app's backends' does (the synthetic table scans alone stop moving it once mapped)."""
+    began = time.monotonic()
+    query = (
+        "SELECT length(string_agg(x, '')) FROM (SELECT x FROM pages LIMIT %s) s"
+        if args.moving
+        else "SELECT count(*) FROM pages WHERE length(x) > 0"
+    )
 
-    def work(mine: list[psycopg.Connection]) -> None:
+    def work(mine: list[int]) -> None:
+        conns: list[psycopg.Connection] = []
         while not stop.is_set():
-            for conn in mine:
-                conn.execute("SELECT count(*) FROM pages WHERE length(x) > 0")
+            due = [i for i in mine[len(conns) :] if time.monotonic() - began >= opens_at(i)]
+            conns += [psycopg.connect(url, application_name=f"load-{i % 4}", autocommit=True)
+                      for i in due]  # fmt: skip
+            for conn in conns:
+                conn.execute(query, (random.randrange(100, 3000),) if args.moving else None)
             time.sleep(0.05)
-        for conn in mine:
+        for conn in conns:
             conn.close()
 
+    def opens_at(i: int) -> float:
+        return args.ramp * i / args.backends
+
     workers = [
-        threading.Thread(target=work, args=(conns[i::threads],), name=f"load{i}", daemon=True)
+        threading.Thread(
+            target=work, args=(list(range(i, args.backends, threads)),), name=f"load{i}",
+            daemon=True,
+        )
         for i in range(threads)
-    ]
+    ]  # fmt: skip
     for w in workers:
         w.start()
     return workers
@@ -110,6 +131,12 @@ def main() -> int:
     parser.add_argument("--seconds", type=float, default=30.0)
     parser.add_argument("--warmup", type=float, default=8.0)
     parser.add_argument("--profile", action="store_true")
+    parser.add_argument(
+        "--ramp", type=float, default=0.0, help="connect the backends over S s (measured)"
+    )
+    parser.add_argument(
+        "--moving", action="store_true", help="queries that move the backends' memory"
+    )
     parser.add_argument(
         "--memory-budget", default="0.01", help="memory_cpu_budget (a fraction of a core, or none)"
     )
@@ -129,9 +156,11 @@ def main() -> int:
             pg.admin_url, pg.dbname, Path(tmp) / "samples.csv", postmaster_pid=pg.postmaster_pid,
             memory_cpu_budget=budget,
         )  # fmt: skip
-        workers = load(pg.app_url, args.backends, stop)
+        workers = [] if args.ramp else load(pg.app_url, args, stop)
         with CollectorThread(config) as collector:
             time.sleep(args.warmup)
+            if args.ramp:  # the ramp is measured: it is what spends a budget
+                workers = load(pg.app_url, args, stop)
             first, cpu0, t0 = collector.latest(), thread_cpu(), time.monotonic()
             refresh = 0.0
             while time.monotonic() - t0 < args.seconds:
@@ -151,6 +180,7 @@ def show(args, first, last, cpu0, cpu1, span, refresh, footprint) -> None:
     per_thread = {name: cpu - cpu0.get(name, 0.0) for name, cpu in cpu1.items()}
     total = sum(per_thread.values())
     reads = last.memory_reads_total - first.memory_reads_total
+    urgent = last.memory_urgent_total - first.memory_urgent_total
     mem_cpu = last.memory_cpu_s_total - first.memory_cpu_s_total
     samples = last.samples - first.samples
     print(
@@ -163,6 +193,10 @@ def show(args, first, last, cpu0, cpu1, span, refresh, footprint) -> None:
     print(
         f"  of which smaps_rollup re-reads {100 * mem_cpu / span:5.2f} % "
         f"({reads / span:.1f} reads/s, {1000 * mem_cpu / max(reads, 1):.2f} ms each)"
+    )
+    print(
+        f"    re-reads due within 2 s (moved, forked, new, drifted) {urgent / span:.1f}/s, "
+        f"the others (a sharer moved, the 30 s check; first reads) {(reads - urgent) / span:.1f}/s"
     )
     print(
         f"  connections samples: {samples / span:.1f}/s, "

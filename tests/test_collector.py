@@ -33,7 +33,7 @@ from poolbench.collector import (
 )
 from poolbench.collector.churn import CHURN_METRICS, OwnStatements, subtract_own
 from poolbench.collector.memory import MemoryStats, MemoryTracker
-from poolbench.collector.procfs import StatReader
+from poolbench.collector.procfs import MemoryFiles, StatReader
 from poolbench.errors import PoolbenchError
 from poolbench.infra.postgres import Database, embedded_server, free_port
 from poolbench.results.samples import SamplesWriter, connections_wide, read_samples, row
@@ -927,6 +927,49 @@ def test_a_budget_that_holds_one_pass_keeps_every_value_within_2_s_from_the_star
     reader.close()
     # every one read at once, then all again within 2 s, half at each sweep: none waiting
     assert out == [(8, 0, 0.0), (4, 4, 1.0), (4, 0, 2.0)]
+
+
+def test_a_short_budget_rereads_what_moved_before_the_checks_that_may_wait() -> None:
+    """When the budget runs short, a process that moved itself (due within 2 s) is re-read
+    before the ones due by the 30 s check, even when theirs is the earlier deadline, and the
+    checks leave the bucket's reserve to the urgent reads. (Before: read in the order of the
+    deadlines, so under a `make bench` ramp the checks and the sharers' 10 s re-reads spent
+    the budget first and the moved processes waited 5-7 s.)"""
+    reader = StatReader()
+    with _growers(4) as procs:
+        pids = [p.pid for p in procs]
+
+        def sweep(tracker: MemoryTracker, now: float) -> MemoryStats:
+            return tracker.update({"app": [s for s in map(reader.read, pids) if s]}, now)
+
+        tracker = MemoryTracker(refresh_s=2.0, drift=1.0)
+        for now in (100.0, 101.0, 102.0, 103.0):  # read new, and again: all held
+            sweep(tracker, now)
+        # from now on a budget of 10 µs of CPU a second, and the bucket near empty
+        tracker.cpu_budget = 1e-5
+        tracker._allowance = -1.0
+        checked = sweep(tracker, 140.0)  # > 30 s since read: all due by 142, none urgent
+        assert (checked.reads, checked.stale, checked.refresh_max_s) == (0, 4, 0.0)
+        uss = tracker.sum(pids[3:]).uss
+        _grow(procs[3], "anon")  # the last one moves: urgent, its check's deadline kept
+        tracker._allowance = 5e-5  # room for one read, less than the checks' reserve
+        moved = sweep(tracker, 141.0)
+        assert (moved.reads, moved.stale, moved.refresh_max_s) == (1, 3, 1.0)
+        assert tracker.sum(pids[3:]).uss - uss >= 7 * 2**20  # the moved one was the read
+    reader.close()
+
+
+def test_held_smaps_rollup_descriptors_follow_their_process_until_it_ends() -> None:
+    files = MemoryFiles()
+    with _growers(1) as procs:
+        pid = procs[0].pid
+        before = files.read(pid)
+        _grow(procs[0], "anon")
+        after = files.read(pid)  # the same descriptor, read again: the new figures
+        assert before is not None and after is not None
+        assert after[2] - before[2] >= 7 * 2**20 and after[0] >= after[1] >= after[2] > 0
+    assert files.read(pid) is None  # ended: nothing to read, no error
+    files.close()
 
 
 def test_memory_rows_keep_the_sweep_rate_while_rereads_wait_for_their_cpu_budget(

@@ -116,12 +116,14 @@ Profiles (`CollectorConfig.with_profile`, a variant's ``collector`` in the bench
     still counts connections, to measure what the default one costs the system it observes.
 
 What it costs
-    1.1-1.9 % of one core during the load of a `make bench` (its ``cpu_percent`` row; 1.1 %
-    at ~40 PostgreSQL processes, 1.9 % at ~120): the 10 Hz connections sample (~0.35 ms of
-    CPU each, ~0.35 % of a core), the memory re-reads (~0.15-0.25 ms per PostgreSQL process
-    re-read; ~20-30 a second at 120 processes under load, ~0.5-0.7 %; none while nothing
-    moves) and the 1 Hz process sweep (~1.3 ms at 120 processes). variant.json records the
-    reads and their CPU (`Latest.footprint`).
+    1.1-2.0 % of one core during the load of a `make bench` on a slow 2-core machine (its
+    ``cpu_percent`` row; ~1.2 % at ~40 PostgreSQL processes, 1.8-2.0 % at ~120): the 10 Hz
+    connections sample (~0.15-0.35 ms of CPU each through libpq directly, ~0.3-0.5 % of a
+    core with churn and sweep plans), the memory re-reads (~0.3-0.4 ms per PostgreSQL
+    process re-read under load; at 120 busy backends ~20 a second, the whole 1 % budget;
+    none while nothing moves), the 1 Hz process sweep (~2-3 ms at 120 processes, ~0.3 %)
+    and the app's pools (~0.07 %). variant.json records the reads and their CPU
+    (`Latest.footprint`); benchmarks/collector_cost.py the breakdown.
 """
 
 from typing import Any

@@ -36,11 +36,11 @@ from poolbench.collector.process_sweep import Plan, ProcessSweeper
 from poolbench.collector.procfs import alive
 from poolbench.collector.server import (
     BACKENDS_SQL,
-    CONNECTIONS_SQL,
     Server,
     candidate_conninfos,
     check_server,
     connect,
+    sample_connections,
 )
 from poolbench.collector.settings import CollectorConfig
 from poolbench.errors import PoolbenchError, first_line
@@ -82,6 +82,7 @@ class Collector:
         self._plans: queue.Queue[Plan | None] = queue.Queue(maxsize=1)
         assert config.dbname is not None  # CollectorConfig.__post_init__ sets it or raises
         self._churn = ChurnReader(config.dbname)
+        self._sample_params = [config.dbname.encode(), APPLICATION_NAME.encode()]
         self._failure: BaseException | None = None
         self._stopping = False
         # connection sampling state
@@ -312,6 +313,22 @@ class Collector:
                 return None
         return results
 
+    def _sample(self) -> list[tuple[Any, ...]] | None:
+        """The connections sample's rows (`server.sample_connections`); None as `queries`."""
+        if self._conn is None:
+            return None
+        try:
+            rows = sample_connections(self._conn, self._sample_params)
+        except (psycopg.OperationalError, psycopg.InterfaceError) as exc:
+            self._lost(exc)
+            return None
+        except psycopg.Error as exc:
+            self.own_rollbacks += 1
+            self.warn_once(f"query:{first_line(exc)}", f"a sample failed: {exc}")
+            return None
+        self.own_xacts += 1
+        return rows
+
     def _query(self, sql: str, params: Mapping[str, Any] | None) -> list[tuple[Any, ...]] | None:
         results = self.queries([(sql, params)])
         return None if results is None else results[0]
@@ -380,7 +397,7 @@ class Collector:
             return True
         ts = time.time()
         t0 = time.perf_counter()
-        result = self._query(CONNECTIONS_SQL, {"db": self.config.dbname, "me": APPLICATION_NAME})
+        result = self._sample()
         server = self._server
         if result is None or server is None:
             return True
@@ -451,6 +468,7 @@ class Collector:
             "memory_reads": stats.reads,
             "memory_stale": stats.stale,
             "memory_reads_total": latest.memory_reads_total + stats.reads,
+            "memory_urgent_total": latest.memory_urgent_total + stats.urgent,
             "memory_cpu_s_total": latest.memory_cpu_s_total + stats.cpu_s,
             "memory_refresh_max_s": max(latest.memory_refresh_max_s or 0.0, stats.refresh_max_s),
         }

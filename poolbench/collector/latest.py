@@ -41,6 +41,7 @@ class Latest:
     memory_reads: int | None = None  # smaps_rollup reads in the newest sweep
     memory_stale: int | None = None  # processes waiting for a re-read after it
     memory_reads_total: int = 0  # since start
+    memory_urgent_total: int = 0  # of which re-reads due within memory_refresh_s
     memory_cpu_s_total: float = 0.0  # CPU seconds spent on smaps_rollup reads since start
     memory_refresh_max_s: float | None = None  # the largest memory_interval since start
     rows_written: int = 0

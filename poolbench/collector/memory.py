@@ -27,12 +27,20 @@ and re-reads a process only when its figures may have moved, by a deadline:
 - every process, whatever statm says, within ``VERIFY_S`` (30 s) of its last read: a
   copy-on-write page written by a sibling is replaced without any resident count moving.
 
-Re-reads are spread over sweeps (the most urgent first, at least an even share of the
-waiting ones each time), so the cost does not come in bursts, and a group where nothing
-moved costs nothing but its statm checks. They stay within a CPU budget (a fraction of one
-core, on average over ``BURST_S``: a whole pass may be spent at once and repaid after); when
-a group is too large to meet its deadlines within it, values wait longer, and
-`MemoryStats.refresh_max_s` says how long.
+Re-reads are spread over sweeps (at least an even share of the waiting ones each time), so
+the cost does not come in bursts, and a group where nothing moved costs nothing but its
+statm checks. They stay within a CPU budget (a fraction of one core, on average over
+``BURST_S``: a whole pass may be spent at once and repaid after). The urgent ones (due
+within ``refresh_s``: moved, new, forked, drifted) are read first, the longest waiting
+first, and may spend the whole bucket; the others (a sharer moved, the 30 s check) leave
+``URGENT_RESERVE`` of it to them. When a group is too large to meet its deadlines within
+the budget, values wait longer, and `MemoryStats.refresh_max_s` says how long.
+
+What a before variant of `make bench` costs (120 backends, a slow 2-core machine, traced):
+~20 re-reads a second at ~0.4 ms of CPU each (the kernel's page-table walk; ~0.03 ms less
+through the held descriptor): ~45 % passes over every process after the group's PSS
+drifted past 1 %, ~40 % processes that moved themselves (or new ones' second reads), ~15 %
+first reads, sharers' and checks': about the budget's 1 % of a core, spent.
 """
 
 from __future__ import annotations
@@ -40,10 +48,16 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
-from poolbench.collector.procfs import HAS_PROC, HeldFiles, MemoryValues, Stat, Unreadable
-from poolbench.collector.procfs import read_memory as _read_memory
+from poolbench.collector.procfs import (
+    HAS_PROC,
+    HeldFiles,
+    MemoryFiles,
+    MemoryValues,
+    Stat,
+    Unreadable,
+)
 
 JITTER = 0.25  # of a sweep period: a sweep a little late does not force an early read
 SHARED_REFRESH_S = 10.0  # another process of the group mapped or unmapped shared pages
@@ -55,6 +69,12 @@ VERIFY_S = 30.0  # every process is re-read at least this often, whatever statm 
 # pass at 120 backends: the reads lagged, the lag moved more PSS between the processes
 # (drift), which made every process due again: values waited 8-10 s for the same CPU.
 BURST_S = 20.0
+# Reads that are not urgent (a sharer moved: within 10 s; the 30 s check) leave this share of
+# the bucket to the urgent ones (a process that moved itself, is new, forked, or a group that
+# drifted): a drift's pass over every process (~55 ms at 120 backends) is always paid at once.
+# Under a `make bench` ramp the reads for sharers spent the whole bucket before full load, and
+# then, ordered by deadline, stood in front of the urgent ones: values waited 5-7 s.
+URGENT_RESERVE = 0.5
 
 
 class MemorySum:
@@ -104,7 +124,6 @@ class _Entry:
 @dataclass
 class _Group:
     members: frozenset[tuple[int, float]] = frozenset()
-    shared: dict[int, bytes] = field(default_factory=dict)  # pid -> statm's shared count
     # PSS that moved between its processes since they were all re-read: what a process
     # gains in shared pages' PSS (re-read, it moved itself) its sharers lose (not re-read)
     drift: int = 0
@@ -115,6 +134,7 @@ class MemoryStats:
     """What one `MemoryTracker.update` did."""
 
     reads: int = 0  # smaps_rollup reads
+    urgent: int = 0  # of which re-reads due within refresh_s (moved, forked, new, drifted)
     changed: int = 0  # processes whose statm moved since the previous sweep
     cpu_s: float = 0.0  # their CPU time (this thread)
     wall_s: float = 0.0
@@ -137,6 +157,7 @@ class MemoryTracker:
         self._entries: dict[int, _Entry] = {}
         self._groups: dict[str, _Group] = {}
         self._statm = HeldFiles("statm")
+        self._smaps = MemoryFiles()
         self._last: float | None = None
         self._allowance = 0.0  # CPU seconds the budget still allows
 
@@ -151,6 +172,7 @@ class MemoryTracker:
 
     def close(self) -> None:
         self._statm.close()
+        self._smaps.close()
 
     def update(self, groups: dict[str, list[Stat]], now: float | None = None) -> MemoryStats:
         """Check every live process of `groups` (name -> its processes) and re-read what may
@@ -170,6 +192,7 @@ class MemoryTracker:
             self._check(now, previous, name, stats, fresh, held, seen, out)
         for pid in [p for p in self._entries if p not in seen]:
             del self._entries[pid]  # gone
+            self._smaps.forget(pid)
         self._statm.end_sweep()
         c0, w0 = time.thread_time(), time.perf_counter()
         for entry in fresh:  # a process never read has no figures: always read
@@ -179,9 +202,10 @@ class MemoryTracker:
             self._due_by(entry, now, self.refresh_s, moved_itself=True)
         waiting = [e for e in held if e.deadline is not None]
         for entry in self._due(waiting, now, period):
-            if self.cpu_budget is not None and self._allowance <= 0:
+            if not self._affordable(entry):
                 break
             self._note_wait(entry, now, out)
+            out.urgent += entry.urgent
             self._read(entry, now, out)
         for entry in waiting:
             if entry.deadline is not None:
@@ -191,6 +215,13 @@ class MemoryTracker:
         out.cpu_s = time.thread_time() - c0
         out.wall_s = time.perf_counter() - w0
         return out
+
+    def _affordable(self, entry: _Entry) -> bool:
+        """Whether the budget allows this re-read now; one not urgent leaves the reserve."""
+        if self.cpu_budget is None:
+            return True
+        reserve = 0.0 if entry.urgent else URGENT_RESERVE * self.cpu_budget * BURST_S
+        return self._allowance > reserve
 
     def _note_wait(self, entry: _Entry, now: float, out: MemoryStats) -> None:
         if entry.urgent:
@@ -218,26 +249,26 @@ class MemoryTracker:
             if entry is not None and entry.start == start and entry.values is not None:
                 group.drift += max(0, entry.values[1] - entry.values[2])
         group.members = members
-        shared = {}
+        shared_moved = False  # a process's statm *shared* count moved, or a process is new
         mine: list[_Entry] = []
+        read = self._statm.read
         for s in live:
-            statm = self._statm.read(s.pid) if HAS_PROC else b""
+            statm = read(s.pid) if HAS_PROC else b""
             if statm is None:
                 continue  # gone since its stat was read
             seen.add(s.pid)
-            shared[s.pid] = _shared(statm)
             entry = self._entries.get(s.pid)
             if entry is None or entry.start != s.start:
                 entry = self._entries[s.pid] = _Entry(s.pid, s.start, name, statm, now)
                 fresh.append(entry)
+                shared_moved = True
                 continue
             if statm != entry.statm or not statm:  # no statm off Linux: always "moved"
+                shared_moved = shared_moved or _shared(statm) != _shared(entry.statm)
                 entry.statm = statm
                 self._due_by(entry, previous, self.refresh_s, moved_itself=True)
                 out.changed += 1
             mine.append(entry)
-        shared_moved = any(group.shared.get(pid) != count for pid, count in shared.items())
-        group.shared = shared
         pss = sum(e.values[1] for e in mine if e.values is not None)
         drifted = group.drift > self.drift * pss
         if drifted:
@@ -259,30 +290,37 @@ class MemoryTracker:
         urgent: bool = True,
         moved_itself: bool = False,
     ) -> None:
-        """Re-read `entry` within `allowed` seconds of `since` (unless due earlier already)."""
+        """Re-read `entry` within `allowed` seconds of `since` (unless due earlier already).
+        One already due, not urgently, by an earlier deadline (a sharer moved, the 30 s
+        check) keeps it and becomes urgent: its wait counts from `since`, and it goes first."""
         deadline = since + allowed
+        urgent = urgent and allowed <= self.refresh_s
         if entry.deadline is None or deadline < entry.deadline:
-            entry.deadline, entry.since = deadline, since
-            entry.urgent = urgent and allowed <= self.refresh_s
+            entry.deadline, entry.since, entry.urgent = deadline, since, urgent
+        elif urgent and not entry.urgent:
+            entry.since, entry.urgent = since, True
         entry.moved_itself = entry.moved_itself or moved_itself
 
     def _due(self, waiting: list[_Entry], now: float, period: float) -> list[_Entry]:
-        """What to read now, most urgent first: every process whose deadline would pass
-        before the next sweep, and at least an even share of all that wait (each needs
-        `period / its allowed wait` of a read per sweep)."""
+        """What to read now: every process whose deadline would pass before the next
+        sweep, and at least an even share of all that wait (each needs `period / its allowed
+        wait` of a read per sweep), urgent ones first, then the earliest deadlines; read in
+        the order of `_urgency`, so that a budget running out leaves what may wait longer."""
         if not waiting:
             return []
         horizon = now + period * (1 - JITTER)  # a sweep may come a little late
         due = [(e.deadline, e) for e in waiting if e.deadline is not None]  # all of them
-        must = sum(1 for deadline, _ in due if deadline <= horizon)
+        must = [e for deadline, e in due if deadline <= horizon]
         share = sum(period / max(period, deadline - e.since) for deadline, e in due)
-        ordered = [e for _, e in sorted(due, key=lambda d: d[0])]
-        return ordered[: max(must, math.ceil(share - 1e-9))]
+        rest = [(not e.urgent, deadline, e) for deadline, e in due if deadline > horizon]
+        spread = [e for _, _, e in sorted(rest, key=lambda r: r[:2])]
+        chosen = must + spread[: max(0, math.ceil(share - 1e-9) - len(must))]
+        return sorted(chosen, key=_urgency)
 
     def _read(self, entry: _Entry, now: float, out: MemoryStats) -> None:
         c0 = time.thread_time()
         try:
-            values = _read_memory(entry.pid)
+            values = self._smaps.read(entry.pid)
             gone = values is None
         except Unreadable:
             values, gone = None, False
@@ -291,6 +329,7 @@ class MemoryTracker:
         if gone:  # since its statm was read: no figures to keep
             if self._entries.get(entry.pid) is entry:
                 del self._entries[entry.pid]
+                self._smaps.forget(entry.pid)
             return
         if values is not None and (entry.moved_itself or entry.values is None):
             # PSS of shared pages is conserved among their sharers: what this process
@@ -300,6 +339,11 @@ class MemoryTracker:
         entry.values = values
         entry.read_at = now
         entry.deadline, entry.urgent, entry.moved_itself = None, False, False
+
+
+def _urgency(entry: _Entry) -> tuple[bool, float]:
+    """Urgent re-reads (due within refresh_s) first, the longest waiting first among them."""
+    return (not entry.urgent, entry.since if entry.urgent else entry.deadline or 0.0)
 
 
 def _shared(statm: bytes) -> bytes:

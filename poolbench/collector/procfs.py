@@ -123,9 +123,9 @@ class HeldFiles:
         self._fds.clear()
 
 
-def _pread(fd: int) -> bytes:
+def _pread(fd: int, size: int = 4096) -> bytes:
     try:
-        return os.pread(fd, 4096, 0)
+        return os.pread(fd, size, 0)
     except OSError:
         return b""
 
@@ -192,6 +192,55 @@ MemoryValues = tuple[int, int, int]  # (rss, pss, uss) in bytes
 _SMAPS_FIELD = re.compile(rb"^(Rss|Pss|Private_Clean|Private_Dirty):\s+(\d+) kB", re.MULTILINE)
 
 
+def _memory_values(data: bytes) -> MemoryValues:
+    fields = {b"Rss": 0, b"Pss": 0, b"Private_Clean": 0, b"Private_Dirty": 0}
+    for name, kib in _SMAPS_FIELD.findall(data):
+        fields[name] = int(kib) * 1024
+    return fields[b"Rss"], fields[b"Pss"], fields[b"Private_Clean"] + fields[b"Private_Dirty"]
+
+
+class MemoryFiles:
+    """`read_memory` through a smaps_rollup descriptor held per process (~30 µs less a read
+    than open + read + close, of ~0.3-0.4 ms). A descriptor whose process is gone (or has
+    exec'd) reads nothing: the pid is opened afresh. `forget` a pid when its process is gone."""
+
+    def __init__(self, max_fds: int = 512) -> None:
+        self.max_fds = max_fds
+        self._fds: dict[int, int] = {}
+
+    def read(self, pid: int) -> MemoryValues | None:
+        """As `read_memory`: None when gone, Unreadable when denied."""
+        if not _HAS_PROC:
+            return read_memory(pid)
+        fd = self._fds.get(pid)
+        if fd is not None:
+            data = _pread(fd, 8192)
+            if data:
+                return _memory_values(data)
+            self.forget(pid)
+        try:
+            fd = os.open(f"/proc/{pid}/smaps_rollup", os.O_RDONLY | os.O_CLOEXEC)
+        except PermissionError:
+            raise Unreadable(pid) from None
+        except OSError:
+            return None
+        data = _pread(fd, 8192)
+        if data and len(self._fds) < self.max_fds:
+            self._fds[pid] = fd
+        else:
+            os.close(fd)
+        return _memory_values(data) if data else None
+
+    def forget(self, pid: int) -> None:
+        fd = self._fds.pop(pid, None)
+        if fd is not None:
+            os.close(fd)
+
+    def close(self) -> None:
+        for pid in list(self._fds):
+            self.forget(pid)
+
+
 def read_memory(pid: int) -> MemoryValues | None:
     """(rss, pss, uss) in bytes; None when the process is gone; Unreadable when denied.
 
@@ -209,10 +258,7 @@ def read_memory(pid: int) -> MemoryValues | None:
             return None
         if not data:
             return None  # a zombie or kernel thread: nothing mapped
-        fields = {b"Rss": 0, b"Pss": 0, b"Private_Clean": 0, b"Private_Dirty": 0}
-        for name, kib in _SMAPS_FIELD.findall(data):
-            fields[name] = int(kib) * 1024
-        return fields[b"Rss"], fields[b"Pss"], fields[b"Private_Clean"] + fields[b"Private_Dirty"]
+        return _memory_values(data)
     try:
         info = psutil.Process(pid).memory_full_info()
     except psutil.AccessDenied:
