@@ -43,7 +43,7 @@ wait_event_type)
     Unix-socket client, a process this host may not look into, a client already gone).
     A backend is attributed once, by its pid, when a sample first meets it, before that
     sample is written (its ``ts`` is unchanged; the lookup asks the kernel for that one
-    socket, ~0.1-0.3 ms, in a worker thread), and keeps that name for its life: it is
+    socket, ~0.1-0.3 ms, in the connection thread), and keeps that name for its life: it is
     never counted under two names, nor shown as ``untagged`` while its owner is found.
 ``connections_total`` (same samples)
     The sum of the sample's ``connections`` rows.

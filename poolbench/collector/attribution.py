@@ -46,7 +46,7 @@ class BackendOwners:
     for a client on another host, ``untagged`` when no owner can be found (a Unix-socket
     client, a process this host may not look into, a client already gone). The label is
     fixed when the backend is first met and dropped when the backend ends (`retire`), so a
-    backend is never counted under two names. `lookup` runs in a worker thread.
+    backend is never counted under two names. `lookup` runs in the connection thread.
     """
 
     def __init__(self) -> None:
@@ -73,7 +73,7 @@ class BackendOwners:
             del self._labels[pid]
 
     def lookup(self, backends: list[Backend]) -> dict[int, str]:
-        """Label and remember each backend (worker thread; one pass over the socket tables)."""
+        """Label and remember each backend (connection thread; one pass over the socket tables)."""
         if self._local is None:
             self._local = _local_addresses()
         found: dict[int, str] = {}
