@@ -16,6 +16,7 @@ import shutil
 import socket
 import tempfile
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -23,7 +24,13 @@ from typing import TYPE_CHECKING, Any
 import pandas as pd
 import psutil
 
-from poolbench.results.record import SCHEMA, RunEntry, VariantEntry
+from poolbench.results.record import (
+    ExperimentRecord,
+    RunEntry,
+    RunState,
+    VariantEntry,
+    VariantRecord,
+)
 from poolbench.results.status import Status
 from poolbench.results import applog
 from poolbench.errors import PoolbenchError, first_line
@@ -150,96 +157,101 @@ def claim_run_dir(root: Path, run_id: str, attempts: int = 1000) -> Path:
 
 @dataclass
 class RunRecord:
-    """run.json kept current on disk while the run goes on."""
+    """run.json kept current on disk while the run goes on: `state` (results/record.py) is
+    the typed record the runner updates; `save()` writes its JSON."""
 
     run_dir: Path
-    data: dict[str, Any] = field(default_factory=dict)
+    state: RunState = field(default_factory=RunState)
 
     @classmethod
     def create(
-        cls, root: Path, run_id: str, command: str, config: dict[str, Any], environment: dict[str, Any]
+        cls,
+        root: Path,
+        run_id: str,
+        command: str,
+        config: Mapping[str, object],
+        environment: Mapping[str, object],
     ) -> RunRecord:
         run_dir = claim_run_dir(root, run_id)
-        run_id = run_dir.name
-        record = cls(
-            run_dir,
-            {
-                "schema": SCHEMA,
-                "run_id": run_id,
-                "status": Status.RUNNING,
-                "error": None,
-                "command": command,
-                "started_at": time.time(),
-                "finished_at": None,
-                "owner": owner(),
-                "config": config,
-                "environment": environment,
-                "experiments": [],
-            },
+        state = RunState(
+            run_id=run_dir.name,
+            command=command,
+            started_at=time.time(),
+            owner=owner(),
+            config=config,
+            environment=dict(environment),
         )
+        record = cls(run_dir, state)
         record.save()
         point_latest(root, run_dir)
         return record
 
+    @property
+    def data(self) -> dict[str, object]:
+        """run.json as it is written."""
+        return self.state.to_json()
+
     def save(self) -> None:
         write_json(self.run_dir / "run.json", self.data)
 
-    def experiment(self, name: str, description: str, **fields: Any) -> list[dict[str, Any]]:
+    def experiment(self, name: str, description: str, **fields: object) -> list[VariantRecord]:
         """The (new) variant list of an experiment entry; `fields` (claims, sweep, fail_if…)
         are recorded with it when they hold something."""
-        for entry in self.data["experiments"]:
-            if entry["name"] == name:
-                found: list[dict[str, Any]] = entry["variants"]
-                return found
-        variants: list[dict[str, Any]] = []
-        entry = {"name": name, "description": description}
-        entry.update({key: value for key, value in fields.items() if value})
-        entry["variants"] = variants
-        self.data["experiments"].append(entry)
-        return variants
+        for experiment in self.state.experiments:
+            if experiment.name == name:
+                return experiment.variants
+        kept = {key: value for key, value in fields.items() if value}
+        self.state.experiments.append(ExperimentRecord(name, description, kept))
+        return self.state.experiments[-1].variants
 
-    def variant_dir(self, entry: dict[str, Any]) -> Path:
+    def variant_dir(self, entry: VariantRecord) -> Path:
         """The variant's folder, created; a `dir` that would lead out of the run is refused."""
-        path = self.run_dir / str(entry["dir"])
+        path = self.run_dir / entry.dir
         if not inside(self.run_dir, path):
-            raise PoolbenchError(f"variant folder {entry['dir']!r} would be outside {self.run_dir}")
+            raise PoolbenchError(f"variant folder {entry.dir!r} would be outside {self.run_dir}")
         try:
             path.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
             raise write_failed(path, exc) from None
         return path
 
-    def save_variant(self, entry: dict[str, Any]) -> None:
+    def save_variant(self, entry: VariantRecord) -> None:
         """Persist one variant's entry both in its folder and in run.json."""
-        write_json(self.variant_dir(entry) / "variant.json", entry)
+        write_json(self.variant_dir(entry) / "variant.json", entry.to_json())
         self.save()
 
-    def entry_for(self, variant_dir: Path) -> dict[str, Any]:
+    def entry_for(self, variant_dir: Path) -> VariantRecord:
         """The run.json entry of the variant whose folder is `variant_dir`."""
-        for experiment in self.data["experiments"]:
-            for entry in experiment["variants"]:
-                if self.run_dir / entry["dir"] == variant_dir:
-                    found: dict[str, Any] = entry
-                    return found
+        for entry in self.state.variants:
+            if self.run_dir / entry.dir == variant_dir:
+                return entry
         raise KeyError(variant_dir)
 
-    def finish(self, status: str, error: str | None = None) -> None:
+    def note_server(self, described: Mapping[str, object]) -> None:
+        """environment.postgres: the first server the run used."""
+        self.state.environment.setdefault("postgres", described)
+
+    def finish(self, status: Status, error: str | None = None) -> None:
         """Record the run's end. When run.json cannot be rewritten whole (a full disk), it is
         overwritten in place, compact: the space its old text held is enough for the status
         a reader needs; if even that fails, the error that ended the run is not hidden."""
-        self.data.update(status=status, error=error, finished_at=time.time())
+        state = self.state
+        state.status, state.error, state.finished_at = Status(status), error, time.time()
         try:
             self.save()
         except WriteFailed as exc:
-            if status in ("complete", "degraded"):  # a run that cannot record itself failed
-                self.data.update(status="failed", error=str(exc))
+            if status in (
+                Status.COMPLETE,
+                Status.DEGRADED,
+            ):  # a run that cannot record itself failed
+                state.status, state.error = Status.FAILED, str(exc)
                 write_json_in_place(self.run_dir / "run.json", self.data)
                 raise
             if not write_json_in_place(self.run_dir / "run.json", self.data):
                 raise
 
 
-def owner() -> dict[str, Any]:
+def owner() -> dict[str, object]:
     """Who runs this: pid, its start time (so a reused pid is not taken for it), host."""
     return {
         "pid": os.getpid(),
@@ -353,7 +365,10 @@ class VariantResult:
         """Why there is no postgres.log (None when there is one): connections sampled only."""
         if self.postgres_log is not None:
             return None
-        return self.entry.postgres_log_reason or "no postgres.log in the variant folder: connections are sampled only"
+        return (
+            self.entry.postgres_log_reason
+            or "no postgres.log in the variant folder: connections are sampled only"
+        )
 
     def server_log(self) -> ServerLog | None:
         """postgres.log parsed into sessions and refusals (None without the file); read once."""
@@ -451,7 +466,12 @@ def read_samples_file(
     collector recorded in variant.json), is damaged: its complete rows are read, and the
     damage is described, never hidden.
     """
-    from poolbench.results.samples import PARTIAL_SUFFIX, ends_with_newline, read_samples, samples_damage
+    from poolbench.results.samples import (
+        PARTIAL_SUFFIX,
+        ends_with_newline,
+        read_samples,
+        samples_damage,
+    )
 
     partial = path.with_name(path.name + PARTIAL_SUFFIX)
     source = path if path.is_file() else partial if partial.is_file() else None

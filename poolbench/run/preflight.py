@@ -20,6 +20,7 @@ from psycopg.conninfo import make_conninfo
 from poolbench.collector import APPLICATION_NAME
 from poolbench.errors import PoolbenchError, first_line
 from poolbench.infra.postgres import connect
+from poolbench.results.record import VariantRecord
 from poolbench.run.stack import connection_ceiling
 
 SLOTS_SQL = """
@@ -35,7 +36,7 @@ WHERE backend_type = 'client backend'
 """
 
 
-def check_slots(admin_url: str, dbname: str, entry: dict[str, Any]) -> dict[str, Any]:
+def check_slots(admin_url: str, dbname: str, entry: VariantRecord) -> dict[str, Any]:
     """The `preflight` record of variant.json; `warning` is None when the ceiling fits."""
     ceiling = connection_ceiling(entry)
     try:
