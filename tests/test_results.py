@@ -263,7 +263,14 @@ def test_the_typed_run_record_reads_back_what_it_wrote(tmp_path: Path) -> None:
     """run.json written from the typed record reads back to an equal record, and its JSON
     keeps the order a run reaches each section (sections not reached are left out)."""
     from poolbench.results.record import (
-        CollectorRecord, Engine, PgBouncerRecord, Pids, PostgresLog, Probe, RunState, Setup,
+        CollectorRecord,
+        Engine,
+        PgBouncerRecord,
+        Pids,
+        PostgresLog,
+        Probe,
+        RunState,
+        Setup,
         VariantRecord,
     )  # fmt: skip
 

@@ -26,9 +26,9 @@ import psutil
 import pytest
 from conftest import REPO, pid_alive, poolbench_cli
 
+from poolbench.results.record import VariantRecord
 from poolbench.results.requests import read_requests
 from poolbench.results.run_folder import load_run
-from poolbench.results.record import VariantRecord
 from poolbench.run.stack import connection_ceiling
 
 pytestmark = pytest.mark.e2e

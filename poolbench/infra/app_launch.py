@@ -28,8 +28,8 @@ from poolbench.infra.app_setup import (
 from poolbench.infra.app_tree import AppProcessWatch
 from poolbench.infra.postgres import Database, free_port
 from poolbench.probe import PROBE_DIRNAME
-from poolbench.results.record import Engine, Probe, Setup, VariantRecord
 from poolbench.redact import add_secret, looks_secret, mask_text
+from poolbench.results.record import Engine, Probe, Setup, VariantRecord
 
 
 def declared(experiment: Experiment, variant: Variant) -> tuple[int, str, list[Engine]]:

@@ -6,8 +6,10 @@ summary, `poolbench compare` — gets them through `RunEntry.from_json` and
 `VariantEntry.from_json`, which check each field once, here, instead of every reader calling
 `.get(...)` with its own fallback. A field of the wrong type is a one-line error naming the
 file and the key; a field that is absent (an older run, a variant that failed to start) is
-None or empty, as documented. `raw` keeps the whole object for the few sections no reader
-needs typed yet.
+None or empty, as documented.
+
+The writer's side is here too (`VariantRecord`, `ExperimentRecord`, `RunState`, below): the
+run builds run.json from typed records, never by key, and reads back what it wrote.
 """
 
 from __future__ import annotations
@@ -45,7 +47,63 @@ class EngineEntry:
     name: str
     pool_size: float | None
     max_overflow: float
-    raw: Mapping[str, Any] = field(repr=False, compare=False)
+    source: str | None = None  # "census", "bench file" (or "probe": measured, not declared)
+
+
+@dataclass(frozen=True)
+class PreflightEntry:
+    """variant.json's `preflight`: the server's free connection slots before the app started
+    (numbers as recorded; `error` when the check could not run)."""
+
+    max_connections: int | float | None
+    reserved: int | float | None
+    other_clients: int | float | None
+    poolbench_clients: int | float | None
+    free_slots: int | float | None
+    ceiling: int | float | None
+    warning: str | None
+    error: str | None
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any], where: str) -> PreflightEntry:
+        read = _Reader(data, where)
+
+        def number(key: str) -> int | float | None:
+            return _json_number(read, key)
+
+        return cls(
+            max_connections=number("max_connections"),
+            reserved=number("reserved"),
+            other_clients=number("other_clients"),
+            poolbench_clients=number("poolbench_clients"),
+            free_slots=number("free_slots"),
+            ceiling=number("ceiling"),
+            warning=read.text("warning"),
+            error=read.text("error"),
+        )
+
+
+@dataclass(frozen=True)
+class PgBouncerEntry:
+    """variant.json's `pgbouncer`: the pooler's version, mode and the pool sizes it had."""
+
+    version: str | None
+    pool_mode: str | None
+    default_pool_size: int | None
+    reserve_pool_size: int | None
+    max_client_conn: int | None
+    server_ceiling: int | None
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any], where: str) -> PgBouncerEntry:
+        read = _Reader(data, where)
+
+        def whole(key: str) -> int | None:
+            value = read.number(key)
+            return None if value is None else int(value)
+
+        sizes = ("default_pool_size", "reserve_pool_size", "max_client_conn", "server_ceiling")
+        return cls(read.text("version"), read.text("pool_mode"), *(whole(key) for key in sizes))
 
 
 @dataclass(frozen=True)
@@ -67,7 +125,11 @@ class VariantEntry:
     postgres_log_reason: str | None
     rows_written: int | None  # collector.rows_written: what samples.csv must hold
     collector: Mapping[str, Any]
-    raw: Mapping[str, Any] = field(repr=False, compare=False)
+    app_dir: str | None = None
+    listening_warning: str | None = None  # the app listened beyond loopback, as allowed
+    preflight: PreflightEntry | None = None
+    pgbouncer: PgBouncerEntry | None = None  # None: no pooler between the app and PostgreSQL
+    server_settings: Mapping[str, str] = field(default_factory=dict)  # database.settings
 
     @classmethod
     def from_json(cls, data: Mapping[str, Any], where: str) -> VariantEntry:
@@ -93,7 +155,11 @@ class VariantEntry:
             postgres_log_reason=_Reader(read.section("postgres_log"), where).text("reason"),
             rows_written=_Reader(read.section("collector"), where).integer("rows_written"),
             collector=read.section("collector"),
-            raw=data,
+            app_dir=read.text("app_dir") or None,
+            listening_warning=read.text("listening_warning") or None,
+            preflight=_optional(PreflightEntry.from_json, data, "preflight", where),
+            pgbouncer=_optional(PgBouncerEntry.from_json, data, "pgbouncer", where),
+            server_settings=_settings(read.section("database"), where),
         )
 
     def phase(self, name: str) -> Phase | None:
@@ -108,6 +174,7 @@ class ExperimentEntry:
     fail_if: tuple[str, ...]
     sweep: Mapping[str, Any]  # {"of", "pool_size"} for a `poolbench size` point, else empty
     variants: tuple[Mapping[str, Any], ...]
+    claims: Mapping[str, Any] = field(default_factory=dict)  # claim name → its declaration
 
 
 @dataclass(frozen=True)
@@ -122,7 +189,6 @@ class RunEntry:
     finished_at: float | None
     environment: Mapping[str, Any]
     experiments: tuple[ExperimentEntry, ...]
-    raw: Mapping[str, Any] = field(repr=False, compare=False)
 
     @classmethod
     def from_json(cls, data: Mapping[str, Any], where: str) -> RunEntry:
@@ -150,7 +216,6 @@ class RunEntry:
             experiments=tuple(
                 _experiment(e, f"{where}.experiments") for e in read.items("experiments")
             ),
-            raw=data,
         )
 
     def experiment(self, name: str) -> ExperimentEntry | None:
@@ -233,7 +298,23 @@ def _engine(data: Mapping[str, Any], where: str) -> EngineEntry | None:
     name = read.text("name")
     if not name:
         return None  # an engine nobody named cannot be matched to connections
-    return EngineEntry(name, read.number("pool_size"), read.number("max_overflow") or 0.0, data)
+    return EngineEntry(
+        name, read.number("pool_size"), read.number("max_overflow") or 0.0, read.text("source")
+    )
+
+
+def _optional(
+    make: Callable[[Mapping[str, Any], str], Any], data: Mapping[str, Any], key: str, where: str
+) -> Any:
+    """A section read by `make`, or None when it is absent (or not an object, as before)."""
+    value = data.get(key)
+    return make(value, f"{where}.{key}") if isinstance(value, Mapping) else None
+
+
+def _settings(database: Mapping[str, Any], where: str) -> dict[str, str]:
+    """database.settings (pg_settings values, with their units) as text."""
+    settings = database.get("settings")
+    return {str(k): str(v) for k, v in settings.items()} if isinstance(settings, Mapping) else {}
 
 
 def _experiment(data: Mapping[str, Any], where: str) -> ExperimentEntry:
@@ -247,6 +328,7 @@ def _experiment(data: Mapping[str, Any], where: str) -> ExperimentEntry:
         fail_if=tuple(str(e) for e in fail_if),
         sweep=read.section("sweep"),
         variants=tuple(read.items("variants")),
+        claims=read.section("claims"),
     )
 
 

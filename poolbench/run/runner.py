@@ -21,7 +21,6 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 from poolbench.collector import CollectorThread, sockets
 from poolbench.config.bench import BenchConfig, Experiment, LoadSettings

@@ -25,7 +25,6 @@ from poolbench.infra.app_server import RunningVariant
 from poolbench.infra.environment import collect_environment
 from poolbench.infra.postgres import Database
 from poolbench.redact import mask_url
-from poolbench.results.run_folder import POSTGRES_LOG_FILE, RunRecord, new_run_id, write_json
 from poolbench.results.record import (
     CollectorRecord,
     Engine,
@@ -34,6 +33,7 @@ from poolbench.results.record import (
     PostgresLog,
     VariantRecord,
 )
+from poolbench.results.run_folder import POSTGRES_LOG_FILE, RunRecord, new_run_id, write_json
 from poolbench.run.events import RunEvents, VariantRef
 
 
