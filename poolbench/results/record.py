@@ -178,6 +178,23 @@ class ExperimentEntry:
 
 
 @dataclass(frozen=True)
+class Owner:
+    """run.json's `owner`: the process that runs it (its start time tells a reused pid apart)."""
+
+    pid: int
+    create_time: float
+    hostname: str
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> Owner | None:
+        """None when it cannot be told (an older run.json, a field missing or malformed)."""
+        try:
+            return cls(int(data["pid"]), float(data["create_time"]), str(data.get("hostname")))
+        except (KeyError, TypeError, ValueError):
+            return None
+
+
+@dataclass(frozen=True)
 class RunEntry:
     """run.json: the run as a whole."""
 
@@ -189,6 +206,7 @@ class RunEntry:
     finished_at: float | None
     environment: Mapping[str, Any]
     experiments: tuple[ExperimentEntry, ...]
+    owner: Owner | None = None
 
     @classmethod
     def from_json(cls, data: Mapping[str, Any], where: str) -> RunEntry:
@@ -213,6 +231,7 @@ class RunEntry:
             started_at=read.number("started_at"),
             finished_at=read.number("finished_at"),
             environment=read.section("environment"),
+            owner=Owner.from_json(data["owner"]) if isinstance(data.get("owner"), Mapping) else None,
             experiments=tuple(
                 _experiment(e, f"{where}.experiments") for e in read.items("experiments")
             ),
@@ -781,3 +800,29 @@ class RunState:
             ],
             cleaned=_object(data, "cleaned", where),
         )
+
+
+def abandoned(
+    data: Mapping[str, Any], error: str, cleaned: Mapping[str, object]
+) -> tuple[dict[str, Any], list[tuple[str, dict[str, Any]]]]:
+    """run.json as `poolbench clean` leaves it: a run still `running` is `abandoned` (with
+    `error`), `cleaned` says what clean did, and every variant still running is abandoned.
+    Everything else stays as written, whatever version of poolbench wrote it (so this edits
+    the JSON rather than rebuilding it from records). Returns run.json and the variant
+    entries it changed, each with its `dir` (its variant.json is rewritten from it)."""
+    run = dict(data)
+    if run.get("status") == Status.RUNNING:
+        run.update(status=Status.ABANDONED, error=error)
+    run["cleaned"] = dict(cleaned)
+    changed: list[tuple[str, dict[str, Any]]] = []
+    experiments = []
+    for experiment in run.get("experiments") or []:
+        variants = []
+        for entry in experiment.get("variants") or []:
+            if entry.get("status") == Status.RUNNING:
+                entry = {**entry, "status": Status.ABANDONED, "error": "the run was abandoned"}
+                changed.append((str(entry.get("dir", "")), entry))
+            variants.append(entry)
+        experiments.append({**experiment, "variants": variants} if "variants" in experiment else experiment)
+    run["experiments"] = experiments
+    return run, changed

@@ -24,6 +24,11 @@ from typing import TYPE_CHECKING, Any
 import pandas as pd
 import psutil
 
+from poolbench.errors import PoolbenchError, first_line
+from poolbench.files import WriteFailed, atomic_write, inside, rewrite_in_place, write_failed
+from poolbench.redact import mask_tree
+from poolbench.results import applog
+from poolbench.results.events import EVENTS_FILE, LIFECYCLE_KINDS, read_events
 from poolbench.results.record import (
     ExperimentRecord,
     RunEntry,
@@ -31,22 +36,8 @@ from poolbench.results.record import (
     VariantEntry,
     VariantRecord,
 )
+from poolbench.results.requests import RequestLog, read_requests, requests_damage, requests_file
 from poolbench.results.status import Status
-from poolbench.results import applog
-from poolbench.errors import PoolbenchError, first_line
-from poolbench.results.events import EVENTS_FILE
-from poolbench.results.events import LIFECYCLE_KINDS
-from poolbench.results.events import read_events
-from poolbench.files import WriteFailed
-from poolbench.files import atomic_write
-from poolbench.files import inside
-from poolbench.files import rewrite_in_place
-from poolbench.files import write_failed
-from poolbench.redact import mask_tree
-from poolbench.results.requests import RequestLog
-from poolbench.results.requests import read_requests
-from poolbench.results.requests import requests_damage
-from poolbench.results.requests import requests_file
 
 if TYPE_CHECKING:
     from poolbench.results.pglog import ServerLog
@@ -309,12 +300,15 @@ class VariantResult:
     postgres_log: Path | None = None  # the embedded server's log (poolbench.results.pglog reads it)
     damage: list[str] = field(default_factory=list)  # why samples.csv or requests.bin is not whole
     requests_damaged: bool = False
+    _entry: VariantEntry | None = field(default=None, repr=False, compare=False)
     _server_log: ServerLog | None = field(default=None, init=False, repr=False, compare=False)
 
-    @functools.cached_property
+    @property
     def entry(self) -> VariantEntry:
         """`meta` read as a typed record (results/record.py), checked once."""
-        return VariantEntry.from_json(self.meta, f"{self.path}/variant.json")
+        if self._entry is None:
+            self._entry = VariantEntry.from_json(self.meta, f"{self.path}/variant.json")
+        return self._entry
 
     @functools.cached_property
     def refusals(self) -> dict[str, int | None]:
@@ -387,14 +381,17 @@ class RunResult:
     meta: dict[str, Any]
     variants: list[VariantResult]
     warnings: list[str] = field(default_factory=list)
+    _run: RunEntry | None = field(default=None, repr=False, compare=False)
 
     def experiment(self, name: str) -> list[VariantResult]:
         return [v for v in self.variants if v.experiment == name]
 
-    @functools.cached_property
+    @property
     def run(self) -> RunEntry:
         """`meta` (run.json) read as a typed record (results/record.py)."""
-        return RunEntry.from_json(self.meta, f"{self.path}/run.json")
+        if self._run is None:
+            self._run = RunEntry.from_json(self.meta, f"{self.path}/run.json")
+        return self._run
 
     @property
     def damaged(self) -> bool:
@@ -420,7 +417,8 @@ def _json_file(path: Path) -> Any:
         raise PoolbenchError(f"{path} cannot be read ({exc})") from None
 
 
-def read_run_json(run_dir: Path) -> dict[str, Any]:
+def read_run_json(run_dir: Path) -> tuple[dict[str, Any], RunEntry]:
+    """run.json as written, and read as a typed record (its schema and fields checked)."""
     path = run_dir / "run.json"
     if not run_dir.exists():
         raise PoolbenchError(f"{run_dir} is not a results directory: no such results directory")
@@ -431,8 +429,7 @@ def read_run_json(run_dir: Path) -> dict[str, Any]:
     meta = _json_file(path)
     if not isinstance(meta, dict):
         raise PoolbenchError(f"{path} holds a JSON {type(meta).__name__}, not an object")
-    RunEntry.from_json(meta, str(path))  # every field checked; a mistake is one line
-    return meta
+    return meta, RunEntry.from_json(meta, str(path))  # a mistake is one line
 
 
 def _read_csv(path: Path) -> pd.DataFrame:
@@ -496,30 +493,29 @@ def _inside(run_dir: Path, relative: str) -> Path | None:
     return run_dir / relative if root in candidate.parents else None
 
 
-def _variant_entries(run_dir: Path, meta: dict[str, Any]) -> list[dict[str, Any]]:
+def _variant_entries(run_dir: Path, run: RunEntry) -> list[dict[str, Any]]:
+    """Each variant's run.json entry, with its experiment's name."""
     entries = []
-    for experiment in meta["experiments"]:
-        for entry in experiment.get("variants", []):
-            if not isinstance(entry, dict) or "dir" not in entry:
+    for experiment in run.experiments:
+        for entry in experiment.variants:
+            if "dir" not in entry:
                 raise PoolbenchError(
-                    f"{run_dir}/run.json: a variant of {experiment.get('name')!r} has no 'dir'"
+                    f"{run_dir}/run.json: a variant of {experiment.name!r} has no 'dir'"
                 )
-            entries.append({"experiment": experiment.get("name", ""), **entry})
+            entries.append({"experiment": experiment.name, **entry})
     return entries
 
 
-def load_variant(run_dir: Path, entry: dict[str, Any], path: Path) -> VariantResult:
+def load_variant(run_dir: Path, entry: Mapping[str, Any], path: Path) -> VariantResult:
     """One variant directory: variant.json over its run.json entry, samples, Locust, census."""
     meta = dict(entry)
     if (path / "variant.json").is_file():
         on_disk = _json_file(path / "variant.json")
         if isinstance(on_disk, dict):
             meta = {**entry, **on_disk, "dir": entry["dir"]}
-    rows_written = (meta.get("collector") or {}).get("rows_written")
-    samples, samples_path, damage = read_samples_file(
-        path / SAMPLES_FILE, rows_written if isinstance(rows_written, int) else None
-    )
-    if samples_path is None and not damage and meta.get("collector"):
+    typed = VariantEntry.from_json(meta, f"{path}/variant.json")
+    samples, samples_path, damage = read_samples_file(path / SAMPLES_FILE, typed.rows_written)
+    if samples_path is None and not damage and typed.collector:
         damage = [f"{SAMPLES_FILE} is missing (the collector ran: variant.json says how)"]
     requests_damage_ = requests_damage(path, expected=(path / "load.json").is_file())
     locust = {key: _read_csv(path / name) for key, name in LOCUST_FILES.items()}
@@ -529,7 +525,7 @@ def load_variant(run_dir: Path, entry: dict[str, Any], path: Path) -> VariantRes
     pg_log = path / POSTGRES_LOG_FILE if (path / POSTGRES_LOG_FILE).is_file() else None
     result = VariantResult(
         meta, path, samples, locust, samples_path, census, app_log, events, pg_log,
-        [*damage, *requests_damage_],
+        [*damage, *requests_damage_], _entry=typed,
     )  # fmt: skip
     result.requests_damaged = bool(requests_damage_)
     return result
@@ -543,10 +539,10 @@ def load_run(run_dir: str | os.PathLike[str]) -> RunResult:
     samples frame and a warning; the caller decides whether it can use it.
     """
     run_dir = Path(run_dir)
-    meta = read_run_json(run_dir)
+    meta, run = read_run_json(run_dir)
     variants: list[VariantResult] = []
     warnings: list[str] = []
-    for entry in _variant_entries(run_dir, meta):
+    for entry in _variant_entries(run_dir, run):
         relative = str(entry["dir"] or "")
         path = _inside(run_dir, relative) if relative else None
         if path is None:
@@ -554,7 +550,7 @@ def load_run(run_dir: str | os.PathLike[str]) -> RunResult:
             warnings.append(f"{name}: variant directory {relative!r} is missing or outside the run")
             continue
         variant = load_variant(run_dir, entry, path)
-        status = variant.meta.get("status") or "unknown"
+        status = variant.entry.status or "unknown"
         if variant.samples_path is None and not variant.damage:
             warnings.append(
                 f"{relative}: no samples.csv (variant status: {status}): nothing to analyse"
@@ -570,4 +566,4 @@ def load_run(run_dir: str | os.PathLike[str]) -> RunResult:
                 "read up to its last complete row"
             )
         variants.append(variant)
-    return RunResult(run_dir, meta, variants, warnings)
+    return RunResult(run_dir, meta, variants, warnings, _run=run)
