@@ -65,6 +65,24 @@ class PreflightEntry:
     error: str | None
 
     @classmethod
+    def failed(cls, ceiling: int | None, error: str) -> PreflightEntry:
+        """The check could not run (no monitoring connection): only the ceiling is known."""
+        return cls(None, None, None, None, None, ceiling, None, error)
+
+    def to_json(self) -> dict[str, object]:
+        if self.error is not None:
+            return {"ceiling": self.ceiling, "error": self.error, "warning": self.warning}
+        return {
+            "max_connections": self.max_connections,
+            "reserved": self.reserved,
+            "other_clients": self.other_clients,
+            "poolbench_clients": self.poolbench_clients,
+            "free_slots": self.free_slots,
+            "ceiling": self.ceiling,
+            "warning": self.warning,
+        }
+
+    @classmethod
     def from_json(cls, data: Mapping[str, Any], where: str) -> PreflightEntry:
         read = _Reader(data, where)
 
@@ -554,7 +572,7 @@ class VariantRecord:
     pids: Pids = field(default_factory=Pids)
     database: JsonObject | None = None
     postgres_log: PostgresLog | None = None
-    preflight: JsonObject | None = None
+    preflight: PreflightEntry | None = None
     pgbouncer: PgBouncerRecord | None = None
     env: JsonObject | None = None
     probe: Probe | None = None
@@ -628,7 +646,7 @@ class VariantRecord:
                 {
                     "database": self.database,
                     "postgres_log": section(self.postgres_log),
-                    "preflight": self.preflight,
+                    "preflight": section(self.preflight),
                     "pgbouncer": section(self.pgbouncer),
                     "env": self.env,
                     "probe": section(self.probe),
@@ -676,7 +694,7 @@ class VariantRecord:
             postgres_log=None
             if log is None
             else PostgresLog(_str(log.get("file")), _str(log.get("reason"))),
-            preflight=sub["preflight"],
+            preflight=_optional(PreflightEntry.from_json, data, "preflight", where),
             pgbouncer=None
             if sub["pgbouncer"] is None
             else PgBouncerRecord.from_json(sub["pgbouncer"], where),

@@ -264,7 +264,7 @@ class Runner:
         """Free slots against the model's ceiling, before the app starts (an app that cannot
         connect may not start at all: the warning says why first; docs/results.md)."""
         entry.preflight = slots = check_slots(db.admin_url, db.dbname, entry)
-        if warning := slots.get("warning"):
+        if warning := slots.warning:
             self.display.message(f"warning: {entry.experiment}/{entry.variant}: {warning}")
         self._record.save_variant(entry)
 
