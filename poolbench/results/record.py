@@ -249,7 +249,9 @@ class RunEntry:
             started_at=read.number("started_at"),
             finished_at=read.number("finished_at"),
             environment=read.section("environment"),
-            owner=Owner.from_json(data["owner"]) if isinstance(data.get("owner"), Mapping) else None,
+            owner=Owner.from_json(data["owner"])
+            if isinstance(data.get("owner"), Mapping)
+            else None,
             experiments=tuple(
                 _experiment(e, f"{where}.experiments") for e in read.items("experiments")
             ),
@@ -715,10 +717,6 @@ class VariantRecord:
             app_processes=sub["app_processes"],
         )
 
-    def entry(self, where: str) -> VariantEntry:
-        """This record as the readers see it."""
-        return VariantEntry.from_json(self.to_json(), where)
-
 
 _SECTIONS = (
     "app", "load", "postgres_settings", "pids", "database", "postgres_log", "preflight",
@@ -841,6 +839,8 @@ def abandoned(
                 entry = {**entry, "status": Status.ABANDONED, "error": "the run was abandoned"}
                 changed.append((str(entry.get("dir", "")), entry))
             variants.append(entry)
-        experiments.append({**experiment, "variants": variants} if "variants" in experiment else experiment)
+        experiments.append(
+            {**experiment, "variants": variants} if "variants" in experiment else experiment
+        )
     run["experiments"] = experiments
     return run, changed
