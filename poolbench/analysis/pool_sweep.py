@@ -166,9 +166,8 @@ def sweeps(
     groups: dict[tuple[str, str], list[tuple[int, str, list[VariantRun]]]] = {}
     for entry in experiments:
         mark = entry.sweep
-        if not mark:
+        if mark is None:
             continue
         mine = [r for r in runs if r.figures.experiment == entry.name]
-        key = (str(mark.get("group")), str(mark.get("variant")))
-        groups.setdefault(key, []).append((int(mark.get("pool_size") or 0), entry.name, mine))
+        groups.setdefault((mark.group, mark.variant), []).append((mark.pool_size, entry.name, mine))
     return [sweep(group, variant, points, cores) for (group, variant), points in groups.items()]

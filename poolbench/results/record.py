@@ -186,11 +186,28 @@ class VariantEntry:
 
 
 @dataclass(frozen=True)
+class SweepMark:
+    """An experiment's `sweep`: it is one point (`pool_size`) of `poolbench size`'s sweep of
+    `variant` in `group` (the experiment it was made from)."""
+
+    group: str
+    variant: str
+    pool_size: int
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any], where: str) -> SweepMark | None:
+        if not data:
+            return None
+        size = _Reader(data, where).number("pool_size")
+        return cls(str(data.get("group")), str(data.get("variant")), int(size or 0))
+
+
+@dataclass(frozen=True)
 class ExperimentEntry:
     name: str
     description: str
     fail_if: tuple[str, ...]
-    sweep: Mapping[str, Any]  # {"of", "pool_size"} for a `poolbench size` point, else empty
+    sweep: SweepMark | None  # a point of `poolbench size`'s sweep, else None
     variants: tuple[Mapping[str, Any], ...]
     claims: Mapping[str, Any] = field(default_factory=dict)  # claim name → its declaration
 
@@ -365,7 +382,7 @@ def _experiment(data: Mapping[str, Any], where: str) -> ExperimentEntry:
         name=read.text("name") or "",
         description=read.text("description") or "",
         fail_if=tuple(str(e) for e in fail_if),
-        sweep=read.section("sweep"),
+        sweep=SweepMark.from_json(read.section("sweep"), f"{where}.sweep"),
         variants=tuple(read.items("variants")),
         claims=read.section("claims"),
     )
