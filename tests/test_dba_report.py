@@ -243,7 +243,8 @@ def test_14_reproduce_names_the_folder_the_run_was_written_to(run):
 def test_14_a_command_variant_with_a_cwd_gets_its_census(tmp_path):
     from poolbench.config.bench import load_config
     from poolbench.config.variants import Variant
-    from poolbench.run.stack import add_census
+    from poolbench.results.record import Engine
+    from poolbench.run.stack import add_census, new_entry
 
     app = tmp_path / "svc"
     app.mkdir()
@@ -253,12 +254,14 @@ def test_14_a_command_variant_with_a_cwd_gets_its_census(tmp_path):
     )
     experiment = load_config(Path(__file__).parent.parent / "scenarios" / "bench.toml")
     variant = Variant(name="svc", command=("uvicorn", "db:app"), cwd=str(app))
-    entry = {"label": "svc", "engines": [{"name": "declared"}]}
+    declared = [Engine("declared", None, None)]
+    entry = new_entry(experiment.experiments["seed-claim"], variant, 1)
+    entry.label, entry.engines = "svc", list(declared)
     add_census(entry, experiment.experiments["seed-claim"], variant, tmp_path)
     # old: no census.json for a command variant, so the census section and claims lacked it
     census = json.loads((tmp_path / "census.json").read_text())
     assert [s["module"] for s in census["sites"]] == ["db"]
-    assert entry["engines"] == [{"name": "declared"}]  # the declaration stands
+    assert entry.engines == declared  # the declaration stands
 
 
 def test_14_the_psql_line_reaches_the_embedded_server(pg):

@@ -16,6 +16,7 @@ from conftest import REPO, poolbench_cli
 
 from poolbench.config.bench import load_config, select
 from poolbench.errors import PoolbenchError
+from poolbench.results.record import VariantRecord
 from poolbench.results.run_folder import RunRecord
 
 GOOD = f'[variants.after]\napp_dir = "{REPO}/apps_after"\n'
@@ -127,10 +128,17 @@ def test_command_line_numbers_and_thresholds_are_checked_first(
     assert said in _refused(tmp_path, bench, *args)
 
 
+def _entry(dir: str) -> VariantRecord:
+    return VariantRecord(
+        experiment="e", variant="v", repeat=1, dir=dir, label="v", app_dir=None, command=None,
+        app={}, load={}, postgres_settings={}, workers=1, workers_source="experiment", engines=[],
+    )  # fmt: skip
+
+
 def test_a_variant_folder_outside_the_run_is_refused(tmp_path: Path) -> None:
     """The last guard: a `dir` that leads out of the run folder is never created."""
     record = RunRecord(tmp_path / "run")
     (tmp_path / "run").mkdir()
     with pytest.raises(PoolbenchError, match="outside"):
-        record.variant_dir({"dir": "../../escaped"})
+        record.variant_dir(_entry(dir="../../escaped"))
     assert not (tmp_path / "escaped").exists()

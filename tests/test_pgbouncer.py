@@ -361,6 +361,7 @@ def test_pooler_figures_from_a_synthetic_series_with_known_answers(tmp_path: Pat
     from poolbench.analysis.pgbouncer import pgbouncer_figures
     from poolbench.analysis.typed import Window
     from poolbench.collector.pgbouncer import COLUMNS
+    from poolbench.results.record import PgBouncerEntry
 
     rows = []
     for i in range(100):
@@ -388,7 +389,8 @@ def test_pooler_figures_from_a_synthetic_series_with_known_answers(tmp_path: Pat
     meta = {"pgbouncer": {"version": "1.18.0", "pool_mode": "transaction",
                           "default_pool_size": 5, "reserve_pool_size": 0,
                           "max_client_conn": 6, "server_ceiling": 5}}  # fmt: skip
-    f = pgbouncer_figures(meta, tmp_path, tmp_path / "app.log", Window("full load", 1002, 1008))
+    entry = PgBouncerEntry.from_json(meta["pgbouncer"], "variant.json")
+    f = pgbouncer_figures(entry, tmp_path, tmp_path / "app.log", Window("full load", 1002, 1008))
     assert f is not None and f.samples == 60  # rows 20..79
     assert (f.peak_clients, f.peak_servers, f.fan_in) == (30, 5, 6.0)
     assert (f.peak_waiting, f.mean_waiting) == (12, 12 * 30 / 60)
@@ -401,4 +403,4 @@ def test_pooler_figures_from_a_synthetic_series_with_known_answers(tmp_path: Pat
         'asyncpg.exceptions.InvalidSQLStatementNameError: prepared statement "__asyncpg_…__" '
         "does not exist": 1
     }
-    assert pgbouncer_figures({}, tmp_path, None, None) is None  # a variant without a pooler
+    assert pgbouncer_figures(None, tmp_path, None, None) is None  # a variant without a pooler

@@ -10,6 +10,7 @@ import pytest
 from poolbench.errors import PoolbenchError
 from poolbench.redact import mask_text, mask_tree, mask_url
 from poolbench.results.run_folder import RunRecord, load_run
+from poolbench.results.status import Status
 
 
 def test_mask_url_keeps_everything_but_the_password() -> None:
@@ -234,3 +235,84 @@ def test_the_preflight_warning_says_who_takes_the_slots() -> None:
         "only 96 of the server's 100 connection slots are free for the app, whose pools may "
         "open 150"
     )
+
+
+@pytest.mark.parametrize(
+    ("run_json", "said"),
+    [
+        ('{"schema": 99, "run_id": "x", "status": "complete", "experiments": []}', "has schema 99"),
+        ('{"run_id": "x", "status": "complete", "experiments": []}', "lacks the key 'schema'"),
+        ('{"schema": 1, "status": "complete", "experiments": []}', "lacks the key 'run_id'"),
+    ],
+)
+def test_report_on_a_foreign_run_json_is_one_line_and_fails(
+    tmp_path: Path, run_json: str, said: str
+) -> None:
+    """An old, newer or foreign run.json: `poolbench report` names the file in one line."""
+    from conftest import poolbench_cli
+
+    (tmp_path / "run.json").write_text(run_json)
+    proc = poolbench_cli("report", "--no-charts", str(tmp_path), timeout=120)
+    assert proc.returncode != 0
+    assert "Traceback" not in proc.stderr
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and str(tmp_path / "run.json") in lines[0] and said in lines[0], lines
+
+
+def test_the_typed_run_record_reads_back_what_it_wrote(tmp_path: Path) -> None:
+    """run.json written from the typed record reads back to an equal record, and its JSON
+    keeps the order a run reaches each section (sections not reached are left out)."""
+    from poolbench.results.record import (
+        CollectorRecord,
+        Engine,
+        PgBouncerRecord,
+        Pids,
+        PostgresLog,
+        Probe,
+        RunState,
+        Setup,
+        VariantRecord,
+    )  # fmt: skip
+
+    record = RunRecord.create(tmp_path, "r1", "poolbench run", {"config_file": "b.toml"}, {})
+    variants = record.experiment("e", "an experiment", fail_if=["p95_ms > 1"], sweep={})
+    entry = VariantRecord(
+        experiment="e", variant="v", repeat=1, dir="e/v-1", label="v", app_dir="apps",
+        command=None, app={"workers": 2}, load={"users": 3}, postgres_settings={},
+        workers=2, workers_source="experiment",
+        engines=[Engine("v:app.db", 20, 0, module="app.db", kind="async", source="census")],
+    )  # fmt: skip
+    variants.append(entry)
+    record.save_variant(entry)
+    first = json.loads((tmp_path / "r1" / "e" / "v-1" / "variant.json").read_text())
+    assert list(first)[-3:] == ["engines", "phases", "pids"] and first["pids"] == {}
+    entry.database = {"dbname": "poolbench"}
+    entry.postgres_log = PostgresLog("postgres.log", None)
+    entry.pgbouncer = PgBouncerRecord({"pid": 7, "server_ceiling": 25})
+    entry.pids = Pids(app=1, postmaster=2, pgbouncer=entry.pgbouncer.pid)
+    entry.pids.load = 3
+    entry.probe, entry.setup = Probe(True, "probe"), Setup([["make"]], "setup.log", 1.5)
+    entry.collector = CollectorRecord({"profile": "default"}, 10, {"cpu_s": 0.2})
+    entry.phase_started("load", 100.0)
+    entry.phase_ended("load", 130.0)
+    entry.pgbouncer.sampler = {"rows": 4}
+    entry.end(Status.COMPLETE, None)
+    record.save_variant(entry)
+    record.finish(Status.COMPLETE)
+    data = json.loads((tmp_path / "r1" / "run.json").read_text())
+    written = data["experiments"][0]["variants"][0]
+    assert written["pids"] == {"app": 1, "postmaster": 2, "pgbouncer": 7, "load": 3}
+    assert written["collector"] == {"profile": "default", "rows_written": 10, "cpu_s": 0.2}
+    assert written["pgbouncer"] == {"pid": 7, "server_ceiling": 25, "sampler": {"rows": 4}}
+    assert list(written) == [
+        "experiment", "variant", "repeat", "dir", "status", "error", "label", "app_dir",
+        "command", "app", "load", "postgres_settings", "workers", "workers_source", "engines",
+        "phases", "pids", "database", "postgres_log", "pgbouncer", "probe", "setup", "collector",
+    ]  # fmt: skip
+    assert "sweep" not in data["experiments"][0]  # an empty field is not recorded
+    state = RunState.from_json(data, "run.json")
+    assert state == record.state
+    assert json.dumps(state.to_json()) == json.dumps(data)
+    assert entry.connection_ceiling(lambda w, p, o: w * (p + o)) == 25  # PgBouncer's ceiling
+    entry.pgbouncer = None
+    assert entry.connection_ceiling(lambda w, p, o: w * (p + o)) == 40

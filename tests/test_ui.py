@@ -26,6 +26,7 @@ import psutil
 import pytest
 from conftest import REPO, pid_alive, poolbench_cli
 
+from poolbench.results.record import VariantRecord
 from poolbench.results.requests import read_requests
 from poolbench.results.run_folder import load_run
 from poolbench.run.stack import connection_ceiling
@@ -240,7 +241,7 @@ def test_database_tab_shows_connections_then_the_session_saves_a_run(ui: Session
     sites = {row.get_attribute("data-site") for row in pools}
     assert all(re.fullmatch(r"app(\.\w+)*:\d+", site) for site in sites), sites
     # The model's ceiling as a line on the chart, the server's headroom and memory as tiles.
-    ceiling = connection_ceiling(meta)
+    ceiling = connection_ceiling(VariantRecord.from_json(meta, "variant.json"))
     chart = _text(driver, By.CSS_SELECTOR, "#poolbench-db svg.pb-chart")
     assert f"model ceiling: {ceiling}" in chart
     free = _text(driver, By.CSS_SELECTOR, "[data-tile='free slots']")

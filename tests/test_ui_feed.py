@@ -104,3 +104,27 @@ def test_points_carry_what_the_pool_probe_saw_inside_the_app(tmp_path: Path) -> 
                       "out": 4, "ceiling": 6, "waiting": 4, "processes": 2}]  # fmt: skip
     assert second[0]["out"] == 6 and second[0]["waiting"] == 4
     writer.close()
+
+
+def test_the_feed_header_lists_engines_a_bench_file_declares(tmp_path: Path) -> None:
+    """A command variant's engines come from the bench file, without a census `kind`: the
+    header lists them (old: a KeyError on 'kind' ended the session before the web UI)."""
+    from conftest import REPO
+
+    from poolbench.config.bench import load_config
+    from poolbench.config.variants import Engine, Variant
+    from poolbench.results.run_folder import RunRecord
+    from poolbench.run.stack import new_entry
+    from poolbench.ui.session import UiSession
+
+    config = load_config(REPO / "scenarios" / "bench.toml")
+    experiment = config.experiments["seed-claim"]
+    variant = Variant(name="svc", command=("uvicorn", "db:app"), engines=(Engine("svc:db", 5, 2),))
+    session = UiSession(config, experiment, variant, tmp_path, ["poolbench", "ui"])
+    session.record = RunRecord(tmp_path / "run")
+    entry = new_entry(experiment, variant, 1)
+    header = session._feed_header(entry)
+    assert header["engines"] == [
+        {"name": "svc:db", "kind": None, "pool_size": 5, "max_overflow": 2}
+    ]
+    assert header["ceiling"] == entry.workers * 7

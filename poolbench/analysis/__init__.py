@@ -15,10 +15,8 @@ file's thresholds or failing on a bad argument should not pay for it.
 
 from __future__ import annotations
 
-import functools
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any
 
 from poolbench.analysis.claims import claim_from_config, judge, not_compared
 from poolbench.analysis.compare import compare_variants
@@ -48,12 +46,7 @@ class Analysis:
     summary: Summary
     runs: list[VariantRun]
     run_dir: Path
-    meta: dict[str, Any] = field(default_factory=dict)  # run.json
-
-    @functools.cached_property
-    def run(self) -> RunEntry:
-        """run.json as a typed record."""
-        return RunEntry.from_json(self.meta, f"{self.run_dir}/run.json")
+    run: RunEntry  # run.json as a typed record
 
     def experiment_runs(self, experiment: str) -> dict[str, list[VariantRun]]:
         """Variant name → its repeats in order, for one experiment."""
@@ -68,9 +61,9 @@ class Analysis:
 
 def _warnings(loaded: RunResult, runs: list[VariantRun]) -> list[str]:
     warnings = list(loaded.warnings)
-    status = loaded.meta.get("status")
-    if status not in (None, Status.COMPLETE):
-        error = loaded.meta.get("error")
+    status = loaded.run.status.value
+    if status != Status.COMPLETE:
+        error = loaded.run.error
         warnings.insert(
             0,
             f"run status is {status!r}"
@@ -84,7 +77,7 @@ def _warnings(loaded: RunResult, runs: list[VariantRun]) -> list[str]:
                 f"{f.dir}: variant status is {f.status!r}; its numbers may cover only part of the run"
             )
         warnings += _stall_warnings(f)
-        if exposed := run.result.meta.get("listening_warning"):
+        if exposed := run.result.entry.listening_warning:
             warnings.append(f"{f.dir}: {exposed}")
         if f.collector_gap_s:
             warnings.append(
@@ -132,9 +125,7 @@ def _stall_warnings(f: VariantFigures) -> list[str]:
 def _experiment(
     name: str, loaded: RunResult, runs: list[VariantRun], cores: int | None
 ) -> ExperimentSummary:
-    entry: dict[str, Any] = next(
-        (e for e in loaded.meta["experiments"] if e.get("name") == name), {}
-    )
+    entry = loaded.run.experiment(name)
     by_variant: dict[str, list[VariantRun]] = {}
     for run in runs:
         if run.figures.experiment == name:
@@ -147,7 +138,7 @@ def _experiment(
         for n in names
     ]
     tables = [compare_variants(by_variant[names[0]], by_variant[n]) for n in names[1:]]
-    claims_spec = [claim_from_config(k, v) for k, v in (entry.get("claims") or {}).items()]
+    claims_spec = [claim_from_config(k, v) for k, v in (entry.claims if entry else {}).items()]
     claims = None
     if claims_spec and tables:
         claims = judge(claims_spec, tables[0], name, variants[0].repeats, variants[1].repeats)
@@ -156,7 +147,7 @@ def _experiment(
     firsts = [v.repeats[0] for v in variants]
     return ExperimentSummary(
         name=name,
-        description=entry.get("description") or None,
+        description=(entry.description if entry else None) or None,
         baseline=names[0],
         variants=variants,
         comparisons=tables,
@@ -173,26 +164,24 @@ def analyse(source: str | Path | RunResult) -> Analysis:
     runs = [analyse_variant(v) for v in loaded.variants if v.has_samples]
     if not runs:
         raise PoolbenchError(f"{loaded.path}: no variant with a samples.csv to analyse")
-    meta = loaded.meta
-    recorded_env = meta.get("environment")
-    environment: dict[str, Any] = recorded_env if isinstance(recorded_env, dict) else {}
+    run = loaded.run
+    environment = dict(run.environment)
     cores = int(num(environment.get("cpu_count")) or 0) or None
     order = list(dict.fromkeys(r.figures.experiment for r in runs))
     experiments = [_experiment(name, loaded, runs, cores) for name in order]
-    found_sweeps = sweeps(meta["experiments"], runs, cores)
-    run_id = str(meta.get("run_id") or loaded.path.name)
-    command = meta.get("command")
-    lines = headline(experiments, run_id, meta.get("status"), found_sweeps)
+    found_sweeps = sweeps(run.experiments, runs, cores)
+    run_id = run.run_id or loaded.path.name
+    lines = headline(experiments, run_id, run.status.value, found_sweeps)
     summary = Summary(
         schema=SCHEMA,
         generated_by=f"poolbench {__version__}",
         run=RunInfo(
             run_id,
-            meta.get("status"),
-            meta.get("error"),
-            " ".join(command) if isinstance(command, list) else command,
-            num(meta.get("started_at")),
-            num(meta.get("finished_at")),
+            run.status.value,
+            run.error,
+            run.command,
+            run.started_at,
+            run.finished_at,
             environment,
         ),
         headline="\n".join(lines),
@@ -201,4 +190,4 @@ def analyse(source: str | Path | RunResult) -> Analysis:
         experiments=experiments,
         sweeps=found_sweeps,
     )
-    return Analysis(summary, runs, loaded.path, meta)
+    return Analysis(summary, runs, loaded.path, run)

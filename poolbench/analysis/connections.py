@@ -9,7 +9,6 @@ sessions opened after they stopped growing (a per-second cost that lasts as long
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -17,6 +16,7 @@ import pandas as pd
 from poolbench.analysis.series import VariantSeries, process_pid
 from poolbench.analysis.typed import Json, Window, stat
 from poolbench.analysis.windows import Windows, within
+from poolbench.results.record import PreflightEntry
 
 MIN_CHURN_WINDOW_S = 5.0
 FILL_SMOOTHING = 10  # samples (1 s at 10 Hz): a one-sample spike is not the pools' level
@@ -241,22 +241,19 @@ def _total(series: pd.Series | None) -> float | None:
     return float(np.nansum(series.to_numpy(dtype=float)))
 
 
-def other_clients(s: VariantSeries, w: Windows, meta: dict[str, Any]) -> float | None:
+def other_clients(s: VariantSeries, w: Windows, preflight: PreflightEntry | None) -> float | None:
     """Connections clients outside the variant's database held: max_connections − reserved −
     slots left − the variant's connections − poolbench's own (the collector), read where the
     app opens none — before it started (the preflight) and over the idle phase (median) — since
     under load a backend still authenticating has no database yet and shows there for an
     instant, which a churning app does all the time. None when the reserved count is unknown."""
-    raw = meta.get("preflight")
-    preflight: dict[str, Any] = raw if isinstance(raw, dict) else {}
-    reserved = preflight.get("reserved")
-    if not isinstance(reserved, int | float) or s.slots_left.empty or s.total.empty:
+    reserved = preflight.reserved if preflight is not None else None
+    if preflight is None or reserved is None or s.slots_left.empty or s.total.empty:
         return None
-    own = float(preflight.get("poolbench_clients") or 1)
+    own = float(preflight.poolbench_clients or 1)
     total = s.total.reindex(s.slots_left.index, method="nearest", tolerance=0.05)
     limit = s.max_connections.reindex(s.slots_left.index, method="nearest", tolerance=0.05)
     others = limit - reserved - s.slots_left - total - own
     idle = stat(within(others, w.phases.get("idle")), "median")
-    at_start = preflight.get("other_clients")
-    values = [v for v in (idle, at_start) if isinstance(v, int | float)]
+    values = [v for v in (idle, preflight.other_clients) if v is not None]
     return max(0.0, float(np.floor(max(values)))) if values else None

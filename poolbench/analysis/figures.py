@@ -28,6 +28,7 @@ from poolbench.analysis.typed import Json, Window
 from poolbench.analysis.windows import Windows, after_backlog, windows_for, within
 from poolbench.results.events import ROUTINE, EventKind
 from poolbench.results.pool_probe import ProbeData, read_probe
+from poolbench.results.record import PreflightEntry
 from poolbench.results.run_folder import VariantResult
 
 
@@ -97,16 +98,16 @@ def _census(data: Any) -> Census | None:
     return Census(len(sites), by_scope, sites)
 
 
-def capped_by_others(preflight: Any) -> str | None:
+def capped_by_others(preflight: PreflightEntry | None) -> str | None:
     """Other clients held slots the app's pools needed (variant.json `preflight`): its
     connections, refusals and the rest measure them, not the app."""
-    if not isinstance(preflight, dict):
+    if preflight is None:
         return None
-    others, free, ceiling = (preflight.get(k) for k in ("other_clients", "free_slots", "ceiling"))
+    others, free, ceiling = preflight.other_clients, preflight.free_slots, preflight.ceiling
     if not others or free is None or ceiling is None or ceiling <= free:
         return None
     return (
-        f"other clients held {others} of the server's {preflight.get('max_connections')} "
+        f"other clients held {others} of the server's {preflight.max_connections} "
         f"connection slots, leaving {free} for pools that may open {ceiling}"
     )
 
@@ -156,11 +157,6 @@ def leak_window(w: Windows, churn: ChurnFigures) -> Window | None:
     )
 
 
-def _server_settings(meta: dict[str, Any]) -> dict[str, str]:
-    settings = (meta.get("database") or {}).get("settings")
-    return {str(k): str(v) for k, v in settings.items()} if isinstance(settings, dict) else {}
-
-
 def _busy(series: VariantSeries) -> pd.Series:
     """Backends working for a request: active or idle in transaction."""
     busy = series.active
@@ -185,7 +181,7 @@ def analyse_variant(result: VariantResult) -> VariantRun:
     probe_data = read_probe(result.path)
     probe = probe_figures(probe_data, traffic.window or windows.full_load)
     model = pool_model(
-        result.meta, connections, probe,
+        result.entry, connections, probe,
         full_load=within(series.by_engine, windows.full_load), idle_note=windows.idle_note,
     )  # fmt: skip
     churn = churn_figures(series, windows)
@@ -205,7 +201,9 @@ def analyse_variant(result: VariantResult) -> VariantRun:
         windows=windows,
         connections=connections,
         churn=churn,
-        memory=memory_figures(series, windows, other_clients(series, windows, result.meta)),
+        memory=memory_figures(
+            series, windows, other_clients(series, windows, result.entry.preflight)
+        ),
         cpu=cpu_figures(series, windows),
         traffic=traffic,
         model=model,
@@ -227,11 +225,13 @@ def analyse_variant(result: VariantResult) -> VariantRun:
         collector_gap_s=series.gap_seconds,
         collector=dict(result.entry.collector),
         events=_lifecycle(result.events, windows),
-        capped=capped_by_others(result.meta.get("preflight")),
+        capped=capped_by_others(result.entry.preflight),
         limit=limit,
-        server_settings=_server_settings(result.meta),
-        pgbouncer=pgbouncer_figures(result.meta, result.path, result.app_log, windows.full_load),
-        app_dir=result.meta.get("app_dir") or None,
+        server_settings=dict(result.entry.server_settings),
+        pgbouncer=pgbouncer_figures(
+            result.entry.pgbouncer, result.path, result.app_log, windows.full_load
+        ),
+        app_dir=result.entry.app_dir,
         probe=probe,
     )
     return VariantRun(result, series, figures, probe_data)

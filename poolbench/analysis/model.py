@@ -22,7 +22,6 @@ and no configuration is blamed for it (poolbench.analysis.backlog).
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
 
 import pandas as pd
 
@@ -31,6 +30,7 @@ from poolbench.analysis.pool_probe import ProbeFigures
 from poolbench.analysis.typed import Json, num
 from poolbench.format import count
 from poolbench.results.names import UNTAGGED
+from poolbench.results.record import EngineEntry, VariantEntry
 
 
 @dataclass(frozen=True)
@@ -101,11 +101,11 @@ def _sum(conn: ConnectionFigures, names: list[str], attr: str) -> float:
     return float(sum(getattr(conn.engine(n), attr) or 0.0 for n in names))
 
 
-def _processes(meta: dict[str, Any], conn: ConnectionFigures) -> int | None:
+def _processes(entry: VariantEntry, conn: ConnectionFigures) -> int | None:
     """Processes of the app that held connections at once: measured from its process tree
     (variant.json `app_processes`), else the client pids of its untagged connections."""
-    measured = (meta.get("app_processes") or {}).get("max_with_db_connections")
-    if isinstance(measured, int) and measured > 0:
+    measured = entry.app_processes_max
+    if measured is not None and measured > 0:
         return measured
     pids = {p.pid for p in conn.processes if (p.peak or 0) > 0}
     return len(pids) or None
@@ -126,7 +126,7 @@ def _at_ceiling(full_load: pd.DataFrame | None, names: list[str], ceiling: float
 
 
 def pool_model(
-    meta: dict[str, Any],
+    entry: VariantEntry,
     conn: ConnectionFigures,
     probe: ProbeFigures | None = None,
     full_load: pd.DataFrame | None = None,
@@ -138,7 +138,7 @@ def pool_model(
     the probe measured, and a declaration that disagrees with them is flagged. `full_load`:
     connections per engine over the full-load window (for saturation); `idle_note`: why idle
     was not reached, if it was not."""
-    listed = [e for e in meta.get("engines") or [] if isinstance(e, dict) and e.get("name")]
+    listed = list(entry.engines)
     if not listed and probe is not None:
         listed = probed_engines(probe)
     probe_named = frozenset(
@@ -146,20 +146,20 @@ def pool_model(
         for e in (probe.engines if probe else [])
         if e.name_source == "probe" and e.application_name is not None
     )
-    workers = int(num(meta.get("workers")) or 1)
+    workers = entry.workers or 1
     engines = []
     for e in listed:
-        pool_size, overflow = num(e.get("pool_size")), num(e.get("max_overflow")) or 0.0
+        pool_size, overflow = e.pool_size, e.max_overflow
         if pool_size is None:
             continue
-        names = _members(str(e["name"]), conn, probe_named)
+        names = _members(e.name, conn, probe_named)
         opened = _sum(conn, names, "peak_before_idle")
         idle_values = [
             idle for n in names if (found := conn.engine(n)) and (idle := found.idle) is not None
         ]
         engines.append(
             EngineModel(
-                name=str(e["name"]), pool_size=pool_size, max_overflow=overflow,
+                name=e.name, pool_size=pool_size, max_overflow=overflow,
                 ceiling=ceiling(workers, pool_size, overflow), idle=workers * pool_size,
                 members=names, measured_peak=_sum(conn, names, "peak"),
                 measured_idle=float(sum(idle_values)) if idle_values else None,
@@ -173,16 +173,17 @@ def pool_model(
     unlisted = {
         e.name: e.peak or 0.0 for e in conn.engines if e.name not in modelled and (e.peak or 0) > 0
     }
-    recorded = meta.get("pgbouncer")
-    bouncer: dict[str, Any] = recorded if isinstance(recorded, dict) else {}
-    server_ceiling = num(bouncer.get("server_ceiling"))
+    bouncer = entry.pgbouncer
+    server_ceiling = (
+        float(bouncer.server_ceiling) if bouncer and bouncer.server_ceiling is not None else None
+    )
     app_ceiling = sum(e.ceiling for e in engines)
     model = PoolModel(
-        workers=workers, measured_processes=_processes(meta, conn), engines=engines, unlisted=unlisted,
+        workers=workers, measured_processes=_processes(entry, conn), engines=engines, unlisted=unlisted,
         ceiling=server_ceiling if server_ceiling is not None else app_ceiling,
         idle=sum(e.idle for e in engines), measured_peak=conn.peak, measured_idle=conn.idle,
         app_ceiling=app_ceiling if server_ceiling is not None else None,
-        pooler=f"PgBouncer {bouncer.get('version')}, {bouncer.get('pool_mode')} mode" if bouncer else None,
+        pooler=f"PgBouncer {bouncer.version}, {bouncer.pool_mode} mode" if bouncer else None,
     )  # fmt: skip
     if idle_note:
         model.flags.append(
@@ -194,30 +195,31 @@ def pool_model(
     return model
 
 
-def probed_engines(probe: ProbeFigures) -> list[dict[str, Any]]:
+def probed_engines(probe: ProbeFigures) -> list[EngineEntry]:
     """The engines the probe measured, as a declaration would list them (bounded pools)."""
     return [
-        {"name": e.application_name or e.site, "pool_size": e.pool_size,
-         "max_overflow": e.max_overflow, "per_process": True, "source": "probe"}
+        EngineEntry(
+            e.application_name or e.site, num(e.pool_size), num(e.max_overflow) or 0.0, "probe"
+        )
         for e in probe.engines
         if e.ceiling is not None and e.pool_class != "StaticPool"
-    ]  # fmt: skip
+    ]
 
 
 def declaration_flags(
-    listed: list[dict[str, Any]], probe: ProbeFigures, probe_named: frozenset[str]
+    listed: list[EngineEntry], probe: ProbeFigures, probe_named: frozenset[str]
 ) -> list[Flag]:
     """A declared engine whose sizes differ from what the probe measured in the app."""
     flags = []
     for declared in listed:
-        if declared.get("source") == "probe":
+        if declared.source == "probe":
             continue
-        name = str(declared["name"])
+        name = declared.name
         for e in probe.engines:
             matches = e.application_name == name or (
                 name == UNTAGGED and e.application_name in probe_named
             )
-            sizes = (num(declared.get("pool_size")), num(declared.get("max_overflow")) or 0.0)
+            sizes = (declared.pool_size, declared.max_overflow)
             if matches and e.ceiling is not None and sizes != (e.pool_size, e.max_overflow):
                 flags.append(
                     Flag(

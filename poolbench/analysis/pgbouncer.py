@@ -26,13 +26,13 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import pandas as pd
 
-from poolbench.analysis.typed import Json, Window, num
+from poolbench.analysis.typed import Json, Window
 from poolbench.results.applog import count_log_records
+from poolbench.results.record import PgBouncerEntry
 
 SAMPLES_FILE = "pgbouncer.csv"
 LOG_FILE = "pgbouncer.log"
@@ -135,11 +135,10 @@ def _stat(values: pd.Series, how: str) -> float | None:
 
 
 def pgbouncer_figures(
-    meta: dict[str, Any], path: Path, app_log: Path | None, window: Window | None
+    entry: PgBouncerEntry | None, path: Path, app_log: Path | None, window: Window | None
 ) -> PgBouncerFigures | None:
     """The figures of a variant folder `path` whose variant.json has a `pgbouncer` entry."""
-    entry = meta.get("pgbouncer")
-    if not isinstance(entry, dict):
+    if entry is None:
         return None
     frame = read_samples(path / SAMPLES_FILE)
     hop, hop_samples = hop_ms(frame)
@@ -150,17 +149,13 @@ def pgbouncer_figures(
     def col(name: str) -> pd.Series:
         return frame[name] if not frame.empty else pd.Series(dtype=float)
 
-    def integer(key: str) -> int | None:
-        value = num(entry.get(key))
-        return int(value) if value is not None else None
-
     return PgBouncerFigures(
-        version=entry.get("version"),
-        pool_mode=entry.get("pool_mode"),
-        default_pool_size=integer("default_pool_size"),
-        reserve_pool_size=integer("reserve_pool_size"),
-        max_client_conn=integer("max_client_conn"),
-        server_ceiling=integer("server_ceiling"),
+        version=entry.version,
+        pool_mode=entry.pool_mode,
+        default_pool_size=entry.default_pool_size,
+        reserve_pool_size=entry.reserve_pool_size,
+        max_client_conn=entry.max_client_conn,
+        server_ceiling=entry.server_ceiling,
         window=window,
         samples=len(frame),
         peak_clients=_stat(col("clients"), "max"),

@@ -14,13 +14,13 @@ HikariCP's rule of thumb (2 × cores + 1) is printed beside it.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
 
 from poolbench.analysis.compare import Row, compare_variants
 from poolbench.analysis.figures import VariantFigures, VariantRun
 from poolbench.analysis.typed import Json
+from poolbench.results.record import ExperimentEntry
 
 TOLERANCE_GOODPUT_PCT = 5.0
 TOLERANCE_P95_PCT = 10.0
@@ -160,15 +160,14 @@ def sweep(
 
 
 def sweeps(
-    meta_experiments: list[dict[str, Any]], runs: list[VariantRun], cores: int | None
+    experiments: Sequence[ExperimentEntry], runs: list[VariantRun], cores: int | None
 ) -> list[Sweep]:
     """Every sweep group recorded in run.json, from the runs of its experiments."""
     groups: dict[tuple[str, str], list[tuple[int, str, list[VariantRun]]]] = {}
-    for entry in meta_experiments:
-        mark = entry.get("sweep") or {}
-        if not mark:
+    for entry in experiments:
+        mark = entry.sweep
+        if mark is None:
             continue
-        mine = [r for r in runs if r.figures.experiment == entry.get("name")]
-        key = (str(mark.get("group")), str(mark.get("variant")))
-        groups.setdefault(key, []).append((int(mark.get("pool_size") or 0), entry["name"], mine))
+        mine = [r for r in runs if r.figures.experiment == entry.name]
+        groups.setdefault((mark.group, mark.variant), []).append((mark.pool_size, entry.name, mine))
     return [sweep(group, variant, points, cores) for (group, variant), points in groups.items()]

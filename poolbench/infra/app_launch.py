@@ -13,7 +13,6 @@ import contextlib
 import os
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 from poolbench.config.bench import Experiment
 from poolbench.config.placeholders import env_refs, expand
@@ -30,25 +29,14 @@ from poolbench.infra.app_tree import AppProcessWatch
 from poolbench.infra.postgres import Database, free_port
 from poolbench.probe import PROBE_DIRNAME
 from poolbench.redact import add_secret, looks_secret, mask_text
+from poolbench.results.record import Engine, Probe, Setup, VariantRecord
 
 
-def declared(experiment: Experiment, variant: Variant) -> dict[str, Any]:
+def declared(experiment: Experiment, variant: Variant) -> tuple[int, str, list[Engine]]:
     """variant.json's declared figures: workers (and where from) and the engines per process."""
-    engines = [
-        {
-            "name": e.name,
-            "pool_size": e.pool_size,
-            "max_overflow": e.max_overflow,
-            "per_process": True,
-            "source": "bench file",
-        }
-        for e in variant.engines
-    ]
-    return {
-        "workers": variant.workers or experiment.app.workers,
-        "workers_source": "variant" if variant.workers else "experiment",
-        "engines": engines,
-    }
+    engines = [Engine(e.name, e.pool_size, e.max_overflow) for e in variant.engines]
+    workers_source = "variant" if variant.workers else "experiment"
+    return variant.workers or experiment.app.workers, workers_source, engines
 
 
 def pool_settings(experiment: Experiment, variant: Variant) -> PoolSettings:
@@ -99,7 +87,7 @@ def register_secrets(db: Database, variant: Variant, values: dict[str, str]) -> 
 def launch(
     experiment: Experiment,
     variant: Variant,
-    entry: dict[str, Any],
+    entry: VariantRecord,
     db: Database,
     out: Path,
     app_db: Database | None = None,
@@ -117,8 +105,8 @@ def launch(
         app_dir=Path(variant.app_dir) if variant.app_dir else None,
         command=list(variant.command) if variant.command else None,
         health_path=variant.health_path,
-        workers=entry["workers"],
-        label=entry["label"],
+        workers=entry.workers,
+        label=entry.label,
         env=variant.env,
         cwd=Path(variant.cwd) if variant.cwd else None,
         values=values,
@@ -127,9 +115,9 @@ def launch(
     app = RunningVariant(
         spec, database_url=app_db.app_url, log_path=out / "app.log", pools=pools, port=free_port()
     )
-    entry["app"] = {**entry.get("app", {}), **vars(pools), "workers": entry["workers"]}
-    entry["env"] = {k: mask_text(v) for k, v in app.env().items() if k in variant.env}
-    entry["probe"] = {"enabled": variant.probe, "dir": PROBE_DIRNAME if variant.probe else None}
+    entry.app = {**entry.app, **vars(pools), "workers": entry.workers}
+    entry.env = {k: mask_text(v) for k, v in app.env().items() if k in variant.env}
+    entry.probe = Probe(variant.probe, PROBE_DIRNAME if variant.probe else None)
     where = (experiment.name, variant.name)
     _prepare(experiment, variant, entry, db, app, out)
     # from the first pid: start-up deaths too
@@ -142,14 +130,14 @@ def launch(
             raise SetupError(problem) if problem else exc from None
         yield app
     finally:
-        entry["app_processes"] = watch.stop()
+        entry.app_processes = watch.stop()
         app.stop()
 
 
 def _prepare(
     experiment: Experiment,
     variant: Variant,
-    entry: dict[str, Any],
+    entry: VariantRecord,
     db: Database,
     app: RunningVariant,
     out: Path,
@@ -159,10 +147,10 @@ def _prepare(
     if not variant.setup:
         return
     log = out / SETUP_LOG
-    entry["setup"] = {"commands": [list(c) for c in variant.setup], "log": SETUP_LOG}
+    entry.setup = setup = Setup([list(c) for c in variant.setup], SETUP_LOG)
     assert app.port is not None  # launch() gives the app its port before preparing
     try:
-        entry["setup"]["seconds"] = run_setup(
+        setup.seconds = run_setup(
             [[expand(a, app.spec.placeholder_values(app.port)) for a in c] for c in variant.setup],
             cwd=app.spec.app_dir or app.spec.cwd,
             env=app.env(),

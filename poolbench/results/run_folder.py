@@ -16,6 +16,7 @@ import shutil
 import socket
 import tempfile
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -23,23 +24,20 @@ from typing import TYPE_CHECKING, Any
 import pandas as pd
 import psutil
 
-from poolbench.results.record import SCHEMA, RunEntry, VariantEntry
-from poolbench.results.status import Status
-from poolbench.results import applog
 from poolbench.errors import PoolbenchError, first_line
-from poolbench.results.events import EVENTS_FILE
-from poolbench.results.events import LIFECYCLE_KINDS
-from poolbench.results.events import read_events
-from poolbench.files import WriteFailed
-from poolbench.files import atomic_write
-from poolbench.files import inside
-from poolbench.files import rewrite_in_place
-from poolbench.files import write_failed
+from poolbench.files import WriteFailed, atomic_write, inside, rewrite_in_place, write_failed
 from poolbench.redact import mask_tree
-from poolbench.results.requests import RequestLog
-from poolbench.results.requests import read_requests
-from poolbench.results.requests import requests_damage
-from poolbench.results.requests import requests_file
+from poolbench.results import applog
+from poolbench.results.events import EVENTS_FILE, LIFECYCLE_KINDS, read_events
+from poolbench.results.record import (
+    ExperimentRecord,
+    RunEntry,
+    RunState,
+    VariantEntry,
+    VariantRecord,
+)
+from poolbench.results.requests import RequestLog, read_requests, requests_damage, requests_file
+from poolbench.results.status import Status
 
 if TYPE_CHECKING:
     from poolbench.results.pglog import ServerLog
@@ -150,96 +148,101 @@ def claim_run_dir(root: Path, run_id: str, attempts: int = 1000) -> Path:
 
 @dataclass
 class RunRecord:
-    """run.json kept current on disk while the run goes on."""
+    """run.json kept current on disk while the run goes on: `state` (results/record.py) is
+    the typed record the runner updates; `save()` writes its JSON."""
 
     run_dir: Path
-    data: dict[str, Any] = field(default_factory=dict)
+    state: RunState = field(default_factory=RunState)
 
     @classmethod
     def create(
-        cls, root: Path, run_id: str, command: str, config: dict[str, Any], environment: dict[str, Any]
+        cls,
+        root: Path,
+        run_id: str,
+        command: str,
+        config: Mapping[str, object],
+        environment: Mapping[str, object],
     ) -> RunRecord:
         run_dir = claim_run_dir(root, run_id)
-        run_id = run_dir.name
-        record = cls(
-            run_dir,
-            {
-                "schema": SCHEMA,
-                "run_id": run_id,
-                "status": Status.RUNNING,
-                "error": None,
-                "command": command,
-                "started_at": time.time(),
-                "finished_at": None,
-                "owner": owner(),
-                "config": config,
-                "environment": environment,
-                "experiments": [],
-            },
+        state = RunState(
+            run_id=run_dir.name,
+            command=command,
+            started_at=time.time(),
+            owner=owner(),
+            config=config,
+            environment=dict(environment),
         )
+        record = cls(run_dir, state)
         record.save()
         point_latest(root, run_dir)
         return record
 
+    @property
+    def data(self) -> dict[str, object]:
+        """run.json as it is written."""
+        return self.state.to_json()
+
     def save(self) -> None:
         write_json(self.run_dir / "run.json", self.data)
 
-    def experiment(self, name: str, description: str, **fields: Any) -> list[dict[str, Any]]:
+    def experiment(self, name: str, description: str, **fields: object) -> list[VariantRecord]:
         """The (new) variant list of an experiment entry; `fields` (claims, sweep, fail_if…)
         are recorded with it when they hold something."""
-        for entry in self.data["experiments"]:
-            if entry["name"] == name:
-                found: list[dict[str, Any]] = entry["variants"]
-                return found
-        variants: list[dict[str, Any]] = []
-        entry = {"name": name, "description": description}
-        entry.update({key: value for key, value in fields.items() if value})
-        entry["variants"] = variants
-        self.data["experiments"].append(entry)
-        return variants
+        for experiment in self.state.experiments:
+            if experiment.name == name:
+                return experiment.variants
+        kept = {key: value for key, value in fields.items() if value}
+        self.state.experiments.append(ExperimentRecord(name, description, kept))
+        return self.state.experiments[-1].variants
 
-    def variant_dir(self, entry: dict[str, Any]) -> Path:
+    def variant_dir(self, entry: VariantRecord) -> Path:
         """The variant's folder, created; a `dir` that would lead out of the run is refused."""
-        path = self.run_dir / str(entry["dir"])
+        path = self.run_dir / entry.dir
         if not inside(self.run_dir, path):
-            raise PoolbenchError(f"variant folder {entry['dir']!r} would be outside {self.run_dir}")
+            raise PoolbenchError(f"variant folder {entry.dir!r} would be outside {self.run_dir}")
         try:
             path.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
             raise write_failed(path, exc) from None
         return path
 
-    def save_variant(self, entry: dict[str, Any]) -> None:
+    def save_variant(self, entry: VariantRecord) -> None:
         """Persist one variant's entry both in its folder and in run.json."""
-        write_json(self.variant_dir(entry) / "variant.json", entry)
+        write_json(self.variant_dir(entry) / "variant.json", entry.to_json())
         self.save()
 
-    def entry_for(self, variant_dir: Path) -> dict[str, Any]:
+    def entry_for(self, variant_dir: Path) -> VariantRecord:
         """The run.json entry of the variant whose folder is `variant_dir`."""
-        for experiment in self.data["experiments"]:
-            for entry in experiment["variants"]:
-                if self.run_dir / entry["dir"] == variant_dir:
-                    found: dict[str, Any] = entry
-                    return found
+        for entry in self.state.variants:
+            if self.run_dir / entry.dir == variant_dir:
+                return entry
         raise KeyError(variant_dir)
 
-    def finish(self, status: str, error: str | None = None) -> None:
+    def note_server(self, described: Mapping[str, object]) -> None:
+        """environment.postgres: the first server the run used."""
+        self.state.environment.setdefault("postgres", described)
+
+    def finish(self, status: Status, error: str | None = None) -> None:
         """Record the run's end. When run.json cannot be rewritten whole (a full disk), it is
         overwritten in place, compact: the space its old text held is enough for the status
         a reader needs; if even that fails, the error that ended the run is not hidden."""
-        self.data.update(status=status, error=error, finished_at=time.time())
+        state = self.state
+        state.status, state.error, state.finished_at = Status(status), error, time.time()
         try:
             self.save()
         except WriteFailed as exc:
-            if status in ("complete", "degraded"):  # a run that cannot record itself failed
-                self.data.update(status="failed", error=str(exc))
+            if status in (
+                Status.COMPLETE,
+                Status.DEGRADED,
+            ):  # a run that cannot record itself failed
+                state.status, state.error = Status.FAILED, str(exc)
                 write_json_in_place(self.run_dir / "run.json", self.data)
                 raise
             if not write_json_in_place(self.run_dir / "run.json", self.data):
                 raise
 
 
-def owner() -> dict[str, Any]:
+def owner() -> dict[str, object]:
     """Who runs this: pid, its start time (so a reused pid is not taken for it), host."""
     return {
         "pid": os.getpid(),
@@ -297,12 +300,15 @@ class VariantResult:
     postgres_log: Path | None = None  # the embedded server's log (poolbench.results.pglog reads it)
     damage: list[str] = field(default_factory=list)  # why samples.csv or requests.bin is not whole
     requests_damaged: bool = False
+    _entry: VariantEntry | None = field(default=None, repr=False, compare=False)
     _server_log: ServerLog | None = field(default=None, init=False, repr=False, compare=False)
 
-    @functools.cached_property
+    @property
     def entry(self) -> VariantEntry:
         """`meta` read as a typed record (results/record.py), checked once."""
-        return VariantEntry.from_json(self.meta, f"{self.path}/variant.json")
+        if self._entry is None:
+            self._entry = VariantEntry.from_json(self.meta, f"{self.path}/variant.json")
+        return self._entry
 
     @functools.cached_property
     def refusals(self) -> dict[str, int | None]:
@@ -353,7 +359,10 @@ class VariantResult:
         """Why there is no postgres.log (None when there is one): connections sampled only."""
         if self.postgres_log is not None:
             return None
-        return self.entry.postgres_log_reason or "no postgres.log in the variant folder: connections are sampled only"
+        return (
+            self.entry.postgres_log_reason
+            or "no postgres.log in the variant folder: connections are sampled only"
+        )
 
     def server_log(self) -> ServerLog | None:
         """postgres.log parsed into sessions and refusals (None without the file); read once."""
@@ -372,14 +381,17 @@ class RunResult:
     meta: dict[str, Any]
     variants: list[VariantResult]
     warnings: list[str] = field(default_factory=list)
+    _run: RunEntry | None = field(default=None, repr=False, compare=False)
 
     def experiment(self, name: str) -> list[VariantResult]:
         return [v for v in self.variants if v.experiment == name]
 
-    @functools.cached_property
+    @property
     def run(self) -> RunEntry:
         """`meta` (run.json) read as a typed record (results/record.py)."""
-        return RunEntry.from_json(self.meta, f"{self.path}/run.json")
+        if self._run is None:
+            self._run = RunEntry.from_json(self.meta, f"{self.path}/run.json")
+        return self._run
 
     @property
     def damaged(self) -> bool:
@@ -405,7 +417,8 @@ def _json_file(path: Path) -> Any:
         raise PoolbenchError(f"{path} cannot be read ({exc})") from None
 
 
-def read_run_json(run_dir: Path) -> dict[str, Any]:
+def read_run_json(run_dir: Path) -> tuple[dict[str, Any], RunEntry]:
+    """run.json as written, and read as a typed record (its schema and fields checked)."""
     path = run_dir / "run.json"
     if not run_dir.exists():
         raise PoolbenchError(f"{run_dir} is not a results directory: no such results directory")
@@ -416,8 +429,7 @@ def read_run_json(run_dir: Path) -> dict[str, Any]:
     meta = _json_file(path)
     if not isinstance(meta, dict):
         raise PoolbenchError(f"{path} holds a JSON {type(meta).__name__}, not an object")
-    RunEntry.from_json(meta, str(path))  # every field checked; a mistake is one line
-    return meta
+    return meta, RunEntry.from_json(meta, str(path))  # a mistake is one line
 
 
 def _read_csv(path: Path) -> pd.DataFrame:
@@ -451,7 +463,12 @@ def read_samples_file(
     collector recorded in variant.json), is damaged: its complete rows are read, and the
     damage is described, never hidden.
     """
-    from poolbench.results.samples import PARTIAL_SUFFIX, ends_with_newline, read_samples, samples_damage
+    from poolbench.results.samples import (
+        PARTIAL_SUFFIX,
+        ends_with_newline,
+        read_samples,
+        samples_damage,
+    )
 
     partial = path.with_name(path.name + PARTIAL_SUFFIX)
     source = path if path.is_file() else partial if partial.is_file() else None
@@ -476,30 +493,29 @@ def _inside(run_dir: Path, relative: str) -> Path | None:
     return run_dir / relative if root in candidate.parents else None
 
 
-def _variant_entries(run_dir: Path, meta: dict[str, Any]) -> list[dict[str, Any]]:
+def _variant_entries(run_dir: Path, run: RunEntry) -> list[dict[str, Any]]:
+    """Each variant's run.json entry, with its experiment's name."""
     entries = []
-    for experiment in meta["experiments"]:
-        for entry in experiment.get("variants", []):
-            if not isinstance(entry, dict) or "dir" not in entry:
+    for experiment in run.experiments:
+        for entry in experiment.variants:
+            if "dir" not in entry:
                 raise PoolbenchError(
-                    f"{run_dir}/run.json: a variant of {experiment.get('name')!r} has no 'dir'"
+                    f"{run_dir}/run.json: a variant of {experiment.name!r} has no 'dir'"
                 )
-            entries.append({"experiment": experiment.get("name", ""), **entry})
+            entries.append({"experiment": experiment.name, **entry})
     return entries
 
 
-def load_variant(run_dir: Path, entry: dict[str, Any], path: Path) -> VariantResult:
+def load_variant(run_dir: Path, entry: Mapping[str, Any], path: Path) -> VariantResult:
     """One variant directory: variant.json over its run.json entry, samples, Locust, census."""
     meta = dict(entry)
     if (path / "variant.json").is_file():
         on_disk = _json_file(path / "variant.json")
         if isinstance(on_disk, dict):
             meta = {**entry, **on_disk, "dir": entry["dir"]}
-    rows_written = (meta.get("collector") or {}).get("rows_written")
-    samples, samples_path, damage = read_samples_file(
-        path / SAMPLES_FILE, rows_written if isinstance(rows_written, int) else None
-    )
-    if samples_path is None and not damage and meta.get("collector"):
+    typed = VariantEntry.from_json(meta, f"{path}/variant.json")
+    samples, samples_path, damage = read_samples_file(path / SAMPLES_FILE, typed.rows_written)
+    if samples_path is None and not damage and typed.collector:
         damage = [f"{SAMPLES_FILE} is missing (the collector ran: variant.json says how)"]
     requests_damage_ = requests_damage(path, expected=(path / "load.json").is_file())
     locust = {key: _read_csv(path / name) for key, name in LOCUST_FILES.items()}
@@ -509,7 +525,7 @@ def load_variant(run_dir: Path, entry: dict[str, Any], path: Path) -> VariantRes
     pg_log = path / POSTGRES_LOG_FILE if (path / POSTGRES_LOG_FILE).is_file() else None
     result = VariantResult(
         meta, path, samples, locust, samples_path, census, app_log, events, pg_log,
-        [*damage, *requests_damage_],
+        [*damage, *requests_damage_], _entry=typed,
     )  # fmt: skip
     result.requests_damaged = bool(requests_damage_)
     return result
@@ -523,10 +539,10 @@ def load_run(run_dir: str | os.PathLike[str]) -> RunResult:
     samples frame and a warning; the caller decides whether it can use it.
     """
     run_dir = Path(run_dir)
-    meta = read_run_json(run_dir)
+    meta, run = read_run_json(run_dir)
     variants: list[VariantResult] = []
     warnings: list[str] = []
-    for entry in _variant_entries(run_dir, meta):
+    for entry in _variant_entries(run_dir, run):
         relative = str(entry["dir"] or "")
         path = _inside(run_dir, relative) if relative else None
         if path is None:
@@ -534,7 +550,7 @@ def load_run(run_dir: str | os.PathLike[str]) -> RunResult:
             warnings.append(f"{name}: variant directory {relative!r} is missing or outside the run")
             continue
         variant = load_variant(run_dir, entry, path)
-        status = variant.meta.get("status") or "unknown"
+        status = variant.entry.status or "unknown"
         if variant.samples_path is None and not variant.damage:
             warnings.append(
                 f"{relative}: no samples.csv (variant status: {status}): nothing to analyse"
@@ -550,4 +566,4 @@ def load_run(run_dir: str | os.PathLike[str]) -> RunResult:
                 "read up to its last complete row"
             )
         variants.append(variant)
-    return RunResult(run_dir, meta, variants, warnings)
+    return RunResult(run_dir, meta, variants, warnings, _run=run)

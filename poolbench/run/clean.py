@@ -44,6 +44,7 @@ from poolbench.files import WriteFailed
 from poolbench.infra import ledger, postgres
 from poolbench.infra.undo import ORDER, UNDO, live_process
 from poolbench.redact import mask_file, mask_text, mask_url
+from poolbench.results.record import Owner, abandoned
 from poolbench.results.run_folder import read_run_json, write_json, write_json_in_place
 from poolbench.results.status import Status
 
@@ -65,17 +66,11 @@ class Cleaned:
 # --------------------------------------------------------------------------- finding runs
 
 
-def owner_gone(meta: dict[str, Any]) -> bool:
+def owner_gone(owner: Owner | None) -> bool:
     """The run's own process has ended; False when that cannot be told (another host)."""
-    owner = meta.get("owner")
-    if not isinstance(owner, dict) or owner.get("hostname") != socket.gethostname():
+    if owner is None or owner.hostname != socket.gethostname():
         return False
-    try:
-        pid = int(owner["pid"])
-        create_time = float(owner["create_time"])
-    except (KeyError, TypeError, ValueError):
-        return False
-    return live_process(pid, create_time) is None
+    return live_process(owner.pid, owner.create_time) is None
 
 
 def abandoned_runs(root: Path) -> list[Path]:
@@ -88,15 +83,15 @@ def abandoned_runs(root: Path) -> list[Path]:
         if run_dir.is_symlink() and run_dir != root:  # results/latest: seen by its own name
             continue
         try:
-            meta = read_run_json(run_dir)
+            _, run = read_run_json(run_dir)
         except PoolbenchError:
             continue
         left = ledger.leftovers(run_dir / ledger.LEDGER_FILE)
-        running = meta["status"] == Status.RUNNING and owner_gone(meta)
-        unfinished = meta["status"] == Status.ABANDONED and left
+        running = run.status == Status.RUNNING and owner_gone(run.owner)
+        unfinished = run.status == Status.ABANDONED and left
         # a run that ended (interrupted twice, failed) but did not release all it started
-        ended_with_leftovers = meta["status"] not in (Status.RUNNING, Status.ABANDONED) and left
-        if running or unfinished or (ended_with_leftovers and owner_gone(meta)):
+        ended_with_leftovers = run.status not in (Status.RUNNING, Status.ABANDONED) and left
+        if running or unfinished or (ended_with_leftovers and owner_gone(run.owner)):
             found.append(run_dir)
     return found
 
@@ -168,26 +163,21 @@ def _temporary_files(run_dir: Path) -> list[Path]:
 
 def mark_abandoned(run_dir: Path, result: Cleaned) -> None:
     """run.json and every variant still `running` say `abandoned`; the logs are masked."""
-    meta = read_run_json(run_dir)
-    owner = meta.get("owner") or {}
-    if meta["status"] == Status.RUNNING:
-        meta["status"] = Status.ABANDONED
-        meta["error"] = (
-            f"abandoned: its poolbench process (pid {owner.get('pid')}) ended without "
-            "finishing the run (killed?); found by poolbench clean"
-        )
-    result.status = meta["status"]
-    meta["cleaned"] = {"at": time.time(), "done": result.done, "left": result.left}
-    for experiment in meta["experiments"]:
-        for entry in experiment.get("variants", []):
-            if entry.get("status") != Status.RUNNING:
-                continue
-            entry["status"], entry["error"] = Status.ABANDONED, "the run was abandoned"
-            variant_dir = run_dir / str(entry.get("dir", ""))
-            if (variant_dir / "variant.json").is_file():
-                _write_json_anyhow(variant_dir / "variant.json", entry)
-            for log in ("app.log", "locust.log"):  # masked as written since; not by older
-                mask_file(variant_dir / log)  # versions of poolbench
+    meta, run = read_run_json(run_dir)
+    pid = run.owner.pid if run.owner is not None else None
+    error = (
+        f"abandoned: its poolbench process (pid {pid}) ended without "
+        "finishing the run (killed?); found by poolbench clean"
+    )
+    cleaned = {"at": time.time(), "done": result.done, "left": result.left}
+    meta, changed = abandoned(meta, error, cleaned)
+    result.status = Status.ABANDONED if run.status == Status.RUNNING else run.status
+    for relative, written in changed:
+        variant_dir = run_dir / relative
+        if (variant_dir / "variant.json").is_file():
+            _write_json_anyhow(variant_dir / "variant.json", written)
+        for log in ("app.log", "locust.log"):  # masked as written since; not by older
+            mask_file(variant_dir / log)  # versions of poolbench
     _write_json_anyhow(run_dir / "run.json", meta)
 
 

@@ -118,9 +118,9 @@ def run_and_report(
     record = runner.run()
     print(f"results: {record.run_dir}")
     gated = report_run(record.run_dir, args.no_report, args.fail_if, args.strict_thresholds)
-    if record.data["status"] != Status.COMPLETE:
+    if record.state.status != Status.COMPLETE:
         print(
-            f"poolbench {args.command}: {record.data['status']}: {record.data['error']}",
+            f"poolbench {args.command}: {record.state.status}: {record.state.error}",
             file=sys.stderr,
         )
-    return EXIT_VARIANT_FAILED if record.data["status"] == Status.FAILED else gated
+    return EXIT_VARIANT_FAILED if record.state.status == Status.FAILED else gated

@@ -136,20 +136,17 @@ def keep_record(record: RunRecord, events: RunEvents) -> None:
 
     def phase_started(ref: VariantRef, phase: str, length_s: float, ts: float) -> None:
         entry = record.entry_for(ref.dir)
-        entry["phases"].append({"name": phase, "start": ts, "end": None})
+        entry.phase_started(phase, ts)
         record.save_variant(entry)
 
     def phase_ended(ref: VariantRef, phase: str, ts: float) -> None:
         entry = record.entry_for(ref.dir)
-        for item in reversed(entry["phases"]):
-            if item["name"] == phase and item["end"] is None:
-                item["end"] = ts
-                break
+        entry.phase_ended(phase, ts)
         record.save_variant(entry)
 
     def load_started(ref: VariantRef, pid: int) -> None:
         entry = record.entry_for(ref.dir)
-        entry.setdefault("pids", {})["load"] = pid
+        entry.pids.load = pid
         record.save_variant(entry)
 
     def variant_ended(ref: VariantRef, status: str, error: str | None) -> None:

@@ -12,14 +12,13 @@ ceiling does not fit, to the terminal.
 
 from __future__ import annotations
 
-from typing import Any
-
 import psycopg
 from psycopg.conninfo import make_conninfo
 
 from poolbench.collector import APPLICATION_NAME
 from poolbench.errors import PoolbenchError, first_line
 from poolbench.infra.postgres import connect
+from poolbench.results.record import PreflightEntry, VariantRecord
 from poolbench.run.stack import connection_ceiling
 
 SLOTS_SQL = """
@@ -35,7 +34,7 @@ WHERE backend_type = 'client backend'
 """
 
 
-def check_slots(admin_url: str, dbname: str, entry: dict[str, Any]) -> dict[str, Any]:
+def check_slots(admin_url: str, dbname: str, entry: VariantRecord) -> PreflightEntry:
     """The `preflight` record of variant.json; `warning` is None when the ceiling fits."""
     ceiling = connection_ceiling(entry)
     try:
@@ -44,21 +43,20 @@ def check_slots(admin_url: str, dbname: str, entry: dict[str, Any]) -> dict[str,
             if row is None:  # an aggregate without GROUP BY: always one row
                 raise PoolbenchError("pg_stat_activity returned no row")
     except (PoolbenchError, psycopg.Error, OSError) as exc:
-        return {"ceiling": ceiling, "error": first_line(exc), "warning": None}
+        return PreflightEntry.failed(ceiling, first_line(exc))
     max_connections, superuser_reserved, reserved, others, own = row
     free = max(0, max_connections - superuser_reserved - reserved - others - own)
-    result = {
-        "max_connections": max_connections,
-        "reserved": superuser_reserved + reserved,
-        "other_clients": others,
-        "poolbench_clients": own,
-        "free_slots": free,
-        "ceiling": ceiling,
-        "warning": None,
-    }
-    if ceiling is not None and ceiling > free:
-        result["warning"] = slots_warning(ceiling, free, others, max_connections)
-    return result
+    fits = ceiling is None or ceiling <= free
+    return PreflightEntry(
+        max_connections=max_connections,
+        reserved=superuser_reserved + reserved,
+        other_clients=others,
+        poolbench_clients=own,
+        free_slots=free,
+        ceiling=ceiling,
+        warning=None if fits else slots_warning(ceiling or 0, free, others, max_connections),
+        error=None,
+    )
 
 
 def _monitoring_connection(admin_url: str) -> psycopg.Connection:

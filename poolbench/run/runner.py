@@ -21,7 +21,6 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 from poolbench.collector import CollectorThread, sockets
 from poolbench.config.bench import BenchConfig, Experiment, LoadSettings
@@ -32,6 +31,7 @@ from poolbench.infra.app_server import RunningVariant, VariantStartError
 from poolbench.infra.postgres import Database
 from poolbench.load import locust
 from poolbench.results.events import EventKind
+from poolbench.results.record import VariantRecord
 from poolbench.results.run_folder import RunRecord
 from poolbench.results.status import Status
 from poolbench.run import stack
@@ -51,7 +51,7 @@ class Live:
 
     experiment: Experiment
     variant: Variant
-    entry: dict[str, Any]  # its run.json entry, kept current on disk
+    entry: VariantRecord  # its run.json entry, kept current on disk
     ref: VariantRef
     db: Database
     app: RunningVariant
@@ -123,7 +123,7 @@ class Runner:
             raise
         finally:
             event_log.close()
-        self.record.finish(*run_outcome(self.record.data["experiments"]))
+        self.record.finish(*run_outcome(self.record.state.variants))
         return self.record
 
     def _run_experiment(self, experiment: Experiment) -> None:
@@ -148,7 +148,7 @@ class Runner:
                 self._run_variant(experiment, self.config.variants[name], entry, ref)
 
     def _run_variant(
-        self, experiment: Experiment, variant: Variant, entry: dict[str, Any], ref: VariantRef
+        self, experiment: Experiment, variant: Variant, entry: VariantRecord, ref: VariantRef
     ) -> None:
         """One variant from a fresh database to its end; a fault it suffers ends it alone."""
         record, out = self._record, ref.dir
@@ -170,8 +170,8 @@ class Runner:
                 with Watchdog(self.events, ref) as dog:
                     dog.watch_app(app.pid)
                     dog.watch_postgres(db.postmaster_pid, db.port)
-                    if "pgbouncer" in entry["pids"]:
-                        dog.watch_pgbouncer(entry["pids"]["pgbouncer"])
+                    if entry.pids.pgbouncer is not None:
+                        dog.watch_pgbouncer(entry.pids.pgbouncer)
                     self._phases(Live(experiment, variant, entry, ref, db, app, dog))
                 status, error = dog.outcome()
         except KeyboardInterrupt:
@@ -190,14 +190,14 @@ class Runner:
                 self.display.message(f"! {experiment.name}/{variant.name}: failed: {reason}")
             self._end_variant(ref, entry, Status.FAILED, reason)
             return
-        self._end_variant(ref, entry, status, error)
+        self._end_variant(ref, entry, Status(status), error)
 
-    def _check_bind(self, app: RunningVariant, entry: dict[str, Any], variant: Variant) -> None:
+    def _check_bind(self, app: RunningVariant, entry: VariantRecord, variant: Variant) -> None:
         """The app listens on loopback only, as every server poolbench starts: one reachable
         from other machines is refused (a load test is no reason to expose it), unless the
         variant says `listen_beyond_loopback = true`: then it is recorded and warned about."""
         ends = sockets.listening(app.pids())
-        entry["listening"] = [f"{address}:{port}" for address, port in ends]
+        entry.listening = [f"{address}:{port}" for address, port in ends]
         exposed = sockets.beyond_loopback(ends)
         if not exposed:
             return
@@ -208,18 +208,18 @@ class Runner:
                 "127.0.0.1 only (in a variant's command, pass --host {host}; or set "
                 f"variants.{variant.name}.listen_beyond_loopback = true)"
             )
-        entry["listening_warning"] = (
+        entry.listening_warning = (
             f"the app listens on {where}, beyond loopback: other machines can reach it "
             "during the run (listen_beyond_loopback = true)"
         )
         self.display.message(
-            f"warning: {entry['experiment']}/{entry['variant']}: {entry['listening_warning']}"
+            f"warning: {entry.experiment}/{entry.variant}: {entry.listening_warning}"
         )
 
     def _end_variant(
-        self, ref: VariantRef, entry: dict[str, Any], status: str, error: str | None
+        self, ref: VariantRef, entry: VariantRecord, status: Status, error: str | None
     ) -> None:
-        entry["status"], entry["error"] = status, error
+        entry.end(status, error)
         self.events.variant_ended.fire(ref=ref, status=status, error=error)
 
     def _phases(self, live: Live) -> None:
@@ -231,7 +231,7 @@ class Runner:
         )
         collector_config = stack.collector_config(db, app, variant, out)
         collector = CollectorThread(collector_config)
-        entry["collector"] = stack.collector_entry(collector_config, variant)
+        entry.collector = described = stack.collector_entry(collector_config, variant)
         on_load = self.events.load_started.add_listener(
             lambda ref, pid: collector.set_load_pid(pid)
         )
@@ -254,18 +254,18 @@ class Runner:
                 )
         finally:
             dog.watch_collector(None)  # stopped on purpose: its silence says nothing now
-            entry["collector"]["rows_written"] = collector.rows_written
-            entry["watchdog"] = dog.describe()
+            described.rows_written = collector.rows_written
+            entry.watchdog = dog.describe()
             self.events.load_started.remove_listener(on_load)
-            entry["collector"].update(collector.latest().footprint())
+            described.footprint = collector.latest().footprint()
             self._record.save_variant(entry)
 
-    def _preflight(self, db: Database, entry: dict[str, Any]) -> None:
+    def _preflight(self, db: Database, entry: VariantRecord) -> None:
         """Free slots against the model's ceiling, before the app starts (an app that cannot
         connect may not start at all: the warning says why first; docs/results.md)."""
-        entry["preflight"] = check_slots(db.admin_url, db.dbname, entry)
-        if warning := entry["preflight"].get("warning"):
-            self.display.message(f"warning: {entry['experiment']}/{entry['variant']}: {warning}")
+        entry.preflight = slots = check_slots(db.admin_url, db.dbname, entry)
+        if warning := slots.warning:
+            self.display.message(f"warning: {entry.experiment}/{entry.variant}: {warning}")
         self._record.save_variant(entry)
 
     def _phase(
@@ -370,7 +370,7 @@ class Runner:
             if ended_early is not None and status.get("test_start") and not status.get("test_stop"):
                 status["test_stop"] = ended_early  # killed: its figures end where it did
             record = locust.load_record(status, settings, load_s + soak_s)
-            self._record.entry_for(out)["locust"] = record
+            self._record.entry_for(out).locust = record
             if message := (record.get("shape") or {}).get("message"):
                 self.display.message(f"[{experiment.name}] {ref.variant}: {message}")
         if process.proc.returncode != 0 and ended_early is None:
@@ -427,13 +427,12 @@ def one_line(exc: BaseException) -> str:
     return first_line(exc) + (f" — {cause[:300]}" if cause else "")
 
 
-def run_outcome(experiments: list[dict[str, Any]]) -> tuple[str, str | None]:
+def run_outcome(entries: list[VariantRecord]) -> tuple[Status, str | None]:
     """The run's status from its variants' (docs/results.md): `failed` if any failed, else
     `degraded` if any was, else `complete`; the error names the variants concerned."""
-    entries = [v for e in experiments for v in e.get("variants", [])]
     for status in (Status.FAILED, Status.DEGRADED):
-        hit = [v for v in entries if v.get("status") == status]
+        hit = [v for v in entries if v.status == status]
         if hit:
-            names = "; ".join(f"{v['dir']}: {v.get('error')}" for v in hit)
+            names = "; ".join(f"{v.dir}: {v.error}" for v in hit)
             return status, f"{len(hit)} of {len(entries)} variants {status}: {names}"
     return Status.COMPLETE, None

@@ -26,45 +26,46 @@ from poolbench.infra.app_server import RunningVariant
 from poolbench.infra.environment import collect_environment
 from poolbench.infra.postgres import Database
 from poolbench.redact import mask_url
+from poolbench.results.record import (
+    CollectorRecord,
+    Engine,
+    PgBouncerRecord,
+    Pids,
+    PostgresLog,
+    VariantRecord,
+)
 from poolbench.results.run_folder import POSTGRES_LOG_FILE, RunRecord, new_run_id, write_json
-from poolbench.results.status import Status
 from poolbench.run.events import RunEvents, VariantRef
 
 
 def engines_from_census(
     app_dir: Path, label: str, experiment: Experiment
-) -> tuple[list[dict[str, Any]], dict[str, object]]:
+) -> tuple[list[Engine], dict[str, object]]:
     """The app's long-lived engines as the collector will see them, from a static census."""
     from poolbench.lint import census as lint
 
     census = lint.census(app_dir)
-    engines: list[dict[str, Any]] = []
-    for site in census.sites:
-        if site.scope not in ("import", "lazy"):
-            continue
-        name = f"{label}:{site.module}" + (":sync" if site.kind == "sync" else "")
-        engines.append(
-            {
-                "name": name,
-                "module": site.module,
-                "kind": site.kind,
-                "pool_size": experiment.app.pool_size,
-                "max_overflow": experiment.app.max_overflow,
-                "per_process": True,
-                "source": "census",
-            }
+    engines = [
+        Engine(
+            name=f"{label}:{site.module}" + (":sync" if site.kind == "sync" else ""),
+            module=site.module,
+            kind=site.kind,
+            pool_size=experiment.app.pool_size,
+            max_overflow=experiment.app.max_overflow,
+            source="census",
         )
+        for site in census.sites
+        if site.scope in ("import", "lazy")
+    ]
     return engines, lint.census_data(census)
 
 
-def add_census(entry: dict[str, Any], experiment: Experiment, variant: Variant, out: Path) -> None:
+def add_census(entry: VariantRecord, experiment: Experiment, variant: Variant, out: Path) -> None:
     """For an app directory: its engines into the entry, the full census into census.json.
     For a command variant with a `cwd`: the census of the code it runs from into census.json
     (its engines stay as the bench file declares them: a command may run code from elsewhere)."""
     if variant.app_dir:
-        entry["engines"], census = engines_from_census(
-            Path(variant.app_dir), entry["label"], experiment
-        )
+        entry.engines, census = engines_from_census(Path(variant.app_dir), entry.label, experiment)
         write_json(out / "census.json", census)
     elif variant.cwd and Path(variant.cwd).is_dir():
         from poolbench.lint import census as lint
@@ -82,20 +83,13 @@ def psql_line(db: Database) -> str:
     return f"psql {shlex.quote(mask_url(db.admin_url))}   # with the password you gave"
 
 
-def connection_ceiling(entry: dict[str, Any]) -> int | None:
+def connection_ceiling(entry: VariantRecord) -> int | None:
     """The model's most connections: workers × Σ(pool_size + max_overflow) over the engines.
 
     None when the engines are unknown (a command variant without a census). Behind PgBouncer
     PostgreSQL sees at most its server ceiling (default_pool_size + reserve), whatever the pools.
     """
-    bouncer = entry.get("pgbouncer")
-    if isinstance(bouncer, dict) and bouncer.get("server_ceiling") is not None:
-        return int(bouncer["server_ceiling"])
-    engines = entry.get("engines") or []
-    if not engines:
-        return None
-    workers = int(entry.get("workers") or 1)
-    return int(sum(ceiling(workers, e["pool_size"], e["max_overflow"]) for e in engines))
+    return entry.connection_ceiling(ceiling)
 
 
 def check_binaries(config: BenchConfig, experiments: list[Experiment]) -> None:
@@ -138,25 +132,24 @@ def create_record(
     )
 
 
-def new_entry(experiment: Experiment, variant: Variant, repeat: int) -> dict[str, Any]:
+def new_entry(experiment: Experiment, variant: Variant, repeat: int) -> VariantRecord:
     """A variant's entry of run.json (and its variant.json), before anything started."""
-    return {
-        "experiment": experiment.name,
-        "variant": variant.name,
-        "repeat": repeat,
-        "dir": f"{experiment.name}/{variant.name}-{repeat}",
-        "status": Status.RUNNING,
-        "error": None,
-        "label": variant.label or variant.name,
-        "app_dir": variant.app_dir,
-        "command": list(variant.command) if variant.command else None,
-        "app": asdict(experiment.app),
-        "load": asdict(experiment.load),
-        "postgres_settings": asdict(experiment.postgres),
-        **app_launch.declared(experiment, variant),  # workers, workers_source, engines
-        "phases": [],
-        "pids": {},
-    }
+    workers, workers_source, engines = app_launch.declared(experiment, variant)
+    return VariantRecord(
+        experiment=experiment.name,
+        variant=variant.name,
+        repeat=repeat,
+        dir=f"{experiment.name}/{variant.name}-{repeat}",
+        label=variant.label or variant.name,
+        app_dir=variant.app_dir,
+        command=list(variant.command) if variant.command else None,
+        app=asdict(experiment.app),
+        load=asdict(experiment.load),
+        postgres_settings=asdict(experiment.postgres),
+        workers=workers,
+        workers_source=workers_source,
+        engines=engines,
+    )
 
 
 def provide_database(
@@ -179,7 +172,7 @@ def database_and_app(
     record: RunRecord,
     experiment: Experiment,
     variant: Variant,
-    entry: dict[str, Any],
+    entry: VariantRecord,
     out: Path,
     database_url: str | None,
     on_database: Callable[[Database], None] | None = None,
@@ -187,12 +180,11 @@ def database_and_app(
     """A fresh database and the app on it, both recorded in the entry; both stopped after.
     `on_database(db)` runs before the app starts (the runner's check of free slots)."""
     with provide_database(experiment, database_url, out / POSTGRES_LOG_FILE) as db:
-        entry["database"] = db.describe()
-        entry["postgres_log"] = {
-            "file": POSTGRES_LOG_FILE if db.server_log else None,
-            "reason": db.server_log_reason,
-        }
-        record.data["environment"].setdefault("postgres", db.describe())
+        entry.database = db.describe()
+        entry.postgres_log = PostgresLog(
+            POSTGRES_LOG_FILE if db.server_log else None, db.server_log_reason
+        )
+        record.note_server(db.describe())
         if on_database is not None:
             on_database(db)
         # PgBouncer if any; extensions, setup commands, the app itself, its processes watched
@@ -200,14 +192,13 @@ def database_and_app(
             pooler(variant, db, entry, out) as app_db,
             app_launch.launch(experiment, variant, entry, db, out, app_db) as app,
         ):
-            entry["pids"] = {"app": app.pid, "postmaster": db.postmaster_pid}
-            if "pgbouncer" in entry:
-                entry["pids"]["pgbouncer"] = entry["pgbouncer"]["pid"]
+            bouncer = entry.pgbouncer.pid if entry.pgbouncer is not None else None
+            entry.pids = Pids(app=app.pid, postmaster=db.postmaster_pid, pgbouncer=bouncer)
             yield db, app
 
 
 @contextlib.contextmanager
-def pooler(variant: Variant, db: Database, entry: dict[str, Any], out: Path) -> Iterator[Database]:
+def pooler(variant: Variant, db: Database, entry: VariantRecord, out: Path) -> Iterator[Database]:
     """The database as the app reaches it: `db` itself, or PgBouncer in front of it (started,
     described in the entry, its console sampled to pgbouncer.csv at the collector's rate)."""
     if variant.pgbouncer is None:
@@ -219,7 +210,7 @@ def pooler(variant: Variant, db: Database, entry: dict[str, Any], out: Path) -> 
     from poolbench.results.names import APPLICATION_NAME
 
     with pgbouncer.running(variant.pgbouncer, db, out, variant.name) as bouncer:
-        entry["pgbouncer"] = bouncer.describe()
+        entry.pgbouncer = described = PgBouncerRecord(bouncer.describe())
         hz = COLLECTOR_PROFILES[variant.collector].get(
             "connections_hz", CollectorConfig.connections_hz
         )
@@ -234,7 +225,7 @@ def pooler(variant: Variant, db: Database, entry: dict[str, Any], out: Path) -> 
             try:
                 yield bouncer.app_database(db)
             finally:
-                entry["pgbouncer"]["sampler"] = sampler.stop()
+                described.sampler = sampler.stop()
 
 
 def collector_config(
@@ -251,10 +242,10 @@ def collector_config(
     ).with_profile(variant.collector)
 
 
-def collector_entry(config: CollectorConfig, variant: Variant) -> dict[str, Any]:
+def collector_entry(config: CollectorConfig, variant: Variant) -> CollectorRecord:
     """How the collector sampled, as variant.json records it (what it did is added at stop:
     `Latest.footprint`)."""
-    return {"profile": variant.collector, **config.describe()}
+    return CollectorRecord({"profile": variant.collector, **config.describe()})
 
 
 def fire_live(

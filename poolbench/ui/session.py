@@ -42,6 +42,7 @@ from poolbench.infra.app_server import HOST, RunningVariant, VariantStartError
 from poolbench.infra.postgres import Database, free_port
 from poolbench.load import locust
 from poolbench.results.pool_probe import ProbeTail
+from poolbench.results.record import VariantRecord
 from poolbench.results.run_folder import RunRecord
 from poolbench.results.status import Status
 from poolbench.run import stack
@@ -93,7 +94,7 @@ class UiSession:
         self.url: str | None = None
         self._phase: UiPhase | None = None  # the open phase
         self._boundaries = 0  # test starts and stops already turned into phases
-        self._entry: dict[str, Any] = {}
+        self._entry: VariantRecord | None = None
 
     # ------------------------------------------------------------------ the session
 
@@ -135,17 +136,17 @@ class UiSession:
             status, error = Status.FAILED, f"{type(exc).__name__}: {exc}"
             raise
         finally:
-            entry["status"], entry["error"] = status, error
+            entry.end(status, error)
             self.events.variant_ended.fire(ref=ref, status=status, error=error)
             event_log.close()
             record.finish(status, error)
         return record
 
     def _serve(
-        self, entry: dict[str, Any], db: Database, app: RunningVariant, ref: VariantRef
+        self, entry: VariantRecord, db: Database, app: RunningVariant, ref: VariantRef
     ) -> None:
         collector_config = stack.collector_config(db, app, self.variant, ref.dir)
-        entry["collector"] = stack.collector_entry(collector_config, self.variant)
+        entry.collector = stack.collector_entry(collector_config, self.variant)
         collector = CollectorThread(collector_config)
         feed_dir = (
             Path(tempfile.gettempdir()) / f"{ledger.UI_FEED_DIR_PREFIX}{secrets.token_hex(6)}"
@@ -168,9 +169,7 @@ class UiSession:
                 finally:
                     process.stop()  # SIGTERM: Locust writes its final statistics and requests
                     # no poolbench shape: the window in which all users ran is the person's to say
-                    entry["locust"] = locust.load_record(
-                        process.status(), self.experiment.load, 0.0
-                    )
+                    entry.locust = locust.load_record(process.status(), self.experiment.load, 0.0)
                 self._close_phase(ref, time.time())
         finally:
             feed.close()
@@ -203,17 +202,22 @@ class UiSession:
             )
         return process
 
-    def _feed_header(self, entry: dict[str, Any]) -> FeedHeader:
+    def _feed_header(self, entry: VariantRecord) -> FeedHeader:
         assert self.record is not None  # set by run()
-        engines = entry.get("engines") or []
-        workers = int(entry.get("workers") or 1)
+        engines, workers = entry.engines, entry.workers or 1
         return {
             "variant": self.variant.name,
-            "label": entry["label"],
+            "label": entry.label,
             "experiment": self.experiment.name,
             "workers": workers,
             "engines": [
-                {k: e[k] for k in ("name", "kind", "pool_size", "max_overflow")} for e in engines
+                {
+                    "name": e.name,
+                    "kind": e.kind,
+                    "pool_size": e.pool_size,
+                    "max_overflow": e.max_overflow,
+                }
+                for e in engines
             ],
             "ceiling": stack.connection_ceiling(entry),
             "ceiling_formula": (
@@ -290,10 +294,8 @@ class UiSession:
                 boundaries.append((UiPhase.IDLE, test["stopped"], number))
         for phase, ts, number in boundaries[self._boundaries :]:
             self._close_phase(ref, ts)
-            if phase == UiPhase.LOAD and number > 1:
-                for item in self._entry["phases"]:
-                    if item["name"] in ("load", "idle"):
-                        item["name"] = f"{item['name']} {number - 1}"
+            if phase == UiPhase.LOAD and number > 1 and self._entry is not None:
+                self._entry.renumber_phases((UiPhase.LOAD, UiPhase.IDLE), number - 1)
             self.events.phase_started.fire(ref=ref, phase=phase, length_s=0.0, ts=ts)
             self._phase = phase
         self._boundaries = len(boundaries)
