@@ -115,12 +115,12 @@ def test_the_feed_header_lists_engines_a_bench_file_declares(tmp_path: Path) -> 
     from poolbench.config.variants import Engine, Variant
     from poolbench.results.run_folder import RunRecord
     from poolbench.run.stack import new_entry
-    from poolbench.ui.session import UiSession
+    from poolbench.ui.session import UiContext, UiSession
 
     config = load_config(REPO / "scenarios" / "bench.toml")
     experiment = config.experiments["seed-claim"]
     variant = Variant(name="svc", command=("uvicorn", "db:app"), engines=(Engine("svc:db", 5, 2),))
-    session = UiSession(config, experiment, variant, tmp_path, ["poolbench", "ui"])
+    session = UiSession(UiContext(config, experiment, variant, tmp_path, ("poolbench", "ui")))
     session.record = RunRecord(tmp_path / "run")
     entry = new_entry(experiment, variant, 1)
     header = session._feed_header(entry)
