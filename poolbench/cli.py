@@ -100,8 +100,12 @@ def main(argv: list[str] | None = None) -> int:
             return _bug()
         # a write no caller turned into a WriteFailed (poolbench.files): still one line
         where = exc.filename or "a file"
-        print(redact.mask_text(f"poolbench {args.command}: error: cannot write {where}: "
-                               f"{exc.strerror}"), file=sys.stderr)  # fmt: skip
+        print(
+            redact.mask_text(
+                f"poolbench {args.command}: error: cannot write {where}: {exc.strerror}"
+            ),
+            file=sys.stderr,
+        )
         return EXIT_FAILED
     except Exception:
         return _bug()

@@ -134,9 +134,13 @@ def seconds(value: float | None) -> str:
 
 # pg_settings.setting is in the setting's own unit (pg_settings.unit): bytes per unit here
 PG_SETTING_BYTES = {
-    "shared_buffers": 8192, "effective_cache_size": 8192, "wal_buffers": 8192,
-    "work_mem": 1024, "maintenance_work_mem": 1024, "temp_buffers": 8192,
-}  # fmt: skip
+    "shared_buffers": 8192,
+    "effective_cache_size": 8192,
+    "wal_buffers": 8192,
+    "work_mem": 1024,
+    "maintenance_work_mem": 1024,
+    "temp_buffers": 8192,
+}
 
 
 def pg_setting(name: str, setting: object) -> str:

@@ -58,21 +58,32 @@ def sample(conn: psycopg.Connection, dbname: str) -> dict[str, float]:
         pools = [r for r in _rows(cur, "SHOW POOLS") if r["database"] == dbname]
         stats = [r for r in _rows(cur, "SHOW STATS") if r["database"] == dbname]
         clients = [
-            r for r in _rows(cur, "SHOW CLIENTS")
+            r
+            for r in _rows(cur, "SHOW CLIENTS")
             if r["database"] == dbname and r.get("application_name") != PROBE_NAME
-        ]  # fmt: skip
+        ]
         servers = [r for r in _rows(cur, "SHOW SERVERS") if r["database"] == dbname]
     row: dict[str, float] = {"ts": started}
-    for key in ("cl_active", "cl_waiting", "sv_active", "sv_idle", "sv_used", "sv_tested", "sv_login"):  # fmt: skip
+    for key in (
+        "cl_active",
+        "cl_waiting",
+        "sv_active",
+        "sv_idle",
+        "sv_used",
+        "sv_tested",
+        "sv_login",
+    ):
         row[key] = sum(int(p[key]) for p in pools)
     row["maxwait_s"] = max(
         (int(p["maxwait"]) + int(p.get("maxwait_us") or 0) / 1e6 for p in pools), default=0.0
     )
     row["clients"], row["servers"] = len(clients), len(servers)
-    for key, column in (("total_xact_count", "total_xact_count"),
-                        ("total_query_count", "total_query_count"),
-                        ("total_wait_time", "total_wait_time_us"),
-                        ("avg_wait_time", "avg_wait_time_us")):  # fmt: skip
+    for key, column in (
+        ("total_xact_count", "total_xact_count"),
+        ("total_query_count", "total_query_count"),
+        ("total_wait_time", "total_wait_time_us"),
+        ("avg_wait_time", "avg_wait_time_us"),
+    ):
         row[column] = sum(int(s[key]) for s in stats)
     row["query_ms"] = (time.perf_counter() - t0) * 1000
     return row
@@ -115,9 +126,13 @@ class PgBouncerSampler:
     """
 
     def __init__(
-        self, conninfo: str, dbname: str, out: Path, hz: float = 10.0,
+        self,
+        conninfo: str,
+        dbname: str,
+        out: Path,
+        hz: float = 10.0,
         probe: tuple[str, str] | None = None,
-    ) -> None:  # fmt: skip
+    ) -> None:
         self.dbname, self.path, self.interval = dbname, out, 1.0 / hz
         self.console = _Link(conninfo, cursor_factory=psycopg.ClientCursor)
         self.probes = (

@@ -70,8 +70,16 @@ def sample_connections(conn: psycopg.Connection, params: list[bytes]) -> list[tu
     for i in range(res.ntuples):
         name, state, wait, n, n_all, items = (value(i, j) or b"" for j in range(6))
         untagged = items.decode(encoding).split(",") if items else None
-        rows.append((name.decode(encoding), state.decode(encoding), wait.decode(encoding),
-                     int(n or 0), int(n_all or 0), untagged))  # fmt: skip
+        rows.append(
+            (
+                name.decode(encoding),
+                state.decode(encoding),
+                wait.decode(encoding),
+                int(n or 0),
+                int(n_all or 0),
+                untagged,
+            )
+        )
     return rows
 
 

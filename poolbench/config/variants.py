@@ -166,9 +166,15 @@ class PgBouncerSettings:
 
 
 PGBOUNCER_KEYS = {
-    "pool_mode", "default_pool_size", "max_client_conn", "reserve_pool_size",
-    "reserve_pool_timeout_s", "min_pool_size", "max_db_connections", "pgbouncer_bin",
-}  # fmt: skip
+    "pool_mode",
+    "default_pool_size",
+    "max_client_conn",
+    "reserve_pool_size",
+    "reserve_pool_timeout_s",
+    "min_pool_size",
+    "max_db_connections",
+    "pgbouncer_bin",
+}
 
 
 def _parse_pgbouncer(table: Any, where: str) -> PgBouncerSettings:
@@ -182,11 +188,21 @@ def _parse_pgbouncer(table: Any, where: str) -> PgBouncerSettings:
         raise PoolbenchError(f"{where}.pool_mode must be one of {modes}, got {mode!r}")
     base = PgBouncerSettings()
     counts = {
-        key: _count(table, key, where, 1 if key in ("default_pool_size", "max_client_conn") else 0,
-                    getattr(base, key))
-        for key in ("default_pool_size", "max_client_conn", "reserve_pool_size",
-                    "min_pool_size", "max_db_connections")
-    }  # fmt: skip
+        key: _count(
+            table,
+            key,
+            where,
+            1 if key in ("default_pool_size", "max_client_conn") else 0,
+            getattr(base, key),
+        )
+        for key in (
+            "default_pool_size",
+            "max_client_conn",
+            "reserve_pool_size",
+            "min_pool_size",
+            "max_db_connections",
+        )
+    }
     timeout = table.get("reserve_pool_timeout_s", base.reserve_pool_timeout_s)
     if isinstance(timeout, bool) or not isinstance(timeout, int | float) or timeout < 0:
         raise PoolbenchError(
@@ -196,9 +212,11 @@ def _parse_pgbouncer(table: Any, where: str) -> PgBouncerSettings:
     if not isinstance(binary, str):
         raise PoolbenchError(f"{where}.pgbouncer_bin must be a path (a string)")
     return PgBouncerSettings(
-        pool_mode=PoolMode(mode), reserve_pool_timeout_s=float(timeout), pgbouncer_bin=binary,
+        pool_mode=PoolMode(mode),
+        reserve_pool_timeout_s=float(timeout),
+        pgbouncer_bin=binary,
         **counts,
-    )  # fmt: skip
+    )
 
 
 def check_keys(table: Iterable[str], allowed: set[str], where: str) -> None:
@@ -211,10 +229,26 @@ def check_keys(table: Iterable[str], allowed: set[str], where: str) -> None:
 
 
 VARIANT_KEYS = {
-    "app_dir", "command", "health_path", "pools_path", "label", "env", "cwd", "setup",
-    "setup_timeout_s", "extensions", "workers", "pool_size", "max_overflow", "engines",
-    "extends", "collector", "pgbouncer", "listen_beyond_loopback", "probe",
-}  # fmt: skip
+    "app_dir",
+    "command",
+    "health_path",
+    "pools_path",
+    "label",
+    "env",
+    "cwd",
+    "setup",
+    "setup_timeout_s",
+    "extensions",
+    "workers",
+    "pool_size",
+    "max_overflow",
+    "engines",
+    "extends",
+    "collector",
+    "pgbouncer",
+    "listen_beyond_loopback",
+    "probe",
+}
 SQLALCHEMY_POOL = {"pool_size": 5, "max_overflow": 10}  # create_engine()'s defaults
 
 

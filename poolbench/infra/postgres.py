@@ -315,9 +315,14 @@ def existing_server(url: str, provider: Provider = Provider.URL) -> Iterator[Dat
     with connect(url) as admin:
         version, is_super = _check_monitoring(admin, url)
     noted = ledger.started(
-        ledger.Kind.DATABASE, f"{host}:{port}/{dbname}",
-        host=host, port=port, user=user, dbname=dbname, role=role,
-    )  # fmt: skip
+        ledger.Kind.DATABASE,
+        f"{host}:{port}/{dbname}",
+        host=host,
+        port=port,
+        user=user,
+        dbname=dbname,
+        role=role,
+    )
     try:
         with connect(url) as admin:
             try:
@@ -406,9 +411,14 @@ def _prepare_for_root(bin_dir: Path, data_root: Path, own_install: bool) -> str 
 def _run(args: list[str], user: str | None, what: str, timeout: float = 60) -> None:
     try:
         subprocess.run(
-            args, user=user, check=True, capture_output=True, text=True, timeout=timeout,
+            args,
+            user=user,
+            check=True,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
             preexec_fn=die_with_parent(signal.SIGKILL),
-        )  # fmt: skip
+        )
     except subprocess.CalledProcessError as exc:
         detail = (exc.stderr or exc.stdout or "").strip().splitlines()
         raise PoolbenchError(f"{what} failed: {detail[-1] if detail else exc}") from None
@@ -497,12 +507,22 @@ def _initdb(bin_dir: Path, data: Path, user: str | None, admin_password: str) ->
         shutil.chown(pwfile, user)
     _run(
         [
-            str(bin_dir / "initdb"), "-D", str(data), "-U", "postgres", "--pwfile", str(pwfile),
-            "--auth-local=trust", "--auth-host=scram-sha-256", "-E", "UTF8", "--no-sync",
+            str(bin_dir / "initdb"),
+            "-D",
+            str(data),
+            "-U",
+            "postgres",
+            "--pwfile",
+            str(pwfile),
+            "--auth-local=trust",
+            "--auth-host=scram-sha-256",
+            "-E",
+            "UTF8",
+            "--no-sync",
         ],
         user,
         "initdb",
-    )  # fmt: skip
+    )
     pwfile.unlink()
 
 

@@ -32,7 +32,7 @@ SAMPLE_COLUMNS = (
     "out", "idle", "open", "overflow", "pending", "connecting", "out_max", "pending_max", "checkouts",
     "connects", "closes", "closes_detached", "detaches", "invalidations", "soft_invalidations",
     "pre_ping_failures", "timeouts", "errors", "engines",
-)  # fmt: skip
+)
 
 
 class ProbeFileError(Exception):
@@ -133,7 +133,7 @@ def _read_lines(path: Path) -> tuple[ProbeProcess, list[ProbeEngine], list[dict[
         python=str(head.get("python", "?")), sqlalchemy=str(head.get("sqlalchemy", "?")),
         interval_s=float(head.get("interval_s", 0.1)),
         ended=any(o.get("type") == "end" for o in objs), damaged_lines=bad,
-    )  # fmt: skip
+    )
     names = {o["engine"]: o for o in objs if o.get("type") == "application_name"}
     engines = [
         _engine(process.pid, o, names.get(o["engine"])) for o in objs if o.get("type") == "engine"
@@ -152,7 +152,7 @@ def _engine(pid: int, o: dict[str, Any], name: dict[str, Any] | None) -> ProbeEn
         database=o.get("database"), user=o.get("user"),
         application_name=name["name"] if name else None,
         name_source=name["source"] if name else None,
-    )  # fmt: skip
+    )
 
 
 def _read_records(path: Path, pid: int) -> pd.DataFrame:
@@ -258,7 +258,7 @@ class ProbeTail:
                 site,
                 {"site": site, "name": self._names.get(key), "pool_class": engine.get("pool_class"),
                  "out": 0, "ceiling": 0, "waiting": 0, "processes": 0},
-            )  # fmt: skip
+            )
             row["name"] = row["name"] or self._names.get(key)
             row["out"] += int(sample.get("out") or 0)
             queued = int(sample.get("pending") or 0) - int(sample.get("connecting") or 0)

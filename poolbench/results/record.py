@@ -738,7 +738,7 @@ class VariantRecord:
 _SECTIONS = (
     "app", "load", "postgres_settings", "pids", "database", "postgres_log", "preflight",
     "pgbouncer", "env", "probe", "setup", "collector", "locust", "watchdog", "app_processes",
-)  # fmt: skip
+)
 
 
 def _str(value: object) -> str | None:

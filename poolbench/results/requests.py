@@ -44,7 +44,7 @@ HEADER = struct.Struct("<8sdII8x")  # magic, base epoch (s), record size, record
 RECORD = np.dtype(
     [("response_ms", "<f4"), ("start_ms", "<i4"), ("user", "<u4"), ("name", "<u2"),
      ("ok", "u1"), ("worker", "u1")]
-)  # fmt: skip
+)
 RECORD_V1 = np.dtype(
     [("response_ms", "<f8"), ("start_ms", "<i4"), ("name", "<u2"), ("ok", "u1"), ("worker", "u1")]
 )

@@ -526,7 +526,7 @@ def load_variant(run_dir: Path, entry: Mapping[str, Any], path: Path) -> Variant
     result = VariantResult(
         meta, path, samples, locust, samples_path, census, app_log, events, pg_log,
         [*damage, *requests_damage_], _entry=typed,
-    )  # fmt: skip
+    )
     result.requests_damaged = bool(requests_damage_)
     return result
 

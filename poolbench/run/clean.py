@@ -199,13 +199,18 @@ def clean_root(root: Path, database_url: str | None = None) -> list[Cleaned]:
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
-        "root", metavar="RESULTS_ROOT", type=Path, nargs="?", default=Path("results"),
+        "root",
+        metavar="RESULTS_ROOT",
+        type=Path,
+        nargs="?",
+        default=Path("results"),
         help="results root (default: results/) or one run's folder",
-    )  # fmt: skip
+    )
     parser.add_argument(
-        "--database-url", default=os.environ.get("DATABASE_URL"),
+        "--database-url",
+        default=os.environ.get("DATABASE_URL"),
         help="the server a --database-url run used: needed to drop its private role and database",
-    )  # fmt: skip
+    )
 
 
 def run(args: argparse.Namespace) -> int:
