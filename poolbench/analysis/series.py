@@ -41,10 +41,35 @@ def engine_of(label: str) -> str:
     return UNTAGGED if _PER_PROCESS.match(label) else label
 
 
+def _per_process(label: str) -> bool:
+    return _PER_PROCESS.match(label) is not None
+
+
 def process_pid(label: str) -> int | None:
     """The client pid of a per-process untagged label (`untagged:<executable>:<pid>`)."""
     m = _PER_PROCESS.match(label)
     return int(m.group(1)) if m else None
+
+
+def _labels(column: pd.Series, per_label: Callable[[str], object]) -> np.ndarray:
+    """`per_label` of every row's label as str, computed once per distinct label.
+
+    samples.csv's labels are read as categories (hundreds of thousands of rows, a few dozen
+    labels): the function runs on the categories and the rows take their category's answer.
+    """
+    if isinstance(column.dtype, pd.CategoricalDtype):
+        codes = column.cat.codes.to_numpy()
+        if (codes >= 0).all():
+            answers = [per_label(str(c)) for c in column.cat.categories]
+            return np.array(answers, dtype=object)[codes]
+    labels = column.astype(str).to_numpy(dtype=object)
+    distinct, inverse = np.unique(labels, return_inverse=True)
+    return np.array([per_label(str(c)) for c in distinct], dtype=object)[inverse]
+
+
+def engines(column: pd.Series) -> np.ndarray:
+    """engine_of(label) for every row of a label column."""
+    return _labels(column, engine_of)
 
 
 def _empty() -> pd.Series:
@@ -131,7 +156,7 @@ def build_series(result: VariantResult) -> VariantSeries:
         return by_metric.get(metric, empty)
 
     raw = rows("connections")
-    conn = raw.assign(application_name=raw["application_name"].astype(str).map(engine_of))
+    conn = raw.assign(application_name=engines(raw["application_name"]))
     total_rows = rows("connections_total")
     if not total_rows.empty:
         total = total_rows.groupby("ts", sort=True)["value"].sum(min_count=1)
@@ -149,7 +174,7 @@ def build_series(result: VariantResult) -> VariantSeries:
         total=total,
         by_engine=by_engine,
         by_process=_wide(
-            raw[raw["application_name"].astype(str).str.match(_PER_PROCESS)],
+            raw[_labels(raw["application_name"], _per_process).astype(bool)],
             "application_name",
             index,
         ),
@@ -175,7 +200,7 @@ def build_series(result: VariantResult) -> VariantSeries:
 def _by_app(frame: pd.DataFrame, index: pd.Index) -> pd.DataFrame:
     """PostgreSQL backends' rows, one column per engine (untagged processes merged)."""
     rows = frame[frame["component"] == "postgres_backends"]
-    rows = rows.assign(application_name=rows["application_name"].astype(str).map(engine_of))
+    rows = rows.assign(application_name=engines(rows["application_name"]))
     return _wide(rows, "application_name", index)
 
 
