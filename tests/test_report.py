@@ -7,6 +7,7 @@ import argparse
 import json
 import re
 import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -412,3 +413,25 @@ def test_a_variant_capped_by_another_client_is_not_measured_not_a_verdict(tmp_pa
         "after-1 was capped by another client: other clients held 20 of the server's 30 "
         in (judged["connections_pct"]["reason"])
     )
+
+
+def test_every_chart_kind_has_a_drawer_and_the_six_come_first_in_report_order():
+    """One registry (chart_kinds) for the document and the renderer; every kind drawn."""
+    from poolbench.report import chart_kinds as kinds
+    from poolbench.report.charts import _drawers
+
+    assert set(_drawers()) == set(kinds.EXPERIMENT_KINDS)
+    assert tuple(k.key for k in kinds.KINDS if k.always)[: len(CHARTS)] == CHARTS
+    assert len({k.key for k in kinds.KINDS}) == len(kinds.KINDS)
+
+
+def test_the_document_imports_no_matplotlib():
+    """`poolbench report --no-charts` and the document's build pay for no plotting library
+    (report/document.py imported report/charts.py for the Chart record: matplotlib, ~0.3 s)."""
+    code = (
+        "import sys, poolbench.cli, poolbench.report, poolbench.report.document, "
+        "poolbench.report.html, poolbench.report.markdown; "
+        "print(sorted(m for m in sys.modules if m.split('.')[0] == 'matplotlib'))"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert done.stdout.strip() == "[]"
