@@ -736,3 +736,46 @@ def test_synthetic_generator_writes_the_contract(tmp_path):
     assert run["experiments"][0]["claims"] == SEED_CLAIMS["seed-claim"]
     for name in ("locust_stats_history.csv", "requests.bin", "requests.names.json"):
         assert (run_dir / "seed-claim/before-1" / name).is_file(), name
+
+
+def _wide_by_pandas(frame: pd.DataFrame, column: str, index: pd.Index) -> pd.DataFrame:
+    """What series._wide computed before its bincount path: pandas' groupby, as it was."""
+    wide = (
+        frame.groupby(["ts", column], sort=True, observed=True)["value"]
+        .sum(min_count=1)
+        .unstack(column)
+    )
+    wide.columns = wide.columns.astype("str")
+    return wide.reindex(index).fillna(0.0)
+
+
+@pytest.mark.parametrize("labels", ["category", "str"])
+@pytest.mark.parametrize("values", ["counts", "bytes", "fractions"])
+def test_wide_series_equal_pandas_groupby_sums(labels, values):
+    """Per-label series summed with bincount: the same table, column order and all, as the
+    groupby it replaced, with NaN values, repeated (ts, label) rows, absent labels and ticks."""
+    import numpy as np
+
+    from poolbench.analysis.series import _wide
+
+    rng = np.random.default_rng(7)
+    n = 5_000
+    names = np.array(["b:z", "a:y", "untagged", "c", "a:x"])
+    value = {
+        "counts": rng.integers(0, 40, n).astype(float),
+        "bytes": rng.integers(0, 2**34, n).astype(float),
+        "fractions": rng.random(n) * 100,
+    }[values]
+    value[rng.random(n) < 0.05] = np.nan
+    frame = pd.DataFrame(
+        {
+            "ts": T0 + rng.integers(0, 300, n) / 10,
+            "label": pd.Series(names[rng.integers(0, 4, n)]).astype(labels),
+            "value": value,
+        }
+    )
+    if labels == "category":  # a category no row uses, out of sorted order
+        frame["label"] = frame["label"].cat.set_categories(["untagged", "c", "b:z", "a:y", "q"])
+    index = pd.Index(np.sort(np.unique(np.r_[frame["ts"], T0 + 31.05])), name="ts")
+    got = _wide(frame, "label", index)
+    pd.testing.assert_frame_equal(got, _wide_by_pandas(frame, "label", index), check_exact=True)

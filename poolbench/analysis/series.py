@@ -107,11 +107,13 @@ def _wide(frame: pd.DataFrame, column: str, index: pd.Index | None = None) -> pd
     """Sum of value per (ts, column), one column per label; missing combinations are 0."""
     if frame.empty:
         return pd.DataFrame(index=index if index is not None else pd.Index([], name="ts"))
-    wide = (
-        frame.groupby(["ts", column], sort=True, observed=True)["value"]
-        .sum(min_count=1)
-        .unstack(column)
-    )
+    wide = _counted(frame, column)
+    if wide is None:
+        wide = (
+            frame.groupby(["ts", column], sort=True, observed=True)["value"]
+            .sum(min_count=1)
+            .unstack(column)
+        )
     wide.columns = wide.columns.astype("str")  # labels read as categories: plain names here
     if index is not None:
         if wide.index.isin(index).all():
@@ -119,6 +121,46 @@ def _wide(frame: pd.DataFrame, column: str, index: pd.Index | None = None) -> pd
         else:  # written at slightly different instants: match to the nearest snapshot
             wide = wide.reindex(index, method="nearest", tolerance=0.05)
     return wide.fillna(0.0)
+
+
+def _label_codes(labels: pd.Series) -> tuple[pd.Index, np.ndarray] | None:
+    """(labels present, in the order pandas' sorted groupby gives them; each row's position)."""
+    if isinstance(labels.dtype, pd.CategoricalDtype):
+        codes = labels.cat.codes.to_numpy()
+        if (codes < 0).any():
+            return None
+        present = np.unique(codes)  # category order, as a groupby on categories sorts
+        return pd.Index(labels.cat.categories[present]), np.searchsorted(present, codes)
+    values = labels.to_numpy(dtype=object)
+    if not all(type(v) is str for v in values):
+        return None
+    names, codes = np.unique(values, return_inverse=True)
+    return pd.Index(names, dtype=object), codes
+
+
+def _counted(frame: pd.DataFrame, column: str) -> pd.DataFrame | None:
+    """`_wide`'s table before reindexing, for whole-number values (counts, bytes): summed with
+    numpy's bincount, exact and so equal to pandas' groupby sum, at a fraction of its cost on
+    an hour of samples. None when a value is fractional or a label missing: pandas then."""
+    value = frame["value"].to_numpy(dtype=float)
+    known = ~np.isnan(value)
+    whole = value[known]
+    if not np.array_equal(whole, np.floor(whole)) or np.abs(whole).sum() >= 2.0**53:
+        return None
+    labels = _label_codes(frame[column])
+    if labels is None:
+        return None
+    names, codes = labels
+    ts, rows = np.unique(frame["ts"].to_numpy(dtype=float), return_inverse=True)
+    cells = rows * len(names) + codes
+    # a (ts, label) pair whose every value is NaN, or with no row, is NaN in pandas'
+    # sum(min_count=1) and 0 here: `_wide` makes it 0 either way
+    sums = np.bincount(cells[known], weights=whole, minlength=len(ts) * len(names))
+    return pd.DataFrame(
+        sums.reshape(len(ts), len(names)),
+        index=pd.Index(ts, name="ts"),
+        columns=pd.Index(names, name=column),
+    )
 
 
 def per_ts_sum(frame: pd.DataFrame) -> pd.Series:
