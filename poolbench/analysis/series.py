@@ -57,19 +57,32 @@ def _labels(column: pd.Series, per_label: Callable[[str], object]) -> np.ndarray
     samples.csv's labels are read as categories (hundreds of thousands of rows, a few dozen
     labels): the function runs on the categories and the rows take their category's answer.
     """
+    labels, codes = _distinct(column)
+    answers = np.array([per_label(label) for label in labels], dtype=object)
+    rows: np.ndarray = answers[codes]
+    return rows
+
+
+def _distinct(column: pd.Series) -> tuple[list[str], np.ndarray]:
+    """(each distinct label as str, each row's position in that list)."""
     if isinstance(column.dtype, pd.CategoricalDtype):
         codes = column.cat.codes.to_numpy()
         if (codes >= 0).all():
-            answers = [per_label(str(c)) for c in column.cat.categories]
-            return np.array(answers, dtype=object)[codes]
-    labels = column.astype(str).to_numpy(dtype=object)
-    distinct, inverse = np.unique(labels, return_inverse=True)
-    return np.array([per_label(str(c)) for c in distinct], dtype=object)[inverse]
+            return [str(c) for c in column.cat.categories], codes
+    distinct, inverse = np.unique(column.astype(str).to_numpy(dtype=object), return_inverse=True)
+    return [str(c) for c in distinct], inverse
 
 
-def engines(column: pd.Series) -> np.ndarray:
-    """engine_of(label) for every row of a label column."""
-    return _labels(column, engine_of)
+def engines(column: pd.Series) -> pd.Series:
+    """engine_of(label) for every row of a label column, as categories in sorted order (so a
+    groupby orders them as it orders the same names as str)."""
+    labels, codes = _distinct(column)
+    names = [engine_of(label) for label in labels]
+    categories = sorted(set(names))
+    position = {name: i for i, name in enumerate(categories)}
+    mapped = np.array([position[name] for name in names], dtype=np.int64)
+    dtype = pd.CategoricalDtype(pd.Index(categories, dtype=object))
+    return pd.Series(pd.Categorical.from_codes(mapped[codes], dtype=dtype), index=column.index)
 
 
 def _empty() -> pd.Series:
@@ -124,18 +137,15 @@ def _wide(frame: pd.DataFrame, column: str, index: pd.Index | None = None) -> pd
 
 
 def _label_codes(labels: pd.Series) -> tuple[pd.Index, np.ndarray] | None:
-    """(labels present, in the order pandas' sorted groupby gives them; each row's position)."""
-    if isinstance(labels.dtype, pd.CategoricalDtype):
-        codes = labels.cat.codes.to_numpy()
-        if (codes < 0).any():
-            return None
-        present = np.unique(codes)  # category order, as a groupby on categories sorts
-        return pd.Index(labels.cat.categories[present]), np.searchsorted(present, codes)
-    values = labels.to_numpy(dtype=object)
-    if not all(type(v) is str for v in values):
+    """(labels present, in the order pandas' sorted groupby gives them; each row's position),
+    for category labels (as samples.csv is read); None otherwise."""
+    if not isinstance(labels.dtype, pd.CategoricalDtype):
         return None
-    names, codes = np.unique(values, return_inverse=True)
-    return pd.Index(names, dtype=object), codes
+    codes = labels.cat.codes.to_numpy()
+    if (codes < 0).any():
+        return None
+    present = np.unique(codes)  # category order, as a groupby on categories sorts
+    return pd.Index(labels.cat.categories[present]), np.searchsorted(present, codes)
 
 
 def _counted(frame: pd.DataFrame, column: str) -> pd.DataFrame | None:
