@@ -435,3 +435,24 @@ def test_the_document_imports_no_matplotlib():
     )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert done.stdout.strip() == "[]"
+
+
+def test_a_chart_png_has_the_pixels_savefig_writes(tmp_path):
+    """Charts are encoded as RGB at zlib level 3 (cheaper than savefig's RGBA at level 6):
+    the same pixels, and the same metadata, as matplotlib's own PNG."""
+    from PIL import Image
+
+    from poolbench.report import charts
+
+    with charts.rc_context(charts.STYLE):
+        fig = charts._figure(1, 2.0, "a title with text, lines and a fill")
+        ax = fig.subplots()
+        ax.fill_between([0, 1, 2], [0, 3, 1], alpha=0.4, label="fill")
+        ax.plot([0, 1, 2], [1, 0, 2], lw=1.3, label="line")
+        charts._legend(ax)
+        charts._save(fig, tmp_path / "ours.png")
+        fig.savefig(tmp_path / "savefig.png", dpi=charts.DPI, format="png")
+    ours, theirs = (Image.open(tmp_path / f"{n}.png") for n in ("ours", "savefig"))
+    assert ours.mode == "RGB"
+    assert ours.info == theirs.info
+    assert np.array_equal(np.asarray(ours.convert("RGBA")), np.asarray(theirs))
