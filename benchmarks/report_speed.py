@@ -60,6 +60,9 @@ def child(run_dir: Path) -> dict[str, float]:
     cpu: dict[str, float] = {}
     t = time.process_time()
     import poolbench.cli  # what `poolbench report` imports before it runs
+
+    # as its parser does, before numpy is imported (absent from a --source older than it)
+    getattr(poolbench.cli, "single_threaded_blas", lambda command: None)("report")
     from poolbench.analysis import analyse
     from poolbench.analysis.summary import write_summary
     from poolbench.report import apply_thresholds

@@ -456,3 +456,26 @@ def test_a_chart_png_has_the_pixels_savefig_writes(tmp_path):
     assert ours.mode == "RGB"
     assert ours.info == theirs.info
     assert np.array_equal(np.asarray(ours.convert("RGBA")), np.asarray(theirs))
+
+
+@pytest.mark.parametrize(
+    ("argv", "env", "expected"),
+    [(["report", "x"], None, "1"), (["report", "x"], "3", "3"), (["lint", "."], None, "None")],
+)
+def test_report_runs_numpy_on_one_blas_thread_unless_told_otherwise(argv, env, expected):
+    """`poolbench report` sets OPENBLAS_NUM_THREADS=1 before numpy loads (its threads only
+    spin on the report's small fits); a value in the environment wins; other commands keep
+    the default."""
+    import os
+
+    code = (
+        "import os, sys; from poolbench.cli import build_parser; "
+        f"build_parser({argv!r}); print(os.environ.get('OPENBLAS_NUM_THREADS'))"
+    )
+    environ = {k: v for k, v in os.environ.items() if k != "OPENBLAS_NUM_THREADS"}
+    if env is not None:
+        environ["OPENBLAS_NUM_THREADS"] = env
+    done = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, env=environ
+    )
+    assert done.stdout.strip() == expected
