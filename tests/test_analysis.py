@@ -783,8 +783,9 @@ def test_wide_series_equal_pandas_groupby_sums(labels, values):
 
 def test_per_block_reuses_a_logs_time_order_without_changing_a_figure():
     """per_block sorts a request log by response time once and reuses the order for the next
-    cuts of the same log: every figure equals a per-call lexsort's, for several cuts of one
-    log (NaN response times, failures, requests outside), and for a second log."""
+    cuts of the same log, and keeps its last cuts: every figure equals a per-call lexsort's,
+    for several cuts of one log (NaN response times, failures, requests outside), a cut asked
+    again after its first answer was written over, and a second log."""
     import numpy as np
 
     from poolbench.analysis.block_test import per_block
@@ -815,3 +816,6 @@ def test_per_block_reuses_a_logs_time_order_without_changing_a_figure():
             np.testing.assert_array_equal(got.goodput, served / np.diff(edges))
             np.testing.assert_array_equal(got.p95_ms, p95)
             np.testing.assert_array_equal(got.mean_ms, mean)
+            got.p95_ms[:] = -1  # a caller's own arrays: the next cut of these seconds is whole
+            again = per_block(start, response_ms, ok, edges)
+            np.testing.assert_array_equal(again.p95_ms, p95)
