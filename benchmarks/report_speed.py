@@ -17,6 +17,15 @@ directory and reports on it. The budget is issue 26's: 3 s on a machine whose `m
 costs ≥ 250 s of CPU, 1.8 s (× 0.6) on one under 200 s.
 
 Usage: .venv/bin/python benchmarks/report_speed.py [RUN_DIR] [--repeats 3] [--source DIR]
+       [--cold-bytecode]
+
+Bytecode: the venv comes from `uv pip install`, which (unlike pip) writes no .pyc files, so the
+first import of every module compiles it; Python then caches the bytecode, unless
+PYTHONDONTWRITEBYTECODE is set, and then *every* report compiles pandas, scipy and matplotlib
+again (~2.4 s of import and ~1 s more when scipy.stats is first used, measured here). A person
+runs `poolbench report` with the cache written, so one warm-up process, with
+PYTHONDONTWRITEBYTECODE removed, writes it before the measured ones; `--cold-bytecode` keeps
+the environment as it is and measures what that costs.
 
 --source measures the poolbench of another checkout (e.g. `git archive main | tar -x -C DIR`)
 with this venv: before and after a change, on the same machine at the same time.
@@ -25,7 +34,9 @@ with this venv: before and after a change, on the same machine at the same time.
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
+import os
 import statistics
 import subprocess
 import sys
@@ -49,6 +60,9 @@ def child(run_dir: Path) -> dict[str, float]:
     cpu: dict[str, float] = {}
     t = time.process_time()
     import poolbench.cli  # what `poolbench report` imports before it runs
+
+    # as its parser does, before numpy is imported (absent from a --source older than it)
+    getattr(poolbench.cli, "single_threaded_blas", lambda command: None)("report")
     from poolbench.analysis import analyse
     from poolbench.analysis.summary import write_summary
     from poolbench.report import apply_thresholds
@@ -81,27 +95,47 @@ def child(run_dir: Path) -> dict[str, float]:
     return {**cpu, "source": str(Path(poolbench.__file__).parent.parent)}
 
 
-def measure(run_dir: Path, repeats: int, source: str | None) -> list[dict[str, float]]:
-    out = []
-    for _ in range(repeats):
-        done = subprocess.run(
-            [
-                sys.executable,
-                __file__,
-                "--child",
-                str(run_dir),
-                *(["--source", source] if source else []),
-            ],
-            check=True,
-            capture_output=True,
-            text=True,
-        )
-        out.append(json.loads(done.stdout.strip().splitlines()[-1]))
-    return out
+def _child(run_dir: Path, source: str | None, env: dict[str, str] | None) -> dict[str, float]:
+    command = [sys.executable, __file__, "--child", str(run_dir)]
+    done = subprocess.run(
+        [*command, *(["--source", source] if source else [])],
+        check=True,
+        capture_output=True,
+        text=True,
+        env=env,
+    )
+    result: dict[str, float] = json.loads(done.stdout.strip().splitlines()[-1])
+    return result
 
 
-def show(results: list[dict[str, float]], run_dir: Path) -> None:
+def measure(
+    run_dir: Path, repeats: int, source: str | None, cold: bool = False
+) -> list[dict[str, float]]:
+    """`repeats` fresh processes, after one that writes the bytecode cache (unless `cold`)."""
+    if not cold:
+        env = {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}
+        _child(run_dir, source, env)
+    return [_child(run_dir, source, None) for _ in range(repeats)]
+
+
+def bytecode_state() -> str:
+    """Whether the venv holds the bytecode of what a report imports (pandas, scipy.stats)."""
+    spec = importlib.util.find_spec("scipy")
+    package = Path(spec.origin).parent if spec and spec.origin else None
+    cached = package is not None and all(
+        Path(importlib.util.cache_from_source(str(package / f))).exists()
+        for f in ("__init__.py", "stats/__init__.py", "stats/_stats_py.py")
+    )
+    if cached:
+        return "cached in the venv"
+    if os.environ.get("PYTHONDONTWRITEBYTECODE"):
+        return "not cached and PYTHONDONTWRITEBYTECODE is set: compiled in every process"
+    return "not cached: the first process compiles it"
+
+
+def show(results: list[dict[str, float]], run_dir: Path, cold: bool = False) -> None:
     print(f"poolbench report {run_dir}: CPU seconds, median of {len(results)} fresh processes")
+    print(f"  (bytecode: {bytecode_state() if cold else 'cached by a warm-up process'})")
     print(f"  (poolbench from {results[0].get('source', '?')})")
     for phase in PHASES:
         values = [float(r[phase]) for r in results]
@@ -120,6 +154,11 @@ def main() -> int:
     parser.add_argument("run_dir", nargs="?", help="a results run directory (default: the hour)")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--source", help="measure the poolbench of this checkout instead")
+    parser.add_argument(
+        "--cold-bytecode",
+        action="store_true",
+        help="no warm-up process: measure with the bytecode cache as the environment leaves it",
+    )
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
@@ -128,14 +167,20 @@ def main() -> int:
         print(json.dumps(child(Path(args.run_dir))))
         return 0
     if args.run_dir:
-        show(measure(Path(args.run_dir), args.repeats, args.source), Path(args.run_dir))
+        run_dir = Path(args.run_dir)
+        cold = args.cold_bytecode
+        show(measure(run_dir, args.repeats, args.source, cold), run_dir, cold)
         return 0
     sys.path.insert(0, str(REPO / "tests"))
     from synthetic import hour_specs, write_run
 
     with tempfile.TemporaryDirectory() as tmp:
         run_dir = write_run(Path(tmp), hour_specs(), run_id="hour")
-        show(measure(run_dir, args.repeats, args.source), run_dir)
+        show(
+            measure(run_dir, args.repeats, args.source, args.cold_bytecode),
+            run_dir,
+            args.cold_bytecode,
+        )
     return 0
 
 

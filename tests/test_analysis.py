@@ -736,3 +736,86 @@ def test_synthetic_generator_writes_the_contract(tmp_path):
     assert run["experiments"][0]["claims"] == SEED_CLAIMS["seed-claim"]
     for name in ("locust_stats_history.csv", "requests.bin", "requests.names.json"):
         assert (run_dir / "seed-claim/before-1" / name).is_file(), name
+
+
+def _wide_by_pandas(frame: pd.DataFrame, column: str, index: pd.Index) -> pd.DataFrame:
+    """What series._wide computed before its bincount path: pandas' groupby, as it was."""
+    wide = (
+        frame.groupby(["ts", column], sort=True, observed=True)["value"]
+        .sum(min_count=1)
+        .unstack(column)
+    )
+    wide.columns = wide.columns.astype("str")
+    return wide.reindex(index).fillna(0.0)
+
+
+@pytest.mark.parametrize("labels", ["category", "str"])
+@pytest.mark.parametrize("values", ["counts", "bytes", "fractions"])
+def test_wide_series_equal_pandas_groupby_sums(labels, values):
+    """Per-label series summed with bincount: the same table, column order and all, as the
+    groupby it replaced, with NaN values, repeated (ts, label) rows, absent labels and ticks."""
+    import numpy as np
+
+    from poolbench.analysis.series import _wide
+
+    rng = np.random.default_rng(7)
+    n = 5_000
+    names = np.array(["b:z", "a:y", "untagged", "c", "a:x"])
+    value = {
+        "counts": rng.integers(0, 40, n).astype(float),
+        "bytes": rng.integers(0, 2**34, n).astype(float),
+        "fractions": rng.random(n) * 100,
+    }[values]
+    value[rng.random(n) < 0.05] = np.nan
+    frame = pd.DataFrame(
+        {
+            "ts": T0 + rng.integers(0, 300, n) / 10,
+            "label": pd.Series(names[rng.integers(0, 4, n)]).astype(labels),
+            "value": value,
+        }
+    )
+    if labels == "category":  # a category no row uses, out of sorted order
+        frame["label"] = frame["label"].cat.set_categories(["untagged", "c", "b:z", "a:y", "q"])
+    index = pd.Index(np.sort(np.unique(np.r_[frame["ts"], T0 + 31.05])), name="ts")
+    got = _wide(frame, "label", index)
+    pd.testing.assert_frame_equal(got, _wide_by_pandas(frame, "label", index), check_exact=True)
+
+
+def test_per_block_reuses_a_logs_time_order_without_changing_a_figure():
+    """per_block sorts a request log by response time once and reuses the order for the next
+    cuts of the same log, and keeps its last cuts: every figure equals a per-call lexsort's,
+    for several cuts of one log (NaN response times, failures, requests outside), a cut asked
+    again after its first answer was written over, and a second log."""
+    import numpy as np
+
+    from poolbench.analysis.block_test import per_block
+
+    def by_lexsort(start, response_ms, ok, edges):
+        k = edges.size - 1
+        index = np.searchsorted(edges, start + response_ms / 1000, side="right") - 1
+        good = (index >= 0) & (index < k) & ok
+        order = np.lexsort((response_ms[good], index[good]))
+        blocks, times = index[good][order], response_ms[good][order]
+        served = np.bincount(blocks, minlength=k)
+        first = np.searchsorted(blocks, np.arange(k))
+        p95 = [times[f + max(int(np.ceil(0.95 * n - 1e-9)), 1) - 1] if n else np.nan
+               for f, n in zip(first, served, strict=True)]  # fmt: skip
+        mean = np.bincount(blocks, weights=times, minlength=k) / np.maximum(served, 1)
+        return served, np.array(p95), np.where(served > 0, mean, np.nan)
+
+    rng = np.random.default_rng(3)
+    for n in (20_000, 7_000):
+        start = T0 + np.sort(rng.random(n) * 600)
+        response_ms = np.round(rng.exponential(40, n), 1)  # many equal times
+        response_ms[rng.random(n) < 0.01] = np.nan
+        ok = rng.random(n) > 0.03
+        for edges in (T0 + np.arange(0, 601, 1.0), T0 + np.arange(100, 400, 7.5)):
+            edges = np.asarray(edges, float)
+            got = per_block(start, response_ms, ok, edges)
+            served, p95, mean = by_lexsort(start, response_ms, ok, edges)
+            np.testing.assert_array_equal(got.goodput, served / np.diff(edges))
+            np.testing.assert_array_equal(got.p95_ms, p95)
+            np.testing.assert_array_equal(got.mean_ms, mean)
+            got.p95_ms[:] = -1  # a caller's own arrays: the next cut of these seconds is whole
+            again = per_block(start, response_ms, ok, edges)
+            np.testing.assert_array_equal(again.p95_ms, p95)

@@ -7,6 +7,7 @@ import argparse
 import json
 import re
 import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -412,3 +413,69 @@ def test_a_variant_capped_by_another_client_is_not_measured_not_a_verdict(tmp_pa
         "after-1 was capped by another client: other clients held 20 of the server's 30 "
         in (judged["connections_pct"]["reason"])
     )
+
+
+def test_every_chart_kind_has_a_drawer_and_the_six_come_first_in_report_order():
+    """One registry (chart_kinds) for the document and the renderer; every kind drawn."""
+    from poolbench.report import chart_kinds as kinds
+    from poolbench.report.charts import _drawers
+
+    assert set(_drawers()) == set(kinds.EXPERIMENT_KINDS)
+    assert tuple(k.key for k in kinds.KINDS if k.always)[: len(CHARTS)] == CHARTS
+    assert len({k.key for k in kinds.KINDS}) == len(kinds.KINDS)
+
+
+def test_the_document_imports_no_matplotlib():
+    """`poolbench report --no-charts` and the document's build pay for no plotting library
+    (report/document.py imported report/charts.py for the Chart record: matplotlib, ~0.3 s)."""
+    code = (
+        "import sys, poolbench.cli, poolbench.report, poolbench.report.document, "
+        "poolbench.report.html, poolbench.report.markdown; "
+        "print(sorted(m for m in sys.modules if m.split('.')[0] == 'matplotlib'))"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert done.stdout.strip() == "[]"
+
+
+def test_a_chart_png_has_the_pixels_savefig_writes(tmp_path):
+    """Charts are encoded as RGB at zlib level 3 (cheaper than savefig's RGBA at level 6):
+    the same pixels, and the same metadata, as matplotlib's own PNG."""
+    from PIL import Image
+
+    from poolbench.report import charts
+
+    with charts.rc_context(charts.STYLE):
+        fig = charts._figure(1, 2.0, "a title with text, lines and a fill")
+        ax = fig.subplots()
+        ax.fill_between([0, 1, 2], [0, 3, 1], alpha=0.4, label="fill")
+        ax.plot([0, 1, 2], [1, 0, 2], lw=1.3, label="line")
+        charts._legend(ax)
+        charts._save(fig, tmp_path / "ours.png")
+        fig.savefig(tmp_path / "savefig.png", dpi=charts.DPI, format="png")
+    ours, theirs = (Image.open(tmp_path / f"{n}.png") for n in ("ours", "savefig"))
+    assert ours.mode == "RGB"
+    assert ours.info == theirs.info
+    assert np.array_equal(np.asarray(ours.convert("RGBA")), np.asarray(theirs))
+
+
+@pytest.mark.parametrize(
+    ("argv", "env", "expected"),
+    [(["report", "x"], None, "1"), (["report", "x"], "3", "3"), (["lint", "."], None, "None")],
+)
+def test_report_runs_numpy_on_one_blas_thread_unless_told_otherwise(argv, env, expected):
+    """`poolbench report` sets OPENBLAS_NUM_THREADS=1 before numpy loads (its threads only
+    spin on the report's small fits); a value in the environment wins; other commands keep
+    the default."""
+    import os
+
+    code = (
+        "import os, sys; from poolbench.cli import build_parser; "
+        f"build_parser({argv!r}); print(os.environ.get('OPENBLAS_NUM_THREADS'))"
+    )
+    environ = {k: v for k, v in os.environ.items() if k != "OPENBLAS_NUM_THREADS"}
+    if env is not None:
+        environ["OPENBLAS_NUM_THREADS"] = env
+    done = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, env=environ
+    )
+    assert done.stdout.strip() == expected

@@ -16,7 +16,10 @@ since the variant started; a series longer than two points per pixel column keep
 lowest and highest sample of each column (`decimate`: every peak and trough drawn), so a
 one-hour run at 10 Hz draws as fast as a short one.
 
-Why one module of ~570 lines: the six charts share one style (rc params, colours, clock,
+Which charts there are (keys, titles, alt texts, report order) is poolbench.report.chart_kinds,
+read by the document too; here each kind gets the function that draws it (`_drawers`).
+
+Why one module: the charts share one style (rc params, colours, clock,
 legends, downsampling); split per chart they would each import the same dozen helpers.
 """
 
@@ -24,8 +27,7 @@ from __future__ import annotations
 
 import math
 import re
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, TypeGuard, TypeVar
 
@@ -55,6 +57,8 @@ from poolbench.analysis.pool_sweep import Sweep
 from poolbench.analysis.summary import ExperimentSummary
 from poolbench.files import atomic_file
 from poolbench.format import MiB
+from poolbench.report import chart_kinds as kinds
+from poolbench.report.chart_kinds import Chart, ChartSpec
 from poolbench.results.events import EventKind
 
 # Pixel columns of the widest axes (a figure is WIDTH × DPI = 1210 px, its axes ~0.7 of that):
@@ -114,17 +118,6 @@ STATE_COLORS = {
 PHASE_COLORS = {"warmup": "#f2f2f2", "load": "#fff4e0", "idle": "#e8f1fa"}
 MODEL_COLOR = "#d55e00"
 MAX_ENGINES = 12  # more engines than this: the smallest are drawn together as "other"
-
-
-@dataclass
-class Chart:
-    """A chart written to disk: what the report shows and says about it."""
-
-    key: str
-    title: str
-    path: Path
-    alt: str
-    experiment: str
 
 
 def slug(text: str) -> str:
@@ -222,9 +215,21 @@ def _figure(rows: int, height_per_row: float, title: str) -> Figure:
 
 
 def _save(fig: Figure, path: Path) -> None:
+    """The figure as a PNG: RGB when every pixel is opaque (always, on the white facecolor),
+    deflated at level 3: the pixels matplotlib's savefig writes, in a smaller file, encoded in
+    two thirds of the CPU time (its RGBA at level 6 was a third of the charts' time)."""
+    from PIL import Image, PngImagePlugin
+
+    fig.canvas.draw()
+    rgba = np.asarray(fig.canvas.buffer_rgba())  # type: ignore[attr-defined]
+    image = Image.fromarray(rgba[..., :3] if (rgba[..., 3] == 255).all() else rgba)
+    info = PngImagePlugin.PngInfo()
+    info.add_text(
+        "Software", f"Matplotlib version{matplotlib.__version__}, https://matplotlib.org/"
+    )
     path.parent.mkdir(parents=True, exist_ok=True)
     with atomic_file(path, "wb") as out:
-        fig.savefig(out, dpi=DPI, format="png")
+        image.save(out, format="png", pnginfo=info, dpi=(DPI, DPI), compress_level=3)
 
 
 def _first_repeats(analysis: Analysis, experiment: str) -> list[tuple[str, VariantRun]]:
@@ -744,39 +749,6 @@ def chart_states(analysis: Analysis, experiment: str, path: Path, clock: _Clock)
     _save(fig, path)
 
 
-CHARTS = (
-    ("connections", "Connections over time, by engine"),
-    ("peak_idle", "Peak and idle connections against the model"),
-    ("memory", "Memory over time"),
-    ("marginal", "What one more connection costs"),
-    ("throughput", "Goodput and latency over time"),
-    ("states", "Connection states over time"),
-)
-ALT = {
-    "connections": "Stacked area chart of connections per application_name over time for each "
-    "variant, with the Locust user count on a second axis and the phases shaded.",
-    "peak_idle": "Bar chart of peak and idle connections per variant with the model's "
-    "predicted ceiling and idle count marked.",
-    "memory": "Line charts over time per variant: PostgreSQL PSS, and the app's USS and RSS.",
-    "marginal": "Scatter plot of PostgreSQL PSS against its number of backends per variant, "
-    "with the fitted slope: the memory one more connection costs.",
-    "throughput": "Line charts of successful and failed requests per second and response-time "
-    "percentiles per variant, from every request, with the full-load window marked.",
-    "states": "Stacked area chart of connection states (active, idle in transaction, idle) "
-    "over time per variant, each with the active connections alone beneath it on their own "
-    "scale.",
-}
-
-
-TIME_CHARTS = {
-    "connections": chart_connections,
-    "memory": chart_memory,
-    "marginal": chart_marginal,
-    "throughput": chart_throughput,
-    "states": chart_states,
-}
-
-
 def chart_sweep(sweep: Sweep, path: Path) -> None:
     """Goodput and latency percentiles against pool size (log scale), the choice marked."""
     points = sweep.points
@@ -830,10 +802,6 @@ def chart_sweep(sweep: Sweep, path: Path) -> None:
     _save(fig, path)
 
 
-POOL_PROBE_ALT = (
-    "Per variant, connections checked out of each engine's pools over all workers against "
-    "their ceiling, and the p95 of checkout wait per second, from the app's pool probe."
-)
 POOL_PROBE_ENGINES = 6  # per variant: the engines with the most checkouts
 
 
@@ -883,10 +851,61 @@ def chart_pool_probe(analysis: Analysis, experiment: str, path: Path, clock: _Cl
     return True
 
 
+Drawer = Callable[[Analysis, ExperimentSummary, Path, _Clock], bool]
+
+
+def _always(draw: Callable[[Analysis, str, Path, _Clock], None]) -> Drawer:
+    """A chart drawn for every experiment, from its name."""
+
+    def drawn(analysis: Analysis, experiment: ExperimentSummary, path: Path, clock: _Clock) -> bool:
+        draw(analysis, experiment.name, path, clock)
+        return True
+
+    return drawn
+
+
+def _draw_peak_idle(
+    analysis: Analysis, experiment: ExperimentSummary, path: Path, clock: _Clock
+) -> bool:
+    chart_peak_idle(analysis, experiment, path)
+    return True
+
+
+def _draw_fan_in(
+    analysis: Analysis, experiment: ExperimentSummary, path: Path, clock: _Clock
+) -> bool:
+    runs = _first_repeats(analysis, experiment.name)
+    if not any(r.figures.pgbouncer is not None for _, r in runs):
+        return False
+    chart_fan_in(runs, path, kinds.FAN_IN.title)
+    return True
+
+
+def _draw_pool_probe(
+    analysis: Analysis, experiment: ExperimentSummary, path: Path, clock: _Clock
+) -> bool:
+    return chart_pool_probe(analysis, experiment.name, path, clock)
+
+
+def _drawers() -> dict[ChartSpec, Drawer]:
+    """The function that draws each experiment's chart kind (poolbench.report.chart_kinds)."""
+    return {
+        kinds.CONNECTIONS: _always(chart_connections),
+        kinds.PEAK_IDLE: _draw_peak_idle,
+        kinds.MEMORY: _always(chart_memory),
+        kinds.MARGINAL: _always(chart_marginal),
+        kinds.THROUGHPUT: _always(chart_throughput),
+        kinds.STATES: _always(chart_states),
+        kinds.FAN_IN: _draw_fan_in,
+        kinds.POOL_PROBE: _draw_pool_probe,
+    }
+
+
 def render_charts(analysis: Analysis, out_dir: Path) -> list[Chart]:
     """Draw every chart of every experiment into out_dir/charts; return them in report order."""
     charts: list[Chart] = []
     used: set[str] = set()
+    drawers = _drawers()
     with rc_context(STYLE):
         for experiment in analysis.summary.experiments:
             name = experiment.name
@@ -894,45 +913,25 @@ def render_charts(analysis: Analysis, out_dir: Path) -> list[Chart]:
             while base in used:
                 base += "_"
             used.add(base)
-            runs = [r for _, r in _first_repeats(analysis, name)]
-            clock = _Clock(runs)
-            for key, title in CHARTS:
-                path = out_dir / "charts" / f"{base}-{key}.png"
-                if key == "peak_idle":
-                    chart_peak_idle(analysis, experiment, path)
-                else:
-                    TIME_CHARTS[key](analysis, name, path, clock)
-                charts.append(Chart(key, title, path, ALT[key], name))
-            if any(r.figures.pgbouncer is not None for r in runs):
-                path = out_dir / "charts" / f"{base}-fan_in.png"
-                title = "PgBouncer: the app's connections over PostgreSQL's (fan-in)"
-                chart_fan_in(_first_repeats(analysis, name), path, title)
-                charts.append(Chart("fan_in", title, path, FAN_IN_ALT, name))
-            path = out_dir / "charts" / f"{base}-pool_probe.png"
-            if chart_pool_probe(analysis, name, path, clock):
-                charts.append(Chart("pool_probe", "Inside the pools", path, POOL_PROBE_ALT, name))
+            clock = _Clock([r for _, r in _first_repeats(analysis, name)])
+            for kind in kinds.EXPERIMENT_KINDS:
+                path = out_dir / "charts" / f"{base}-{kind.key}.png"
+                if drawers[kind](analysis, experiment, path, clock):
+                    charts.append(Chart(kind.key, kind.title, path, kind.alt, name))
         for sweep in analysis.summary.sweeps:
             path = out_dir / "charts" / f"sweep-{slug(sweep.group)}-{slug(sweep.variant)}.png"
             chart_sweep(sweep, path)
+            title = f"{kinds.SWEEP.title} of {sweep.variant}"
             charts.append(
                 Chart(
-                    "sweep",
-                    f"Pool-size sweep of {sweep.variant}",
+                    kinds.SWEEP.key,
+                    title,
                     path,
-                    "Goodput and latency percentiles against pool size, with the "
-                    "recommended size marked.",
+                    kinds.SWEEP.alt,
                     f"sweep:{sweep.group}:{sweep.variant}",
                 )
             )
     return charts
-
-
-# behind PgBouncer: the app's client connections beside PostgreSQL's backends (the fan-in)
-FAN_IN_ALT = (
-    "Per variant, over time: PostgreSQL backends, PgBouncer's server connections, the app's "
-    "client connections to PgBouncer and the clients waiting for a server, with "
-    "default_pool_size marked."
-)
 
 
 def chart_fan_in(runs: list[tuple[str, VariantRun]], path: Path, title: str) -> None:

@@ -27,7 +27,6 @@ from poolbench.report.blocks import (
     Para,
     Table,
 )
-from poolbench.report.charts import Chart
 from poolbench.report.pgbouncer import pgbouncer_section
 from poolbench.report.sections import (
     attempts_section,
@@ -50,7 +49,7 @@ from poolbench.report.sections import (
 )
 
 if TYPE_CHECKING:  # matplotlib is imported when a chart is drawn, not before
-    from poolbench.report.charts import Chart
+    from poolbench.report.chart_kinds import Chart
 
 
 class Footnotes:

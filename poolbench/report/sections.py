@@ -26,7 +26,7 @@ from poolbench.report.blocks import (
 )
 
 if TYPE_CHECKING:  # matplotlib is imported when a chart is drawn, not before
-    from poolbench.report.charts import Chart
+    from poolbench.report.chart_kinds import Chart
 from poolbench.results.failures import KIND_NAMES, LABELS
 
 VERDICT_KIND = {
