@@ -32,8 +32,12 @@ from poolbench.analysis.typed import Json
 from poolbench.results.status import Status
 
 HOLDS, PARTLY, FAILS, UNTESTED, NOT_MEASURED = (
-    "holds", "partly", "does not hold", "untested", "not measured",
-)  # fmt: skip
+    "holds",
+    "partly",
+    "does not hold",
+    "untested",
+    "not measured",
+)
 VERDICTS = (HOLDS, PARTLY, FAILS, UNTESTED, NOT_MEASURED)
 KINDS = ("level", "change", "direction", "no_leak")
 
@@ -320,10 +324,12 @@ def _no_hold_with_refusals(j: Judgement, refused: tuple[float, str]) -> Judgemen
     if j.verdict != HOLDS or not count or not PERFORMANCE & set(j.claim.metrics):
         return j
     return Judgement(
-        j.claim, j.measured, PARTLY,
+        j.claim,
+        j.measured,
+        PARTLY,
         f"{j.reason} But PostgreSQL refused {fmt.count(count)} of its {what} (SQLSTATE 53300): "
         "not better performance while connections are refused.",
-    )  # fmt: skip
+    )
 
 
 def _faults(figures: list[VariantFigures]) -> str:

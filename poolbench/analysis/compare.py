@@ -149,12 +149,22 @@ def compare_row(
     if unsteady:
         result = replace(result, footnotes=(*result.footnotes, *unsteady))
     return Row(
-        metric=metric.name, label=metric.label, window=windows, unit=metric.unit,
-        better=metric.better, exact=metric.exact, baseline=shown_a, variant=shown_b,
-        baseline_values=a, variant_values=b, change_pct=change, result=result,
+        metric=metric.name,
+        label=metric.label,
+        window=windows,
+        unit=metric.unit,
+        better=metric.better,
+        exact=metric.exact,
+        baseline=shown_a,
+        variant=shown_b,
+        baseline_values=a,
+        variant_values=b,
+        change_pct=change,
+        result=result,
         verdict=NOT_MEASURED if spoiled else _verdict(metric, result, change),
-        within_run=within_run, spoiled=spoiled,
-    )  # fmt: skip
+        within_run=within_run,
+        spoiled=spoiled,
+    )
 
 
 def _spoiled(metric: Metric, runs: list[VariantRun]) -> str | None:
@@ -164,11 +174,13 @@ def _spoiled(metric: Metric, runs: list[VariantRun]) -> str | None:
         return None
     reasons = [
         f"{f.variant}-{f.repeat} failed" + (f" ({f.fault})" if f.fault else "")
-        for f in (r.figures for r in runs) if f.status == "failed"
+        for f in (r.figures for r in runs)
+        if f.status == "failed"
     ] + [
         f"{f.variant}-{f.repeat} was capped by another client: {f.capped}"
-        for f in (r.figures for r in runs) if f.capped
-    ]  # fmt: skip
+        for f in (r.figures for r in runs)
+        if f.capped
+    ]
     return "; ".join(reasons) or None
 
 

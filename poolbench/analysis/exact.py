@@ -119,19 +119,26 @@ def _ours(database: str | None, application_name: str | None, wanted: str) -> bo
 def attempts(log: ServerLog, database: str, window: Window) -> Attempts:
     """Backends started, authenticated and refused inside `window` (half-open)."""
     started = [
-        b for b in log.backends
-        if window.start <= b.started_at < window.end and _ours(b.database, b.application_name, database)
-    ]  # fmt: skip
+        b
+        for b in log.backends
+        if window.start <= b.started_at < window.end
+        and _ours(b.database, b.application_name, database)
+    ]
     refused = [
-        r for r in log.refusals
+        r
+        for r in log.refusals
         if window.start <= r.ts < window.end and _ours(r.database, r.application_name, database)
-    ]  # fmt: skip
+    ]
     reasons = [r.reason for r in refused]
     return Attempts(
-        window=window, started=len(started), authenticated=sum(b.authorized for b in started),
-        refused=len(refused), refused_reserved=reasons.count(RESERVED),
-        refused_no_slot=reasons.count(NO_SLOT), refused_other=reasons.count(ROLE_OR_DATABASE),
-    )  # fmt: skip
+        window=window,
+        started=len(started),
+        authenticated=sum(b.authorized for b in started),
+        refused=len(refused),
+        refused_reserved=reasons.count(RESERVED),
+        refused_no_slot=reasons.count(NO_SLOT),
+        refused_other=reasons.count(ROLE_OR_DATABASE),
+    )
 
 
 def exact_figures(

@@ -181,9 +181,12 @@ def analyse_variant(result: VariantResult) -> VariantRun:
     probe_data = read_probe(result.path)
     probe = probe_figures(probe_data, traffic.window or windows.full_load)
     model = pool_model(
-        result.entry, connections, probe,
-        full_load=within(series.by_engine, windows.full_load), idle_note=windows.idle_note,
-    )  # fmt: skip
+        result.entry,
+        connections,
+        probe,
+        full_load=within(series.by_engine, windows.full_load),
+        idle_note=windows.idle_note,
+    )
     churn = churn_figures(series, windows)
     window = leak_window(windows, churn)
     exact = exact_figures(result, series, windows, churn.churn_window)

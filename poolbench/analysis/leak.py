@@ -173,19 +173,32 @@ def trend(
     warmup = start - window.start
     if fit_window.seconds < needed:
         return Trend(
-            what, unit, fit_window, NOT_MEASURED, samples=len(inside), level=level,
+            what,
+            unit,
+            fit_window,
+            NOT_MEASURED,
+            samples=len(inside),
+            level=level,
             reason=_short(fit_window, window, needed, threshold, unit),
-            threshold_per_h=threshold, warmup_s=warmup, judged=judged,
-        )  # fmt: skip
+            threshold_per_h=threshold,
+            warmup_s=warmup,
+            judged=judged,
+        )
     fitted = fit_trend(
         within(inside, fit_window),
         within(connections, fit_window) if connections is not None else None,
     )
     if fitted is None:
         return Trend(
-            what, unit, fit_window, NOT_MEASURED, reason="too few samples",
-            threshold_per_h=threshold, warmup_s=warmup, judged=judged,
-        )  # fmt: skip
+            what,
+            unit,
+            fit_window,
+            NOT_MEASURED,
+            reason="too few samples",
+            threshold_per_h=threshold,
+            warmup_s=warmup,
+            judged=judged,
+        )
     slope, low, high = (v * HOUR for v in fitted[:3])
     verdict, reason = _verdict(slope, low, high, threshold, unit, judged)
     if verdict == GROWING and unit == "bytes":  # the size of it, for whoever judges a leak
@@ -195,9 +208,20 @@ def trend(
             "tells a leak from caches still warming)"
         )
     return Trend(
-        what, unit, fit_window, verdict, slope, low, high, level, fitted[3], reason,
-        threshold_per_h=threshold, warmup_s=warmup, judged=judged,
-    )  # fmt: skip
+        what,
+        unit,
+        fit_window,
+        verdict,
+        slope,
+        low,
+        high,
+        level,
+        fitted[3],
+        reason,
+        threshold_per_h=threshold,
+        warmup_s=warmup,
+        judged=judged,
+    )
 
 
 def _short(fit: Window, window: Window, needed: float, threshold: float, unit: str) -> str:

@@ -127,20 +127,22 @@ def reword_model(model: PoolModel | None, limit: Limit) -> PoolModel | None:
     for flag in model.flags:
         if flag.code == "below_ceiling":
             flag = Flag(
-                "warning", "server_bound",
+                "warning",
+                "server_bound",
                 f"The pools reached {fmt.count(model.measured_peak)} of a possible "
                 f"{fmt.count(model.ceiling)} because the server ran out of slots "
                 f"({'; '.join(limit.evidence)}), not because the load asked for no more: a "
                 "heavier burst would only be refused more.",
-            )  # fmt: skip
+            )
         elif flag.code == "engine_not_filled":
             engine = next(e for e in model.engines if flag.message.startswith(e.name + " "))
             flag = Flag(
-                "info", "engine_stopped_by_server",
+                "info",
+                "engine_stopped_by_server",
                 f"{engine.name} opened {fmt.count(engine.opened)} of {model.workers} × "
                 f"{fmt.count(engine.pool_size)} before the server ran out of slots: the server's "
                 "cap stopped its pools, so its idle count cannot test the configuration.",
-            )  # fmt: skip
+            )
         flags.append(flag)
     return replace(model, flags=flags)
 

@@ -159,14 +159,19 @@ def pool_model(
         ]
         engines.append(
             EngineModel(
-                name=e.name, pool_size=pool_size, max_overflow=overflow,
-                ceiling=ceiling(workers, pool_size, overflow), idle=workers * pool_size,
-                members=names, measured_peak=_sum(conn, names, "peak"),
+                name=e.name,
+                pool_size=pool_size,
+                max_overflow=overflow,
+                ceiling=ceiling(workers, pool_size, overflow),
+                idle=workers * pool_size,
+                members=names,
+                measured_peak=_sum(conn, names, "peak"),
                 measured_idle=float(sum(idle_values)) if idle_values else None,
-                opened=opened, filled=opened >= workers * pool_size,
+                opened=opened,
+                filled=opened >= workers * pool_size,
                 at_ceiling_share=_at_ceiling(full_load, names, workers * (pool_size + overflow)),
             )
-        )  # fmt: skip
+        )
     if not engines:
         return None
     modelled = {n for e in engines for n in e.members}
@@ -179,12 +184,17 @@ def pool_model(
     )
     app_ceiling = sum(e.ceiling for e in engines)
     model = PoolModel(
-        workers=workers, measured_processes=_processes(entry, conn), engines=engines, unlisted=unlisted,
+        workers=workers,
+        measured_processes=_processes(entry, conn),
+        engines=engines,
+        unlisted=unlisted,
         ceiling=server_ceiling if server_ceiling is not None else app_ceiling,
-        idle=sum(e.idle for e in engines), measured_peak=conn.peak, measured_idle=conn.idle,
+        idle=sum(e.idle for e in engines),
+        measured_peak=conn.peak,
+        measured_idle=conn.idle,
         app_ceiling=app_ceiling if server_ceiling is not None else None,
         pooler=f"PgBouncer {bouncer.version}, {bouncer.pool_mode} mode" if bouncer else None,
-    )  # fmt: skip
+    )
     if idle_note:
         model.flags.append(
             Flag("warning", "idle_not_reached", idle_note[0].upper() + idle_note[1:] + ".")
@@ -246,69 +256,89 @@ def model_flags(model: PoolModel) -> list[Flag]:
 
     if model.measured_processes is not None and model.measured_processes != model.workers:
         flag(
-            "warning", "workers_mismatch",
+            "warning",
+            "workers_mismatch",
             f"{model.measured_processes} client processes held connections, but {model.workers} "
             "worker(s) are declared: the model multiplies by the declared number, so fix the "
             "declaration (workers) for its prediction to mean anything.",
-        )  # fmt: skip
-    for e in model.engines:
-        if e.measured_peak > e.ceiling:
-            flag(
-                "warning", "engine_above_ceiling",
-                f"{e.name} held {count(e.measured_peak)} connections, above its {model.workers} × "
-                f"({count(e.pool_size)} + {count(e.max_overflow)}) = {count(e.ceiling)}: more "
-                "processes use this name than declared, or several engines share it.",
-            )  # fmt: skip
-        if not e.filled:
-            flag(
-                "info", "engine_not_filled",
-                f"{e.name} never filled its pools (it opened {count(e.opened)} of "
-                f"{model.workers} × {count(e.pool_size)}): it keeps what it opened, so its idle "
-                "count cannot test the configuration.",
-            )  # fmt: skip
-        elif e.measured_idle is not None and e.measured_idle != e.idle:
-            flag(
-                "warning", "idle_mismatch",
-                f"{e.name} keeps {count(e.measured_idle)} connections when idle, not the "
-                f"{count(e.idle)} its full pools should keep (pool_recycle, a failed pre-ping, "
-                "a disposed engine, or sessions never returned).",
-            )  # fmt: skip
+        )
+    flags.extend(engine_flags(model))
     checked = [e for e in model.engines if e.filled and e.measured_idle is not None]
     if checked and all(e.measured_idle == e.idle for e in checked):
         flag(
-            "info", "idle_matches",
+            "info",
+            "idle_matches",
             f"Every pool that filled keeps exactly workers × pool_size when idle "
             f"({', '.join(f'{e.name} {count(e.idle)}' for e in checked)}): pools have no idle "
             "reaper.",
-        )  # fmt: skip
+        )
     peak, ceiling = model.measured_peak, model.ceiling
     if peak is not None and ceiling is not None:
         if peak > ceiling:
             extra = ", ".join(f"{n} {count(v)}" for n, v in model.unlisted.items()) or "none seen"
             flag(
-                "warning", "above_ceiling",
+                "warning",
+                "above_ceiling",
                 f"Measured peak {count(peak)} exceeds the ceiling {count(ceiling)}: connections "
                 f"came from outside the modelled pools (other application names: {extra}).",
-            )  # fmt: skip
+            )
         elif peak < ceiling:
             flag(
-                "info", "below_ceiling",
+                "info",
+                "below_ceiling",
                 f"The load reached {count(peak)} of a possible {count(ceiling)}: a heavier burst "
                 "would open more.",
-            )  # fmt: skip
+            )
         else:
             flag(
-                "info", "at_ceiling",
+                "info",
+                "at_ceiling",
                 f"Peak {count(peak)} is the ceiling: every pool was exhausted, so requests queued "
                 "for a connection.",
-            )  # fmt: skip
+            )
     if model.unlisted and not (peak is not None and ceiling is not None and peak > ceiling):
         flag(
-            "info", "unlisted",
+            "info",
+            "unlisted",
             "Connections from application names outside the model: "
             + ", ".join(f"{n} (peak {count(v)})" for n, v in model.unlisted.items())
             + " — short-lived engines (e.g. per-call health checks) open and close them.",
-        )  # fmt: skip
+        )
+    return flags
+
+
+def engine_flags(model: PoolModel) -> list[Flag]:
+    """Each engine's peak against its ceiling, and its idle count against its full pools."""
+    flags: list[Flag] = []
+
+    def flag(level: str, code: str, message: str) -> None:
+        flags.append(Flag(level, code, message))
+
+    for e in model.engines:
+        if e.measured_peak > e.ceiling:
+            flag(
+                "warning",
+                "engine_above_ceiling",
+                f"{e.name} held {count(e.measured_peak)} connections, above its {model.workers} × "
+                f"({count(e.pool_size)} + {count(e.max_overflow)}) = {count(e.ceiling)}: more "
+                "processes use this name than declared, or several engines share it.",
+            )
+        if not e.filled:
+            flag(
+                "info",
+                "engine_not_filled",
+                f"{e.name} never filled its pools (it opened {count(e.opened)} of "
+                f"{model.workers} × {count(e.pool_size)}): it keeps what it opened, so its idle "
+                "count cannot test the configuration.",
+            )
+        elif e.measured_idle is not None and e.measured_idle != e.idle:
+            flag(
+                "warning",
+                "idle_mismatch",
+                f"{e.name} keeps {count(e.measured_idle)} connections when idle, not the "
+                f"{count(e.idle)} its full pools should keep (pool_recycle, a failed pre-ping, "
+                "a disposed engine, or sessions never returned).",
+            )
     return flags
 
 
@@ -319,18 +349,20 @@ def pooler_flags(model: PoolModel) -> list[Flag]:
     app = f"; the app's pools could open {count(model.app_ceiling)} client connections to it"
     flags = [
         Flag(
-            "info", "pooler",
+            "info",
+            "pooler",
             f"{model.pooler} between the app and PostgreSQL: PostgreSQL can see at most "
             f"default_pool_size (+ reserve_pool_size) = {count(ceiling)} connections from the "
             f"app{app if model.app_ceiling is not None else ''}.",
         )
-    ]  # fmt: skip
+    ]
     if peak is not None and ceiling is not None and peak > ceiling:
         flags.append(
             Flag(
-                "warning", "above_pooler_ceiling",
+                "warning",
+                "above_pooler_ceiling",
                 f"Measured peak {count(peak)} exceeds the pooler's ceiling {count(ceiling)}: "
                 "connections reached PostgreSQL around the pooler.",
             )
-        )  # fmt: skip
+        )
     return flags

@@ -113,12 +113,17 @@ def _demand(f: VariantFigures) -> Demand:
     rate = (t.requests / t.window.seconds) if t.requests is not None and t.window else None
     out = c.checked_out.p99 * f.workers if c.checked_out.p99 is not None else None
     return Demand(
-        variant=f.variant, active_mean=c.active.mean, active_p99=c.active.p99,
-        active_max=c.active.max, requests_per_s=rate,
+        variant=f.variant,
+        active_mean=c.active.mean,
+        active_p99=c.active.p99,
+        active_max=c.active.max,
+        requests_per_s=rate,
         db_time_ms=c.active.mean / rate * 1000 if c.active.mean is not None and rate else None,
-        checked_out_p99=out, app_cpu=f.cpu.full_load.get("app"), workers=f.workers,
+        checked_out_p99=out,
+        app_cpu=f.cpu.full_load.get("app"),
+        workers=f.workers,
         idle_in_transaction_mean=c.states_full_load.get("idle in transaction"),
-    )  # fmt: skip
+    )
 
 
 def _split(total: int, f: VariantFigures) -> dict[str, int]:
@@ -217,20 +222,30 @@ def advise(f: VariantFigures, cores: int | None) -> Advice | None:
     if usable is not None and per_worker * workers > usable:
         capped, per_worker = True, max(1, int(usable // workers))
     advice = Advice(
-        variant=f.variant, demand=d, bound=bound, needed=needed, workers=workers,
-        pool_size_per_worker=per_worker, recommended_total=per_worker * workers,
+        variant=f.variant,
+        demand=d,
+        bound=bound,
+        needed=needed,
+        workers=workers,
+        pool_size_per_worker=per_worker,
+        recommended_total=per_worker * workers,
         per_engine=keep if kept else _split(per_worker, f),
-        current_per_worker=current, saturated=saturated,
-        kept=kept, capped=capped, usable_slots=usable,
-    )  # fmt: skip
+        current_per_worker=current,
+        saturated=saturated,
+        kept=kept,
+        capped=capped,
+        usable_slots=usable,
+    )
     return _worded(advice, f, cores)
 
 
 def _worded(a: Advice, f: VariantFigures, cores: int | None) -> Advice:
     return replace(
-        a, action=_action(a, f), findings=_findings(a, cores),
+        a,
+        action=_action(a, f),
+        findings=_findings(a, cores),
         saving=_saving(f, a.recommended_total),
-    )  # fmt: skip
+    )
 
 
 def _sizes(a: Advice, f: VariantFigures) -> str:
@@ -323,12 +338,14 @@ def _saving(f: VariantFigures, total: int) -> Saving | None:
     fewer = idle - total
     slope = f.memory.pss_per_backend
     return Saving(
-        variant=f.variant, idle=idle, fewer_connections=fewer,
+        variant=f.variant,
+        idle=idle,
+        fewer_connections=fewer,
         pss_bytes=fewer * slope.value if slope else None,
         pss_low=fewer * slope.low if slope and slope.low is not None else None,
         pss_high=fewer * slope.high if slope and slope.high is not None else None,
         slope_from=f"{f.variant}'s own marginal PSS per backend" if slope else "",
-    )  # fmt: skip
+    )
 
 
 def _findings(a: Advice, cores: int | None) -> list[str]:
@@ -366,9 +383,12 @@ def _findings(a: Advice, cores: int | None) -> list[str]:
 def right_sizing(variants: list[VariantFigures], cores: int | None) -> Sizing:
     advice = [a for f in variants if (a := advise(f, cores)) is not None]
     return Sizing(
-        measured=bool(advice), advice=advice, cores=cores,
-        hikari=2 * cores + 1 if cores else None, findings=_slopes(variants),
-    )  # fmt: skip
+        measured=bool(advice),
+        advice=advice,
+        cores=cores,
+        hikari=2 * cores + 1 if cores else None,
+        findings=_slopes(variants),
+    )
 
 
 def _slopes(variants: list[VariantFigures]) -> list[str]:

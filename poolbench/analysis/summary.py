@@ -138,9 +138,10 @@ def _experiment_headline(experiment: ExperimentSummary) -> str | None:
         text += f"; {refused}"
     broken = [
         f"{f.variant}-{f.repeat} {f.status}" + (f" ({f.fault})" if f.fault else "")
-        for v in experiment.variants for f in v.repeats
+        for v in experiment.variants
+        for f in v.repeats
         if f.status not in (None, Status.COMPLETE)
-    ]  # fmt: skip
+    ]
     if broken:
         text += f" — not complete: {'; '.join(broken)}"
     return text

@@ -139,11 +139,15 @@ def glance_table(
         metric = next(m for m in METRICS if m.name == row.metric)
         if not (metric.glance or every_metric) or (row.baseline is None and row.variant is None):
             continue
-        rows.append([
-            row.label, row.window, fmt.value(row.baseline, row.unit),
-            fmt.value(row.variant, row.unit),
-            change_cell(row, notes, directed is None or row.metric in directed),
-        ])  # fmt: skip
+        rows.append(
+            [
+                row.label,
+                row.window,
+                fmt.value(row.baseline, row.unit),
+                fmt.value(row.variant, row.unit),
+                change_cell(row, notes, directed is None or row.metric in directed),
+            ]
+        )
     headers = [
         "",
         "window",
@@ -176,8 +180,9 @@ def noise_note(table: ComparisonTable) -> str:
     """How big an untested change must be to mean anything here, from what one run can know."""
     spreads = [
         f"{r.label.split(' (')[0].lower()} ±{fmt.number(own_spread(r), 1)} %"
-        for r in table.rows if own_spread(r) is not None
-    ]  # fmt: skip
+        for r in table.rows
+        if own_spread(r) is not None
+    ]
     text = " How big an untested change must be to mean anything: "
     if spreads:
         text += (
@@ -232,9 +237,11 @@ def glance_note(table: ComparisonTable, directed: set[str] | None = None) -> Par
 def largest_latency_change(table: ComparisonTable) -> Row | None:
     """The latency percentile that moved most (by the change computed from the values shown)."""
     rows = [
-        r for m in ("p50_ms", "p95_ms", "p99_ms")
-        if (r := table.row(m)) is not None and fmt.change_pct(r.baseline, r.variant, r.unit) is not None
-    ]  # fmt: skip
+        r
+        for m in ("p50_ms", "p95_ms", "p99_ms")
+        if (r := table.row(m)) is not None
+        and fmt.change_pct(r.baseline, r.variant, r.unit) is not None
+    ]
     return max(
         rows, key=lambda r: abs(fmt.change_pct(r.baseline, r.variant, r.unit) or 0), default=None
     )
@@ -287,9 +294,12 @@ def experiment_section(
     # the primary experiment's first comparison opens the report; its others are shown here
     for table in experiment.comparisons[1 if primary else 0 :]:
         notes = Footnotes()
-        blocks += [Heading(3, f"At a glance — {experiment.name}: {table.baseline} → {table.variant}"),
-                   glance_table(table, notes, directed=directed), *notes.block(),
-                   glance_note(table, directed)]  # fmt: skip
+        blocks += [
+            Heading(3, f"At a glance — {experiment.name}: {table.baseline} → {table.variant}"),
+            glance_table(table, notes, directed=directed),
+            *notes.block(),
+            glance_note(table, directed),
+        ]
     if experiment.claims is not None and not primary:
         blocks += claims_section(experiment.claims)
     blocks += events_section(experiment)
@@ -316,7 +326,7 @@ def experiment_section(
     blocks += exact_section(experiment)
     blocks += leak_section(experiment)
     blocks += details_section(experiment)
-    return blocks  # fmt: skip
+    return blocks
 
 
 def reproduce(command: str | None, run_dir: Path) -> str:
@@ -361,9 +371,14 @@ def build_document(summary: Summary, charts: list[Chart], run_dir: Path) -> Docu
     if primary is not None:
         experiment, table = primary
         notes = Footnotes()
-        add([Heading(2, f"At a glance — {experiment.name}: {table.baseline} → {table.variant}"),
-             glance_table(table, notes, directed=directed_metrics(summary, experiment)),
-             *notes.block(), glance_note(table, directed_metrics(summary, experiment))])  # fmt: skip
+        add(
+            [
+                Heading(2, f"At a glance — {experiment.name}: {table.baseline} → {table.variant}"),
+                glance_table(table, notes, directed=directed_metrics(summary, experiment)),
+                *notes.block(),
+                glance_note(table, directed_metrics(summary, experiment)),
+            ]
+        )
         if experiment.claims is not None:
             add(claims_section(experiment.claims))
     add(thresholds_section(summary))

@@ -74,23 +74,43 @@ def sizing_section(experiment: ExperimentSummary) -> list[Any]:
     s = experiment.sizing
     blocks: list[Any] = [Heading(3, f"Right-sizing from measured demand — {experiment.name}")]
     if not s.measured:
-        return [*blocks, Para("Active connections were not sampled: no estimate.", muted=True),
-                *_wait_evidence(s.waits)]  # fmt: skip
+        return [
+            *blocks,
+            Para("Active connections were not sampled: no estimate.", muted=True),
+            *_wait_evidence(s.waits),
+        ]
     rows = [
-        [a.variant, fmt.number(d.active_mean, 1), fmt.count(d.active_p99), fmt.count(d.active_max),
-         fmt.rate(d.requests_per_s), fmt.ms(d.db_time_ms), fmt.count(d.checked_out_p99),
-         fmt.percent_of_core(d.app_cpu), str(a.bound)]
+        [
+            a.variant,
+            fmt.number(d.active_mean, 1),
+            fmt.count(d.active_p99),
+            fmt.count(d.active_max),
+            fmt.rate(d.requests_per_s),
+            fmt.ms(d.db_time_ms),
+            fmt.count(d.checked_out_p99),
+            fmt.percent_of_core(d.app_cpu),
+            str(a.bound),
+        ]
         for a in s.advice
         for d in [a.demand]
-    ]  # fmt: skip
+    ]
     blocks.append(
         Table(
-            ["variant", "active, mean (Little's L)", "active p99", "active max", "requests/s",
-             "database time per request", "checked out p99 (app's view)", "app CPU",
-             "bound by"],
-            rows, "lrrrrrrrl",
+            [
+                "variant",
+                "active, mean (Little's L)",
+                "active p99",
+                "active max",
+                "requests/s",
+                "database time per request",
+                "checked out p99 (app's view)",
+                "app CPU",
+                "bound by",
+            ],
+            rows,
+            "lrrrrrrrl",
         )
-    )  # fmt: skip
+    )
     for a in s.advice:
         blocks.append(Para(f"{a.variant}: {a.action}", strong=True))
         lines = [*a.findings]
@@ -121,8 +141,10 @@ def _wait_evidence(waits: list[str]) -> list[Any]:
     """The pool probe's evidence on each pool's size: how long its checkouts queued."""
     if not waits:
         return []
-    return [Para("Inside the pools (the app's pool probe): checkout queueing per engine.",
-                 muted=True), Bullets(waits)]  # fmt: skip
+    return [
+        Para("Inside the pools (the app's pool probe): checkout queueing per engine.", muted=True),
+        Bullets(waits),
+    ]
 
 
 def _saving_line(x: Any) -> str:
@@ -153,21 +175,64 @@ def _figure_rows(f: VariantFigures) -> list[tuple[str, str]]:
         ("application names holding connections when idle", fmt.count(c.pools_holding_idle)),
         ("sessions opened while the pools filled", fmt.count(ch.opened_while_filling)),
         ("new sessions/s after the pools filled", fmt.rate(ch.churn_per_s)),
-        ("PostgreSQL PSS idle / full load / peak", " / ".join(fmt.mib(v) for v in (m.postgres_pss.idle, m.postgres_pss.full_load, m.postgres_pss.peak))),
+        (
+            "PostgreSQL PSS idle / full load / peak",
+            " / ".join(
+                fmt.mib(v)
+                for v in (m.postgres_pss.idle, m.postgres_pss.full_load, m.postgres_pss.peak)
+            ),
+        ),
         ("PostgreSQL USS idle", fmt.mib(m.postgres_uss.idle)),
-        ("summed RSS ÷ PSS of PostgreSQL (how much RSS would overstate)", f"{m.rss_overstatement:.1f} ×" if m.rss_overstatement else fmt.NA),
-        ("PostgreSQL memory measured over", f"{m.scope}" + (f"; other clients held up to {fmt.count(m.other_clients)} connections" if m.other_clients else "")),
-        ("PSS per additional backend (marginal, 95 % CI over independent backend levels)", _slope(m)),
-        ("app USS / PSS / RSS, full load (mean)", " / ".join(fmt.mib(v) for v in (m.app_uss.full_load, m.app_pss.full_load, m.app_rss.full_load))),
-        ("requests served in the window (successful / failed)", f"{fmt.count(t.successes)} / {fmt.count(t.failures)}"),
-        ("goodput; failures/s", f"{fmt.rate(t.goodput)}; {fmt.rate(t.failures_per_s)}" + _unsteady(t, "goodput")),
-        ("latency p50 / p95 / p99 / mean (successful)", " / ".join(fmt.ms(v) for v in (t.latency.p50, t.latency.p95, t.latency.p99, t.latency.mean)) + _unsteady(t, "mean response")),
+        (
+            "summed RSS ÷ PSS of PostgreSQL (how much RSS would overstate)",
+            f"{m.rss_overstatement:.1f} ×" if m.rss_overstatement else fmt.NA,
+        ),
+        (
+            "PostgreSQL memory measured over",
+            f"{m.scope}"
+            + (
+                f"; other clients held up to {fmt.count(m.other_clients)} connections"
+                if m.other_clients
+                else ""
+            ),
+        ),
+        (
+            "PSS per additional backend (marginal, 95 % CI over independent backend levels)",
+            _slope(m),
+        ),
+        (
+            "app USS / PSS / RSS, full load (mean)",
+            " / ".join(
+                fmt.mib(v) for v in (m.app_uss.full_load, m.app_pss.full_load, m.app_rss.full_load)
+            ),
+        ),
+        (
+            "requests served in the window (successful / failed)",
+            f"{fmt.count(t.successes)} / {fmt.count(t.failures)}",
+        ),
+        (
+            "goodput; failures/s",
+            f"{fmt.rate(t.goodput)}; {fmt.rate(t.failures_per_s)}" + _unsteady(t, "goodput"),
+        ),
+        (
+            "latency p50 / p95 / p99 / mean (successful)",
+            " / ".join(
+                fmt.ms(v) for v in (t.latency.p50, t.latency.p95, t.latency.p99, t.latency.mean)
+            )
+            + _unsteady(t, "mean response"),
+        ),
         ("failed requests by kind (whole load, Locust)", _kinds(t.failure_kinds)),
         ("records of app.log naming a refusal (cross-check)", fmt.count(t.refusals_app_log)),
-        ("connection attempts refused (server log)", fmt.count(f.exact.attempts.refused) if f.exact.attempts else fmt.NA),
-        ("“idle in transaction” at full load, mean / max", f"{fmt.count(c.idle_in_transaction.mean)} / {fmt.count(c.idle_in_transaction.max)}"),
+        (
+            "connection attempts refused (server log)",
+            fmt.count(f.exact.attempts.refused) if f.exact.attempts else fmt.NA,
+        ),
+        (
+            "“idle in transaction” at full load, mean / max",
+            f"{fmt.count(c.idle_in_transaction.mean)} / {fmt.count(c.idle_in_transaction.max)}",
+        ),
         ("connections bound by", str(f.limit.bound) if f.limit else fmt.NA),
-    ]  # fmt: skip
+    ]
     for component, value in sorted(f.cpu.full_load.items()):
         rows.append((f"CPU {component} (full load)", fmt.percent_of_core(value)))
     return rows
@@ -209,9 +274,13 @@ def details_section(experiment: ExperimentSummary) -> list[Any]:
                 "First repeat of each variant; the comparison above uses every repeat.", muted=True
             )
         )
-    blocks.append(Table(["", *(v.name for v in experiment.variants)],
-                        [[label, *values] for label, values in rows_by_label.items()],
-                        "l" + "r" * len(firsts)))  # fmt: skip
+    blocks.append(
+        Table(
+            ["", *(v.name for v in experiment.variants)],
+            [[label, *values] for label, values in rows_by_label.items()],
+            "l" + "r" * len(firsts),
+        )
+    )
     return blocks
 
 
@@ -221,15 +290,25 @@ def instrument_section(experiment: ExperimentSummary) -> list[Any]:
     for v in experiment.variants:
         f, c = v.first, v.first.collector
         samples, missed = c.get("samples"), c.get("missed_samples")
-        rows.append([
-            v.name, str(c.get("profile") or "default"),
-            fmt.percent_of_core(f.cpu.full_load.get("collector")),
-            fmt.percent_of_core(f.cpu.full_load.get("app")),
-            f"{fmt.number(c.get('connections_hz'))} Hz" + (f" ({fmt.count(missed)} of {fmt.count(samples)} missed)" if samples else ""),
-            fmt.seconds(c.get("memory_refresh_max_s")) if c.get("memory", True) else "off",
-        ])  # fmt: skip
-    header = ["variant", "collector", "collector CPU (full load)", "app CPU (full load)",
-              "connections sampled", "memory refreshed within"]  # fmt: skip
+        rows.append(
+            [
+                v.name,
+                str(c.get("profile") or "default"),
+                fmt.percent_of_core(f.cpu.full_load.get("collector")),
+                fmt.percent_of_core(f.cpu.full_load.get("app")),
+                f"{fmt.number(c.get('connections_hz'))} Hz"
+                + (f" ({fmt.count(missed)} of {fmt.count(samples)} missed)" if samples else ""),
+                fmt.seconds(c.get("memory_refresh_max_s")) if c.get("memory", True) else "off",
+            ]
+        )
+    header = [
+        "variant",
+        "collector",
+        "collector CPU (full load)",
+        "app CPU (full load)",
+        "connections sampled",
+        "memory refreshed within",
+    ]
     return _table_section(f"The instrument — {experiment.name}", header, rows, "llrrrr")
 
 
@@ -239,24 +318,41 @@ def little_section(experiment: ExperimentSummary) -> list[Any]:
         check = v.first.traffic.littles_law
         if check is None:
             continue
-        rows.append([
-            v.name, fmt.number(check.users, 0), fmt.rate(check.throughput),
-            fmt.ms(check.mean_think_s * 1000), fmt.ms(check.predicted_response_s * 1000),
-            fmt.ms(check.mean_response_s * 1000), fmt.pct(check.disagreement_pct),
-            Badge("agrees", "good") if check.agrees else Badge("disagrees", "bad"),
-            "; ".join(unsteady_note(d) for d in v.first.traffic.unsteady) or "steady",
-        ])  # fmt: skip
+        rows.append(
+            [
+                v.name,
+                fmt.number(check.users, 0),
+                fmt.rate(check.throughput),
+                fmt.ms(check.mean_think_s * 1000),
+                fmt.ms(check.predicted_response_s * 1000),
+                fmt.ms(check.mean_response_s * 1000),
+                fmt.pct(check.disagreement_pct),
+                Badge("agrees", "good") if check.agrees else Badge("disagrees", "bad"),
+                "; ".join(unsteady_note(d) for d in v.first.traffic.unsteady) or "steady",
+            ]
+        )
     return _table_section(
         f"Little's law, a self-check of the instrument — {experiment.name}",
-        ["variant", "users", "requests/s", "think time", "predicted response", "measured response", "difference", "", "trend in the window"],
-        rows, "lrrrrrrll",
+        [
+            "variant",
+            "users",
+            "requests/s",
+            "think time",
+            "predicted response",
+            "measured response",
+            "difference",
+            "",
+            "trend in the window",
+        ],
+        rows,
+        "lrrrrrrll",
         intro="In a closed loop each user waits for its answer, then thinks: response time ≈ users ÷ "
         "throughput − think time. Think time is measured per user from the records; a "
         "disagreement over 10 % means users were idle, the load generator stalled, or the "
         "window is not steady. Little's law holds for averages, so it cannot see a trend: each "
         "window is also tested for one (goodput and mean response per second against time, "
         "interval corrected for autocorrelation; flagged when its halves differ by 5 % or more).",
-    )  # fmt: skip
+    )
 
 
 def exact_section(experiment: ExperimentSummary) -> list[Any]:
@@ -278,21 +374,32 @@ def exact_section(experiment: ExperimentSummary) -> list[Any]:
             )
             peaks.append([v.name, p.name, fmt.count(p.exact), fmt.count(p.sampled), spikes])
         for c in x.churn:
-            churn.append([v.name, c.name, fmt.count(c.opened), fmt.count(c.closed), fmt.rate(c.opened_per_s),
-                          fmt.ms(c.median_session_s * 1000) if c.median_session_s is not None else fmt.NA])  # fmt: skip
+            churn.append(
+                [
+                    v.name,
+                    c.name,
+                    fmt.count(c.opened),
+                    fmt.count(c.closed),
+                    fmt.rate(c.opened_per_s),
+                    fmt.ms(c.median_session_s * 1000) if c.median_session_s is not None else fmt.NA,
+                ]
+            )
     blocks += _table(
-        ["variant", "application_name", "exact peak", "sampled peak", "spikes missed"], peaks, "llrrl",
+        ["variant", "application_name", "exact peak", "sampled peak", "spikes missed"],
+        peaks,
+        "llrrl",
         intro="Rebuilt at every connect and disconnect the server logged (load phase): the exact "
         "peak beside the peak the 10 Hz samples saw, and the gaps between two samples in which "
         "the count rose above both (connections the sampler missed).",
-    )  # fmt: skip
+    )
     blocks += _table(
         ["variant", "application_name", "opened", "closed", "opened per second", "median session"],
-        churn, "llrrrr",
+        churn,
+        "llrrrr",
         intro="Sessions opened and closed after the pools stopped growing, per application_name: "
         "each new session costs PostgreSQL a backend fork and its authentication. Per-call "
         "engines (created and disposed per request) show here.",
-    )  # fmt: skip
+    )
     blocks += [Notice("info", m) for m in missing]
     return blocks if len(blocks) > 1 else []
 
@@ -302,8 +409,11 @@ def leak_section(experiment: ExperimentSummary) -> list[Any]:
     for v in experiment.variants:
         for t in v.first.leak:
             unit = fmt.mib if t.unit == "bytes" else fmt.count
-            slope = (f"{unit(t.slope_per_h)}/h (95 % CI {unit(t.low_per_h)}/h … {unit(t.high_per_h)}/h)"
-                     if t.slope_per_h is not None else fmt.NA)  # fmt: skip
+            slope = (
+                f"{unit(t.slope_per_h)}/h (95 % CI {unit(t.low_per_h)}/h … {unit(t.high_per_h)}/h)"
+                if t.slope_per_h is not None
+                else fmt.NA
+            )
             kind = (
                 "bad" if t.verdict == GROWING else "good" if t.verdict == "no growth" else "neutral"
             )
@@ -313,7 +423,9 @@ def leak_section(experiment: ExperimentSummary) -> list[Any]:
             threshold = (
                 (unit(t.threshold_per_h) + "/h") if t.threshold_per_h is not None else fmt.NA
             )
-            rows.append([v.name, t.what, window, slope, threshold, Badge(t.verdict, kind), t.reason])  # fmt: skip
+            rows.append(
+                [v.name, t.what, window, slope, threshold, Badge(t.verdict, kind), t.reason]
+            )
     return _table_section(
         f"Growth at a constant load (leak test) — {experiment.name}",
         ["variant", "series", "window", "slope", "matters from", "verdict", "why"],
@@ -353,20 +465,49 @@ def model_section(experiment: ExperimentSummary) -> list[Any]:
             blocks += _pooler_model(v.name, v.first, model)
             continue
         rows: list[list[Cell]] = [
-            [e.name, fmt.count(e.pool_size), fmt.count(e.max_overflow), fmt.count(e.ceiling),
-             fmt.count(e.measured_peak), fmt.count(e.idle) if e.filled else f"{fmt.count(e.idle)} ({_unfilled(v.first)})",
-             fmt.count(e.measured_idle)]
+            [
+                e.name,
+                fmt.count(e.pool_size),
+                fmt.count(e.max_overflow),
+                fmt.count(e.ceiling),
+                fmt.count(e.measured_peak),
+                fmt.count(e.idle) if e.filled else f"{fmt.count(e.idle)} ({_unfilled(v.first)})",
+                fmt.count(e.measured_idle),
+            ]
             for e in model.engines
-        ]  # fmt: skip
+        ]
         rows += [
             [f"{n} (outside the model)", "", "", "", fmt.count(p), "", ""]
             for n, p in model.unlisted.items()
         ]
         processes = f", {model.measured_processes} measured" if model.measured_processes else ""
-        rows.append([f"total ({model.workers} worker(s) declared{processes})", "", "",
-                     fmt.count(model.ceiling), fmt.count(model.measured_peak),
-                     fmt.count(model.idle), fmt.count(model.measured_idle)])  # fmt: skip
-        blocks.append(Table(["engine (application_name)", "pool_size", "max_overflow", "ceiling", "measured peak", "full pools idle", "measured idle"], rows, "lrrrrrr", caption=v.name))  # fmt: skip
+        rows.append(
+            [
+                f"total ({model.workers} worker(s) declared{processes})",
+                "",
+                "",
+                fmt.count(model.ceiling),
+                fmt.count(model.measured_peak),
+                fmt.count(model.idle),
+                fmt.count(model.measured_idle),
+            ]
+        )
+        blocks.append(
+            Table(
+                [
+                    "engine (application_name)",
+                    "pool_size",
+                    "max_overflow",
+                    "ceiling",
+                    "measured peak",
+                    "full pools idle",
+                    "measured idle",
+                ],
+                rows,
+                "lrrrrrr",
+                caption=v.name,
+            )
+        )
         blocks += [
             Notice("warning" if f.level == "warning" else "info", f.message) for f in model.flags
         ]
@@ -383,18 +524,25 @@ def limits_section(experiment: ExperimentSummary) -> list[Any]:
     """Which limit bound each variant's connections (poolbench.analysis.limits)."""
     kinds = {Bound.SERVER_SLOTS: "bad", Bound.POOL_CEILING: "mixed", Bound.DEMAND: "good"}
     rows = [
-        [f"{f.variant}-{f.repeat}" if len(v.repeats) > 1 else v.name,
-         Badge(str(f.limit.bound), kinds.get(f.limit.bound, "neutral")), f.limit.reason]
-        for v in experiment.variants for f in v.repeats if f.limit is not None
-    ]  # fmt: skip
+        [
+            f"{f.variant}-{f.repeat}" if len(v.repeats) > 1 else v.name,
+            Badge(str(f.limit.bound), kinds.get(f.limit.bound, "neutral")),
+            f.limit.reason,
+        ]
+        for v in experiment.variants
+        for f in v.repeats
+        if f.limit is not None
+    ]
     return _table_section(
         f"What limited the connections — {experiment.name}",
-        ["variant", "bound by", "why"], rows, "lll",
+        ["variant", "bound by", "why"],
+        rows,
+        "lll",
         intro="Server slots: the server had no slot left for the app (its fewest free slots "
         "reached 0, or it refused connection attempts), so the pools could not open more. Pool "
         "ceiling: the pools opened all the configuration allows and requests waited for a "
         "connection. Demand: the load did not ask for more.",
-    )  # fmt: skip
+    )
 
 
 def attempts_section(experiment: ExperimentSummary) -> list[Any]:
@@ -406,24 +554,43 @@ def attempts_section(experiment: ExperimentSummary) -> list[Any]:
         for a in (f.exact.attempts, f.exact.attempts_after_fill):
             if a is None:
                 continue
-            rows.append([
-                v.name, a.window.label(), fmt.count(a.started), fmt.rate(a.per_s(a.started)),
-                fmt.count(a.authenticated), fmt.count(a.refused), fmt.rate(a.per_s(a.refused)),
-                fmt.count(a.refused_reserved), fmt.count(a.refused_no_slot),
-                fmt.count(a.refused_other),
-            ])  # fmt: skip
+            rows.append(
+                [
+                    v.name,
+                    a.window.label(),
+                    fmt.count(a.started),
+                    fmt.rate(a.per_s(a.started)),
+                    fmt.count(a.authenticated),
+                    fmt.count(a.refused),
+                    fmt.rate(a.per_s(a.refused)),
+                    fmt.count(a.refused_reserved),
+                    fmt.count(a.refused_no_slot),
+                    fmt.count(a.refused_other),
+                ]
+            )
         notes += _attempt_notes(f)
     blocks = _table_section(
         f"Connection attempts, as the server counted them — {experiment.name}",
-        ["variant", "window", "backends started", "per s", "authenticated", "refused", "refused per s",
-         "slots reserved", "too many clients", "role/db limit"],
-        rows, "llrrrrrrrr",
+        [
+            "variant",
+            "window",
+            "backends started",
+            "per s",
+            "authenticated",
+            "refused",
+            "refused per s",
+            "slots reserved",
+            "too many clients",
+            "role/db limit",
+        ],
+        rows,
+        "llrrrrrrrr",
         intro="Every backend PostgreSQL started for a client (`connection received` in its log: "
         "one fork each), how many authenticated, and how many it refused with SQLSTATE 53300. "
         "“Slots reserved”: the slots an ordinary role may use were taken; “too many clients”: "
         "every slot was taken, the superuser reserve too. At exhaustion every refused attempt "
         "still costs the server a fork (and, for the reserved kind, an authentication).",
-    )  # fmt: skip
+    )
     return blocks + [Notice("warning" if "superuser" in n else "info", n) for n in notes]
 
 
@@ -453,11 +620,17 @@ def _pooler_model(name: str, f: VariantFigures, model: PoolModel) -> list[Any]:
     """Behind PgBouncer, the model by layer: the app's pools are the pooler's clients."""
     clients = f.pgbouncer.peak_clients if f.pgbouncer else None
     rows: list[list[Cell]] = [
-        ["the app's pools → PgBouncer (client connections, full load)",
-         fmt.count(model.app_ceiling), fmt.count(clients)],
-        ["PgBouncer → PostgreSQL (server connections)", fmt.count(model.ceiling),
-         fmt.count(model.measured_peak)],
-    ]  # fmt: skip
+        [
+            "the app's pools → PgBouncer (client connections, full load)",
+            fmt.count(model.app_ceiling),
+            fmt.count(clients),
+        ],
+        [
+            "PgBouncer → PostgreSQL (server connections)",
+            fmt.count(model.ceiling),
+            fmt.count(model.measured_peak),
+        ],
+    ]
     table = Table(["layer", "ceiling (configuration)", "measured peak"], rows, "lrr", caption=name)
     notices = [
         Notice("warning" if x.level == "warning" else "info", x.message) for x in model.flags
@@ -484,8 +657,9 @@ def events_section(experiment: ExperimentSummary) -> list[Any]:
             for e in f.events:
                 details = ", ".join(
                     f"until t = {float(val) - t0:.1f} s" if k == "end" else f"{k} {val}"
-                    for k, val in e.items() if k not in ("ts", "event")
-                )  # fmt: skip
+                    for k, val in e.items()
+                    if k not in ("ts", "event")
+                )
                 rows.append(
                     [
                         f"{f.variant}-{f.repeat}",
@@ -512,13 +686,40 @@ def sweep_section(sweep: Sweep, charts: list[Chart], run_dir: Path) -> list[Any]
         text += f" HikariCP's rule of thumb for {sweep.cores} cores: {sweep.hikari} connections."
     blocks.append(Para(text, strong=True))
     rows: list[list[Cell]] = [
-        [fmt.count(p.pool_size), fmt.count(p.n), fmt.rate(p.goodput), fmt.pct(p.goodput_change_pct),
-         fmt.ms(p.p50), fmt.ms(p.p95), fmt.pct(p.p95_change_pct), fmt.ms(p.p99),
-         fmt.rate(p.failures_per_s), Badge("as good", "good") if p.as_good else Badge("worse", "bad"), p.why]
+        [
+            fmt.count(p.pool_size),
+            fmt.count(p.n),
+            fmt.rate(p.goodput),
+            fmt.pct(p.goodput_change_pct),
+            fmt.ms(p.p50),
+            fmt.ms(p.p95),
+            fmt.pct(p.p95_change_pct),
+            fmt.ms(p.p99),
+            fmt.rate(p.failures_per_s),
+            Badge("as good", "good") if p.as_good else Badge("worse", "bad"),
+            p.why,
+        ]
         for p in sweep.points
-    ]  # fmt: skip
-    blocks.append(Table(["pool_size per worker", "runs", "goodput", "vs best", "p50", "p95", "vs best",
-                         "p99", "failed/s", "", "how decided"], rows, "rrrrrrrrrll"))  # fmt: skip
+    ]
+    blocks.append(
+        Table(
+            [
+                "pool_size per worker",
+                "runs",
+                "goodput",
+                "vs best",
+                "p50",
+                "p95",
+                "vs best",
+                "p99",
+                "failed/s",
+                "",
+                "how decided",
+            ],
+            rows,
+            "rrrrrrrrrll",
+        )
+    )
     blocks += [Notice("info", n) for n in sweep.notes]
     for chart in charts:
         if chart.experiment == f"sweep:{sweep.group}:{sweep.variant}":
@@ -588,7 +789,7 @@ def census_section(summary: Summary) -> list[Any]:
                 caption=f"{', '.join(where)}: {census.sites} sites ({scopes})",
             )
         )
-    return blocks  # fmt: skip
+    return blocks
 
 
 def environment_section(summary: Summary) -> list[Any]:
@@ -613,7 +814,7 @@ def environment_section(summary: Summary) -> list[Any]:
     rows += _server_settings_rows(summary, pg.get("settings"))
     if isinstance(env.get("packages"), dict) and env["packages"]:
         rows.append(["packages", ", ".join(f"{k} {v}" for k, v in env["packages"].items())])
-    return [Heading(2, "Environment"), Table(["", ""], rows, "ll")]  # fmt: skip
+    return [Heading(2, "Environment"), Table(["", ""], rows, "ll")]
 
 
 def _settings_text(settings: dict[str, Any]) -> str:
@@ -730,14 +931,18 @@ def _probe_row(variant: str, e: Any, requests: str) -> list[Cell]:
     if e.name_source == "probe":
         name += " (set by the probe)"
     return [
-        variant, e.site, name, pool, fmt.count(e.checkouts),
+        variant,
+        e.site,
+        name,
+        pool,
+        fmt.count(e.checkouts),
         f"{fmt.ms(w.p50_ms)} / {fmt.ms(w.p95_ms)} / {fmt.ms(w.p99_ms)} / {fmt.ms(w.max_ms)}",
         requests,
         fmt.share(e.at_ceiling_share),
         f"{e.peak_out} / {e.ceiling if e.ceiling is not None else '∞'}",
         f"{fmt.count(e.counters.get('timeouts'))} / {fmt.count(e.counters.get('errors'))}",
         f"{fmt.count(e.counters.get('connects'))} / {fmt.count(e.counters.get('closes'))}",
-    ]  # fmt: skip
+    ]
 
 
 def _busiest(probe: Any) -> Any:
