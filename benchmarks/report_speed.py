@@ -6,7 +6,7 @@ is shared, and the wall clock says more about the neighbours than about the repo
 
 - import: poolbench's CLI and the report's modules, as `poolbench report` imports them;
 - load: reading the results directory (`results.load_run`);
-- analysis: every figure of summary.json (`analysis.analyse`; scipy is imported here when a
+- analysis: every figure of summary.json (`analysis.run_analysis.analyse`; scipy is imported here when a
   test needs it);
 - charts: every PNG (`report.charts.render_charts`, matplotlib imported here);
 - render: summary.json, the document, report.md and report.html.
@@ -63,7 +63,7 @@ def child(run_dir: Path) -> dict[str, float]:
 
     # as its parser does, before numpy is imported (absent from a --source older than it)
     getattr(poolbench.cli, "single_threaded_blas", lambda command: None)("report")
-    from poolbench.analysis import analyse
+    from poolbench.analysis.run_analysis import analyse
     from poolbench.analysis.summary import write_summary
     from poolbench.report import apply_thresholds
     from poolbench.report.document import build_document

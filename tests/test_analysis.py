@@ -17,8 +17,8 @@ import pandas as pd
 import pytest
 from synthetic import T0, EngineSpec, MiB, VariantSpec, seed_claim_specs, write_run
 
-from poolbench.analysis import Analysis, analyse
 from poolbench.analysis.figures import VariantFigures
+from poolbench.analysis.run_analysis import Analysis, analyse
 from poolbench.analysis.typed import Window
 from poolbench.config.bench import load_config
 from poolbench.errors import PoolbenchError

@@ -23,7 +23,7 @@ from synthetic import (
 )
 
 from poolbench import format as fmt
-from poolbench.analysis import analyse
+from poolbench.analysis.run_analysis import analyse
 from poolbench.report import build_report
 
 REFUSED = ("GET", "/items", "500: asyncpg TooManyConnectionsError: sorry, too many clients", 40)

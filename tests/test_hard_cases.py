@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 from synthetic import EngineSpec, MiB, VariantSpec, write_run
 
-from poolbench.analysis import Analysis, analyse
 from poolbench.analysis.figures import VariantFigures
+from poolbench.analysis.run_analysis import Analysis, analyse
 from poolbench.analysis.summary import read_summary, write_summary
 from poolbench.report import build_report
 

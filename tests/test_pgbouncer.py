@@ -25,9 +25,9 @@ import pandas as pd
 import pytest
 from conftest import REPO, pid_alive, poolbench_cli
 
-from poolbench.analysis import analyse
 from poolbench.analysis.metrics import BY_NAME
 from poolbench.analysis.pgbouncer import POOLER_REFUSAL, read_samples
+from poolbench.analysis.run_analysis import analyse
 from poolbench.config.bench import load_config
 from poolbench.errors import PoolbenchError
 from poolbench.infra.ledger import leftovers

@@ -13,8 +13,8 @@ import numpy as np
 import pytest
 from synthetic import T0, EngineSpec, VariantSpec, write_probe, write_run
 
-from poolbench.analysis import analyse
 from poolbench.analysis.pool_probe import headroom, spread
+from poolbench.analysis.run_analysis import analyse
 from poolbench.report.document import build_document
 from poolbench.report.markdown import render_markdown
 

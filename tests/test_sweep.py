@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from synthetic import EngineSpec, VariantSpec, write_run
 
-from poolbench.analysis import analyse
+from poolbench.analysis.run_analysis import analyse
 from poolbench.report import build_report
 from poolbench.run.size_sweep import sweep_experiments
 

@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 from synthetic import EngineSpec, VariantSpec, request_arrays, seed_claim_specs, write_run
 
-from poolbench.analysis import analyse
+from poolbench.analysis.run_analysis import analyse
 from poolbench.report import build_report
 
 MiB = 1024 * 1024

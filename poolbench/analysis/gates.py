@@ -16,10 +16,10 @@ from dataclasses import replace
 
 import numpy as np
 
-from poolbench.analysis import Analysis
 from poolbench.analysis.compare import compare_row
 from poolbench.analysis.figures import VariantRun
 from poolbench.analysis.metrics import BY_NAME
+from poolbench.analysis.run_analysis import Analysis
 from poolbench.analysis.stats import Comparison
 from poolbench.analysis.summary import Gate
 from poolbench.analysis.thresholds import EXIT_THRESHOLD, check

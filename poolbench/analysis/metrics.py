@@ -11,9 +11,10 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from poolbench.analysis.figures import VariantFigures
+if TYPE_CHECKING:
+    from poolbench.analysis.figures import VariantFigures
 from poolbench.errors import PoolbenchError
 
 

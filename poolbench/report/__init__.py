@@ -12,7 +12,7 @@ import sys
 from dataclasses import replace
 from pathlib import Path
 
-from poolbench.analysis import Analysis, analyse
+from poolbench.analysis.run_analysis import Analysis, analyse
 from poolbench.analysis.summary import write_summary
 from poolbench.errors import PoolbenchError
 from poolbench.files import atomic_write
@@ -113,8 +113,8 @@ def report_run(
 ) -> int:
     """The short text summary, then the report; both from one analysis of the run. Thresholds
     are checked (and their breach is the exit code) even when the report is skipped."""
-    from poolbench.analysis import analyse
     from poolbench.analysis.gates import gate_exit, print_gates
+    from poolbench.analysis.run_analysis import analyse
     from poolbench.report.summary_text import text_summary
     from poolbench.results.run_folder import load_run
 

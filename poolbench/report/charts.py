@@ -47,13 +47,13 @@ from matplotlib.patches import Patch, Rectangle
 from matplotlib.typing import RcKeyType
 
 from poolbench import format as fmt
-from poolbench.analysis import Analysis, VariantRun
 from poolbench.analysis.block_test import block_edges, per_block
 from poolbench.analysis.connections import ConnectionFigures
 from poolbench.analysis.pgbouncer import SAMPLES_FILE as PGBOUNCER_FILE
 from poolbench.analysis.pgbouncer import read_samples as read_pgbouncer
 from poolbench.analysis.pool_probe import probe_timeline
 from poolbench.analysis.pool_sweep import Sweep
+from poolbench.analysis.run_analysis import Analysis, VariantRun
 from poolbench.analysis.summary import ExperimentSummary
 from poolbench.files import atomic_file
 from poolbench.format import MiB

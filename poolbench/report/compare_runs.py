@@ -15,10 +15,10 @@ import string
 from dataclasses import dataclass
 from pathlib import Path
 
-from poolbench.analysis import Analysis, analyse
 from poolbench.analysis.compare import ComparisonTable, compare_variants
 from poolbench.analysis.figures import VariantRun
 from poolbench.analysis.gates import RunsSource, gate_exit
+from poolbench.analysis.run_analysis import Analysis, analyse
 from poolbench.analysis.summary import Gate
 from poolbench.analysis.thresholds import check
 from poolbench.config.thresholds import parse

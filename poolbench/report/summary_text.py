@@ -9,8 +9,8 @@ from __future__ import annotations
 from pathlib import Path
 
 from poolbench import format as fmt
-from poolbench.analysis import Analysis, analyse_variant
 from poolbench.analysis.figures import VariantFigures
+from poolbench.analysis.run_analysis import Analysis, analyse_variant
 from poolbench.results.run_folder import RunResult, VariantResult, load_run
 
 

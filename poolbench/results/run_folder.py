@@ -21,7 +21,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import pandas as pd
 import psutil
 
 from poolbench.errors import PoolbenchError, first_line
@@ -40,6 +39,8 @@ from poolbench.results.requests import RequestLog, read_requests, requests_damag
 from poolbench.results.status import Status
 
 if TYPE_CHECKING:
+    import pandas as pd
+
     from poolbench.results.pglog import ServerLog
 
 EXIT_DAMAGED = 4  # `poolbench report` when a samples file is damaged (docs/results.md)
@@ -435,6 +436,8 @@ def read_run_json(run_dir: Path) -> tuple[dict[str, Any], RunEntry]:
 def _read_csv(path: Path) -> pd.DataFrame:
     """A Locust CSV; absent or empty is an empty frame. Only "N/A" and "" are missing values,
     so an endpoint or error message that reads "None" or "null" stays a string."""
+    import pandas as pd  # here, not at the top: checking a results root before a run needs none
+
     if not path.is_file() or path.stat().st_size == 0:
         return pd.DataFrame()
     try:
@@ -446,6 +449,8 @@ def _read_csv(path: Path) -> pd.DataFrame:
 
 
 def _no_samples() -> pd.DataFrame:
+    import pandas as pd
+
     from poolbench.results.samples import COLUMNS
 
     frame = pd.DataFrame({c: pd.Series(dtype=str) for c in COLUMNS})
@@ -463,6 +468,8 @@ def read_samples_file(
     collector recorded in variant.json), is damaged: its complete rows are read, and the
     damage is described, never hidden.
     """
+    import pandas as pd
+
     from poolbench.results.samples import (
         PARTIAL_SUFFIX,
         ends_with_newline,
@@ -524,8 +531,17 @@ def load_variant(run_dir: Path, entry: Mapping[str, Any], path: Path) -> Variant
     events = read_events(path / EVENTS_FILE)
     pg_log = path / POSTGRES_LOG_FILE if (path / POSTGRES_LOG_FILE).is_file() else None
     result = VariantResult(
-        meta, path, samples, locust, samples_path, census, app_log, events, pg_log,
-        [*damage, *requests_damage_], _entry=typed,
+        meta,
+        path,
+        samples,
+        locust,
+        samples_path,
+        census,
+        app_log,
+        events,
+        pg_log,
+        [*damage, *requests_damage_],
+        _entry=typed,
     )
     result.requests_damaged = bool(requests_damage_)
     return result
