@@ -18,7 +18,10 @@ FAST_WORKERS ?= 2
 # write costs a tenth of the CPU it costs on disk here. /dev/shm is used when it has 1 GiB
 # free (a container's default 64 MB has not); TEST_TMPDIR= keeps your TMPDIR.
 TEST_TMPDIR ?= $(shell df -Pk /dev/shm 2>/dev/null | awk 'NR == 2 && $$4 > 1048576 {print "/dev/shm"}')
-PYTEST = $(if $(TEST_TMPDIR),TMPDIR=$(TEST_TMPDIR) )$(BIN)/python -m pytest
+# The suite writes bytecode even where PYTHONDONTWRITEBYTECODE is set (as on CI here): its
+# hundreds of Python processes then compile the tests and the test apps once, not each time
+# (the packages' and poolbench's bytecode is written at install and by `bytecode`).
+PYTEST = PYTHONDONTWRITEBYTECODE= $(if $(TEST_TMPDIR),TMPDIR=$(TEST_TMPDIR) )$(BIN)/python -m pytest
 
 # Dependencies come from requirements.lock: every package pinned with its hashes, for Python
 # ≥ 3.11 on every platform (uv's universal resolution), the dev extra included. uv installs it
