@@ -22,7 +22,7 @@ from poolbench.analysis.metrics import BY_NAME
 from poolbench.analysis.run_analysis import Analysis
 from poolbench.analysis.stats import Comparison
 from poolbench.analysis.summary import Gate
-from poolbench.analysis.thresholds import EXIT_THRESHOLD, check
+from poolbench.analysis.thresholds import EXIT_THRESHOLD, Outcome, check
 from poolbench.config.thresholds import parse
 from poolbench.errors import PoolbenchError
 from poolbench.results.record import RunEntry
@@ -97,7 +97,7 @@ def recorded(run: RunEntry) -> dict[str, list[str]]:
 
 
 def gate_exit(gates: list[Gate], strict: bool = False) -> int:
-    failing = {"breached", "inconclusive"} if strict else {"breached"}
+    failing = {Outcome.BREACHED, Outcome.INCONCLUSIVE} if strict else {Outcome.BREACHED}
     return EXIT_THRESHOLD if any(g.outcome in failing for g in gates) else 0
 
 

@@ -26,7 +26,7 @@ from enum import StrEnum
 from poolbench import format as fmt
 from poolbench.analysis.connections import ConnectionFigures
 from poolbench.analysis.exact import ExactFigures
-from poolbench.analysis.model import Flag, PoolModel
+from poolbench.analysis.model import Flag, FlagLevel, PoolModel
 from poolbench.analysis.typed import Json
 
 
@@ -127,7 +127,7 @@ def reword_model(model: PoolModel | None, limit: Limit) -> PoolModel | None:
     for flag in model.flags:
         if flag.code == "below_ceiling":
             flag = Flag(
-                "warning",
+                FlagLevel.WARNING,
                 "server_bound",
                 f"The pools reached {fmt.count(model.measured_peak)} of a possible "
                 f"{fmt.count(model.ceiling)} because the server ran out of slots "
@@ -137,7 +137,7 @@ def reword_model(model: PoolModel | None, limit: Limit) -> PoolModel | None:
         elif flag.code == "engine_not_filled":
             engine = next(e for e in model.engines if flag.message.startswith(e.name + " "))
             flag = Flag(
-                "info",
+                FlagLevel.INFO,
                 "engine_stopped_by_server",
                 f"{engine.name} opened {fmt.count(engine.opened)} of {model.workers} × "
                 f"{fmt.count(engine.pool_size)} before the server ran out of slots: the server's "
@@ -155,7 +155,7 @@ def _saturated_model(model: PoolModel) -> PoolModel:
         return model
     flags = [
         Flag(
-            "warning",
+            FlagLevel.WARNING,
             "engine_saturated",
             f"The pools together reached {fmt.count(model.measured_peak)} of a possible "
             f"{fmt.count(model.ceiling)}, but {', '.join(saturated)} sat at "

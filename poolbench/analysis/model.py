@@ -22,6 +22,7 @@ and no configuration is blamed for it (poolbench.analysis.backlog).
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from enum import StrEnum
 
 import pandas as pd
 
@@ -33,9 +34,16 @@ from poolbench.results.names import UNTAGGED
 from poolbench.results.record import EngineEntry, VariantEntry
 
 
+class FlagLevel(StrEnum):
+    """How much a flag matters: the report shows a warning as a warning notice."""
+
+    INFO = "info"
+    WARNING = "warning"
+
+
 @dataclass(frozen=True)
 class Flag(Json):
-    level: str  # "info" or "warning"
+    level: FlagLevel
     code: str
     message: str
 
@@ -197,7 +205,7 @@ def pool_model(
     )
     if idle_note:
         model.flags.append(
-            Flag("warning", "idle_not_reached", idle_note[0].upper() + idle_note[1:] + ".")
+            Flag(FlagLevel.WARNING, "idle_not_reached", idle_note[0].upper() + idle_note[1:] + ".")
         )
     model.flags.extend(model_flags(model))
     if probe is not None:
@@ -233,7 +241,7 @@ def declaration_flags(
             if matches and e.ceiling is not None and sizes != (e.pool_size, e.max_overflow):
                 flags.append(
                     Flag(
-                        "warning",
+                        FlagLevel.WARNING,
                         "declaration_mismatch",
                         f"{name} is declared with pool_size {count(sizes[0])}, max_overflow "
                         f"{count(sizes[1])}, but the probe measured {e.pool_size} + "
@@ -248,7 +256,7 @@ def model_flags(model: PoolModel) -> list[Flag]:
     """What the comparison of model and measurement says, each in words."""
     flags: list[Flag] = []
 
-    def flag(level: str, code: str, message: str) -> None:
+    def flag(level: FlagLevel, code: str, message: str) -> None:
         flags.append(Flag(level, code, message))
 
     if model.pooler is not None:  # the app's pools are the pooler's clients, not backends
@@ -256,7 +264,7 @@ def model_flags(model: PoolModel) -> list[Flag]:
 
     if model.measured_processes is not None and model.measured_processes != model.workers:
         flag(
-            "warning",
+            FlagLevel.WARNING,
             "workers_mismatch",
             f"{model.measured_processes} client processes held connections, but {model.workers} "
             "worker(s) are declared: the model multiplies by the declared number, so fix the "
@@ -266,7 +274,7 @@ def model_flags(model: PoolModel) -> list[Flag]:
     checked = [e for e in model.engines if e.filled and e.measured_idle is not None]
     if checked and all(e.measured_idle == e.idle for e in checked):
         flag(
-            "info",
+            FlagLevel.INFO,
             "idle_matches",
             f"Every pool that filled keeps exactly workers × pool_size when idle "
             f"({', '.join(f'{e.name} {count(e.idle)}' for e in checked)}): pools have no idle "
@@ -277,28 +285,28 @@ def model_flags(model: PoolModel) -> list[Flag]:
         if peak > ceiling:
             extra = ", ".join(f"{n} {count(v)}" for n, v in model.unlisted.items()) or "none seen"
             flag(
-                "warning",
+                FlagLevel.WARNING,
                 "above_ceiling",
                 f"Measured peak {count(peak)} exceeds the ceiling {count(ceiling)}: connections "
                 f"came from outside the modelled pools (other application names: {extra}).",
             )
         elif peak < ceiling:
             flag(
-                "info",
+                FlagLevel.INFO,
                 "below_ceiling",
                 f"The load reached {count(peak)} of a possible {count(ceiling)}: a heavier burst "
                 "would open more.",
             )
         else:
             flag(
-                "info",
+                FlagLevel.INFO,
                 "at_ceiling",
                 f"Peak {count(peak)} is the ceiling: every pool was exhausted, so requests queued "
                 "for a connection.",
             )
     if model.unlisted and not (peak is not None and ceiling is not None and peak > ceiling):
         flag(
-            "info",
+            FlagLevel.INFO,
             "unlisted",
             "Connections from application names outside the model: "
             + ", ".join(f"{n} (peak {count(v)})" for n, v in model.unlisted.items())
@@ -311,13 +319,13 @@ def engine_flags(model: PoolModel) -> list[Flag]:
     """Each engine's peak against its ceiling, and its idle count against its full pools."""
     flags: list[Flag] = []
 
-    def flag(level: str, code: str, message: str) -> None:
+    def flag(level: FlagLevel, code: str, message: str) -> None:
         flags.append(Flag(level, code, message))
 
     for e in model.engines:
         if e.measured_peak > e.ceiling:
             flag(
-                "warning",
+                FlagLevel.WARNING,
                 "engine_above_ceiling",
                 f"{e.name} held {count(e.measured_peak)} connections, above its {model.workers} × "
                 f"({count(e.pool_size)} + {count(e.max_overflow)}) = {count(e.ceiling)}: more "
@@ -325,7 +333,7 @@ def engine_flags(model: PoolModel) -> list[Flag]:
             )
         if not e.filled:
             flag(
-                "info",
+                FlagLevel.INFO,
                 "engine_not_filled",
                 f"{e.name} never filled its pools (it opened {count(e.opened)} of "
                 f"{model.workers} × {count(e.pool_size)}): it keeps what it opened, so its idle "
@@ -333,7 +341,7 @@ def engine_flags(model: PoolModel) -> list[Flag]:
             )
         elif e.measured_idle is not None and e.measured_idle != e.idle:
             flag(
-                "warning",
+                FlagLevel.WARNING,
                 "idle_mismatch",
                 f"{e.name} keeps {count(e.measured_idle)} connections when idle, not the "
                 f"{count(e.idle)} its full pools should keep (pool_recycle, a failed pre-ping, "
@@ -349,7 +357,7 @@ def pooler_flags(model: PoolModel) -> list[Flag]:
     app = f"; the app's pools could open {count(model.app_ceiling)} client connections to it"
     flags = [
         Flag(
-            "info",
+            FlagLevel.INFO,
             "pooler",
             f"{model.pooler} between the app and PostgreSQL: PostgreSQL can see at most "
             f"default_pool_size (+ reserve_pool_size) = {count(ceiling)} connections from the "
@@ -359,7 +367,7 @@ def pooler_flags(model: PoolModel) -> list[Flag]:
     if peak is not None and ceiling is not None and peak > ceiling:
         flags.append(
             Flag(
-                "warning",
+                FlagLevel.WARNING,
                 "above_pooler_ceiling",
                 f"Measured peak {count(peak)} exceeds the pooler's ceiling {count(ceiling)}: "
                 "connections reached PostgreSQL around the pooler.",

@@ -13,6 +13,7 @@ from poolbench.analysis.compare import ComparisonTable
 from poolbench.analysis.figures import VariantFigures
 from poolbench.analysis.pool_sweep import Sweep
 from poolbench.analysis.sizing import Sizing
+from poolbench.analysis.thresholds import Outcome
 from poolbench.analysis.typed import Json
 from poolbench.errors import PoolbenchError
 from poolbench.files import atomic_write
@@ -65,7 +66,7 @@ class Gate(Json):
 
     experiment: str
     expression: str
-    outcome: str  # breached, passed, inconclusive
+    outcome: Outcome
     explanation: str
 
 

@@ -25,7 +25,8 @@ from __future__ import annotations
 
 from collections.abc import Collection, Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Literal, Protocol
+from enum import StrEnum
+from typing import Any, Protocol
 
 from poolbench.analysis.stats import Comparison
 from poolbench.config.thresholds import (
@@ -39,7 +40,13 @@ from poolbench.config.thresholds import (
 
 EXIT_THRESHOLD = 3  # a threshold breached; bad input is 2, a failed run 1, interrupted 130
 
-Outcome = Literal["breached", "passed", "inconclusive"]
+
+class Outcome(StrEnum):
+    """What a threshold decided: breached fails the run, inconclusive only with --strict."""
+
+    BREACHED = "breached"
+    PASSED = "passed"
+    INCONCLUSIVE = "inconclusive"
 
 
 class ThresholdSource(Protocol):
@@ -66,14 +73,16 @@ class ThresholdResult:
     def to_json(self) -> dict[str, Any]:
         return {
             "expression": self.expression,
-            "outcome": self.outcome,
+            "outcome": str(self.outcome),
             "explanation": self.explanation,
             "values": dict(self.values),
         }
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> ThresholdResult:
-        return cls(data["expression"], data["outcome"], data["explanation"], data["values"])
+        return cls(
+            data["expression"], Outcome(data["outcome"]), data["explanation"], data["values"]
+        )
 
 
 def evaluate(threshold: Threshold, source: ThresholdSource) -> ThresholdResult:
@@ -95,7 +104,7 @@ def check(texts: Iterable[str], source: ThresholdSource) -> list[ThresholdResult
 
 def exit_code(results: Sequence[ThresholdResult], *, strict: bool = False) -> int:
     """EXIT_THRESHOLD when a threshold is breached (or, when strict, inconclusive), else 0."""
-    failing = {"breached", "inconclusive"} if strict else {"breached"}
+    failing = {Outcome.BREACHED, Outcome.INCONCLUSIVE} if strict else {Outcome.BREACHED}
     return EXIT_THRESHOLD if any(r.outcome in failing for r in results) else 0
 
 
@@ -108,7 +117,7 @@ def _significance(
     if result is None or result.direction is None:
         why = result.footnotes[0] if result and result.footnotes else "no comparison available"
         line = f"cannot tell whether {x} is significantly {relation} {y}: {why}"
-        return _result(threshold, "inconclusive", line, values)
+        return _result(threshold, Outcome.INCONCLUSIVE, line, values)
     direction = result.direction
     held = direction != 0 if threshold.op == "!=" else direction == SIGNIFICANCE_OPS[threshold.op]
     how = "" if result.status == "exact" else "significantly "
@@ -119,7 +128,7 @@ def _significance(
         line = f"{found} ({_evidence(result)})"
     else:
         line = f"{x} is {how}{'higher' if direction > 0 else 'lower'} ({_evidence(result)})"
-    return _result(threshold, "breached" if held else "passed", line, values)
+    return _result(threshold, Outcome.BREACHED if held else Outcome.PASSED, line, values)
 
 
 def _evidence(result: Comparison) -> str:
@@ -132,17 +141,19 @@ def _evidence(result: Comparison) -> str:
 def _arithmetic(threshold: Threshold, values: dict[str, float | None]) -> ThresholdResult:
     missing = [name for name, value in values.items() if value is None]
     if missing:
-        return _result(threshold, "inconclusive", f"no value for {', '.join(missing)}", values)
+        return _result(
+            threshold, Outcome.INCONCLUSIVE, f"no value for {', '.join(missing)}", values
+        )
     numbers = [values[str(ref)] for ref in threshold.refs]
     try:
         left = compute(threshold.left, numbers)  # type: ignore[arg-type]
         right = compute(threshold.right, numbers)  # type: ignore[arg-type]
     except ZeroDivisionError:
-        return _result(threshold, "inconclusive", "division by zero", values)
+        return _result(threshold, Outcome.INCONCLUSIVE, "division by zero", values)
     held = BY_SYMBOL[threshold.op](left, right)
     shown = ", ".join(f"{name} = {_num(value)}" for name, value in values.items())
     line = f"{_num(left)} {threshold.op} {_num(right)} is {str(held).lower()} ({shown})"
-    return _result(threshold, "breached" if held else "passed", line, values)
+    return _result(threshold, Outcome.BREACHED if held else Outcome.PASSED, line, values)
 
 
 def _result(

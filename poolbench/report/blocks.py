@@ -11,6 +11,7 @@ from __future__ import annotations
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
@@ -42,9 +43,16 @@ class Para:
     muted: bool = False
 
 
+class NoticeKind(StrEnum):
+    """A notice's kind: the HTML class and the Markdown/terminal prefix follow it."""
+
+    INFO = "info"
+    WARNING = "warning"
+
+
 @dataclass
 class Notice:
-    kind: str  # "warning" or "info"
+    kind: NoticeKind
     text: str
 
 

@@ -15,6 +15,7 @@ from poolbench import format as fmt
 from poolbench.analysis.compare import ComparisonTable, Row
 from poolbench.analysis.metrics import BY_NAME, METRICS
 from poolbench.analysis.summary import ExperimentSummary, Summary
+from poolbench.analysis.thresholds import Outcome
 from poolbench.report.blocks import (
     Badge,
     Bullets,
@@ -24,6 +25,7 @@ from poolbench.report.blocks import (
     Heading,
     Image,
     Notice,
+    NoticeKind,
     Para,
     Table,
 )
@@ -354,12 +356,13 @@ def build_document(summary: Summary, charts: list[Chart], run_dir: Path) -> Docu
     primary = summary.primary()
     if primary is not None:
         doc.blocks.append(Para(_lead(*primary), strong=True))
-    add(Notice("warning", w) for w in summary.warnings)
-    breached = [g for g in summary.thresholds if g.outcome == "breached"]
+    add(Notice(NoticeKind.WARNING, w) for w in summary.warnings)
+    breached = [g for g in summary.thresholds if g.outcome == Outcome.BREACHED]
     if breached:
         add(
             Notice(
-                "warning", f"Threshold breached ({g.experiment}): {g.expression} — {g.explanation}"
+                NoticeKind.WARNING,
+                f"Threshold breached ({g.experiment}): {g.expression} — {g.explanation}",
             )
             for g in breached
         )

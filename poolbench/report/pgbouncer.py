@@ -16,7 +16,7 @@ from typing import Any
 from poolbench import format as fmt
 from poolbench.analysis.figures import VariantFigures
 from poolbench.analysis.summary import ExperimentSummary
-from poolbench.report.blocks import Bullets, Cell, Heading, Notice, Para, Table
+from poolbench.report.blocks import Bullets, Cell, Heading, Notice, NoticeKind, Para, Table
 
 HEADROOM = 1.25  # as the pool advice's (poolbench.analysis.sizing)
 
@@ -189,7 +189,7 @@ def failure_blocks(experiment: ExperimentSummary) -> list[Any]:
             said = "; ".join(f"“{m}” × {n}" for m, n in b.messages.items()) or "no message found"
             blocks.append(
                 Notice(
-                    "warning",
+                    NoticeKind.WARNING,
                     f"{v.name}: {fmt.count(b.prepared_statement_errors)} requests failed on prepared "
                     f"statements through {b.pool_mode} pooling (app.log, whole run): {said}. {FIX}",
                 )
@@ -197,7 +197,7 @@ def failure_blocks(experiment: ExperimentSummary) -> list[Any]:
         if b.pooler_refusals:
             blocks.append(
                 Notice(
-                    "warning",
+                    NoticeKind.WARNING,
                     f"{v.name}: PgBouncer refused {fmt.count(b.pooler_refusals)} client logins at "
                     f"max_client_conn {fmt.count(b.max_client_conn)} (pgbouncer.log); PostgreSQL's "
                     "own refusals (53300) are counted apart.",

@@ -14,6 +14,7 @@ from poolbench.analysis.limits import Bound
 from poolbench.analysis.model import PoolModel
 from poolbench.analysis.pool_sweep import Sweep
 from poolbench.analysis.summary import ExperimentSummary, Summary
+from poolbench.analysis.thresholds import Outcome
 from poolbench.report.blocks import (
     Badge,
     Bullets,
@@ -21,6 +22,7 @@ from poolbench.report.blocks import (
     Heading,
     Image,
     Notice,
+    NoticeKind,
     Para,
     Table,
 )
@@ -400,7 +402,7 @@ def exact_section(experiment: ExperimentSummary) -> list[Any]:
         "each new session costs PostgreSQL a backend fork and its authentication. Per-call "
         "engines (created and disposed per request) show here.",
     )
-    blocks += [Notice("info", m) for m in missing]
+    blocks += [Notice(NoticeKind.INFO, m) for m in missing]
     return blocks if len(blocks) > 1 else []
 
 
@@ -456,7 +458,7 @@ def model_section(experiment: ExperimentSummary) -> list[Any]:
         if model is None:
             blocks.append(
                 Notice(
-                    "info",
+                    NoticeKind.INFO,
                     f"{v.name}: no pool settings known (declare them in the bench file): no prediction.",
                 )
             )
@@ -508,9 +510,7 @@ def model_section(experiment: ExperimentSummary) -> list[Any]:
                 caption=v.name,
             )
         )
-        blocks += [
-            Notice("warning" if f.level == "warning" else "info", f.message) for f in model.flags
-        ]
+        blocks += [Notice(NoticeKind(f.level), f.message) for f in model.flags]
         blocks += _processes_table(v.first)
     return blocks
 
@@ -591,7 +591,9 @@ def attempts_section(experiment: ExperimentSummary) -> list[Any]:
         "every slot was taken, the superuser reserve too. At exhaustion every refused attempt "
         "still costs the server a fork (and, for the reserved kind, an authentication).",
     )
-    return blocks + [Notice("warning" if "superuser" in n else "info", n) for n in notes]
+    return blocks + [
+        Notice(NoticeKind.WARNING if "superuser" in n else NoticeKind.INFO, n) for n in notes
+    ]
 
 
 def _attempt_notes(f: VariantFigures) -> list[str]:
@@ -632,9 +634,7 @@ def _pooler_model(name: str, f: VariantFigures, model: PoolModel) -> list[Any]:
         ],
     ]
     table = Table(["layer", "ceiling (configuration)", "measured peak"], rows, "lrr", caption=name)
-    notices = [
-        Notice("warning" if x.level == "warning" else "info", x.message) for x in model.flags
-    ]
+    notices = [Notice(NoticeKind(x.level), x.message) for x in model.flags]
     return [table, *notices]
 
 
@@ -720,7 +720,7 @@ def sweep_section(sweep: Sweep, charts: list[Chart], run_dir: Path) -> list[Any]
             "rrrrrrrrrll",
         )
     )
-    blocks += [Notice("info", n) for n in sweep.notes]
+    blocks += [Notice(NoticeKind.INFO, n) for n in sweep.notes]
     for chart in charts:
         if chart.experiment == f"sweep:{sweep.group}:{sweep.variant}":
             blocks.append(
@@ -734,7 +734,7 @@ def sweep_section(sweep: Sweep, charts: list[Chart], run_dir: Path) -> list[Any]
 def thresholds_section(summary: Summary) -> list[Any]:
     if not summary.thresholds:
         return []
-    kinds = {"breached": "bad", "passed": "good", "inconclusive": "neutral"}
+    kinds = {Outcome.BREACHED: "bad", Outcome.PASSED: "good", Outcome.INCONCLUSIVE: "neutral"}
     rows: list[list[Cell]] = [
         [
             g.experiment,
@@ -903,12 +903,14 @@ def pool_probe_section(experiment: ExperimentSummary) -> list[Any]:
         blocks.append(Para(explained))
     damaged = [f"{v.name} {d}" for v, p in probed for d in p.damaged]
     if damaged:
-        blocks.append(Notice("warning", "Damaged probe files: " + "; ".join(damaged) + "."))
+        blocks.append(
+            Notice(NoticeKind.WARNING, "Damaged probe files: " + "; ".join(damaged) + ".")
+        )
     cut = [f"{v.name}: {p.processes_cut}" for v, p in probed if p.processes_cut]
     if cut:
         blocks.append(
             Notice(
-                "info",
+                NoticeKind.INFO,
                 "Processes killed before the probe's last write (their last ≤ 0.1 s is "
                 f"missing): {', '.join(cut)}.",
             )
