@@ -102,8 +102,9 @@ def load(
         conns: list[psycopg.Connection] = []
         while not stop.is_set():
             due = [i for i in mine[len(conns) :] if time.monotonic() - began >= opens_at(i)]
-            conns += [psycopg.connect(url, application_name=f"load-{i % 4}", autocommit=True)
-                      for i in due]  # fmt: skip
+            conns += [
+                psycopg.connect(url, application_name=f"load-{i % 4}", autocommit=True) for i in due
+            ]
             for conn in conns:
                 conn.execute(query, (random.randrange(100, 3000),) if args.moving else None)
             time.sleep(0.05)
@@ -115,11 +116,13 @@ def load(
 
     workers = [
         threading.Thread(
-            target=work, args=(list(range(i, args.backends, threads)),), name=f"load{i}",
+            target=work,
+            args=(list(range(i, args.backends, threads)),),
+            name=f"load{i}",
             daemon=True,
         )
         for i in range(threads)
-    ]  # fmt: skip
+    ]
     for w in workers:
         w.start()
     return workers
@@ -153,9 +156,12 @@ def main() -> int:
             )
         budget = None if args.memory_budget == "none" else float(args.memory_budget)
         config = CollectorConfig(
-            pg.admin_url, pg.dbname, Path(tmp) / "samples.csv", postmaster_pid=pg.postmaster_pid,
+            pg.admin_url,
+            pg.dbname,
+            Path(tmp) / "samples.csv",
+            postmaster_pid=pg.postmaster_pid,
             memory_cpu_budget=budget,
-        )  # fmt: skip
+        )
         workers = [] if args.ramp else load(pg.app_url, args, stop)
         with CollectorThread(config) as collector:
             time.sleep(args.warmup)

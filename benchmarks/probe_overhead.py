@@ -77,8 +77,18 @@ def run_mode(mode: str, args: argparse.Namespace) -> dict[str, float] | None:
     with tempfile.TemporaryDirectory(dir=os.environ.get("TMPDIR")) as out:
         if mode == "probe":
             env.update(probe_env(env, __import__("pathlib").Path(out)))
-        argv = [sys.executable, __file__, "--child", mode, "--database-url", args.database_url,
-                "--checkouts", str(args.checkouts), "--rounds", str(args.rounds)]  # fmt: skip
+        argv = [
+            sys.executable,
+            __file__,
+            "--child",
+            mode,
+            "--database-url",
+            args.database_url,
+            "--checkouts",
+            str(args.checkouts),
+            "--rounds",
+            str(args.rounds),
+        ]
         proc = subprocess.run(argv, env=env, capture_output=True, text=True, check=False)
     if proc.returncode != 0:
         print(f"{mode}: failed: {proc.stderr.strip().splitlines()[-1:]}", file=sys.stderr)

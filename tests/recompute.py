@@ -25,11 +25,26 @@ import numpy as np
 SETTLE_S = 2.0
 HEADER = struct.Struct("<8sdII8x")
 RECORDS = {  # by the format version in the magic's last byte
-    1: np.dtype([("response_ms", "<f8"), ("start_ms", "<i4"), ("name", "<u2"), ("ok", "u1"),
-                 ("worker", "u1")]),
-    2: np.dtype([("response_ms", "<f4"), ("start_ms", "<i4"), ("user", "<u4"), ("name", "<u2"),
-                 ("ok", "u1"), ("worker", "u1")]),
-}  # fmt: skip
+    1: np.dtype(
+        [
+            ("response_ms", "<f8"),
+            ("start_ms", "<i4"),
+            ("name", "<u2"),
+            ("ok", "u1"),
+            ("worker", "u1"),
+        ]
+    ),
+    2: np.dtype(
+        [
+            ("response_ms", "<f4"),
+            ("start_ms", "<i4"),
+            ("user", "<u4"),
+            ("name", "<u2"),
+            ("ok", "u1"),
+            ("worker", "u1"),
+        ]
+    ),
+}
 
 
 def _phases(variant: dict) -> dict[str, tuple[float, float]]:
@@ -194,7 +209,7 @@ def compare(run_dir: Path) -> list[str]:
                         problems.append(
                             f"{experiment['name']}/{side} {row['metric']}: summary {theirs}, recomputed {ours}"
                         )
-    return problems  # fmt: skip
+    return problems
 
 
 if __name__ == "__main__":

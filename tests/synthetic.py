@@ -439,7 +439,7 @@ def server_log_text(spec: VariantSpec) -> str:
             )
         else:
             end(ts + 0.01, ts + 0.001)
-    return "".join(line for _, line in sorted(lines, key=lambda x: x[0]))  # fmt: skip
+    return "".join(line for _, line in sorted(lines, key=lambda x: x[0]))
 
 
 def _history(spec: VariantSpec) -> tuple[pd.DataFrame, np.ndarray]:
@@ -813,8 +813,18 @@ def write_probe(vdir: Path, processes: dict[int, dict]) -> None:
     folder = vdir / "probe"
     folder.mkdir(parents=True, exist_ok=True)
     for pid, p in processes.items():
-        lines = [{"type": "process", "schema": 1, "pid": pid, "ppid": 1, "t": T0,
-                  "python": "3.11.7", "sqlalchemy": "2.1.9", "interval_s": 0.1}]  # fmt: skip
+        lines = [
+            {
+                "type": "process",
+                "schema": 1,
+                "pid": pid,
+                "ppid": 1,
+                "t": T0,
+                "python": "3.11.7",
+                "sqlalchemy": "2.1.9",
+                "interval_s": 0.1,
+            }
+        ]
         lines += [{"type": "engine", **e} for e in p["engines"]]
         lines += [
             {"type": "application_name", "engine": e, "name": n, "source": s, "t": T0}

@@ -81,10 +81,16 @@ def test_peaks_percentiles_and_idle_of_the_seed_scenario(seed_run):
     assert after.connections.peak == 20
     assert after.connections.mean_full_load == 20
     assert after.connections.idle == 20
-    assert {e.name for e in before.connections.engines} == {f"before:{m}" for m in
-                                                            ("app.db.session", "app.core.database",
-                                                             "app.api.dependencies", "app.core.db",
-                                                             "app.db")}  # fmt: skip
+    assert {e.name for e in before.connections.engines} == {
+        f"before:{m}"
+        for m in (
+            "app.db.session",
+            "app.core.database",
+            "app.api.dependencies",
+            "app.core.db",
+            "app.db",
+        )
+    }
     assert all(e.peak == 20 and e.idle == 20 for e in before.connections.engines)
     assert before.connections.pools_holding_idle == 5 and after.connections.pools_holding_idle == 1
     assert seed_run.summary.headline == "Peak connections 100 → 20 (−80 %)"
@@ -412,13 +418,28 @@ def test_too_little_time_at_a_constant_load_is_not_measured(seed_run):
 # --- traffic: every request -------------------------------------------------------------------
 
 FAILURES = [
-    ("GET", "/items", 'CatchResponseError("500: asyncpg.exceptions.TooManyConnectionsError: sorry, too many clients already")', 7),
-    ("GET", "/orders", "HTTPError('500 Server Error: FATAL: remaining connection slots are reserved for roles with the SUPERUSER attribute')", 3),
-    ("POST", "/orders", "CatchResponseError('500: QueuePool limit of size 5 overflow 10 reached, connection timed out, timeout 30.00')", 4),
+    (
+        "GET",
+        "/items",
+        'CatchResponseError("500: asyncpg.exceptions.TooManyConnectionsError: sorry, too many clients already")',
+        7,
+    ),
+    (
+        "GET",
+        "/orders",
+        "HTTPError('500 Server Error: FATAL: remaining connection slots are reserved for roles with the SUPERUSER attribute')",
+        3,
+    ),
+    (
+        "POST",
+        "/orders",
+        "CatchResponseError('500: QueuePool limit of size 5 overflow 10 reached, connection timed out, timeout 30.00')",
+        4,
+    ),
     ("GET", "/users", "ConnectionRefusedError(111, 'Connection refused')", 2),
     ("GET", "/health", "HTTPError('503 Server Error: Service Unavailable for url: /health')", 1),
     ("GET", "/items/{id}", "something odd", 1),
-]  # fmt: skip
+]
 
 
 def test_failures_grouped_by_kind_and_53300_detected(tmp_path):
@@ -499,14 +520,20 @@ def test_without_request_records_figures_come_from_locusts_totals(tmp_path):
 @pytest.mark.parametrize(
     ("message", "kind"),
     [
-        ("psycopg.OperationalError: connection failed: FATAL: sorry, too many clients already", "too_many_connections"),
+        (
+            "psycopg.OperationalError: connection failed: FATAL: sorry, too many clients already",
+            "too_many_connections",
+        ),
         ("asyncpg ... SQLSTATE 53300", "too_many_connections"),
-        ("sqlalchemy.exc.TimeoutError: QueuePool limit of size 20 overflow 0 reached", "pool_timeout"),
+        (
+            "sqlalchemy.exc.TimeoutError: QueuePool limit of size 20 overflow 0 reached",
+            "pool_timeout",
+        ),
         ("ReadTimeout('timed out')", "timeout"),
         ("HTTPError('404 Client Error')", "http_4xx"),
         ("", "other"),
     ],
-)  # fmt: skip
+)
 def test_classify_failure(message, kind):
     assert classify(message) == kind
 
@@ -569,9 +596,12 @@ def five_repeats(tmp_path_factory) -> Analysis:
     for experiment, rps_after in (("seed-claim", 120.0), ("same", 100.0)):
         for repeat in range(1, 6):
             before, after = seed_claim_specs(
-                experiment=experiment, repeat=repeat, rps=100.0, rps_sd=0.0,
+                experiment=experiment,
+                repeat=repeat,
+                rps=100.0,
+                rps_sd=0.0,
                 latency_cycle=(10.0, 20.0, 30.0, 40.0),
-            )  # fmt: skip
+            )
             after.rps = rps_after
             specs += [before, after]
     claims = {"seed-claim": SEED_CLAIMS["seed-claim"], "same": SEED_CLAIMS["seed-claim"]}
@@ -798,8 +828,10 @@ def test_per_block_reuses_a_logs_time_order_without_changing_a_figure():
         blocks, times = index[good][order], response_ms[good][order]
         served = np.bincount(blocks, minlength=k)
         first = np.searchsorted(blocks, np.arange(k))
-        p95 = [times[f + max(int(np.ceil(0.95 * n - 1e-9)), 1) - 1] if n else np.nan
-               for f, n in zip(first, served, strict=True)]  # fmt: skip
+        p95 = [
+            times[f + max(int(np.ceil(0.95 * n - 1e-9)), 1) - 1] if n else np.nan
+            for f, n in zip(first, served, strict=True)
+        ]
         mean = np.bincount(blocks, weights=times, minlength=k) / np.maximum(served, 1)
         return served, np.array(p95), np.where(served > 0, mean, np.nan)
 

@@ -100,8 +100,11 @@ def test_setup_that_overruns_is_stopped_with_everything_it_started(tmp_path: Pat
     with pytest.raises(SetupError) as caught:
         run_setup(
             [[sys.executable, "-c", "print('ok')"], [sys.executable, "-c", code]],
-            cwd=None, env={}, log_path=tmp_path / "setup.log", timeout_s=3,
-        )  # fmt: skip
+            cwd=None,
+            env={},
+            log_path=tmp_path / "setup.log",
+            timeout_s=3,
+        )
     message = str(caught.value)
     assert "\n" not in message and "setup command 2/2" in message
     assert "did not finish within setup_timeout_s = 3 s" in message
@@ -114,5 +117,10 @@ def test_setup_command_that_cannot_start_is_one_line(tmp_path: Path) -> None:
     with pytest.raises(
         SetupError, match="setup command 1/1 `no-such-migrate-tool up` cannot start"
     ):
-        run_setup([["no-such-migrate-tool", "up"]], cwd=None, env={},
-                  log_path=tmp_path / "setup.log", timeout_s=5)  # fmt: skip
+        run_setup(
+            [["no-such-migrate-tool", "up"]],
+            cwd=None,
+            env={},
+            log_path=tmp_path / "setup.log",
+            timeout_s=5,
+        )

@@ -53,10 +53,23 @@ def _env(**extra: str) -> dict[str, str]:
 
 def _poolbench(out: Path, *args: str, **extra: str) -> subprocess.Popen:
     return subprocess.Popen(
-        [sys.executable, "-m", "poolbench", "run", "--config", str(BENCH), "--out", str(out),
-         *args],
-        cwd=REPO, env=_env(**extra), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-    )  # fmt: skip
+        [
+            sys.executable,
+            "-m",
+            "poolbench",
+            "run",
+            "--config",
+            str(BENCH),
+            "--out",
+            str(out),
+            *args,
+        ],
+        cwd=REPO,
+        env=_env(**extra),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
 
 
 def _variant_dir(out: Path) -> Path | None:
@@ -106,8 +119,9 @@ def byo_run(tmp_path_factory: pytest.TempPathFactory) -> ByoRun:
     killer.join(10)
     completed = subprocess.CompletedProcess(proc.args, proc.returncode, stdout, stderr)
     assert proc.returncode == 0, stderr[-3000:]
-    return ByoRun((out / "latest").resolve(), completed, result.get("killed_pid"),
-                  result.get("db_password"))  # fmt: skip
+    return ByoRun(
+        (out / "latest").resolve(), completed, result.get("killed_pid"), result.get("db_password")
+    )
 
 
 def _meta(run: ByoRun) -> dict:
@@ -136,9 +150,14 @@ def test_byo_declared_pools_and_measured_workers_are_recorded(byo_run: ByoRun) -
     meta = _meta(byo_run)
     assert meta["workers"] == 2 and meta["workers_source"] == "variant"
     assert meta["engines"] == [
-        {"name": "untagged", "pool_size": 2, "max_overflow": 1, "per_process": True,
-         "source": "bench file"}
-    ]  # fmt: skip
+        {
+            "name": "untagged",
+            "pool_size": 2,
+            "max_overflow": 1,
+            "per_process": True,
+            "source": "bench file",
+        }
+    ]
     processes = meta["app_processes"]
     assert processes["max_with_db_connections"] == meta["workers"]
     seen = {p["pid"]: p for p in processes["pids"]}
@@ -255,10 +274,13 @@ def test_unset_env_variable_is_one_line_before_anything_starts(tmp_path: Path) -
     env = _env()
     del env["FIXTURE_SECRET_KEY"]
     proc = subprocess.run(
-        [sys.executable, "-m", "poolbench", "run", "--config", str(BENCH), "--out",
-         str(tmp_path)],
-        cwd=REPO, env=env, capture_output=True, text=True, timeout=60,
-    )  # fmt: skip
+        [sys.executable, "-m", "poolbench", "run", "--config", str(BENCH), "--out", str(tmp_path)],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert proc.returncode == 2
     assert proc.stderr.strip().splitlines()[-1] == (
         "poolbench run: error: variants.service.env.SECRET_KEY uses ${FIXTURE_SECRET_KEY}, "

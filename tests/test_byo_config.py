@@ -84,10 +84,16 @@ def test_bad_service_settings_are_one_line(tmp_path: Path, variant: str, message
 @pytest.mark.parametrize(
     ("env", "message"),
     [
-        ('SECRET_KEY = "${NOT_SET_ANYWHERE}"', "variants.svc.env.SECRET_KEY uses ${NOT_SET_ANYWHERE}, which is not set"),
-        ('URL = "{db_pasword}"', "variants.svc.env.URL uses unknown placeholder {db_pasword}: known are {database_url}"),
+        (
+            'SECRET_KEY = "${NOT_SET_ANYWHERE}"',
+            "variants.svc.env.SECRET_KEY uses ${NOT_SET_ANYWHERE}, which is not set",
+        ),
+        (
+            'URL = "{db_pasword}"',
+            "variants.svc.env.URL uses unknown placeholder {db_pasword}: known are {database_url}",
+        ),
     ],
-)  # fmt: skip
+)
 def test_placeholders_are_checked_when_the_run_is_chosen(
     tmp_path: Path, env: str, message: str
 ) -> None:

@@ -47,9 +47,13 @@ def _abandoned_run(root: Path, run_owner: dict, items: list[dict]) -> Path:
     (run_dir / "e" / "v-1" / "variant.json").write_text(json.dumps(entry))
     (run_dir / "e" / "v-1" / "app.log").write_text("DATABASE_URL=postgresql://a:Leak/PW@h/db\n")
     meta = {
-        "schema": 1, "run_id": run_dir.name, "status": "running", "error": None,
-        "owner": run_owner, "experiments": [{"name": "e", "variants": [entry]}],
-    }  # fmt: skip
+        "schema": 1,
+        "run_id": run_dir.name,
+        "status": "running",
+        "error": None,
+        "owner": run_owner,
+        "experiments": [{"name": "e", "variants": [entry]}],
+    }
     (run_dir / "run.json").write_text(json.dumps(meta))
     with (run_dir / ledger.LEDGER_FILE).open("w") as handle:
         for item in items:
@@ -68,10 +72,14 @@ def _group_leader() -> tuple[subprocess.Popen, int]:
 
 def _process_item(proc: subprocess.Popen, create_time: float | None = None) -> dict:
     return {
-        "kind": "process", "id": f"process/{proc.pid}", "pid": proc.pid, "pgid": proc.pid,
-        "create_time": create_time or psutil.Process(proc.pid).create_time(), "what": "app v",
+        "kind": "process",
+        "id": f"process/{proc.pid}",
+        "pid": proc.pid,
+        "pgid": proc.pid,
+        "create_time": create_time or psutil.Process(proc.pid).create_time(),
+        "what": "app v",
         "stop_signal": int(signal.SIGTERM),
-    }  # fmt: skip
+    }
 
 
 def test_clean_stops_the_group_removes_the_data_dir_and_marks_the_run(tmp_path: Path) -> None:
@@ -136,10 +144,14 @@ def test_a_database_left_on_a_server_needs_its_url_and_is_listed_until_then(
     tmp_path: Path,
 ) -> None:
     item = {
-        "kind": "database", "id": "database/127.0.0.1:5432/poolbench_0000dead",
-        "host": "127.0.0.1", "port": 5432, "user": "postgres",
-        "dbname": "poolbench_0000dead", "role": "poolbench_app_0000dead",
-    }  # fmt: skip
+        "kind": "database",
+        "id": "database/127.0.0.1:5432/poolbench_0000dead",
+        "host": "127.0.0.1",
+        "port": 5432,
+        "user": "postgres",
+        "dbname": "poolbench_0000dead",
+        "role": "poolbench_app_0000dead",
+    }
     run_dir = _abandoned_run(tmp_path, _dead_owner(), [item])
     first = clean_run(run_dir)
     assert first.done == []

@@ -184,8 +184,14 @@ def test_samples_writer_streams_and_renames_into_place(tmp_path: Path) -> None:
 
     frame = read_samples(path)
     assert list(frame.columns) == [
-        "ts", "metric", "application_name", "state", "wait_event_type", "component", "value",
-    ]  # fmt: skip
+        "ts",
+        "metric",
+        "application_name",
+        "state",
+        "wait_event_type",
+        "component",
+        "value",
+    ]
     assert frame.ts.dtype == "float64" and frame.value.dtype == "float64"
     assert frame.application_name.tolist()[0] == 'a,b "q"'
     assert frame.application_name.tolist()[4] == "NA"  # a label is never read as missing
@@ -375,9 +381,12 @@ def test_memory_of_100_backends_is_reread_within_2_s_as_sessions_come_and_go_in_
     have moved: each is re-read within 2 s, about half of them at each 1 Hz sweep."""
     out = tmp_path / "samples.csv"
     config = CollectorConfig(
-        _with_db(pg.admin_url, target), target, out, postmaster_pid=pg.postmaster_pid,
+        _with_db(pg.admin_url, target),
+        target,
+        out,
+        postmaster_pid=pg.postmaster_pid,
         memory_cpu_budget=None,  # the schedule alone (the budget has its own test)
-    )  # fmt: skip
+    )
     url = _with_db(pg.app_url, target)
     stop = threading.Event()
 
@@ -436,9 +445,10 @@ def test_memory_of_100_backends_is_reread_within_2_s_as_sessions_come_and_go_in_
     assert sweeps >= 3 and 0.35 * processes * sweeps <= reads <= 0.75 * processes * sweeps
     frame = read_samples(out)
     many = frame[
-        (frame.metric == "mem_pss_bytes") & (frame.application_name == "many")
+        (frame.metric == "mem_pss_bytes")
+        & (frame.application_name == "many")
         & (frame.ts >= first.memory_ts)
-    ]  # fmt: skip
+    ]
     assert len(many) >= sweeps and (many.value > 0).all()  # a row at every sweep
 
 
@@ -580,10 +590,15 @@ def test_untagged_backends_keep_one_owner_from_their_first_sample(
         _wait_for(lambda: collector.latest().samples >= 3, 5, "the first samples")
         start = time.time()
         procs = [
-            subprocess.Popen([sys.executable, "-c", UNTAGGED_CLIENT, url, str(n)], env=env,
-                             stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+            subprocess.Popen(
+                [sys.executable, "-c", UNTAGGED_CLIENT, url, str(n)],
+                env=env,
+                stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE,
+                text=True,
+            )
             for _ in range(clients)
-        ]  # fmt: skip
+        ]
         try:
             for proc in procs:
                 assert proc.stdout.readline().strip() == "ready"
@@ -623,14 +638,29 @@ class _PoolsHandler(BaseHTTPRequestHandler):
     body = json.dumps(
         {
             "engines": [
-                {"name": "before:app.db.session", "kind": "async", "pool_class": "AsyncAdaptedQueuePool",
-                 "size": 20, "checked_in": 3, "checked_out": 2, "overflow": -15, "max_overflow": 0},
-                {"name": "before:app.core.db", "kind": "sync", "pool_class": "NullPool",
-                 "size": None, "checked_in": None, "checked_out": None, "overflow": None,
-                 "max_overflow": None},
+                {
+                    "name": "before:app.db.session",
+                    "kind": "async",
+                    "pool_class": "AsyncAdaptedQueuePool",
+                    "size": 20,
+                    "checked_in": 3,
+                    "checked_out": 2,
+                    "overflow": -15,
+                    "max_overflow": 0,
+                },
+                {
+                    "name": "before:app.core.db",
+                    "kind": "sync",
+                    "pool_class": "NullPool",
+                    "size": None,
+                    "checked_in": None,
+                    "checked_out": None,
+                    "overflow": None,
+                    "max_overflow": None,
+                },
             ]
         }
-    ).encode()  # fmt: skip
+    ).encode()
 
     def do_GET(self) -> None:
         if self.path != "/debug/pools":
@@ -678,9 +708,13 @@ def test_the_minimal_profile_counts_connections_once_a_second_and_nothing_costly
 ) -> None:
     out = tmp_path / "samples.csv"
     config = CollectorConfig(
-        pg.admin_url, pg.dbname, out, postmaster_pid=pg.postmaster_pid,
-        app_pids=[os.getpid()], pools_url="http://127.0.0.1:9/debug/pools",
-    ).with_profile("minimal")  # fmt: skip
+        pg.admin_url,
+        pg.dbname,
+        out,
+        postmaster_pid=pg.postmaster_pid,
+        app_pids=[os.getpid()],
+        pools_url="http://127.0.0.1:9/debug/pools",
+    ).with_profile("minimal")
     assert (config.connections_hz, config.memory, config.pools_url) == (1.0, False, None)
     assert config.describe()["pools"] is False
     with CollectorThread(config):
@@ -703,10 +737,24 @@ def _restart(db: Database) -> None:
     pg_ctl = Path(postmaster.exe()).with_name("pg_ctl")
     user = psutil.Process(db.postmaster_pid).username() if os.geteuid() == 0 else None
     subprocess.run(
-        [str(pg_ctl), "-D", str(data), "-l", str(data.parent / "server.log"),
-         "-m", "fast", "-w", "-t", "30", "restart"],
-        user=user, check=True, capture_output=True, timeout=60,
-    )  # fmt: skip
+        [
+            str(pg_ctl),
+            "-D",
+            str(data),
+            "-l",
+            str(data.parent / "server.log"),
+            "-m",
+            "fast",
+            "-w",
+            "-t",
+            "30",
+            "restart",
+        ],
+        user=user,
+        check=True,
+        capture_output=True,
+        timeout=60,
+    )
 
 
 def test_reconnects_after_a_restart_and_records_the_gap(tmp_path: Path) -> None:
@@ -810,10 +858,11 @@ for line in sys.stdin:
 def _growers(n: int) -> Iterator[list[subprocess.Popen]]:
     """Idle processes that grow by 8 MiB each time they are told to."""
     procs = [
-        subprocess.Popen([sys.executable, "-c", GROWER], stdin=subprocess.PIPE,
-                         stdout=subprocess.PIPE, text=True)
+        subprocess.Popen(
+            [sys.executable, "-c", GROWER], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
+        )
         for _ in range(n)
-    ]  # fmt: skip
+    ]
     try:
         for proc in procs:
             assert proc.stdout.readline().strip() == "ready"
@@ -872,8 +921,12 @@ def test_memory_tracker_rereads_what_may_have_moved_by_its_deadline_spread_over_
         assert tracker.sum(pids[1:2]).rss - rss >= 7 * 2**20  # 10 s, the moved one first
         pids.append(procs[4].pid)  # one joins: read at once and again, the others by 10 s
         assert sweeps(tracker, 126.0, 127.0, 128.0, 129.0, 130.0) == [
-            (2, 3), (1, 3), (1, 2), (1, 1), (1, 0),
-        ]  # fmt: skip
+            (2, 3),
+            (1, 3),
+            (1, 2),
+            (1, 1),
+            (1, 0),
+        ]
         procs[3].kill()  # one ends: the PSS it held of shared pages is its sharers', by 10 s
         procs[3].wait()
         assert sweeps(tracker, 131.0, 132.0, 133.0, 134.0) == [(1, 3), (1, 2), (1, 1), (1, 0)]

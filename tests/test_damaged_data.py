@@ -33,8 +33,16 @@ phases = {{warmup_s = 0, load_s = 3, idle_s = 1}}
 def real_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
     tmp = tmp_path_factory.mktemp("damaged")
     (tmp / "bench.toml").write_text(BENCH.format(repo=REPO))
-    proc = poolbench_cli("run", "--config", str(tmp / "bench.toml"), "--out", str(tmp / "r"),
-                         "--variants", "after,after", "--no-report")  # fmt: skip
+    proc = poolbench_cli(
+        "run",
+        "--config",
+        str(tmp / "bench.toml"),
+        "--out",
+        str(tmp / "r"),
+        "--variants",
+        "after,after",
+        "--no-report",
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     [run_dir] = (tmp / "r").glob("2*")
     assert (run_dir / "e/after_2-1/samples.csv").stat().st_size > 0

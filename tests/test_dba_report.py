@@ -33,19 +33,32 @@ APP_LOG = "INFO started\n" + "ERROR: Exception in ASGI application\n  asyncpg 53
 def stock_specs() -> list[VariantSpec]:
     ramp = [(0.1, 10), (0.9, 20)]
     before = VariantSpec(
-        name="before", experiment="stock-postgres",
-        engines=[EngineSpec(name=f"before:{m}", load=ramp, active=4, pool_size=30,
-                            idle_in_transaction=10) for m in SEED_MODULES],
-        max_connections=103, server_log=ServerLogSpec(reserved=30, no_slot=12, short_sessions=5),
-        sessions_new_per_s=0.0301, failures=[REFUSED], app_log=APP_LOG,
+        name="before",
+        experiment="stock-postgres",
+        engines=[
+            EngineSpec(
+                name=f"before:{m}", load=ramp, active=4, pool_size=30, idle_in_transaction=10
+            )
+            for m in SEED_MODULES
+        ],
+        max_connections=103,
+        server_log=ServerLogSpec(reserved=30, no_slot=12, short_sessions=5),
+        sessions_new_per_s=0.0301,
+        failures=[REFUSED],
+        app_log=APP_LOG,
         server_settings={"max_connections": "103", "shared_buffers": "16384"},
-    )  # fmt: skip
+    )
     after = VariantSpec(
-        name="after", experiment="stock-postgres", seed=2,
-        engines=[EngineSpec(name="after:app.db.session", load=ramp, active=5, idle_in_transaction=3)],
-        server_log=ServerLogSpec(), sessions_new_per_s=1.1533,
+        name="after",
+        experiment="stock-postgres",
+        seed=2,
+        engines=[
+            EngineSpec(name="after:app.db.session", load=ramp, active=5, idle_in_transaction=3)
+        ],
+        server_log=ServerLogSpec(),
+        sessions_new_per_s=1.1533,
         server_settings={"max_connections": "103", "shared_buffers": "16384"},
-    )  # fmt: skip
+    )
     return [before, after]
 
 
@@ -291,11 +304,22 @@ def test_14_an_async_app_takes_the_driver_form_of_the_url(tmp_path):
     from poolbench.results.run_folder import load_run
 
     proc = subprocess.run(
-        [sys.executable, "-m", "poolbench", "run", "--config", str(ASYNC_BENCH), "--out",
-         str(tmp_path), "--no-report"],
-        capture_output=True, text=True, timeout=300,
+        [
+            sys.executable,
+            "-m",
+            "poolbench",
+            "run",
+            "--config",
+            str(ASYNC_BENCH),
+            "--out",
+            str(tmp_path),
+            "--no-report",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
         env={**os.environ, "FIXTURE_PYTHON": sys.executable},
-    )  # fmt: skip
+    )
     # old: "variants.service.env.DATABASE_URL uses unknown placeholder {database_url}…"
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert '[asyncapp] service: the server, while it runs: psql "host=' in proc.stderr
@@ -310,8 +334,9 @@ def test_14_an_async_app_takes_the_driver_form_of_the_url(tmp_path):
 def test_14_one_block_is_singular():
     from poolbench.analysis.block_test import BlockLength, compare_blocks
 
-    result = compare_blocks([1.0], [1.0, 2.0, 3.0, 4.0, 5.0], BlockLength(3, (1.0, 1.0)),
-                            names=("before", "after"))  # fmt: skip
+    result = compare_blocks(
+        [1.0], [1.0, 2.0, 3.0, 4.0, 5.0], BlockLength(3, (1.0, 1.0)), names=("before", "after")
+    )
     # old: "before: 1 blocks of 3 s, fewer than 5 (window too short)"
     assert "before: 1 block of 3 s, fewer than 5 (window too short)" in result.footnotes
 

@@ -66,10 +66,22 @@ def _immutable(*paths: Path) -> Iterator[None]:
 
 def _start(config: Path, out: Path) -> subprocess.Popen:
     return subprocess.Popen(
-        [sys.executable, "-m", "poolbench", "run", "--config", str(config), "--out", str(out),
-         "--no-report"],
-        cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-    )  # fmt: skip
+        [
+            sys.executable,
+            "-m",
+            "poolbench",
+            "run",
+            "--config",
+            str(config),
+            "--out",
+            str(out),
+            "--no-report",
+        ],
+        cwd=REPO,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
 
 
 def _in_load(out: Path, proc: subprocess.Popen, timeout: float = 120) -> Path:
@@ -180,8 +192,10 @@ def test_out_and_config_are_checked_before_anything_starts(
     (tmp_path / "DIR").mkdir()
     args = ["run", "--config", str(tmp_path / config) if config else str(_bench(tmp_path))]
     if out is not None:
-        args += ["--out", out.replace("FILE", str(tmp_path / "FILE")).replace(
-            "LOCKED", str(tmp_path / "LOCKED"))]  # fmt: skip
+        args += [
+            "--out",
+            out.replace("FILE", str(tmp_path / "FILE")).replace("LOCKED", str(tmp_path / "LOCKED")),
+        ]
     else:
         args += ["--out", str(tmp_path / "r")]
     with _immutable(tmp_path / "LOCKED"):

@@ -44,8 +44,16 @@ phases = {{warmup_s = 0, load_s = {load_s}, idle_s = 0}}
 
 
 def _bench(tmp_path: Path, **settings) -> Path:
-    values = {"repeats": 1, "workers": 1, "pool_size": 2, "max_overflow": 0, "users": 8,
-              "hold_ms": 5, "load_s": 5, **settings}  # fmt: skip
+    values = {
+        "repeats": 1,
+        "workers": 1,
+        "pool_size": 2,
+        "max_overflow": 0,
+        "users": 8,
+        "hold_ms": 5,
+        "load_s": 5,
+        **settings,
+    }
     path = tmp_path / "bench.toml"
     path.write_text(BENCH.format(repo=REPO, **values))
     return path
@@ -166,8 +174,15 @@ def test_sigkill_of_poolbench_leaves_nothing_after_the_next_run_or_clean(tmp_pat
     [data_dir] = [Path(i["path"]) for i in ledger if i.get("kind") == "data_dir"]
     assert data_dir.is_dir()
     # the next run cleans it up first (then stops at its own bad URL, writing nothing)
-    proc = poolbench_cli("run", "--config", str(config), "--out", str(tmp_path / "embedded"),
-                         "--database-url", "postgresql://postgres@127.0.0.1:1/x")  # fmt: skip
+    proc = poolbench_cli(
+        "run",
+        "--config",
+        str(config),
+        "--out",
+        str(tmp_path / "embedded"),
+        "--database-url",
+        "postgresql://postgres@127.0.0.1:1/x",
+    )
     assert proc.returncode == 2
     assert f"poolbench: cleaned {tmp_path / 'embedded'}" in proc.stderr
     assert f"abandoned: removed {data_dir}" in proc.stderr
@@ -235,8 +250,12 @@ def test_a_hostile_password_appears_in_no_output(crowded_run) -> None:
     }
     forms = [HOSTILE, "Ha%23sh%3FPW", "Ha#sh", "sh?PW"]
     leaks = [(str(p), f) for p, text in written.items() for f in forms if f in text]
-    leaks += [(stream, f) for stream, text in (("stdout", stdout), ("stderr", stderr))
-              for f in forms if f in text]  # fmt: skip
+    leaks += [
+        (stream, f)
+        for stream, text in (("stdout", stdout), ("stderr", stderr))
+        for f in forms
+        if f in text
+    ]
     assert leaks == []
     meta = json.loads((out / "latest" / "run.json").read_text())
     assert (
@@ -378,9 +397,14 @@ def test_an_exposed_app_users_failing_on_start_and_every_request_failing_fail_th
     (tmp_path / "raising.py").write_text(RAISING)
     (tmp_path / "failing.py").write_text(FAILING)
     config = tmp_path / "bench.toml"
-    config.write_text(LOAD_FAULTS.format(repo=REPO, python=sys.executable,
-                                         raising=tmp_path / "raising.py",
-                                         failing=tmp_path / "failing.py"))  # fmt: skip
+    config.write_text(
+        LOAD_FAULTS.format(
+            repo=REPO,
+            python=sys.executable,
+            raising=tmp_path / "raising.py",
+            failing=tmp_path / "failing.py",
+        )
+    )
     proc = _start(config, tmp_path / "r", report=True)
     _, stderr = proc.communicate(timeout=240)
 
@@ -390,8 +414,10 @@ def test_an_exposed_app_users_failing_on_start_and_every_request_failing_fail_th
     statuses = {v.key: v.meta["status"] for v in run.variants}
     allowed = statuses.pop("allowed/exposed-on-purpose-1")
     assert statuses == {
-        "raising/exposed-1": "failed", "raising/after-1": "failed", "failing/after-1": "failed",
-    }  # fmt: skip
+        "raising/exposed-1": "failed",
+        "raising/after-1": "failed",
+        "failing/after-1": "failed",
+    }
     errors.pop("allowed/exposed-on-purpose-1")
     port = errors["raising/exposed-1"].split("0.0.0.0:")[1].split(",")[0]
     assert errors["raising/exposed-1"].startswith(
@@ -470,8 +496,9 @@ def test_a_full_server_fails_that_variant_in_one_line_and_the_next_one_runs(
     assert proc.returncode == 1, stderr[-3000:]
     run = load_run(tmp_path / "r" / "latest")
     assert {v.key: v.meta["status"] for v in run.variants} == {
-        "e/after-1": "failed", "e/later-1": "complete",
-    }  # fmt: skip
+        "e/after-1": "failed",
+        "e/later-1": "complete",
+    }
     error = run.variants[0].meta["error"]
     assert "\n" not in error and "remaining connection slots are reserved" in error
     warning = run.variants[0].meta["preflight"]["warning"]

@@ -39,9 +39,15 @@ def test_a_passing_threshold_exits_0_and_is_reported(run_dir: Path) -> None:
 
 
 def test_a_breach_exits_with_the_documented_code_and_says_which(run_dir: Path) -> None:
-    proc = _poolbench("report", str(run_dir), "--no-charts",
-                      "--fail-if", "after.peak_connections > 10",
-                      "--fail-if", "after.idle_connections > 0.1 * before.idle_connections")  # fmt: skip
+    proc = _poolbench(
+        "report",
+        str(run_dir),
+        "--no-charts",
+        "--fail-if",
+        "after.peak_connections > 10",
+        "--fail-if",
+        "after.idle_connections > 0.1 * before.idle_connections",
+    )
     assert proc.returncode == EXIT_THRESHOLD == 3
     assert proc.stdout.count("threshold breached") == 2
     assert "Threshold breached" in (run_dir / "report.md").read_text()
@@ -55,8 +61,13 @@ def test_an_untested_difference_is_inconclusive_not_a_breach_unless_strict(run_d
 
 
 def test_an_exact_difference_decides_the_significance_form(run_dir: Path) -> None:
-    proc = _poolbench("report", str(run_dir), "--no-charts",
-                      "--fail-if", "after.peak_connections < before.peak_connections")  # fmt: skip
+    proc = _poolbench(
+        "report",
+        str(run_dir),
+        "--no-charts",
+        "--fail-if",
+        "after.peak_connections < before.peak_connections",
+    )
     assert proc.returncode == EXIT_THRESHOLD and "threshold breached" in proc.stdout
 
 
@@ -113,8 +124,10 @@ def test_compare_checks_thresholds_across_runs(tmp_path: Path) -> None:
 
 def test_a_bad_threshold_in_the_bench_file_is_refused_at_load(tmp_path: Path) -> None:
     bench = tmp_path / "bench.toml"
-    bench.write_text('[variants.a]\napp_dir = "apps_after"\n[defaults]\nfail_if = ["a.p95_ms >"]\n'
-                     '[experiments.e]\n')  # fmt: skip
+    bench.write_text(
+        '[variants.a]\napp_dir = "apps_after"\n[defaults]\nfail_if = ["a.p95_ms >"]\n'
+        "[experiments.e]\n"
+    )
     proc = _poolbench("run", "--config", str(bench))
     assert proc.returncode == 2 and "experiments.e.fail_if" in proc.stderr
     assert "not a valid expression" in proc.stderr

@@ -131,9 +131,14 @@ def test_a_backlog_in_the_idle_phase_is_not_blamed_on_the_configuration(tmp_path
     idle, not the 5 its full pools should keep (pool_recycle, a failed pre-ping, a disposed
     engine, or sessions never returned)"."""
     engine = EngineSpec(
-        "app:db", pool_size=5, max_overflow=10, load=[(1.0, 15)], idle=[(1.0, 15)],
-        active=15, idle_active=[(1.0, 15)],
-    )  # fmt: skip
+        "app:db",
+        pool_size=5,
+        max_overflow=10,
+        load=[(1.0, 15)],
+        idle=[(1.0, 15)],
+        active=15,
+        idle_active=[(1.0, 15)],
+    )
     analysis, md = run(tmp_path, [VariantSpec(name="slow", engines=[engine])])
     f = figures(analysis, "slow")
     codes = {flag.code for flag in f.model.flags}
@@ -149,9 +154,14 @@ def test_idle_is_measured_once_the_backlog_drained(tmp_path):
     the 5 its full pools should keep (pool_recycle, …)"; after it, 5, measured from when the
     backlog drained."""
     engine = EngineSpec(
-        "app:db", pool_size=5, max_overflow=10, load=[(1.0, 15)],
-        idle=[(0.75, 15), (0.25, 5)], active=15, idle_active=[(0.75, 15), (0.25, 0)],
-    )  # fmt: skip
+        "app:db",
+        pool_size=5,
+        max_overflow=10,
+        load=[(1.0, 15)],
+        idle=[(0.75, 15), (0.25, 5)],
+        active=15,
+        idle_active=[(0.75, 15), (0.25, 0)],
+    )
     analysis, _ = run(tmp_path, [VariantSpec(name="drain", engines=[engine], idle_s=12.0)])
     f = figures(analysis, "drain")
     idle = f.windows.phases["idle"]
@@ -221,9 +231,15 @@ def test_marginal_cost_interval_respects_time_drift_and_autocorrelation(tmp_path
     95 % CI 1.26 … 1.29 MiB, n = 122) — an interval that excludes the truth."""
     steps = [(0.2, 4), (0.2, 8), (0.2, 12), (0.2, 16), (0.2, 20)]
     spec = VariantSpec(
-        name="drift", engines=[EngineSpec("drift:db", load=steps)], load_s=100.0, idle_s=20.0,
-        pss_drift_bytes_per_s=0.05 * MiB, rps=50.0, rps_sd=0.0, latency_cycle=(10.0,),
-    )  # fmt: skip
+        name="drift",
+        engines=[EngineSpec("drift:db", load=steps)],
+        load_s=100.0,
+        idle_s=20.0,
+        pss_drift_bytes_per_s=0.05 * MiB,
+        rps=50.0,
+        rps_sd=0.0,
+        latency_cycle=(10.0,),
+    )
     analysis, md = run(tmp_path, [spec])
     slope = figures(analysis, "drift").memory.pss_per_backend
     assert slope.low <= MiB <= slope.high
@@ -240,13 +256,23 @@ def test_a_trend_in_the_full_load_window_is_flagged(tmp_path):
     between the full-load window's halves). Before the fix nothing said so: the goodput row read
     "goodput; failures/s | 228 /s; 0.00 /s" and Little's law "+1.2 % | ✅ agrees"."""
     falling = VariantSpec(
-        name="falling", engines=[EngineSpec("f:db")], load_s=60.0, rps=230.0, rps_sd=2.0,
-        rps_trend_per_s=-1.0, latency_cycle=(10.0,),
-    )  # fmt: skip
+        name="falling",
+        engines=[EngineSpec("f:db")],
+        load_s=60.0,
+        rps=230.0,
+        rps_sd=2.0,
+        rps_trend_per_s=-1.0,
+        latency_cycle=(10.0,),
+    )
     steady = VariantSpec(
-        name="steady", engines=[EngineSpec("s:db")], load_s=60.0, rps=230.0, rps_sd=2.0,
-        latency_cycle=(10.0,), seed=2,
-    )  # fmt: skip
+        name="steady",
+        engines=[EngineSpec("s:db")],
+        load_s=60.0,
+        rps=230.0,
+        rps_sd=2.0,
+        latency_cycle=(10.0,),
+        seed=2,
+    )
     analysis, md = run(tmp_path, [falling, steady])
     [drop] = figures(analysis, "falling").traffic.unsteady
     assert drop.what == "goodput" and drop.high < 0
@@ -273,10 +299,16 @@ def test_warm_up_and_shared_pages_are_not_a_leak(tmp_path):
     shared pages — and app USS "not measured" (4.2 MiB/h, 95 % CI −51.7 … 60.2: the warm-up
     inside the window widened the interval past any verdict)."""
     spec = VariantSpec(
-        name="soak", engines=[EngineSpec("s:db")], load_s=500.0, rps=50.0, rps_sd=0.0,
-        latency_cycle=(10.0,), app_warmup_bytes=2 * MiB, app_warmup_s=60.0,
+        name="soak",
+        engines=[EngineSpec("s:db")],
+        load_s=500.0,
+        rps=50.0,
+        rps_sd=0.0,
+        latency_cycle=(10.0,),
+        app_warmup_bytes=2 * MiB,
+        app_warmup_s=60.0,
         pss_drift_bytes_per_s=0.01 * MiB,
-    )  # fmt: skip
+    )
     analysis, md = run(tmp_path, [spec])
     trends = {t.what: t for t in figures(analysis, "soak").leak}
     app = trends["app USS"]
@@ -297,9 +329,14 @@ def test_a_short_soak_gives_no_leak_verdict(tmp_path):
     300 s): not measured. Before the fix: "app USS | full load, pools filled, 70 s | 13.0 MiB/h |
     ❌ growing"."""
     spec = VariantSpec(
-        name="quick", engines=[EngineSpec("q:db")], load_s=74.0, rps=50.0, rps_sd=0.0,
-        latency_cycle=(10.0,), app_leak_bytes_per_s=13 * MiB / 3600,
-    )  # fmt: skip
+        name="quick",
+        engines=[EngineSpec("q:db")],
+        load_s=74.0,
+        rps=50.0,
+        rps_sd=0.0,
+        latency_cycle=(10.0,),
+        app_leak_bytes_per_s=13 * MiB / 3600,
+    )
     analysis, _ = run(tmp_path, [spec])
     app = next(t for t in figures(analysis, "quick").leak if t.what == "app USS")
     assert app.verdict == "not measured"

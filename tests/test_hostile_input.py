@@ -58,9 +58,19 @@ def _toml(name: str) -> str:
 
 @pytest.mark.parametrize(
     "name",
-    ["../../../../escaped", "../x", "x/y", "", ".hidden", "a..b", "a\x1b[31mred", "a" * 65,
-     "tab\tname", "sp ace"],
-)  # fmt: skip
+    [
+        "../../../../escaped",
+        "../x",
+        "x/y",
+        "",
+        ".hidden",
+        "a..b",
+        "a\x1b[31mred",
+        "a" * 65,
+        "tab\tname",
+        "sp ace",
+    ],
+)
 def test_a_hostile_variant_name_is_refused(tmp_path: Path, name: str) -> None:
     bench = (
         f'[variants."{_toml(name)}"]\napp_dir = "{REPO}/apps_after"\n'
@@ -94,9 +104,14 @@ def test_a_label_with_control_characters_is_refused(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize(
     ("key", "value"),
-    [("phases.load_s", "nan"), ("phases.idle_s", "inf"), ("load.spawn_rate", "-inf"),
-     ("phases.warmup_s", "nan"), ("app.pool_timeout", "inf")],
-)  # fmt: skip
+    [
+        ("phases.load_s", "nan"),
+        ("phases.idle_s", "inf"),
+        ("load.spawn_rate", "-inf"),
+        ("phases.warmup_s", "nan"),
+        ("app.pool_timeout", "inf"),
+    ],
+)
 def test_every_number_of_the_bench_file_is_finite(tmp_path: Path, key: str, value: str) -> None:
     section, field = key.split(".")
     bench = GOOD + f'[experiments.e]\nvariants = ["after"]\n{section} = {{{field} = {value}}}\n'
@@ -114,13 +129,15 @@ def test_a_number_from_the_bench_file_reaches_the_command_line_as_one_line(tmp_p
     [
         (["--soak", "nan"], "argument --soak: a positive duration"),
         (["--soak", "inf"], "argument --soak: a positive duration"),
-        (["--locust-workers", "1", "--locust-workers-timeout", "nan"],
-         "--locust-workers-timeout must be a finite number"),
+        (
+            ["--locust-workers", "1", "--locust-workers-timeout", "nan"],
+            "--locust-workers-timeout must be a finite number",
+        ),
         (["--fail-if", "garbage"], "--fail-if: threshold 'garbage'"),
         (["--fail-if", "after.nosuch > 1"], "unknown metric 'nosuch'"),
         (["--fail-if", "before.p95_ms > 1"], "no experiment has the variant(s) before"),
     ],
-)  # fmt: skip
+)
 def test_command_line_numbers_and_thresholds_are_checked_first(
     tmp_path: Path, args: list[str], said: str
 ) -> None:
@@ -130,9 +147,20 @@ def test_command_line_numbers_and_thresholds_are_checked_first(
 
 def _entry(dir: str) -> VariantRecord:
     return VariantRecord(
-        experiment="e", variant="v", repeat=1, dir=dir, label="v", app_dir=None, command=None,
-        app={}, load={}, postgres_settings={}, workers=1, workers_source="experiment", engines=[],
-    )  # fmt: skip
+        experiment="e",
+        variant="v",
+        repeat=1,
+        dir=dir,
+        label="v",
+        app_dir=None,
+        command=None,
+        app={},
+        load={},
+        postgres_settings={},
+        workers=1,
+        workers_source="experiment",
+        engines=[],
+    )
 
 
 def test_a_variant_folder_outside_the_run_is_refused(tmp_path: Path) -> None:

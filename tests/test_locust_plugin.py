@@ -141,8 +141,11 @@ def _assert_records_match_locust(out: Path) -> RequestLog:
     """Same count, failures, per-endpoint counts, histogram and p50/p95/p99 as Locust's."""
     proc = subprocess.run(
         [sys.executable, "-c", LOCUST_VIEW, str(out / "locust.json"), str(out / REQUESTS_FILE)],
-        capture_output=True, text=True, timeout=60, check=True,
-    )  # fmt: skip
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
     view = json.loads(proc.stdout)
     locust, records = view["locust"], view["records"]
     assert locust["requests"] > 200 and locust["failures"] > 0

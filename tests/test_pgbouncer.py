@@ -182,13 +182,22 @@ def test_no_binary_on_path_names_the_package_and_the_setting(monkeypatch) -> Non
 def test_pgbouncer_settings_are_checked(tmp_path: Path) -> None:
     base = BENCH.read_text()
     for good, bad, words in (
-        ('pool_mode = "transaction"', 'pool_mode = "transactions"',
-         "pool_mode must be one of session, transaction"),
-        ("default_pool_size = 3", "default_pool_size = 0",
-         "default_pool_size must be an integer >= 1"),
-        ('pool_mode = "transaction"', "pool_size_typo = 3",
-         "unknown key variants.behind.pgbouncer.pool_size_typo"),
-    ):  # fmt: skip
+        (
+            'pool_mode = "transaction"',
+            'pool_mode = "transactions"',
+            "pool_mode must be one of session, transaction",
+        ),
+        (
+            "default_pool_size = 3",
+            "default_pool_size = 0",
+            "default_pool_size must be an integer >= 1",
+        ),
+        (
+            'pool_mode = "transaction"',
+            "pool_size_typo = 3",
+            "unknown key variants.behind.pgbouncer.pool_size_typo",
+        ),
+    ):
         path = tmp_path / "bench.toml"
         path.write_text(base.replace(good, bad, 1))
         with pytest.raises(PoolbenchError, match=words):
@@ -225,19 +234,35 @@ with ledger.recording(run_dir):
 def test_a_hard_killed_run_leaves_no_pgbouncer_and_clean_removes_its_secrets(
     pg, tmp_path: Path
 ) -> None:
-    fields = {k: getattr(pg, k) for k in ("provider", "host", "port", "dbname", "app_user",
-              "app_password", "admin_user", "admin_password", "server_version")}  # fmt: skip
+    fields = {
+        k: getattr(pg, k)
+        for k in (
+            "provider",
+            "host",
+            "port",
+            "dbname",
+            "app_user",
+            "app_password",
+            "admin_user",
+            "admin_password",
+            "server_version",
+        )
+    }
     run_dir = tmp_path / "20261206-000000-e"
     proc = subprocess.Popen(
         [sys.executable, "-c", HARD_KILLED, str(run_dir), json.dumps(fields)],
-        cwd=REPO, stdout=subprocess.PIPE, text=True,
-    )  # fmt: skip
+        cwd=REPO,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
     try:
         bouncer_pid = int(proc.stdout.readline())
     finally:
         proc.send_signal(signal.SIGKILL)
         proc.wait()
-    private = [Path(i["path"]) for i in leftovers(run_dir / "started.jsonl") if i["kind"] == "data_dir"]  # fmt: skip
+    private = [
+        Path(i["path"]) for i in leftovers(run_dir / "started.jsonl") if i["kind"] == "data_dir"
+    ]
     assert len(private) == 1 and (private[0] / "users.txt").exists()  # the clear passwords
     deadline = time.monotonic() + 10
     while pid_alive(bouncer_pid) and time.monotonic() < deadline:
@@ -264,7 +289,9 @@ def test_pgbouncer_killed_mid_run_fails_the_variant_with_its_time(pg, tmp_path: 
         dog.watch_pgbouncer(bouncer.pid)
         dog.check()  # alive: nothing to say
         os.kill(bouncer.pid, signal.SIGKILL)
-        with pytest.raises(VariantFault, match=rf"PgBouncer \(pid {bouncer.pid}\) exited \(signal 9\)"):  # fmt: skip
+        with pytest.raises(
+            VariantFault, match=rf"PgBouncer \(pid {bouncer.pid}\) exited \(signal 9\)"
+        ):
             deadline = time.monotonic() + 5
             while time.monotonic() < deadline:
                 dog.check()
@@ -287,13 +314,16 @@ def test_the_apps_nullpool_switch_keeps_no_connection_between_requests(
 
     with fresh_database(pg, "nullpool") as dbname:
         spec = VariantSpec(
-            name="nullpool", app_dir=REPO / snapshot,
+            name="nullpool",
+            app_dir=REPO / snapshot,
             env={"DB_NULLPOOL": "1", "DB_PREPARED_STATEMENTS": "off"},
-        )  # fmt: skip
+        )
         with start_variant(
-            spec, database_url=with_db(pg.app_url, dbname), log_path=tmp_path / "app.log",
+            spec,
+            database_url=with_db(pg.app_url, dbname),
+            log_path=tmp_path / "app.log",
             pools=PoolSettings(pool_size=5, max_overflow=0),
-        ) as app:  # fmt: skip
+        ) as app:
             with httpx.Client(base_url=app.base_url, trust_env=False, timeout=10) as client:
                 for path in ("/users/1", "/items/2", "/orders/3", "/reports/top-items", "/health"):
                     assert client.get(path).status_code == 200, path
@@ -332,7 +362,10 @@ def test_a_pgbouncer_that_fails_to_start_is_one_error_with_its_log_and_leaves_no
             pytest.fail("started")
     finally:
         shutil.rmtree(shared)
-    assert str(error.value) == "starting PgBouncer failed: exit status 1: FATAL cannot load config file"  # fmt: skip
+    assert (
+        str(error.value)
+        == "starting PgBouncer failed: exit status 1: FATAL cannot load config file"
+    )
     assert set(Path(tempfile.gettempdir()).glob("poolbench-pg-pgbouncer-*")) == private
     assert (out / "pgbouncer.log").read_text().strip() == "FATAL cannot load config file"
 
@@ -349,9 +382,11 @@ def test_a_binary_the_unprivileged_user_cannot_run_is_one_error(pg, tmp_path: Pa
     out = tmp_path / "v"
     out.mkdir()
     with (
-        pytest.raises(PoolbenchError, match=r"^cannot start .*/pgbouncer as pgserver: Permission denied$"),
+        pytest.raises(
+            PoolbenchError, match=r"^cannot start .*/pgbouncer as pgserver: Permission denied$"
+        ),
         pgbouncer.running(PgBouncerSettings(pgbouncer_bin=str(binary)), pg, out, "v"),
-    ):  # fmt: skip
+    ):
         pytest.fail("started")
 
 
@@ -366,14 +401,28 @@ def test_pooler_figures_from_a_synthetic_series_with_known_answers(tmp_path: Pat
     rows = []
     for i in range(100):
         waiting = 0 if i < 50 else 12
-        rows.append({
-            "ts": 1000 + i / 10, "cl_active": 30 - waiting, "cl_waiting": waiting, "sv_active": 5,
-            "sv_idle": 0, "sv_used": 0, "sv_tested": 0, "sv_login": 0, "maxwait_s": i / 1000,
-            "clients": 30, "servers": 5, "total_xact_count": 5 * i, "total_query_count": 15 * i,
-            "total_wait_time_us": 5 * i * 2000, "avg_wait_time_us": 2000, "query_ms": 1.0,
-            "probe_pooler_ms": 3.0 if i % 10 == 0 else None,
-            "probe_direct_ms": 1.0 if i % 10 == 0 else None,
-        })  # fmt: skip
+        rows.append(
+            {
+                "ts": 1000 + i / 10,
+                "cl_active": 30 - waiting,
+                "cl_waiting": waiting,
+                "sv_active": 5,
+                "sv_idle": 0,
+                "sv_used": 0,
+                "sv_tested": 0,
+                "sv_login": 0,
+                "maxwait_s": i / 1000,
+                "clients": 30,
+                "servers": 5,
+                "total_xact_count": 5 * i,
+                "total_query_count": 15 * i,
+                "total_wait_time_us": 5 * i * 2000,
+                "avg_wait_time_us": 2000,
+                "query_ms": 1.0,
+                "probe_pooler_ms": 3.0 if i % 10 == 0 else None,
+                "probe_direct_ms": 1.0 if i % 10 == 0 else None,
+            }
+        )
     pd.DataFrame(rows, columns=list(COLUMNS)).to_csv(tmp_path / "pgbouncer.csv", index=False)
     (tmp_path / "app.log").write_text(
         "ERROR:    Exception in ASGI application\n"
@@ -386,9 +435,16 @@ def test_pooler_figures_from_a_synthetic_series_with_known_answers(tmp_path: Pat
         "WARNING C-0x1: (nodb)/(nouser)@127.0.0.1:1 pooler error: no more connections allowed "
         "(max_client_conn)\n"
     )
-    meta = {"pgbouncer": {"version": "1.18.0", "pool_mode": "transaction",
-                          "default_pool_size": 5, "reserve_pool_size": 0,
-                          "max_client_conn": 6, "server_ceiling": 5}}  # fmt: skip
+    meta = {
+        "pgbouncer": {
+            "version": "1.18.0",
+            "pool_mode": "transaction",
+            "default_pool_size": 5,
+            "reserve_pool_size": 0,
+            "max_client_conn": 6,
+            "server_ceiling": 5,
+        }
+    }
     entry = PgBouncerEntry.from_json(meta["pgbouncer"], "variant.json")
     f = pgbouncer_figures(entry, tmp_path, tmp_path / "app.log", Window("full load", 1002, 1008))
     assert f is not None and f.samples == 60  # rows 20..79

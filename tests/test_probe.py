@@ -122,8 +122,18 @@ def database(pg: Database) -> Iterator[str]:
 
 
 def _spec(app_dir: Path, probe_dir: Path | None, workers: int = 1) -> VariantSpec:
-    command = [sys.executable, "-m", "uvicorn", "probeapp:app", "--host", "{host}",
-               "--port", "{port}", "--workers", str(workers)]  # fmt: skip
+    command = [
+        sys.executable,
+        "-m",
+        "uvicorn",
+        "probeapp:app",
+        "--host",
+        "{host}",
+        "--port",
+        "{port}",
+        "--workers",
+        str(workers),
+    ]
     return VariantSpec(
         name="probeapp",
         command=command,
@@ -158,8 +168,15 @@ def probed(app_dir: Path, database: str, tmp_path_factory: pytest.TempPathFactor
             nulls = [client.get("/null").json() for _ in range(3)]
             named = client.get("/named").json()
             env = client.get("/env").json()
-    return {"data": read_probe(out), "held": held, "elapsed": elapsed, "tight": tight,
-            "nulls": nulls, "named": named, "env": env}  # fmt: skip
+    return {
+        "data": read_probe(out),
+        "held": held,
+        "elapsed": elapsed,
+        "tight": tight,
+        "nulls": nulls,
+        "named": named,
+        "env": env,
+    }
 
 
 def _engine(data, needle: str):
@@ -174,8 +191,10 @@ def test_pool_of_two_under_ten_slow_requests_waits_about_the_hold_and_counts_eig
     data = probed["data"]
     engine = _engine(data, "pooled = create_async_engine")
     assert (engine.pool_class, engine.pool_size, engine.max_overflow) == (
-        "AsyncAdaptedQueuePool", 2, 0,
-    )  # fmt: skip
+        "AsyncAdaptedQueuePool",
+        2,
+        0,
+    )
     assert (engine.pool_timeout, engine.ceiling, engine.user) == (30, 2, database_user(data))
     rows = data.checkouts[
         (data.checkouts["site"] == engine.site) & (data.checkouts["kind"] == "checkout")
@@ -282,8 +301,9 @@ def test_probe_agrees_with_debug_pools_and_pg_stat_activity(
     """Our two apps, two workers each: while requests hold connections, every engine's
     checked-out count in each worker is what its /debug/pools says; once they are done, the
     connections the probe counts open per application_name are what PostgreSQL shows."""
-    spec = VariantSpec(name=snapshot, app_dir=ROOT / f"apps_{snapshot}", workers=2,
-                       probe_dir=tmp_path / "probe")  # fmt: skip
+    spec = VariantSpec(
+        name=snapshot, app_dir=ROOT / f"apps_{snapshot}", workers=2, probe_dir=tmp_path / "probe"
+    )
     with fresh_database(pg, prefix=f"probe_{snapshot}") as dbname:
         app = RunningVariant(
             spec, database_url=with_db(pg.app_url, dbname), log_path=tmp_path / "app.log"

@@ -19,16 +19,50 @@ from poolbench.report.document import build_document
 from poolbench.report.markdown import render_markdown
 
 OPENED = 0x100
-X = {"engine": 1, "site": "app.x:10", "module": "app.x", "line": 10, "file": "app/x.py",
-     "pool_class": "QueuePool", "queue": True, "pool_size": 2, "max_overflow": 1, "ceiling": 3,
-     "pool_timeout": 30.0, "pool_recycle": -1, "pool_pre_ping": False,
-     "driver": "postgresql+asyncpg", "database": "shop", "user": "app"}  # fmt: skip
-Y = {**X, "engine": 2, "site": "app.y:20", "module": "app.y", "line": 20, "pool_size": 10,
-     "max_overflow": 0, "ceiling": 10}  # fmt: skip
+X = {
+    "engine": 1,
+    "site": "app.x:10",
+    "module": "app.x",
+    "line": 10,
+    "file": "app/x.py",
+    "pool_class": "QueuePool",
+    "queue": True,
+    "pool_size": 2,
+    "max_overflow": 1,
+    "ceiling": 3,
+    "pool_timeout": 30.0,
+    "pool_recycle": -1,
+    "pool_pre_ping": False,
+    "driver": "postgresql+asyncpg",
+    "database": "shop",
+    "user": "app",
+}
+Y = {
+    **X,
+    "engine": 2,
+    "site": "app.y:20",
+    "module": "app.y",
+    "line": 20,
+    "pool_size": 10,
+    "max_overflow": 0,
+    "ceiling": 10,
+}
 ZERO = dict.fromkeys(
-    ("idle", "open", "overflow", "connecting", "checkouts", "closes_detached", "detaches",
-     "invalidations", "soft_invalidations", "pre_ping_failures", "errors"), 0,
-)  # fmt: skip
+    (
+        "idle",
+        "open",
+        "overflow",
+        "connecting",
+        "checkouts",
+        "closes_detached",
+        "detaches",
+        "invalidations",
+        "soft_invalidations",
+        "pre_ping_failures",
+        "errors",
+    ),
+    0,
+)
 
 
 def _samples(engine: int, full_until: float, **counters) -> list[dict]:
@@ -39,8 +73,19 @@ def _samples(engine: int, full_until: float, **counters) -> list[dict]:
         t = T0 + 0.45 + 0.5 * k
         full = T0 + 5.95 <= t < full_until
         out, pending = (3, 4) if full else (1, 0)
-        row = {"t": t, "engine": engine, **ZERO, "out": out, "out_max": out, "pending": pending,
-               "pending_max": pending, "connects": 0, "closes": 0, "timeouts": 0, "engines": 1}  # fmt: skip
+        row = {
+            "t": t,
+            "engine": engine,
+            **ZERO,
+            "out": out,
+            "out_max": out,
+            "pending": pending,
+            "pending_max": pending,
+            "connects": 0,
+            "closes": 0,
+            "timeouts": 0,
+            "engines": 1,
+        }
         for name, steps in counters.items():
             row[name] = max([v for since, v in steps if t >= T0 + since], default=0)
         rows.append(row)
@@ -113,8 +158,14 @@ def test_time_at_ceiling_peaks_counters_and_sizing_advice(tmp_path: Path) -> Non
     # pid 100 full for 30 of its 60 ticks, pid 101 for 15 of 60
     assert x.at_ceiling_share == pytest.approx(45 / 120)
     assert (x.peak_out, x.peak_out_total, x.peak_waiting, x.processes) == (3, 6, 4, 2)
-    assert x.counters == {"connects": 1, "closes": 1, "invalidations": 0,
-                          "pre_ping_failures": 0, "timeouts": 1, "errors": 0}  # fmt: skip
+    assert x.counters == {
+        "connects": 1,
+        "closes": 1,
+        "invalidations": 0,
+        "pre_ping_failures": 0,
+        "timeouts": 1,
+        "errors": 0,
+    }
     assert x.advice.startswith(
         "checkouts queued for a connection (p95 87.0 ms, at its ceiling 38 %"
     )

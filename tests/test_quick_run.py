@@ -102,10 +102,13 @@ def test_quick_run_records_phases_engines_and_locust_output(quick_run: Path) -> 
         kinds = [(e["event"], e.get("phase")) for e in variant.events]
         assert kinds[0] == ("variant_started", None)
         assert [k for k in kinds if k[0].startswith("phase_")] == [
-            ("phase_started", "warmup"), ("phase_ended", "warmup"),
-            ("phase_started", "load"), ("phase_ended", "load"),
-            ("phase_started", "idle"), ("phase_ended", "idle"),
-        ]  # fmt: skip
+            ("phase_started", "warmup"),
+            ("phase_ended", "warmup"),
+            ("phase_started", "load"),
+            ("phase_ended", "load"),
+            ("phase_started", "idle"),
+            ("phase_ended", "idle"),
+        ]
         assert kinds[-1] == ("variant_ended", None)
         assert variant.events[-1]["status"] == "complete"
         load = next(p for p in variant.meta["phases"] if p["name"] == "load")
@@ -133,8 +136,9 @@ def test_quick_run_load_starts_with_locusts_test_and_records_every_request(
         assert len(log) == sum(e["num_requests"] for e in totals) == status["requests"]
         assert log.start.min() >= load["start"] - 0.001  # no warm-up request among them
         assert sorted(p.name for p in variant.path.glob("requests*")) == [
-            "requests.bin", "requests.names.json"
-        ]  # fmt: skip
+            "requests.bin",
+            "requests.names.json",
+        ]
         # the health probe, like a load balancer's: one user, each call a second after the
         # last one ended (how long a call takes is the app's business: seconds when busy)
         probe = np.array(log.names)[log.name] == "/health"

@@ -101,9 +101,14 @@ def test_summary_matches_the_raw_files(report):
             assert t["latency"][f"p{q}"] == float(np.float32(expected))
     assert summary["headline"] == HEADLINE
     assert [i["claim"]["id"] for i in summary["experiments"][0]["claims"]["items"]] == [
-        "connections", "connections_pct", "pools", "engines",
-        "memory_leak", "memory_reduction", "performance",
-    ]  # fmt: skip
+        "connections",
+        "connections_pct",
+        "pools",
+        "engines",
+        "memory_leak",
+        "memory_reduction",
+        "performance",
+    ]
     # the report reads it back into the typed model, figure for figure
     assert read_summary(report).to_json() == summary
 
@@ -168,13 +173,22 @@ def test_headless_chromium_renders_the_page(report, tmp_path):
     shot = tmp_path / "report.png"
     subprocess.run(
         [
-            CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu",
-            "--disable-background-networking", "--disable-component-update", "--no-first-run",
-            f"--user-data-dir={tmp_path / 'profile'}", f"--screenshot={shot}",
-            "--window-size=1400,4000", (report / "report.html").resolve().as_uri(),
+            CHROMIUM,
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--disable-background-networking",
+            "--disable-component-update",
+            "--no-first-run",
+            f"--user-data-dir={tmp_path / 'profile'}",
+            f"--screenshot={shot}",
+            "--window-size=1400,4000",
+            (report / "report.html").resolve().as_uri(),
         ],
-        check=True, capture_output=True, timeout=120,
-    )  # fmt: skip
+        check=True,
+        capture_output=True,
+        timeout=120,
+    )
     assert shot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     from PIL import Image
 
@@ -400,8 +414,14 @@ def test_a_variant_capped_by_another_client_is_not_measured_not_a_verdict(tmp_pa
     connections and refusals measure that client: no badge, and its claims not measured
     rather than `does not hold`."""
     before, after = seed_claim_specs()
-    after.preflight = {"max_connections": 30, "reserved": 3, "other_clients": 20,
-                       "poolbench_clients": 1, "free_slots": 6, "ceiling": 20}  # fmt: skip
+    after.preflight = {
+        "max_connections": 30,
+        "reserved": 3,
+        "other_clients": 20,
+        "poolbench_clients": 1,
+        "free_slots": 6,
+        "ceiling": 20,
+    }
     run_dir = write_run(tmp_path, [before, after], claims=SEED_CLAIMS)
     cells = _glance(run_dir)
     assert cells["Peak connections"].startswith("−80 %, not measured")

@@ -36,7 +36,11 @@ def _write(tmp_path: Path, close: bool = True) -> RequestWriter:
     writer.write(
         _rows([BASE + 0.0011, BASE + 1.5], [12.4996, 1234.5678], [0, 1], [True, False]), KEYS_A
     )
-    writer.write(_rows([BASE + 2.25, BASE + 3.0], [7.0, float("nan")], [0, 1], [True, True]), KEYS_B, worker=2)  # fmt: skip
+    writer.write(
+        _rows([BASE + 2.25, BASE + 3.0], [7.0, float("nan")], [0, 1], [True, True]),
+        KEYS_B,
+        worker=2,
+    )
     if close:
         writer.close()
     return writer

@@ -89,8 +89,10 @@ def test_load_run_reads_every_file_of_a_variant(tmp_path: Path) -> None:
     assert run.warnings == []
     before_run, after_run = run.experiment("seed-claim")
     assert (before_run.experiment, before_run.variant, before_run.repeat) == (
-        "seed-claim", "before", 1,
-    )  # fmt: skip
+        "seed-claim",
+        "before",
+        1,
+    )
     stats = before_run.locust["stats"]
     assert stats["Name"].tolist() == ["None", "Aggregated"]
     assert math.isnan(stats["95%"].iloc[0])
@@ -143,8 +145,9 @@ def test_two_runs_started_in_the_same_second_get_distinct_ids(tmp_path: Path) ->
     first = RunRecord.create(tmp_path, "20261129-051500-e", "poolbench run", {}, {})
     second = RunRecord.create(tmp_path, "20261129-051500-e", "poolbench run", {}, {})
     assert (first.run_dir.name, second.run_dir.name) == (
-        "20261129-051500-e", "20261129-051500-e-2",
-    )  # fmt: skip
+        "20261129-051500-e",
+        "20261129-051500-e-2",
+    )
     assert json.loads((second.run_dir / "run.json").read_text())["run_id"] == second.run_dir.name
     assert second.data["owner"]["pid"] > 0  # who runs it, for `poolbench clean`
 
@@ -181,8 +184,10 @@ def test_a_cut_or_short_samples_file_is_damaged_never_read_as_whole(tmp_path: Pa
         f"samples.csv: holds {len(lines) // 2 - 1} complete rows, the collector wrote {written}"
     ]
     assert [w.split(":", 1)[0] for w in run.warnings] == [
-        "seed-claim/before-1", "seed-claim/before-1", "seed-claim/after-1",
-    ]  # fmt: skip
+        "seed-claim/before-1",
+        "seed-claim/before-1",
+        "seed-claim/after-1",
+    ]
     assert all("damaged data" in w for w in run.warnings)
 
 
@@ -272,16 +277,25 @@ def test_the_typed_run_record_reads_back_what_it_wrote(tmp_path: Path) -> None:
         RunState,
         Setup,
         VariantRecord,
-    )  # fmt: skip
+    )
 
     record = RunRecord.create(tmp_path, "r1", "poolbench run", {"config_file": "b.toml"}, {})
     variants = record.experiment("e", "an experiment", fail_if=["p95_ms > 1"], sweep={})
     entry = VariantRecord(
-        experiment="e", variant="v", repeat=1, dir="e/v-1", label="v", app_dir="apps",
-        command=None, app={"workers": 2}, load={"users": 3}, postgres_settings={},
-        workers=2, workers_source="experiment",
+        experiment="e",
+        variant="v",
+        repeat=1,
+        dir="e/v-1",
+        label="v",
+        app_dir="apps",
+        command=None,
+        app={"workers": 2},
+        load={"users": 3},
+        postgres_settings={},
+        workers=2,
+        workers_source="experiment",
         engines=[Engine("v:app.db", 20, 0, module="app.db", kind="async", source="census")],
-    )  # fmt: skip
+    )
     variants.append(entry)
     record.save_variant(entry)
     first = json.loads((tmp_path / "r1" / "e" / "v-1" / "variant.json").read_text())
@@ -305,10 +319,30 @@ def test_the_typed_run_record_reads_back_what_it_wrote(tmp_path: Path) -> None:
     assert written["collector"] == {"profile": "default", "rows_written": 10, "cpu_s": 0.2}
     assert written["pgbouncer"] == {"pid": 7, "server_ceiling": 25, "sampler": {"rows": 4}}
     assert list(written) == [
-        "experiment", "variant", "repeat", "dir", "status", "error", "label", "app_dir",
-        "command", "app", "load", "postgres_settings", "workers", "workers_source", "engines",
-        "phases", "pids", "database", "postgres_log", "pgbouncer", "probe", "setup", "collector",
-    ]  # fmt: skip
+        "experiment",
+        "variant",
+        "repeat",
+        "dir",
+        "status",
+        "error",
+        "label",
+        "app_dir",
+        "command",
+        "app",
+        "load",
+        "postgres_settings",
+        "workers",
+        "workers_source",
+        "engines",
+        "phases",
+        "pids",
+        "database",
+        "postgres_log",
+        "pgbouncer",
+        "probe",
+        "setup",
+        "collector",
+    ]
     assert "sweep" not in data["experiments"][0]  # an empty field is not recorded
     state = RunState.from_json(data, "run.json")
     assert state == record.state

@@ -36,8 +36,11 @@ phases = {warmup_s = 0, load_s = 5, idle_s = 0}
     run_args = ["run", "--config", str(config), "--no-report", "--out", str(out)]
     proc = subprocess.Popen(
         [sys.executable, "-m", "poolbench", *run_args, "--locust-workers", "2"],
-        cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-    )  # fmt: skip
+        cwd=REPO,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     workers: list[subprocess.Popen] = []
     try:
         command = _awaited_worker_command(out, proc)
@@ -45,8 +48,14 @@ phases = {warmup_s = 0, load_s = 5, idle_s = 0}
         assert "scenarios/locustfile.py" in command
         joined_after = time.time()
         for _ in range(2):  # from another directory, as on another machine
-            workers.append(subprocess.Popen(shlex.split(command), cwd=tmp_path,
-                                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))  # fmt: skip
+            workers.append(
+                subprocess.Popen(
+                    shlex.split(command),
+                    cwd=tmp_path,
+                    stdout=subprocess.DEVNULL,
+                    stderr=subprocess.DEVNULL,
+                )
+            )
         _, stderr = proc.communicate(timeout=120)
         assert proc.returncode == 0, stderr[-2000:]
         assert f"on each worker machine run:\n  {command}\n" in stderr  # whole, to copy

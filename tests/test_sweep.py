@@ -25,12 +25,17 @@ def _sweep_run(tmp_path: Path, knee: int) -> Path:
         served = min(size, knee)
         specs.append(
             VariantSpec(
-                name="after", experiment=name, seed=10 + i, load_s=40.0, ramp_s=0.0,
-                rps=100.0 * served, rps_sd=1.0 * served,
+                name="after",
+                experiment=name,
+                seed=10 + i,
+                load_s=40.0,
+                ramp_s=0.0,
+                rps=100.0 * served,
+                rps_sd=1.0 * served,
                 latency_cycle=tuple(float(v) for v in range(10, 10 + 400 // served)),
                 engines=[EngineSpec("after:app.db.session", pool_size=size, load=[(1.0, size)])],
             )
-        )  # fmt: skip
+        )
     return write_run(tmp_path, specs, sweeps=marks)
 
 

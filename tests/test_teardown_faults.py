@@ -49,9 +49,13 @@ def _bench(tmp_path: Path, load_s: int = 6) -> Path:
 def _start(*args: str) -> subprocess.Popen:
     """poolbench in a session of its own, as in a terminal (Ctrl-C reaches its group)."""
     return subprocess.Popen(
-        [sys.executable, "-m", "poolbench", *args], cwd=REPO, stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT, text=True, start_new_session=True,
-    )  # fmt: skip
+        [sys.executable, "-m", "poolbench", *args],
+        cwd=REPO,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,
+    )
 
 
 def _in_load(out: Path, proc: subprocess.Popen, variant: str, timeout: float = 120) -> dict:
@@ -122,8 +126,18 @@ def test_a_ui_session_killed_hard_is_cleaned_up(tmp_path: Path) -> None:
     """Before: its data directory stayed and clean said "abandoned: nothing was left"
     (no started.jsonl for a ui session)."""
     out = tmp_path / "ui"
-    proc = _start("ui", "--config", str(_bench(tmp_path)), "--experiment", "e", "--variant",
-                  "after", "--out", str(out), "--no-report")  # fmt: skip
+    proc = _start(
+        "ui",
+        "--config",
+        str(_bench(tmp_path)),
+        "--experiment",
+        "e",
+        "--variant",
+        "after",
+        "--out",
+        str(out),
+        "--no-report",
+    )
     try:
         deadline = time.monotonic() + 120
         for line in proc.stdout:
@@ -144,8 +158,16 @@ def test_a_ui_session_killed_hard_is_cleaned_up(tmp_path: Path) -> None:
 def test_locust_workers_die_with_a_sigkilled_poolbench(tmp_path: Path) -> None:
     """Before: with --load-processes 2 Locust's workers stayed (parent 1) for 30-60 s."""
     out = tmp_path / "r"
-    proc = _start("run", "--config", str(_bench(tmp_path, load_s=30)), "--out", str(out),
-                  "--load-processes", "2", "--no-report")  # fmt: skip
+    proc = _start(
+        "run",
+        "--config",
+        str(_bench(tmp_path, load_s=30)),
+        "--out",
+        str(out),
+        "--load-processes",
+        "2",
+        "--no-report",
+    )
     try:
         entry = _in_load(out, proc, "e/after-1")
         master = psutil.Process(entry["pids"]["load"])
@@ -218,8 +240,16 @@ def test_a_role_with_the_readme_privileges_runs_and_leaves_nothing(
     and the role stayed on the server, which `poolbench clean --database-url` did not find."""
     before = _app_roles()
     out = tmp_path / "r"
-    proc = poolbench_cli("run", "--config", str(_bench(tmp_path, load_s=3)), "--out", str(out),
-                         "--no-report", "--database-url", half_privileged_url)  # fmt: skip
+    proc = poolbench_cli(
+        "run",
+        "--config",
+        str(_bench(tmp_path, load_s=3)),
+        "--out",
+        str(out),
+        "--no-report",
+        "--database-url",
+        half_privileged_url,
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "complete" in proc.stdout
     assert _app_roles() - before == set()
@@ -230,8 +260,16 @@ def test_clean_finds_the_role_a_killed_run_left_with_the_readme_privileges(
 ) -> None:
     out = tmp_path / "r"
     before = _app_roles()
-    proc = _start("run", "--config", str(_bench(tmp_path, load_s=30)), "--out", str(out),
-                  "--no-report", "--database-url", half_privileged_url)  # fmt: skip
+    proc = _start(
+        "run",
+        "--config",
+        str(_bench(tmp_path, load_s=30)),
+        "--out",
+        str(out),
+        "--no-report",
+        "--database-url",
+        half_privileged_url,
+    )
     try:
         _in_load(out, proc, "e/after-1")
     finally:
@@ -264,6 +302,7 @@ def test_signals_wait_for_a_deferred_block_and_reach_the_handler_before_it() -> 
         "    os.kill(os.getpid(), signal.SIGINT); time.sleep(0.2)\n"
         "print(','.join(done + ['ignored']))\n"
     )
-    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
-                          timeout=60, cwd=REPO)  # fmt: skip
+    proc = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=60, cwd=REPO
+    )
     assert proc.stdout.strip() == "inner,outer,interrupted,ignored", proc.stderr

@@ -169,11 +169,17 @@ def test_malformed_expressions_are_one_line_errors(text, problem):
 
 
 def test_unknown_names_list_the_valid_ones():
-    with pytest.raises(PoolbenchError, match=r"unknown variant 'aftr': valid variants are "
-                       r"after, before, my-app$"):  # fmt: skip
+    with pytest.raises(
+        PoolbenchError,
+        match=r"unknown variant 'aftr': valid variants are "
+        r"after, before, my-app$",
+    ):
         evaluate(parse("aftr.goodput > 1"), source())
-    with pytest.raises(PoolbenchError, match=r"unknown metric 'p96_ms': valid metrics are errors, "
-                       r"goodput, idle_connections, p95_ms, peak_connections$"):  # fmt: skip
+    with pytest.raises(
+        PoolbenchError,
+        match=r"unknown metric 'p96_ms': valid metrics are errors, "
+        r"goodput, idle_connections, p95_ms, peak_connections$",
+    ):
         evaluate(parse("after.p96_ms > 1"), source())
 
 

@@ -248,10 +248,26 @@ def test_10_a_worker_exiting_is_an_event_not_an_impossible_memory_figure(tmp_pat
         }
     ]
     specs = [
-        VariantSpec(name=name, engines=[EngineSpec(f"untagged:python3:{pid}", pool_size=5, max_overflow=10, load=[(1.0, 15)], listed=False) for pid in pids],
-                    workers=4, app_uss=2800 * MiB, app_uss_drop=(0.5, 700 * MiB), events=events, seed=i)
+        VariantSpec(
+            name=name,
+            engines=[
+                EngineSpec(
+                    f"untagged:python3:{pid}",
+                    pool_size=5,
+                    max_overflow=10,
+                    load=[(1.0, 15)],
+                    listed=False,
+                )
+                for pid in pids
+            ],
+            workers=4,
+            app_uss=2800 * MiB,
+            app_uss_drop=(0.5, 700 * MiB),
+            events=events,
+            seed=i,
+        )
         for i, (name, pids) in enumerate((("one", (11, 12, 13, 14)), ("two", (21, 22, 23, 24))))
-    ]  # fmt: skip
+    ]
     md = report_md(tmp_path, specs)
     impossible = [m for m in re.findall(r"−(\d+(?:\.\d+)?) %", md) if float(m) > 100]
     assert impossible == []

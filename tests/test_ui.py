@@ -36,10 +36,16 @@ pytestmark = pytest.mark.e2e
 CHROMIUM = "/usr/bin/chromium"
 CHROMEDRIVER = "/usr/bin/chromedriver"
 CHROMIUM_FLAGS = (
-    "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-    "--disable-background-networking", "--disable-component-update", "--disable-sync",
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
     "--window-size=1400,1500",
-)  # fmt: skip
+)
 START_TIMEOUT_S = 120.0
 USERS = 4
 FIRST_TEST_NAMES = ("/health", "/users/{id}")  # one per user class, in requests-1.bin
@@ -77,11 +83,25 @@ def _read_output(session: Session) -> None:
 def start_session(out: Path) -> Session:
     """`poolbench ui` in a session of its own, returned once its web UI's address is out."""
     proc = subprocess.Popen(
-        [sys.executable, "-m", "poolbench", "ui", "--variant", "before",
-         "--experiment", "stock-postgres", "--out", str(out), "--no-report"],
-        cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        [
+            sys.executable,
+            "-m",
+            "poolbench",
+            "ui",
+            "--variant",
+            "before",
+            "--experiment",
+            "stock-postgres",
+            "--out",
+            str(out),
+            "--no-report",
+        ],
+        cwd=REPO,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
         start_new_session=True,
-    )  # fmt: skip
+    )
     session = Session(proc, out)
     threading.Thread(target=_read_output, args=(session,), daemon=True).start()
     deadline = time.monotonic() + START_TIMEOUT_S
@@ -341,11 +361,23 @@ def test_ctrl_c_as_soon_as_the_address_is_out_quits_cleanly(tmp_path: Path) -> N
     """Ctrl-C the moment the address is printed, no test started: still a clean quit (exit 0)
     and a complete, readable run, not an interrupted start-up."""
     proc = subprocess.Popen(
-        [sys.executable, "-m", "poolbench", "ui", "--experiment", "stock-postgres",
-         "--out", str(tmp_path), "--no-report"],
-        cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        [
+            sys.executable,
+            "-m",
+            "poolbench",
+            "ui",
+            "--experiment",
+            "stock-postgres",
+            "--out",
+            str(tmp_path),
+            "--no-report",
+        ],
+        cwd=REPO,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
         start_new_session=True,
-    )  # fmt: skip
+    )
     output = []
     for line in proc.stdout:
         output.append(line)

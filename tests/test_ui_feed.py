@@ -82,12 +82,23 @@ def test_points_carry_what_the_pool_probe_saw_inside_the_app(tmp_path: Path) -> 
     sample appended later is read on the next tick (only the new bytes)."""
     folder = tmp_path / "probe"
     folder.mkdir()
-    engine = {"type": "engine", "engine": 1, "site": "app.db:12", "pool_class": "QueuePool",
-              "ceiling": 3}  # fmt: skip
+    engine = {
+        "type": "engine",
+        "engine": 1,
+        "site": "app.db:12",
+        "pool_class": "QueuePool",
+        "ceiling": 3,
+    }
     name = {"type": "application_name", "engine": 1, "name": "app.db:12", "source": "probe"}
     for pid, out, pending in ((11, 3, 5), (12, 1, 0)):
-        sample = {"type": "sample", "engine": 1, "t": 1.0, "out": out, "pending": pending,
-                  "connecting": 1 if pending else 0}  # fmt: skip
+        sample = {
+            "type": "sample",
+            "engine": 1,
+            "t": 1.0,
+            "out": out,
+            "pending": pending,
+            "connecting": 1 if pending else 0,
+        }
         lines = [{"type": "process", "pid": pid}, engine, name, sample]
         (folder / f"{pid}.jsonl").write_text("".join(json.dumps(x) + "\n" for x in lines))
     events, ref = RunEvents(), VariantRef("e", "v", 1, "1/1", tmp_path)
@@ -100,8 +111,17 @@ def test_points_carry_what_the_pool_probe_saw_inside_the_app(tmp_path: Path) -> 
     reader = FeedReader(tmp_path / "feed.jsonl")
     reader.poll()
     first, second = (p["pools"] for p in reader.points)
-    assert first == [{"site": "app.db:12", "name": "app.db:12", "pool_class": "QueuePool",
-                      "out": 4, "ceiling": 6, "waiting": 4, "processes": 2}]  # fmt: skip
+    assert first == [
+        {
+            "site": "app.db:12",
+            "name": "app.db:12",
+            "pool_class": "QueuePool",
+            "out": 4,
+            "ceiling": 6,
+            "waiting": 4,
+            "processes": 2,
+        }
+    ]
     assert second[0]["out"] == 6 and second[0]["waiting"] == 4
     writer.close()
 

@@ -40,9 +40,15 @@ def test_watch_samples_for_the_duration_and_exits_zero(pg: Database, tmp_path: P
 
 def test_watch_is_a_poolbench_subcommand(pg: Database, tmp_path: Path) -> None:
     proc = poolbench_cli(
-        "watch", "--database-url", pg.admin_url, "--duration", "1", "--out", str(tmp_path),
+        "watch",
+        "--database-url",
+        pg.admin_url,
+        "--duration",
+        "1",
+        "--out",
+        str(tmp_path),
         timeout=60,
-    )  # fmt: skip
+    )
     assert proc.returncode == 0, proc.stderr
     assert (read_samples(tmp_path).metric == "connections_total").sum() >= 5
 

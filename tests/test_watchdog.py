@@ -74,9 +74,11 @@ def test_zombie_exit_status_is_read_in_popens_convention() -> None:
 
 def test_a_worker_exit_degrades_and_a_master_exit_is_a_fault(tmp_path: Path) -> None:
     master = subprocess.Popen(
-        [sys.executable, "-c", SUPERVISOR], stdout=subprocess.PIPE, text=True,
+        [sys.executable, "-c", SUPERVISOR],
+        stdout=subprocess.PIPE,
+        text=True,
         start_new_session=True,
-    )  # fmt: skip
+    )
     worker = int(master.stdout.readline())
     time.sleep(1.2)  # a worker is announced once it has lived a second
     events = RunEvents()
@@ -116,9 +118,11 @@ def test_a_worker_announced_in_the_next_phase_belongs_to_the_phase_it_started_in
     """On a fast machine the load can begin before a worker has lived the second that gets it
     announced: its start is still 'starting', and a worker started under load is 'load'."""
     master = subprocess.Popen(
-        [sys.executable, "-c", SUPERVISOR], stdout=subprocess.PIPE, text=True,
+        [sys.executable, "-c", SUPERVISOR],
+        stdout=subprocess.PIPE,
+        text=True,
         start_new_session=True,
-    )  # fmt: skip
+    )
     worker = int(master.stdout.readline())
     events = RunEvents()
     seen = _collect(events)
@@ -184,11 +188,22 @@ def test_a_server_restarted_by_pg_ctl_is_a_restart_not_a_fault(tmp_path: Path) -
         with Watchdog(events, _ref(tmp_path)) as dog:
             dog.watch_postgres(server.postmaster_pid, server.port)
             subprocess.run(
-                [str(Path(postmaster.exe()).with_name("pg_ctl")), "-D", str(data), "-l",
-                 str(data.parent / "server.log"), "-m", "fast", "-w", "restart"],
+                [
+                    str(Path(postmaster.exe()).with_name("pg_ctl")),
+                    "-D",
+                    str(data),
+                    "-l",
+                    str(data.parent / "server.log"),
+                    "-m",
+                    "fast",
+                    "-w",
+                    "restart",
+                ],
                 user=postmaster.username() if os.geteuid() == 0 else None,
-                check=True, capture_output=True, timeout=60,
-            )  # fmt: skip
+                check=True,
+                capture_output=True,
+                timeout=60,
+            )
             restarted = _until(dog, seen, "postgres_restarted")
         assert [e["kind"] for e in seen] == ["postgres_exited", "postgres_restarted"]
         assert restarted["pid"] != server.postmaster_pid
@@ -264,7 +279,9 @@ def test_an_app_stopped_with_sigstop_is_a_stall_with_its_span(tmp_path: Path) ->
         status, reason = dog.outcome()
         assert status == "degraded"
         assert reason.startswith(f"the variant stalled for {stall['duration_s']} s, starting at ")
-        assert reason.endswith("(load phase, t = " + f"{stall['t']:.1f} s): the app's processes were stopped (state T)")  # fmt: skip
+        assert reason.endswith(
+            "(load phase, t = " + f"{stall['t']:.1f} s): the app's processes were stopped (state T)"
+        )
     finally:
         app.kill()
         app.wait()
@@ -276,7 +293,10 @@ def test_postgres_stopped_and_not_answering_the_collector_is_a_stall(tmp_path: P
     with embedded_server() as server:
         events = RunEvents()
         seen = _collect(events)
-        pids = [server.postmaster_pid, *(p.pid for p in psutil.Process(server.postmaster_pid).children())]  # fmt: skip
+        pids = [
+            server.postmaster_pid,
+            *(p.pid for p in psutil.Process(server.postmaster_pid).children()),
+        ]
         newest = [time.time()]
         try:
             with Watchdog(events, _ref(tmp_path)) as dog:
@@ -361,8 +381,11 @@ def test_the_sockets_a_process_listens_on_and_which_are_beyond_loopback() -> Non
     from poolbench.collector.sockets import beyond_loopback, listening
 
     opened = []
-    for family, address in ((socket.AF_INET, "127.0.0.1"), (socket.AF_INET, "0.0.0.0"),
-                            (socket.AF_INET6, "::1")):  # fmt: skip
+    for family, address in (
+        (socket.AF_INET, "127.0.0.1"),
+        (socket.AF_INET, "0.0.0.0"),
+        (socket.AF_INET6, "::1"),
+    ):
         sock = socket.socket(family, socket.SOCK_STREAM)
         sock.bind((address, 0))
         sock.listen()
