@@ -6,8 +6,8 @@ is shared, and the wall clock says more about the neighbours than about the repo
 
 - import: poolbench's CLI and the report's modules, as `poolbench report` imports them;
 - load: reading the results directory (`results.load_run`);
-- analysis: every figure of summary.json (`analysis.run_analysis.analyse`; scipy is imported here when a
-  test needs it);
+- analysis: every figure of summary.json (`analysis.run_analysis.analyse`; scipy is imported
+  here when a test needs it);
 - charts: every PNG (`report.charts.render_charts`, matplotlib imported here);
 - render: summary.json, the document, report.md and report.html.
 

@@ -16,9 +16,9 @@ Two layers, so that a password is hidden however it is written:
    server log).
 
 In JSON-like data (`mask_tree`), values stored under a secret-looking name (`looks_secret`:
-PASSWORD, SECRET, TOKEN, KEY, …) are masked whole. Over-masking is accepted; a leak is not. `install` wires layer 1 and 2 into Python's logging
-(every record, whichever logger) — the CLI calls it once at start, and prints every error
-through `mask_text`.
+PASSWORD, SECRET, TOKEN, KEY, …) are masked whole. Over-masking is accepted; a leak is not.
+`install` wires layer 1 and 2 into Python's logging (every record, whichever logger) — the CLI
+calls it once at start, and prints every error through `mask_text`.
 """
 
 from __future__ import annotations

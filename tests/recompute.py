@@ -207,7 +207,8 @@ def compare(run_dir: Path) -> list[str]:
                         continue
                     if theirs is None or not np.isclose(theirs, ours, rtol=1e-9, atol=1e-9):
                         problems.append(
-                            f"{experiment['name']}/{side} {row['metric']}: summary {theirs}, recomputed {ours}"
+                            f"{experiment['name']}/{side} {row['metric']}: "
+                            f"summary {theirs}, recomputed {ours}"
                         )
     return problems
 

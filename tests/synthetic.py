@@ -401,7 +401,8 @@ def server_log_text(spec: VariantSpec) -> str:
                     pid,
                     "00000",
                     "LOG",
-                    f"disconnection: session time: 0:00:{ts - began:06.3f} user={user} database={db} host=127.0.0.1 port={pid}",
+                    f"disconnection: session time: 0:00:{ts - began:06.3f} "
+                    f"user={user} database={db} host=127.0.0.1 port={pid}",
                 ),
             )
         )
@@ -426,7 +427,8 @@ def server_log_text(spec: VariantSpec) -> str:
                         pid,
                         "53300",
                         "FATAL",
-                        "remaining connection slots are reserved for roles with the SUPERUSER attribute",
+                        "remaining connection slots are reserved for roles "
+                        "with the SUPERUSER attribute",
                     ),
                 )
             )
@@ -602,7 +604,8 @@ def variant_json(spec: VariantSpec) -> dict:
 
 
 def _database(spec: VariantSpec) -> dict:
-    """variant.json's `database`: what the server was (poolbench.infra.postgres.Database.describe)."""
+    """variant.json's `database`: what the server was
+    (poolbench.infra.postgres.Database.describe)."""
     name = spec.server_log.database if spec.server_log else "bench"
     return {"dbname": name, "settings": spec.server_settings or {}}
 

@@ -421,19 +421,22 @@ FAILURES = [
     (
         "GET",
         "/items",
-        'CatchResponseError("500: asyncpg.exceptions.TooManyConnectionsError: sorry, too many clients already")',
+        'CatchResponseError("500: asyncpg.exceptions.TooManyConnectionsError: '
+        'sorry, too many clients already")',
         7,
     ),
     (
         "GET",
         "/orders",
-        "HTTPError('500 Server Error: FATAL: remaining connection slots are reserved for roles with the SUPERUSER attribute')",
+        "HTTPError('500 Server Error: FATAL: remaining connection slots are reserved for roles "
+        "with the SUPERUSER attribute')",
         3,
     ),
     (
         "POST",
         "/orders",
-        "CatchResponseError('500: QueuePool limit of size 5 overflow 10 reached, connection timed out, timeout 30.00')",
+        "CatchResponseError('500: QueuePool limit of size 5 overflow 10 reached, "
+        "connection timed out, timeout 30.00')",
         4,
     ),
     ("GET", "/users", "ConnectionRefusedError(111, 'Connection refused')", 2),

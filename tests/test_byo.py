@@ -1,4 +1,5 @@
-"""Bring your own app: a third-party service run from its bench file alone (tests/fixtures/thirdparty).
+"""Bring your own app: a third-party service run from its bench file alone
+(tests/fixtures/thirdparty).
 
 The service reads POSTGRES_* (not DATABASE_URL) and SECRET_KEY, needs a migration that
 creates a contrib extension, runs two uvicorn workers with a sync engine of pool_size 2 +

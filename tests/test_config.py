@@ -86,7 +86,8 @@ def test_unknown_experiment_and_variant_list_the_valid_names() -> None:
         select(config, Overrides(experiments=("nope",)))
     with pytest.raises(
         PoolbenchError,
-        match=r"valid variants are after, after-minimal, after-pgbouncer, after-pgbouncer-nullpool, "
+        match=r"valid variants are after, after-minimal, after-pgbouncer, "
+        r"after-pgbouncer-nullpool, "
         r"before, before-pgbouncer, before-pgbouncer-misconfigured$",
     ):
         select(config, Overrides(variants=("before", "middle")))
@@ -194,7 +195,10 @@ def test_a_claim_naming_an_unknown_metric_stops_the_run_before_it_starts(tmp_pat
     """The bench file reads without the analysis; `poolbench run` checks claims' metrics."""
     from conftest import poolbench_cli
 
-    claim = '[experiments.e.claims.c]\ntext = "fewer"\nmetric = "peak_conections"\ndirection = "lower"\n'
+    claim = (
+        '[experiments.e.claims.c]\ntext = "fewer"\nmetric = "peak_conections"\n'
+        'direction = "lower"\n'
+    )
     out = tmp_path / "results"
     proc = poolbench_cli(
         "run", "--config", str(_write(tmp_path, MINIMAL + claim)), "--out", str(out)

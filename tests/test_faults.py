@@ -38,7 +38,8 @@ app_dir = "{repo}/apps_after"
 variants = ["after"]
 repeats = {repeats}
 app = {{workers = {workers}, pool_size = {pool_size}, max_overflow = {max_overflow}}}
-load = {{users = {users}, spawn_rate = {users}, shape = "steady", locust_args = ["--hold-ms", "{hold_ms}"]}}
+load = {{users = {users}, spawn_rate = {users}, shape = "steady", \
+locust_args = ["--hold-ms", "{hold_ms}"]}}
 phases = {{warmup_s = 0, load_s = {load_s}, idle_s = 0}}
 """
 
@@ -450,7 +451,8 @@ FULL = """
 app_dir = "{repo}/apps_after"
 [variants.later]
 extends = "after"
-setup = [["{python}", "-c", "import os, time\\nwhile not os.path.exists('{flag}'): time.sleep(0.1)"]]
+setup = [["{python}", "-c", \
+"import os, time\\nwhile not os.path.exists('{flag}'): time.sleep(0.1)"]]
 [experiments.e]
 variants = ["after", "later"]
 app = {{pool_size = 2, max_overflow = 0}}

@@ -201,8 +201,8 @@ def test_a_declaration_that_disagrees_with_the_probe_is_flagged(tmp_path: Path) 
     text = render_markdown(build_document(analysis.summary, [], tmp_path))
     assert "### Inside the pools" in text
     assert (
-        "| v | app.x:10 | app.x:10 (set by the probe) | QueuePool 2 + 1 × 2 processes, timeout 30 s |"
-        in text
+        "| v | app.x:10 | app.x:10 (set by the probe) | "
+        "QueuePool 2 + 1 × 2 processes, timeout 30 s |" in text
     )
 
 

@@ -53,7 +53,8 @@ def test_run_record_masks_and_marks_status(tmp_path: Path) -> None:
         ('{"schema": 1, "run_id": "x", "status": "complete"}', "lacks the key 'experiments'"),
         ('{"schema": 9, "run_id": "x", "status": "complete", "experiments": []}', "has schema 9"),
         (
-            '{"schema": 1, "run_id": "x", "status": "complete", "experiments": [{"name": "e", "variants": [{}]}]}',
+            '{"schema": 1, "run_id": "x", "status": "complete", '
+            '"experiments": [{"name": "e", "variants": [{}]}]}',
             "has no 'dir'",
         ),
     ],

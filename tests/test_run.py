@@ -137,7 +137,8 @@ def test_unknown_experiment_lists_the_valid_names() -> None:
     proc = poolbench_cli("run", "--experiment", "nope")
     assert proc.returncode == 2
     assert proc.stderr.strip() == (
-        "poolbench run: error: unknown experiment 'nope': valid experiments are observer-effect, pgbouncer, seed-claim, soak, stock-postgres"
+        "poolbench run: error: unknown experiment 'nope': valid experiments are observer-effect, "
+        "pgbouncer, seed-claim, soak, stock-postgres"
     )
 
 
@@ -159,7 +160,8 @@ def test_app_that_fails_to_start_marks_the_run_failed(tmp_path: Path) -> None:
     config.write_text(
         f"""
 [variants.broken]
-command = ["{sys.executable}", "-c", "print('cannot import app.settings: boom'); raise SystemExit(3)"]
+command = ["{sys.executable}", "-c", \
+"print('cannot import app.settings: boom'); raise SystemExit(3)"]
 [experiments.e]
 variants = ["broken"]
 phases = {{warmup_s = 1, load_s = 1, idle_s = 1}}

@@ -1,4 +1,5 @@
-"""poolbench.analysis.stats and poolbench.analysis.block_test on synthetic data with known properties."""
+"""poolbench.analysis.stats and poolbench.analysis.block_test on synthetic data with known
+properties."""
 
 from __future__ import annotations
 

@@ -1,4 +1,5 @@
-"""The pool-size sweep: the knee of goodput against pool size, from synthetic runs with a known one."""
+"""The pool-size sweep: the knee of goodput against pool size, from synthetic runs with a known
+one."""
 
 from __future__ import annotations
 

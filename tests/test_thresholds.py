@@ -1,4 +1,5 @@
-"""poolbench.analysis.thresholds: CI gates pass, breach, are inconclusive, and reject malformed input."""
+"""poolbench.analysis.thresholds: CI gates pass, breach, are inconclusive, and reject malformed
+input."""
 
 from __future__ import annotations
 

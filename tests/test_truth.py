@@ -163,7 +163,7 @@ def test_6_idle_prediction_comes_from_configuration_and_an_unfilled_pool_proves_
     )
 
 
-# --- 7. the cost of a connection is the marginal one -----------------------------------------------
+# --- 7. the cost of a connection is the marginal one ---------------------------------------------
 
 
 def test_7_a_connection_costs_the_slope_of_pss_against_backends(tmp_path: Path) -> None:

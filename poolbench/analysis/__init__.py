@@ -8,9 +8,9 @@ the pool configuration predicts), `leak`, `sizing`, `metrics` (the named metrics
 The whole-run entry point is `run_analysis` (`analyse`, `Analysis`). This file imports
 nothing, so a module that needs only names (`metrics`, `thresholds`) does not load pandas.
 
-It reads a run only through poolbench.results.run_folder.load_run (docs/results.md), so any past run can be
-re-analysed. The baseline of an experiment is its first variant in run.json order; every other
-variant is compared to it. Nothing here knows what the answer "should" be.
+It reads a run only through poolbench.results.run_folder.load_run (docs/results.md), so any
+past run can be re-analysed. The baseline of an experiment is its first variant in run.json
+order; every other variant is compared to it. Nothing here knows what the answer "should" be.
 
 scipy is imported inside the functions that test or fit (~1 s of start-up): checking a bench
 file's thresholds or failing on a bad argument should not pay for it.

@@ -27,7 +27,8 @@ a positive one means the blocks are still too short or the level drifts).
 
 **What it cannot see**: a difference between the two runs' levels that is not due to the
 variant (the machine warmer, a neighbour busier). It tests "these two windows differ", and the
-result's footnote says so; only repeats (poolbench.analysis.stats.compare) include run-to-run variation.
+result's footnote says so; only repeats (poolbench.analysis.stats.compare) include run-to-run
+variation.
 """
 
 from __future__ import annotations

@@ -146,7 +146,10 @@ def _judge_level(claim: Claim, row: Row) -> Judgement:
     if _meets_level(row, claim, sign):
         extra = ""
         if row.baseline != claim.before:
-            extra = f" (the measured starting point is {fmt.value(row.baseline, row.unit)}, not {fmt.count(claim.before)})"
+            extra = (
+                " (the measured starting point is "
+                f"{fmt.value(row.baseline, row.unit)}, not {fmt.count(claim.before)})"
+            )
         return Judgement(
             claim, measured, HOLDS, f"{row.label}: {measured}, as claimed or better{extra}."
         )

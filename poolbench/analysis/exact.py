@@ -1,12 +1,12 @@
 """The exact connection count from the server's log, beside what the 10 Hz samples saw.
 
 Where the results folder holds postgres.log (the embedded server logs every connect and
-disconnect), the number of open connections is rebuilt at every event (poolbench.analysis.timeline): the
-exact peak per application_name and in total over the load phase, beside the sampled peak, and
-the short spikes the sampler missed. Sessions opened and closed per second, per
-application_name, after the pools stopped growing, are read from the same log: the churn of
-per-call engines (each one a backend fork). Without the log (an existing server elsewhere), the
-figures say "sampled only" and why.
+disconnect), the number of open connections is rebuilt at every event
+(poolbench.analysis.timeline): the exact peak per application_name and in total over the load
+phase, beside the sampled peak, and the short spikes the sampler missed. Sessions opened and
+closed per second, per application_name, after the pools stopped growing, are read from the
+same log: the churn of per-call engines (each one a backend fork). Without the log (an existing
+server elsewhere), the figures say "sampled only" and why.
 """
 
 from __future__ import annotations

@@ -2,8 +2,8 @@
 
 Expressions come from the bench file (`fail_if = [...]` under `[defaults]` or an experiment,
 recorded in run.json) and from `--fail-if` on `run`, `report` and `compare`; the grammar and
-their meaning are poolbench.analysis.thresholds'. Each is checked against every experiment that has the
-variants it names. A difference decided only by the within-run block test is *inconclusive*
+their meaning are poolbench.analysis.thresholds'. Each is checked against every experiment that
+has the variants it names. A difference decided only by the within-run block test is *inconclusive*
 here, as it is untested across runs: the block test cannot see run-to-run variation (it called
 a quarter of A/A pairs with a 3 % run-to-run offset significant), and a gate must not cry wolf.
 A breach exits with thresholds.EXIT_THRESHOLD (3).
@@ -104,5 +104,6 @@ def gate_exit(gates: list[Gate], strict: bool = False) -> int:
 def print_gates(gates: list[Gate]) -> None:
     for gate in gates:
         print(
-            f"  threshold {gate.outcome:<12} [{gate.experiment}] {gate.expression}: {gate.explanation}"
+            f"  threshold {gate.outcome:<12} [{gate.experiment}] "
+            f"{gate.expression}: {gate.explanation}"
         )

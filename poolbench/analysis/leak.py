@@ -244,7 +244,10 @@ def _per_h(value: float, unit: str) -> str:
 def _verdict(
     slope: float, low: float, high: float, threshold: float, unit: str, judged: bool
 ) -> tuple[str, str]:
-    matters = f"growth that would matter, {_per_h(threshold, unit)} (doubling within a day, at least {FLOOR_MIB_PER_H:.0f} MiB/h)"
+    matters = (
+        f"growth that would matter, {_per_h(threshold, unit)} "
+        f"(doubling within a day, at least {FLOOR_MIB_PER_H:.0f} MiB/h)"
+    )
     if not judged:
         return NOT_JUDGED, (
             "shared pages (shared_buffers faulted in by backends) move PSS: PostgreSQL's "

@@ -137,7 +137,8 @@ def sweep(
     notes = []
     if chosen is not None and chosen.pool_size == max(p.pool_size for p in out):
         notes.append(
-            "The largest size tried is the recommendation: the knee may lie beyond it; sweep further."
+            "The largest size tried is the recommendation: "
+            "the knee may lie beyond it; sweep further."
         )
     if any(p.n == 1 for p in out):
         notes.append(

@@ -1,8 +1,8 @@
 """A whole run analysed: every variant's figures, the comparisons, claims and summary.json.
 
-It reads a run only through poolbench.results.run_folder.load_run (docs/results.md), so any past run can be
-re-analysed. The baseline of an experiment is its first variant in run.json order; every other
-variant is compared to it. Nothing here knows what the answer "should" be.
+It reads a run only through poolbench.results.run_folder.load_run (docs/results.md), so any
+past run can be re-analysed. The baseline of an experiment is its first variant in run.json
+order; every other variant is compared to it. Nothing here knows what the answer "should" be.
 """
 
 from __future__ import annotations
@@ -66,7 +66,8 @@ def _warnings(loaded: RunResult, runs: list[VariantRun]) -> list[str]:
         f = run.figures
         if f.status not in (None, Status.COMPLETE):
             warnings.append(
-                f"{f.dir}: variant status is {f.status!r}; its numbers may cover only part of the run"
+                f"{f.dir}: variant status is {f.status!r}; "
+                "its numbers may cover only part of the run"
             )
         warnings += _stall_warnings(f)
         if exposed := run.result.entry.listening_warning:

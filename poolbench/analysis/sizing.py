@@ -8,10 +8,10 @@ mean demand: L = mean active connections = requests/s × database time per reque
 Each variant gets exactly one recommendation, and it names what bound the variant first:
 
 - the server's slots (requests were refused): fewer connections in total is the first change;
-- the pool (it sat at its ceiling in ≥ 25 % of the full-load samples: model.SATURATED_SHARE): the demand
-  measured through a full pool is a lower bound, so a smaller pool is never advised — only a
-  sweep (`poolbench size`) can show a smaller one is as fast; when the app's CPU is also near
-  its cores, that CPU is the bottleneck and another worker is the first change;
+- the pool (it sat at its ceiling in ≥ 25 % of the full-load samples: model.SATURATED_SHARE):
+  the demand measured through a full pool is a lower bound, so a smaller pool is never
+  advised — only a sweep (`poolbench size`) can show a smaller one is as fast; when the app's
+  CPU is also near its cores, that CPU is the bottleneck and another worker is the first change;
 - sessions held (a saturated pool whose connections sat idle in transaction far more than
   they were active): requests keep their sessions across non-database work, so releasing them
   sooner is the first change, not a larger pool;
@@ -316,7 +316,8 @@ def _action(a: Advice, f: VariantFigures) -> str:
                 f" Its connections sat idle in transaction (mean "
                 f"{fmt.number(d.idle_in_transaction_mean, 1)}) while "
                 f"{fmt.number(d.active_mean, 1)} were active: requests hold their sessions across "
-                "non-database work, so releasing them sooner is the first change, not a larger pool."
+                "non-database work, so releasing them sooner is the first change, "
+                "not a larger pool."
             )
         return text + " The pool is the limit: a sweep of larger pools shows whether more help."
     text = (

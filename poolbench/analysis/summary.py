@@ -171,7 +171,10 @@ def _refused(experiment: ExperimentSummary) -> str | None:
 def _sweep_headline(sweep: Sweep) -> str:
     sizes = f"{sweep.points[0].pool_size}–{sweep.points[-1].pool_size}" if sweep.points else "?"
     if sweep.recommended is not None:
-        return f"Pool-size sweep of {sweep.variant} ({sizes}): pool_size {sweep.recommended} per worker"
+        return (
+            f"Pool-size sweep of {sweep.variant} ({sizes}): "
+            f"pool_size {sweep.recommended} per worker"
+        )
     return f"Pool-size sweep of {sweep.variant} ({sizes}): no recommendation"
 
 

@@ -4,8 +4,9 @@ With the per-request records of poolbench's Locust plugin (requests.bin), every 
 over any window: a request belongs to the window in which it was served (completed), goodput is
 successful requests per second, and percentiles are over the successful requests' response
 times with numpy's "inverted_cdf" method (an observed value, never an interpolation) — the same
-definitions as the per-block figures of the within-run test (poolbench.analysis.block_test). Failed requests are counted, never as throughput (a refused request is
-fast and would flatter both). Without records (an older run), Locust's own totals over the whole
+definitions as the per-block figures of the within-run test (poolbench.analysis.block_test).
+Failed requests are counted, never as throughput (a refused request is fast and would flatter
+both). Without records (an older run), Locust's own totals over the whole
 load phase are used and the window says so; no test is possible on them.
 
 The per-second counts are kept (for the charts and for the within-run test, which cuts the

@@ -71,10 +71,12 @@ class CollectorConfig:
             raise PoolbenchError(f"memory_refresh_s must be positive, not {self.memory_refresh_s}")
 
     def with_profile(self, profile: str) -> CollectorConfig:
-        """This configuration under a named profile (`COLLECTOR_COLLECTOR_PROFILES`, a bench file's word)."""
+        """This configuration under a named profile (`COLLECTOR_PROFILES`, a bench file's
+        word)."""
         if profile not in COLLECTOR_PROFILES:
             raise PoolbenchError(
-                f"unknown collector profile {profile!r}: choose one of {', '.join(COLLECTOR_PROFILES)}"
+                f"unknown collector profile {profile!r}: "
+                f"choose one of {', '.join(COLLECTOR_PROFILES)}"
             )
         return dataclasses.replace(self, **COLLECTOR_PROFILES[profile])
 

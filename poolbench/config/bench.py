@@ -189,7 +189,8 @@ def _validate_experiment(
 
     if exp.postgres.provider not in PROVIDERS:
         raise PoolbenchError(
-            f"{located('postgres.provider')} {exp.postgres.provider!r} is not one of {', '.join(PROVIDERS)}"
+            f"{located('postgres.provider')} {exp.postgres.provider!r} "
+            f"is not one of {', '.join(PROVIDERS)}"
         )
     if exp.load.shape not in SHAPES:
         raise PoolbenchError(
@@ -229,7 +230,8 @@ def _validate_experiment(
     for name in exp.variants:
         if name not in variants:
             raise PoolbenchError(
-                f"{where}.variants names unknown variant {name!r}: valid variants are {', '.join(sorted(variants))}"
+                f"{where}.variants names unknown variant {name!r}: "
+                f"valid variants are {', '.join(sorted(variants))}"
             )
 
 

@@ -281,7 +281,8 @@ def _parse_engines(table: Mapping[str, object], where: str) -> tuple[Engine, ...
     if "engines" in table:
         if "pool_size" in table or "max_overflow" in table:
             raise PoolbenchError(
-                f"{where} declares both engines and pool_size/max_overflow: put the sizes in each engine"
+                f"{where} declares both engines and pool_size/max_overflow: "
+                "put the sizes in each engine"
             )
         items = table["engines"]
         if not isinstance(items, list) or not items or not all(isinstance(e, dict) for e in items):

@@ -71,7 +71,10 @@ def extension_problem(log: Path, db: Database, experiment: str, variant: str) ->
 
 def _fix(db: Database, experiment: str) -> str:
     if db.provider != Provider.EMBEDDED:
-        return "install it on that server (e.g. Debian's postgresql-contrib) or use another --database-url"
+        return (
+            "install it on that server (e.g. Debian's postgresql-contrib) "
+            "or use another --database-url"
+        )
     return (
         f"set [experiments.{experiment}.postgres] bindir to a PostgreSQL installation that has "
         "it (e.g. /usr/lib/postgresql/15/bin, or --pg-bindir) or use --database-url"
@@ -131,7 +134,8 @@ def run_setup(
             )
         if code != 0:
             raise SetupError(
-                f"{what} exited with code {code} {where}: {log_tail(log_path, TAIL_LINES, chars=TAIL_CHARS)}"
+                f"{what} exited with code {code} {where}: "
+                f"{log_tail(log_path, TAIL_LINES, chars=TAIL_CHARS)}"
             )
     return time.monotonic() - started
 

@@ -3,10 +3,10 @@
 Pools are per process: `uvicorn --workers 4` holds four sets of pools. The bench file may
 declare `workers`, but a declaration can be wrong (a `--workers` the command ignores, a
 gunicorn config file, a worker that died and was replaced). So from the moment the app is
-started until it is stopped, its process tree is sampled about twice a second: which pids exist, and which of them hold TCP
-connections to the database server. The processes that held database connections at the
-same moment are the workers whose pools the model must count; variant.json records them as
-`app_processes` (docs/results.md).
+started until it is stopped, its process tree is sampled about twice a second: which pids
+exist, and which of them hold TCP connections to the database server. The processes that held
+database connections at the same moment are the workers whose pools the model must count;
+variant.json records them as `app_processes` (docs/results.md).
 """
 
 from __future__ import annotations

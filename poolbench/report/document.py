@@ -289,7 +289,10 @@ def experiment_section(
 ) -> list[Any]:
     blocks: list[Any] = [Heading(2, f"Experiment: {experiment.name}", opens_experiment=True)]
     intro = f"{experiment.description.rstrip()} " if experiment.description else ""
-    intro += f"Variants: {', '.join(v.name for v in experiment.variants)} (baseline: {experiment.baseline})."
+    intro += (
+        f"Variants: {', '.join(v.name for v in experiment.variants)} "
+        f"(baseline: {experiment.baseline})."
+    )
     if primary:
         intro += f" Its comparison is “At a glance — {experiment.name}” at the top of the report."
     blocks.append(Para(intro, muted=True))

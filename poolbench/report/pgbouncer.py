@@ -72,8 +72,9 @@ def _hop(f: VariantFigures, direct: VariantFigures | None) -> str | None:
     parts = []
     if b.hop_ms is not None:
         parts.append(
-            f"{f.variant}: the hop itself costs {fmt.ms(b.hop_ms)} per round trip (SELECT 1 through "
-            f"PgBouncer minus direct, median of {b.hop_samples} paired probes while no client waited)"
+            f"{f.variant}: the hop itself costs {fmt.ms(b.hop_ms)} per round trip "
+            f"(SELECT 1 through PgBouncer minus direct, median of {b.hop_samples} paired probes "
+            "while no client waited)"
         )
     mine = f.traffic.latency.p50
     theirs = direct.traffic.latency.p50 if direct is not None else None
@@ -156,7 +157,8 @@ def advice(experiment: ExperimentSummary) -> list[str]:
     ]
     if total is not None and capped:
         out.append(
-            f"the demand is capped where clients waited for a full server pool ({', '.join(capped)}): "
+            "the demand is capped where clients waited for a full server pool "
+            f"({', '.join(capped)}): "
             "PostgreSQL could not show more active connections than the pooler gave it, so a "
             "larger default_pool_size may still help — measure one (`poolbench size`, or a variant "
             "with a larger pool)"
@@ -166,7 +168,8 @@ def advice(experiment: ExperimentSummary) -> list[str]:
     if peak is not None:
         out.append(
             f"max_client_conn at least {math.ceil(peak * HEADROOM)}: the most client connections "
-            f"an app held here was {fmt.count(peak)}; beyond max_client_conn PgBouncer refuses logins"
+            f"an app held here was {fmt.count(peak)}; "
+            "beyond max_client_conn PgBouncer refuses logins"
         )
     return out
 
@@ -190,8 +193,9 @@ def failure_blocks(experiment: ExperimentSummary) -> list[Any]:
             blocks.append(
                 Notice(
                     NoticeKind.WARNING,
-                    f"{v.name}: {fmt.count(b.prepared_statement_errors)} requests failed on prepared "
-                    f"statements through {b.pool_mode} pooling (app.log, whole run): {said}. {FIX}",
+                    f"{v.name}: {fmt.count(b.prepared_statement_errors)} requests failed "
+                    f"on prepared statements through {b.pool_mode} pooling (app.log, whole run): "
+                    f"{said}. {FIX}",
                 )
             )
         if b.pooler_refusals:

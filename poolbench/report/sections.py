@@ -348,7 +348,8 @@ def little_section(experiment: ExperimentSummary) -> list[Any]:
         ],
         rows,
         "lrrrrrrll",
-        intro="In a closed loop each user waits for its answer, then thinks: response time ≈ users ÷ "
+        intro="In a closed loop each user waits for its answer, then thinks: "
+        "response time ≈ users ÷ "
         "throughput − think time. Think time is measured per user from the records; a "
         "disagreement over 10 % means users were idle, the load generator stalled, or the "
         "window is not steady. Little's law holds for averages, so it cannot see a trend: each "
@@ -459,7 +460,8 @@ def model_section(experiment: ExperimentSummary) -> list[Any]:
             blocks.append(
                 Notice(
                     NoticeKind.INFO,
-                    f"{v.name}: no pool settings known (declare them in the bench file): no prediction.",
+                    f"{v.name}: no pool settings known "
+                    "(declare them in the bench file): no prediction.",
                 )
             )
             continue

@@ -38,12 +38,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--database-url",
         default=os.environ.get("DATABASE_URL"),
-        help="use this PostgreSQL instead of an embedded one (superuser or pg_monitor + CREATEROLE/CREATEDB)",
+        help="use this PostgreSQL instead of an embedded one "
+        "(superuser or pg_monitor + CREATEROLE/CREATEDB)",
     )
     parser.add_argument(
         "--pg-bindir",
         metavar="DIR",
-        help="run the throwaway PostgreSQL from these binaries (e.g. /usr/lib/postgresql/15/bin: every contrib extension)",
+        help="run the throwaway PostgreSQL from these binaries "
+        "(e.g. /usr/lib/postgresql/15/bin: every contrib extension)",
     )
     parser.add_argument(
         "--load-processes", type=int, help="Locust processes (passed as --processes)"

@@ -78,7 +78,8 @@ def run(args: argparse.Namespace) -> int:
     config = checked_config(args)
     if args.variant not in config.variants:
         raise PoolbenchError(
-            f"unknown variant {args.variant!r}: valid variants are {', '.join(sorted(config.variants))}"
+            f"unknown variant {args.variant!r}: "
+            f"valid variants are {', '.join(sorted(config.variants))}"
         )
     base = select(config, Overrides.from_args(args, thresholds=False))[0]
     if base.load.shape == "spike":

@@ -657,7 +657,10 @@ def describe_event(kind: str, ts: float, details: dict[str, Any]) -> str:
     if kind == EventKind.STALLED:
         causes = "; ".join(STALL_CAUSES.get(c, c) for c in details.get("causes") or [])
         until = " until the variant ended" if details.get("ongoing") else ""
-        return f"the variant stalled for {details.get('duration_s')} s{until}, starting {when}: {causes}"
+        return (
+            f"the variant stalled for {details.get('duration_s')} s{until}, "
+            f"starting {when}: {causes}"
+        )
     if kind == EventKind.USERS_DROPPED:
         return (
             f"Locust's users fell to {details.get('users')} (the shape asked for "

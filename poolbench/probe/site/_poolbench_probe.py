@@ -5,8 +5,8 @@ heavy: it waits for the app to import SQLAlchemy (a meta-path hook), then wraps 
 once, at class level, so every alias of `create_engine` is covered:
 
 - `Dialect.engine_created`: create_engine() made an engine; its creation site is the first
-  frame on the stack outside SQLAlchemy (module:line, the identity `poolbench lint` gives). Its pool's
-  settings are recorded, its pool events are listened to, and, when the app sets no
+  frame on the stack outside SQLAlchemy (module:line, the identity `poolbench lint` gives). Its
+  pool's settings are recorded, its pool events are listened to, and, when the app sets no
   `application_name`, one naming the site is added to each new connection (`do_connect`).
 - `Pool.connect`: a checkout. **Wait time** is measured from the call (the request for a
   connection) to its return (the connection handed out): queueing for a free connection,
