@@ -131,8 +131,8 @@ mine = Counter(bucket(v) for v in log.response_ms)
 raw = sorted(log.response_ms)
 records = {"requests": len(log), "failures": int((~log.ok).sum()),
            "per_name": dict(Counter(log.names[c] for c in log.name)),
-           "histogram": sorted(mine.items()), \
-"percentiles": [pct(mine, len(log), p) for p in PERCENTS]}
+           "histogram": sorted(mine.items()),
+           "percentiles": [pct(mine, len(log), p) for p in PERCENTS]}
 exact = [bucket(raw[int(len(raw) * p)]) for p in PERCENTS]  # raw percentile, Locust-rounded
 print(json.dumps({"locust": locust, "records": records, "exact": exact}))
 """

@@ -41,8 +41,8 @@ SELECT coalesce(application_name, ''), coalesce(state, ''),
        count(*) FILTER (WHERE counted)::int,
        count(*)::int,
        CASE WHEN coalesce(application_name, '') = '' THEN
-         string_agg(pid || ' ' || coalesce(host(client_addr), '') || ' ' \
-|| coalesce(client_port, -1),
+         string_agg(pid || ' ' || coalesce(host(client_addr), '') || ' '
+                    || coalesce(client_port, -1),
                     ',') FILTER (WHERE counted)
        END
 FROM (SELECT pid, application_name, state, wait_event_type, client_addr, client_port,

@@ -26,15 +26,15 @@ CSS = """
 :root { --ink:#1f2328; --muted:#59636e; --line:#d1d9e0; --soft:#f6f8fa; --accent:#0969da; }
 * { box-sizing: border-box; }
 body { margin:0; background:#eef1f4; color:var(--ink);
-  font: 15px/1.5 -apple-system, BlinkMacSystemFont, "Segoe UI", "Noto Sans", Helvetica, \
-Arial, sans-serif; }
+  font: 15px/1.5 -apple-system, BlinkMacSystemFont, "Segoe UI", "Noto Sans", Helvetica,
+    Arial, sans-serif; }
 main { max-width: 1180px; margin: 24px auto; background:#fff; padding: 36px 48px 48px;
   border:1px solid var(--line); border-radius: 10px; }
 header.top { border-bottom: 1px solid var(--line); padding-bottom: 14px; margin-bottom: 18px; }
 .kicker { color: var(--muted); font-size: 13px; letter-spacing: .02em; margin: 0 0 4px; }
 h1 { font-size: 34px; line-height: 1.2; margin: 0 0 6px; letter-spacing: -.01em; }
-h2 { font-size: 22px; margin: 38px 0 12px; padding-bottom: 6px; \
-border-bottom: 1px solid var(--line); }
+h2 { font-size: 22px; margin: 38px 0 12px; padding-bottom: 6px;
+  border-bottom: 1px solid var(--line); }
 h2.experiment { margin-top: 56px; padding: 10px 14px; background: var(--soft);
   border: 1px solid var(--line); border-left: 6px solid var(--accent); border-radius: 4px; }
 h3 { font-size: 19px; margin: 30px 0 10px; }
@@ -43,8 +43,8 @@ p.lead { font-size: 16px; font-weight: 600; }
 p.muted { color: var(--muted); font-size: 13.5px; }
 table { border-collapse: collapse; width: 100%; margin: 8px 0 18px; font-size: 13.5px; }
 caption { text-align: left; font-weight: 600; padding: 4px 0 6px; }
-th, td { border-bottom: 1px solid var(--line); padding: 6px 10px; vertical-align: top; \
-text-align: left; }
+th, td { border-bottom: 1px solid var(--line); padding: 6px 10px; vertical-align: top;
+  text-align: left; }
 th { background: var(--soft); font-weight: 600; white-space: nowrap; }
 tbody tr:nth-child(even) td { background: #fafbfc; }
 table.kv td:first-child { white-space: nowrap; width: 1%; padding-right: 28px; }
