@@ -447,7 +447,7 @@ def test_every_chart_kind_has_a_drawer_and_the_six_come_first_in_report_order():
 
 def test_the_document_imports_no_matplotlib():
     """`poolbench report --no-charts` and the document's build pay for no plotting library
-    (report/document.py imported report/charts.py for the Chart record: matplotlib, ~0.3 s)."""
+    (report/document.py imported report/charts/ for the Chart record: matplotlib, ~0.3 s)."""
     code = (
         "import sys, poolbench.cli, poolbench.report, poolbench.report.document, "
         "poolbench.report.html, poolbench.report.markdown; "
