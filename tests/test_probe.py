@@ -227,7 +227,10 @@ def test_a_timeout_is_counted_with_the_time_it_waited(probed: dict) -> None:
     assert [a.get("timeout", False) for a in probed["tight"]].count(True) == 1
     rows = data.checkouts[data.checkouts["site"] == engine.site]
     [timeout] = rows[rows["kind"] == "timeout"]["wait_s"]
-    assert timeout >= 0.2
+    # uvicorn runs uvloop: libuv's timers count whole milliseconds from a loop time cached at
+    # the start of an iteration, so the pool's 0.2 s can end up to ~1 ms early by the probe's
+    # precise clock (0.1996 s measured once); the wait is the timeout, not a short cut
+    assert 0.2 - 0.002 <= timeout < 1.0
     assert data.samples[data.samples["site"] == engine.site]["timeouts"].max() == 1
 
 
