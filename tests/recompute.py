@@ -23,6 +23,9 @@ from pathlib import Path
 import numpy as np
 
 SETTLE_S = 2.0
+# a refusal named in a request's error: the SQLSTATE as a word of its own (not a client port
+# "127.0.0.1:53300", a path "/users/53300" or a pid "[53300]"), or PostgreSQL's words
+REFUSED = r"(?<![\w:/.\[#-])53300(?![\w\]:.])|too many clients|remaining connection slots"
 HEADER = struct.Struct("<8sdII8x")
 RECORDS = {  # by the format version in the magic's last byte
     1: np.dtype(
@@ -150,12 +153,12 @@ def recompute(vdir: Path) -> dict[str, float | None]:
         if re.match(r"^(CRITICAL|ERROR|WARNING|INFO|DEBUG)\b", line):
             refusals += bool(record)
             record = False
-        if re.search(r"53300|too many clients|remaining connection slots", line, re.I):
+        if re.search(REFUSED, line, re.I):
             record = True
     failures = {}
     with (vdir / "locust_failures.csv").open(newline="") as handle:
         for row in csv.DictReader(handle):
-            if re.search(r"53300|too many clients|remaining connection slots", row["Error"], re.I):
+            if re.search(REFUSED, row["Error"], re.I):
                 failures["refused"] = failures.get("refused", 0) + int(row["Occurrences"])
     return {
         "peak_connections": _series_max(total, load),

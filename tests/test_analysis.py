@@ -854,3 +854,30 @@ def test_per_block_reuses_a_logs_time_order_without_changing_a_figure():
             got.p95_ms[:] = -1  # a caller's own arrays: the next cut of these seconds is whole
             again = per_block(start, response_ms, ok, edges)
             np.testing.assert_array_equal(again.p95_ms, p95)
+
+
+def test_a_client_port_path_or_pid_that_reads_53300_is_not_a_refusal(tmp_path):
+    """CI stop 29: uvicorn's access log gave a request from port 53300 and it counted as
+    PostgreSQL refusing a connection (an ephemeral port lies in 32768–60999)."""
+    app_log = (
+        "INFO:     Started server process [53300]\n"
+        'INFO:     127.0.0.1:53300 - "GET /users/53300?limit=20 HTTP/1.1" 200 OK\n'
+        'INFO:     127.0.0.1:41000 - "GET /orders/53300 HTTP/1.1" 200 OK\n'
+        "ERROR:    Exception in ASGI application\n"
+        "asyncpg.exceptions.TooManyConnectionsError: sorry, too many clients already\n"
+        "ERROR:    pgcode=53300 (SQLSTATE 53300)\n"
+    )
+    spec = VariantSpec(name="f", engines=[EngineSpec("f:a")], app_log=app_log)
+    _, f = one(tmp_path, spec)
+    assert f.traffic.refusals_app_log == 2  # the two ERROR records, not the INFO lines
+
+
+@pytest.mark.parametrize(
+    ("message", "kind"),
+    [
+        ("HTTPError('500 Server Error for url: http://127.0.0.1:8000/users/53300')", "http_5xx"),
+        ("worker pid 153300 exited", "other"),
+    ],
+)
+def test_a_number_that_contains_53300_is_not_classified_a_refusal(message, kind):
+    assert classify(message) == kind

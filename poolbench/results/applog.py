@@ -28,7 +28,13 @@ import re
 from pathlib import Path
 from typing import Any
 
-REFUSAL = re.compile(r"53300|too many clients|remaining connection slots|TooManyConnections", re.I)
+# The bare SQLSTATE counts only as a token of its own: an access log's client port
+# ("127.0.0.1:53300"), a path ("/users/53300") or a process id ("[53300]") is not a refusal.
+REFUSAL = re.compile(
+    r"(?<![\w:/.\[#-])53300(?![\w\]:.])|too many clients|remaining connection slots|"
+    r"TooManyConnections",
+    re.I,
+)
 LOG_RECORD_START = re.compile(r"^(?:CRITICAL|ERROR|WARNING|INFO|DEBUG)\b")
 
 
