@@ -44,6 +44,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
+from poolbench.analysis.stats import t_quantile
 from poolbench.analysis.typed import Json, Window
 from poolbench.analysis.windows import within
 from poolbench.format import MiB
@@ -88,8 +89,6 @@ def fit_trend(
     still opening connections now and then adds their fixed cost (a backend's memory, a
     connection object); that is not a leak, and the regression keeps it out of c.
     """
-    from scipy import stats as sps
-
     clean = values.dropna()
     if len(clean) < 5:
         return None
@@ -116,7 +115,7 @@ def fit_trend(
     dof = max(1, len(y) - x.shape[1])
     variance = float(residuals @ residuals) / dof * np.linalg.pinv(x.T @ x)[-1, -1]
     stderr = np.sqrt(max(variance, 0.0) * len(y) / n_eff)
-    half = sps.t.ppf(0.975, max(1.0, n_eff - x.shape[1])) * stderr
+    half = t_quantile(0.975, max(1.0, n_eff - x.shape[1])) * stderr
     slope = float(coef[-1])
     return slope, slope - half, slope + half, len(y)
 

@@ -35,6 +35,7 @@ import numpy as np
 import pandas as pd
 
 from poolbench.analysis.series import VariantSeries
+from poolbench.analysis.stats import t_quantile
 from poolbench.analysis.typed import Json, stat
 from poolbench.analysis.windows import Windows, within
 
@@ -108,8 +109,6 @@ def _fit(levels: np.ndarray, times: np.ndarray, means: np.ndarray) -> tuple[floa
     """(slope per backend, half-width of its 95 % interval) over the stretches; with at least
     MIN_STRETCHES_FOR_TIME of them, PSS drifting with time (pages faulted in) is fitted apart:
     PSS = a + b·backends + c·t, b reported. None: too few stretches for an interval."""
-    from scipy import stats as sps
-
     columns = [np.ones_like(levels), levels]
     if levels.size >= MIN_STRETCHES_FOR_TIME:
         columns.append(times - times[0])
@@ -127,7 +126,7 @@ def _fit(levels: np.ndarray, times: np.ndarray, means: np.ndarray) -> tuple[floa
     n_eff = max(float(x.shape[1] + 1), levels.size * (1 - rho) / (1 + rho))
     variance = float(residuals @ residuals) / dof * np.linalg.pinv(x.T @ x)[1, 1]
     stderr = np.sqrt(max(variance, 0.0) * levels.size / n_eff)
-    return float(coef[1]), float(sps.t.ppf(0.975, max(1.0, n_eff - x.shape[1])) * stderr)
+    return float(coef[1]), t_quantile(0.975, max(1.0, n_eff - x.shape[1])) * float(stderr)
 
 
 def marginal_pss(pss: pd.Series, backends: pd.Series) -> tuple[Slope | None, str]:
