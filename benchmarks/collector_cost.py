@@ -17,8 +17,13 @@ functions per collector thread.
 `--ramp 20 --moving` is closer to a `make bench` before variant (its 120 backends arrive over a
 20 s ramp, and their memory keeps moving under load): the default load under-states its cost.
 
+`--accuracy` also reads every PostgreSQL process's smaps_rollup afresh after each of the
+collector's memory sweeps (in this script's own thread, not counted as the collector's) and
+prints how far the collector's PostgreSQL PSS and USS sums were from that truth (median, 95th
+percentile, worst): what a cheaper rule gives up.
+
 Usage: .venv/bin/python benchmarks/collector_cost.py [--backends 120] [--seconds 30] [--profile]
-       [--ramp S] [--moving]
+       [--ramp S] [--moving] [--accuracy]
 """
 
 from __future__ import annotations
@@ -26,6 +31,7 @@ from __future__ import annotations
 import argparse
 import cProfile
 import io
+import math
 import os
 import pstats
 import random
@@ -34,9 +40,12 @@ import threading
 import time
 from pathlib import Path
 
+import numpy as np
+import psutil
 import psycopg
 
 from poolbench.collector import CollectorConfig, CollectorThread
+from poolbench.collector.procfs import read_memory
 from poolbench.infra.postgres import embedded_server
 
 CPU_BUDGET_PCT = {"slow machine (make test ≥ 250 CPU s)": 2.0, "fast machine (< 200)": 1.2}
@@ -128,6 +137,34 @@ def load(
     return workers
 
 
+def fresh_postgres_sums(postmaster: int) -> tuple[int, int]:
+    """(PSS, USS) of the postmaster and all its children, each read now."""
+    pss = uss = 0
+    try:
+        procs = [psutil.Process(postmaster), *psutil.Process(postmaster).children()]
+    except psutil.Error:
+        return 0, 0
+    for proc in procs:
+        try:
+            values = read_memory(proc.pid)
+        except OSError:
+            continue
+        if values is not None:
+            pss, uss = pss + values[1], uss + values[2]
+    return pss, uss
+
+
+def errors_against_truth(collector: CollectorThread, postmaster: int) -> tuple[float, float]:
+    """After a new memory sweep: |collector - fresh| / fresh for PostgreSQL's PSS and USS."""
+    latest = collector.latest()
+    pss = latest.memory.get(("mem_pss_bytes", "postgres", ""))
+    uss = latest.memory.get(("mem_uss_bytes", "postgres", ""))
+    true_pss, true_uss = fresh_postgres_sums(postmaster)
+    if not pss or not uss or not true_pss or not true_uss:
+        return math.nan, math.nan
+    return abs(pss - true_pss) / true_pss, abs(uss - true_uss) / true_uss
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--backends", type=int, default=120)
@@ -139,6 +176,9 @@ def main() -> int:
     )
     parser.add_argument(
         "--moving", action="store_true", help="queries that move the backends' memory"
+    )
+    parser.add_argument(
+        "--accuracy", action="store_true", help="compare PostgreSQL's PSS/USS with fresh reads"
     )
     parser.add_argument(
         "--memory-budget", default="0.01", help="memory_cpu_budget (a fraction of a core, or none)"
@@ -168,18 +208,32 @@ def main() -> int:
             if args.ramp:  # the ramp is measured: it is what spends a budget
                 workers = load(pg.app_url, args, stop)
             first, cpu0, t0 = collector.latest(), thread_cpu(), time.monotonic()
-            refresh = 0.0
+            refresh, seen_ts, errors = 0.0, first.memory_ts, []
             while time.monotonic() - t0 < args.seconds:
-                time.sleep(0.5)
-                interval = collector.latest().memory_interval
-                refresh = max(refresh, interval or 0.0)
+                time.sleep(0.05 if args.accuracy else 0.5)
+                latest = collector.latest()
+                refresh = max(refresh, latest.memory_interval or 0.0)
+                if args.accuracy and latest.memory_ts != seen_ts:
+                    seen_ts = latest.memory_ts
+                    errors.append(errors_against_truth(collector, pg.postmaster_pid))
             last, cpu1, t1 = collector.latest(), thread_cpu(), time.monotonic()
             footprint = collector.latest().footprint()
         stop.set()
         for w in workers:
             w.join(10)
     show(args, first, last, cpu0, cpu1, t1 - t0, refresh, footprint)
+    if errors:
+        show_accuracy(errors)
     return 0
+
+
+def show_accuracy(errors: list[tuple[float, float]]) -> None:
+    table = np.array(errors, dtype=float)
+    table = table[np.isfinite(table).all(axis=1)]
+    print(f"  PostgreSQL memory against fresh reads of every process ({len(table)} sweeps):")
+    for i, name in enumerate(("PSS", "USS")):
+        p50, p95, worst = (100 * q for q in np.quantile(table[:, i], [0.5, 0.95, 1.0]))
+        print(f"    {name}: off by {p50:.2f} % (median), {p95:.2f} % (95th), {worst:.2f} % (worst)")
 
 
 def show(args, first, last, cpu0, cpu1, span, refresh, footprint) -> None:

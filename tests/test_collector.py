@@ -450,6 +450,13 @@ def test_memory_of_100_backends_is_reread_within_2_s_as_sessions_come_and_go_in_
         & (frame.ts >= first.memory_ts)
     ]
     assert len(many) >= sweeps and (many.value > 0).all()  # a row at every sweep
+    # where its CPU went (variant.json's footprint): each thread's, and the reads' by group
+    footprint = last.footprint()
+    by_thread = footprint["cpu_s_by_thread"]
+    assert set(by_thread) == {"connection", "sweeps"} and by_thread["sweeps"] > 0
+    by_group = footprint["memory_cpu_s_by_group"]
+    assert set(by_group) == {"postgres"}
+    assert 0 < by_group["postgres"] <= last.memory_cpu_s_total  # the reads, of the memory part
 
 
 class _Proxy:

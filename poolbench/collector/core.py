@@ -66,7 +66,7 @@ class Collector:
         self._writer: SamplesWriter | None = None
         self._write_lock = threading.Lock()  # three threads write rows
         self._publish_lock = threading.Lock()  # ... and publish figures
-        self._tids: set[int] = set()  # the collector's threads, for its own CPU
+        self._tids: dict[int, str] = {}  # the collector's threads (tid -> name), for its CPU
         self._latest = Latest()  # fields that change at most about once a second
         self._sampled: dict[str, Any] = {}  # fields of the newest connection sample
         self._load_pid = config.load_pid
@@ -131,7 +131,7 @@ class Collector:
         threads of their own; an error in any of them ends the run and is raised here.
         """
         self.start()
-        self._tids.add(threading.get_native_id())
+        self._tids[threading.get_native_id()] = "connection"
         pools = PoolsPoller(self.config.pools_url) if self.config.pools_url else None
         workers = [self._thread("sweeps", self._sweeps)]
         if pools is not None:
@@ -159,7 +159,7 @@ class Collector:
 
     def _thread(self, name: str, body: Callable[[], None]) -> threading.Thread:
         def main() -> None:
-            self._tids.add(threading.get_native_id())
+            self._tids[threading.get_native_id()] = name
             self._guarded(body)
 
         return threading.Thread(target=main, name=f"poolbench-collector-{name}", daemon=True)
@@ -453,6 +453,7 @@ class Collector:
             "cpu": result.cpu,
             "postgres_visible": result.postgres_visible,
             "sweep_ms": result.wall_ms,
+            "thread_cpu_s": result.thread_cpu_s,
         }
         if result.memory_stats is not None:
             changes.update(memory=result.memory, memory_ts=plan.ts)
@@ -468,6 +469,7 @@ class Collector:
             "memory_reads": stats.reads,
             "memory_stale": stats.stale,
             "memory_reads_total": latest.memory_reads_total + stats.reads,
+            "memory_cpu_s_by_group": stats.cpu_s_by_group,
             "memory_urgent_total": latest.memory_urgent_total + stats.urgent,
             "memory_cpu_s_total": latest.memory_cpu_s_total + stats.cpu_s,
             "memory_refresh_max_s": max(latest.memory_refresh_max_s or 0.0, stats.refresh_max_s),

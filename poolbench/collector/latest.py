@@ -44,6 +44,11 @@ class Latest:
     memory_urgent_total: int = 0  # of which re-reads due within memory_refresh_s
     memory_cpu_s_total: float = 0.0  # CPU seconds spent on smaps_rollup reads since start
     memory_refresh_max_s: float | None = None  # the largest memory_interval since start
+    # where the collector's CPU went, since start: its threads (connection: the 10 Hz
+    # samples, churn and plans; sweeps: processes and memory; pools), and the smaps_rollup
+    # reads of each group of processes (postgres, app, load)
+    thread_cpu_s: Mapping[str, float] = field(default_factory=dict)
+    memory_cpu_s_by_group: Mapping[str, float] = field(default_factory=dict)
     rows_written: int = 0
 
     def footprint(self) -> dict[str, Any]:
@@ -56,6 +61,10 @@ class Latest:
             "memory_refresh_max_s": (
                 None if self.memory_refresh_max_s is None else round(self.memory_refresh_max_s, 3)
             ),
+            "cpu_s_by_thread": {k: round(v, 3) for k, v in sorted(self.thread_cpu_s.items())},
+            "memory_cpu_s_by_group": {
+                k: round(v, 4) for k, v in sorted(self.memory_cpu_s_by_group.items())
+            },
         }
 
     def get(self, key: str, default: Any = None) -> Any:

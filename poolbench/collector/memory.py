@@ -48,7 +48,7 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from poolbench.collector.procfs import (
     HAS_PROC,
@@ -143,6 +143,7 @@ class MemoryStats:
     # the longest a value due within refresh_s (the process moved, forked, is new, or its
     # group's PSS drifted past DRIFT) went unread: at most refresh_s while the budget allows
     refresh_max_s: float = 0.0
+    cpu_s_by_group: dict[str, float] = field(default_factory=dict)  # reads' CPU, since start
 
 
 class MemoryTracker:
@@ -160,6 +161,7 @@ class MemoryTracker:
         self._smaps = MemoryFiles()
         self._last: float | None = None
         self._allowance = 0.0  # CPU seconds the budget still allows
+        self._cpu_by_group: dict[str, float] = {}  # the reads' CPU seconds since start
 
     def sum(self, pids: Iterable[int]) -> MemorySum:
         """The latest figures of these processes, summed; those gone (unknown) are skipped."""
@@ -212,6 +214,7 @@ class MemoryTracker:
                 out.stale += 1
                 self._note_wait(entry, now, out)
         out.processes = len(self._entries)
+        out.cpu_s_by_group = dict(self._cpu_by_group)
         out.cpu_s = time.thread_time() - c0
         out.wall_s = time.perf_counter() - w0
         return out
@@ -324,7 +327,9 @@ class MemoryTracker:
             gone = values is None
         except Unreadable:
             values, gone = None, False
-        self._allowance -= time.thread_time() - c0
+        spent = time.thread_time() - c0
+        self._allowance -= spent
+        self._cpu_by_group[entry.group] = self._cpu_by_group.get(entry.group, 0.0) + spent
         out.reads += 1
         if gone:  # since its statm was read: no figures to keep
             if self._entries.get(entry.pid) is entry:

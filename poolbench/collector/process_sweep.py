@@ -9,7 +9,7 @@ a `MemoryTracker`, which re-reads a process's smaps_rollup only when it may have
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -49,6 +49,7 @@ class SweepResult:
     cpu: dict[str, float | None] = field(default_factory=dict)
     postgres_visible: bool | None = None
     memory_stats: MemoryStats | None = None  # what the memory part did and cost
+    thread_cpu_s: dict[str, float] = field(default_factory=dict)  # the collector's, by thread
     wall_ms: float = 0.0
     # for the memory part: processes that share memory (per group), and each component's
     groups: dict[str, list[Stat]] = field(default_factory=dict)
@@ -79,11 +80,11 @@ class ProcessSweeper:
 
     def __init__(
         self,
-        tids: set[int],
+        tids: Mapping[int, str],
         warn_once: Callable[[str, str], None],
         memory: MemoryTracker | None = None,
     ) -> None:
-        self._tids = tids  # the collector's threads, for its own CPU
+        self._tids = tids  # the collector's threads (tid -> name), for its own CPU
         self._warn_once = warn_once
         self._cpu = CpuMeter()
         self._stats = StatReader()
@@ -112,7 +113,9 @@ class ProcessSweeper:
         if plan.load_pid:
             self._sweep_load(plan.load_pid, out, now)
         out.postgres_visible = self._sweep_postgres(plan, out, now)
-        collector_cpu = self._cpu.percent("collector", "self", thread_cpu(self._tids), now)
+        by_thread = thread_cpu(list(self._tids))
+        out.thread_cpu_s = {self._tids.get(tid, str(tid)): s for tid, s in by_thread.items()}
+        collector_cpu = self._cpu.percent("collector", "self", sum(by_thread.values()), now)
         out.emit_cpu("collector", collector_cpu)
         self._stats.end_sweep()
         if plan.memory and self._memory is not None:

@@ -268,12 +268,13 @@ def read_memory(pid: int) -> MemoryValues | None:
     return info.rss, getattr(info, "pss", info.uss), info.uss
 
 
-def thread_cpu(tids: Iterable[int]) -> float:
-    """CPU seconds of some of this process's threads (the whole process off Linux)."""
+def thread_cpu(tids: Iterable[int]) -> dict[int, float]:
+    """CPU seconds of each of some of this process's threads (tid -> seconds; off Linux, the
+    whole process under the first tid); a thread that has ended is left out."""
     if not _HAS_PROC:
         times = psutil.Process().cpu_times()
-        return times.user + times.system
-    total = 0.0
+        return {next(iter(tids), 0): times.user + times.system}
+    cpu = {}
     for tid in tids:
         try:
             with open(f"/proc/self/task/{tid}/stat", "rb") as f:
@@ -281,8 +282,8 @@ def thread_cpu(tids: Iterable[int]) -> float:
         except OSError:
             continue
         fields = data[data.rindex(b")") + 2 :].split()
-        total += (int(fields[11]) + int(fields[12])) / _CLK_TCK
-    return total
+        cpu[tid] = (int(fields[11]) + int(fields[12])) / _CLK_TCK
+    return cpu
 
 
 def alive(pid: int) -> bool:
