@@ -137,8 +137,10 @@ def load(
     return workers
 
 
-def fresh_postgres_sums(postmaster: int) -> tuple[int, int]:
-    """(PSS, USS) of the postmaster and all its children, each read now."""
+def fresh_postgres_sums(postmaster: int, swept_at: float) -> tuple[int, int]:
+    """(PSS, USS) of the postmaster and its children that existed at the sweep (a backend
+    started since is not in the collector's sum yet: a membership lag, not staleness), each
+    read now."""
     pss = uss = 0
     try:
         procs = [psutil.Process(postmaster), *psutil.Process(postmaster).children()]
@@ -146,8 +148,10 @@ def fresh_postgres_sums(postmaster: int) -> tuple[int, int]:
         return 0, 0
     for proc in procs:
         try:
+            if proc.create_time() > swept_at:
+                continue
             values = read_memory(proc.pid)
-        except OSError:
+        except (OSError, psutil.Error):
             continue
         if values is not None:
             pss, uss = pss + values[1], uss + values[2]
@@ -159,7 +163,7 @@ def errors_against_truth(collector: CollectorThread, postmaster: int) -> tuple[f
     latest = collector.latest()
     pss = latest.memory.get(("mem_pss_bytes", "postgres", ""))
     uss = latest.memory.get(("mem_uss_bytes", "postgres", ""))
-    true_pss, true_uss = fresh_postgres_sums(postmaster)
+    true_pss, true_uss = fresh_postgres_sums(postmaster, latest.memory_ts or 0.0)
     if not pss or not uss or not true_pss or not true_uss:
         return math.nan, math.nan
     return abs(pss - true_pss) / true_pss, abs(uss - true_uss) / true_uss
