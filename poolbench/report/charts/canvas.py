@@ -34,6 +34,12 @@ STYLE: dict[RcKeyType, Any] = {
     "axes.titlesize": 11,
     "axes.titleweight": "bold",
     "axes.titlelocation": "left",
+    # titles at the axes' top (+ titlepad): where matplotlib's automatic placement puts them
+    # here anyway (no tick labels on top, no offset text), without measuring every tick label
+    # of the axes and its twins first (a quarter of a chart's drawing time)
+    "axes.titley": 1.0,
+    # no offset text above a y axis (it would sit under such a title): ticks in full numbers
+    "axes.formatter.useoffset": False,
     "axes.labelsize": 10,
     "axes.labelcolor": "#333333",
     "axes.edgecolor": "#999999",
