@@ -112,7 +112,12 @@ def _save(fig: Figure, path: Path) -> None:
 
     fig.canvas.draw()
     rgba = np.asarray(fig.canvas.buffer_rgba())  # type: ignore[attr-defined]
-    image = Image.fromarray(rgba[..., :3] if (rgba[..., 3] == 255).all() else rgba)
+    # read in place (a copy of the strided RGB view cost as much as the deflating), and made
+    # RGB by PIL when the alpha channel is opaque throughout
+    height, width = rgba.shape[:2]
+    image = Image.frombuffer("RGBA", (width, height), rgba, "raw", "RGBA", 0, 1)
+    if image.getextrema()[3] == (255, 255):
+        image = image.convert("RGB")
     info = PngImagePlugin.PngInfo()
     info.add_text(
         "Software", f"Matplotlib version{matplotlib.__version__}, https://matplotlib.org/"
