@@ -11,6 +11,8 @@ file is the regression suite of the analysis package's port.
 from __future__ import annotations
 
 import json
+import random
+import re
 from pathlib import Path
 
 import pandas as pd
@@ -22,7 +24,7 @@ from poolbench.analysis.run_analysis import Analysis, analyse
 from poolbench.analysis.typed import Window
 from poolbench.config.bench import load_config
 from poolbench.errors import PoolbenchError
-from poolbench.results.applog import count_log_refusals
+from poolbench.results.applog import REFUSAL, count_log_refusals
 from poolbench.results.failures import classify
 
 BENCH_FILE = Path(__file__).resolve().parent.parent / "scenarios" / "bench.toml"
@@ -558,6 +560,31 @@ def test_refused_requests_are_counted_once_per_log_record(tmp_path: Path) -> Non
     log.write_text("no prefixes: too many clients\nagain: too many clients\nfine\n")
     assert count_log_refusals(log) == 2
     assert count_log_refusals(None) is None
+
+
+# REFUSAL as first written: poolbench.results.applog's form starts with a case-sensitive set
+# of first letters (3 × faster over a log) and must match exactly where this one does
+REFUSAL_READABLE = re.compile(
+    r"(?<![\w:/.\[#-])53300(?![\w\]:.])|too many clients|remaining connection slots|"
+    r"TooManyConnections",
+    re.I,
+)
+
+
+def test_refusal_pattern_matches_where_its_readable_form_does() -> None:
+    rng = random.Random(3)
+    pieces = [
+        "53300", "153300", "533001", ":53300", "/53300", "[53300]", "#53300", "-53300",
+        ".53300", "53300.", "53300:", " 53300 ", "(53300)", "too many clients",
+        "TOO MANY CLIENTS", "Too Many Clients", "too many client", "remaining connection slots",
+        "Remaining Connection Slots", "remaining connection", "TooManyConnections",
+        "toomanyconnections", "TooManyConnectionsError", "tt", "rr", "5", "t", "r", " ", "x",
+        "é", "\u0130",
+    ]  # fmt: skip
+    for _ in range(3000):
+        line = "".join(rng.choice(pieces) for _ in range(rng.randrange(1, 6)))
+        expected = [m.span() for m in REFUSAL_READABLE.finditer(line)]
+        assert [m.span() for m in REFUSAL.finditer(line)] == expected, line
 
 
 # --- comparisons across repeats ---------------------------------------------------------------
