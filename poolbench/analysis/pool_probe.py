@@ -287,8 +287,24 @@ def probe_timeline(data: ProbeData, site: str, bin_s: float = 1.0) -> pd.DataFra
     ]
     if len(records):
         bins = np.floor(records["t"].to_numpy(dtype=float) / bin_s) * bin_s
-        waits = records.groupby(bins)["wait_s"].apply(lambda s: spread(s.to_numpy()).p95_ms)
+        waits = p95_ms_per_bin(bins, records["wait_s"].to_numpy(dtype=float))
     else:
         waits = pd.Series(dtype=float)
     frame = gauges.join(waits.rename("wait_p95_ms"), how="outer")
     return frame.sort_index()
+
+
+def p95_ms_per_bin(bins: np.ndarray, seconds: np.ndarray) -> pd.Series:
+    """`spread(values).p95_ms` of each bin's values, NaN for a bin with none but NaN, indexed
+    by bin: one sort for every bin, not a Python call per second of the run."""
+    keys, inverse = np.unique(bins, return_inverse=True)
+    known = ~np.isnan(seconds)
+    order = np.lexsort((seconds[known], inverse[known]))
+    groups, values = inverse[known][order], seconds[known][order] * 1000.0
+    n = np.bincount(groups, minlength=len(keys))
+    first = np.searchsorted(groups, np.arange(len(keys)))
+    rank = np.maximum(np.ceil(0.95 * n - 1e-9).astype(int), 1) - 1
+    p95 = np.full(len(keys), np.nan)
+    has = n > 0
+    p95[has] = values[first[has] + rank[has]]
+    return pd.Series(p95, index=keys)
