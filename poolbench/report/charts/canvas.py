@@ -113,6 +113,7 @@ def _save(fig: Figure, path: Path) -> None:
     two thirds of the CPU time (its RGBA at level 6 was a third of the charts' time)."""
     from PIL import Image, PngImagePlugin
 
+    _fix_empty_labels(fig)
     fig.canvas.draw()
     rgba = np.asarray(fig.canvas.buffer_rgba())  # type: ignore[attr-defined]
     # read in place (a copy of the strided RGB view cost as much as the deflating), and made
@@ -128,6 +129,16 @@ def _save(fig: Figure, path: Path) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     with atomic_file(path, "wb") as out:
         image.save(out, format="png", pnginfo=info, dpi=(DPI, DPI), compress_level=3)
+
+
+def _fix_empty_labels(fig: Figure) -> None:
+    """Pin every axis label without text where it is: matplotlib would otherwise measure the
+    axis' tick labels a second time at each draw to move a label that draws nothing (the
+    upper panels' time axis, the twin axes')."""
+    for ax in fig.axes:
+        for axis in (ax.xaxis, ax.yaxis):
+            if not axis.label.get_text():
+                axis.set_label_coords(0.5, 0.5)
 
 
 def _variant_color(i: int) -> str:
