@@ -120,7 +120,7 @@ def _save(fig: Figure, path: Path) -> None:
     # RGB by PIL when the alpha channel is opaque throughout
     height, width = rgba.shape[:2]
     image = Image.frombuffer("RGBA", (width, height), rgba, "raw", "RGBA", 0, 1)
-    if image.getextrema()[3] == (255, 255):
+    if image.getchannel("A").getextrema() == (255, 255):
         image = image.convert("RGB")
     info = PngImagePlugin.PngInfo()
     info.add_text(
