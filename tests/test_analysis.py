@@ -15,12 +15,14 @@ import random
 import re
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 from synthetic import T0, EngineSpec, MiB, VariantSpec, seed_claim_specs, write_run
 
 from poolbench.analysis.figures import VariantFigures
 from poolbench.analysis.run_analysis import Analysis, analyse
+from poolbench.analysis.series import sorted_unique
 from poolbench.analysis.typed import Window
 from poolbench.config.bench import load_config
 from poolbench.errors import PoolbenchError
@@ -908,3 +910,22 @@ def test_a_client_port_path_or_pid_that_reads_53300_is_not_a_refusal(tmp_path):
 )
 def test_a_number_that_contains_53300_is_not_classified_a_refusal(message, kind):
     assert classify(message) == kind
+
+
+@pytest.mark.parametrize(
+    "values",
+    [
+        [],
+        [5.0],
+        [1.0, 1.0, 2.5, 2.5, 2.5, 7.0],  # in time order: one pass
+        [3.0, 1.0, 3.0, 2.0],  # not: sorted
+        [1.0, float("nan"), 2.0, float("nan")],
+        [1.0, 2.0, float("nan")],
+    ],
+)
+def test_sorted_unique_is_numpys_unique(values: list[float]) -> None:
+    x = np.asarray(values, dtype=float)
+    distinct, inverse = sorted_unique(x)
+    expected, expected_inverse = np.unique(x, return_inverse=True)
+    np.testing.assert_array_equal(distinct, expected)
+    np.testing.assert_array_equal(inverse, expected_inverse)
