@@ -22,7 +22,7 @@ from synthetic import T0, EngineSpec, MiB, VariantSpec, seed_claim_specs, write_
 
 from poolbench.analysis.figures import VariantFigures
 from poolbench.analysis.run_analysis import Analysis, analyse
-from poolbench.analysis.series import sorted_unique
+from poolbench.analysis.series import _by_metric, sorted_unique
 from poolbench.analysis.typed import Window
 from poolbench.config.bench import load_config
 from poolbench.errors import PoolbenchError
@@ -929,3 +929,17 @@ def test_sorted_unique_is_numpys_unique(values: list[float]) -> None:
     expected, expected_inverse = np.unique(x, return_inverse=True)
     np.testing.assert_array_equal(distinct, expected)
     np.testing.assert_array_equal(inverse, expected_inverse)
+
+
+def test_rows_by_metric_as_a_groupby_gives_them() -> None:
+    """build_series splits metric categories by one sort: each metric's rows, in file order,
+    with their index, as pandas' groupby split gives them (a missing label: the groupby)."""
+    metrics = ["connections", "slots_left", "connections", "gap", "slots_left", "connections"]
+    frame = pd.DataFrame({"ts": [1.0, 1.0, 2.0, 2.0, 3.0, 3.0], "metric": metrics})
+    frame["value"] = range(len(frame))
+    for column in (frame["metric"].astype("category"), frame["metric"]):
+        split = _by_metric(frame.assign(metric=column))
+        expected = dict(tuple(frame.assign(metric=column).groupby("metric", observed=True)))
+        assert sorted(split) == sorted(str(k) for k in expected)
+        for key, rows in expected.items():
+            pd.testing.assert_frame_equal(split[str(key)], rows)

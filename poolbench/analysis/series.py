@@ -19,6 +19,7 @@ from __future__ import annotations
 import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from itertools import pairwise
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -209,11 +210,24 @@ def _users(result: VariantResult) -> pd.Series:
     return pd.Series(users.to_numpy(dtype=float), index=agg["Timestamp"].to_numpy()).sort_index()
 
 
+def _by_metric(samples: pd.DataFrame) -> dict[str, pd.DataFrame]:
+    """The rows of each metric, in file order. For metric categories (as samples.csv is
+    read): one stable sort of the codes, then slices of one reordered copy (half of what
+    pandas' groupby split costs on an hour of samples); a groupby otherwise."""
+    metric = samples["metric"]
+    codes = metric.cat.codes.to_numpy() if isinstance(metric.dtype, pd.CategoricalDtype) else None
+    if codes is None or (codes < 0).any():
+        return {str(k): rows for k, rows in samples.groupby("metric", sort=False, observed=True)}
+    order = np.argsort(codes, kind="stable")
+    ordered, sorted_codes = samples.take(order), codes[order]
+    bounds = np.flatnonzero(np.r_[True, sorted_codes[1:] != sorted_codes[:-1], True])
+    names = metric.cat.categories
+    return {str(names[sorted_codes[a]]): ordered.iloc[a:b] for a, b in pairwise(bounds)}
+
+
 def build_series(result: VariantResult) -> VariantSeries:
     samples = result.samples
-    by_metric = {
-        str(name): frame for name, frame in samples.groupby("metric", sort=False, observed=True)
-    }
+    by_metric = _by_metric(samples)
     empty = samples.iloc[0:0]
 
     def rows(metric: str) -> pd.DataFrame:
