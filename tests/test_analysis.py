@@ -10,9 +10,11 @@ file is the regression suite of the analysis package's port.
 
 from __future__ import annotations
 
+import gc
 import json
 import random
 import re
+import weakref
 from pathlib import Path
 
 import numpy as np
@@ -20,6 +22,7 @@ import pandas as pd
 import pytest
 from synthetic import T0, EngineSpec, MiB, VariantSpec, seed_claim_specs, write_run
 
+from poolbench.analysis.collector_pause import YOUNG_THRESHOLD, fewer_collections
 from poolbench.analysis.figures import VariantFigures
 from poolbench.analysis.run_analysis import Analysis, analyse
 from poolbench.analysis.series import _by_metric, sorted_unique
@@ -943,3 +946,22 @@ def test_rows_by_metric_as_a_groupby_gives_them() -> None:
         assert sorted(split) == sorted(str(k) for k in expected)
         for key, rows in expected.items():
             pd.testing.assert_frame_equal(split[str(key)], rows)
+
+
+def test_fewer_collections_restores_the_collector_and_keeps_no_garbage() -> None:
+    """The report's analysis and charts run with the collector frozen and slowed; after the
+    block the thresholds and the frozen set are as before, and a cycle made inside is freed."""
+
+    class Node:
+        pass
+
+    before = gc.get_threshold()
+    with fewer_collections():
+        assert gc.get_threshold()[0] >= YOUNG_THRESHOLD and gc.get_freeze_count() > 0
+        node = Node()
+        node.self = node  # type: ignore[attr-defined]  # a cycle: only the collector frees it
+        ref = weakref.ref(node)
+        del node
+    assert gc.get_threshold() == before and gc.get_freeze_count() == 0
+    gc.collect()
+    assert ref() is None
