@@ -10,19 +10,26 @@ file is the regression suite of the analysis package's port.
 
 from __future__ import annotations
 
+import gc
 import json
+import random
+import re
+import weakref
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 from synthetic import T0, EngineSpec, MiB, VariantSpec, seed_claim_specs, write_run
 
+from poolbench.analysis.collector_pause import YOUNG_THRESHOLD, fewer_collections
 from poolbench.analysis.figures import VariantFigures
 from poolbench.analysis.run_analysis import Analysis, analyse
+from poolbench.analysis.series import _by_metric, sorted_unique
 from poolbench.analysis.typed import Window
 from poolbench.config.bench import load_config
 from poolbench.errors import PoolbenchError
-from poolbench.results.applog import count_log_refusals
+from poolbench.results.applog import REFUSAL, count_log_refusals
 from poolbench.results.failures import classify
 
 BENCH_FILE = Path(__file__).resolve().parent.parent / "scenarios" / "bench.toml"
@@ -560,6 +567,31 @@ def test_refused_requests_are_counted_once_per_log_record(tmp_path: Path) -> Non
     assert count_log_refusals(None) is None
 
 
+# REFUSAL as first written: poolbench.results.applog's form starts with a case-sensitive set
+# of first letters (3 × faster over a log) and must match exactly where this one does
+REFUSAL_READABLE = re.compile(
+    r"(?<![\w:/.\[#-])53300(?![\w\]:.])|too many clients|remaining connection slots|"
+    r"TooManyConnections",
+    re.I,
+)
+
+
+def test_refusal_pattern_matches_where_its_readable_form_does() -> None:
+    rng = random.Random(3)
+    pieces = [
+        "53300", "153300", "533001", ":53300", "/53300", "[53300]", "#53300", "-53300",
+        ".53300", "53300.", "53300:", " 53300 ", "(53300)", "too many clients",
+        "TOO MANY CLIENTS", "Too Many Clients", "too many client", "remaining connection slots",
+        "Remaining Connection Slots", "remaining connection", "TooManyConnections",
+        "toomanyconnections", "TooManyConnectionsError", "tt", "rr", "5", "t", "r", " ", "x",
+        "é", "\u0130",
+    ]  # fmt: skip
+    for _ in range(3000):
+        line = "".join(rng.choice(pieces) for _ in range(rng.randrange(1, 6)))
+        expected = [m.span() for m in REFUSAL_READABLE.finditer(line)]
+        assert [m.span() for m in REFUSAL.finditer(line)] == expected, line
+
+
 # --- comparisons across repeats ---------------------------------------------------------------
 
 
@@ -881,3 +913,55 @@ def test_a_client_port_path_or_pid_that_reads_53300_is_not_a_refusal(tmp_path):
 )
 def test_a_number_that_contains_53300_is_not_classified_a_refusal(message, kind):
     assert classify(message) == kind
+
+
+@pytest.mark.parametrize(
+    "values",
+    [
+        [],
+        [5.0],
+        [1.0, 1.0, 2.5, 2.5, 2.5, 7.0],  # in time order: one pass
+        [3.0, 1.0, 3.0, 2.0],  # not: sorted
+        [1.0, float("nan"), 2.0, float("nan")],
+        [1.0, 2.0, float("nan")],
+    ],
+)
+def test_sorted_unique_is_numpys_unique(values: list[float]) -> None:
+    x = np.asarray(values, dtype=float)
+    distinct, inverse = sorted_unique(x)
+    expected, expected_inverse = np.unique(x, return_inverse=True)
+    np.testing.assert_array_equal(distinct, expected)
+    np.testing.assert_array_equal(inverse, expected_inverse)
+
+
+def test_rows_by_metric_as_a_groupby_gives_them() -> None:
+    """build_series splits metric categories by one sort: each metric's rows, in file order,
+    with their index, as pandas' groupby split gives them (a missing label: the groupby)."""
+    metrics = ["connections", "slots_left", "connections", "gap", "slots_left", "connections"]
+    frame = pd.DataFrame({"ts": [1.0, 1.0, 2.0, 2.0, 3.0, 3.0], "metric": metrics})
+    frame["value"] = range(len(frame))
+    for column in (frame["metric"].astype("category"), frame["metric"]):
+        split = _by_metric(frame.assign(metric=column))
+        expected = dict(tuple(frame.assign(metric=column).groupby("metric", observed=True)))
+        assert sorted(split) == sorted(str(k) for k in expected)
+        for key, rows in expected.items():
+            pd.testing.assert_frame_equal(split[str(key)], rows)
+
+
+def test_fewer_collections_restores_the_collector_and_keeps_no_garbage() -> None:
+    """The report's analysis and charts run with the collector frozen and slowed; after the
+    block the thresholds and the frozen set are as before, and a cycle made inside is freed."""
+
+    class Node:
+        pass
+
+    before = gc.get_threshold()
+    with fewer_collections():
+        assert gc.get_threshold()[0] >= YOUNG_THRESHOLD and gc.get_freeze_count() > 0
+        node = Node()
+        node.self = node  # type: ignore[attr-defined]  # a cycle: only the collector frees it
+        ref = weakref.ref(node)
+        del node
+    assert gc.get_threshold() == before and gc.get_freeze_count() == 0
+    gc.collect()
+    assert ref() is None

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 from synthetic import T0, EngineSpec, VariantSpec, write_probe, write_run
 
-from poolbench.analysis.pool_probe import headroom, spread
+from poolbench.analysis.pool_probe import headroom, p95_ms_per_bin, spread
 from poolbench.analysis.run_analysis import analyse
 from poolbench.report.document import build_document
 from poolbench.report.markdown import render_markdown
@@ -260,3 +260,18 @@ def test_a_damaged_line_or_a_foreign_file_is_skipped_and_said(tmp_path: Path) ->
     assert f.probe.engine("app.x:10").wait.n == 101  # everything else still read
     text = render_markdown(build_document(analysis.summary, [], tmp_path))
     assert "Damaged probe files: v notes.jsonl: not read; v 101.jsonl: 1 damaged" in text
+
+
+def test_p95_per_bin_is_the_spread_of_each_bin() -> None:
+    """The chart's checkout wait p95 per second, one sort for all bins: each bin's value is
+    spread()'s p95 of its waits, NaN waits left out, NaN for a bin holding only NaN."""
+    rng = np.random.default_rng(4)
+    bins = np.floor(rng.uniform(0, 30, 2000))
+    waits = rng.lognormal(-6, 1.5, 2000)
+    waits[rng.random(2000) < 0.1] = np.nan
+    waits[bins == 7] = np.nan  # a bin of connects only: no wait
+    got = p95_ms_per_bin(bins, waits)
+    assert list(got.index) == sorted(set(bins))
+    for key, value in got.items():
+        expected = spread(waits[bins == key]).p95_ms
+        assert (np.isnan(value) and expected is None) or value == expected, key

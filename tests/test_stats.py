@@ -15,13 +15,16 @@ from scipy import stats as sps
 
 from poolbench.analysis.block_test import (
     BLOCK_FACTOR,
+    LAG1_RESAMPLES,
     BlockLength,
+    _lag1_stat,
     block_edges,
     block_means,
     choose_block_length,
     compare_blocks,
     compare_within_run,
     integrated_time,
+    lag1,
     per_block,
 )
 from poolbench.analysis.stats import Comparison, compare, compare_exact, median_interval
@@ -192,6 +195,23 @@ def test_block_test_refuses_block_values_that_are_still_autocorrelated():
     assert result.status == "untested"
     assert any("still autocorrelated" in note for note in result.footnotes)
     assert result.blocks.lag1_p_a < 0.05
+
+
+@pytest.mark.parametrize("k", [3, 6, 7, 33, 599])
+def test_lag1_check_in_batches_gives_the_one_batch_answer(k: int) -> None:
+    """lag1 draws its permutations LAG1_BATCH at a time: the statistic and the p-value are
+    those of scipy's one batch of LAG1_RESAMPLES (exact enumeration up to 6 blocks)."""
+    x = ar1(k, k, 0.3)
+    whole = sps.permutation_test(
+        (x,),
+        _lag1_stat,
+        permutation_type="pairings",
+        alternative="greater",
+        n_resamples=LAG1_RESAMPLES,
+        vectorized=True,
+        rng=np.random.default_rng(0),
+    )
+    assert lag1(x) == (float(whole.statistic), float(whole.pvalue))
 
 
 def test_block_edges_and_means_drop_the_remainder():

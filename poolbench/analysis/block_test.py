@@ -46,6 +46,10 @@ BLOCK_FACTOR = 5.0  # block length in units of the integrated autocorrelation ti
 SOKAL_C = 5.0  # Sokal's window: sum the autocorrelation up to M ≥ SOKAL_C × τ(M)
 MIN_BLOCKS = 5
 LAG1_RESAMPLES = 2000  # permutations for the lag-1 check (exact up to 6 blocks: 720 orders)
+# Permutations drawn and tested this many at a time: the same permutations in the same order
+# (scipy draws each from the generator in turn, whatever the batch), but arrays that stay in
+# the CPU's cache: an hour's 600 blocks took 47 ms a check in one batch of 2000, 26 ms so
+LAG1_BATCH = 250
 RULE = (
     f"blocks of ceil({BLOCK_FACTOR:g} τ) s, τ the integrated autocorrelation time of the "
     f"per-second series (Sokal window, c = {SOKAL_C:g}); ≥ {MIN_BLOCKS} blocks per side and "
@@ -146,6 +150,7 @@ def lag1(values: Values) -> tuple[float | None, float | None]:
         alternative="greater",
         n_resamples=LAG1_RESAMPLES,
         vectorized=True,
+        batch=LAG1_BATCH,
         rng=np.random.default_rng(0),
     )
     return float(result.statistic), float(result.pvalue)

@@ -11,6 +11,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 from poolbench.analysis.claims import claim_from_config, judge, not_compared
+from poolbench.analysis.collector_pause import fewer_collections
 from poolbench.analysis.compare import compare_variants
 from poolbench.analysis.figures import VariantFigures, VariantRun, analyse_variant
 from poolbench.analysis.pool_sweep import sweeps
@@ -151,10 +152,16 @@ def _experiment(
 
 def analyse(source: str | Path | RunResult) -> Analysis:
     """Every figure of summary.json for a results directory (or one already loaded)."""
+    loaded = source if isinstance(source, RunResult) else load_run(source)
+    with fewer_collections():
+        runs = [analyse_variant(v) for v in loaded.variants if v.has_samples]
+        return _analysis(loaded, runs)
+
+
+def _analysis(loaded: RunResult, runs: list[VariantRun]) -> Analysis:
+    """The run's summary from its variants' figures."""
     from poolbench import __version__
 
-    loaded = source if isinstance(source, RunResult) else load_run(source)
-    runs = [analyse_variant(v) for v in loaded.variants if v.has_samples]
     if not runs:
         raise PoolbenchError(f"{loaded.path}: no variant with a samples.csv to analyse")
     run = loaded.run

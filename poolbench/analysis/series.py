@@ -19,6 +19,7 @@ from __future__ import annotations
 import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from itertools import pairwise
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -161,7 +162,7 @@ def _counted(frame: pd.DataFrame, column: str) -> pd.DataFrame | None:
     if labels is None:
         return None
     names, codes = labels
-    ts, rows = np.unique(frame["ts"].to_numpy(dtype=float), return_inverse=True)
+    ts, rows = sorted_unique(frame["ts"].to_numpy(dtype=float))
     cells = rows * len(names) + codes
     # a (ts, label) pair whose every value is NaN, or with no row, is NaN in pandas'
     # sum(min_count=1) and 0 here: `_wide` makes it 0 either way
@@ -171,6 +172,18 @@ def _counted(frame: pd.DataFrame, column: str) -> pd.DataFrame | None:
         index=pd.Index(ts, name="ts"),
         columns=pd.Index(names, name=column),
     )
+
+
+def sorted_unique(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """np.unique(values, return_inverse=True), in one pass when the values never decrease (a
+    samples file is written in time order: an hour's 900,000 timestamps, 6 ms instead of
+    22 ms to sort), else by sorting them."""
+    if values.size and bool((values[1:] >= values[:-1]).all()):
+        starts = np.r_[True, values[1:] != values[:-1]]
+        inverse: np.ndarray = np.cumsum(starts) - 1
+        return values[starts], inverse
+    distinct, inverse = np.unique(values, return_inverse=True)
+    return distinct, inverse
 
 
 def per_ts_sum(frame: pd.DataFrame) -> pd.Series:
@@ -197,11 +210,24 @@ def _users(result: VariantResult) -> pd.Series:
     return pd.Series(users.to_numpy(dtype=float), index=agg["Timestamp"].to_numpy()).sort_index()
 
 
+def _by_metric(samples: pd.DataFrame) -> dict[str, pd.DataFrame]:
+    """The rows of each metric, in file order. For metric categories (as samples.csv is
+    read): one stable sort of the codes, then slices of one reordered copy (half of what
+    pandas' groupby split costs on an hour of samples); a groupby otherwise."""
+    metric = samples["metric"]
+    codes = metric.cat.codes.to_numpy() if isinstance(metric.dtype, pd.CategoricalDtype) else None
+    if codes is None or (codes < 0).any():
+        return {str(k): rows for k, rows in samples.groupby("metric", sort=False, observed=True)}
+    order = np.argsort(codes, kind="stable")
+    ordered, sorted_codes = samples.take(order), codes[order]
+    bounds = np.flatnonzero(np.r_[True, sorted_codes[1:] != sorted_codes[:-1], True])
+    names = metric.cat.categories
+    return {str(names[sorted_codes[a]]): ordered.iloc[a:b] for a, b in pairwise(bounds)}
+
+
 def build_series(result: VariantResult) -> VariantSeries:
     samples = result.samples
-    by_metric = {
-        str(name): frame for name, frame in samples.groupby("metric", sort=False, observed=True)
-    }
+    by_metric = _by_metric(samples)
     empty = samples.iloc[0:0]
 
     def rows(metric: str) -> pd.DataFrame:

@@ -30,10 +30,15 @@ from typing import Any
 
 # The bare SQLSTATE counts only as a token of its own: an access log's client port
 # ("127.0.0.1:53300"), a path ("/users/53300") or a process id ("[53300]") is not a refusal.
+# Any of, ignoring case: 53300 not after [\w:/.[#-] nor before [\w\]:.], "too many clients",
+# "remaining connection slots", "TooManyConnections". Written to begin with the set of first
+# letters, case-sensitively: the regex engine then skips in C to a position where one of
+# them can start, instead of trying every alternative (and a lookbehind) at every character;
+# the app log is read line by line with it, 3 × faster (tests/test_analysis.py checks the
+# two forms agree).
 REFUSAL = re.compile(
-    r"(?<![\w:/.\[#-])53300(?![\w\]:.])|too many clients|remaining connection slots|"
-    r"TooManyConnections",
-    re.I,
+    r"[5TtRr](?:(?<=5)3300(?<![\w:/.\[#-]53300)(?![\w\]:.])"
+    r"|(?i:(?<=t)oo many clients|(?<=r)emaining connection slots|(?<=t)ooManyConnections))"
 )
 LOG_RECORD_START = re.compile(r"^(?:CRITICAL|ERROR|WARNING|INFO|DEBUG)\b")
 

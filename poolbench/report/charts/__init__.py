@@ -34,6 +34,7 @@ from pathlib import Path
 
 from matplotlib import rc_context
 
+from poolbench.analysis.collector_pause import fewer_collections
 from poolbench.analysis.run_analysis import Analysis
 from poolbench.analysis.summary import ExperimentSummary
 from poolbench.report import chart_kinds as kinds
@@ -128,7 +129,7 @@ def render_charts(analysis: Analysis, out_dir: Path) -> list[Chart]:
     charts: list[Chart] = []
     used: set[str] = set()
     drawers = _drawers()
-    with rc_context(STYLE):
+    with rc_context(STYLE), fewer_collections():
         for experiment in analysis.summary.experiments:
             name = experiment.name
             base = slug(name)

@@ -31,9 +31,18 @@ WIDTH = 11.0  # inches
 STYLE: dict[RcKeyType, Any] = {
     "font.family": "DejaVu Sans",
     "font.size": 10,
+    # FreeType's hinting (matplotlib's "default": the font's, else its autohinter) was a
+    # third of the charts' drawing time here; unhinted glyphs read as well at these sizes
+    "text.hinting": "no_hinting",
     "axes.titlesize": 11,
     "axes.titleweight": "bold",
     "axes.titlelocation": "left",
+    # titles at the axes' top (+ titlepad): where matplotlib's automatic placement puts them
+    # here anyway (no tick labels on top, no offset text), without measuring every tick label
+    # of the axes and its twins first (a quarter of a chart's drawing time)
+    "axes.titley": 1.0,
+    # no offset text above a y axis (it would sit under such a title): ticks in full numbers
+    "axes.formatter.useoffset": False,
     "axes.labelsize": 10,
     "axes.labelcolor": "#333333",
     "axes.edgecolor": "#999999",
@@ -104,9 +113,15 @@ def _save(fig: Figure, path: Path) -> None:
     two thirds of the CPU time (its RGBA at level 6 was a third of the charts' time)."""
     from PIL import Image, PngImagePlugin
 
+    _fix_empty_labels(fig)
     fig.canvas.draw()
     rgba = np.asarray(fig.canvas.buffer_rgba())  # type: ignore[attr-defined]
-    image = Image.fromarray(rgba[..., :3] if (rgba[..., 3] == 255).all() else rgba)
+    # read in place (a copy of the strided RGB view cost as much as the deflating), and made
+    # RGB by PIL when the alpha channel is opaque throughout
+    height, width = rgba.shape[:2]
+    image = Image.frombuffer("RGBA", (width, height), rgba, "raw", "RGBA", 0, 1)
+    if image.getchannel("A").getextrema() == (255, 255):
+        image = image.convert("RGB")
     info = PngImagePlugin.PngInfo()
     info.add_text(
         "Software", f"Matplotlib version{matplotlib.__version__}, https://matplotlib.org/"
@@ -114,6 +129,16 @@ def _save(fig: Figure, path: Path) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     with atomic_file(path, "wb") as out:
         image.save(out, format="png", pnginfo=info, dpi=(DPI, DPI), compress_level=3)
+
+
+def _fix_empty_labels(fig: Figure) -> None:
+    """Pin every axis label without text where it is: matplotlib would otherwise measure the
+    axis' tick labels a second time at each draw to move a label that draws nothing (the
+    upper panels' time axis, the twin axes')."""
+    for ax in fig.axes:
+        for axis in (ax.xaxis, ax.yaxis):
+            if not axis.label.get_text():
+                axis.set_label_coords(0.5, 0.5)
 
 
 def _variant_color(i: int) -> str:
