@@ -4,7 +4,7 @@ The table holds passwords that broke the old masker (unencoded `/`, `#`, `?`, `@
 `password=` in the query string, key=value conninfo). Each is checked through `mask_url`,
 through free text (an error message, a shell-quoted command line, JSON) and, end to end, on
 the command line: stderr of a failing `poolbench run`, and no results folder for a bad URL.
-A full run with a hostile password is in tests/test_faults.py (it greps every file).
+A full run with a hostile password is in tests/test_faults_load.py (it greps every file).
 """
 
 from __future__ import annotations
