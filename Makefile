@@ -10,10 +10,8 @@ VARIANT ?= before
 # The suite runs on pytest-xdist workers. `--dist loadgroup` is tests/conftest.py's scheduler:
 # a file whose tests share a module fixture (one real run) goes to one worker whole, so the
 # fixture starts once; every other test goes to whichever worker is free, the longest files'
-# first. Most tests wait (fixed phases, sleeps, processes starting) a good part of their time,
-# so four workers fit two cores: 4 min 58 s against 5 min 58 s for three here, each beside
-# another session's benchmarks.
-TEST_WORKERS ?= 4
+# first. End-to-end runs wait on fixed phases, so three workers fit two cores.
+TEST_WORKERS ?= 3
 XDIST := -n $(TEST_WORKERS) --dist loadgroup --no-loadscope-reorder
 # The fast tests are many and short: two workers taking them one by one beat three taking
 # files (24 s against 29 s here), as no module fixture is costly there.
