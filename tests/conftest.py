@@ -96,14 +96,13 @@ LONGEST_FIRST = (
     "test_probe",
     "test_byo",
 )
-SHARED_FIXTURE = re.compile(r"""scope=["'](module|class|package|session)["']""")
+SHARED_FIXTURE = re.compile(r"""scope=["'](module|class|package)["']""")
 
 
 @functools.cache
 def shares_a_fixture(path: str) -> bool:
-    """A test file that defines a module, class or session fixture (a session fixture of a
-    test file starts once per worker that runs one of its tests): one real run, one server,
-    read by several of its tests."""
+    """A test file that defines a module (or class) fixture: one real run, one server, read
+    by several of its tests."""
     file = REPO / path
     return file.is_file() and bool(SHARED_FIXTURE.search(file.read_text()))
 

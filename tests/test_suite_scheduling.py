@@ -8,7 +8,7 @@ import importlib
 
 from conftest import REPO, shares_a_fixture
 
-SHARED_SCOPES = {"module", "class", "package", "session"}  # session: once per worker
+SHARED_SCOPES = {"module", "class", "package"}
 
 
 def _defines_a_shared_fixture(stem: str) -> bool:
