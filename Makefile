@@ -7,12 +7,10 @@ STAMP := $(VENV)/.installed
 BIN := $(VENV)/bin
 
 VARIANT ?= before
-# The suite runs on pytest-xdist workers. `--dist loadgroup` is tests/conftest.py's scheduler:
-# a file whose tests share a module fixture (one real run) goes to one worker whole, so the
-# fixture starts once; every other test goes to whichever worker is free, the longest files'
-# first. End-to-end runs wait on fixed phases, so three workers fit two cores.
+# The suite runs on pytest-xdist workers, a test file per worker at a time (module fixtures
+# start once); end-to-end runs wait on fixed phases, so three workers fit two cores.
 TEST_WORKERS ?= 3
-XDIST := -n $(TEST_WORKERS) --dist loadgroup --no-loadscope-reorder
+XDIST := -n $(TEST_WORKERS) --dist loadfile --no-loadscope-reorder
 # The fast tests are many and short: two workers taking them one by one beat three taking
 # files (24 s against 29 s here), as no module fixture is costly there.
 FAST_WORKERS ?= 2
