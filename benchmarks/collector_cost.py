@@ -3,7 +3,7 @@
 A throwaway embedded PostgreSQL (as `make bench` starts), an 8 MB table, 120 client
 backends of the target database kept busy reading it from a few load threads (so every
 backend's memory counters keep moving, as under a real load), and the collector with its
-`make bench` settings (10 Hz connections, 1 Hz memory, refresh 2 s, 1 % memory budget).
+`make bench` settings (10 Hz connections, 1.1 Hz memory, refresh 2 s, 1 % memory budget).
 Measured after a warm-up, in CPU seconds of the collector's own threads (/proc/self/task),
 not the wall clock: the machine is shared.
 

@@ -62,7 +62,7 @@ wait_event_type)
     single delta may land a tick late. The first read after start or a reconnect, or after
     a statistics reset, is a baseline and writes no row.
 ``mem_uss_bytes``, ``mem_pss_bytes``, ``mem_rss_bytes``, ``processes`` (``memory_hz``,
-default 1 Hz; label component, + application_name for ``postgres_backends``)
+default 1.1 Hz; label component, + application_name for ``postgres_backends``)
     From ``/proc/<pid>/smaps_rollup``: at every sweep, the sum over a component's live
     processes (zombies are gone) of each process's latest figures, re-read when they may
     have moved (below). Components: ``app`` (``app_pids`` and all their descendants),

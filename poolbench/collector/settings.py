@@ -30,7 +30,11 @@ class CollectorConfig:
     dbname: str | None = None  # the target database; default: the one in admin_url
     out_path: str | os.PathLike[str] = "samples.csv"
     connections_hz: float = 10.0
-    memory_hz: float = 1.0
+    # Memory and CPU sweeps, ~0.91 s apart: a process whose memory moved is re-read at the
+    # second sweep after the one that last saw it unchanged, within memory_refresh_s (2 s) even
+    # when a sweep runs up to ~0.18 s late. At exactly 1 Hz two sweeps are 2 s apart, and any
+    # lateness went over (2.01-2.08 s in a quiet `make bench`).
+    memory_hz: float = 1.1
     app_pids: PidSource = ()  # the app's processes (their descendants are added)
     load_pid: int | None = None  # the load generator (its descendants are added)
     postmaster_pid: int | None = None  # a hint, checked; discovered when None

@@ -88,9 +88,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--memory-hz",
         type=float,
-        default=1.0,
+        default=CollectorConfig.memory_hz,
         metavar="N",
-        help="memory and CPU samples per second (default 1)",
+        help=f"memory and CPU samples per second (default {CollectorConfig.memory_hz:g})",
     )
 
 
