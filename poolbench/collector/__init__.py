@@ -98,7 +98,7 @@ default 1.1 Hz; label component, + application_name for ``postgres_backends``)
     children, so processes that come and go between sweeps (short-lived backends) are
     counted. Empty when the tree changed under it (a restart) or is not visible. The
     kernel counts CPU time in clock ticks (10 ms), so one sweep's figure moves in steps of
-    ~1 % of a core per process at 1 Hz: average over a window. The collector's own memory
+    ~1 % of a core per process at ~1 Hz: average over a window. The collector's own memory
     is not a metric: in a run it shares its process with the runner.
 ``app_pool_size``, ``app_pool_checked_in``, ``app_pool_checked_out``,
 ``app_pool_overflow``, ``app_pool_max_overflow`` (1 Hz, application_name = engine name)
@@ -121,9 +121,10 @@ What it costs
     connections sample (~0.15-0.35 ms of CPU each through libpq directly, ~0.3-0.5 % of a
     core with churn and sweep plans), the memory re-reads (~0.3-0.4 ms per PostgreSQL
     process re-read under load; at 120 busy backends ~20 a second, the whole 1 % budget;
-    none while nothing moves), the 1 Hz process sweep (~2-3 ms at 120 processes, ~0.3 %)
-    and the app's pools (~0.07 %). variant.json records the reads and their CPU
-    (`Latest.footprint`); benchmarks/collector_cost.py the breakdown.
+    none while nothing moves), the 1.1 Hz process sweep (~2-3 ms at 120 processes,
+    ~0.3-0.4 %) and the app's pools (~0.07 %). variant.json records the reads and their
+    CPU, each thread's CPU and the reads' by group (`Latest.footprint`);
+    benchmarks/collector_cost.py the breakdown.
 """
 
 from typing import Any
