@@ -26,6 +26,15 @@ SETTLE_S = 2.0
 # a refusal named in a request's error: the SQLSTATE as a word of its own (not a client port
 # "127.0.0.1:53300", a path "/users/53300" or a pid "[53300]"), or PostgreSQL's words
 REFUSED = r"(?<![\w:/.\[#-])53300(?![\w\]:.])|too many clients|remaining connection slots"
+
+
+def names_a_refusal(text: str) -> bool:
+    """Whether text (an app log, Locust's error strings) records PostgreSQL refusing a
+    connection: the SQLSTATE as a token of its own, or the server's own words. A substring
+    test for "53300" also counts uvicorn's access-log client port ("127.0.0.1:53300")."""
+    return re.search(REFUSED, text, re.I) is not None
+
+
 HEADER = struct.Struct("<8sdII8x")
 RECORDS = {  # by the format version in the magic's last byte
     1: np.dtype(

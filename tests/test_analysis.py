@@ -20,6 +20,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+from recompute import names_a_refusal
 from synthetic import T0, EngineSpec, MiB, VariantSpec, seed_claim_specs, write_run
 
 from poolbench.analysis.collector_pause import YOUNG_THRESHOLD, fewer_collections
@@ -590,6 +591,18 @@ def test_refusal_pattern_matches_where_its_readable_form_does() -> None:
         line = "".join(rng.choice(pieces) for _ in range(rng.randrange(1, 6)))
         expected = [m.span() for m in REFUSAL_READABLE.finditer(line)]
         assert [m.span() for m in REFUSAL.finditer(line)] == expected, line
+
+
+def test_the_end_to_end_tests_refusal_check_skips_a_client_port_of_53300() -> None:
+    """test_run's stock-postgres test once asked whether "53300" occurred anywhere in the
+    after variant's app log, and CI failed when a request came from client port 53300."""
+    access = 'INFO:     127.0.0.1:53300 - "GET /users/53300 HTTP/1.1" 200 OK\n'
+    assert "53300" in access  # the old check counted this line
+    assert not names_a_refusal(access)
+    refused = "asyncpg.exceptions.TooManyConnectionsError: sorry, too many clients already\n"
+    assert names_a_refusal(access + refused)
+    assert names_a_refusal("HTTPError('500: remaining connection slots are reserved')")
+    assert names_a_refusal("psycopg.errors.TooManyConnections: SQLSTATE 53300")
 
 
 # --- comparisons across repeats ---------------------------------------------------------------

@@ -13,6 +13,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 from conftest import REPO, pid_alive, poolbench_cli
+from recompute import names_a_refusal
 
 from poolbench.results.run_folder import load_run
 
@@ -128,7 +129,7 @@ phases = {warmup_s = 0, load_s = 6, idle_s = 1}
         failures = variant.locust["failures"]
         log = (variant.path / "app.log").read_text()
         text = " ".join(failures.get("Error", pd.Series(dtype=str)).astype(str)) + log
-        refused[variant.meta["variant"]] = "53300" in text or "remaining connection slots" in text
+        refused[variant.meta["variant"]] = names_a_refusal(text)
     assert refused == {"before": True, "after": False}
 
 
