@@ -49,6 +49,7 @@ from poolbench.infra import ledger
 from poolbench.infra.postmaster import start_postmaster, stop_postmaster, stop_stray_postmaster
 from poolbench.infra.process_group import die_with_parent, signals_deferred
 from poolbench.redact import add_secret, mask_text, mask_url, register_url, split_userinfo
+from poolbench.results.names import APPLICATION_NAME
 from poolbench.results.pglog import SERVER_LOG_SETTINGS
 
 MIN_SERVER_VERSION = 130000
@@ -147,9 +148,20 @@ def port_is_free(port: int, host: str = "127.0.0.1") -> bool:
 
 
 def connect(url: str, *, timeout: float = 5.0, autocommit: bool = True) -> psycopg.Connection:
-    """Open a psycopg connection, turning any failure into a one-line PoolbenchError."""
+    """Open one of poolbench's own connections (creating and dropping databases, the app's
+    setup, clean), turning any failure into a one-line PoolbenchError.
+
+    It carries the collector's application_name, which every count of pg_stat_activity
+    leaves out: a backend of one that has just closed can still be listed while it exits
+    (on a busy machine, when the preflight counts the other clients: one more "other client"
+    than there was), and sampled during a run it is not the app's."""
     try:
-        return psycopg.connect(url, connect_timeout=max(1, int(timeout)), autocommit=autocommit)
+        return psycopg.connect(
+            url,
+            connect_timeout=max(1, int(timeout)),
+            autocommit=autocommit,
+            application_name=APPLICATION_NAME,
+        )
     except psycopg.Error as exc:
         raise PoolbenchError(f"cannot connect to {mask_url(url)}: {first_line(exc)}") from None
 
