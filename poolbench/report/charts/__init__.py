@@ -30,11 +30,13 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 
 from matplotlib import rc_context
 
 from poolbench.analysis.collector_pause import fewer_collections
+from poolbench.analysis.pool_sweep import Sweep
 from poolbench.analysis.run_analysis import Analysis
 from poolbench.analysis.summary import ExperimentSummary
 from poolbench.report import chart_kinds as kinds
@@ -51,6 +53,7 @@ from poolbench.report.charts.memory import chart_marginal, chart_memory
 from poolbench.report.charts.pools import chart_fan_in, chart_pool_probe, chart_sweep
 from poolbench.report.charts.time_axis import _Clock, _first_repeats
 from poolbench.report.charts.traffic import chart_throughput
+from poolbench.report.charts.two_cores import Task, draw_all
 
 __all__ = [
     "DPI",
@@ -125,33 +128,33 @@ def _drawers() -> dict[ChartSpec, Drawer]:
 
 
 def render_charts(analysis: Analysis, out_dir: Path) -> list[Chart]:
-    """Draw every chart of every experiment into out_dir/charts; return them in report order."""
-    charts: list[Chart] = []
+    """Draw every chart of every experiment into out_dir/charts (on two cores where it can:
+    `two_cores`); return those drawn, in report order."""
+    planned: list[tuple[Chart, Task]] = []
     used: set[str] = set()
     drawers = _drawers()
+    for experiment in analysis.summary.experiments:
+        name = experiment.name
+        base = slug(name)
+        while base in used:
+            base += "_"
+        used.add(base)
+        clock = _Clock([r for _, r in _first_repeats(analysis, name)])
+        for kind in kinds.EXPERIMENT_KINDS:
+            path = out_dir / "charts" / f"{base}-{kind.key}.png"
+            draw = partial(drawers[kind], analysis, experiment, path, clock)
+            planned.append((Chart(kind.key, kind.title, path, kind.alt, name), draw))
+    for sweep in analysis.summary.sweeps:
+        path = out_dir / "charts" / f"sweep-{slug(sweep.group)}-{slug(sweep.variant)}.png"
+        title = f"{kinds.SWEEP.title} of {sweep.variant}"
+        where = f"sweep:{sweep.group}:{sweep.variant}"
+        chart = Chart(kinds.SWEEP.key, title, path, kinds.SWEEP.alt, where)
+        planned.append((chart, partial(_draw_sweep, sweep, path)))
     with rc_context(STYLE), fewer_collections():
-        for experiment in analysis.summary.experiments:
-            name = experiment.name
-            base = slug(name)
-            while base in used:
-                base += "_"
-            used.add(base)
-            clock = _Clock([r for _, r in _first_repeats(analysis, name)])
-            for kind in kinds.EXPERIMENT_KINDS:
-                path = out_dir / "charts" / f"{base}-{kind.key}.png"
-                if drawers[kind](analysis, experiment, path, clock):
-                    charts.append(Chart(kind.key, kind.title, path, kind.alt, name))
-        for sweep in analysis.summary.sweeps:
-            path = out_dir / "charts" / f"sweep-{slug(sweep.group)}-{slug(sweep.variant)}.png"
-            chart_sweep(sweep, path)
-            title = f"{kinds.SWEEP.title} of {sweep.variant}"
-            charts.append(
-                Chart(
-                    kinds.SWEEP.key,
-                    title,
-                    path,
-                    kinds.SWEEP.alt,
-                    f"sweep:{sweep.group}:{sweep.variant}",
-                )
-            )
-    return charts
+        drawn = draw_all([draw for _, draw in planned])
+    return [chart for (chart, _), shown in zip(planned, drawn, strict=True) if shown]
+
+
+def _draw_sweep(sweep: Sweep, path: Path) -> bool:
+    chart_sweep(sweep, path)
+    return True
