@@ -194,7 +194,9 @@ class ServerLog:
 
 
 def _epoch(date: str, tz: str) -> float:
-    stamp = datetime.strptime(date, "%Y-%m-%d %H:%M:%S.%f")
+    # _PREFIX admits only "YYYY-MM-DD HH:MM:SS.mmm", which fromisoformat reads as strptime
+    # would, in a tenth of the time (a log has a record per connection and disconnection)
+    stamp = datetime.fromisoformat(date)
     offset = timedelta(0)
     if tz[0] in "+-":
         sign = -1 if tz[0] == "-" else 1
