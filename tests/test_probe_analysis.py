@@ -275,3 +275,19 @@ def test_p95_per_bin_is_the_spread_of_each_bin() -> None:
     for key, value in got.items():
         expected = spread(waits[bins == key]).p95_ms
         assert (np.isnan(value) and expected is None) or value == expected, key
+
+
+def test_record_kinds_are_named_and_an_unknown_code_is_a_question_mark(tmp_path: Path) -> None:
+    """The checkout records' kinds by their code (the low byte; 0x100 flags a checkout that
+    opened a connection), an unknown code read as "?" rather than dropped or guessed."""
+    from poolbench.results.pool_probe import OPENED, RECORD_DTYPE, _read_records
+
+    codes = [0, 1, 2, 3, 7, 0 | OPENED, 3]
+    records = np.zeros(len(codes), dtype=RECORD_DTYPE)
+    records["kind"] = codes
+    records["t"] = np.arange(len(codes))
+    (tmp_path / "p.bin").write_bytes(records.tobytes())
+    frame = _read_records(tmp_path / "p.bin", pid=1)
+    kinds = ["checkout", "timeout", "error", "connect", "?", "checkout", "connect"]
+    assert list(frame["kind"]) == kinds
+    assert list(frame["opened"]) == [False] * 5 + [True, False]
